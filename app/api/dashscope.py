@@ -1,0 +1,114 @@
+"""DashScope-native routes, so that the official `dashscope` SDK works unchanged with
+`dashscope.base_http_api_url = "http://HOST:PORT/api/v1"`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from .. import items as parse_items
+from ..errors import InvalidRequest, request_id_of
+from ..gateway import Gateway, gateway
+from ..params import resolve
+from ..schemas.dashscope import (
+    ErrorResponse,
+    MultimodalRequest,
+    MultimodalResponse,
+    TextRequest,
+    TextResponse,
+)
+from ..service import EmbedRequest, EmbedResult
+from .body import cache_control, parse
+from .docs import request_body
+from .openai import cache_headers
+
+router = APIRouter(prefix="/api/v1/services/embeddings")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 502, 503, 504)
+}
+
+
+def _params(gw: Gateway, spec: Any, parameters: dict[str, Any]) -> Any:
+    options = {k: v for k, v in parameters.items() if k != "dimension"}
+    return resolve(
+        spec,
+        gw.upstream_kinds[spec.upstream],
+        parameters.get("dimension"),
+        options,
+        dim_param="parameters.dimension",
+        opt_prefix="parameters.",
+        forward_unknown=True,
+    )
+
+
+async def _embed(request: Request, gw: Gateway, req: EmbedRequest) -> EmbedResult:
+    read, write = cache_control(request)
+    req.cache_read, req.cache_write = read, write
+    result = await gw.service.embed(req)
+    request.state.log = {
+        "model": req.spec.name,
+        "items": len(req.items),
+        "hits": result.hits,
+        "upstream_s": round(result.upstream_seconds, 6),
+    }
+    return result
+
+
+def _respond(request: Request, output: dict[str, Any], result: EmbedResult, usage: dict[str, int]) -> Response:
+    body = orjson.dumps(
+        {"output": output, "usage": usage, "request_id": request_id_of(request)}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
+    return Response(body, media_type="application/json", headers=cache_headers(result))
+
+
+@router.post(
+    "/multimodal-embedding/multimodal-embedding",
+    response_model=MultimodalResponse,
+    responses=ERRORS,
+    openapi_extra=request_body(MultimodalRequest),
+    summary="DashScope multimodal embedding (native shape)",
+)
+async def multimodal_embedding(request: Request) -> Response:
+    gw = gateway(request)
+    body = await parse(request, MultimodalRequest, gw.settings.max_body_bytes)
+    spec = gw.model(body.model)
+    if spec.endpoint != "multimodal" and gw.upstream_kinds[spec.upstream] == "dashscope":
+        raise InvalidRequest(f"model: {spec.name} is a text model: use the text-embedding route", param="model")
+    params = _params(gw, spec, body.parameters)
+    items = parse_items.dashscope_contents(body.input.contents, spec, gw.settings.max_input_items)
+    if params.fusion:
+        items = [parse_items.fuse_all(items)]
+    result = await _embed(request, gw, EmbedRequest(spec, params, items))
+    embeddings = [
+        {"index": i, "embedding": np.frombuffer(v, dtype="<f4"), "type": _type(it.modality)}
+        for i, (v, it) in enumerate(zip(result.vectors, items, strict=True))
+    ]
+    usage = {"input_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
+    return _respond(request, {"embeddings": embeddings}, result, usage)
+
+
+@router.post(
+    "/text-embedding/text-embedding",
+    response_model=TextResponse,
+    responses=ERRORS,
+    openapi_extra=request_body(TextRequest),
+    summary="DashScope text embedding (native shape)",
+)
+async def text_embedding(request: Request) -> Response:
+    gw = gateway(request)
+    body = await parse(request, TextRequest, gw.settings.max_body_bytes)
+    spec = gw.model(body.model)
+    params = _params(gw, spec, body.parameters)
+    items = parse_items.dashscope_texts(body.input.texts, spec, gw.settings.max_input_items)
+    result = await _embed(request, gw, EmbedRequest(spec, params, items))
+    embeddings = [{"text_index": i, "embedding": np.frombuffer(v, dtype="<f4")} for i, v in enumerate(result.vectors)]
+    return _respond(request, {"embeddings": embeddings}, result, {"total_tokens": result.billed_tokens})
+
+
+def _type(modality: str) -> str:
+    return "fused" if modality == "fusion" else modality

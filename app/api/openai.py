@@ -1,0 +1,84 @@
+"""POST /v1/embeddings: the OpenAI wire shape, extended with media items and DashScope options."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from .. import items as parse_items
+from ..gateway import gateway
+from ..params import resolve
+from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
+from ..service import EmbedRequest, EmbedResult
+from .body import cache_control, parse
+from .docs import request_body
+
+router = APIRouter()
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 502, 503, 504)
+}
+
+
+@router.post(
+    "/v1/embeddings",
+    response_model=EmbeddingResponse,
+    responses=ERRORS,
+    openapi_extra=request_body(EmbeddingRequest),
+    summary="Create embeddings (OpenAI shape; text, images, video)",
+)
+async def create_embeddings(request: Request) -> Response:
+    gw = gateway(request)
+    body = await parse(request, EmbeddingRequest, gw.settings.max_body_bytes)
+    spec = gw.model(body.model)
+    params = resolve(
+        spec,
+        gw.upstream_kinds[spec.upstream],
+        body.dimensions,
+        body.options(),
+        dim_param="dimensions",
+        opt_prefix="",
+        forward_unknown=False,
+    )
+    items = parse_items.openai_items(body.input, spec, gw.settings.max_input_items)
+    if params.fusion:
+        items = [parse_items.fuse_all(items)]
+    read, write = cache_control(request)
+    result = await gw.service.embed(EmbedRequest(spec, params, items, cache_read=read, cache_write=write))
+    request.state.log = {
+        "model": spec.name,
+        "items": len(items),
+        "hits": result.hits,
+        "upstream_s": round(result.upstream_seconds, 6),
+    }
+    return Response(
+        render(result, spec.name, body.encoding_format == "base64"),
+        media_type="application/json",
+        headers=cache_headers(result),
+    )
+
+
+def render(result: EmbedResult, model: str, as_base64: bool) -> bytes:
+    if as_base64:
+        data = [
+            {"object": "embedding", "index": i, "embedding": base64.b64encode(v).decode()}
+            for i, v in enumerate(result.vectors)
+        ]
+    else:
+        data = [
+            {"object": "embedding", "index": i, "embedding": np.frombuffer(v, dtype="<f4")}
+            for i, v in enumerate(result.vectors)
+        ]
+    usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
+    return orjson.dumps(
+        {"object": "list", "data": data, "model": model, "usage": usage}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
+
+
+def cache_headers(result: EmbedResult) -> dict[str, str]:
+    return {"x-cache-hits": str(result.hits), "x-cache-misses": str(result.misses)}

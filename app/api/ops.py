@@ -1,0 +1,65 @@
+"""Operations routes: the model catalog, liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..gateway import gateway
+from ..schemas.openai import ModelList
+
+router = APIRouter()
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+@router.get("/v1/models", response_model=ModelList, summary="The model catalog")
+async def list_models(request: Request) -> Response:
+    gw = gateway(request)
+    cards = [
+        {
+            "id": spec.name,
+            "object": "model",
+            "owned_by": spec.upstream,
+            "created": 0,
+            "modalities": sorted(spec.modalities),
+            "dimensions": list(spec.dimensions) or None,
+            "default_dimension": spec.default_dimension,
+            "max_dimension": spec.max_dimension or (max(spec.dimensions) if spec.dimensions else None),
+            "max_batch": spec.max_batch,
+        }
+        for spec in gw.catalog
+    ]
+    return _json({"object": "list", "data": cards})
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> Response:
+    return _json({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness: Redis and upstream configuration")
+async def readyz(request: Request) -> Response:
+    gw = gateway(request)
+    cache_ok = await gw.cache.ping()
+    upstreams = sorted({spec.upstream for spec in gw.catalog})
+    ready = gw.ready and bool(upstreams)
+    body = {
+        "status": "ready" if ready else "not ready",
+        "cache": {"backend": gw.cache.name, "ok": cache_ok},
+        "upstreams": {name: {"kind": gw.upstream_kinds[name]} for name in upstreams},
+        "models": len(gw.catalog),
+    }
+    # A failing Redis does not make the gateway unready: requests are still answered (cache skipped).
+    return _json(body, 200 if ready else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(gateway(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)

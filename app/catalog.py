@@ -1,0 +1,200 @@
+"""The model catalog: a public model name -> upstream, upstream model id, modalities, dimensions, limits.
+
+Built-in entries cover the DashScope models of upstream-contracts.md (enabled when DASHSCOPE_API_KEY is set),
+OpenAI's embedding models (enabled when OPENAI_API_KEY is set) and the local all-minilm-l6-v2 (enabled
+when the `local` extra is installed). The config file's `models:` mapping adds entries or overrides fields
+of built-in ones; an entry with `enabled: false` removes one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .settings import Settings, UpstreamConfig
+
+Modality = Literal["text", "image", "video", "multi_images"]
+Endpoint = Literal["multimodal", "text"]
+
+MB = 1024 * 1024
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    upstream: str
+    upstream_model: str
+    endpoint: Endpoint = Field(default="text", description="DashScope only: which native route serves it")
+    modalities: frozenset[Modality] = frozenset({"text"})
+    dimensions: tuple[int, ...] = Field(default=(), description="allowed values; empty: any up to max")
+    default_dimension: int = Field(gt=0)
+    max_dimension: int | None = None
+    max_batch: int = Field(default=10, ge=1, description="items per upstream call")
+    max_text_chars: int = Field(default=32_768, ge=1)
+    max_image_bytes: int = Field(default=3 * MB, ge=1)
+    image_formats: frozenset[str] = frozenset({"jpeg", "png", "bmp"})
+    max_multi_images: int = Field(default=8, ge=1)
+    fused_objects: bool = Field(default=False, description="one object with several keys -> one vector")
+    enable_fusion: bool = Field(default=False, description="accepts parameters.enable_fusion")
+    token_ids: bool = Field(default=False, description="accepts OpenAI token-id inputs")
+    rpm: int | None = Field(default=None, ge=1, description="upstream account requests per minute")
+    tpm: int | None = Field(default=None, ge=1, description="upstream account tokens per minute")
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _check_dimensions(self) -> ModelSpec:
+        if self.dimensions and self.default_dimension not in self.dimensions:
+            raise ValueError(f"default_dimension {self.default_dimension} is not among {list(self.dimensions)}")
+        return self
+
+    def allows_dimension(self, dim: int) -> bool:
+        if self.dimensions:
+            return dim in self.dimensions
+        return 1 <= dim <= (self.max_dimension or self.default_dimension)
+
+    def describe_dimensions(self) -> str:
+        if self.dimensions:
+            return ", ".join(str(d) for d in self.dimensions)
+        return f"1..{self.max_dimension or self.default_dimension}"
+
+
+_TONGYI = {
+    "upstream": "dashscope",
+    "endpoint": "multimodal",
+    "modalities": ["text", "image", "video", "multi_images"],
+    "max_batch": 20,
+    "max_text_chars": 4096,
+    "max_multi_images": 8,
+}
+_TONGYI_DATED = {
+    **_TONGYI,
+    "max_image_bytes": 10 * MB,
+    "image_formats": ["jpeg", "png", "bmp", "webp", "tiff", "gif"],
+    "fused_objects": True,
+    "max_multi_images": 64,
+}
+_PLUS_DIMS = [64, 128, 256, 512, 1024, 1152]
+_FLASH_DIMS = [64, 128, 256, 512, 768]
+
+BUILT_IN: dict[str, dict[str, Any]] = {
+    "tongyi-embedding-vision-plus": {**_TONGYI, "dimensions": _PLUS_DIMS, "default_dimension": 1152},
+    "tongyi-embedding-vision-flash": {**_TONGYI, "dimensions": _FLASH_DIMS, "default_dimension": 768},
+    "tongyi-embedding-vision-plus-2026-03-06": {
+        **_TONGYI_DATED,
+        "dimensions": _PLUS_DIMS,
+        "default_dimension": 1152,
+    },
+    "tongyi-embedding-vision-flash-2026-03-06": {
+        **_TONGYI_DATED,
+        "dimensions": _FLASH_DIMS,
+        "default_dimension": 768,
+    },
+    "qwen3-vl-embedding": {
+        "upstream": "dashscope",
+        "endpoint": "multimodal",
+        "modalities": ["text", "image", "video"],
+        "dimensions": [2560, 2048, 1536, 1024, 768, 512, 256],
+        "default_dimension": 2560,
+        "max_batch": 20,
+        "max_text_chars": 128_000,
+        "max_image_bytes": 10 * MB,
+        "image_formats": ["jpeg", "png", "bmp", "webp", "tiff", "gif"],
+        "enable_fusion": True,
+    },
+    "multimodal-embedding-v1": {
+        "upstream": "dashscope",
+        "endpoint": "multimodal",
+        "modalities": ["text", "image", "video"],
+        "dimensions": [1024],
+        "default_dimension": 1024,
+        "max_batch": 20,
+        "max_text_chars": 2048,
+        "rpm": 120,
+    },
+    "text-embedding-v4": {
+        "upstream": "dashscope",
+        "dimensions": [2048, 1536, 1024, 768, 512, 256, 128, 64],
+        "default_dimension": 1024,
+        "max_batch": 10,
+        "max_text_chars": 32_768,
+    },
+    "text-embedding-v3": {
+        "upstream": "dashscope",
+        "dimensions": [1024, 768, 512],
+        "default_dimension": 1024,
+        "max_batch": 10,
+        "max_text_chars": 32_768,
+        "rpm": 6000,
+        "tpm": 24_000_000,
+    },
+    "text-embedding-3-small": {
+        "upstream": "openai",
+        "default_dimension": 1536,
+        "max_dimension": 1536,
+        "max_batch": 2048,
+        "token_ids": True,
+    },
+    "text-embedding-3-large": {
+        "upstream": "openai",
+        "default_dimension": 3072,
+        "max_dimension": 3072,
+        "max_batch": 2048,
+        "token_ids": True,
+    },
+    "all-minilm-l6-v2": {
+        "upstream": "local",
+        "upstream_model": "all-MiniLM-L6-v2",
+        "dimensions": [384],
+        "default_dimension": 384,
+        "max_batch": 64,
+        "max_text_chars": 16_384,
+    },
+}
+# Dated snapshots share their undated model's limits except where the table above says otherwise.
+
+
+class Catalog:
+    """Public model name -> ModelSpec, built once at start from the built-ins and the config file."""
+
+    def __init__(self, specs: dict[str, ModelSpec]) -> None:
+        self._specs = specs
+
+    def get(self, name: str) -> ModelSpec | None:
+        return self._specs.get(name)
+
+    def __iter__(self) -> Iterator[ModelSpec]:
+        return iter(self._specs.values())
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+
+def build_catalog(settings: Settings, available: set[str]) -> Catalog:
+    """Merge built-ins with the file's entries; keep only models whose upstream is available.
+
+    `available` names the upstreams that can serve (a key is set, or the local model is installed).
+    Raises ValueError with the model's name and field when an entry is wrong.
+    """
+    upstreams: dict[str, UpstreamConfig] = settings.upstream_configs()
+    merged: dict[str, dict[str, Any]] = {name: dict(fields) for name, fields in BUILT_IN.items()}
+    for name, fields in settings.models.items():
+        merged[name] = {**merged.get(name, {}), **fields}
+    specs: dict[str, ModelSpec] = {}
+    for name, fields in merged.items():
+        try:
+            spec = ModelSpec(name=name, **{"upstream_model": name, **fields})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"models.{name}.{where}: {first['msg']}") from None
+        if spec.upstream not in upstreams:
+            raise ValueError(f"models.{name}.upstream: no upstream named {spec.upstream!r}")
+        if spec.enabled and spec.upstream in available:
+            specs[name] = spec
+    return Catalog(specs)

@@ -1,0 +1,197 @@
+"""One exception tree and one table from exception to status and body, per wire shape.
+
+Routes never catch: they raise a GatewayError (or let one propagate) and the handlers installed by
+`install_handlers` render it in the caller's wire format. Messages are written for clients: never
+`str(exc)` of a lower-level exception, never a key, never an internal name.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from enum import Enum
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+log = logging.getLogger("embedding_gateway.errors")
+
+
+class Wire(Enum):
+    OPENAI = "openai"
+    DASHSCOPE = "dashscope"
+
+
+class GatewayError(Exception):
+    """Base of every error a client may see. `status` and the codes come from the table below."""
+
+    status = 500
+    openai_type = "server_error"
+    dashscope_code = "InternalError"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        self.retry_after = retry_after
+        if status is not None:
+            self.status = status
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    openai_type = "invalid_request_error"
+    dashscope_code = "InvalidParameter"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status = 413
+    dashscope_code = "BadRequest.TooLarge"
+
+
+class Unauthorized(GatewayError):
+    status = 401
+    openai_type = "authentication_error"
+    dashscope_code = "InvalidApiKey"
+
+
+class Forbidden(GatewayError):
+    status = 403
+    openai_type = "permission_error"
+    dashscope_code = "AccessDenied"
+
+
+class NotFound(GatewayError):
+    status = 404
+    openai_type = "invalid_request_error"
+    dashscope_code = "ModelNotFound"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    openai_type = "rate_limit_error"
+    dashscope_code = "Throttling.RateQuota"
+
+
+class UpstreamRejected(GatewayError):
+    """The upstream answered 4xx: the status, code and message are the upstream's own."""
+
+    openai_type = "invalid_request_error"
+
+
+class UpstreamFailed(GatewayError):
+    """The upstream answered 5xx, garbage, or could not be reached."""
+
+    status = 502
+    openai_type = "upstream_error"
+    dashscope_code = "InternalError.Upstream"
+
+
+class UpstreamTimeout(UpstreamFailed):
+    status = 504
+    dashscope_code = "RequestTimeOut"
+
+
+class Unavailable(GatewayError):
+    status = 503
+    openai_type = "server_error"
+    dashscope_code = "ServiceUnavailable"
+
+
+def wire_of(path: str) -> Wire:
+    """DashScope-native routes live under /api/v1; everything else speaks OpenAI."""
+    return Wire.DASHSCOPE if path.startswith("/api/") else Wire.OPENAI
+
+
+def request_id_of(request: Request) -> str:
+    rid = getattr(request.state, "request_id", None)
+    return rid if isinstance(rid, str) else str(uuid.uuid4())
+
+
+def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
+    if wire is Wire.DASHSCOPE:
+        body: dict[str, object] = {
+            "code": err.code or err.dashscope_code,
+            "message": err.message,
+            "request_id": request_id,
+        }
+        if err.param:
+            body["param"] = err.param
+    else:
+        body = {
+            "error": {
+                "message": err.message,
+                "type": err.openai_type,
+                "param": err.param,
+                "code": err.code,
+            }
+        }
+    headers = {"x-request-id": request_id}
+    if err.retry_after is not None:
+        headers["retry-after"] = str(max(1, round(err.retry_after + 0.49)))
+        headers["retry-after-ms"] = str(max(1, int(err.retry_after * 1000)))
+    return Response(orjson.dumps(body), status_code=err.status, headers=headers, media_type="application/json")
+
+
+def field_path(loc: tuple[object, ...]) -> str:
+    """("body", "input", 3, "image") -> "input[3].image"."""
+    out = ""
+    for part in loc:
+        if part == "body" and not out:
+            continue
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "body"
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return render(exc, wire_of(request.url.path), request_id_of(request))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    param = field_path(tuple(first.get("loc", ())))
+    err = InvalidRequest(f"{param}: {first.get('msg', 'invalid value')}", param=param)
+    return render(err, wire_of(request.url.path), request_id_of(request))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        err: GatewayError = NotFound(f"no route {request.method} {request.url.path}", code="not_found")
+    elif exc.status_code == 405:
+        err = GatewayError(f"method {request.method} not allowed here", status=405, code="method_not_allowed")
+        err.openai_type = "invalid_request_error"
+    else:
+        err = GatewayError("request failed", status=exc.status_code)
+    return render(err, wire_of(request.url.path), request_id_of(request))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # The one place a bug surfaces: logged with its type only (never its text, which may hold input),
+    # answered as a generic 500 in the caller's wire format.
+    log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
+    return render(GatewayError("internal error"), wire_of(request.url.path), request_id_of(request))
+
+
+def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,40 @@
+"""The typed state that the lifespan builds once and every route reads: one object, no globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from .cache import VectorCache
+from .catalog import Catalog, ModelSpec
+from .errors import NotFound
+from .metrics import Metrics
+from .service import EmbeddingService
+from .settings import Settings
+
+
+@dataclass(slots=True)
+class Gateway:
+    settings: Settings
+    catalog: Catalog
+    cache: VectorCache
+    service: EmbeddingService
+    metrics: Metrics
+    upstream_kinds: dict[str, str]
+    ready: bool = True
+
+    def model(self, name: str, param: str = "model") -> ModelSpec:
+        spec = self.catalog.get(name)
+        if spec is None:
+            raise NotFound(
+                f"{param}: model {name[:100]!r} is not served here (see GET /v1/models)",
+                param=param,
+                code="model_not_found",
+            )
+        return spec
+
+
+def gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw

@@ -1,0 +1,44 @@
+"""content_key(): the cache key of one item, a pure function, versioned.
+
+The key hashes everything that decides the vector: the upstream, the upstream's model id, the dimension,
+every forwarded option (sorted), the item's modality and its identity (text, URL string, or the SHA-256 of
+decoded media bytes). Bump KEY_VERSION whenever what goes into the hash changes meaning: old entries then
+simply stop matching and age out by their TTL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import orjson
+
+from .items import Item
+from .params import Params
+
+KEY_VERSION = 1
+
+
+class KeyMaker:
+    """Hashes the request-wide part once; each item's key then costs one copy and one update."""
+
+    __slots__ = ("_base", "_prefix")
+
+    def __init__(self, namespace: str, upstream: str, upstream_model: str, params: Params) -> None:
+        head = [KEY_VERSION, upstream, upstream_model, params.dimension, sorted(params.options.items())]
+        self._base = hashlib.blake2b(orjson.dumps(head), digest_size=20)
+        self._prefix = f"{namespace}:v{KEY_VERSION}:"
+
+    def key(self, item: Item) -> str:
+        h = self._base.copy()
+        h.update(item.modality.encode())
+        h.update(b"\0")
+        h.update(item.identity)
+        return self._prefix + h.hexdigest()
+
+    def keys(self, items: Sequence[Item]) -> list[str]:
+        return [self.key(it) for it in items]
+
+
+def content_key(namespace: str, upstream: str, upstream_model: str, params: Params, item: Item) -> str:
+    return KeyMaker(namespace, upstream, upstream_model, params).key(item)

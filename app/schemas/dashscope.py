@@ -1,0 +1,73 @@
+"""DashScope native wire shape (upstream-contracts.md 1.1-1.4), as the official SDK sends and reads it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+
+class MultimodalInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    contents: list[Any] = Field(description="strings or objects {text|image|video|multi_images[, factor]}")
+
+
+class TextInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: StrictStr | list[StrictStr]
+
+
+class MultimodalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: StrictStr = Field(min_length=1)
+    input: MultimodalInput
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="dimension, output_type, fps, instruct, enable_fusion, res_level, max_video_frames; "
+        "other keys are forwarded as they are and are part of the cache key",
+    )
+
+
+class TextRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: StrictStr = Field(min_length=1)
+    input: TextInput
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class MultimodalEmbedding(BaseModel):
+    index: int
+    embedding: list[float]
+    type: str
+
+
+class TextEmbedding(BaseModel):
+    text_index: int
+    embedding: list[float]
+
+
+class MultimodalOutput(BaseModel):
+    embeddings: list[MultimodalEmbedding]
+
+
+class TextOutput(BaseModel):
+    embeddings: list[TextEmbedding]
+
+
+class MultimodalResponse(BaseModel):
+    output: MultimodalOutput
+    usage: dict[str, int]
+    request_id: str
+
+
+class TextResponse(BaseModel):
+    output: TextOutput
+    usage: dict[str, int]
+    request_id: str
+
+
+class ErrorResponse(BaseModel):
+    code: str
+    message: str
+    request_id: str
+    param: str | None = None

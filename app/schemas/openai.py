@@ -1,0 +1,124 @@
+"""OpenAI embeddings wire shape, extended with image/video items and DashScope's vector-changing options.
+
+The options (`text_type`, `instruct`, `fps`, `enable_fusion`, `output_type`, `res_level`,
+`max_video_frames`) sit at the top level of the body, which is where the official SDKs put `extra_body`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
+
+_MEDIA = {"type": "string", "description": "an http(s) URL or a data:image/<format>;base64,... URI"}
+INPUT_SCHEMA: dict[str, Any] = {
+    "description": "A string, a list of strings or objects, a token list, or a list of token lists. "
+    "Objects: {text}, {image}, {video} (URL only), {multi_images: [...]}, several keys for one fused vector "
+    "(dated tongyi models), optional factor.",
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "integer", "minimum": 0},
+                    {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "minProperties": 1,
+                        "properties": {
+                            "text": {"type": "string", "minLength": 1},
+                            "image": _MEDIA,
+                            "video": {"type": "string", "description": "an http(s) URL"},
+                            "multi_images": {"type": "array", "items": _MEDIA, "minItems": 1},
+                            "factor": {"type": "number", "minimum": 0},
+                        },
+                    },
+                ]
+            },
+        },
+    ],
+}
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr = Field(min_length=1, description="a model name from GET /v1/models")
+    input: Annotated[Any, WithJsonSchema(INPUT_SCHEMA)]
+    dimensions: StrictInt | None = Field(default=None, ge=1, description="one of the model's dimensions")
+    encoding_format: Literal["float", "base64"] | None = Field(
+        default=None, description="float (default) or base64 of little-endian float32"
+    )
+    user: StrictStr | None = Field(default=None, description="accepted for compatibility, not forwarded")
+    text_type: Literal["query", "document"] | None = Field(default=None, description="DashScope text models")
+    instruct: StrictStr | None = Field(default=None, min_length=1, max_length=4096)
+    fps: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=1, description="video frame ratio")
+    enable_fusion: StrictBool | None = Field(default=None, description="qwen3-vl: all inputs -> one vector")
+    output_type: Literal["dense"] | None = None
+    res_level: StrictInt | None = Field(default=None, ge=0, le=3)
+    max_video_frames: StrictInt | None = Field(default=None, ge=1, le=64)
+
+    def options(self) -> dict[str, Any]:
+        return self.model_dump(
+            include={"text_type", "instruct", "fps", "enable_fusion", "output_type", "res_level", "max_video_frames"},
+            exclude_none=True,
+        )
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str
+    created: int = 0
+    modalities: list[str]
+    dimensions: list[int] | None
+    default_dimension: int
+    max_dimension: int | None
+    max_batch: int
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

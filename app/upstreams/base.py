@@ -1,0 +1,149 @@
+"""What every upstream adapter shares: the batch it is given, the result it returns, the checks every
+answer passes before it is used or cached, and the map from HTTP failures to gateway errors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+import orjson
+
+from ..catalog import ModelSpec
+from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+from ..items import Item
+from ..params import Params
+
+MAX_MESSAGE = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    spec: ModelSpec
+    params: Params
+    items: Sequence[Item]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    vectors: np.ndarray  # (len(items), dimension), float32, rows in item order
+    billed_tokens: int
+
+
+class Upstream(Protocol):
+    name: str
+    kind: str
+
+    async def embed(self, batch: Batch) -> Result: ...
+
+    async def close(self) -> None: ...
+
+
+def assemble(pairs: Iterable[tuple[Any, Any]], n: int, dim: int, upstream: str) -> np.ndarray:
+    """(index, vector) pairs in any order -> rows in item order; count, indices, length, finite checked."""
+    rows: list[Any] = [None] * n
+    seen = 0
+    for index, vector in pairs:
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n or rows[index] is not None:
+            raise UpstreamFailed(f"upstream {upstream} answered a bad or duplicate index")
+        rows[index] = vector
+        seen += 1
+    if seen != n:
+        raise UpstreamFailed(f"upstream {upstream} answered {seen} vectors for {n} inputs")
+    try:
+        out = np.asarray(rows, dtype=np.float32)
+    except (ValueError, TypeError):
+        raise UpstreamFailed(f"upstream {upstream} answered vectors that are not lists of numbers") from None
+    if out.shape != (n, dim):
+        raise UpstreamFailed(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
+    if not np.isfinite(out).all():
+        raise UpstreamFailed(f"upstream {upstream} answered non-finite values")
+    return out
+
+
+def decode_base64_vector(value: str, dim: int, upstream: str) -> list[float] | np.ndarray:
+    import base64
+
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raise UpstreamFailed(f"upstream {upstream} answered invalid base64") from None
+    if len(raw) != 4 * dim:
+        raise UpstreamFailed(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
+    return np.frombuffer(raw, dtype="<f4")
+
+
+def parse_json(resp: httpx.Response, upstream: str) -> dict[str, Any]:
+    try:
+        body = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        raise UpstreamFailed(f"upstream {upstream} answered a body that is not JSON") from None
+    if not isinstance(body, dict):
+        raise UpstreamFailed(f"upstream {upstream} answered a body that is not a JSON object")
+    return body
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = resp.headers.get(name)
+        if value:
+            try:
+                seconds = float(value) * scale
+            except ValueError:
+                continue
+            if math.isfinite(seconds) and seconds >= 0:
+                return min(seconds, 600.0)
+    return None
+
+
+def _clean(message: object) -> str:
+    text = message if isinstance(message, str) else ""
+    return " ".join(text.split())[:MAX_MESSAGE] or "no message"
+
+
+def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
+    """Upstream 4xx stays 4xx with its code and message (401/403 excepted: those are about the gateway's
+    own key, so the client gets 502); 429 keeps Retry-After; 5xx becomes 502."""
+    code, message = None, None
+    try:
+        body = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        err: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else body
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        message = err.get("message")
+    status = resp.status_code
+    text = f"upstream {upstream}: {_clean(message)}"
+    if status == 429:
+        return RateLimited(text, code=code or "Throttling", retry_after=_retry_after(resp) or 1.0)
+    if status in (401, 403):
+        return UpstreamFailed(
+            f"upstream {upstream} refused the gateway's credentials ({code or status})", code="upstream_auth"
+        )
+    if 400 <= status < 500:
+        err_ = UpstreamRejected(text, status=status, code=code)
+        err_.dashscope_code = code or "InvalidParameter"
+        return err_
+    return UpstreamFailed(text, code=code)
+
+
+def error_from_transport(exc: httpx.HTTPError, upstream: str) -> GatewayError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"upstream {upstream} did not answer in time")
+    return UpstreamFailed(f"upstream {upstream} could not be reached ({type(exc).__name__})")
+
+
+def usage_tokens(usage: object) -> int:
+    """Billed tokens from any of the usage shapes of upstream-contracts.md 1.2-1.3 and 2."""
+    if not isinstance(usage, dict):
+        return 0
+    for key in ("total_tokens", "prompt_tokens"):
+        v = usage.get(key)
+        if isinstance(v, int) and v >= 0:
+            return v
+    return sum(v for k in ("input_tokens", "image_tokens") if isinstance(v := usage.get(k), int) and v >= 0)

@@ -1,0 +1,74 @@
+"""Any OpenAI-compatible embeddings server: OpenAI, DashScope compatible mode, vLLM, TEI, Infinity, Ollama.
+
+Only what the caller set is sent: no null fields (a null `encoding_format` once broke every vLLM call of a
+peer gateway), `dimensions` only when asked for. Vectors are requested as floats, which every such server
+supports, and base64 answers are decoded all the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+
+from .base import (
+    Batch,
+    Result,
+    assemble,
+    decode_base64_vector,
+    error_from_response,
+    error_from_transport,
+    parse_json,
+    usage_tokens,
+)
+
+
+class OpenAIUpstream:
+    kind = "openai"
+
+    def __init__(self, name: str, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
+        self.name = name
+        self.client = client
+        self.url = base_url.rstrip("/") + "/embeddings"
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+
+    def request_body(self, batch: Batch) -> dict[str, Any]:
+        inputs = [it.parts.get("tokens", it.parts.get("text")) for it in batch.items]
+        body: dict[str, Any] = {"model": batch.spec.upstream_model, "input": inputs, "encoding_format": "float"}
+        if batch.params.send_dimension:
+            body["dimensions"] = batch.params.dimension
+        return body
+
+    async def embed(self, batch: Batch) -> Result:
+        try:
+            resp = await self.client.post(
+                self.url, content=orjson.dumps(self.request_body(batch)), headers=self.headers
+            )
+        except httpx.HTTPError as exc:
+            raise error_from_transport(exc, self.name) from None
+        if resp.status_code != 200:
+            raise error_from_response(resp, self.name)
+        data = parse_json(resp, self.name)
+        rows = data.get("data")
+        if not isinstance(rows, list):
+            rows = []
+        dim = batch.params.dimension
+
+        def pairs() -> Iterator[tuple[Any, Any]]:
+            for row in rows:
+                if not isinstance(row, dict):
+                    yield None, None
+                    continue
+                vec = row.get("embedding")
+                if isinstance(vec, str):
+                    vec = decode_base64_vector(vec, dim, self.name)
+                yield row.get("index"), vec
+
+        return Result(assemble(pairs(), len(batch.items), dim, self.name), usage_tokens(data.get("usage")))
+
+    async def close(self) -> None:
+        await self.client.aclose()
