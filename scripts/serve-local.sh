@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Installs the gateway with the embedded model and starts it on 127.0.0.1:8000: no API key, no Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh --local
+exec .venv/bin/embedding-gateway serve "$@"

@@ -1,0 +1,239 @@
+"""Fixtures that start real processes: redis-server, the stand-in upstream, the gateway.
+
+Every process listens on a free loopback port and is stopped at the end; nothing here touches a Redis
+the tests did not start. Process output goes to files under the session's log folder, so that tests
+can read everything the gateway wrote (see test_secrets).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UPSTREAM_KEY = "sk-standin-0123456789abcdef"
+# Variables of the developer's own shell that would change what the gateway under test does.
+SCRUB = ("REDIS_URL", "DASHSCOPE_API_KEY", "DASHSCOPE_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
+         "EMBEDDING_GATEWAY_CONFIG", "PROMETHEUS_MULTIPROC_DIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+         "http_proxy", "https_proxy", "all_proxy")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SCRUB}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+
+def start_redis(workdir: Path) -> RedisServer:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run the README's test command, which installs it")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return RedisServer(port, proc, workdir)
+        except OSError:
+            time.sleep(0.05)
+    stop(proc)
+    raise RuntimeError("redis-server did not start")
+
+
+@dataclass
+class StandIn:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def dashscope_base(self) -> str:
+        return self.url + "/api/v1"
+
+    @property
+    def openai_base(self) -> str:
+        return self.url + "/v1"
+
+    def reset(self) -> None:
+        httpx.post(self.url + "/_reset").raise_for_status()
+        self.control(latency_ms=0, jitter_ms=0, fail_rate=0, down=False, retry_after=None)
+
+    def control(self, **values: Any) -> None:
+        httpx.post(self.url + "/_control", json=values).raise_for_status()
+
+    def calls(self) -> list[dict[str, Any]]:
+        return list(httpx.get(self.url + "/_stats").json()["calls"])
+
+    def digests(self) -> list[str]:
+        return [d for c in self.calls() if not c.get("failed") for d in c["digests"]]
+
+
+def start_standin(log: Path, *args: str) -> StandIn:
+    port = free_port()
+    out = log.open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", UPSTREAM_KEY, *args],
+        cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/_stats", proc)
+    return StandIn(url, proc)
+
+
+@dataclass
+class Gateway:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+class GatewayFactory:
+    """Starts `embedding-gateway serve` processes wired to the stand-in (and a Redis when given)."""
+
+    def __init__(self, standin: StandIn, logdir: Path) -> None:
+        self.standin = standin
+        self.logdir = logdir
+        self.started: list[Gateway] = []
+
+    def start(self, *, redis_url: str | None = None, config: str | None = None, workers: int = 1,
+              env: dict[str, str] | None = None, upstream_key: str = UPSTREAM_KEY) -> Gateway:
+        port = free_port()
+        extra = {
+            "DASHSCOPE_API_KEY": upstream_key,
+            "DASHSCOPE_BASE_URL": self.standin.dashscope_base,
+            "OPENAI_API_KEY": upstream_key,
+            "OPENAI_BASE_URL": self.standin.openai_base,
+            **(env or {}),
+        }
+        if redis_url:
+            extra["REDIS_URL"] = redis_url
+        args = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
+        if config:
+            args += ["--config", config]
+        log = self.logdir / f"gateway-{port}.log"
+        proc = subprocess.Popen(args, cwd=ROOT, env=clean_env(**extra), stdout=log.open("ab"),
+                                stderr=subprocess.STDOUT)
+        gw = Gateway(f"http://127.0.0.1:{port}", proc, log, extra)
+        self.started.append(gw)
+        wait_http(gw.url + "/healthz", proc)
+        return gw
+
+    def close(self) -> None:
+        for gw in self.started:
+            stop(gw.proc)
+
+
+@pytest.fixture(scope="session")
+def logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    stop(server.proc)
+
+
+@pytest.fixture(scope="session")
+def standin_session(logdir: Path) -> Iterator[StandIn]:
+    s = start_standin(logdir / "standin.log")
+    yield s
+    stop(s.proc)
+
+
+@pytest.fixture
+def standin(standin_session: StandIn) -> StandIn:
+    standin_session.reset()
+    return standin_session
+
+
+@pytest.fixture(scope="session")
+def gateways(standin_session: StandIn, logdir: Path) -> Iterator[GatewayFactory]:
+    factory = GatewayFactory(standin_session, logdir)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def gateway_redis(gateways: GatewayFactory, redis_server: RedisServer) -> Gateway:
+    """The shared gateway of the end-to-end tests: one worker, the session's redis-server."""
+    return gateways.start(redis_url=redis_server.url)
+
+
+@pytest.fixture(scope="session")
+def gateway_memory(gateways: GatewayFactory) -> Gateway:
+    """A gateway with no REDIS_URL: the in-process cache serves."""
+    return gateways.start()
