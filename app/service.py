@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from .cache import VectorCache
 from .catalog import ModelSpec
@@ -20,6 +21,18 @@ from .keys import KeyMaker
 from .metrics import Metrics
 from .params import Params
 from .upstreams.base import Batch, Result, Upstream
+
+
+class UpstreamGate(Protocol):
+    """Admission to an upstream call (the account's shared quota): returns when the call may go, or raises
+    RateLimited/Unavailable when it may not within its wait budget."""
+
+    async def admit(self, spec: ModelSpec, items: int, tokens: int) -> None: ...
+
+
+class OpenGate:
+    async def admit(self, spec: ModelSpec, items: int, tokens: int) -> None:
+        return None
 
 
 @dataclass(slots=True)

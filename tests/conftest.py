@@ -25,9 +25,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_KEY = "sk-standin-0123456789abcdef"
 # Variables of the developer's own shell that would change what the gateway under test does.
-SCRUB = ("REDIS_URL", "DASHSCOPE_API_KEY", "DASHSCOPE_BASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-         "EMBEDDING_GATEWAY_CONFIG", "PROMETHEUS_MULTIPROC_DIR", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-         "http_proxy", "https_proxy", "all_proxy")
+SCRUB = (
+    "REDIS_URL",
+    "DASHSCOPE_API_KEY",
+    "DASHSCOPE_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "EMBEDDING_GATEWAY_CONFIG",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
 
 
 def free_port() -> int:
@@ -92,9 +104,23 @@ def start_redis(workdir: Path) -> RedisServer:
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--logfile",
+            str(workdir / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -141,7 +167,10 @@ def start_standin(log: Path, *args: str) -> StandIn:
     out = log.open("ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", UPSTREAM_KEY, *args],
-        cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/_stats", proc)
@@ -167,8 +196,15 @@ class GatewayFactory:
         self.logdir = logdir
         self.started: list[Gateway] = []
 
-    def start(self, *, redis_url: str | None = None, config: str | None = None, workers: int = 1,
-              env: dict[str, str] | None = None, upstream_key: str = UPSTREAM_KEY) -> Gateway:
+    def start(
+        self,
+        *,
+        redis_url: str | None = None,
+        config: str | None = None,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        upstream_key: str = UPSTREAM_KEY,
+    ) -> Gateway:
         port = free_port()
         extra = {
             "DASHSCOPE_API_KEY": upstream_key,
@@ -183,8 +219,7 @@ class GatewayFactory:
         if config:
             args += ["--config", config]
         log = self.logdir / f"gateway-{port}.log"
-        proc = subprocess.Popen(args, cwd=ROOT, env=clean_env(**extra), stdout=log.open("ab"),
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=ROOT, env=clean_env(**extra), stdout=log.open("ab"), stderr=subprocess.STDOUT)
         gw = Gateway(f"http://127.0.0.1:{port}", proc, log, extra)
         self.started.append(gw)
         wait_http(gw.url + "/healthz", proc)

@@ -34,8 +34,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def base_url() -> Iterator[str]:
     port = _free_port()
-    cmd = [sys.executable, "-m", "bench.standin", "--host", "127.0.0.1", "--port", str(port),
-           "--api-key", KEY]
+    cmd = [sys.executable, "-m", "bench.standin", "--host", "127.0.0.1", "--port", str(port), "--api-key", KEY]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -68,11 +67,21 @@ def _vec(v: object) -> np.ndarray:
 
 def test_multimodal_happy_path_shuffled_indices(client: httpx.Client) -> None:
     model = "tongyi-embedding-vision-plus"
-    contents = ["a red road bike", {"image": "https://example.com/bike.jpg"}, {"image": PNG},
-                {"video": "https://example.com/clip.mp4"},
-                {"multi_images": ["https://example.com/a.jpg", PNG]}]
-    r = client.post(MM, json={"model": model, "input": {"contents": contents},
-                              "parameters": {"dimension": 256, "fps": 0.5, "output_type": "dense"}})
+    contents = [
+        "a red road bike",
+        {"image": "https://example.com/bike.jpg"},
+        {"image": PNG},
+        {"video": "https://example.com/clip.mp4"},
+        {"multi_images": ["https://example.com/a.jpg", PNG]},
+    ]
+    r = client.post(
+        MM,
+        json={
+            "model": model,
+            "input": {"contents": contents},
+            "parameters": {"dimension": 256, "fps": 0.5, "output_type": "dense"},
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "application/json"
     body = r.json()
@@ -88,8 +97,9 @@ def test_multimodal_happy_path_shuffled_indices(client: httpx.Client) -> None:
         assert np.array_equal(got, expected_vector(model, 256, content, {"fps": 0.5}))
         assert abs(float(np.linalg.norm(got)) - 1) < 1e-5
     # output_type "dense" is the default, so it does not change vectors; other params do
-    assert not np.array_equal(expected_vector(model, 256, "x", {"fps": 0.5}),
-                              expected_vector(model, 256, "x", {"output_type": "dense"}))
+    assert not np.array_equal(
+        expected_vector(model, 256, "x", {"fps": 0.5}), expected_vector(model, 256, "x", {"output_type": "dense"})
+    )
     usage = body["usage"]
     assert usage["input_tokens_details"] == {"image_tokens": 896 * 4 + 2000, "text_tokens": 3}
     assert usage["total_tokens"] == 3 + 896 * 4 + 2000
@@ -100,15 +110,27 @@ def test_default_dimension_and_usage_shapes(client: httpx.Client) -> None:
     body = r.json()
     assert len(body["output"]["embeddings"][0]["embedding"]) == 2560
     assert body["usage"] == {"input_tokens": 3, "image_tokens": 0, "total_tokens": 3}
-    r = client.post(MM, json={"model": "multimodal-embedding-v1", "parameters": {},
-                              "input": {"contents": [{"image": "https://e.com/a.png"}, {"video": "https://e/v"}]}})
+    r = client.post(
+        MM,
+        json={
+            "model": "multimodal-embedding-v1",
+            "parameters": {},
+            "input": {"contents": [{"image": "https://e.com/a.png"}, {"video": "https://e/v"}]},
+        },
+    )
     assert r.json()["usage"] == {"input_tokens": 0, "image_tokens": 896, "image_count": 1, "duration": 10}
 
 
 def test_text_route_uses_text_index(client: httpx.Client) -> None:
     model = "text-embedding-v4"
-    r = client.post(TEXT, json={"model": model, "input": {"texts": ["first text", "second"]},
-                                "parameters": {"dimension": 512, "text_type": "query"}})
+    r = client.post(
+        TEXT,
+        json={
+            "model": model,
+            "input": {"texts": ["first text", "second"]},
+            "parameters": {"dimension": 512, "text_type": "query"},
+        },
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     embs = body["output"]["embeddings"]
@@ -120,8 +142,9 @@ def test_text_route_uses_text_index(client: httpx.Client) -> None:
     # text_type "document" is the default: same vector as no text_type
     params = {"text_type": "document"}
     r = client.post(TEXT, json={"model": model, "input": {"texts": "one"}, "parameters": params})
-    assert np.array_equal(_vec(r.json()["output"]["embeddings"][0]["embedding"]),
-                          expected_vector(model, 1024, {"text": "one"}))
+    assert np.array_equal(
+        _vec(r.json()["output"]["embeddings"][0]["embedding"]), expected_vector(model, 1024, {"text": "one"})
+    )
 
 
 def test_openai_float_and_base64(client: httpx.Client) -> None:
@@ -151,8 +174,7 @@ def test_auth(client: httpx.Client) -> None:
     r = client.post(TEXT, json=payload, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401
     assert r.json()["code"] == "InvalidApiKey" and r.json()["message"] == "Invalid API-key provided."
-    r = client.post("/v1/embeddings", json={"model": "bge-small", "input": "a"},
-                    headers={"Authorization": ""})
+    r = client.post("/v1/embeddings", json={"model": "bge-small", "input": "a"}, headers={"Authorization": ""})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
     r = client.post(TEXT, json=payload, headers={"Authorization": "", "X-DashScope-ApiKey": KEY})
     assert r.status_code == 200
@@ -160,31 +182,35 @@ def test_auth(client: httpx.Client) -> None:
     assert r.status_code == 403 and r.json()["code"] == "AccessDenied"
 
 
-@pytest.mark.parametrize(("path", "payload", "status", "needle"), [
-    (MM, {"model": PLUS, "input": {"contents": ["t"] * 21}}, 400,
-     "batch size is invalid, it should not be larger than 20"),
-    (TEXT, {"model": "text-embedding-v4", "input": {"texts": ["t"] * 11}}, 400, "not be larger than 10"),
-    (MM, {"model": PLUS, "input": {"contents": ["t"]}, "parameters": {"dimension": 768}}, 400, "dimension"),
-    ("/v1/embeddings", {"model": "bge-small", "input": "t", "dimensions": 128}, 400, "dimensions"),
-    (MM, {"model": "no-such-model", "input": {"contents": ["t"]}}, 404, "ModelNotFound"),
-    ("/v1/embeddings", {"model": "no-such-model", "input": "t"}, 404, "model_not_found"),
-    (MM, {"model": PLUS, "input": {"contents": []}}, 400, "InvalidParameter"),
-    (MM, {"model": PLUS, "input": {"contents": [{"video": PNG}]}}, 400, "video"),
-    (MM, {"model": PLUS, "input": {"contents": [{"image": "data:image/png;base64,@@"}]}}, 400, "base64"),
-    (MM, {"model": PLUS, "input": {"contents": [{"text": "a", "image": PNG}]}}, 400,
-     "several"),
-    (MM, {"model": PLUS, "input": {"contents": [{"multi_images": [PNG] * 9}]}}, 400,
-     "multi_images"),
-    (MM, {"model": PLUS, "input": {"contents": [{"image": "oss://b/k.png"}]}}, 400,
-     "OssResourceResolve"),
-    (TEXT, {"model": "text-embedding-v4", "input": {"texts": [{"image": PNG}]}}, 400, "InvalidParameter"),
-    (TEXT, {"model": "text-embedding-v4", "input": {"texts": ["a"]}, "parameters": 5}, 400, "parameters"),
-    (TEXT, {"model": "text-embedding-v4"}, 400, "input"),
-    (TEXT, [1, 2], 400, "object"),
-    ("/v1/embeddings", {"model": "bge-small", "input": []}, 400, "input"),
-    ("/v1/embeddings", {"model": "bge-small", "input": ["a", 3]}, 400, "input"),
-    ("/v1/embeddings", {"model": "bge-small", "input": "a", "encoding_format": "hex"}, 400, "encoding"),
-])
+@pytest.mark.parametrize(
+    ("path", "payload", "status", "needle"),
+    [
+        (
+            MM,
+            {"model": PLUS, "input": {"contents": ["t"] * 21}},
+            400,
+            "batch size is invalid, it should not be larger than 20",
+        ),
+        (TEXT, {"model": "text-embedding-v4", "input": {"texts": ["t"] * 11}}, 400, "not be larger than 10"),
+        (MM, {"model": PLUS, "input": {"contents": ["t"]}, "parameters": {"dimension": 768}}, 400, "dimension"),
+        ("/v1/embeddings", {"model": "bge-small", "input": "t", "dimensions": 128}, 400, "dimensions"),
+        (MM, {"model": "no-such-model", "input": {"contents": ["t"]}}, 404, "ModelNotFound"),
+        ("/v1/embeddings", {"model": "no-such-model", "input": "t"}, 404, "model_not_found"),
+        (MM, {"model": PLUS, "input": {"contents": []}}, 400, "InvalidParameter"),
+        (MM, {"model": PLUS, "input": {"contents": [{"video": PNG}]}}, 400, "video"),
+        (MM, {"model": PLUS, "input": {"contents": [{"image": "data:image/png;base64,@@"}]}}, 400, "base64"),
+        (MM, {"model": PLUS, "input": {"contents": [{"text": "a", "image": PNG}]}}, 400, "several"),
+        (MM, {"model": PLUS, "input": {"contents": [{"multi_images": [PNG] * 9}]}}, 400, "multi_images"),
+        (MM, {"model": PLUS, "input": {"contents": [{"image": "oss://b/k.png"}]}}, 400, "OssResourceResolve"),
+        (TEXT, {"model": "text-embedding-v4", "input": {"texts": [{"image": PNG}]}}, 400, "InvalidParameter"),
+        (TEXT, {"model": "text-embedding-v4", "input": {"texts": ["a"]}, "parameters": 5}, 400, "parameters"),
+        (TEXT, {"model": "text-embedding-v4"}, 400, "input"),
+        (TEXT, [1, 2], 400, "object"),
+        ("/v1/embeddings", {"model": "bge-small", "input": []}, 400, "input"),
+        ("/v1/embeddings", {"model": "bge-small", "input": ["a", 3]}, 400, "input"),
+        ("/v1/embeddings", {"model": "bge-small", "input": "a", "encoding_format": "hex"}, 400, "encoding"),
+    ],
+)
 def test_contract_errors(client: httpx.Client, path: str, payload: object, status: int, needle: str) -> None:
     r = client.post(path, json=payload)
     assert r.status_code == status, r.text
@@ -265,14 +291,15 @@ def test_stats_digests(client: httpx.Client) -> None:
 def test_fusion(client: httpx.Client) -> None:
     model = "qwen3-vl-embedding"
     contents = ["a dog", {"image": PNG}, {"video": "https://e.com/v.mp4"}]
-    r = client.post(MM, json={"model": model, "input": {"contents": contents},
-                              "parameters": {"enable_fusion": True, "dimension": 256}})
+    r = client.post(
+        MM,
+        json={"model": model, "input": {"contents": contents}, "parameters": {"enable_fusion": True, "dimension": 256}},
+    )
     embs = r.json()["output"]["embeddings"]
     assert len(embs) == 1 and embs[0]["index"] == 0 and embs[0]["type"] == "fused"
     want = expected_vector(model, 256, {"fused": [{"text": "a dog"}, {"image": PNG}, contents[2]]})
     assert np.array_equal(_vec(embs[0]["embedding"]), want)
-    r = client.post(MM, json={"model": PLUS, "input": {"contents": ["a"]},
-                              "parameters": {"enable_fusion": True}})
+    r = client.post(MM, json={"model": PLUS, "input": {"contents": ["a"]}, "parameters": {"enable_fusion": True}})
     assert r.status_code == 400
     dated = "tongyi-embedding-vision-plus-2026-03-06"
     item = {"text": "a", "image": PNG, "factor": 0.5}
