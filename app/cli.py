@@ -32,6 +32,7 @@ def serve(args: argparse.Namespace) -> None:
 
     settings = _load(args.config)
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         create_app(settings)  # validate the catalog before forking workers
     except ValueError as exc:

@@ -58,8 +58,16 @@ class EmbedResult:
 
 class EmbeddingService:
     def __init__(
-        self, cache: VectorCache, upstreams: dict[str, Upstream], metrics: Metrics, *, namespace: str, concurrency: int
+        self,
+        cache: VectorCache,
+        upstreams: dict[str, Upstream],
+        metrics: Metrics,
+        *,
+        namespace: str,
+        concurrency: int,
+        gate: UpstreamGate | None = None,
     ) -> None:
+        self.gate = gate or OpenGate()
         self.cache = cache
         self.upstreams = upstreams
         self.metrics = metrics
@@ -118,6 +126,7 @@ class EmbeddingService:
 
         async def one(chunk: list[tuple[str, Item]]) -> tuple[list[tuple[str, bytes]], int]:
             async with gate:
+                await self.gate.admit(spec, len(chunk), sum(it.est_tokens for _, it in chunk))
                 result = await self._call(upstream, Batch(spec, params, [it for _, it in chunk]))
             rows = result.vectors.astype("<f4", copy=False)
             return [(k, rows[i].tobytes()) for i, (k, _) in enumerate(chunk)], result.billed_tokens
