@@ -159,8 +159,13 @@ BUILT_IN: dict[str, dict[str, Any]] = {
 class Catalog:
     """Public model name -> ModelSpec, built once at start from the built-ins and the config file."""
 
-    def __init__(self, specs: dict[str, ModelSpec]) -> None:
+    def __init__(self, specs: dict[str, ModelSpec], unavailable: dict[str, str] | None = None) -> None:
         self._specs = specs
+        self._unavailable = unavailable or {}
+
+    def why_unavailable(self, name: str) -> str | None:
+        """For a configured model that is not served: what would enable it."""
+        return self._unavailable.get(name)
 
     def get(self, name: str) -> ModelSpec | None:
         return self._specs.get(name)
@@ -175,10 +180,11 @@ class Catalog:
         return list(self._specs)
 
 
-def build_catalog(settings: Settings, available: set[str]) -> Catalog:
+def build_catalog(settings: Settings, available: dict[str, str | None]) -> Catalog:
     """Merge built-ins with the file's entries; keep only models whose upstream is available.
 
-    `available` names the upstreams that can serve (a key is set, or the local model is installed).
+    `available` maps each upstream name to None when it can serve (a key is set, the local model is
+    installed), else to what would enable it.
     Raises ValueError with the model's name and field when an entry is wrong.
     """
     upstreams: dict[str, UpstreamConfig] = settings.upstream_configs()
@@ -186,6 +192,7 @@ def build_catalog(settings: Settings, available: set[str]) -> Catalog:
     for name, fields in settings.models.items():
         merged[name] = {**merged.get(name, {}), **fields}
     specs: dict[str, ModelSpec] = {}
+    unavailable: dict[str, str] = {}
     for name, fields in merged.items():
         try:
             spec = ModelSpec(name=name, **{"upstream_model": name, **fields})
@@ -195,6 +202,11 @@ def build_catalog(settings: Settings, available: set[str]) -> Catalog:
             raise ValueError(f"models.{name}.{where}: {first['msg']}") from None
         if spec.upstream not in upstreams:
             raise ValueError(f"models.{name}.upstream: no upstream named {spec.upstream!r}")
-        if spec.enabled and spec.upstream in available:
+        if not spec.enabled:
+            continue
+        reason = available.get(spec.upstream, "its upstream is not configured")
+        if reason is None:
             specs[name] = spec
-    return Catalog(specs)
+        else:
+            unavailable[name] = reason
+    return Catalog(specs, unavailable)

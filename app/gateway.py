@@ -27,8 +27,10 @@ class Gateway:
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)
         if spec is None:
+            reason = self.catalog.why_unavailable(name)
+            hint = f"it is not enabled: {reason}" if reason else "see GET /v1/models"
             raise NotFound(
-                f"{param}: model {name[:100]!r} is not served here (see GET /v1/models)",
+                f"{param}: model {name[:100]!r} is not served here ({hint})",
                 param=param,
                 code="model_not_found",
             )

@@ -19,8 +19,10 @@ from .gateway import Gateway
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
+from .upstreams import local
 from .upstreams.base import Upstream
 from .upstreams.dashscope import DashScopeUpstream
+from .upstreams.local_model import LocalModelUnavailable
 from .upstreams.openai import OpenAIUpstream
 
 log = logging.getLogger("embedding_gateway")
@@ -28,16 +30,29 @@ log = logging.getLogger("embedding_gateway")
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
 
 
-def usable(name: str, cfg: UpstreamConfig) -> bool:
-    """An upstream serves when it has what it needs: a key, a non-default base URL, or a model installed."""
+def unavailable(name: str, cfg: UpstreamConfig, settings: Settings) -> str | None:
+    """None when the upstream can serve (a key, a non-default base URL, a model installed), else what
+    would enable it."""
     if cfg.kind == "dashscope":
-        return cfg.key() is not None
+        return None if cfg.key() else f"set {cfg.api_key_env or 'DASHSCOPE_API_KEY'}"
     if cfg.kind == "openai":
-        return cfg.key() is not None or cfg.base_url.rstrip("/") != DEFAULT_OPENAI_URL
-    return False
+        if cfg.key() or cfg.base_url.rstrip("/") != DEFAULT_OPENAI_URL:
+            return None
+        return f"set {cfg.api_key_env or 'OPENAI_API_KEY'} or OPENAI_BASE_URL"
+    if not settings.local_model:
+        return "the local model is turned off (LOCAL_MODEL=false)"
+    try:
+        local.model_path(cfg.model_path)
+    except LocalModelUnavailable as exc:
+        return str(exc)
+    return None
 
 
-def open_upstream(name: str, cfg: UpstreamConfig) -> Upstream:
+def open_upstream(name: str, cfg: UpstreamConfig, settings: Settings) -> Upstream:
+    if cfg.kind == "local":
+        upstream = local.LocalUpstream(name, local.model_path(cfg.model_path), threads=settings.local_threads)
+        upstream.start()
+        return upstream
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
         limits=httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections),
@@ -62,14 +77,17 @@ def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configs = settings.upstream_configs()
-    available = {name for name, cfg in configs.items() if usable(name, cfg)}
+    available = {name: unavailable(name, cfg, settings) for name, cfg in configs.items()}
     catalog = build_catalog(settings, available)
+    for name, reason in available.items():
+        if reason and configs[name].kind == "local" and settings.local_model:
+            log.warning("local model not served: %s", reason)
     metrics = Metrics(CollectorRegistry(), models=catalog.names(), upstreams=configs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         used = {spec.upstream for spec in catalog}
-        upstreams = {name: open_upstream(name, configs[name]) for name in used}
+        upstreams = {name: open_upstream(name, configs[name], settings) for name in used}
         cache = open_cache(settings, metrics)
         service = EmbeddingService(
             cache, upstreams, metrics, namespace=settings.cache_namespace, concurrency=settings.upstream_concurrency

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
     local_model: bool = Field(default=True, description="serve all-minilm-l6-v2 when its extra is installed")
+    local_threads: int = Field(default=1, ge=1, le=64, description="torch threads of the local model")
 
     # Cache.
     cache_ttl_s: int = Field(default=30 * 24 * 3600, ge=1)

@@ -207,6 +207,7 @@ class GatewayFactory:
         port = free_port()
         extra = {
             "GATEWAY_AUTH": "off",  # tests of teams and keys turn it on through their config
+            "LOCAL_MODEL": "false",  # the local model has its own tests; loading torch costs seconds
             "DASHSCOPE_API_KEY": upstream_key,
             "DASHSCOPE_BASE_URL": self.standin.dashscope_base,
             "OPENAI_API_KEY": upstream_key,

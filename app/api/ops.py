@@ -48,12 +48,14 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     gw = gateway(request)
     cache_ok = await gw.cache.ping()
-    upstreams = sorted({spec.upstream for spec in gw.catalog})
-    ready = gw.ready and bool(upstreams)
+    states = {name: getattr(up, "state", "ready") for name, up in gw.service.upstreams.items()}
+    ready = gw.ready and bool(states) and "loading" not in states.values()
     body = {
         "status": "ready" if ready else "not ready",
         "cache": {"backend": gw.cache.name, "ok": cache_ok},
-        "upstreams": {name: {"kind": gw.upstream_kinds[name]} for name in upstreams},
+        "upstreams": {
+            name: {"kind": gw.upstream_kinds[name], "state": state} for name, state in sorted(states.items())
+        },
         "models": len(gw.catalog),
     }
     # A failing Redis does not make the gateway unready: requests are still answered (cache skipped).
