@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --local
-exec .venv/bin/embedding-gateway serve "$@"
+# Auth is turned off explicitly, and the bind stays on loopback: a laptop default, not a deployment.
+export GATEWAY_AUTH=${GATEWAY_AUTH:-off}
+exec .venv/bin/embedding-gateway serve --host 127.0.0.1 "$@"
