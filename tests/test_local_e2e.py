@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from openai import OpenAI
 
-from tests.conftest import GatewayFactory
+from conftest import GatewayFactory
 
 # Checked without importing: torch in the test process would make its own GC pauses part of the timings.
 pytestmark = pytest.mark.skipif(
