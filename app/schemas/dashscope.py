@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, WithJsonSchema
+
+TEXTS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+    ]
+}
 
 
 class MultimodalInput(BaseModel):
@@ -14,7 +21,8 @@ class MultimodalInput(BaseModel):
 
 class TextInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: StrictStr | list[StrictStr]
+    # Checked by items.dashscope_texts, whose errors name the element (`input.texts[3]`).
+    texts: Annotated[Any, WithJsonSchema(TEXTS_SCHEMA)]
 
 
 class MultimodalRequest(BaseModel):

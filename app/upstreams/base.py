@@ -120,15 +120,13 @@ def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
     status = resp.status_code
     text = f"upstream {upstream}: {_clean(message)}"
     if status == 429:
-        return RateLimited(text, code=code or "Throttling", retry_after=_retry_after(resp) or 1.0)
+        return RateLimited(text, code=code or "Throttling", dashscope_code=code, retry_after=_retry_after(resp) or 1.0)
     if status in (401, 403):
         return UpstreamFailed(
             f"upstream {upstream} refused the gateway's credentials ({code or status})", code="upstream_auth"
         )
     if 400 <= status < 500:
-        err_ = UpstreamRejected(text, status=status, code=code)
-        err_.dashscope_code = code or "InvalidParameter"
-        return err_
+        return UpstreamRejected(text, status=status, code=code, dashscope_code=code or "InvalidParameter")
     return UpstreamFailed(text, code=code)
 
 
