@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import Gateway, StandIn
 from dashscope import AioMultiModalEmbedding, MultiModalEmbedding, TextEmbedding
+from dashscope.api_entities.aio_session import close_shared_aio_session
 from samples import data_uri, png
 
 from bench.standin import expected_vector
@@ -81,6 +82,7 @@ async def test_async_client() -> None:
     want = [expected_vector("tongyi-embedding-vision-flash", 256, c) for c in contents]
     assert_vectors(by_position(resp.output["embeddings"], "index"), want)
     bad = await AioMultiModalEmbedding.call(model="tongyi-embedding-vision-flash", input=contents, dimension=1152)
+    await close_shared_aio_session()
     assert bad.status_code == 400 and bad.code == "InvalidParameter"
     assert "parameters.dimension" in bad.message
 

@@ -52,9 +52,9 @@ def test_upstream_429_keeps_retry_after(gateway_redis: Gateway, standin: StandIn
 
 def test_openai_sdk_sees_a_rate_limit_error(gateway_redis: Gateway, standin: StandIn) -> None:
     standin.control(fail_rate=1, fail_modes=["429"], retry_after=2)
-    with openai.OpenAI(base_url=gateway_redis.url + "/v1", api_key="unused", max_retries=0) as client:
-        with pytest.raises(openai.RateLimitError) as info:
-            client.embeddings.create(model="text-embedding-v4", input="throttled " + uuid.uuid4().hex)
+    client = openai.OpenAI(base_url=gateway_redis.url + "/v1", api_key="unused", max_retries=0)
+    with client, pytest.raises(openai.RateLimitError) as info:
+        client.embeddings.create(model="text-embedding-v4", input="throttled " + uuid.uuid4().hex)
     assert info.value.response.headers["retry-after"] == "2"
 
 
@@ -68,6 +68,8 @@ def test_upstream_failures_are_502(
     assert resp.status_code == 502, resp.text
     code, message = error_of(resp, route)
     assert message.startswith("upstream dashscope")
+    if route == TEXT:
+        assert code == "InternalError.Upstream"
     assert "Traceback" not in resp.text
 
 
@@ -115,6 +117,10 @@ def test_upstream_slower_than_its_timeout_is_504(slow_gateway: Gateway, standin:
     assert time.monotonic() - t0 < 1.4
     code, _ = error_of(resp, route)
     assert code == ("RequestTimeOut" if route == TEXT else None)
+    deadline = time.monotonic() + 5
+    while not standin.calls():  # let the abandoned upstream call finish, so that it lands in this test
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     standin.control(latency_ms=100)
     assert call(slow_gateway, route).status_code == 200
 
