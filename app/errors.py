@@ -187,7 +187,9 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
-        err: GatewayError = NotFound(f"no route {request.method} {request.url.path}", code="not_found")
+        err: GatewayError = NotFound(
+            f"no route {request.method} {request.url.path}", code="not_found", dashscope_code="NotFound"
+        )
     elif exc.status_code == 405:
         err = GatewayError(f"method {request.method} not allowed here", status=405, code="method_not_allowed")
         err.openai_type = "invalid_request_error"

@@ -63,6 +63,7 @@ ROWS: list[tuple[str, Any, int, str]] = [
     (OPENAI, oa(fps="fast", model=PLUS), 400, "fps"),
     (OPENAI, oa(fps=0.5), 400, "fps"),  # a multimodal option on a text model
     (OPENAI, oa(enable_fusion=True, model=PLUS), 400, "enable_fusion"),
+    (OPENAI, oa(enable_fusion=True, model="qwen3-vl-embedding", input=["a"] * 21), 400, "input"),
     (OPENAI, oa(text_type="query", model="text-embedding-3-small"), 400, "text_type"),
     (OPENAI, oa(model="no-such-model"), 404, "model"),
     (OPENAI, oa(input=["a"] * 2049), 400, "input"),
@@ -98,6 +99,7 @@ ROWS: list[tuple[str, Any, int, str]] = [
     (MM, mm(parameters={"fps": 2}), 400, "parameters.fps"),
     (MM, mm(parameters={"text_type": "query"}), 400, "parameters.text_type"),
     (MM, mm(parameters={"custom": {"nested": 1}}), 400, "parameters.custom"),
+    (MM, mm(["a"] * 21, model="qwen3-vl-embedding", parameters={"enable_fusion": True}), 400, "input.contents"),
     (MM, mm(model="no-such-model"), 404, "model"),
     (MM, mm(model=V4), 400, "model"),  # a text model on the multimodal route
     (MM, mm(["a"] * 2049), 400, "input.contents"),

@@ -144,3 +144,16 @@ def test_form_encoded_content_type_is_read_as_json(gateway_redis: Gateway) -> No
     )
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
     assert len(resp.json()["output"]["embeddings"][0]["embedding"]) == 1024
+
+
+def test_null_parameters_are_the_same_as_none(gateway_redis: Gateway, standin: StandIn) -> None:
+    text = f"null params {salt()}"
+    for parameters in (None, {}, {"dimension": None, "text_type": None}):
+        resp = httpx.post(
+            gateway_redis.url + "/api/v1/services/embeddings/text-embedding/text-embedding",
+            json={"model": "text-embedding-v4", "input": {"texts": [text]}, "parameters": parameters},
+        )
+        assert resp.status_code == 200, resp.text
+        got = np.asarray(resp.json()["output"]["embeddings"][0]["embedding"], dtype=np.float32)
+        np.testing.assert_array_equal(got, expected_vector("text-embedding-v4", 1024, text))
+    assert len(standin.calls()) == 1  # one vector, one key

@@ -163,8 +163,11 @@ def test_dashscope_errors_name_the_field(call: object, param: str) -> None:
 
 def test_fuse_all_makes_one_item_over_every_content_in_order() -> None:
     items = openai_items(["a", {"image": URL}], QWEN, 10)
-    fused = fuse_all(items)
+    fused = fuse_all(items, QWEN, "input")
     assert fused.modality == "fusion"
     assert fused.parts == {"contents": [{"text": "a"}, {"image": URL}]}
-    assert fused.identity != fuse_all(list(reversed(items))).identity
+    assert fused.identity != fuse_all(list(reversed(items)), QWEN, "input").identity
     assert fused.est_tokens == sum(it.est_tokens for it in items)
+    assert fuse_all(openai_items(["a"] * 20, QWEN, 100), QWEN, "input")
+    with fails(InvalidRequest, "input.contents"):
+        fuse_all(openai_items(["a"] * 21, QWEN, 100), QWEN, "input.contents")

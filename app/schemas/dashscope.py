@@ -29,10 +29,10 @@ class MultimodalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: StrictStr = Field(min_length=1)
     input: MultimodalInput
-    parameters: dict[str, Any] = Field(
-        default_factory=dict,
+    parameters: dict[str, Any] | None = Field(
+        default=None,
         description="dimension, output_type, fps, instruct, enable_fusion, res_level, max_video_frames; "
-        "other keys are forwarded as they are and are part of the cache key",
+        "other keys are forwarded as they are and are part of the cache key; null is the same as {}",
     )
 
 
@@ -40,7 +40,7 @@ class TextRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: StrictStr = Field(min_length=1)
     input: TextInput
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] | None = Field(default=None, description="dimension, text_type, output_type, instruct")
 
 
 class MultimodalEmbedding(BaseModel):
