@@ -55,7 +55,8 @@ def assemble(pairs: Iterable[tuple[Any, Any]], n: int, dim: int, upstream: str) 
     if seen != n:
         raise UpstreamFailed(f"upstream {upstream} answered {seen} vectors for {n} inputs")
     try:
-        out = np.asarray(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
+            out = np.asarray(rows, dtype=np.float32)
     except (ValueError, TypeError):
         raise UpstreamFailed(f"upstream {upstream} answered vectors that are not lists of numbers") from None
     if out.shape != (n, dim):
