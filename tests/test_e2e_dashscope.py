@@ -11,7 +11,13 @@ import httpx
 import numpy as np
 import pytest
 from conftest import Gateway, StandIn
-from dashscope import AioMultiModalEmbedding, MultiModalEmbedding, TextEmbedding
+from dashscope import (
+    AioMultiModalEmbedding,
+    MultiModalEmbedding,
+    MultiModalEmbeddingItemImage,
+    MultiModalEmbeddingItemText,
+    TextEmbedding,
+)
 from dashscope.api_entities.aio_session import close_shared_aio_session
 from samples import data_uri, png
 
@@ -60,6 +66,18 @@ def test_multimodal_call(standin: StandIn) -> None:
     assert again.status_code == 200 and again.usage["total_tokens"] == 0
     assert_vectors(by_position(again.output["embeddings"], "index"), want)
     assert len(standin.calls()) == 1
+
+
+def test_the_sdk_item_classes_with_factor() -> None:
+    text = f"weighted {salt()}"
+    items = [MultiModalEmbeddingItemText(text=text, factor=0.5), MultiModalEmbeddingItemImage(image=URL, factor=2)]
+    resp = MultiModalEmbedding.call(model="tongyi-embedding-vision-plus", input=items, dimension=256)
+    assert resp.status_code == 200, resp.message
+    want = [
+        expected_vector("tongyi-embedding-vision-plus", 256, {"text": text, "factor": 0.5}),
+        expected_vector("tongyi-embedding-vision-plus", 256, {"image": URL, "factor": 2}),
+    ]
+    assert_vectors(by_position(resp.output["embeddings"], "index"), want)
 
 
 def test_text_call_with_text_type() -> None:

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from conftest import ROOT, UPSTREAM_KEY, clean_env
 
+from app.cli import main
 from app.settings import CONFIG_ENV, Settings
 
 
@@ -101,17 +102,43 @@ def test_check_config_prints_settings_with_secrets_masked(tmp_path: Path) -> Non
         ("- a list\n", {}, "mapping"),
     ],
 )
-def test_bad_values_exit_non_zero_naming_the_field(
-    tmp_path: Path, config: str, env: dict[str, str], field: str
+def test_bad_values_exit_naming_the_field(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    config: str,
+    env: dict[str, str],
+    field: str,
 ) -> None:
-    out = check_config(tmp_path, config or "{}\n", **env)
-    assert out.returncode != 0
-    assert field in out.stderr
-    assert "Traceback" not in out.stderr
-    assert out.stdout == ""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(CONFIG_ENV, "")  # the CLI sets it from --config; restored after the test
+    with pytest.raises(SystemExit) as info:
+        main(["check-config", "--config", str(write(tmp_path, config or "{}\n"))])
+    message = info.value.code
+    assert isinstance(message, str)  # sys.exit(message): status 1, the message on stderr
+    assert field in message
+    assert capsys.readouterr().out == ""
+
+
+def test_a_bad_value_exits_non_zero_with_the_field_on_stderr(tmp_path: Path) -> None:
+    out = check_config(tmp_path, "redis_timeout_s: soon\n")
+    assert out.returncode == 1 and out.stdout == ""
+    assert "redis_timeout_s" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "app.cli", "check-config", "--config", str(tmp_path / "absent.yaml")]
     out = subprocess.run(args, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert out.returncode != 0 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_serve_refuses_to_start_on_bad_settings(tmp_path: Path) -> None:
+    config = write(tmp_path, "models:\n  text-embedding-v4:\n    dimensions: [64]\n")
+    args = [sys.executable, "-m", "app.cli", "serve", "--port", "9", "--config", str(config)]
+    out = subprocess.run(
+        args, cwd=ROOT, env=clean_env(DASHSCOPE_API_KEY="k"), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode != 0
+    assert "models.text-embedding-v4: default_dimension 1024 is not among [64]" in out.stderr
+    assert "Traceback" not in out.stderr
