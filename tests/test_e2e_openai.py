@@ -179,3 +179,15 @@ def test_openapi_documents_the_three_embedding_routes(gateway_redis: Gateway) ->
         assert fields <= set(schema["properties"]), path
         assert "200" in spec["paths"][path]["post"]["responses"]
     assert httpx.get(gateway_redis.url + "/docs").status_code == 200
+
+
+def test_without_redis_the_in_process_cache_serves(gateway_memory: Gateway, standin: StandIn) -> None:
+    texts = salted("memory one", "memory two")
+    with OpenAI(base_url=gateway_memory.url + "/v1", api_key="unused", max_retries=0) as c:
+        first = c.embeddings.with_raw_response.create(model="text-embedding-v4", input=texts)
+        second = c.embeddings.with_raw_response.create(model="text-embedding-v4", input=texts[::-1])
+    assert first.headers["x-cache-misses"] == "2" and second.headers["x-cache-hits"] == "2"
+    want = [expected_vector("text-embedding-v4", 1024, t) for t in texts[::-1]]
+    assert_vectors([d.embedding for d in second.parse().data], want)
+    assert len(standin.calls()) == 1
+    assert httpx.get(gateway_memory.url + "/readyz").json()["cache"] == {"backend": "memory", "ok": True}
