@@ -198,8 +198,9 @@ def build_catalog(settings: Settings, available: dict[str, str | None]) -> Catal
             spec = ModelSpec(name=name, **{"upstream_model": name, **fields})
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"models.{name}.{where}: {first['msg']}") from None
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
+            raise ValueError(f"models.{name}{where}: {message}") from None
         if spec.upstream not in upstreams:
             raise ValueError(f"models.{name}.upstream: no upstream named {spec.upstream!r}")
         if not spec.enabled:

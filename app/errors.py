@@ -26,7 +26,11 @@ class Wire(Enum):
 
 
 class GatewayError(Exception):
-    """Base of every error a client may see. `status` and the codes come from the table below."""
+    """Base of every error a client may see. `status` and the codes come from the table below.
+
+    `code` is the OpenAI wire's `error.code`; the DashScope wire's `code` is `dashscope_code` (the class's,
+    unless given), so a DashScope client always sees a DashScope-style code (`ModelNotFound`, not
+    `model_not_found`)."""
 
     status = 500
     openai_type = "server_error"
@@ -40,12 +44,15 @@ class GatewayError(Exception):
         code: str | None = None,
         status: int | None = None,
         retry_after: float | None = None,
+        dashscope_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
         self.retry_after = retry_after
+        if dashscope_code is not None:
+            self.dashscope_code = dashscope_code
         if status is not None:
             self.status = status
 
@@ -123,7 +130,7 @@ def request_id_of(request: Request) -> str:
 def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
     if wire is Wire.DASHSCOPE:
         body: dict[str, object] = {
-            "code": err.code or err.dashscope_code,
+            "code": err.dashscope_code,
             "message": err.message,
             "request_id": request_id,
         }
@@ -145,11 +152,17 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
     return Response(orjson.dumps(body), status_code=err.status, headers=headers, media_type="application/json")
 
 
+# pydantic puts the member of a union that failed into `loc` ("fps", "float"); not a field of the request.
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "bytes", "list", "dict", "none"})
+
+
 def field_path(loc: tuple[object, ...]) -> str:
-    """("body", "input", 3, "image") -> "input[3].image"."""
+    """("body", "input", 3, "image") -> "input[3].image"; ("fps", "float") -> "fps"."""
     out = ""
     for part in loc:
         if part == "body" and not out:
+            continue
+        if isinstance(part, str) and (part in _UNION_TAGS or "[" in part):
             continue
         if isinstance(part, int):
             out += f"[{part}]"
@@ -174,7 +187,9 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
-        err: GatewayError = NotFound(f"no route {request.method} {request.url.path}", code="not_found")
+        err: GatewayError = NotFound(
+            f"no route {request.method} {request.url.path}", code="not_found", dashscope_code="NotFound"
+        )
     elif exc.status_code == 405:
         err = GatewayError(f"method {request.method} not allowed here", status=405, code="method_not_allowed")
         err.openai_type = "invalid_request_error"

@@ -180,7 +180,12 @@ def dashscope_texts(raw: object, spec: ModelSpec, limit: int) -> list[Item]:
     return [text_item(v, spec, f"input.texts[{i}]") for i, v in enumerate(raw)]
 
 
-def fuse_all(items: list[Item]) -> Item:
-    """qwen3-vl `enable_fusion`: every content of the request becomes one vector."""
+def fuse_all(items: list[Item], spec: ModelSpec, param: str) -> Item:
+    """qwen3-vl `enable_fusion`: every content of the request becomes one vector, so they all go in one
+    upstream call: more than the model's batch limit is refused here rather than by the upstream."""
+    if len(items) > spec.max_batch:
+        raise InvalidRequest(
+            f"{param}: enable_fusion takes at most {spec.max_batch} contents for {spec.name}", param=param
+        )
     identity = b"f\0" + orjson.dumps([[it.modality, it.identity.decode()] for it in items])
     return Item("fusion", {"contents": [it.parts for it in items]}, identity, sum(it.est_tokens for it in items))

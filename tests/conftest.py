@@ -97,11 +97,12 @@ class RedisServer:
         self.proc.send_signal(signal.SIGCONT)
 
 
-def start_redis(workdir: Path) -> RedisServer:
+def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
+    """A redis-server of its own on a free port (or on `port`, to stand in for one that was killed)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed: run the README's test command, which installs it")
-    port = free_port()
+    port = port or free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [

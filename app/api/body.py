@@ -17,13 +17,13 @@ M = TypeVar("M", bound=BaseModel)
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body larger than {limit} bytes")
+        raise PayloadTooLarge(f"body: larger than {limit} bytes", param="body")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"body larger than {limit} bytes")
+            raise PayloadTooLarge(f"body: larger than {limit} bytes", param="body")
         chunks.append(chunk)
     return b"".join(chunks)
 

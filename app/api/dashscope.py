@@ -79,10 +79,10 @@ async def multimodal_embedding(request: Request) -> Response:
     spec = gw.model(body.model)
     if spec.endpoint != "multimodal" and gw.upstream_kinds[spec.upstream] == "dashscope":
         raise InvalidRequest(f"model: {spec.name} is a text model: use the text-embedding route", param="model")
-    params = _params(gw, spec, body.parameters)
+    params = _params(gw, spec, body.parameters or {})
     items = parse_items.dashscope_contents(body.input.contents, spec, gw.settings.max_input_items)
     if params.fusion:
-        items = [parse_items.fuse_all(items)]
+        items = [parse_items.fuse_all(items, spec, "input.contents")]
     result = await _embed(request, gw, EmbedRequest(spec, params, items))
     embeddings = [
         {"index": i, "embedding": np.frombuffer(v, dtype="<f4"), "type": _type(it.modality)}
@@ -103,7 +103,7 @@ async def text_embedding(request: Request) -> Response:
     gw = gateway(request)
     body = await parse(request, TextRequest, gw.settings.max_body_bytes)
     spec = gw.model(body.model)
-    params = _params(gw, spec, body.parameters)
+    params = _params(gw, spec, body.parameters or {})
     items = parse_items.dashscope_texts(body.input.texts, spec, gw.settings.max_input_items)
     result = await _embed(request, gw, EmbedRequest(spec, params, items))
     embeddings = [{"text_index": i, "embedding": np.frombuffer(v, dtype="<f4")} for i, v in enumerate(result.vectors)]

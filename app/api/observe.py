@@ -51,7 +51,9 @@ class Observe:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", raw_rid)]
+                headers = message.get("headers", [])
+                if not any(name == b"x-request-id" for name, _ in headers):  # error bodies already carry it
+                    message["headers"] = [*headers, (b"x-request-id", raw_rid)]
             await send(message)
 
         if route is None:

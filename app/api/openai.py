@@ -47,7 +47,7 @@ async def create_embeddings(request: Request) -> Response:
     )
     items = parse_items.openai_items(body.input, spec, gw.settings.max_input_items)
     if params.fusion:
-        items = [parse_items.fuse_all(items)]
+        items = [parse_items.fuse_all(items, spec, "input")]
     read, write = cache_control(request)
     result = await gw.service.embed(EmbedRequest(spec, params, items, cache_read=read, cache_write=write))
     request.state.log = {

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, WithJsonSchema
+
+TEXTS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+    ]
+}
 
 
 class MultimodalInput(BaseModel):
@@ -14,17 +21,18 @@ class MultimodalInput(BaseModel):
 
 class TextInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: StrictStr | list[StrictStr]
+    # Checked by items.dashscope_texts, whose errors name the element (`input.texts[3]`).
+    texts: Annotated[Any, WithJsonSchema(TEXTS_SCHEMA)]
 
 
 class MultimodalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: StrictStr = Field(min_length=1)
     input: MultimodalInput
-    parameters: dict[str, Any] = Field(
-        default_factory=dict,
+    parameters: dict[str, Any] | None = Field(
+        default=None,
         description="dimension, output_type, fps, instruct, enable_fusion, res_level, max_video_frames; "
-        "other keys are forwarded as they are and are part of the cache key",
+        "other keys are forwarded as they are and are part of the cache key; null is the same as {}",
     )
 
 
@@ -32,7 +40,7 @@ class TextRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: StrictStr = Field(min_length=1)
     input: TextInput
-    parameters: dict[str, Any] = Field(default_factory=dict)
+    parameters: dict[str, Any] | None = Field(default=None, description="dimension, text_type, output_type, instruct")
 
 
 class MultimodalEmbedding(BaseModel):

@@ -55,7 +55,8 @@ def assemble(pairs: Iterable[tuple[Any, Any]], n: int, dim: int, upstream: str) 
     if seen != n:
         raise UpstreamFailed(f"upstream {upstream} answered {seen} vectors for {n} inputs")
     try:
-        out = np.asarray(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
+            out = np.asarray(rows, dtype=np.float32)
     except (ValueError, TypeError):
         raise UpstreamFailed(f"upstream {upstream} answered vectors that are not lists of numbers") from None
     if out.shape != (n, dim):
@@ -120,15 +121,13 @@ def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
     status = resp.status_code
     text = f"upstream {upstream}: {_clean(message)}"
     if status == 429:
-        return RateLimited(text, code=code or "Throttling", retry_after=_retry_after(resp) or 1.0)
+        return RateLimited(text, code=code or "Throttling", dashscope_code=code, retry_after=_retry_after(resp) or 1.0)
     if status in (401, 403):
         return UpstreamFailed(
             f"upstream {upstream} refused the gateway's credentials ({code or status})", code="upstream_auth"
         )
     if 400 <= status < 500:
-        err_ = UpstreamRejected(text, status=status, code=code)
-        err_.dashscope_code = code or "InvalidParameter"
-        return err_
+        return UpstreamRejected(text, status=status, code=code, dashscope_code=code or "InvalidParameter")
     return UpstreamFailed(text, code=code)
 
 
