@@ -28,13 +28,15 @@ def no_config(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def catalog(models: dict[str, Any] | None = None, available: frozenset[str] = frozenset({"dashscope"})) -> Any:
-    return build_catalog(Settings(models=models or {}), set(available))
+    names = ("dashscope", "openai", "local")
+    return build_catalog(Settings(models=models or {}), {n: None if n in available else "off" for n in names})
 
 
 def test_models_are_enabled_by_their_upstream() -> None:
     assert set(catalog().names()) == DASHSCOPE_MODELS
     assert set(catalog(available=frozenset({"openai"})).names()) == {"text-embedding-3-small", "text-embedding-3-large"}
     assert catalog(available=frozenset()).names() == []
+    assert catalog(available=frozenset()).why_unavailable("text-embedding-v4") == "off"
 
 
 def test_built_in_dashscope_limits_follow_the_contracts() -> None:
@@ -71,7 +73,7 @@ def test_file_adds_a_model_on_an_operator_upstream() -> None:
             }
         },
     )
-    bge = build_catalog(settings, {"vllm"}).get("bge")
+    bge = build_catalog(settings, {"vllm": None}).get("bge")
     assert bge is not None and bge.upstream == "vllm" and bge.upstream_model == "BAAI/bge-small"
 
 

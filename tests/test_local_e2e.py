@@ -11,9 +11,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from openai import OpenAI
-
 from conftest import GatewayFactory
+from openai import OpenAI
 
 # Checked without importing: torch in the test process would make its own GC pauses part of the timings.
 pytestmark = pytest.mark.skipif(
