@@ -16,7 +16,7 @@ from .api import dashscope, docs, observe, openai, ops
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
 from .gateway import Gateway
-from .metrics import Metrics
+from .metrics import Metrics, multiprocess_dir
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .upstreams.base import Upstream
@@ -64,7 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configs = settings.upstream_configs()
     available = {name for name, cfg in configs.items() if usable(name, cfg)}
     catalog = build_catalog(settings, available)
-    metrics = Metrics(CollectorRegistry(), models=catalog.names(), upstreams=configs)
+    metrics = Metrics(
+        CollectorRegistry(), models=catalog.names(), upstreams=configs, multiprocess_dir=multiprocess_dir()
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

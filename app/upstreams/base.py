@@ -117,6 +117,12 @@ def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
         err: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else body
         code = err.get("code") if isinstance(err.get("code"), str) else None
         message = err.get("message")
+    err_ = _error_for(resp, upstream, code, message)
+    err_.upstream_status = resp.status_code
+    return err_
+
+
+def _error_for(resp: httpx.Response, upstream: str, code: str | None, message: object) -> GatewayError:
     status = resp.status_code
     text = f"upstream {upstream}: {_clean(message)}"
     if status == 429:
@@ -126,9 +132,9 @@ def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
             f"upstream {upstream} refused the gateway's credentials ({code or status})", code="upstream_auth"
         )
     if 400 <= status < 500:
-        err_ = UpstreamRejected(text, status=status, code=code)
-        err_.dashscope_code = code or "InvalidParameter"
-        return err_
+        rejected = UpstreamRejected(text, status=status, code=code)
+        rejected.dashscope_code = code or "InvalidParameter"
+        return rejected
     return UpstreamFailed(text, code=code)
 
 
