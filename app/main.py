@@ -67,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics(
         CollectorRegistry(), models=catalog.names(), upstreams=configs, multiprocess_dir=multiprocess_dir()
     )
+    for spec in catalog:
+        metrics.init_model(spec.upstream, spec.name, spec.modalities)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

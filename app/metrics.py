@@ -131,9 +131,28 @@ class Metrics:
         self.ratelimit_rejections = Counter(
             "gateway_ratelimit_rejections_total", "Requests refused by a rate limit", ["team", "limit"], registry=r
         )
-        for team in (*sorted(self._teams), ANONYMOUS):
+        for team in self.known_teams():
             for limit in LIMITS:
                 self.ratelimit_rejections.labels(team, limit)
+
+    # Series that alerts and ratios divide by exist at 0 from the start: rate() cannot see the increase
+    # of a series' first sample, so a burst of errors right after a start would otherwise go unnoticed.
+
+    def init_routes(self, routes: Iterable[str]) -> None:
+        for route in routes:
+            for status_class in ("2xx", "4xx", "5xx"):
+                for team in self.known_teams():
+                    self.requests.labels(route, status_class, team)
+
+    def init_model(self, upstream: str, model: str, modalities: Iterable[str]) -> None:
+        for status in ("200", "429"):
+            self.upstream_requests.labels(self.upstream(upstream), self.model(model), status)
+        for modality in modalities:
+            for cache in ("hit", "miss"):
+                self.items.labels(self.model(model), modality, cache)
+
+    def known_teams(self) -> list[str]:
+        return [*sorted(self._teams), ANONYMOUS]
 
     def exposition(self) -> bytes:
         """The text format of every metric: this process's registry, or all workers' files merged."""
