@@ -8,6 +8,7 @@ only those), and a flood of requests with random model names adds no series.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -290,7 +291,8 @@ def test_the_traffic_raises_exactly_the_alerts_it_should(run: Run) -> None:
     def raised() -> set[str]:
         return set(prom.values("max by (alertname) (max_over_time(ALERTS[10m]))", "alertname"))
 
-    prom.wait(lambda: raised() >= RAISED, f"alerts {sorted(RAISED)} pending or firing (raised: {raised()})")
+    with contextlib.suppress(AssertionError):
+        prom.wait(lambda: raised() >= RAISED, "the alerts this traffic raises")
     assert raised() == RAISED
 
 
