@@ -9,18 +9,23 @@ import sys
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from conftest import ROOT, clean_env
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.observe import annotate
+from app.cache import MemoryCache
+from app.catalog import ModelSpec
 from app.cli import prepare_metrics_dir
 from app.errors import RateLimited, UpstreamFailed, UpstreamTimeout
+from app.items import text_item
 from app.metrics import LIMITS, Metrics
-from app.service import upstream_status
+from app.params import Params
+from app.service import EmbeddingService, EmbedRequest, upstream_status
 from app.settings import MULTIPROC_ENV
-from app.upstreams.base import error_from_response
+from app.upstreams.base import Batch, Result, error_from_response
 
 
 def values(text: bytes | str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -143,3 +148,35 @@ def test_metrics_dir_named_by_the_operator_is_emptied_of_old_values(
     monkeypatch.setenv(MULTIPROC_ENV, str(missing))
     prepare_metrics_dir(4)
     assert missing.is_dir()
+
+
+class FixedUpstream:
+    """An upstream adapter (the Upstream protocol) that bills 7 tokens per item."""
+
+    name, kind = "dashscope", "dashscope"
+
+    async def embed(self, batch: Batch) -> Result:
+        n = len(batch.items)
+        return Result(np.ones((n, batch.params.dimension), dtype=np.float32), 7 * n)
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_tokens_billed_and_saved_are_counted_for_the_team_and_model() -> None:
+    m = Metrics(CollectorRegistry(), models=["m1"], upstreams=["dashscope"], teams=["search"])
+    service = EmbeddingService(MemoryCache(1 << 20), {"dashscope": FixedUpstream()}, m, namespace="t", concurrency=2)
+    spec = ModelSpec(name="m1", upstream="dashscope", upstream_model="m1", dimensions=(4,), default_dimension=4)
+    params = Params(dimension=4, send_dimension=False)
+    items = [text_item(t, spec, "input") for t in ("one text", "another, longer text")]
+    await service.embed(EmbedRequest(spec, params, items, team="search"))  # 2 misses: 14 tokens billed
+    await service.embed(EmbedRequest(spec, params, items, team="search"))  # 2 hits: their estimate saved
+    await service.embed(EmbedRequest(spec, params, items[:1], team="not-configured"))
+    text = m.exposition()
+    billed = values(text, "gateway_upstream_tokens_total")
+    saved = values(text, "gateway_cache_saved_tokens_total")
+    assert billed == {(("model", "m1"), ("team", "search")): 14.0}
+    assert saved == {
+        (("model", "m1"), ("team", "search")): float(sum(it.est_tokens for it in items)),
+        (("model", "m1"), ("team", "other")): float(items[0].est_tokens),
+    }

@@ -24,6 +24,7 @@ from ..schemas.dashscope import (
 from ..service import EmbedRequest, EmbedResult
 from .body import cache_control, parse
 from .docs import request_body
+from .observe import team_of
 from .openai import cache_headers, log_result
 
 router = APIRouter(prefix="/api/v1/services/embeddings")
@@ -49,6 +50,7 @@ def _params(gw: Gateway, spec: Any, parameters: dict[str, Any]) -> Any:
 async def _embed(request: Request, gw: Gateway, req: EmbedRequest) -> EmbedResult:
     read, write = cache_control(request)
     req.cache_read, req.cache_write = read, write
+    req.team = team_of(request)
     result = await gw.service.embed(req)
     log_result(request, req.spec.name, result)
     return result

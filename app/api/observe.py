@@ -43,6 +43,13 @@ def annotate(request: Request, **fields: Any) -> None:
     info.update(fields)
 
 
+def team_of(request: Request) -> str | None:
+    """The team that auth annotated on this request (None: no auth, the `anonymous` label)."""
+    info = getattr(request.state, "log", None)
+    team = info.get("team") if isinstance(info, dict) else None
+    return team if isinstance(team, str) else None
+
+
 def request_id(scope: Scope) -> str:
     """The caller's x-request-id when it is a safe token (letters, digits, `._:-`, up to 128), else a new one."""
     for name, value in scope["headers"]:

@@ -17,7 +17,7 @@ from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
 from .body import cache_control, parse
 from .docs import request_body
-from .observe import annotate
+from .observe import annotate, team_of
 
 router = APIRouter()
 
@@ -50,7 +50,8 @@ async def create_embeddings(request: Request) -> Response:
     if params.fusion:
         items = [parse_items.fuse_all(items)]
     read, write = cache_control(request)
-    result = await gw.service.embed(EmbedRequest(spec, params, items, cache_read=read, cache_write=write))
+    req = EmbedRequest(spec, params, items, team=team_of(request), cache_read=read, cache_write=write)
+    result = await gw.service.embed(req)
     log_result(request, spec.name, result)
     return Response(
         render(result, spec.name, body.encoding_format == "base64"),
