@@ -19,7 +19,8 @@ COPY app app
 RUN bash scripts/install.sh ${INSTALL_ARGS}
 
 FROM ${PYTHON_IMAGE} AS runtime
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway
+RUN groupadd --system --gid 10001 gateway \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin gateway
 WORKDIR /opt/embedding-gateway
 COPY --from=build /opt/embedding-gateway /opt/embedding-gateway
 # HOST/PORT/WORKERS are read by `embedding-gateway serve`; with WORKERS > 1 the metrics of all worker
