@@ -89,6 +89,8 @@ class Breaker:
         self.clock = clock
         self._open_until = 0.0
         self._open = False
+        if metrics:
+            metrics.breaker_open.labels(target).set(0)  # the series exists (closed) from the start
 
     @property
     def allows(self) -> bool:
@@ -127,6 +129,9 @@ class RedisCache:
         self.timeout_s = timeout_s
         self.metrics = metrics
         self.breaker = Breaker("redis cache", retry_after_s, metrics)
+        if metrics:
+            for op in ("read", "write"):
+                metrics.redis_errors.labels(op)
 
     @classmethod
     def from_url(

@@ -1,16 +1,25 @@
-"""`embedding-gateway serve | check-config`."""
+"""`embedding-gateway serve | check-config | healthcheck`."""
 
 from __future__ import annotations
 
 import argparse
+import copy
+import glob
 import logging
+import logging.config
 import os
+import shutil
 import sys
+import tempfile
+import urllib.request
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from .settings import CONFIG_ENV, Settings
+from .settings import CONFIG_ENV, MULTIPROC_ENV, Settings
+
+log = logging.getLogger("embedding_gateway")
 
 
 def _load(config: str | None) -> Settings:
@@ -25,30 +34,75 @@ def _load(config: str | None) -> Settings:
         sys.exit(f"invalid settings: {exc}")
 
 
+def log_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging plus ours (one JSON line per request, as is), applied in every worker process."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["plain"] = {"format": "%(message)s"}
+    config["handlers"]["gateway"] = {
+        "class": "logging.StreamHandler",
+        "formatter": "plain",
+        "stream": "ext://sys.stderr",
+    }
+    config["loggers"]["embedding_gateway"] = {"handlers": ["gateway"], "level": level.upper(), "propagate": False}
+    config["loggers"]["httpx"] = {"level": "WARNING"}
+    return config
+
+
+def prepare_metrics_dir(workers: int) -> str | None:
+    """Turn on prometheus-client's multiprocess mode when several workers serve (or the operator asked for
+    it by setting PROMETHEUS_MULTIPROC_DIR), before anything imports prometheus_client.
+
+    A directory the operator named is emptied of the previous run's files (their counts would otherwise be
+    added to this run's); without one, a new temporary directory is made. Returns the directory to remove
+    at exit (the one made here), or None.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for stale in glob.glob(os.path.join(given, "*.db")):
+            os.remove(stale)
+        log.info("metrics: multiprocess mode in %s (emptied at start)", given)
+        return None
+    if workers <= 1:
+        return None
+    made = tempfile.mkdtemp(prefix="embedding-gateway-metrics-")
+    os.environ[MULTIPROC_ENV] = made
+    log.info("metrics: multiprocess mode in %s (made at start, removed at exit)", made)
+    return made
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from .main import create_app
-
     settings = _load(args.config)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging_config = log_config(settings.log_level)
+    logging.config.dictConfig(logging_config)
+    made = prepare_metrics_dir(args.workers)
     try:
-        create_app(settings)  # validate the catalog before forking workers
-    except ValueError as exc:
-        sys.exit(f"invalid settings: {exc}")
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=args.graceful_timeout,
-    )
+        from .main import create_app
+
+        try:
+            create_app(settings)  # validate the catalog before forking workers
+        except ValueError as exc:
+            sys.exit(f"invalid settings: {exc}")
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_config=logging_config,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=args.graceful_timeout,
+        )
+    finally:
+        if made:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 def check_config(args: argparse.Namespace) -> None:
@@ -63,19 +117,36 @@ def check_config(args: argparse.Namespace) -> None:
     print(orjson.dumps(settings.public_dump(), option=orjson.OPT_INDENT_2).decode())
 
 
+def healthcheck(args: argparse.Namespace) -> None:
+    """Exit 0 when the local gateway answers /healthz (the container's HEALTHCHECK), else 1."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{args.host}:{args.port}/healthz", timeout=args.timeout) as resp:
+            ok = resp.status == 200
+    except OSError:
+        ok = False
+    sys.exit(0 if ok else 1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="embedding-gateway")
     sub = parser.add_subparsers(dest="command", required=True)
+    port = int(os.environ.get("PORT", "8000"))
     p = sub.add_parser("serve", help="start the gateway")
     p.add_argument("--config", help="YAML settings file")
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    p.add_argument("--port", type=int, default=port)
     p.add_argument("--workers", type=int, default=int(os.environ.get("WORKERS", "1")))
     p.add_argument("--graceful-timeout", type=float, default=30.0, help="seconds to finish in-flight requests")
     p.set_defaults(func=serve)
     c = sub.add_parser("check-config", help="validate settings and print them with secrets masked")
     c.add_argument("--config", help="YAML settings file")
     c.set_defaults(func=check_config)
+    h = sub.add_parser("healthcheck", help="exit 0 when the gateway on this machine answers /healthz")
+    h.add_argument("--host", default="127.0.0.1")
+    h.add_argument("--port", type=int, default=port)
+    h.add_argument("--timeout", type=float, default=3.0)
+    h.set_defaults(func=healthcheck)
     args = parser.parse_args(argv)
     args.func(args)
 

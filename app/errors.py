@@ -35,6 +35,7 @@ class GatewayError(Exception):
     status = 500
     openai_type = "server_error"
     dashscope_code = "InternalError"
+    upstream_status: int | None = None  # the upstream's own HTTP status, when this error is its answer
 
     def __init__(
         self,

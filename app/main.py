@@ -16,7 +16,7 @@ from .api import dashscope, docs, observe, openai, ops
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
 from .gateway import Gateway
-from .metrics import Metrics
+from .metrics import Metrics, multiprocess_dir
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .upstreams import local
@@ -82,7 +82,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for name, reason in available.items():
         if reason and configs[name].kind == "local" and settings.local_model:
             log.warning("local model not served: %s", reason)
-    metrics = Metrics(CollectorRegistry(), models=catalog.names(), upstreams=configs)
+    metrics = Metrics(
+        CollectorRegistry(), models=catalog.names(), upstreams=configs, multiprocess_dir=multiprocess_dir()
+    )
+    for spec in catalog:
+        metrics.init_model(spec.upstream, spec.name, spec.modalities)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

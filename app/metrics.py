@@ -3,15 +3,29 @@
 Names carry the `gateway_` prefix and base units. Label values come only from configuration (catalog
 model names, upstream names, team names); anything else is reported as `other`, so clients cannot grow
 the number of series.
+
+With several worker processes (`serve --workers N`) prometheus-client runs in multiprocess mode: the CLI
+sets PROMETHEUS_MULTIPROC_DIR before this module is imported, every worker writes its values to files in
+that directory, and `exposition()` merges the files of all workers (gauges by their `multiprocess_mode`).
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from .settings import MULTIPROC_ENV
 
 OTHER = "other"
+ANONYMOUS = "anonymous"
+# The limits a team can hit; their rejection counters exist (at 0) from the start for every known team.
+LIMITS = ("requests", "tokens")
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -25,8 +39,10 @@ class Metrics:
         models: Iterable[str] = (),
         upstreams: Iterable[str] = (),
         teams: Iterable[str] = (),
+        multiprocess_dir: str | None = None,
     ) -> None:
         self.registry = registry
+        self.multiprocess_dir = multiprocess_dir
         self._models = frozenset(models)
         self._upstreams = frozenset(upstreams)
         self._teams = frozenset(teams)
@@ -56,7 +72,7 @@ class Metrics:
         )
         self.items = Counter(
             "gateway_items_total",
-            "Input items, by model, modality and cache result (hit, miss, coalesced)",
+            "Items answered, by model, modality and cache result (hit, miss, coalesced)",
             ["model", "modality", "cache"],
             registry=r,
         )
@@ -71,11 +87,15 @@ class Metrics:
             "gateway_redis_errors_total", "Redis operations that failed or timed out", ["op"], registry=r
         )
         self.breaker_open = Gauge(
-            "gateway_breaker_open", "1 while a circuit breaker is open", ["target"], multiprocess_mode="max", registry=r
+            "gateway_breaker_open",
+            "1 while a circuit breaker is open",
+            ["target"],
+            multiprocess_mode="livemax",
+            registry=r,
         )
         self.upstream_requests = Counter(
             "gateway_upstream_requests_total",
-            "Calls to upstreams, by upstream, model and status",
+            "Calls to upstreams, by upstream, model and the upstream's HTTP status (timeout, error: no answer)",
             ["upstream", "model", "status"],
             registry=r,
         )
@@ -111,6 +131,37 @@ class Metrics:
         self.ratelimit_rejections = Counter(
             "gateway_ratelimit_rejections_total", "Requests refused by a rate limit", ["team", "limit"], registry=r
         )
+        for team in self.known_teams():
+            for limit in LIMITS:
+                self.ratelimit_rejections.labels(team, limit)
+
+    # Series that alerts and ratios divide by exist at 0 from the start: rate() cannot see the increase
+    # of a series' first sample, so a burst of errors right after a start would otherwise go unnoticed.
+
+    def init_routes(self, routes: Iterable[str]) -> None:
+        for route in routes:
+            for status_class in ("2xx", "4xx", "5xx"):
+                for team in self.known_teams():
+                    self.requests.labels(route, status_class, team)
+
+    def init_model(self, upstream: str, model: str, modalities: Iterable[str]) -> None:
+        for status in ("200", "429"):
+            self.upstream_requests.labels(self.upstream(upstream), self.model(model), status)
+        for modality in modalities:
+            for cache in ("hit", "miss"):
+                self.items.labels(self.model(model), modality, cache)
+
+    def known_teams(self) -> list[str]:
+        return [*sorted(self._teams), ANONYMOUS]
+
+    def exposition(self) -> bytes:
+        """The text format of every metric: this process's registry, or all workers' files merged."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        forget_dead_workers(self.multiprocess_dir)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        return generate_latest(merged)
 
     def model(self, name: str) -> str:
         return name if name in self._models else OTHER
@@ -120,5 +171,30 @@ class Metrics:
 
     def team(self, name: str | None) -> str:
         if name is None:
-            return "anonymous"
+            return ANONYMOUS
         return name if name in self._teams else OTHER
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of multiprocess mode when the CLI (or the operator) turned it on, else None."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def forget_dead_workers(path: str) -> None:
+    """Drop the live gauges (in flight, breaker state) of workers that died without a clean shutdown: a
+    restarted worker has a new pid, and its predecessor's last values must not be summed in forever.
+    Counters and histograms of dead workers stay: their counts happened."""
+    for file in glob.glob(os.path.join(path, "gauge_live*.db")):
+        match = _LIVE_GAUGE_FILE.match(os.path.basename(file))
+        if match and not _alive(int(match.group(1))):
+            mark_process_dead(int(match.group(1)), path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, under another user
+    return True

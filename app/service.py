@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from .cache import VectorCache
 from .catalog import ModelSpec
-from .errors import GatewayError, Unavailable
+from .errors import GatewayError, Unavailable, UpstreamTimeout
 from .items import Item
 from .keys import KeyMaker
 from .metrics import Metrics
@@ -89,13 +90,13 @@ class EmbeddingService:
         first = dict(zip(keys, req.items, strict=True))
         missing = [(k, first[k]) for k in unique if k not in found]
         billed, waited = 0, 0.0
+        team = self.metrics.team(req.team)
         if missing:
-            fresh, billed, waited = await self._fetch(upstream, spec, params, missing, req.cache_write)
+            fresh, billed, waited = await self._fetch(upstream, spec, params, missing, req.cache_write, team)
             found.update(fresh)
         missed = {k for k, _ in missing}
         hit_items = [it for k, it in zip(keys, req.items, strict=True) if k not in missed]
-        self._count_items(req, keys, missed)
-        return EmbedResult(
+        result = EmbedResult(
             vectors=[found[k] for k in keys],
             hits=len(hit_items),
             misses=len(keys) - len(hit_items),
@@ -104,6 +105,8 @@ class EmbeddingService:
             upstream_items=len(missing),
             hit_tokens=sum(it.est_tokens for it in hit_items),
         )
+        self._count_items(req, keys, missed, team, result.hit_tokens)
+        return result
 
     async def _timed_read(self, keys: Sequence[str]) -> list[bytes | None]:
         t0 = time.perf_counter()
@@ -117,7 +120,13 @@ class EmbeddingService:
         self.metrics.cache_duration.labels(self.cache.name, "write").observe(time.perf_counter() - t0)
 
     async def _fetch(
-        self, upstream: Upstream, spec: ModelSpec, params: Params, missing: list[tuple[str, Item]], write: bool
+        self,
+        upstream: Upstream,
+        spec: ModelSpec,
+        params: Params,
+        missing: list[tuple[str, Item]],
+        write: bool,
+        team: str,
     ) -> tuple[dict[str, bytes], int, float]:
         size = 1 if params.fusion else spec.max_batch
         chunks = [missing[i : i + size] for i in range(0, len(missing), size)]
@@ -127,7 +136,7 @@ class EmbeddingService:
         async def one(chunk: list[tuple[str, Item]]) -> tuple[list[tuple[str, bytes]], int]:
             async with gate:
                 await self.gate.admit(spec, len(chunk), sum(it.est_tokens for _, it in chunk))
-                result = await self._call(upstream, Batch(spec, params, [it for _, it in chunk]))
+                result = await self._call(upstream, Batch(spec, params, [it for _, it in chunk]), team)
             rows = result.vectors.astype("<f4", copy=False)
             return [(k, rows[i].tobytes()) for i, (k, _) in enumerate(chunk)], result.billed_tokens
 
@@ -149,7 +158,9 @@ class EmbeddingService:
             raise error
         return dict(fresh), billed, waited
 
-    async def _call(self, upstream: Upstream, batch: Batch) -> Result:
+    async def _call(self, upstream: Upstream, batch: Batch, team: str) -> Result:
+        """One upstream call, measured; the tokens it billed are counted as soon as it succeeds (a request
+        whose other chunk fails was still billed for this one)."""
         m = self.metrics
         up, model = m.upstream(upstream.name), m.model(batch.spec.name)
         m.upstream_batch.labels(up, model).observe(len(batch.items))
@@ -157,15 +168,27 @@ class EmbeddingService:
         try:
             result = await upstream.embed(batch)
         except GatewayError as exc:
-            m.upstream_requests.labels(up, model, str(exc.status)).inc()
+            m.upstream_requests.labels(up, model, upstream_status(exc)).inc()
             m.upstream_errors.labels(up, model, type(exc).__name__).inc()
             raise
         finally:
             m.upstream_duration.labels(up, model).observe(time.perf_counter() - t0)
         m.upstream_requests.labels(up, model, "200").inc()
+        m.tokens_billed.labels(team, model).inc(result.billed_tokens)
         return result
 
-    def _count_items(self, req: EmbedRequest, keys: list[str], missing: set[str]) -> None:
-        model = self.metrics.model(req.spec.name)
-        for k, it in zip(keys, req.items, strict=True):
-            self.metrics.items.labels(model, it.modality, "miss" if k in missing else "hit").inc()
+    def _count_items(self, req: EmbedRequest, keys: list[str], missing: set[str], team: str, saved: int) -> None:
+        m = self.metrics
+        model = m.model(req.spec.name)
+        pairs = zip(keys, req.items, strict=True)
+        counts = Counter((it.modality, "miss" if k in missing else "hit") for k, it in pairs)
+        for (modality, outcome), n in counts.items():
+            m.items.labels(model, modality, outcome).inc(n)
+        m.tokens_saved.labels(team, model).inc(saved)
+
+
+def upstream_status(exc: GatewayError) -> str:
+    """The upstream's own HTTP status when it answered; `timeout` or `error` when no usable answer came."""
+    if exc.upstream_status is not None:
+        return str(exc.upstream_status)
+    return "timeout" if isinstance(exc, UpstreamTimeout) else "error"

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "EMBEDDING_GATEWAY_CONFIG"
+# prometheus-client's own variable: set, its metrics live in files there, shared by the worker processes.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 UpstreamKind = Literal["dashscope", "openai", "local"]
 

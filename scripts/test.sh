@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (redis-server through apt-get when missing, the package with its
-# local and dev extras) and runs the linters and the whole test suite.
+# Installs everything the tests need and runs the linters and the whole test suite:
+# - through apt-get when missing: redis-server (the cache in tests), prometheus + promtool (the dashboards
+#   and alert rules are evaluated by a real Prometheus), docker-compose (checks docker-compose.yml);
+# - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v redis-server >/dev/null 2>&1; then
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 bash scripts/install.sh --local --dev
 . .venv/bin/activate

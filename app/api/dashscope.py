@@ -24,7 +24,8 @@ from ..schemas.dashscope import (
 from ..service import EmbedRequest, EmbedResult
 from .body import cache_control, parse
 from .docs import request_body
-from .openai import cache_headers
+from .observe import team_of
+from .openai import cache_headers, log_result
 
 router = APIRouter(prefix="/api/v1/services/embeddings")
 
@@ -49,13 +50,9 @@ def _params(gw: Gateway, spec: Any, parameters: dict[str, Any]) -> Any:
 async def _embed(request: Request, gw: Gateway, req: EmbedRequest) -> EmbedResult:
     read, write = cache_control(request)
     req.cache_read, req.cache_write = read, write
+    req.team = team_of(request)
     result = await gw.service.embed(req)
-    request.state.log = {
-        "model": req.spec.name,
-        "items": len(req.items),
-        "hits": result.hits,
-        "upstream_s": round(result.upstream_seconds, 6),
-    }
+    log_result(request, req.spec.name, result)
     return result
 
 

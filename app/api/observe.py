@@ -1,5 +1,10 @@
 """A pure ASGI middleware around every request: request id, in-flight gauge, duration and count
-metrics, and one JSON log line (never inputs, vectors or keys)."""
+metrics, and one JSON log line (never inputs, vectors or keys).
+
+Routes and dependencies add fields to the log line (and the team label) with `annotate(request, ...)`:
+model, items, hits, misses, tokens, upstream_s (the time spent waiting on the upstream, which the
+overhead histogram subtracts), team.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ import uuid
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..metrics import Metrics
+from ..metrics import ANONYMOUS, Metrics
 
 log = logging.getLogger("embedding_gateway.access")
 
@@ -22,28 +28,52 @@ ROUTES = {
     "/api/v1/services/embeddings/text-embedding/text-embedding": "dashscope_text",
     "/v1/models": "models",
 }
+# Probes and scrapes: neither counted nor logged. Any other path is counted and logged as route "other".
+QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+OTHER_ROUTE = "other"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def annotate(request: Request, **fields: Any) -> None:
+    """Add fields to this request's log line (merged, so that auth and the route can both add theirs)."""
+    info = getattr(request.state, "log", None)
+    if not isinstance(info, dict):
+        info = {}
+        request.state.log = info
+    info.update(fields)
+
+
+def team_of(request: Request) -> str | None:
+    """The team that auth annotated on this request (None: no auth, the `anonymous` label)."""
+    info = getattr(request.state, "log", None)
+    team = info.get("team") if isinstance(info, dict) else None
+    return team if isinstance(team, str) else None
+
+
+def request_id(scope: Scope) -> str:
+    """The caller's x-request-id when it is a safe token (letters, digits, `._:-`, up to 128), else a new one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _SAFE_ID.match(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
 
 
 class Observe:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        metrics.init_routes(route for route in ROUTES.values() if route != "models")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                candidate = value.decode("latin-1")
-                rid = candidate if _SAFE_ID.match(candidate) else ""
-                break
-        rid = rid or uuid.uuid4().hex
+        rid = request_id(scope)
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = rid
-        route = ROUTES.get(scope["path"])
         status = 500
         raw_rid = rid.encode()
 
@@ -52,13 +82,15 @@ class Observe:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = message.get("headers", [])
-                if not any(name == b"x-request-id" for name, _ in headers):  # error bodies already carry it
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
                     message["headers"] = [*headers, (b"x-request-id", raw_rid)]
             await send(message)
 
-        if route is None:
+        path = scope["path"]
+        if path in QUIET:
             await self.app(scope, receive, send_with_id)
             return
+        route = ROUTES.get(path, OTHER_ROUTE)
         m = self.metrics
         m.in_flight.inc()
         t0 = time.perf_counter()
@@ -68,10 +100,17 @@ class Observe:
             elapsed = time.perf_counter() - t0
             m.in_flight.dec()
             info: dict[str, Any] = state.get("log") or {}
-            team = m.team(info.get("team"))
-            m.requests.labels(route, f"{status // 100}xx", team).inc()
+            team = info.get("team")
+            m.requests.labels(route, f"{status // 100}xx", m.team(team)).inc()
             m.request_duration.labels(route).observe(elapsed)
             m.overhead.labels(route).observe(max(0.0, elapsed - info.get("upstream_s", 0.0)))
             if log.isEnabledFor(logging.INFO):
-                line = {"request_id": rid, "route": route, "status": status, "duration_s": round(elapsed, 6), **info}
+                line = {
+                    "request_id": rid,
+                    "route": route,
+                    "status": status,
+                    "duration_s": round(elapsed, 6),
+                    **info,
+                    "team": team or ANONYMOUS,
+                }
                 log.info(orjson.dumps(line).decode())

@@ -17,6 +17,7 @@ from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
 from .body import cache_control, parse
 from .docs import request_body
+from .observe import annotate, team_of
 
 router = APIRouter()
 
@@ -49,13 +50,9 @@ async def create_embeddings(request: Request) -> Response:
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]
     read, write = cache_control(request)
-    result = await gw.service.embed(EmbedRequest(spec, params, items, cache_read=read, cache_write=write))
-    request.state.log = {
-        "model": spec.name,
-        "items": len(items),
-        "hits": result.hits,
-        "upstream_s": round(result.upstream_seconds, 6),
-    }
+    req = EmbedRequest(spec, params, items, team=team_of(request), cache_read=read, cache_write=write)
+    result = await gw.service.embed(req)
+    log_result(request, spec.name, result)
     return Response(
         render(result, spec.name, body.encoding_format == "base64"),
         media_type="application/json",
@@ -77,6 +74,18 @@ def render(result: EmbedResult, model: str, as_base64: bool) -> bytes:
     usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
     return orjson.dumps(
         {"object": "list", "data": data, "model": model, "usage": usage}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
+
+
+def log_result(request: Request, model: str, result: EmbedResult) -> None:
+    annotate(
+        request,
+        model=model,
+        items=len(result.vectors),
+        hits=result.hits,
+        misses=result.misses,
+        tokens=result.billed_tokens,
+        upstream_s=round(result.upstream_seconds, 6),
     )
 
 

@@ -118,6 +118,12 @@ def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
         err: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else body
         code = err.get("code") if isinstance(err.get("code"), str) else None
         message = err.get("message")
+    err_ = _error_for(resp, upstream, code, message)
+    err_.upstream_status = resp.status_code
+    return err_
+
+
+def _error_for(resp: httpx.Response, upstream: str, code: str | None, message: object) -> GatewayError:
     status = resp.status_code
     text = f"upstream {upstream}: {_clean(message)}"
     if status == 429:
