@@ -13,12 +13,20 @@ from prometheus_client import CollectorRegistry
 
 from . import errors
 from .api import dashscope, docs, observe, openai, ops
+from .auth import Authenticator
+from .breaker import Breaker
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
 from .gateway import Gateway
+from .limits.admission import TeamLimiter
+from .limits.failover import Limits
+from .limits.local import LocalStore
+from .limits.quota import UpstreamQuota
+from .limits.shared import RedisStore, open_client
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
+from .teams import teams_from, unknown_models
 from .upstreams.base import Upstream
 from .upstreams.dashscope import DashScopeUpstream
 from .upstreams.openai import OpenAIUpstream
@@ -59,27 +67,84 @@ def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
     )
 
 
+def open_limits(settings: Settings, metrics: Metrics) -> Limits:
+    """Redis (limits_redis_url, else REDIS_URL) shared by every replica, or this process alone; limits that
+    fall back to this process are divided by the number of processes sharing them."""
+    window_s, lease_s = settings.limits_window_s, settings.limits_lease_s
+    url = settings.limits_url()
+    shared = None
+    if url is not None:
+        client = open_client(url, settings.limits_timeout_s)
+        shared = RedisStore(
+            client,
+            namespace=settings.cache_namespace,
+            window_s=window_s,
+            lease_s=lease_s,
+            timeout_s=settings.limits_timeout_s,
+        )
+    return Limits(
+        shared,
+        LocalStore(window_s=window_s, lease_s=lease_s),
+        shares=settings.replicas * settings.workers,
+        policy=settings.limits_on_redis_failure,
+        breaker=Breaker("redis limits", settings.limits_retry_after_s, metrics),
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configs = settings.upstream_configs()
     available = {name for name, cfg in configs.items() if usable(name, cfg)}
     catalog = build_catalog(settings, available)
-    metrics = Metrics(CollectorRegistry(), models=catalog.names(), upstreams=configs)
+    teams = teams_from(settings)
+    metrics = Metrics(CollectorRegistry(), models=catalog.names(), upstreams=configs, teams=teams)
+    auth = Authenticator(
+        teams, {name: cfg.keys for name, cfg in settings.teams.items()}, required=settings.gateway_auth == "required"
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         used = {spec.upstream for spec in catalog}
         upstreams = {name: open_upstream(name, configs[name]) for name in used}
         cache = open_cache(settings, metrics)
+        limits = open_limits(settings, metrics)
+        quota = UpstreamQuota(
+            limits,
+            metrics,
+            window_s=settings.limits_window_s,
+            slack_s=settings.upstream_quota_slack_s,
+            max_wait_s=settings.upstream_queue_s,
+        )
         service = EmbeddingService(
-            cache, upstreams, metrics, namespace=settings.cache_namespace, concurrency=settings.upstream_concurrency
+            cache,
+            upstreams,
+            metrics,
+            namespace=settings.cache_namespace,
+            concurrency=settings.upstream_concurrency,
+            gate=quota,
         )
         app.state.gateway = Gateway(
-            settings, catalog, cache, service, metrics, {name: cfg.kind for name, cfg in configs.items()}
+            settings,
+            catalog,
+            cache,
+            service,
+            metrics,
+            {name: cfg.kind for name, cfg in configs.items()},
+            auth=auth,
+            limits=TeamLimiter(limits, metrics, window_s=settings.limits_window_s),
+            quota=quota,
         )
         log.info(
-            "serving %d models from %s; cache: %s", len(catalog), ", ".join(sorted(used)) or "no upstream", cache.name
+            "serving %d models from %s; cache: %s; auth: %s, %d teams; limits: %s",
+            len(catalog),
+            ", ".join(sorted(used)) or "no upstream",
+            cache.name,
+            settings.gateway_auth,
+            len(teams),
+            limits.backend,
         )
+        for entry in unknown_models(settings, set(catalog.names())):
+            log.warning("%s is not served here (unknown or disabled model)", entry)
         if not catalog.names():
             log.warning("no model is enabled: set DASHSCOPE_API_KEY or OPENAI_API_KEY, or install the local extra")
         try:
@@ -88,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for upstream in upstreams.values():
                 await upstream.close()
             await cache.close()
+            await limits.close()
 
     app = FastAPI(
         title="embedding-gateway",

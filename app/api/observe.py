@@ -51,7 +51,9 @@ class Observe:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", raw_rid)]
+                # Routes (and the errors they raise) may leave response headers in request.state.
+                extra = [(k.encode(), v.encode()) for k, v in (state.get("response_headers") or {}).items()]
+                message["headers"] = [*message.get("headers", []), *extra, (b"x-request-id", raw_rid)]
             await send(message)
 
         if route is None:

@@ -15,7 +15,8 @@ from ..gateway import gateway
 from ..params import resolve
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
-from .body import cache_control, parse
+from . import access
+from .body import parse
 from .docs import request_body
 
 router = APIRouter()
@@ -34,8 +35,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def create_embeddings(request: Request) -> Response:
     gw = gateway(request)
+    team = access.authenticate(request, gw)
     body = await parse(request, EmbeddingRequest, gw.settings.max_body_bytes)
-    spec = gw.model(body.model)
+    spec = access.model_for(gw, team, body.model)
     params = resolve(
         spec,
         gw.upstream_kinds[spec.upstream],
@@ -48,14 +50,7 @@ async def create_embeddings(request: Request) -> Response:
     items = parse_items.openai_items(body.input, spec, gw.settings.max_input_items)
     if params.fusion:
         items = [parse_items.fuse_all(items)]
-    read, write = cache_control(request)
-    result = await gw.service.embed(EmbedRequest(spec, params, items, cache_read=read, cache_write=write))
-    request.state.log = {
-        "model": spec.name,
-        "items": len(items),
-        "hits": result.hits,
-        "upstream_s": round(result.upstream_seconds, 6),
-    }
+    result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))
     return Response(
         render(result, spec.name, body.encoding_format == "base64"),
         media_type="application/json",
