@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upstreams = {name: open_upstream(name, configs[name]) for name in used}
         cache = open_cache(settings, metrics)
         limits = open_limits(settings, metrics)
+        await limits.start()
         quota = UpstreamQuota(
             limits,
             metrics,

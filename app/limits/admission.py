@@ -32,7 +32,8 @@ class Admission:
     verdict: Verdict | None = None  # None: nothing enforced (no team, or a team without limits)
     quota: TeamQuota = field(default_factory=TeamQuota)  # as applied (divided while Redis fails, policy local)
     ticket: Ticket | None = None
-    billed: int | None = None  # the caller sets it once the upstream reported usage; else the estimate stays
+    billed: int | None = None  # set once the upstream reported usage; a failed request keeps its estimate
+    # (some of its chunks may have been billed), except a throttled one
 
     def enforce(self) -> None:
         """Raise the refusal, if any, for the caller's wire format."""
@@ -60,6 +61,8 @@ class Admission:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if isinstance(exc, RateLimited) and self.billed is None:
+            self.billed = 0  # throttled on the way (upstream quota, upstream 429): nothing was billed
         if self.ticket is not None:
             await self.limiter.finish(self)
 

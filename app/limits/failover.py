@@ -75,6 +75,11 @@ class Limits:
         finally:
             self._flushing = None
 
+    async def start(self) -> None:
+        """Reach Redis once at start: learn its clock, and say at once if it does not answer."""
+        if self.shared is not None and not await self.shared.sync_clock():
+            self.breaker.failed("no answer at start")
+
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Decision:
         if self.shared is None:
             local = quota.divided(self.shares)

@@ -29,6 +29,9 @@ class LocalStore:
         self._teams: defaultdict[str, TeamWindow] = defaultdict(TeamWindow)
         self._accounts: defaultdict[str, PaceState] = defaultdict(PaceState)
 
+    async def sync_clock(self) -> bool:
+        return True
+
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Verdict:
         w = self._teams[team]
         return window.admit(w, quota, now=self.clock(), window=self.window, lease=self.lease, est=est, rid=rid)

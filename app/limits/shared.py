@@ -97,6 +97,15 @@ class RedisStore:
             raise StoreUnavailable("late")
         return reply
 
+    async def sync_clock(self) -> bool:
+        """Learn Redis's clock before the first decision, so that even that one carries a deadline."""
+        try:
+            seconds, micros = await asyncio.wait_for(self.client.time(), self.timeout_s)
+        except (TimeoutError, RedisError, OSError):
+            return False
+        self._learn(seconds * US + micros)
+        return True
+
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Verdict:
         limits = [v or 0 for v in (quota.rpm, quota.tpm, quota.concurrency, quota.daily_tokens)]
         r = await self._run("team_admit", self.team_keys(team), [self.window, self.lease, rid, est, *limits])
