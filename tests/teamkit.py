@@ -67,8 +67,21 @@ async def fire(
         async def one(i: int, g: int) -> Reply:
             async with gate:
                 t0 = time.monotonic()
-                r = await client.post(urls[g] + path, json=body(i), headers=headers)
+                try:
+                    r = await client.post(urls[g] + path, json=body(i), headers=headers)
+                except httpx.TransportError as exc:  # kept as status 0, so that a test can say what happened
+                    done = time.monotonic()
+                    return Reply(0, httpx.Headers(), {"transport_error": type(exc).__name__}, g, done - t0, done)
                 done = time.monotonic()
                 return Reply(r.status_code, r.headers, r.json(), g, done - t0, done)
 
         return await asyncio.gather(*(one(i, next(which)) for i in range(n)))
+
+
+def statuses(replies: list[Reply]) -> dict[object, int]:
+    """Status -> count (transport errors by name), for assertion messages."""
+    out: dict[object, int] = {}
+    for r in replies:
+        k = r.status or r.body.get("transport_error", 0)
+        out[k] = out.get(k, 0) + 1
+    return out

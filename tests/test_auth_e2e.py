@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import httpx
 import openai
 import pytest
 import yaml
-from conftest import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env
+from conftest import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env, stop
 from teamkit import DS_TEXT, OPENAI
 
 from app.auth import auth_off_warning, hash_key, new_key, presented_key
@@ -40,7 +41,9 @@ class Keyed:
 
 
 @pytest.fixture(scope="module")
-def keyed(gateways: GatewayFactory, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Keyed:
+def keyed(
+    gateways: GatewayFactory, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Keyed]:
     config = Path(tmp_path_factory.mktemp("auth")) / "gateway.yaml"
     alpha, alpha_hash, note = create_key("alpha")
     beta, beta_hash, _ = create_key("beta")
@@ -58,7 +61,8 @@ def keyed(gateways: GatewayFactory, redis_server: RedisServer, tmp_path_factory:
         )
     )
     gw = gateways.start(redis_url=redis_server.url, config=str(config), env={"GATEWAY_AUTH": "required"})
-    return Keyed(gw, config, alpha, beta, [alpha, beta])
+    yield Keyed(gw, config, alpha, beta, [alpha, beta])
+    stop(gw.proc)
 
 
 def post(k: Keyed, path: str, body: dict[str, object], headers: dict[str, str]) -> httpx.Response:

@@ -28,12 +28,14 @@ def paused_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="module")
 def pair(
     gateways: GatewayFactory, paused_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[list[Gateway], str]:
+) -> Iterator[tuple[list[Gateway], str]]:
     cfg = Path(tmp_path_factory.mktemp("outage")) / "gateway.yaml"
     keys = write_config(cfg, {"outage": {"rpm": LIMIT}}, limits_timeout_s=0.2, limits_retry_after_s=1.0, replicas=2)
     env = {"GATEWAY_AUTH": "required"}
     started = [gateways.start(redis_url=paused_redis.url, config=str(cfg), env=env) for _ in range(2)]
-    return started, keys["outage"]
+    yield started, keys["outage"]
+    for g in started:
+        stop(g.proc)
 
 
 def ok_by_gateway(replies: list[Reply]) -> list[int]:

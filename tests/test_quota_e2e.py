@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Gateway, GatewayFactory, RedisServer, StandIn
+from conftest import Gateway, GatewayFactory, RedisServer, StandIn, stop
 from teamkit import DS_TEXT, OPENAI, write_config
 
 WINDOW_S = 4.0
@@ -22,7 +23,7 @@ OFFER_PER_S = 3 * QUOTA / WINDOW_S
 @pytest.fixture(scope="module")
 def paced(
     gateways: GatewayFactory, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
-) -> list[Gateway]:
+) -> Iterator[list[Gateway]]:
     cfg = Path(tmp_path_factory.mktemp("quota")) / "gateway.yaml"
     write_config(
         cfg,
@@ -40,7 +41,10 @@ def paced(
             }
         },
     )
-    return [gateways.start(redis_url=redis_server.url, config=str(cfg)) for _ in range(3)]
+    started = [gateways.start(redis_url=redis_server.url, config=str(cfg)) for _ in range(3)]
+    yield started
+    for g in started:
+        stop(g.proc)
 
 
 async def test_upstream_never_sees_more_than_its_quota(paced: list[Gateway], standin: StandIn) -> None:
