@@ -181,6 +181,12 @@ async def test_paused_redis_local_policy_divides_and_never_hangs(
         assert [d.store for d in decisions if d.verdict.ok] == ["local"] * 5  # 10 / 2 processes
         assert all(d.quota.rpm == 5 for d in decisions)
         assert await limits.finish(held, 0) is None  # queued until Redis is back
+        # The upstream quota goes local too, paced twice as wide (2 processes share it).
+        pace = Pace.of(60, None, 60, 0)
+        assert pace is not None
+        assert (await limits.reserve("up:m", pace, 1, 0)).ok
+        refused = await limits.reserve("up:m", pace, 1, 0)
+        assert not refused.ok and refused.wait_us > 1.9 * US
         assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1  # once, not per request
     finally:
         own_redis.resume()

@@ -36,16 +36,19 @@ def script_source(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.lua").read_text()
 
 
-def open_client(url: str, timeout_s: float) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
+def open_client(url: str, timeout_s: float, max_connections: int = 64) -> aioredis.Redis:
+    """A blocking pool: past `max_connections` decisions in flight, a decision waits for a connection
+    (within its timeout) instead of failing, which would wrongly count as Redis failing."""
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=timeout_s,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        max_connections=256,
         retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
         health_check_interval=0,
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 class RedisStore:
