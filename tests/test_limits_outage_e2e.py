@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import Gateway, GatewayFactory, RedisServer, StandIn, start_redis, stop
 from teamkit import Reply, embedding, fire, write_config
@@ -67,6 +68,9 @@ async def test_redis_paused_and_resumed_under_load(
     refused = [r for r in after if r.status == 429]
     assert all(int(r.headers["retry-after"]) > 30 for r in refused)  # the window opened before the outage
 
+    async with httpx.AsyncClient() as client:
+        for g in gws:
+            assert (await client.get(g.url + "/readyz")).json()["limits"] == {"backend": "redis", "shared": True}
     for g in gws:
         out = g.output()
         assert out.count("redis limits unavailable") == 1  # logged once per state change, not per request

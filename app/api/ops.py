@@ -56,6 +56,7 @@ async def readyz(request: Request) -> Response:
     body = {
         "status": "ready" if ready else "not ready",
         "cache": {"backend": gw.cache.name, "ok": cache_ok},
+        "limits": gw.limits.status(),
         "upstreams": {name: {"kind": gw.upstream_kinds[name]} for name in upstreams},
         "models": len(gw.catalog),
     }

@@ -73,6 +73,10 @@ class TeamLimiter:
         self.metrics = metrics
         self.window_s = window_s
 
+    def status(self) -> dict[str, object]:
+        """For /readyz: where decisions are made, and whether they are shared right now."""
+        return {"backend": self.limits.backend, "shared": self.limits.shared is not None and self.limits.breaker.allows}
+
     async def admit(self, team: Team | None, est: int) -> Admission:
         adm = Admission(self, team, est)
         if team is None or not team.quota.active:
