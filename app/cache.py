@@ -10,18 +10,15 @@ REDIS_URL is set.
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .breaker import Breaker
 from .metrics import Metrics
-
-log = logging.getLogger("embedding_gateway.cache")
 
 
 class VectorCache(Protocol):
@@ -75,41 +72,6 @@ class MemoryCache:
     async def close(self) -> None:
         self._data.clear()
         self._bytes = 0
-
-
-class Breaker:
-    """Open for `retry_after` seconds after a failure; logs once per state change, never per request."""
-
-    def __init__(
-        self, target: str, retry_after: float, metrics: Metrics | None, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.target = target
-        self.retry_after = retry_after
-        self.metrics = metrics
-        self.clock = clock
-        self._open_until = 0.0
-        self._open = False
-        if metrics:
-            metrics.breaker_open.labels(target).set(0)  # the series exists (closed) from the start
-
-    @property
-    def allows(self) -> bool:
-        return not self._open or self.clock() >= self._open_until
-
-    def failed(self, what: str) -> None:
-        self._open_until = self.clock() + self.retry_after
-        if not self._open:
-            self._open = True
-            log.warning("%s unavailable (%s); bypassing it for %.1fs at a time", self.target, what, self.retry_after)
-            if self.metrics:
-                self.metrics.breaker_open.labels(self.target).set(1)
-
-    def succeeded(self) -> None:
-        if self._open:
-            self._open = False
-            log.warning("%s available again", self.target)
-            if self.metrics:
-                self.metrics.breaker_open.labels(self.target).set(0)
 
 
 class RedisCache:

@@ -1,4 +1,4 @@
-"""`embedding-gateway serve | check-config | healthcheck`."""
+"""`embedding-gateway serve | check-config | create-key | healthcheck`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from .settings import CONFIG_ENV, MULTIPROC_ENV, Settings
+from .auth import auth_off_warning, hash_key, new_key
+from .settings import CONFIG_ENV, MULTIPROC_ENV, TEAM_NAME, Settings
 
 log = logging.getLogger("embedding_gateway")
 
@@ -73,12 +74,29 @@ def prepare_metrics_dir(workers: int) -> str | None:
     return made
 
 
+def _check_auth(settings: Settings, host: str) -> None:
+    if settings.gateway_auth == "off":
+        warning = auth_off_warning(host)
+        if warning:
+            logging.getLogger("embedding_gateway").warning(warning)
+    elif not any(team.keys for team in settings.teams.values()):
+        sys.exit(
+            "invalid settings: gateway_auth is 'required' but no team has a key, so every request would be "
+            "refused. Create one with `embedding-gateway create-key --team NAME` and add its hash under "
+            "teams.NAME.keys in the config file, or set GATEWAY_AUTH=off on a loopback bind (docs/limits.md)."
+        )
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    # Every worker process reads its settings from the environment: tell them how many they are (the
+    # limits that fall back to one process while Redis fails are divided by replicas x workers).
+    os.environ["WORKERS"] = str(args.workers)
     settings = _load(args.config)
     logging_config = log_config(settings.log_level)
     logging.config.dictConfig(logging_config)
+    _check_auth(settings, args.host)
     made = prepare_metrics_dir(args.workers)
     try:
         from .main import create_app
@@ -128,6 +146,29 @@ def healthcheck(args: argparse.Namespace) -> None:
     sys.exit(0 if ok else 1)
 
 
+def create_key(args: argparse.Namespace) -> None:
+    """Print a new key once (stdout) and its hash for the config file (stderr).
+
+    The file is not edited: PyYAML cannot rewrite it without dropping the operator's comments and layout,
+    and config files usually live in version control or a ConfigMap that a command should not write to.
+    Only the hash goes into the file; the key itself is shown here and nowhere else.
+    """
+    if not TEAM_NAME.match(args.team):
+        sys.exit(f"invalid team name: must match {TEAM_NAME.pattern}")
+    if args.config:
+        settings = _load(args.config)
+        if args.team not in settings.teams:
+            print(f"note: {args.config} has no team {args.team!r} yet: add it under teams:", file=sys.stderr)
+    key = new_key()
+    digest = hash_key(key)
+    print(key)
+    print(
+        f"\nThe key above is shown once: give it to team {args.team!r}; it is not stored anywhere.\n"
+        f'Add its hash to the config file:\n\nteams:\n  {args.team}:\n    keys:\n      - "{digest}"\n',
+        file=sys.stderr,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="embedding-gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -147,6 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     h.add_argument("--port", type=int, default=port)
     h.add_argument("--timeout", type=float, default=3.0)
     h.set_defaults(func=healthcheck)
+    k = sub.add_parser("create-key", help="make an API key for a team: prints the key once and the hash to store")
+    k.add_argument("--team", required=True, help="the team's name in the config file")
+    k.add_argument("--config", help="YAML settings file, to check that the team exists (it is never written)")
+    k.set_defaults(func=create_key)
     args = parser.parse_args(argv)
     args.func(args)
 

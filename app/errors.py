@@ -8,6 +8,7 @@ Routes never catch: they raise a GatewayError (or let one propagate) and the han
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from enum import Enum
 
@@ -148,7 +149,8 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
         }
     headers = {"x-request-id": request_id}
     if err.retry_after is not None:
-        headers["retry-after"] = str(max(1, round(err.retry_after + 0.49)))
+        # Whole seconds, rounded up: a client that waits exactly this long must not be refused again.
+        headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
         headers["retry-after-ms"] = str(max(1, int(err.retry_after * 1000)))
     return Response(orjson.dumps(body), status_code=err.status, headers=headers, media_type="application/json")
 

@@ -6,9 +6,12 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from .auth import Authenticator
 from .cache import VectorCache
 from .catalog import Catalog, ModelSpec
 from .errors import NotFound
+from .limits.admission import TeamLimiter
+from .limits.quota import UpstreamQuota
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings
@@ -22,6 +25,9 @@ class Gateway:
     service: EmbeddingService
     metrics: Metrics
     upstream_kinds: dict[str, str]
+    auth: Authenticator
+    limits: TeamLimiter
+    quota: UpstreamQuota
     ready: bool = True
 
     def model(self, name: str, param: str = "model") -> ModelSpec:

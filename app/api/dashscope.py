@@ -22,10 +22,10 @@ from ..schemas.dashscope import (
     TextResponse,
 )
 from ..service import EmbedRequest, EmbedResult
-from .body import cache_control, parse
+from . import access
+from .body import parse
 from .docs import request_body
-from .observe import team_of
-from .openai import cache_headers, log_result
+from .openai import cache_headers
 
 router = APIRouter(prefix="/api/v1/services/embeddings")
 
@@ -47,15 +47,6 @@ def _params(gw: Gateway, spec: Any, parameters: dict[str, Any]) -> Any:
     )
 
 
-async def _embed(request: Request, gw: Gateway, req: EmbedRequest) -> EmbedResult:
-    read, write = cache_control(request)
-    req.cache_read, req.cache_write = read, write
-    req.team = team_of(request)
-    result = await gw.service.embed(req)
-    log_result(request, req.spec.name, result)
-    return result
-
-
 def _respond(request: Request, output: dict[str, Any], result: EmbedResult, usage: dict[str, int]) -> Response:
     body = orjson.dumps(
         {"output": output, "usage": usage, "request_id": request_id_of(request)}, option=orjson.OPT_SERIALIZE_NUMPY
@@ -72,15 +63,16 @@ def _respond(request: Request, output: dict[str, Any], result: EmbedResult, usag
 )
 async def multimodal_embedding(request: Request) -> Response:
     gw = gateway(request)
+    team = access.authenticate(request, gw)
     body = await parse(request, MultimodalRequest, gw.settings.max_body_bytes)
-    spec = gw.model(body.model)
+    spec = access.model_for(gw, team, body.model)
     if spec.endpoint != "multimodal" and gw.upstream_kinds[spec.upstream] == "dashscope":
         raise InvalidRequest(f"model: {spec.name} is a text model: use the text-embedding route", param="model")
     params = _params(gw, spec, body.parameters or {})
     items = parse_items.dashscope_contents(body.input.contents, spec, gw.settings.max_input_items)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input.contents")]
-    result = await _embed(request, gw, EmbedRequest(spec, params, items))
+    result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))
     embeddings = [
         {"index": i, "embedding": np.frombuffer(v, dtype="<f4"), "type": _type(it.modality)}
         for i, (v, it) in enumerate(zip(result.vectors, items, strict=True))
@@ -98,11 +90,12 @@ async def multimodal_embedding(request: Request) -> Response:
 )
 async def text_embedding(request: Request) -> Response:
     gw = gateway(request)
+    team = access.authenticate(request, gw)
     body = await parse(request, TextRequest, gw.settings.max_body_bytes)
-    spec = gw.model(body.model)
+    spec = access.model_for(gw, team, body.model)
     params = _params(gw, spec, body.parameters or {})
     items = parse_items.dashscope_texts(body.input.texts, spec, gw.settings.max_input_items)
-    result = await _embed(request, gw, EmbedRequest(spec, params, items))
+    result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))
     embeddings = [{"text_index": i, "embedding": np.frombuffer(v, dtype="<f4")} for i, v in enumerate(result.vectors)]
     return _respond(request, {"embeddings": embeddings}, result, {"total_tokens": result.billed_tokens})
 

@@ -81,9 +81,12 @@ class Observe:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = message.get("headers", [])
+                # Routes (and the errors they raise) may leave response headers in request.state.
+                extra = [(k.encode(), v.encode()) for k, v in (state.get("response_headers") or {}).items()]
+                headers = [*message.get("headers", []), *extra]
                 if not any(name.lower() == b"x-request-id" for name, _ in headers):
-                    message["headers"] = [*headers, (b"x-request-id", raw_rid)]
+                    headers.append((b"x-request-id", raw_rid))
+                message["headers"] = headers
             await send(message)
 
         path = scope["path"]

@@ -15,9 +15,9 @@ from ..gateway import gateway
 from ..params import resolve
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
-from .body import cache_control, parse
+from . import access
+from .body import parse
 from .docs import request_body
-from .observe import annotate, team_of
 
 router = APIRouter()
 
@@ -35,8 +35,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def create_embeddings(request: Request) -> Response:
     gw = gateway(request)
+    team = access.authenticate(request, gw)
     body = await parse(request, EmbeddingRequest, gw.settings.max_body_bytes)
-    spec = gw.model(body.model)
+    spec = access.model_for(gw, team, body.model)
     params = resolve(
         spec,
         gw.upstream_kinds[spec.upstream],
@@ -49,10 +50,7 @@ async def create_embeddings(request: Request) -> Response:
     items = parse_items.openai_items(body.input, spec, gw.settings.max_input_items)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]
-    read, write = cache_control(request)
-    req = EmbedRequest(spec, params, items, team=team_of(request), cache_read=read, cache_write=write)
-    result = await gw.service.embed(req)
-    log_result(request, spec.name, result)
+    result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))
     return Response(
         render(result, spec.name, body.encoding_format == "base64"),
         media_type="application/json",
@@ -74,18 +72,6 @@ def render(result: EmbedResult, model: str, as_base64: bool) -> bytes:
     usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
     return orjson.dumps(
         {"object": "list", "data": data, "model": model, "usage": usage}, option=orjson.OPT_SERIALIZE_NUMPY
-    )
-
-
-def log_result(request: Request, model: str, result: EmbedResult) -> None:
-    annotate(
-        request,
-        model=model,
-        items=len(result.vectors),
-        hits=result.hits,
-        misses=result.misses,
-        tokens=result.billed_tokens,
-        upstream_s=round(result.upstream_seconds, 6),
     )
 
 

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..gateway import gateway
 from ..schemas.openai import ModelList
+from . import access
 
 router = APIRouter()
 
@@ -22,6 +23,7 @@ def _json(data: Any, status: int = 200) -> Response:
 @router.get("/v1/models", response_model=ModelList, summary="The model catalog")
 async def list_models(request: Request) -> Response:
     gw = gateway(request)
+    team = access.authenticate(request, gw)
     cards = [
         {
             "id": spec.name,
@@ -35,6 +37,7 @@ async def list_models(request: Request) -> Response:
             "max_batch": spec.max_batch,
         }
         for spec in gw.catalog
+        if team is None or team.allows(spec.name)
     ]
     return _json({"object": "list", "data": cards})
 
@@ -53,6 +56,7 @@ async def readyz(request: Request) -> Response:
     body = {
         "status": "ready" if ready else "not ready",
         "cache": {"backend": gw.cache.name, "ok": cache_ok},
+        "limits": gw.limits.status(),
         "upstreams": {
             name: {"kind": gw.upstream_kinds[name], "state": state} for name, state in sorted(states.items())
         },

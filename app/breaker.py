@@ -1,0 +1,49 @@
+"""Breaker: stands a failing dependency (a Redis) aside for a while, logging once per state change.
+
+Shared by the vector cache and the rate limits; each has its own instance and `target` name.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from .metrics import Metrics
+
+log = logging.getLogger("embedding_gateway.breaker")
+
+
+class Breaker:
+    """Open for `retry_after` seconds after a failure; logs once per state change, never per request."""
+
+    def __init__(
+        self, target: str, retry_after: float, metrics: Metrics | None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.target = target
+        self.retry_after = retry_after
+        self.metrics = metrics
+        self.clock = clock
+        self._open_until = 0.0
+        self._open = False
+        if metrics:
+            metrics.breaker_open.labels(target).set(0)  # the series exists (closed) from the start
+
+    @property
+    def allows(self) -> bool:
+        return not self._open or self.clock() >= self._open_until
+
+    def failed(self, what: str) -> None:
+        self._open_until = self.clock() + self.retry_after
+        if not self._open:
+            self._open = True
+            log.warning("%s unavailable (%s); bypassing it for %.1fs at a time", self.target, what, self.retry_after)
+            if self.metrics:
+                self.metrics.breaker_open.labels(self.target).set(1)
+
+    def succeeded(self) -> None:
+        if self._open:
+            self._open = False
+            log.warning("%s available again", self.target)
+            if self.metrics:
+                self.metrics.breaker_open.labels(self.target).set(0)

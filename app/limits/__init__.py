@@ -1,0 +1,10 @@
+"""Team limits and upstream quotas, shared by every replica through Redis (docs/limits.md).
+
+window.py     the arithmetic and why these algorithms (sliding-window log for teams, GCRA for upstreams)
+*.lua         the same arithmetic as atomic Redis scripts on Redis's clock
+local.py      in-process store (no Redis, or the fallback while Redis fails)
+shared.py     Redis store
+failover.py   Redis while it answers, else the per-limit failure policy
+admission.py  a team's admission and reconciliation around one request
+quota.py      the upstream gate the service awaits before every upstream call
+"""

@@ -1,0 +1,100 @@
+"""Team admission: a request's estimated tokens against its team's limits before the work, and the
+correction afterwards (its tokens become what the upstream billed: cache hits are refunded)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, replace
+from types import TracebackType
+
+from ..errors import RateLimited, Unavailable
+from ..metrics import Metrics
+from ..teams import Team
+from .failover import Limits
+from .store import Ticket
+from .window import US, TeamQuota, Verdict
+
+WHAT = {
+    "requests": "requests",
+    "tokens": "tokens",
+    "concurrency": "concurrent requests",
+    "daily_tokens": "tokens per day",
+}
+
+
+@dataclass(slots=True)
+class Admission:
+    """One request's place in its team's limits; `async with` it around the work to finish it."""
+
+    limiter: TeamLimiter
+    team: Team | None
+    est: int
+    verdict: Verdict | None = None  # None: nothing enforced (no team, or a team without limits)
+    quota: TeamQuota = field(default_factory=TeamQuota)  # as applied (divided while Redis fails, policy local)
+    ticket: Ticket | None = None
+    billed: int | None = None  # set once the upstream reported usage; a failed request keeps its estimate
+    # (some of its chunks may have been billed), except a throttled one
+
+    def enforce(self) -> None:
+        """Raise the refusal, if any, for the caller's wire format."""
+        v = self.verdict
+        if v is None or v.ok or self.team is None:
+            return
+        if v.reason == "unavailable":
+            raise Unavailable("rate limits cannot be checked right now; retry shortly", retry_after=v.retry_us / US)
+        kind = v.reason or "requests"
+        limit = self.quota.by_kind().get(kind)
+        if v.too_large:
+            raise RateLimited(
+                f"team {self.team.name}: this request (about {self.est} tokens) is larger than the "
+                f"{WHAT[kind]} limit ({limit}) and can never pass: split it"
+            )
+        per = "" if kind in ("concurrency", "daily_tokens") else f" per {self.limiter.window_s:g}s"
+        raise RateLimited(
+            f"team {self.team.name}: limit of {limit} {WHAT[kind]}{per} reached; retry after the Retry-After delay",
+            retry_after=v.retry_us / US,
+        )
+
+    async def __aenter__(self) -> Admission:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, RateLimited) and self.billed is None:
+            self.billed = 0  # throttled on the way (upstream quota, upstream 429): nothing was billed
+        if self.ticket is not None:
+            await self.limiter.finish(self)
+
+
+class TeamLimiter:
+    def __init__(self, limits: Limits, metrics: Metrics, *, window_s: float) -> None:
+        self.limits = limits
+        self.metrics = metrics
+        self.window_s = window_s
+
+    def status(self) -> dict[str, object]:
+        """For /readyz: where decisions are made, and whether they are shared right now."""
+        return {"backend": self.limits.backend, "shared": self.limits.shared is not None and self.limits.breaker.allows}
+
+    async def admit(self, team: Team | None, est: int) -> Admission:
+        adm = Admission(self, team, est)
+        if team is None or not team.quota.active:
+            return adm
+        rid = secrets.token_hex(8)
+        decision = await self.limits.admit(team.name, team.quota, est, rid)
+        verdict, store = decision.verdict, decision.store
+        adm.verdict, adm.quota = verdict, decision.quota
+        if verdict.ok and store is not None:
+            adm.ticket = Ticket(team.name, rid, est, verdict.now_us, verdict.day, store)
+        if not verdict.ok:
+            self.metrics.ratelimit_rejections.labels(self.metrics.team(team.name), verdict.reason or "other").inc()
+        return adm
+
+    async def finish(self, adm: Admission) -> None:
+        assert adm.ticket is not None
+        billed = adm.est if adm.billed is None else adm.billed
+        usage = await self.limits.finish(adm.ticket, billed)
+        if usage is not None and adm.verdict is not None:
+            requests, tokens, reset = usage
+            adm.verdict = replace(adm.verdict, requests=requests, tokens=tokens, reset_us=reset)

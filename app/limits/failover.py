@@ -1,0 +1,158 @@
+"""Limits: every decision goes to Redis while it answers, and follows the failure policy while it does not.
+
+While Redis fails (a timeout, an error, a late reply) the breaker keeps requests off it for
+`limits_retry_after_s` at a time, logging once per state change. Each kind of limit then follows its
+policy: `local` enforces it in this process with the limit DIVIDED by the number of processes sharing
+it (replicas x workers), so that together they stay within it; `open` lets requests through; `closed`
+refuses them (503). Reservations made in Redis before the failure are finished once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from ..breaker import Breaker
+from ..settings import LimitFailurePolicy
+from .local import LocalStore
+from .store import LimitStore, StoreUnavailable, Ticket
+from .window import US, Grant, Pace, TeamQuota, Verdict
+
+log = logging.getLogger("embedding_gateway.limits")
+
+MAX_PENDING = 10_000  # finishes waiting for Redis to come back; older ones are dropped (their leases expire)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    verdict: Verdict
+    store: str | None  # the store holding the reservation ("redis", "local"); None: nothing to finish
+    quota: TeamQuota  # the limits that were applied (divided, or fewer, while Redis fails)
+
+
+class Limits:
+    def __init__(
+        self,
+        shared: LimitStore | None,
+        local: LocalStore,
+        *,
+        shares: int,
+        policy: LimitFailurePolicy,
+        breaker: Breaker,
+    ) -> None:
+        self.shared = shared
+        self.local = local
+        self.shares = shares
+        self.policy = policy
+        self.breaker = breaker
+        self._pending: deque[tuple[Ticket, int]] = deque(maxlen=MAX_PENDING)
+        self._flushing: asyncio.Task[None] | None = None
+
+    @property
+    def backend(self) -> str:
+        return "local" if self.shared is None else self.shared.name
+
+    def _failed(self, exc: StoreUnavailable) -> None:
+        self.breaker.failed(str(exc))
+
+    def _succeeded(self) -> None:
+        self.breaker.succeeded()
+        if self._pending and self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending and self.shared is not None:
+                ticket, billed = self._pending[0]
+                try:
+                    await self.shared.finish(ticket, billed)
+                except StoreUnavailable as exc:
+                    self._failed(exc)
+                    return
+                self._pending.popleft()
+        finally:
+            self._flushing = None
+
+    async def start(self) -> None:
+        """Reach Redis once at start: learn its clock, and say at once if it does not answer."""
+        if self.shared is not None and not await self.shared.sync_clock():
+            self.breaker.failed("no answer at start")
+
+    async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Decision:
+        if self.shared is None:
+            local = quota.divided(self.shares)
+            return Decision(await self.local.admit(team, local, est, rid), self.local.name, local)
+        if self.breaker.allows:
+            try:
+                verdict = await self.shared.admit(team, quota, est, rid)
+            except StoreUnavailable as exc:
+                self._failed(exc)
+            else:
+                self._succeeded()
+                return Decision(verdict, self.shared.name, quota)
+        return await self._admit_degraded(team, quota, est, rid)
+
+    async def _admit_degraded(self, team: str, quota: TeamQuota, est: int, rid: str) -> Decision:
+        active = {kind for kind, limit in quota.by_kind().items() if limit is not None}
+        policy = self.policy.model_dump()
+        if any(policy[kind] == "closed" for kind in active):
+            retry = round(max(self.breaker.retry_after, 1.0) * US)
+            return Decision(Verdict(False, reason="unavailable", retry_us=retry), None, quota)
+        enforced = quota.keep({kind for kind in active if policy[kind] == "local"})
+        if not enforced.active:
+            return Decision(Verdict(True), None, enforced)
+        local = enforced.divided(self.shares)
+        return Decision(await self.local.admit(team, local, est, rid), self.local.name, local)
+
+    async def finish(self, ticket: Ticket, billed: int) -> tuple[int, int, int] | None:
+        if ticket.store == self.local.name:
+            return await self.local.finish(ticket, billed)
+        if self.shared is None:
+            return None
+        if self.breaker.allows:
+            try:
+                usage = await self.shared.finish(ticket, billed)
+            except StoreUnavailable as exc:
+                self._failed(exc)
+            else:
+                self._succeeded()
+                return usage
+        self._pending.append((ticket, billed))
+        return None
+
+    async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant:
+        if self.shared is None:
+            return await self.local.reserve(account, pace.slower(self.shares), tokens, max_wait_us)
+        if self.breaker.allows:
+            try:
+                grant = await self.shared.reserve(account, pace, tokens, max_wait_us)
+            except StoreUnavailable as exc:
+                self._failed(exc)
+            else:
+                self._succeeded()
+                return grant
+        if self.policy.upstream == "open":
+            return Grant(True, 0)
+        if self.policy.upstream == "closed":
+            return Grant(False, round(max(self.breaker.retry_after, 1.0) * US), unavailable=True)
+        return await self.local.reserve(account, pace.slower(self.shares), tokens, max_wait_us)
+
+    async def adjust(self, account: str, pace: Pace, delta_tokens: int) -> None:
+        if self.shared is not None and self.breaker.allows:
+            try:
+                await self.shared.adjust(account, pace, delta_tokens)
+            except StoreUnavailable as exc:
+                self._failed(exc)
+            else:
+                return
+        if self.shared is None or self.policy.upstream == "local":
+            await self.local.adjust(account, pace.slower(self.shares), delta_tokens)
+
+    async def close(self) -> None:
+        if self._flushing is not None:
+            self._flushing.cancel()
+        if self.shared is not None:
+            await self.shared.close()
+        await self.local.close()

@@ -1,0 +1,153 @@
+"""The Redis limit store: every decision is one Lua script (see the .lua files beside this module), run
+atomically on Redis's clock, so that replicas with skewed clocks still decide alike.
+
+Keys carry a hash tag per team (`{eg:team:NAME}:log|meta|lease`) and per upstream account
+(`{eg:quota:UPSTREAM:MODEL}`): every script touches one Redis Cluster slot. The state must never be
+evicted (use a Redis, or a database, with `maxmemory-policy noeviction`; see docs/limits.md).
+
+Each call is bounded by `timeout_s` (socket timeouts plus a wait_for) and never retried: a decision is
+not idempotent. Each call also carries a deadline in Redis time (half the timeout after it was sent, on
+Redis's clock as learnt from earlier replies), so a script that Redis reaches only after the caller gave
+up (a stalled or paused server) charges nothing; a script that finds its deadline passed answers "late",
+which counts as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from .local import wall_clock_us
+from .store import StoreUnavailable, Ticket
+from .window import US, Grant, Pace, TeamQuota, Verdict
+
+SCRIPTS = ("team_admit", "team_finish", "quota_reserve", "quota_adjust")
+
+
+def script_source(name: str) -> str:
+    return resources.files(__package__).joinpath(f"{name}.lua").read_text()
+
+
+def open_client(url: str, timeout_s: float, max_connections: int = 64) -> aioredis.Redis:
+    """A blocking pool: past `max_connections` decisions in flight, a decision waits for a connection
+    (within its timeout) instead of failing, which would wrongly count as Redis failing."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=timeout_s,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        health_check_interval=0,
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str,
+        window_s: float,
+        lease_s: float,
+        timeout_s: float,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self.client = client
+        self.namespace = namespace
+        self.window = round(window_s * US)
+        self.lease = round(lease_s * US)
+        self.timeout_s = timeout_s
+        self.clock = clock  # tests only: decisions then use this clock instead of Redis TIME
+        self._scripts: dict[str, AsyncScript] = {n: client.register_script(script_source(n)) for n in SCRIPTS}
+        self._offset: int | None = None  # Redis time minus this process's time, learnt from replies
+
+    def team_keys(self, team: str) -> list[str]:
+        tag = f"{{{self.namespace}:team:{team}}}"
+        return [f"{tag}:log", f"{tag}:meta", f"{tag}:lease"]
+
+    def account_key(self, account: str) -> str:
+        return f"{{{self.namespace}:quota:{account}}}"
+
+    def _clock_args(self, sent: int) -> list[Any]:
+        if self.clock is not None:
+            return [self.clock(), 0]
+        if self._offset is None:
+            return ["", 0]
+        # Redis must run the script within half the timeout: the other half covers the reply's way back
+        # and an overestimated offset, so a script that runs is one whose reply the caller still awaits.
+        return ["", sent + self._offset + round(self.timeout_s * US / 2)]
+
+    def _learn(self, redis_now: int, sent: int) -> None:
+        # Redis ran the script after we sent it: redis_now - sent is an upper bound of the clock offset.
+        # An upper bound only makes deadlines more lenient, never refuses a script that ran in time
+        # (measuring at receipt instead would let a busy event loop make every reply look late).
+        if self.clock is None:
+            self._offset = redis_now - sent
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[list[Any], int]:
+        sent = wall_clock_us()
+        try:
+            reply = await asyncio.wait_for(
+                self._scripts[name](keys=keys, args=[*self._clock_args(sent), *args]), self.timeout_s
+            )
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise StoreUnavailable(type(exc).__name__) from None
+        if not isinstance(reply, list) or not reply or reply[0] == -1:
+            raise StoreUnavailable("late")
+        return reply, sent
+
+    async def sync_clock(self) -> bool:
+        """Learn Redis's clock before the first decision, so that even that one carries a deadline."""
+        sent = wall_clock_us()
+        try:
+            seconds, micros = await asyncio.wait_for(self.client.time(), self.timeout_s)
+        except (TimeoutError, RedisError, OSError):
+            return False
+        self._learn(seconds * US + micros, sent)
+        return True
+
+    async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Verdict:
+        limits = [v or 0 for v in (quota.rpm, quota.tpm, quota.concurrency, quota.daily_tokens)]
+        r, sent = await self._run("team_admit", self.team_keys(team), [self.window, self.lease, rid, est, *limits])
+        ok, reason, large, retry, requests, tokens, reset, now, day = r
+        self._learn(now, sent)
+        return Verdict(
+            ok == 1,
+            reason.decode() if reason else None,
+            large == 1,
+            retry,
+            requests,
+            tokens,
+            reset,
+            now,
+            day,
+        )
+
+    async def finish(self, ticket: Ticket, billed: int) -> tuple[int, int, int]:
+        args = [self.window, ticket.rid, ticket.est, ticket.at_us, ticket.day, billed]
+        (requests, tokens, reset), _ = await self._run("team_finish", self.team_keys(ticket.team), args)
+        return requests, tokens, reset
+
+    async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant:
+        args = [repr(pace.request_us), repr(pace.token_us), tokens, max_wait_us]
+        (ok, wait, now), sent = await self._run("quota_reserve", [self.account_key(account)], args)
+        self._learn(now, sent)
+        return Grant(ok == 1, wait, now)
+
+    async def adjust(self, account: str, pace: Pace, delta_tokens: int) -> None:
+        await self._run("quota_adjust", [self.account_key(account)], [repr(pace.token_us), delta_tokens])
+
+    async def close(self) -> None:
+        await self.client.aclose()

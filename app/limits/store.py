@@ -1,0 +1,41 @@
+"""What a limit store does (Redis for every replica, or this process alone), and the ticket an admitted
+request carries until it ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .window import Grant, Pace, TeamQuota, Verdict
+
+
+class StoreUnavailable(Exception):
+    """The store did not decide in time (or failed): the caller applies its failure policy."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """An admitted request's reservation: what `finish` needs to free and correct it."""
+
+    team: str
+    rid: str
+    est: int
+    at_us: int
+    day: int
+    store: str  # the store that admitted it: "redis" or "local"
+
+
+class LimitStore(Protocol):
+    name: str
+
+    async def sync_clock(self) -> bool: ...
+
+    async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Verdict: ...
+
+    async def finish(self, ticket: Ticket, billed: int) -> tuple[int, int, int]: ...
+
+    async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant: ...
+
+    async def adjust(self, account: str, pace: Pace, delta_tokens: int) -> None: ...
+
+    async def close(self) -> None: ...

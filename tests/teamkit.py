@@ -1,0 +1,87 @@
+"""Helpers of the teams and limits tests: config files with teams, and bounded concurrent load."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from app.auth import hash_key, new_key
+
+OPENAI = "/v1/embeddings"
+DS_TEXT = "/api/v1/services/embeddings/text-embedding/text-embedding"
+DS_MM = "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding"
+
+
+def write_config(path: Path, teams: dict[str, dict[str, Any]], **settings: Any) -> dict[str, str]:
+    """Writes a config with these teams, each given one new key (hash only in the file); returns the keys."""
+    keys = {name: new_key() for name in teams}
+    body = {
+        "cache_namespace": "t" + uuid.uuid4().hex[:10],
+        **settings,
+        "teams": {name: {**cfg, "keys": [hash_key(keys[name])]} for name, cfg in teams.items()},
+    }
+    path.write_text(yaml.safe_dump(body))
+    return keys
+
+
+def embedding(text: str, model: str = "text-embedding-v4") -> dict[str, Any]:
+    return {"model": model, "input": text, "dimensions": 64, "encoding_format": "base64"}
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: httpx.Headers
+    body: dict[str, Any]
+    gateway: int
+    took: float
+    done: float  # time.monotonic() when the answer arrived
+
+
+async def fire(
+    urls: list[str],
+    n: int,
+    key: str | None,
+    body: Callable[[int], dict[str, Any]],
+    *,
+    in_flight: int = 100,
+    path: str = OPENAI,
+    client_timeout: float = 30.0,
+) -> list[Reply]:
+    """`n` requests spread round-robin over the gateways, at most `in_flight` at once."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    gate = asyncio.Semaphore(in_flight)
+    which = itertools.cycle(range(len(urls)))
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    async with httpx.AsyncClient(timeout=client_timeout, limits=limits) as client:
+
+        async def one(i: int, g: int) -> Reply:
+            async with gate:
+                t0 = time.monotonic()
+                try:
+                    r = await client.post(urls[g] + path, json=body(i), headers=headers)
+                except httpx.TransportError as exc:  # kept as status 0, so that a test can say what happened
+                    done = time.monotonic()
+                    return Reply(0, httpx.Headers(), {"transport_error": type(exc).__name__}, g, done - t0, done)
+                done = time.monotonic()
+                return Reply(r.status_code, r.headers, r.json(), g, done - t0, done)
+
+        return await asyncio.gather(*(one(i, next(which)) for i in range(n)))
+
+
+def statuses(replies: list[Reply]) -> dict[object, int]:
+    """Status -> count (transport errors by name), for assertion messages."""
+    out: dict[object, int] = {}
+    for r in replies:
+        k = r.status or r.body.get("transport_error", 0)
+        out[k] = out.get(k, 0) + 1
+    return out
