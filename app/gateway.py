@@ -9,6 +9,7 @@ from fastapi import Request
 from .cache import VectorCache
 from .catalog import Catalog, ModelSpec
 from .errors import NotFound
+from .fetcher import Fetcher
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings
@@ -23,6 +24,7 @@ class Gateway:
     metrics: Metrics
     upstream_kinds: dict[str, str]
     ready: bool = True
+    fetcher: Fetcher | None = None  # set when media_fetch is on
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

@@ -15,6 +15,7 @@ from . import errors
 from .api import dashscope, docs, observe, openai, ops
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
+from .fetcher import Fetcher, open_client
 from .gateway import Gateway
 from .metrics import Metrics
 from .service import EmbeddingService
@@ -59,6 +60,21 @@ def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
     )
 
 
+def open_fetcher(settings: Settings, metrics: Metrics) -> Fetcher | None:
+    if not settings.media_fetch:
+        return None
+    return Fetcher(
+        open_client(settings.media_fetch_concurrency),
+        max_bytes=settings.media_fetch_max_bytes,
+        timeout_s=settings.media_fetch_timeout_s,
+        max_redirects=settings.media_fetch_max_redirects,
+        allow_hosts=frozenset(settings.media_fetch_allow_hosts),
+        concurrency=settings.media_fetch_concurrency,
+        max_urls=settings.media_fetch_max_urls,
+        count=lambda outcome: metrics.media_fetches.labels(outcome).inc(),
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configs = settings.upstream_configs()
@@ -74,8 +90,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service = EmbeddingService(
             cache, upstreams, metrics, namespace=settings.cache_namespace, concurrency=settings.upstream_concurrency
         )
+        fetcher = open_fetcher(settings, metrics)
         app.state.gateway = Gateway(
-            settings, catalog, cache, service, metrics, {name: cfg.kind for name, cfg in configs.items()}
+            settings,
+            catalog,
+            cache,
+            service,
+            metrics,
+            {name: cfg.kind for name, cfg in configs.items()},
+            fetcher=fetcher,
         )
         log.info(
             "serving %d models from %s; cache: %s", len(catalog), ", ".join(sorted(used)) or "no upstream", cache.name
@@ -88,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for upstream in upstreams.values():
                 await upstream.close()
             await cache.close()
+            if fetcher is not None:
+                await fetcher.close()
 
     app = FastAPI(
         title="embedding-gateway",

@@ -26,7 +26,7 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "tiff"),
     (b"WEBP", 8, "webp"),
 )
-_MIME_FORMATS = {
+MIME_FORMATS = {
     "jpeg": "jpeg",
     "jpg": "jpeg",
     "pjpeg": "jpeg",
@@ -75,7 +75,7 @@ def check_image(value: object, param: str, *, max_bytes: int, formats: frozenset
     header, sep, payload = value.partition(",")
     if not sep or not header.endswith(";base64") or not header[5:].startswith("image/"):
         raise InvalidRequest(f"{param}: data URI must look like data:image/<format>;base64,<data>", param=param)
-    declared = _MIME_FORMATS.get(header[11:-7].lower())
+    declared = MIME_FORMATS.get(header[11:-7].lower())
     if len(payload) > (max_bytes * 4) // 3 + 8:
         raise PayloadTooLarge(f"{param}: image larger than {max_bytes} bytes", param=param)
     try:

@@ -108,6 +108,12 @@ class Metrics:
             ["team", "model"],
             registry=r,
         )
+        self.media_fetches = Counter(
+            "gateway_media_fetches_total",
+            "Image URLs fetched by the gateway (media_fetch), by outcome: ok, refused, too_large, timeout, unreachable",
+            ["outcome"],
+            registry=r,
+        )
         self.ratelimit_rejections = Counter(
             "gateway_ratelimit_rejections_total", "Requests refused by a rate limit", ["team", "limit"], registry=r
         )

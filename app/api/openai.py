@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from fastapi.responses import Response
 
 from .. import items as parse_items
 from ..gateway import gateway
+from ..inlining import parse_fetching
 from ..params import resolve
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
@@ -45,7 +47,8 @@ async def create_embeddings(request: Request) -> Response:
         opt_prefix="",
         forward_unknown=False,
     )
-    items = parse_items.openai_items(body.input, spec, gw.settings.max_input_items)
+    parse_contents = partial(parse_items.openai_items, spec=spec, limit=gw.settings.max_input_items)
+    items = await parse_fetching(gw.fetcher, spec, body.input, "input", parse_contents)
     if params.fusion:
         items = [parse_items.fuse_all(items)]
     read, write = cache_control(request)
