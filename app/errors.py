@@ -138,7 +138,7 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
                 "code": err.code,
             }
         }
-    headers = {"x-request-id": request_id}
+    headers: dict[str, str] = {}  # x-request-id is added to every response by the Observe middleware
     if err.retry_after is not None:
         headers["retry-after"] = str(max(1, round(err.retry_after + 0.49)))
         headers["retry-after-ms"] = str(max(1, int(err.retry_after * 1000)))
@@ -186,8 +186,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The one place a bug surfaces: logged with its type only (never its text, which may hold input),
     # answered as a generic 500 in the caller's wire format.
+    # It is sent from outside the Observe middleware, so it names the request id itself.
     log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
-    return render(GatewayError("internal error"), wire_of(request.url.path), request_id_of(request))
+    rid = request_id_of(request)
+    response = render(GatewayError("internal error"), wire_of(request.url.path), rid)
+    response.headers["x-request-id"] = rid
+    return response
 
 
 def install_handlers(app: FastAPI) -> None:

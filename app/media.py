@@ -62,8 +62,8 @@ def check_url(value: str, param: str) -> Media:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InvalidRequest(f"{param}: must be an http(s) URL or a data URI", param=param)
-    if any(c.isspace() for c in value):
-        raise InvalidRequest(f"{param}: URL must not contain white space", param=param)
+    if any(c.isspace() or c < "\x20" or c == "\x7f" for c in value):
+        raise InvalidRequest(f"{param}: URL must not contain white space or control characters", param=param)
     return Media(wire=value, identity="url:" + value)
 
 
