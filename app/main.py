@@ -124,6 +124,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(dashscope.router)
     app.include_router(ops.router)
-    docs.install(app)
+    docs.install(app, catalog.names())
     app.add_middleware(observe.Observe, metrics=metrics)
     return app
