@@ -11,9 +11,9 @@ import os
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from conftest import Gateway, GatewayFactory, RedisServer
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
