@@ -60,14 +60,12 @@ MODELS: dict[str, ModelSpec] = {
     "tongyi-embedding-vision-plus": ModelSpec("multimodal", _PLUS, 1152, 20, _MM, "tongyi", 8, 1024),
     "tongyi-embedding-vision-flash": ModelSpec("multimodal", _FLASH, 768, 20, _MM, "tongyi", 8, 1024),
     "tongyi-embedding-vision-plus-2026-03-06": ModelSpec(
-        "multimodal", _PLUS, 1152, 20, _MM, "tongyi", 64, 1024, fused_items=True
-    ),
+        "multimodal", _PLUS, 1152, 20, _MM, "tongyi", 64, 1024, fused_items=True),
     "tongyi-embedding-vision-flash-2026-03-06": ModelSpec(
-        "multimodal", _FLASH, 768, 20, _MM, "tongyi", 64, 1024, fused_items=True
-    ),
+        "multimodal", _FLASH, 768, 20, _MM, "tongyi", 64, 1024, fused_items=True),
     "qwen3-vl-embedding": ModelSpec(
-        "multimodal", (2560, 2048, 1536, 1024, 768, 512, 256), 2560, 20, _TVM, "qwen3vl", 0, 32000, enable_fusion=True
-    ),
+        "multimodal", (2560, 2048, 1536, 1024, 768, 512, 256), 2560, 20, _TVM, "qwen3vl", 0, 32000,
+        enable_fusion=True),
     "multimodal-embedding-v1": ModelSpec("multimodal", (1024,), 1024, 20, _TVM, "mmv1", 0, 512),
     "text-embedding-v4": ModelSpec("text", _V4, 1024, 10, _TEXT, "text", 0, 8192),
     "text-embedding-v3": ModelSpec("text", (1024, 768, 512), 1024, 10, _TEXT, "text", 0, 8192),
@@ -106,15 +104,13 @@ def _canon(content: Any) -> Any:
 
 
 def _clean_params(params: dict[str, Any] | None) -> list[tuple[str, Any]]:
-    return sorted(
-        (k, v)
-        for k, v in (params or {}).items()
-        if v is not None and k not in _NON_VECTOR_PARAMS and _DEFAULT_PARAMS.get(k) != v
-    )
+    return sorted((k, v) for k, v in (params or {}).items()
+                  if v is not None and k not in _NON_VECTOR_PARAMS and _DEFAULT_PARAMS.get(k) != v)
 
 
 def _digest(model: str, dimension: int, content: Any, params: dict[str, Any] | None) -> bytes:
-    payload = orjson.dumps([model, dimension, _canon(content), _clean_params(params)], option=orjson.OPT_SORT_KEYS)
+    payload = orjson.dumps([model, dimension, _canon(content), _clean_params(params)],
+                           option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(payload, digest_size=16).digest()
 
 
@@ -123,12 +119,14 @@ def _vector(digest: bytes, dimension: int) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
-def canonical_digest(model: str, dimension: int, content: object, params: dict[str, Any] | None = None) -> str:
+def canonical_digest(model: str, dimension: int, content: object,
+                     params: dict[str, Any] | None = None) -> str:
     """Hex digest reported by /_stats for one item (same inputs as expected_vector)."""
     return _digest(model, dimension, content, params).hex()
 
 
-def expected_vector(model: str, dimension: int, content: object, params: dict[str, Any] | None = None) -> np.ndarray:
+def expected_vector(model: str, dimension: int, content: object,
+                    params: dict[str, Any] | None = None) -> np.ndarray:
     """The float32 unit vector the stand-in returns for `content` (canonicalised as received upstream)."""
     return _vector(_digest(model, dimension, content, params), dimension)
 
@@ -146,16 +144,10 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.param = status, code, message, param
 
 
-_OPENAI_CODES = {
-    "InvalidParameter": "invalid_parameter_error",
-    "InvalidApiKey": "invalid_api_key",
-    "AccessDenied": "access_denied",
-    "ModelNotFound": "model_not_found",
-    "Throttling.RateQuota": "rate_limit_exceeded",
-    "InternalError": "internal_error",
-    "ModelUnavailable": "model_unavailable",
-    "BadRequest.TooLarge": "request_too_large",
-}
+_OPENAI_CODES = {"InvalidParameter": "invalid_parameter_error", "InvalidApiKey": "invalid_api_key",
+                 "AccessDenied": "access_denied", "ModelNotFound": "model_not_found",
+                 "Throttling.RateQuota": "rate_limit_exceeded", "InternalError": "internal_error",
+                 "ModelUnavailable": "model_unavailable", "BadRequest.TooLarge": "request_too_large"}
 
 
 def bad(message: str, param: str | None = None) -> ApiError:
@@ -304,7 +296,8 @@ class Config:
     max_records: int = 200_000  # /_stats keeps the newest records; the totals count everything
 
 
-CONTROL_KEYS = ("latency_ms", "jitter_ms", "fail_rate", "fail_modes", "down", "seed", "retry_after", "shuffle")
+CONTROL_KEYS = ("latency_ms", "jitter_ms", "fail_rate", "fail_modes", "down", "seed", "retry_after",
+                "shuffle")
 
 
 @dataclass
@@ -340,21 +333,13 @@ def _usage(style: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         count(it)
     t, i = n["text"], n["image"] + n["video"]
     if style == "tongyi":
-        return {
-            "input_tokens": t,
-            "input_tokens_details": {"image_tokens": i, "text_tokens": t},
-            "output_tokens": 0,
-            "total_tokens": t + i,
-        }
+        return {"input_tokens": t, "input_tokens_details": {"image_tokens": i, "text_tokens": t},
+                "output_tokens": 0, "total_tokens": t + i}
     if style == "qwen3vl":
         return {"input_tokens": t, "image_tokens": i, "total_tokens": t + i}
     if style == "mmv1":
-        return {
-            "input_tokens": t,
-            "image_tokens": n["image"],
-            "image_count": n["images"],
-            "duration": VIDEO_SECONDS * n["videos"],
-        }
+        return {"input_tokens": t, "image_tokens": n["image"], "image_count": n["images"],
+                "duration": VIDEO_SECONDS * n["videos"]}
     if style == "openai":
         return {"prompt_tokens": t, "total_tokens": t}
     return {"total_tokens": t}
@@ -393,9 +378,8 @@ class StandIn:
         rid = str(uuid.uuid4())
         if path in ROUTES:
             if method != "POST":
-                return await _respond(
-                    send, 405, {"code": "MethodNotAllowed", "message": "use POST", "request_id": rid}, rid
-                )
+                return await _respond(send, 405, {"code": "MethodNotAllowed", "message": "use POST",
+                                                  "request_id": rid}, rid)
             return await self._embed(ROUTES[path], scope, receive, send, rid)
         if path == "/_stats" and method == "GET":
             return await _respond(send, 200, {"calls": list(self.calls), **self.totals}, rid)
@@ -411,11 +395,11 @@ class StandIn:
                 try:
                     self._set_control(await _read_body(receive, 1 << 20))
                 except ApiError as e:
-                    return await _respond(
-                        send, e.status, {"code": e.code, "message": e.message, "request_id": rid}, rid
-                    )
+                    return await _respond(send, e.status, {"code": e.code, "message": e.message,
+                                                           "request_id": rid}, rid)
             return await _respond(send, 200, {k: getattr(self.config, k) for k in CONTROL_KEYS}, rid)
-        await _respond(send, 404, {"code": "NotFound", "message": f"no route {method} {path}", "request_id": rid}, rid)
+        await _respond(send, 404, {"code": "NotFound", "message": f"no route {method} {path}",
+                                   "request_id": rid}, rid)
 
     def _record(self, record: dict[str, Any]) -> None:
         self.calls.append(record)
@@ -433,12 +417,10 @@ class StandIn:
         if not isinstance(new, dict) or set(new) - set(CONTROL_KEYS):
             raise bad(f"body must be an object with keys among {', '.join(CONTROL_KEYS)}")
         checks: dict[str, Callable[[Any], bool]] = {
-            "latency_ms": lambda v: _is_num(v) and v >= 0,
-            "jitter_ms": lambda v: _is_num(v) and v >= 0,
+            "latency_ms": lambda v: _is_num(v) and v >= 0, "jitter_ms": lambda v: _is_num(v) and v >= 0,
             "fail_rate": lambda v: _is_num(v) and 0 <= v <= 1,
             "fail_modes": lambda v: isinstance(v, list) and bool(v) and set(v) <= set(FAIL_MODES),
-            "down": lambda v: isinstance(v, bool),
-            "shuffle": lambda v: isinstance(v, bool),
+            "down": lambda v: isinstance(v, bool), "shuffle": lambda v: isinstance(v, bool),
             "seed": lambda v: v is None or _is_int(v),
             "retry_after": lambda v: v is None or (_is_num(v) and v >= 0),
         }
@@ -452,15 +434,8 @@ class StandIn:
 
     async def _embed(self, kind: str, scope: dict[str, Any], receive: Receive, send: Send, rid: str) -> None:
         path = scope["path"]
-        record: dict[str, Any] = {
-            "t": time.time(),
-            "route": path,
-            "model": None,
-            "n_items": 0,
-            "digests": [],
-            "failed": True,
-            "status": 0,
-        }
+        record: dict[str, Any] = {"t": time.time(), "route": path, "model": None, "n_items": 0, "digests": [],
+                                  "failed": True, "status": 0}
         extra: list[tuple[bytes, bytes]] = []
         try:
             body = await _read_body(receive, self.config.max_body_bytes)
@@ -591,16 +566,9 @@ class StandIn:
         vectors = [_vector(d, job.dim) for d in digests]
         order = range(len(vectors) - 1, -1, -1) if self.config.shuffle else range(len(vectors))
         if kind == "openai":
-            data = [
-                {
-                    "object": "embedding",
-                    "index": i,
-                    "embedding": base64.b64encode(vectors[i].astype("<f4").tobytes()).decode()
-                    if job.encoding == "base64"
-                    else vectors[i],
-                }
-                for i in order
-            ]
+            data = [{"object": "embedding", "index": i,
+                     "embedding": base64.b64encode(vectors[i].astype("<f4").tobytes()).decode()
+                     if job.encoding == "base64" else vectors[i]} for i in order]
             return {"object": "list", "data": data, "model": job.model, "usage": _usage("openai", job.items)}
         if kind == "text":
             out_type = job.params.get("output_type", "dense")
@@ -619,10 +587,10 @@ class StandIn:
     def _error(self, kind: str, path: str, e: ApiError, rid: str) -> dict[str, Any]:
         if kind != "openai":
             return {"code": e.code, "message": e.message, "request_id": rid}
-        etype = "requests" if e.status == 429 else "server_error" if e.status >= 500 else "invalid_request_error"
-        body: dict[str, Any] = {
-            "error": {"message": e.message, "type": etype, "param": e.param, "code": _OPENAI_CODES.get(e.code, e.code)}
-        }
+        etype = ("requests" if e.status == 429 else "server_error" if e.status >= 500
+                 else "invalid_request_error")
+        body: dict[str, Any] = {"error": {"message": e.message, "type": etype, "param": e.param,
+                                          "code": _OPENAI_CODES.get(e.code, e.code)}}
         if path.startswith("/compatible-mode/"):
             body["request_id"] = rid
         return body
@@ -643,16 +611,11 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def _respond(
-    send: Send, status: int, payload: Any, rid: str, extra: list[tuple[bytes, bytes]] | None = None
-) -> None:
+async def _respond(send: Send, status: int, payload: Any, rid: str,
+                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
     body = orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", rid.encode()),
-        *(extra or []),
-    ]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"x-request-id", rid.encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -687,20 +650,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-shuffle", action="store_true", help="answer vectors in input order")
     ap.add_argument("--log-level", default="warning")
     a = ap.parse_args(argv)
-    config = Config(
-        api_key=a.api_key, latency_ms=a.latency_ms, jitter_ms=a.jitter_ms, seed=a.seed, shuffle=not a.no_shuffle
-    )
+    config = Config(api_key=a.api_key, latency_ms=a.latency_ms, jitter_ms=a.jitter_ms, seed=a.seed,
+                    shuffle=not a.no_shuffle)
     import uvicorn
 
-    kw: dict[str, Any] = {
-        "host": a.host,
-        "port": a.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "access_log": False,
-        "log_level": a.log_level,
-        "lifespan": "on",
-    }
+    kw: dict[str, Any] = {"host": a.host, "port": a.port, "loop": "uvloop", "http": "httptools",
+                          "access_log": False, "log_level": a.log_level, "lifespan": "on"}
     if a.workers > 1:
         os.environ["STANDIN_CONFIG"] = orjson.dumps(asdict(config)).decode()
         uvicorn.run("bench.standin:_app_from_env", factory=True, workers=a.workers, **kw)
