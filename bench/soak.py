@@ -86,7 +86,7 @@ class Stack:
                     proc.kill()
 
 
-def start_stack(workdir: Path, origin: ImageServer, latency_ms: int) -> Stack:
+def start_stack(workdir: Path, origin: ImageServer, latency_ms: int, logdir: Path | None = None) -> Stack:
     redis_bin = shutil.which("redis-server")
     if redis_bin is None:
         sys.exit("redis-server is not installed (scripts/test.sh installs it)")
@@ -116,7 +116,7 @@ def start_stack(workdir: Path, origin: ImageServer, latency_ms: int) -> Stack:
         MEDIA_FETCH_ALLOW_HOSTS=orjson.dumps([origin.netloc]).decode(),
         LOG_LEVEL="warning",
     )
-    log = (workdir / "gateway.log").open("ab")
+    log = ((logdir or workdir) / "gateway-soak.log").open("ab")
     cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(gport), "--workers", "1"]
     procs.append(subprocess.Popen(cmd, cwd=ROOT, env=gw_env, stdout=log, stderr=log))
     url = f"http://127.0.0.1:{gport}"
@@ -341,10 +341,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=16, help="connections")
     p.add_argument("--latency-ms", type=int, default=10, help="stand-in upstream latency")
     p.add_argument("--json", help="write rows and verdict to this file")
+    p.add_argument("--logdir", type=Path, help="keep the gateway's output here (default: a temporary folder)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp, ImageServer() as origin:
         work = Workload(origin)
-        stack = start_stack(Path(tmp), origin, args.latency_ms)
+        stack = start_stack(Path(tmp), origin, args.latency_ms, args.logdir)
         try:
             rows = asyncio.run(drive(stack, work, args))
         finally:
