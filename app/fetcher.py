@@ -84,13 +84,15 @@ class Fetcher:
         max_redirects: int,
         allow_hosts: frozenset[str] = frozenset(),
         concurrency: int = 8,
-        max_urls: int = 256,
+        max_urls: int = 64,
+        max_total_bytes: int = 64 * 1024 * 1024,
         resolve: Resolver = system_resolve,
         count: Callable[[str], None] | None = None,
     ) -> None:
         self.client = client
         self.concurrency = concurrency
         self.max_urls = max_urls
+        self.max_total_bytes = max_total_bytes
         self.count = count or (lambda outcome: None)
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .catalog import ModelSpec
-from .errors import GatewayError, InvalidRequest
+from .errors import GatewayError, InvalidRequest, PayloadTooLarge
 from .fetcher import Fetcher
 from .items import Item
 
@@ -59,12 +59,21 @@ def substitute(contents: list[Any], inline: dict[str, str]) -> list[Any]:
 
 
 async def fetch_all(fetcher: Fetcher, urls: dict[str, str], max_bytes: int) -> dict[str, str]:
-    """URL -> data URI, fetched concurrently (bounded); the first failure cancels the rest and is raised."""
+    """URL -> data URI, fetched concurrently (bounded), within a per-request total of bytes; the first
+    failure cancels the rest and is raised."""
     gate = asyncio.Semaphore(fetcher.concurrency)
+    total = 0
 
     async def one(url: str, param: str) -> str:
+        nonlocal total
         async with gate:
-            return (await fetcher.fetch(url, param, max_bytes)).data_uri()
+            fetched = await fetcher.fetch(url, param, max_bytes)
+        total += len(fetched.data)
+        if total > fetcher.max_total_bytes:
+            raise PayloadTooLarge(
+                f"{param}: images fetched for this request exceed {fetcher.max_total_bytes} bytes", param=param
+            )
+        return fetched.data_uri()
 
     try:
         async with asyncio.TaskGroup() as group:

@@ -71,6 +71,7 @@ def open_fetcher(settings: Settings, metrics: Metrics) -> Fetcher | None:
         allow_hosts=frozenset(settings.media_fetch_allow_hosts),
         concurrency=settings.media_fetch_concurrency,
         max_urls=settings.media_fetch_max_urls,
+        max_total_bytes=settings.media_fetch_max_total_bytes,
         count=lambda outcome: metrics.media_fetches.labels(outcome).inc(),
     )
 

@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     media_fetch_timeout_s: float = Field(default=10.0, gt=0, le=120, description="deadline of one fetch")
     media_fetch_max_redirects: int = Field(default=3, ge=0, le=10)
     media_fetch_max_urls: int = Field(default=64, ge=1, description="distinct image URLs fetched per request")
+    media_fetch_max_total_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="all images of a request")
     media_fetch_concurrency: int = Field(default=8, ge=1, le=64, description="fetches at once per request")
     media_fetch_allow_hosts: list[str] = Field(
         default_factory=list,

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from ipaddress import ip_address
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import pytest_asyncio
 
 from app.addresses import is_public
-from app.errors import PayloadTooLarge
+from app.errors import InvalidRequest, PayloadTooLarge
 from app.fetcher import Fetcher, FetchRefused, open_client, system_resolve
+from app.inlining import image_urls, parse_fetching, substitute
 from bench.imageserver import JPEG_BYTES, ImageServer, png_bytes
 
 PNG = png_bytes(2, 2)
@@ -291,3 +293,44 @@ async def test_a_slow_origin_hits_the_deadline(origin: ImageServer, client: http
     url = origin.add("/slow.png", PNG, delay_s=3)
     with pytest.raises(FetchRefused, match=r"within 0\.5s"):
         await real_fetcher(client, origin.netloc, timeout_s=0.5).fetch(url, "p")
+
+
+def test_image_urls_are_found_in_both_item_shapes_and_replaced_by_data_uris() -> None:
+    contents = [
+        "text",
+        {"image": "https://a.example/1.png"},
+        {"multi_images": ["data:image/png;base64,AAAA", "HTTP://b.example/2.png", "https://a.example/1.png"]},
+        {"video": "https://a.example/v.mp4"},
+        [1, 2, 3],
+    ]
+    urls = image_urls(contents, "input")
+    assert urls == {"https://a.example/1.png": "input[1].image", "HTTP://b.example/2.png": "input[2].multi_images[1]"}
+    inline = {u: f"data:{i}" for i, u in enumerate(urls)}
+    out = substitute(contents, inline)
+    assert out[1] == {"image": "data:0"}
+    assert out[2] == {"multi_images": ["data:image/png;base64,AAAA", "data:1", "data:0"]}
+    assert out[3] == contents[3] and out[0] == "text"
+    assert contents[1] == {"image": "https://a.example/1.png"}  # the caller's body is not modified
+
+
+async def test_a_request_may_fetch_at_most_max_urls_and_max_total_bytes(
+    origin: ImageServer, client: httpx.AsyncClient
+) -> None:
+    urls = [origin.add(f"/{i}.png", png_bytes(40, 40, seed=i)) for i in range(4)]
+    spec = SimpleNamespace(max_image_bytes=1 << 20)
+    contents = [{"image": u} for u in urls]
+    parse = list  # stands for the item parser: what matters here is what it is given
+
+    fetcher = real_fetcher(client, origin.netloc, max_urls=3)
+    with pytest.raises(InvalidRequest, match="4 image URLs to fetch is more than the 3"):
+        await parse_fetching(fetcher, spec, contents, "input", parse)  # type: ignore[arg-type]
+    assert origin.hits == []
+
+    size = len(png_bytes(40, 40))
+    fetcher = real_fetcher(client, origin.netloc, max_total_bytes=3 * size, concurrency=1)
+    with pytest.raises(PayloadTooLarge, match="exceed"):
+        await parse_fetching(fetcher, spec, contents, "input", parse)  # type: ignore[arg-type]
+
+    fetcher = real_fetcher(client, origin.netloc)
+    inlined = await parse_fetching(fetcher, spec, contents, "input", parse)  # type: ignore[arg-type]
+    assert [c["image"][:22] for c in inlined] == ["data:image/png;base64,"] * 4
