@@ -231,6 +231,7 @@ class Interval:
     unexpected: int = 0
     errors: int = 0  # transport errors (no response)
     rss: int = 0
+    load: float = 0.0  # the machine's 1-minute load average at the interval's end (other work shows here)
 
     def row(self, index: int, seconds: float) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -249,6 +250,7 @@ class Interval:
             "p50_ms": pct(0.50),
             "p99_ms": pct(0.99),
             "rss_mib": round(self.rss / 2**20, 1),
+            "load1": round(self.load, 2),
         }
 
 
@@ -288,6 +290,7 @@ async def drive(stack: Stack, work: Workload, args: argparse.Namespace) -> list[
         while (now := time.monotonic()) < end:
             index = min(n_intervals - 1, int((now - start) / args.interval_s))
             intervals[index].rss = max(intervals[index].rss, rss_bytes(stack.gateway_pid))
+            intervals[index].load = os.getloadavg()[0]
             await asyncio.sleep(min(1.0, args.interval_s / 5))
 
     async def report() -> None:
@@ -321,12 +324,12 @@ def verdict(rows: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], interval_s: float) -> str:
-    head = f"| {interval_s:g}s interval | requests | req/s | 4xx | 5xx | p50 ms | p99 ms | RSS MiB |"
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    head = f"| {interval_s:g}s interval | requests | req/s | 4xx | 5xx | p50 ms | p99 ms | RSS MiB | load (1 min) |"
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['interval']} | {r['requests']} | {r['rps']} | {r['4xx']} | {r['5xx']} | {r['p50_ms']} | "
-            f"{r['p99_ms']} | {r['rss_mib']} |"
+            f"{r['p99_ms']} | {r['rss_mib']} | {r['load1']} |"
         )
     return "\n".join(lines)
 
