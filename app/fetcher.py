@@ -106,7 +106,7 @@ class Fetcher:
     async def fetch(self, url: str, param: str, max_bytes: int | None = None) -> Fetched:
         """The image at url, or FetchRefused/PayloadTooLarge naming `param`. Outcomes are counted."""
         cap = min(self.max_bytes, max_bytes or self.max_bytes)
-        outcome = "refused"
+        outcome = "aborted"  # cancelled with its request
         try:
             async with asyncio.timeout(self.timeout_s):
                 fetched = await self._follow(url, param, cap)
@@ -120,6 +120,9 @@ class Fetcher:
             raise FetchRefused(f"{param}: image URL could not be fetched", param=param) from None
         except PayloadTooLarge:
             outcome = "too_large"
+            raise
+        except FetchRefused:
+            outcome = "refused"
             raise
         finally:
             self.count(outcome)
@@ -176,9 +179,11 @@ class Fetcher:
         extensions = {"sni_hostname": target.host} if target.url.scheme == "https" else {}
         last: httpx.HTTPError | None = None
         for address in target.addresses:
-            request = self.client.build_request(
-                "GET", target.url.copy_with(host=address), headers=headers, extensions=extensions
-            )
+            try:
+                url = target.url.copy_with(host=address)
+            except (httpx.InvalidURL, ValueError):  # e.g. a scoped IPv6 address of an allowed host
+                raise FetchRefused(f"{param}: image URL host has an unusable address", param=param) from None
+            request = self.client.build_request("GET", url, headers=headers, extensions=extensions)
             try:
                 return await self.client.send(request, stream=True)
             except httpx.ConnectError as exc:  # the next checked address may answer

@@ -110,7 +110,8 @@ class Metrics:
         )
         self.media_fetches = Counter(
             "gateway_media_fetches_total",
-            "Image URLs fetched by the gateway (media_fetch), by outcome: ok, refused, too_large, timeout, unreachable",
+            "Image URLs fetched by the gateway (media_fetch), by outcome "
+            "(ok, refused, too_large, timeout, unreachable, aborted)",
             ["outcome"],
             registry=r,
         )
