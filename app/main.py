@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from . import errors
-from .api import dashscope, docs, observe, openai, ops
+from .api import dashscope, docs, headers, observe, openai, ops
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
 from .fetcher import Fetcher, open_client
@@ -126,5 +126,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.router)
     app.include_router(ops.router)
     docs.install(app, catalog.names())
-    app.add_middleware(observe.Observe, metrics=metrics)
+    app.add_middleware(headers.HeaderLimit, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
+    app.add_middleware(observe.Observe, metrics=metrics)  # outermost: ids, logs and counts every request
     return app

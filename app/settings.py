@@ -87,6 +87,8 @@ class Settings(BaseSettings):
 
     # Requests.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="all request headers together")
+    max_header_count: int = Field(default=100, ge=10, description="request headers per request")
     max_input_items: int = Field(default=2048, ge=1)
     upstream_concurrency: int = Field(default=8, ge=1, description="chunks of one request sent at once")
 

@@ -160,22 +160,22 @@ def test_hostile_body_gets_a_4xx_in_the_callers_wire(
 
 HEADER_CASES: list[tuple[str, Callable[[], dict[str, str]]]] = [
     ("huge-header", lambda: {"x-padding": "p" * 200_000}),
-    ("many-headers", lambda: {f"x-h{i}": "v" * 100 for i in range(2000)}),
+    ("many-headers", lambda: {f"x-h{i}": "v" for i in range(500)}),
     ("huge-request-id", lambda: {"x-request-id": "r" * 100_000}),
 ]
 
 
 @pytest.mark.parametrize(("name", "headers"), HEADER_CASES, ids=[c[0] for c in HEADER_CASES])
 @pytest.mark.parametrize("route", [OPENAI, TEXT])
-def test_huge_headers_are_refused_and_the_gateway_stays_up(
+def test_huge_headers_get_a_431_and_the_gateway_stays_up(
     name: str, headers: Callable[[], dict[str, str]], route: str, gateway_redis: Gateway, standin: StandIn
 ) -> None:
     body = oa('"hi"') if route == OPENAI else tx('["hi"]')
-    try:
-        r = httpx.post(gateway_redis.url + route, content=body, headers=headers(), timeout=30)
-        assert 400 <= r.status_code < 500 or r.status_code == 200
-    except httpx.RemoteProtocolError:
-        pass  # the server may close the connection on an oversized head: also a refusal
+    r = httpx.post(gateway_redis.url + route, content=body, headers=headers(), timeout=30)
+    assert r.status_code == 431
+    check_wire(route, r)
+    assert len(r.headers["x-request-id"]) == 32  # the client's oversized id was not taken
+    assert standin.calls() == []
     assert httpx.get(gateway_redis.url + "/healthz").status_code == 200
 
 

@@ -23,7 +23,7 @@ from .docs import request_body
 router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 502, 503, 504)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 431, 502, 503, 504)
 }
 
 
