@@ -94,6 +94,7 @@ CORPUS: list[tuple[str, str, bytes]] = [
     ("100k-items-dashscope", TEXT, tx(MANY)),
     ("100k-contents", MM, mm(MANY)),
     ("100k-token-list", OPENAI, oa("[" + ",".join(["7"] * 100_000) + "]", model='"text-embedding-3-small"')),
+    ("100k-tokens-in-one-item", OPENAI, oa("[[" + ",".join(["7"] * 100_000) + "]]", model='"text-embedding-3-small"')),
     ("empty-input", OPENAI, oa("[]")),
     ("empty-string", OPENAI, oa('""')),
     ("blank-texts", TEXT, tx('["   "]')),
