@@ -128,7 +128,9 @@ def test_invalid_requests_fetch_nothing(gw: Gateway, standin: StandIn, origin: I
     assert len(origin.hits) == before and standin.calls() == []
 
 
-def test_fetch_outcomes_are_counted(gw: Gateway) -> None:
+def test_fetch_outcomes_are_counted(gw: Gateway, standin: StandIn, origin: ImageServer) -> None:
+    assert embed(gw, [origin.url("/a.png")]).status_code == 200
+    assert embed(gw, ["http://10.0.0.1/a.png"]).status_code == 400
     text = httpx.get(gw.url + "/metrics").text
     assert 'gateway_media_fetches_total{outcome="ok"}' in text
     assert 'gateway_media_fetches_total{outcome="refused"}' in text
