@@ -147,7 +147,7 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
                 "code": err.code,
             }
         }
-    headers = {"x-request-id": request_id}
+    headers: dict[str, str] = {}  # x-request-id is added to every response by the Observe middleware
     if err.retry_after is not None:
         # Whole seconds, rounded up: a client that waits exactly this long must not be refused again.
         headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
@@ -204,8 +204,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The one place a bug surfaces: logged with its type only (never its text, which may hold input),
     # answered as a generic 500 in the caller's wire format.
+    # It is sent from outside the Observe middleware, so it names the request id itself.
     log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
-    return render(GatewayError("internal error"), wire_of(request.url.path), request_id_of(request))
+    rid = request_id_of(request)
+    response = render(GatewayError("internal error"), wire_of(request.url.path), rid)
+    response.headers["x-request-id"] = rid
+    return response
 
 
 def install_handlers(app: FastAPI) -> None:

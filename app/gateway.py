@@ -10,6 +10,7 @@ from .auth import Authenticator
 from .cache import VectorCache
 from .catalog import Catalog, ModelSpec
 from .errors import NotFound
+from .fetcher import Fetcher
 from .limits.admission import TeamLimiter
 from .limits.quota import UpstreamQuota
 from .metrics import Metrics
@@ -29,6 +30,7 @@ class Gateway:
     limits: TeamLimiter
     quota: UpstreamQuota
     ready: bool = True
+    fetcher: Fetcher | None = None  # set when media_fetch is on
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

@@ -61,6 +61,9 @@ def token_item(value: list[Any], spec: ModelSpec, param: str) -> Item:
         raise InvalidRequest(f"{param}: model {spec.name} does not accept token ids", param=param)
     if not value:
         raise InvalidRequest(f"{param}: token list must not be empty", param=param)
+    limit = max(1, spec.max_text_chars // 4)  # a token stands for about four characters of text
+    if len(value) > limit:
+        raise InvalidRequest(f"{param}: {len(value)} token ids is more than {limit} for {spec.name}", param=param)
     if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31 for t in value):
         raise InvalidRequest(f"{param}: token ids must be integers in 0..2^31-1", param=param)
     return Item("tokens", {"tokens": value}, b"k\0" + orjson.dumps(value), len(value))

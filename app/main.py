@@ -12,11 +12,13 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from . import errors
-from .api import dashscope, docs, observe, openai, ops
+from .api import dashscope, docs, headers, observe, openai, ops
 from .auth import Authenticator
 from .breaker import Breaker
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
+from .fetcher import Fetcher
+from .fetcher import open_client as open_fetch_client
 from .gateway import Gateway
 from .limits.admission import TeamLimiter
 from .limits.failover import Limits
@@ -106,6 +108,22 @@ def open_limits(settings: Settings, metrics: Metrics) -> Limits:
     )
 
 
+def open_fetcher(settings: Settings, metrics: Metrics) -> Fetcher | None:
+    if not settings.media_fetch:
+        return None
+    return Fetcher(
+        open_fetch_client(settings.media_fetch_concurrency),
+        max_bytes=settings.media_fetch_max_bytes,
+        timeout_s=settings.media_fetch_timeout_s,
+        max_redirects=settings.media_fetch_max_redirects,
+        allow_hosts=frozenset(settings.media_fetch_allow_hosts),
+        concurrency=settings.media_fetch_concurrency,
+        max_urls=settings.media_fetch_max_urls,
+        max_total_bytes=settings.media_fetch_max_total_bytes,
+        count=lambda outcome: metrics.media_fetches.labels(outcome).inc(),
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configs = settings.upstream_configs()
@@ -150,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             concurrency=settings.upstream_concurrency,
             gate=quota,
         )
+        fetcher = open_fetcher(settings, metrics)
         app.state.gateway = Gateway(
             settings,
             catalog,
@@ -160,6 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             auth=auth,
             limits=TeamLimiter(limits, metrics, window_s=settings.limits_window_s),
             quota=quota,
+            fetcher=fetcher,
         )
         log.info(
             "serving %d models from %s; cache: %s; auth: %s, %d teams; limits: %s",
@@ -181,6 +201,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await upstream.close()
             await cache.close()
             await limits.close()
+            if fetcher is not None:
+                await fetcher.close()
 
     app = FastAPI(
         title="embedding-gateway",
@@ -192,6 +214,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(openai.router)
     app.include_router(dashscope.router)
     app.include_router(ops.router)
-    docs.install(app)
-    app.add_middleware(observe.Observe, metrics=metrics)
+    docs.install(app, catalog.names())
+    app.add_middleware(headers.HeaderLimit, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
+    app.add_middleware(observe.Observe, metrics=metrics)  # outermost: ids, logs and counts every request
     return app

@@ -26,7 +26,7 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"MM\x00*", 0, "tiff"),
     (b"WEBP", 8, "webp"),
 )
-_MIME_FORMATS = {
+MIME_FORMATS = {
     "jpeg": "jpeg",
     "jpg": "jpeg",
     "pjpeg": "jpeg",
@@ -62,8 +62,8 @@ def check_url(value: str, param: str) -> Media:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise InvalidRequest(f"{param}: must be an http(s) URL or a data URI", param=param)
-    if any(c.isspace() for c in value):
-        raise InvalidRequest(f"{param}: URL must not contain white space", param=param)
+    if any(c.isspace() or c < "\x20" or c == "\x7f" for c in value):
+        raise InvalidRequest(f"{param}: URL must not contain white space or control characters", param=param)
     return Media(wire=value, identity="url:" + value)
 
 
@@ -75,7 +75,7 @@ def check_image(value: object, param: str, *, max_bytes: int, formats: frozenset
     header, sep, payload = value.partition(",")
     if not sep or not header.endswith(";base64") or not header[5:].startswith("image/"):
         raise InvalidRequest(f"{param}: data URI must look like data:image/<format>;base64,<data>", param=param)
-    declared = _MIME_FORMATS.get(header[11:-7].lower())
+    declared = MIME_FORMATS.get(header[11:-7].lower())
     if len(payload) > (max_bytes * 4) // 3 + 8:
         raise PayloadTooLarge(f"{param}: image larger than {max_bytes} bytes", param=param)
     try:

@@ -22,6 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from .settings import MULTIPROC_ENV
 
 OTHER = "other"
+FETCH_OUTCOMES = ("ok", "refused", "too_large", "timeout", "unreachable", "aborted")
 ANONYMOUS = "anonymous"
 # The limits a team can hit; their rejection counters exist (at 0) from the start for every known team.
 LIMITS = ("requests", "tokens")
@@ -128,6 +129,15 @@ class Metrics:
             ["team", "model"],
             registry=r,
         )
+        self.media_fetches = Counter(
+            "gateway_media_fetches_total",
+            "Image URLs fetched by the gateway (media_fetch), by outcome "
+            "(ok, refused, too_large, timeout, unreachable, aborted)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in FETCH_OUTCOMES:
+            self.media_fetches.labels(outcome)  # the series exist (at 0) while media_fetch is off
         self.ratelimit_rejections = Counter(
             "gateway_ratelimit_rejections_total", "Requests refused by a rate limit", ["team", "limit"], registry=r
         )

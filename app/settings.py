@@ -134,6 +134,8 @@ class Settings(BaseSettings):
 
     # Requests.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="all request headers together")
+    max_header_count: int = Field(default=100, ge=10, description="request headers per request")
     max_input_items: int = Field(default=2048, ge=1)
     upstream_concurrency: int = Field(default=8, ge=1, description="chunks of one request sent at once")
 
@@ -160,6 +162,21 @@ class Settings(BaseSettings):
     )
     replicas: int = Field(default=1, ge=1, le=10_000, description="gateway instances sharing the limits")
     workers: int = Field(default=1, ge=1, le=1024, description="worker processes per instance (set by the CLI)")
+
+    # Media fetched by content (docs/hardening.md): off by default; when on, image URLs are fetched by the
+    # gateway (SSRF-checked), keyed by their bytes and sent upstream as data URIs.
+    media_fetch: bool = Field(default=False, description="fetch image URLs and key them by their bytes")
+    media_fetch_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="cap per fetched image")
+    media_fetch_timeout_s: float = Field(default=10.0, gt=0, le=120, description="deadline of one fetch")
+    media_fetch_max_redirects: int = Field(default=3, ge=0, le=10)
+    media_fetch_max_urls: int = Field(default=64, ge=1, description="distinct image URLs fetched per request")
+    media_fetch_max_total_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="all images of a request")
+    media_fetch_concurrency: int = Field(default=8, ge=1, le=64, description="fetches at once per request")
+    media_fetch_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="host or host:port entries whose addresses are not checked (tests, an internal image "
+        "store): they may be private; everything else about a fetch still applies",
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

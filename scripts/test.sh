@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the tests need and runs the linters and the whole test suite:
+# Installs everything the tests need and runs the linters, the dependency audit and the whole test suite:
 # - through apt-get when missing: redis-server (the cache in tests), prometheus + promtool (the dashboards
 #   and alert rules are evaluated by a real Prometheus), docker-compose (checks docker-compose.yml);
 # - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does).
@@ -18,4 +18,6 @@ bash scripts/install.sh --local --dev
 . .venv/bin/activate
 ruff check app bench tests
 mypy -p app
+# Known vulnerabilities in the pinned versions fail the run (policy in scripts/audit_deps.py).
+python scripts/audit_deps.py
 python -m pytest "$@"

@@ -8,6 +8,7 @@ can read everything the gateway wrote (see test_secrets).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_KEY = "sk-standin-0123456789abcdef"
@@ -40,6 +42,21 @@ SCRUB = (
     "https_proxy",
     "all_proxy",
 )
+
+
+SECRET_NAME = re.compile(r"key|secret|token|password", re.IGNORECASE)
+
+
+def secrets_in(value: object, secret: bool = False) -> Iterator[str]:
+    """String values found under secret-looking names (api_key, keys, token, ...) in a config mapping."""
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            yield from secrets_in(inner, secret or bool(SECRET_NAME.search(str(name))))
+    elif isinstance(value, list):
+        for inner in value:
+            yield from secrets_in(inner, secret)
+    elif secret and isinstance(value, str) and len(value) >= 8:
+        yield value
 
 
 def free_port() -> int:
@@ -195,6 +212,9 @@ class GatewayFactory:
         self.standin = standin
         self.logdir = logdir
         self.started: list[Gateway] = []
+        # Every secret a gateway of this session was given (environment and config files): test_secrets
+        # greps everything the gateways wrote for them. Tests that pass secrets another way add them here.
+        self.secrets: set[str] = set()
 
     def start(
         self,
@@ -217,6 +237,9 @@ class GatewayFactory:
         }
         if redis_url:
             extra["REDIS_URL"] = redis_url
+        self.secrets.update(self._env_secrets(extra))
+        if config:
+            self.secrets.update(secrets_in(yaml.safe_load(Path(config).read_text())))
         args = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
         if config:
             args += ["--config", config]
@@ -226,6 +249,10 @@ class GatewayFactory:
         self.started.append(gw)
         wait_http(gw.url + "/healthz", proc)
         return gw
+
+    @staticmethod
+    def _env_secrets(env: dict[str, str]) -> set[str]:
+        return {v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= 8}
 
     def close(self) -> None:
         for gw in self.started:
@@ -274,3 +301,8 @@ def gateway_redis(gateways: GatewayFactory, redis_server: RedisServer) -> Gatewa
 def gateway_memory(gateways: GatewayFactory) -> Gateway:
     """A gateway with no REDIS_URL: the in-process cache serves."""
     return gateways.start()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked run_last (the session-wide secrets grep) run after everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)

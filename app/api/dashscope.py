@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from fastapi.responses import Response
 from .. import items as parse_items
 from ..errors import InvalidRequest, request_id_of
 from ..gateway import Gateway, gateway
+from ..inlining import parse_fetching
 from ..params import resolve
 from ..schemas.dashscope import (
     ErrorResponse,
@@ -30,7 +32,7 @@ from .openai import cache_headers
 router = APIRouter(prefix="/api/v1/services/embeddings")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 502, 503, 504)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 431, 502, 503, 504)
 }
 
 
@@ -69,7 +71,8 @@ async def multimodal_embedding(request: Request) -> Response:
     if spec.endpoint != "multimodal" and gw.upstream_kinds[spec.upstream] == "dashscope":
         raise InvalidRequest(f"model: {spec.name} is a text model: use the text-embedding route", param="model")
     params = _params(gw, spec, body.parameters or {})
-    items = parse_items.dashscope_contents(body.input.contents, spec, gw.settings.max_input_items)
+    parse_contents = partial(parse_items.dashscope_contents, spec=spec, limit=gw.settings.max_input_items)
+    items = await parse_fetching(gw.fetcher, spec, body.input.contents, "input.contents", parse_contents)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input.contents")]
     result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,11 +26,20 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, models: Iterable[str] = ()) -> None:
+    """Serve the document with the request bodies above, and `model` fields listing the served models
+    (what the gateway really accepts, so that clients and fuzzers see it)."""
+    names = sorted(models)
+
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(_DEFS)
+            defs = copy.deepcopy(_DEFS)
+            for body in defs.values():
+                model = body.get("properties", {}).get("model")
+                if names and model is not None:
+                    model["enum"] = names
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs)
             app.openapi_schema = schema
         return app.openapi_schema
 

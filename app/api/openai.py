@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from fastapi.responses import Response
 
 from .. import items as parse_items
 from ..gateway import gateway
+from ..inlining import parse_fetching
 from ..params import resolve
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
@@ -22,7 +24,7 @@ from .docs import request_body
 router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 502, 503, 504)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 431, 502, 503, 504)
 }
 
 
@@ -47,7 +49,8 @@ async def create_embeddings(request: Request) -> Response:
         opt_prefix="",
         forward_unknown=False,
     )
-    items = parse_items.openai_items(body.input, spec, gw.settings.max_input_items)
+    parse_contents = partial(parse_items.openai_items, spec=spec, limit=gw.settings.max_input_items)
+    items = await parse_fetching(gw.fetcher, spec, body.input, "input", parse_contents)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]
     result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))

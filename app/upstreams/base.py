@@ -5,6 +5,7 @@ answer passes before it is used or cached, and the map from HTTP failures to gat
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,6 +20,9 @@ from ..items import Item
 from ..params import Params
 
 MAX_MESSAGE = 300
+# Key-like words an upstream may echo in a message (OpenAI-style sk- keys, bearer tokens): masked before a
+# message reaches a client or a log.
+_KEYLIKE = re.compile(r"(?i)\b(sk-|bearer\s+|api[_-]?key[=:]\s*)[A-Za-z0-9._~+/=-]{4,}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +107,8 @@ def _retry_after(resp: httpx.Response) -> float | None:
 
 def _clean(message: object) -> str:
     text = message if isinstance(message, str) else ""
-    return " ".join(text.split())[:MAX_MESSAGE] or "no message"
+    text = _KEYLIKE.sub(lambda m: m.group(1) + "***", " ".join(text.split()))
+    return text[:MAX_MESSAGE] or "no message"
 
 
 def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:

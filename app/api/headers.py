@@ -1,0 +1,36 @@
+"""A pure ASGI middleware that refuses requests whose headers are too large or too many (431, in the
+caller's wire format), before any route reads them.
+
+uvicorn with httptools accepts request heads of any size, so this is the gateway's own cap; an ingress in
+front should cap them too (the head is already in memory when this runs).
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import GatewayError, render, wire_of
+
+
+class HeaderLimit:
+    def __init__(self, app: ASGIApp, max_bytes: int, max_count: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_count = max_count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            size = sum(len(name) + len(value) for name, value in headers)
+            if size > self.max_bytes or len(headers) > self.max_count:
+                err = GatewayError(
+                    f"request headers: more than {self.max_count} headers or {self.max_bytes} bytes",
+                    status=431,
+                    code="headers_too_large",
+                )
+                err.openai_type = "invalid_request_error"
+                err.dashscope_code = "BadRequest.TooLarge"
+                rid = scope.get("state", {}).get("request_id", "")
+                await render(err, wire_of(scope["path"]), rid)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
