@@ -31,6 +31,7 @@ class GatewayError(Exception):
     status = 500
     openai_type = "server_error"
     dashscope_code = "InternalError"
+    upstream_retry_after: float | None = None  # the upstream's own Retry-After, when it sent one
 
     def __init__(
         self,

@@ -15,8 +15,11 @@ from . import errors
 from .api import dashscope, docs, observe, openai, ops
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
+from .drain import Drain
 from .gateway import Gateway
+from .lease import Leases, LocalLeases, RedisLeases
 from .metrics import Metrics
+from .resilience import CircuitBreaker, Guard, RetryPolicy
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .upstreams.base import Upstream
@@ -47,6 +50,20 @@ def open_upstream(name: str, cfg: UpstreamConfig) -> Upstream:
     return OpenAIUpstream(name, client, cfg.base_url, cfg.key())
 
 
+def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metrics) -> Guard:
+    """Breaker and retries for one upstream; at most `max_connections` of its calls in flight, so that
+    calls wait here, within their deadline, rather than for a connection in httpx's pool."""
+    breaker = CircuitBreaker(name, failures=settings.breaker_failures, open_s=settings.breaker_open_s, metrics=metrics)
+    policy = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
+    return Guard(breaker, policy, concurrency=cfg.max_connections)
+
+
+def open_leases(cache: VectorCache, settings: Settings) -> Leases:
+    if isinstance(cache, RedisCache):
+        return RedisLeases(cache.client, cache.breaker, settings.redis_timeout_s)
+    return LocalLeases()
+
+
 def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
     if settings.redis_url is None:
         return MemoryCache(settings.cache_local_max_bytes, metrics)
@@ -72,11 +89,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         upstreams = {name: open_upstream(name, configs[name]) for name in used}
         cache = open_cache(settings, metrics)
         service = EmbeddingService(
-            cache, upstreams, metrics, namespace=settings.cache_namespace, concurrency=settings.upstream_concurrency
+            cache,
+            upstreams,
+            metrics,
+            namespace=settings.cache_namespace,
+            guards={name: open_guard(name, configs[name], settings, metrics) for name in used},
+            leases=open_leases(cache, settings),
+            deadline_s=settings.request_deadline_s,
+            batch_window_s=settings.batch_window_ms / 1000,
+            coalesce_wait_s=settings.coalesce_wait_s,
         )
-        app.state.gateway = Gateway(
+        gw = app.state.gateway = Gateway(
             settings, catalog, cache, service, metrics, {name: cfg.kind for name, cfg in configs.items()}
         )
+        drain = Drain(gw, settings.shutdown_drain_s)
+        drain.install()
         log.info(
             "serving %d models from %s; cache: %s", len(catalog), ", ".join(sorted(used)) or "no upstream", cache.name
         )
@@ -85,6 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            drain.uninstall()
+            await service.close()
             for upstream in upstreams.values():
                 await upstream.close()
             await cache.close()

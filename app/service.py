@@ -1,25 +1,30 @@
 """EmbeddingService: the path of one request from items to vectors, and nothing else.
 
-keys -> one cache read -> misses (duplicates once) -> chunks within the model's batch limit, sent
-concurrently (bounded) -> checked vectors -> one cache write -> vectors in input order.
+keys -> one cache read -> misses (duplicates once) -> coalescer (identical in-flight misses once, across
+replicas through Redis leases) -> batcher (misses of concurrent requests combined up to the model's batch
+limit) -> guard (breaker, retries, deadline; the gate admits each attempt) -> upstream -> checked vectors ->
+one cache write per upstream call -> vectors in input order.
 The service sees no HTTP, Redis or httpx types: it talks to a VectorCache and Upstream adapters.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from .batcher import Batcher
 from .cache import VectorCache
 from .catalog import ModelSpec
+from .coalesce import Coalescer, Fetched
 from .errors import GatewayError, Unavailable
 from .items import Item
 from .keys import KeyMaker
+from .lease import Leases, LocalLeases
 from .metrics import Metrics
 from .params import Params
+from .resilience import CircuitBreaker, Guard, RetryPolicy
 from .upstreams.base import Batch, Result, Upstream
 
 
@@ -54,6 +59,7 @@ class EmbedResult:
     upstream_seconds: float = 0.0
     upstream_items: int = 0
     hit_tokens: int = 0
+    coalesced: int = 0  # items answered by another request's upstream call
 
 
 class EmbeddingService:
@@ -64,21 +70,41 @@ class EmbeddingService:
         metrics: Metrics,
         *,
         namespace: str,
-        concurrency: int,
+        concurrency: int = 64,
         gate: UpstreamGate | None = None,
+        guards: dict[str, Guard] | None = None,
+        leases: Leases | None = None,
+        deadline_s: float = 30.0,
+        batch_window_s: float = 0.002,
+        coalesce_wait_s: float = 10.0,
     ) -> None:
+        """`guards`: retries and breaker per upstream (default: a guard allowing `concurrency` calls in
+        flight); `leases`: cross-replica coalescing (default: within this process only)."""
         self.gate = gate or OpenGate()
         self.cache = cache
         self.upstreams = upstreams
         self.metrics = metrics
         self.namespace = namespace
-        self.concurrency = concurrency
+        self.deadline_s = deadline_s
+        self.guards = guards or {}
+        for name in upstreams:
+            if name not in self.guards:
+                breaker = CircuitBreaker(name, failures=10, open_s=5.0, metrics=metrics)
+                self.guards[name] = Guard(breaker, RetryPolicy(), concurrency=concurrency)
+        self.flights = Coalescer(
+            lambda c: Batcher(self._send, c.delivered, window_s=batch_window_s),
+            cache,
+            self._timed_write,
+            leases or LocalLeases(),
+            wait_s=coalesce_wait_s,
+            lease_s=deadline_s + 1.0,
+        )
 
     async def embed(self, req: EmbedRequest) -> EmbedResult:
         spec, params = req.spec, req.params
-        upstream = self.upstreams.get(spec.upstream)
-        if upstream is None:
+        if spec.upstream not in self.upstreams:
             raise Unavailable(f"model {spec.name} has no upstream configured")
+        deadline = time.monotonic() + self.deadline_s
         keys = KeyMaker(self.namespace, spec.upstream, spec.upstream_model, params).keys(req.items)
         unique = list(dict.fromkeys(keys))
         size = 4 * params.dimension
@@ -88,21 +114,27 @@ class EmbeddingService:
             found = {k: v for k, v in zip(unique, values, strict=True) if v is not None and len(v) == size}
         first = dict(zip(keys, req.items, strict=True))
         missing = [(k, first[k]) for k in unique if k not in found]
-        billed, waited = 0, 0.0
+        fetched = Fetched({})
+        waited = 0.0
         if missing:
-            fresh, billed, waited = await self._fetch(upstream, spec, params, missing, req.cache_write)
-            found.update(fresh)
+            t0 = time.perf_counter()
+            fetched = await self.flights.fetch(
+                spec, params, missing, deadline=deadline, write=req.cache_write, shared=req.cache_read
+            )
+            waited = time.perf_counter() - t0
+            found.update(fetched.vectors)
         missed = {k for k, _ in missing}
         hit_items = [it for k, it in zip(keys, req.items, strict=True) if k not in missed]
-        self._count_items(req, keys, missed)
+        self._count_items(req, keys, missed, fetched.coalesced)
         return EmbedResult(
             vectors=[found[k] for k in keys],
             hits=len(hit_items),
             misses=len(keys) - len(hit_items),
-            billed_tokens=billed,
+            billed_tokens=round(fetched.billed),
             upstream_seconds=waited,
-            upstream_items=len(missing),
+            upstream_items=len(missing) - len(fetched.coalesced),
             hit_tokens=sum(it.est_tokens for it in hit_items),
+            coalesced=len([k for k in keys if k in fetched.coalesced]),
         )
 
     async def _timed_read(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -116,38 +148,17 @@ class EmbeddingService:
         await self.cache.set_many(entries)
         self.metrics.cache_duration.labels(self.cache.name, "write").observe(time.perf_counter() - t0)
 
-    async def _fetch(
-        self, upstream: Upstream, spec: ModelSpec, params: Params, missing: list[tuple[str, Item]], write: bool
-    ) -> tuple[dict[str, bytes], int, float]:
-        size = 1 if params.fusion else spec.max_batch
-        chunks = [missing[i : i + size] for i in range(0, len(missing), size)]
-        gate = asyncio.Semaphore(self.concurrency)
-        t0 = time.perf_counter()
+    async def _send(self, spec: ModelSpec, params: Params, items: list[Item], deadline: float) -> Result:
+        """One upstream call for a micro-batch, through its upstream's guard (breaker, retries, deadline);
+        the gate admits every attempt immediately before it goes."""
+        upstream = self.upstreams[spec.upstream]
+        batch = Batch(spec, params, items)
+        tokens = sum(it.est_tokens for it in items)
 
-        async def one(chunk: list[tuple[str, Item]]) -> tuple[list[tuple[str, bytes]], int]:
-            async with gate:
-                await self.gate.admit(spec, len(chunk), sum(it.est_tokens for _, it in chunk))
-                result = await self._call(upstream, Batch(spec, params, [it for _, it in chunk]))
-            rows = result.vectors.astype("<f4", copy=False)
-            return [(k, rows[i].tobytes()) for i, (k, _) in enumerate(chunk)], result.billed_tokens
+        async def admit() -> None:
+            await self.gate.admit(spec, len(items), tokens)
 
-        outcomes = await asyncio.gather(*(one(c) for c in chunks), return_exceptions=True)
-        waited = time.perf_counter() - t0
-        fresh: list[tuple[str, bytes]] = []
-        billed = 0
-        error: BaseException | None = None
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                error = error or outcome
-            else:
-                fresh.extend(outcome[0])
-                billed += outcome[1]
-        if write and fresh:
-            # Chunks that succeeded are kept even when another failed: a retry then pays only for the rest.
-            await self._timed_write(fresh)
-        if error is not None:
-            raise error
-        return dict(fresh), billed, waited
+        return await self.guards[spec.upstream].run(lambda: self._call(upstream, batch), admit, deadline)
 
     async def _call(self, upstream: Upstream, batch: Batch) -> Result:
         m = self.metrics
@@ -165,7 +176,12 @@ class EmbeddingService:
         m.upstream_requests.labels(up, model, "200").inc()
         return result
 
-    def _count_items(self, req: EmbedRequest, keys: list[str], missing: set[str]) -> None:
+    def _count_items(self, req: EmbedRequest, keys: list[str], missing: set[str], coalesced: set[str]) -> None:
         model = self.metrics.model(req.spec.name)
         for k, it in zip(keys, req.items, strict=True):
-            self.metrics.items.labels(model, it.modality, "miss" if k in missing else "hit").inc()
+            result = "coalesced" if k in coalesced else "miss" if k in missing else "hit"
+            self.metrics.items.labels(model, it.modality, result).inc()
+
+    async def close(self) -> None:
+        """Finish the upstream calls in flight (their requests are still waiting for them)."""
+        await self.flights.close()

@@ -88,7 +88,28 @@ class Settings(BaseSettings):
     # Requests.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_input_items: int = Field(default=2048, ge=1)
-    upstream_concurrency: int = Field(default=8, ge=1, description="chunks of one request sent at once")
+
+    # Upstream calls: deadline, retries, breaker, micro-batching, coalescing.
+    request_deadline_s: float = Field(
+        default=30.0, gt=0, le=600, description="a request's upstream part (waits, calls, retries) ends by then"
+    )
+    retry_attempts: int = Field(default=6, ge=1, le=20, description="attempts per upstream call, the first included")
+    retry_base_s: float = Field(default=0.05, gt=0, le=10, description="first backoff; doubles each retry")
+    retry_max_s: float = Field(default=2.0, gt=0, le=60, description="longest backoff (Retry-After may be longer)")
+    breaker_failures: int = Field(default=10, ge=1, description="consecutive upstream failures that open its circuit")
+    breaker_open_s: float = Field(default=5.0, gt=0, le=600, description="how long an open circuit answers 503")
+    batch_window_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="how long a miss waits for others to share its upstream call"
+    )
+    coalesce_wait_s: float = Field(
+        default=10.0, ge=0, le=600, description="longest wait for another replica fetching the same item"
+    )
+    shutdown_drain_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="on SIGTERM: /readyz answers 503 and requests are still served this long before shutdown",
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -119,8 +119,11 @@ def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
         message = err.get("message")
     status = resp.status_code
     text = f"upstream {upstream}: {_clean(message)}"
+    hint = _retry_after(resp)
     if status == 429:
-        return RateLimited(text, code=code or "Throttling", retry_after=_retry_after(resp) or 1.0)
+        limited = RateLimited(text, code=code or "Throttling", retry_after=hint or 1.0)
+        limited.upstream_retry_after = hint
+        return limited
     if status in (401, 403):
         return UpstreamFailed(
             f"upstream {upstream} refused the gateway's credentials ({code or status})", code="upstream_auth"
@@ -129,7 +132,9 @@ def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
         err_ = UpstreamRejected(text, status=status, code=code)
         err_.dashscope_code = code or "InvalidParameter"
         return err_
-    return UpstreamFailed(text, code=code)
+    failed = UpstreamFailed(text, code=code)
+    failed.upstream_retry_after = hint
+    return failed
 
 
 def error_from_transport(exc: httpx.HTTPError, upstream: str) -> GatewayError:
