@@ -4,9 +4,9 @@ combined into one upstream call of up to the model's batch limit.
 The first item to arrive in an empty group opens a window of `window_s`; the group is sent when the window
 ends or as soon as it holds a full batch. Each item carries its own future, resolved with its vector and
 its share of the call's billed tokens: the upstream bills a call, not an item, so a call's tokens are
-apportioned to its items by their share of the estimated tokens (`Item.est_tokens`). A request's `usage`
-is the sum of its items' shares (rounded), so the usage of the requests that shared a call adds up to
-what the upstream billed for it, give or take rounding.
+apportioned to its items by their share of the estimated tokens (`Item.est_tokens`), in whole tokens
+(largest remainder). A request's `usage` is the sum of its items' shares, so the usage of the requests
+that shared a call adds up exactly to what the upstream billed for it.
 
 Every call runs in its own task: a client that goes away cancels its own wait, never a call that other
 requests share.
@@ -29,7 +29,7 @@ from .upstreams.base import Result
 log = logging.getLogger("embedding_gateway.batcher")
 
 # (vector bytes, share of the billed tokens)
-Answer = tuple[bytes, float]
+Answer = tuple[bytes, int]
 
 
 @dataclass(slots=True)
@@ -52,6 +52,20 @@ class _Group:
     size: int
     items: list[Pending]
     timer: asyncio.Handle | None = None
+
+
+def apportion(total: int, weights: list[int]) -> list[int]:
+    """`total` split in proportion to `weights`, in whole numbers that add up to `total` exactly
+    (largest remainders get the leftover units)."""
+    weight = sum(weights)
+    if weight <= 0:
+        weights, weight = [1] * len(weights), len(weights)
+    exact = [total * w / weight for w in weights]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - shares[i], reverse=True)
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
 
 
 def group_key(spec: ModelSpec, params: Params) -> tuple[str, int, bool, bytes]:
@@ -116,10 +130,10 @@ class Batcher:
                 raise
             return
         rows = result.vectors.astype("<f4", copy=False)
-        total = sum(p.item.est_tokens for p in chunk) or 1
+        shares = apportion(result.billed_tokens, [p.item.est_tokens for p in chunk])
         for i, p in enumerate(chunk):
             if not p.future.done():
-                p.future.set_result((rows[i].tobytes(), result.billed_tokens * p.item.est_tokens / total))
+                p.future.set_result((rows[i].tobytes(), shares[i]))
         await self.done(chunk, True)
 
     async def close(self) -> None:

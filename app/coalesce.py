@@ -30,14 +30,14 @@ from .items import Item
 from .lease import Leases
 from .params import Params
 
-REMOTE = -1.0  # the share of an answer another replica paid for
+REMOTE = -1  # the share of an answer another replica paid for
 Write = Callable[[Sequence[tuple[str, bytes]]], Awaitable[None]]
 
 
 @dataclass(slots=True)
 class Fetched:
     vectors: dict[str, bytes]
-    billed: float = 0.0
+    billed: int = 0
     coalesced: set[str] = field(default_factory=set)
 
 

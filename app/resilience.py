@@ -36,7 +36,7 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    attempts: int = 6
+    attempts: int = 10
     base_s: float = 0.05
     cap_s: float = 2.0
 

@@ -130,7 +130,7 @@ class EmbeddingService:
             vectors=[found[k] for k in keys],
             hits=len(hit_items),
             misses=len(keys) - len(hit_items),
-            billed_tokens=round(fetched.billed),
+            billed_tokens=fetched.billed,
             upstream_seconds=waited,
             upstream_items=len(missing) - len(fetched.coalesced),
             hit_tokens=sum(it.est_tokens for it in hit_items),

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     request_deadline_s: float = Field(
         default=30.0, gt=0, le=600, description="a request's upstream part (waits, calls, retries) ends by then"
     )
-    retry_attempts: int = Field(default=6, ge=1, le=20, description="attempts per upstream call, the first included")
+    retry_attempts: int = Field(default=10, ge=1, le=20, description="attempts per upstream call, the first included")
     retry_base_s: float = Field(default=0.05, gt=0, le=10, description="first backoff; doubles each retry")
     retry_max_s: float = Field(default=2.0, gt=0, le=60, description="longest backoff (Retry-After may be longer)")
     breaker_failures: int = Field(default=10, ge=1, description="consecutive upstream failures that open its circuit")
