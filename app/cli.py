@@ -31,8 +31,7 @@ def serve(args: argparse.Namespace) -> None:
     from .main import create_app
 
     settings = _load(args.config)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(settings.log_level)
     try:
         create_app(settings)  # validate the catalog before forking workers
     except ValueError as exc:
@@ -49,6 +48,15 @@ def serve(args: argparse.Namespace) -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=args.graceful_timeout,
     )
+
+
+def configure_logging(level: str) -> None:
+    """Plain message lines at the configured level. Runs in every worker too (from create_app): uvicorn's
+    worker processes configure only uvicorn's own loggers, so without this a gateway started with
+    --workers N > 1 dropped its access log."""
+    logging.basicConfig(level=level.upper(), format="%(message)s")
+    logging.getLogger("embedding_gateway").setLevel(level.upper())
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def check_config(args: argparse.Namespace) -> None:

@@ -15,6 +15,7 @@ from . import errors
 from .api import dashscope, docs, observe, openai, ops
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
+from .cli import configure_logging
 from .drain import Drain
 from .gateway import Gateway
 from .lease import Leases, LocalLeases, RedisLeases
@@ -78,6 +79,7 @@ def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    configure_logging(settings.log_level)
     configs = settings.upstream_configs()
     available = {name for name, cfg in configs.items() if usable(name, cfg)}
     catalog = build_catalog(settings, available)
