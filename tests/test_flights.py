@@ -72,9 +72,7 @@ def test_same_new_item_from_50_clients_over_3_replicas_goes_upstream_once(
     assert coalesced + hits >= 49
 
 
-def test_100_identical_single_item_requests_cost_one_upstream_item(
-    gateway_redis: Gateway, standin: StandIn
-) -> None:
+def test_100_identical_single_item_requests_cost_one_upstream_item(gateway_redis: Gateway, standin: StandIn) -> None:
     text = f"a hundred at once {uuid.uuid4()}"
     responses = asyncio.run(embed_all([gateway_redis.url], [text] * 100))
     assert {r.status_code for r in responses} == {200}

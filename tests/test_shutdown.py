@@ -29,9 +29,7 @@ DIM = 1024
 def test_sigterm_during_load_finishes_every_accepted_request(
     gateways: GatewayFactory, redis_server: RedisServer, standin: StandIn, workers: int
 ) -> None:
-    gw = gateways.start(
-        redis_url=redis_server.url, workers=workers, env={"SHUTDOWN_DRAIN_S": "1", "LOG_LEVEL": "info"}
-    )
+    gw = gateways.start(redis_url=redis_server.url, workers=workers, env={"SHUTDOWN_DRAIN_S": "1", "LOG_LEVEL": "info"})
     standin.control(latency_ms=400)
     run = uuid.uuid4().hex
     outcomes: list[tuple[str, str, float]] = []  # (text, "ok" | "refused" | problem, finished at)
@@ -45,7 +43,9 @@ def test_sigterm_during_load_finishes_every_accepted_request(
                 i += 1
                 try:
                     r = await client.post(
-                        gw.url + "/v1/embeddings", json={"model": MODEL, "input": [text]}, headers={"x-request-id": text}
+                        gw.url + "/v1/embeddings",
+                        json={"model": MODEL, "input": [text]},
+                        headers={"x-request-id": text},
                     )
                 except httpx.ConnectError:
                     outcomes.append((text, "refused", time.monotonic()))

@@ -132,6 +132,9 @@ def test_a_failed_probe_opens_the_breaker_again(breaker_gateway: Gateway, standi
         assert len(standin.calls()) == before + 1
     standin.control(down=False)
     time.sleep(2.1)
-    assert httpx.post(
-        breaker_gateway.url + "/v1/embeddings", json={"model": MODEL, "input": [f"back {run}"]}, timeout=30
-    ).status_code == 200
+    assert (
+        httpx.post(
+            breaker_gateway.url + "/v1/embeddings", json={"model": MODEL, "input": [f"back {run}"]}, timeout=30
+        ).status_code
+        == 200
+    )
