@@ -1,12 +1,15 @@
 """Micro-batching: misses from concurrent requests for the same model and vector-changing parameters are
 combined into one upstream call of up to the model's batch limit.
 
-The first item to arrive in an empty group opens a window of `window_s`; the group is sent when the window
-ends or as soon as it holds a full batch. Each item carries its own future, resolved with its vector and
-its share of the call's billed tokens: the upstream bills a call, not an item, so a call's tokens are
-apportioned to its items by their share of the estimated tokens (`Item.est_tokens`), in whole tokens
-(largest remainder). A request's `usage` is the sum of its items' shares, so the usage of the requests
-that shared a call adds up exactly to what the upstream billed for it.
+When no call of the group is in flight, queued items go at the end of the current event-loop turn (a lone
+request waits for nobody); otherwise the first item to arrive opens a window of `window_s`, and the group
+is sent when the window ends or as soon as it holds a full batch.
+
+Each item carries its own future, resolved with its vector and its share of the call's billed tokens:
+the upstream bills a call, not an item, so a call's tokens are apportioned to its items by their share
+of the estimated tokens (`Item.est_tokens`), in whole tokens (largest remainder). A request's `usage` is
+the sum of its items' shares, so the usage of the requests that shared a call adds up exactly to what
+the upstream billed for it.
 
 Every call runs in its own task: a client that goes away cancels its own wait, never a call that other
 requests share.
@@ -82,6 +85,7 @@ class Batcher:
         self.window_s = window_s
         self.groups: dict[tuple[str, int, bool, bytes], _Group] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.busy: dict[tuple[str, int, bool, bytes], int] = {}  # calls in flight per group
 
     def submit(self, spec: ModelSpec, params: Params, pendings: list[Pending]) -> None:
         gk = group_key(spec, params)
@@ -97,9 +101,9 @@ class Batcher:
             self._cancel_timer(gk, group)
         elif group.timer is None:
             loop = asyncio.get_running_loop()
-            if self.window_s > 0:
+            if self.window_s > 0 and self.busy.get(gk, 0) > 0:
                 group.timer = loop.call_later(self.window_s, self._flush, gk)
-            else:
+            else:  # nothing of this group in flight: no one to wait for but this loop turn's requests
                 group.timer = loop.call_soon(self._flush, gk)
 
     def _cancel_timer(self, gk: tuple[str, int, bool, bytes], group: _Group) -> None:
@@ -113,9 +117,18 @@ class Batcher:
             self._start(group, group.items)
 
     def _start(self, group: _Group, chunk: list[Pending]) -> None:
+        gk = group_key(group.spec, group.params)
+        self.busy[gk] = self.busy.get(gk, 0) + 1
         task = asyncio.get_running_loop().create_task(self._call(group.spec, group.params, chunk))
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self.tasks.discard(t)
+            left = self.busy.pop(gk, 1) - 1
+            if left > 0:
+                self.busy[gk] = left
+
+        task.add_done_callback(finished)
 
     async def _call(self, spec: ModelSpec, params: Params, chunk: list[Pending]) -> None:
         deadline = max(p.deadline for p in chunk)
