@@ -191,6 +191,13 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return render(GatewayError("internal error"), wire_of(request.url.path), request_id_of(request))
 
 
+async def response_for(request: Request, exc: Exception) -> Response:
+    """What the handlers below answer for `exc`, for routes served past FastAPI's routing (api/fastpath.py)."""
+    if isinstance(exc, GatewayError):
+        return await _gateway_error(request, exc)
+    return await _unexpected(request, exc)
+
+
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -12,12 +12,13 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from . import errors
-from .api import dashscope, docs, observe, openai, ops
+from .api import dashscope, docs, fastpath, observe, openai, ops
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
 from .cli import configure_logging
 from .drain import Drain
 from .gateway import Gateway
+from .hotcache import HotCache
 from .lease import Leases, LocalLeases, RedisLeases
 from .metrics import Metrics
 from .resilience import CircuitBreaker, Guard, RetryPolicy
@@ -60,21 +61,31 @@ def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metr
 
 
 def open_leases(cache: VectorCache, settings: Settings) -> Leases:
-    if isinstance(cache, RedisCache):
-        return RedisLeases(cache.client, cache.breaker, settings.redis_timeout_s)
+    redis = cache.inner if isinstance(cache, HotCache) else cache
+    if isinstance(redis, RedisCache):
+        return RedisLeases(redis.client, redis.breaker, settings.redis_timeout_s)
     return LocalLeases()
 
 
 def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
     if settings.redis_url is None:
         return MemoryCache(settings.cache_local_max_bytes, metrics)
-    return RedisCache.from_url(
+    redis = RedisCache.from_url(
         settings.redis_url.get_secret_value(),
         ttl_s=settings.cache_ttl_s,
         timeout_s=settings.redis_timeout_s,
         retry_after_s=settings.redis_retry_after_s,
         metrics=metrics,
     )
+    return HotCache(redis, settings.cache_hot_max_bytes) if settings.cache_hot_max_bytes else redis
+
+
+def fastpath_routes() -> dict[str, fastpath.Endpoint]:
+    return {
+        "/v1/embeddings": openai.create_embeddings,
+        dashscope.router.prefix + "/multimodal-embedding/multimodal-embedding": dashscope.multimodal_embedding,
+        dashscope.router.prefix + "/text-embedding/text-embedding": dashscope.text_embedding,
+    }
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -131,5 +142,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.router)
     app.include_router(ops.router)
     docs.install(app)
-    app.add_middleware(observe.Observe, metrics=metrics)
+    app.add_middleware(fastpath.FastPath, routes=fastpath_routes())
+    app.add_middleware(observe.Observe, metrics=metrics)  # added last: outermost, so it sees every request
     return app

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     cache_ttl_s: int = Field(default=30 * 24 * 3600, ge=1)
     cache_namespace: str = Field(default="eg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     cache_local_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    cache_hot_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="with Redis: a per-worker LRU of recent vectors before it; 0: off"
+    )
     redis_timeout_s: float = Field(default=0.25, gt=0, le=10)
     redis_retry_after_s: float = Field(default=2.0, ge=0, description="skip Redis this long after a failure")
 
