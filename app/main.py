@@ -27,6 +27,7 @@ from .settings import Settings, UpstreamConfig
 from .upstreams.base import Upstream
 from .upstreams.dashscope import DashScopeUpstream
 from .upstreams.openai import OpenAIUpstream
+from .upstreams.transport import PoolTransport
 
 log = logging.getLogger("embedding_gateway")
 
@@ -43,9 +44,11 @@ def usable(name: str, cfg: UpstreamConfig) -> bool:
 
 
 def open_upstream(name: str, cfg: UpstreamConfig) -> Upstream:
+    limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
-        limits=httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections),
+        limits=limits,
+        transport=PoolTransport(max_connections=cfg.max_connections) if cfg.transport == "pool" else None,
     )
     if cfg.kind == "dashscope":
         return DashScopeUpstream(name, client, cfg.base_url, cfg.key() or "", cfg.workspace)

@@ -32,7 +32,10 @@ class UpstreamConfig(BaseModel):
     workspace: str | None = Field(default=None, description="DashScope X-DashScope-WorkSpace header")
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=3.0, gt=0)
-    max_connections: int = Field(default=64, ge=1)
+    max_connections: int = Field(default=64, ge=1, description="open connections, and calls in flight, at most")
+    transport: Literal["pool", "httpx"] = Field(
+        default="pool", description="pool: the gateway's lean HTTP/1.1 pool; httpx: httpx's own (proxies, HTTP/2)"
+    )
     model_path: str | None = Field(default=None, description="local kind: a sentence-transformers directory")
 
     def key(self) -> str | None:
