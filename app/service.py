@@ -182,6 +182,11 @@ class EmbeddingService:
             result = "coalesced" if k in coalesced else "miss" if k in missing else "hit"
             self.metrics.items.labels(model, it.modality, result).inc()
 
+    def circuit(self, upstream: str) -> str:
+        """closed, open or half-open: the state of the upstream's circuit breaker."""
+        guard = self.guards.get(upstream)
+        return guard.breaker.state if guard is not None else "closed"
+
     async def close(self) -> None:
         """Finish the upstream calls in flight (their requests are still waiting for them)."""
         await self.flights.close()

@@ -297,7 +297,7 @@ def scenarios(run: str, quick: bool) -> list[Scenario]:
             [openai_body([{"image": im}], "base64", IMAGE_MODEL) for im in images],
         ),
         Scenario(
-            "image of 200 KB, via upstream",
+            "1 image of 200 KB, cached, vs upstream direct",
             "/v1/embeddings",
             [openai_body([{"image": im}], "base64", IMAGE_MODEL) for im in images],
             False,

@@ -106,6 +106,8 @@ def test_dead_upstream_is_reported_fast_once_the_breaker_opens(breaker_gateway: 
         assert statistics.median(timings) < 0.05, timings
         assert max(timings) < 0.5, timings
         assert len(standin.calls()) == calls_when_open  # nothing reached the upstream while open
+        ready = client.get(breaker_gateway.url + "/readyz")  # a dead upstream is not this replica's fault
+        assert ready.status_code == 200 and ready.json()["upstreams"]["dashscope"]["circuit"] == "open"
 
         # Half-open: after open_s one probe goes; the upstream is back, so it closes and serves again.
         standin.control(down=False)

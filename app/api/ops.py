@@ -53,7 +53,9 @@ async def readyz(request: Request) -> Response:
     body = {
         "status": "ready" if ready else "not ready",
         "cache": {"backend": gw.cache.name, "ok": cache_ok},
-        "upstreams": {name: {"kind": gw.upstream_kinds[name]} for name in upstreams},
+        "upstreams": {
+            name: {"kind": gw.upstream_kinds[name], "circuit": gw.service.circuit(name)} for name in upstreams
+        },
         "models": len(gw.catalog),
     }
     # A failing Redis does not make the gateway unready: requests are still answered (cache skipped).
