@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from .api.floats import FloatJSON
 from .cache import VectorCache
 from .catalog import Catalog, ModelSpec
 from .errors import NotFound
@@ -23,6 +24,7 @@ class Gateway:
     metrics: Metrics
     upstream_kinds: dict[str, str]
     ready: bool = True
+    floats: FloatJSON = field(default_factory=lambda: FloatJSON(32 * 1024 * 1024))
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

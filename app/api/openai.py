@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -17,6 +16,7 @@ from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
 from .body import cache_control, parse
 from .docs import request_body
+from .floats import FloatJSON
 
 router = APIRouter()
 
@@ -57,13 +57,13 @@ async def create_embeddings(request: Request) -> Response:
         "upstream_s": round(result.upstream_seconds, 6),
     }
     return Response(
-        render(result, spec.name, body.encoding_format == "base64"),
+        render(result, spec.name, body.encoding_format == "base64", gw.floats),
         media_type="application/json",
         headers=cache_headers(result),
     )
 
 
-def render(result: EmbedResult, model: str, as_base64: bool) -> bytes:
+def render(result: EmbedResult, model: str, as_base64: bool, floats: FloatJSON) -> bytes:
     if as_base64:
         data = [
             {"object": "embedding", "index": i, "embedding": base64.b64encode(v).decode()}
@@ -71,13 +71,10 @@ def render(result: EmbedResult, model: str, as_base64: bool) -> bytes:
         ]
     else:
         data = [
-            {"object": "embedding", "index": i, "embedding": np.frombuffer(v, dtype="<f4")}
-            for i, v in enumerate(result.vectors)
+            {"object": "embedding", "index": i, "embedding": floats.fragment(v)} for i, v in enumerate(result.vectors)
         ]
     usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
-    return orjson.dumps(
-        {"object": "list", "data": data, "model": model, "usage": usage}, option=orjson.OPT_SERIALIZE_NUMPY
-    )
+    return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
 
 
 def cache_headers(result: EmbedResult) -> dict[str, str]:
