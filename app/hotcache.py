@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .cache import MemoryCache, VectorCache
+from .tickbatch import TickBatcher
 
 
 class HotCache:
@@ -19,13 +20,14 @@ class HotCache:
         self.inner = inner
         self.hot = MemoryCache(max_bytes)
         self.name = inner.name
+        self.read = TickBatcher(inner.get_many)  # the misses of one loop turn's requests: one MGET
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         values = await self.hot.get_many(keys)
         missing = [i for i, v in enumerate(values) if v is None]
         if not missing:
             return values
-        found = await self.inner.get_many([keys[i] for i in missing])
+        found = await self.read([keys[i] for i in missing])
         fill = []
         for i, v in zip(missing, found, strict=True):
             if v is not None:

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .cache import Breaker
+from .tickbatch import TickBatcher
 
 RELEASE = """
 local n = 0
@@ -66,20 +67,28 @@ class RedisLeases:
         self.timeout_s = timeout_s
         self.token = uuid.uuid4().hex
         self._release = client.register_script(RELEASE)
+        self._claims: dict[int, TickBatcher[str, bool]] = {}
 
     async def claim(self, keys: Sequence[str], ttl_s: float) -> set[str]:
         if not keys or not self.breaker.allows:
             return set(keys)
-        pipe = self.client.pipeline(transaction=False)
         px = max(1, int(ttl_s * 1000))
+        batcher = self._claims.get(px)
+        if batcher is None:  # one per lease length (in practice, one): the claims of a loop turn go together
+            batcher = self._claims[px] = TickBatcher(lambda ks: self._claim_now(ks, px))
+        answers = await batcher(keys)
+        return {k for k, ok in zip(keys, answers, strict=True) if ok}
+
+    async def _claim_now(self, keys: list[str], px: int) -> list[bool]:
+        pipe = self.client.pipeline(transaction=False)
         for k in keys:
             pipe.set(lease_key(k), self.token, nx=True, px=px)
         try:
             answers = await asyncio.wait_for(pipe.execute(), self.timeout_s)
         except (TimeoutError, RedisError, OSError) as exc:
             self.breaker.failed(type(exc).__name__)
-            return set(keys)
-        return {k for k, ok in zip(keys, answers, strict=True) if ok}
+            return [True] * len(keys)
+        return [bool(a) for a in answers]
 
     async def held(self, keys: Sequence[str]) -> set[str]:
         if not keys or not self.breaker.allows:

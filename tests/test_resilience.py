@@ -17,6 +17,7 @@ from app.errors import GatewayError, RateLimited, Unavailable, UpstreamFailed, U
 from app.items import Item
 from app.params import Params
 from app.resilience import CircuitBreaker, Guard, RetryPolicy
+from app.tickbatch import TickBatcher
 from app.upstreams.base import Result
 
 
@@ -229,3 +230,27 @@ async def test_batcher_keeps_different_parameters_apart() -> None:
     batcher.submit(SPEC, Params(2, True), [b])
     await asyncio.gather(a.future, b.future)
     assert sorted(sent) == [2, 4]
+
+
+async def test_tick_batcher_makes_one_call_per_loop_turn() -> None:
+    calls: list[list[str]] = []
+
+    async def upper(keys: list[str]) -> list[str]:
+        calls.append(keys)
+        await asyncio.sleep(0)
+        return [k.upper() for k in keys]
+
+    batch = TickBatcher(upper)
+    answers = await asyncio.gather(batch(["a", "b"]), batch([]), batch(["c"]), batch(["a"]))
+    assert answers == [["A", "B"], [], ["C"], ["A"]]
+    assert calls == [["a", "b", "c", "a"]]
+    assert await batch(["d"]) == ["D"] and len(calls) == 2
+
+
+async def test_tick_batcher_gives_every_caller_the_error() -> None:
+    async def broken(keys: list[str]) -> list[str]:
+        raise UpstreamFailed("down")
+
+    batch = TickBatcher(broken)
+    results = await asyncio.gather(batch(["a"]), batch(["b"]), return_exceptions=True)
+    assert all(isinstance(r, UpstreamFailed) for r in results)
