@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from .api.floats import FloatJSON
+from .api.vectortext import VectorText, base64_json, float_json
 from .cache import VectorCache
 from .catalog import Catalog, ModelSpec
 from .errors import NotFound
@@ -24,7 +24,8 @@ class Gateway:
     metrics: Metrics
     upstream_kinds: dict[str, str]
     ready: bool = True
-    floats: FloatJSON = field(default_factory=lambda: FloatJSON(32 * 1024 * 1024))
+    floats: VectorText = field(default_factory=lambda: VectorText(32 * 1024 * 1024, float_json))
+    base64s: VectorText = field(default_factory=lambda: VectorText(16 * 1024 * 1024, base64_json))
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

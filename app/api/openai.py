@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import orjson
@@ -16,7 +15,7 @@ from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
 from .body import cache_control, parse
 from .docs import request_body
-from .floats import FloatJSON
+from .vectortext import VectorText
 
 router = APIRouter()
 
@@ -57,22 +56,15 @@ async def create_embeddings(request: Request) -> Response:
         "upstream_s": round(result.upstream_seconds, 6),
     }
     return Response(
-        render(result, spec.name, body.encoding_format == "base64", gw.floats),
+        render(result, spec.name, gw.base64s if body.encoding_format == "base64" else gw.floats),
         media_type="application/json",
         headers=cache_headers(result),
     )
 
 
-def render(result: EmbedResult, model: str, as_base64: bool, floats: FloatJSON) -> bytes:
-    if as_base64:
-        data = [
-            {"object": "embedding", "index": i, "embedding": base64.b64encode(v).decode()}
-            for i, v in enumerate(result.vectors)
-        ]
-    else:
-        data = [
-            {"object": "embedding", "index": i, "embedding": floats.fragment(v)} for i, v in enumerate(result.vectors)
-        ]
+def render(result: EmbedResult, model: str, text: VectorText) -> bytes:
+    """`text`: the gateway's float or base64 encoder of vectors (memoised, see vectortext.py)."""
+    data = [{"object": "embedding", "index": i, "embedding": text.fragment(v)} for i, v in enumerate(result.vectors)]
     usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
     return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
 
