@@ -127,9 +127,18 @@ class Coalescer:
 
     async def _claim_then_submit(self, spec: ModelSpec, params: Params, owned: list[Pending], deadline: float) -> None:
         try:
-            mine = await self.leases.claim([p.key for p in owned], self.lease_s)
-            go = [p for p in owned if p.key in mine]
-            others = [p for p in owned if p.key not in mine]
+            mine, found = await self.leases.claim([p.key for p in owned], self.lease_s)
+            size = 4 * params.dimension
+            go, others = [], []
+            for p in owned:
+                vector = found.get(p.key)
+                if vector is not None and len(vector) == size:  # fetched by another replica meanwhile
+                    p.future.set_result((vector, REMOTE))
+                    self._forget(p)
+                elif p.key in mine or vector is not None:
+                    go.append(p)
+                else:
+                    others.append(p)
             if go:
                 self.batcher.submit(spec, params, go)
             if others:

@@ -126,3 +126,31 @@ def test_batched_requests_keep_their_own_order_and_mixed_hits(batching_gateway: 
         for i, text in enumerate(batch):
             np.testing.assert_allclose(vector_of(body, i), expected_vector(MODEL, DIM, text), rtol=1e-6)
         assert r.headers["x-cache-hits"] == "2"
+
+
+def test_leases_against_a_real_redis(redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    from app.cache import Breaker
+    from app.lease import RedisLeases
+
+    async def go() -> None:
+        client = aioredis.Redis.from_url(redis_server.url)
+        a = RedisLeases(client, Breaker("redis", 1.0, None), 1.0)
+        b = RedisLeases(client, Breaker("redis", 1.0, None), 1.0)
+        run = uuid.uuid4().hex
+        fresh, cached = f"t:{run}:fresh", f"t:{run}:cached"
+        await client.set(cached, b"vector")
+        assert await a.claim([fresh, cached], 10) == ({fresh}, {cached: b"vector"})
+        assert await b.claim([fresh], 10) == (set(), {})  # held by a: b waits
+        assert await b.held([fresh, cached]) == {fresh}
+        await b.release([fresh])  # not b's lease: stays
+        assert await a.held([fresh]) == {fresh}
+        await a.release([fresh])
+        assert await b.held([fresh]) == set()
+        assert await b.claim([fresh], 0.05) == ({fresh}, {})
+        await asyncio.sleep(0.1)  # a lease ends by itself (its holder died)
+        assert await a.held([fresh]) == set()
+        await client.aclose()
+
+    asyncio.run(go())
