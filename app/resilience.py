@@ -144,7 +144,6 @@ class Guard:
         self.clock = clock
         self.sleep = sleep
         self.rng = rng or random.Random()
-        self.retries = 0
 
     async def run(self, send: Callable[[], Awaitable[T]], admit: Callable[[], Awaitable[None]], deadline: float) -> T:
         """`send` until it succeeds, a non-retryable error, the attempts run out, or the deadline
@@ -165,7 +164,6 @@ class Guard:
             delay = hint if hint is not None else self.policy.backoff(attempt - 1, self.rng)
             if self.clock() + delay >= deadline:
                 raise error
-            self.retries += 1
             await self.sleep(delay)
 
     async def _attempt(
