@@ -426,6 +426,19 @@ def write_readme(md: str, command: str) -> None:
     path.write_text(text[: start + len(README_START)] + "\n" + stamp + md + "\n" + text[end:])
 
 
+def readme_flags(argv: list[str]) -> list[str]:
+    """The flags that shaped the figures (not where they were written: no local paths in the README)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--json":
+            skip = True
+        elif arg != "--write-readme" and not arg.startswith("--json="):
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="CI smoke: one worker, short runs, fewer scenarios")
@@ -477,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(results, indent=1))
     if a.write_readme:
-        flags = " ".join(x for x in (argv if argv is not None else sys.argv[1:]) if x != "--write-readme")
+        flags = " ".join(readme_flags(argv if argv is not None else sys.argv[1:]))
         write_readme(md, f"python -m bench.run {flags}".strip())
 
 
