@@ -10,6 +10,7 @@ The service sees no HTTP, Redis or httpx types: it talks to a VectorCache and Up
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -177,10 +178,12 @@ class EmbeddingService:
         return result
 
     def _count_items(self, req: EmbedRequest, keys: list[str], missing: set[str], coalesced: set[str]) -> None:
-        model = self.metrics.model(req.spec.name)
+        counts: Counter[tuple[str, str]] = Counter()
         for k, it in zip(keys, req.items, strict=True):
-            result = "coalesced" if k in coalesced else "miss" if k in missing else "hit"
-            self.metrics.items.labels(model, it.modality, result).inc()
+            counts[it.modality, "coalesced" if k in coalesced else "miss" if k in missing else "hit"] += 1
+        model = self.metrics.model(req.spec.name)
+        for (modality, result), n in counts.items():  # one labelled series lookup per kind, not per item
+            self.metrics.items.labels(model, modality, result).inc(n)
 
     def circuit(self, upstream: str) -> str:
         """closed, open or half-open: the state of the upstream's circuit breaker."""
