@@ -140,3 +140,43 @@ def test_a_failed_probe_opens_the_breaker_again(breaker_gateway: Gateway, standi
         ).status_code
         == 200
     )
+
+
+@pytest.fixture(scope="module")
+def impatient_gateway(gateways: GatewayFactory, redis_server: RedisServer) -> Gateway:
+    return gateways.start(redis_url=redis_server.url, env={"REQUEST_DEADLINE_S": "1", "LOG_LEVEL": "warning"})
+
+
+def test_a_slow_upstream_is_cut_off_at_the_request_deadline(impatient_gateway: Gateway, standin: StandIn) -> None:
+    standin.control(latency_ms=4000)
+    t0 = time.monotonic()
+    r = httpx.post(
+        impatient_gateway.url + "/v1/embeddings", json={"model": MODEL, "input": [f"slow {uuid.uuid4()}"]}, timeout=30
+    )
+    took = time.monotonic() - t0
+    assert r.status_code == 504 and r.json()["error"]["type"] == "upstream_error"
+    assert 0.9 < took < 2.5
+
+
+def test_a_client_that_leaves_does_not_cancel_the_call_others_share(
+    impatient_gateway: Gateway, standin: StandIn
+) -> None:
+    standin.control(latency_ms=500)
+    text = f"shared by a leaver {uuid.uuid4()}"
+
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient() as leaver, httpx.AsyncClient(timeout=10) as stayer:
+            body = {"model": MODEL, "input": [text]}
+            leaving = asyncio.ensure_future(
+                leaver.post(impatient_gateway.url + "/v1/embeddings", json=body, timeout=0.2)
+            )
+            await asyncio.sleep(0.05)
+            staying = await stayer.post(impatient_gateway.url + "/v1/embeddings", json=body)
+            with pytest.raises(httpx.TimeoutException):
+                await leaving
+            return staying
+
+    r = asyncio.run(go())
+    assert r.status_code == 200
+    np.testing.assert_allclose(vector_of(r.json()), expected_vector(MODEL, DIM, text), rtol=1e-6)
+    assert len(standin.calls()) == 1
