@@ -83,12 +83,12 @@ def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
     return HotCache(redis, settings.cache_hot_max_bytes) if settings.cache_hot_max_bytes else redis
 
 
-def fastpath_routes() -> dict[str, fastpath.Endpoint]:
-    return {
-        "/v1/embeddings": openai.create_embeddings,
-        dashscope.router.prefix + "/multimodal-embedding/multimodal-embedding": dashscope.multimodal_embedding,
-        dashscope.router.prefix + "/text-embedding/text-embedding": dashscope.text_embedding,
-    }
+# Routes served past FastAPI's routing when they need nothing from it (see api/fastpath.py).
+FAST_PATHS = (
+    "/v1/embeddings",
+    "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding",
+    "/api/v1/services/embeddings/text-embedding/text-embedding",
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -145,6 +145,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.router)
     app.include_router(ops.router)
     docs.install(app)
-    app.add_middleware(fastpath.FastPath, routes=fastpath_routes())
+    app.add_middleware(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))
     app.add_middleware(observe.Observe, metrics=metrics)  # added last: outermost, so it sees every request
     return app
