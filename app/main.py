@@ -16,7 +16,7 @@ from .api import dashscope, docs, fastpath, observe, openai, ops
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
 from .cli import configure_logging
-from .drain import Drain
+from .drain import CloseWhenDraining, Drain
 from .gateway import Gateway
 from .hotcache import HotCache
 from .lease import Leases, LocalLeases, RedisLeases
@@ -146,5 +146,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     docs.install(app)
     app.add_middleware(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))
+    app.add_middleware(CloseWhenDraining)
     app.add_middleware(observe.Observe, metrics=metrics)  # added last: outermost, so it sees every request
     return app

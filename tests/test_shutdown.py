@@ -83,7 +83,13 @@ def test_sigterm_during_load_finishes_every_accepted_request(
     assert accepted and accepted <= set(outcome)
     assert {t: outcome[t] for t in accepted if outcome[t] != "ok"} == {}
     never_read = [o for o in outcomes if o[1] not in ("ok", "refused")]
-    assert len(never_read) <= 16  # at most one per client connection, when the server closed it as idle
+    # Never read: a request written into a connection the server closed, or one made after every worker
+    # stopped accepting. With one worker there are none in practice (responses during the drain say
+    # `Connection: close`). With --workers, uvicorn's supervisor keeps the listening socket open until its
+    # workers have exited, so a client's last connection waits in the kernel's queue and is then reset.
+    if workers == 1:
+        assert len(never_read) <= 2
+    assert len(never_read) <= 16 * workers
     served_after = [o for o in outcomes if o[1] == "ok" and o[2] > sent_at + 0.5]
     assert served_after, "requests were still served during the drain period"
     assert any(o[1] == "refused" for o in outcomes), "the listener closed after the drain"
