@@ -10,6 +10,10 @@ to uvicorn. A second SIGTERM hands it over at once. While draining, every respon
 `Connection: close` (`CloseWhenDraining`), so that clients open their next connection elsewhere instead of
 reusing one the server is about to close (a request written into a keep-alive connection just as the
 server closes it is lost without an answer: HTTP/1.1 cannot tell the client it was never read).
+
+With `--workers N`, uvicorn's supervisor keeps the listening socket open until every worker has exited, so
+connections made after the workers stopped accepting wait in the kernel's queue and are reset when it
+exits (never read: a client may retry them). A load balancer that follows /readyz sends none by then.
 """
 
 from __future__ import annotations
