@@ -12,7 +12,8 @@ the sum of its items' shares, so the usage of the requests that shared a call ad
 the upstream billed for it.
 
 Every call runs in its own task: a client that goes away cancels its own wait, never a call that other
-requests share.
+requests share. When the upstream refuses a shared call as invalid (4xx: one request's text too long for
+it, say), each request's items are sent again on their own, so that only that request gets the error.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import orjson
 
 from .catalog import ModelSpec
+from .errors import UpstreamRejected
 from .items import Item
 from .params import Params
 from .upstreams.base import Result
@@ -42,6 +44,7 @@ class Pending:
     future: asyncio.Future[Answer]
     deadline: float
     write: bool
+    owner: int = 0  # the request that asked for it (an upstream 4xx is only that request's error)
 
 
 Send = Callable[[ModelSpec, Params, list[Item], float], Awaitable[Result]]
@@ -134,20 +137,33 @@ class Batcher:
         deadline = max(p.deadline for p in chunk)
         try:
             result = await self.send(spec, params, [p.item for p in chunk], deadline)
-        except BaseException as exc:  # delivered to every waiting request, each raises it on its own
+        except UpstreamRejected as exc:
+            owners: dict[int, list[Pending]] = {}
             for p in chunk:
-                if not p.future.done():
-                    p.future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
-            await self.done(chunk, False)
-            if not isinstance(exc, Exception):
-                raise
+                owners.setdefault(p.owner, []).append(p)
+            if len(owners) > 1:  # one request's item was refused: each request's items again on their own
+                await asyncio.gather(*(self._call(spec, params, mine) for mine in owners.values()))
+            else:
+                await self._fail(chunk, exc)
             return
+        except Exception as exc:  # delivered to every waiting request, each raises it on its own
+            await self._fail(chunk, exc)
+            return
+        except BaseException:
+            await self._fail(chunk, asyncio.CancelledError())
+            raise
         rows = result.vectors.astype("<f4", copy=False)
         shares = apportion(result.billed_tokens, [p.item.est_tokens for p in chunk])
         for i, p in enumerate(chunk):
             if not p.future.done():
                 p.future.set_result((rows[i].tobytes(), shares[i]))
         await self.done(chunk, True)
+
+    async def _fail(self, chunk: list[Pending], exc: BaseException) -> None:
+        for p in chunk:
+            if not p.future.done():
+                p.future.set_exception(exc)
+        await self.done(chunk, False)
 
     async def close(self) -> None:
         """Send what is queued and wait for every call in flight (graceful shutdown)."""

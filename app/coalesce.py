@@ -18,6 +18,7 @@ made the call pays for them.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Coalescer:
         self.lease_s = lease_s
         self.clock = clock
         self.tasks: set[asyncio.Task[None]] = set()
+        self.requests = itertools.count(1)
 
     async def fetch(
         self,
@@ -75,6 +77,7 @@ class Coalescer:
     ) -> Fetched:
         """Vectors for `missing` (content key, item); `shared`: may wait on other replicas' leases."""
         loop = asyncio.get_running_loop()
+        owner = next(self.requests)
         futures: dict[str, asyncio.Future[Answer]] = {}
         joined: set[str] = set()
         owned: list[Pending] = []
@@ -85,7 +88,7 @@ class Coalescer:
             else:
                 fut = self.inflight[key] = loop.create_future()
                 fut.add_done_callback(_retrieve)
-                owned.append(Pending(key, item, fut, deadline, write))
+                owned.append(Pending(key, item, fut, deadline, write, owner))
             futures[key] = fut
         if owned:
             if shared and self.leases.shared:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
+from typing import Any
 
 import httpx
 import numpy as np
@@ -81,7 +82,9 @@ def test_100_identical_single_item_requests_cost_one_upstream_item(gateway_redis
 
 @pytest.fixture(scope="module")
 def batching_gateway(gateways: GatewayFactory, redis_server: RedisServer) -> Gateway:
-    return gateways.start(redis_url=redis_server.url, env={"BATCH_WINDOW_MS": "50"})
+    # Longer texts than the stand-in takes: its own 400 for one request's item in a shared call.
+    models = '{"text-embedding-v4": {"max_text_chars": 100000}}'
+    return gateways.start(redis_url=redis_server.url, env={"BATCH_WINDOW_MS": "50", "MODELS": models})
 
 
 def test_64_concurrent_single_item_requests_share_upstream_calls(batching_gateway: Gateway, standin: StandIn) -> None:
@@ -154,3 +157,27 @@ def test_leases_against_a_real_redis(redis_server: RedisServer) -> None:
         await client.aclose()
 
     asyncio.run(go())
+
+
+def test_an_item_the_upstream_refuses_fails_only_its_own_request(batching_gateway: Gateway, standin: StandIn) -> None:
+    standin.control(latency_ms=150)
+    run = uuid.uuid4().hex
+    too_long = "word " * 9000  # the stand-in refuses more than 8,192 tokens
+
+    async def go() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            def post(text: str) -> Any:
+                return client.post(batching_gateway.url + "/v1/embeddings", json={"model": MODEL, "input": [text]})
+
+            first = asyncio.ensure_future(post(f"opens the window {run}"))  # a call in flight: the next wait
+            await asyncio.sleep(0.02)
+            rest = await asyncio.gather(post(too_long + run), post(f"innocent {run}"))
+            return [await first, *rest]
+
+    opener, bad, good = asyncio.run(go())
+    assert opener.status_code == 200 and good.status_code == 200
+    assert bad.status_code == 400
+    np.testing.assert_allclose(vector_of(good.json()), expected_vector(MODEL, DIM, f"innocent {run}"), rtol=1e-6)
+    sizes = sorted(c["n_items"] for c in standin.calls())
+    assert len(sizes) == 4, sizes  # the opener, the shared call refused, then each request on its own

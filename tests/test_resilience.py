@@ -254,3 +254,27 @@ async def test_tick_batcher_gives_every_caller_the_error() -> None:
     batch = TickBatcher(broken)
     results = await asyncio.gather(batch(["a"]), batch(["b"]), return_exceptions=True)
     assert all(isinstance(r, UpstreamFailed) for r in results)
+
+
+async def test_a_refused_shared_call_is_split_by_request() -> None:
+    sent: list[list[str]] = []
+
+    async def send(spec: ModelSpec, params: Params, items: list[Item], deadline: float) -> Result:
+        texts = [it.parts["text"] for it in items]
+        sent.append(texts)
+        if "bad" in texts:
+            raise UpstreamRejected("text too long", status=400)
+        return Result(np.ones((len(items), 4), dtype=np.float32), billed_tokens=len(items))
+
+    async def done(pendings: list[Pending], ok: bool) -> None:
+        return None
+
+    batcher = Batcher(send, done, window_s=0.0)
+    loop = asyncio.get_running_loop()
+    bad = Pending("bad", item("bad"), loop.create_future(), 0.0, True, owner=1)
+    good = [Pending(t, item(t), loop.create_future(), 0.0, True, owner=2) for t in ("g1", "g2")]
+    batcher.submit(SPEC, Params(4, False), [bad, *good])
+    results = await asyncio.gather(bad.future, *(p.future for p in good), return_exceptions=True)
+    assert isinstance(results[0], UpstreamRejected)
+    assert [share for _, share in results[1:]] == [1, 1]
+    assert sorted(map(sorted, sent)) == [["bad"], ["bad", "g1", "g2"], ["g1", "g2"]]
