@@ -77,7 +77,7 @@ class Conn(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        self.transport = transport  # uvloop's transports are not asyncio.Transport subclasses
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -183,10 +183,9 @@ def main() -> None:
     try:
         import uvloop
 
-        runner = uvloop.run
+        json.dump(uvloop.run(run(job)), sys.stdout)
     except ImportError:  # pragma: no cover
-        runner = asyncio.run
-    json.dump(runner(run(job)), sys.stdout)
+        json.dump(asyncio.run(run(job)), sys.stdout)
 
 
 if __name__ == "__main__":
