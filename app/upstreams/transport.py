@@ -1,14 +1,15 @@
 """PoolTransport: a lean HTTP/1.1 keep-alive transport for httpx, used for upstream calls.
 
 Why: measured on the miss path (`bench/README.md`), httpx's default transport (httpcore over anyio) was the
-bottleneck: against the stand-in upstream on loopback, one process of httpx.AsyncClient made about 620
-calls/s on one connection and fell to about 260 calls/s at 64 concurrent connections (httpx issue #3215:
-its pool's bookkeeping grows with the connections it holds), while a plain asyncio client reached 4,000 to
-5,900 calls/s on the same upstream. The client's own work (building the request, wrapping the response)
-costs about 80 us a call; the rest was the transport. This transport keeps httpx's client API, so the
-adapters, their error mapping and their tests are unchanged, and replaces only the connection layer:
-asyncio protocols parsed by httptools (the parser uvicorn uses), a LIFO stack of idle connections per
-host, at most `max_connections` open, one write per request, and httpx's own exception types.
+bottleneck: one process calling the stand-in upstream on loopback with httpx.AsyncClient made about 1,350
+calls/s on one connection, about 510 at 32 concurrent connections and about 280 at 64 (httpx issue #3215:
+its pool's bookkeeping grows with the connections it holds), while a plain asyncio client made 4,900 to
+7,700 calls/s against the same stand-in. With this transport under the same httpx client: about 2,000,
+3,800, 4,000 and 4,200 calls/s at 1, 8, 32 and 64 connections (the client's own work, building the request
+and wrapping the response, is about 80 us a call). It keeps httpx's client API, so the adapters, their
+error mapping and their tests are unchanged, and replaces only the connection layer: asyncio protocols
+parsed by httptools (the parser uvicorn uses), a LIFO stack of idle connections per host, at most
+`max_connections` open, one write per request, and httpx's own exception types.
 
 It does not do proxies or HTTP/2: an upstream that needs them sets `transport: httpx` in its config.
 """
@@ -38,6 +39,8 @@ class _Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.closed = False
         self.received = False
+        self.keep_alive = False
+        self.status = 0
         self.idle_since = 0.0
 
     # asyncio.Protocol
@@ -63,7 +66,11 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+
     def on_message_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()  # only meaningful inside the parser's callbacks
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
@@ -72,15 +79,15 @@ class _Connection(asyncio.Protocol):
             self.waiter.set_exception(exc)
 
     async def exchange(self, raw: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        self.headers, self.body, self.received = [], [], False
+        self.headers, self.body, self.received, self.keep_alive = [], [], False, False
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(raw)
         await self.waiter
-        return self.parser.get_status_code(), self.headers, b"".join(self.body)
+        return self.status, self.headers, b"".join(self.body)
 
     @property
     def reusable(self) -> bool:
-        return not self.closed and self.parser.should_keep_alive()
+        return not self.closed and self.keep_alive
 
     def close(self) -> None:
         self.closed = True
