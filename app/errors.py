@@ -37,6 +37,7 @@ class GatewayError(Exception):
     openai_type = "server_error"
     dashscope_code = "InternalError"
     upstream_status: int | None = None  # the upstream's own HTTP status, when this error is its answer
+    upstream_retry_after: float | None = None  # the upstream's own Retry-After, when it sent one
 
     def __init__(
         self,
@@ -210,6 +211,13 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     response = render(GatewayError("internal error"), wire_of(request.url.path), rid)
     response.headers["x-request-id"] = rid
     return response
+
+
+async def response_for(request: Request, exc: Exception) -> Response:
+    """What the handlers below answer for `exc`, for routes served past FastAPI's routing (api/fastpath.py)."""
+    if isinstance(exc, GatewayError):
+        return await _gateway_error(request, exc)
+    return await _unexpected(request, exc)
 
 
 def install_handlers(app: FastAPI) -> None:

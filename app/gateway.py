@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from .api.vectortext import VectorText, base64_json, float_json
 from .auth import Authenticator
 from .cache import VectorCache
 from .catalog import Catalog, ModelSpec
@@ -31,6 +32,8 @@ class Gateway:
     quota: UpstreamQuota
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
+    floats: VectorText = field(default_factory=lambda: VectorText(32 * 1024 * 1024, float_json))
+    base64s: VectorText = field(default_factory=lambda: VectorText(16 * 1024 * 1024, base64_json))
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

@@ -12,20 +12,24 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from . import errors
-from .api import dashscope, docs, headers, observe, openai, ops
+from .api import dashscope, docs, fastpath, headers, observe, openai, ops
 from .auth import Authenticator
 from .breaker import Breaker
 from .cache import MemoryCache, RedisCache, VectorCache
 from .catalog import build_catalog
+from .drain import CloseWhenDraining, Drain
 from .fetcher import Fetcher
 from .fetcher import open_client as open_fetch_client
 from .gateway import Gateway
+from .hotcache import HotCache
+from .lease import Leases, LocalLeases, RedisLeases
 from .limits.admission import TeamLimiter
 from .limits.failover import Limits
 from .limits.local import LocalStore
 from .limits.quota import UpstreamQuota
 from .limits.shared import RedisStore, open_client
 from .metrics import Metrics, multiprocess_dir
+from .resilience import CircuitBreaker, Guard, RetryPolicy
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .teams import teams_from, unknown_models
@@ -34,6 +38,7 @@ from .upstreams.base import Upstream
 from .upstreams.dashscope import DashScopeUpstream
 from .upstreams.local_model import LocalModelUnavailable
 from .upstreams.openai import OpenAIUpstream
+from .upstreams.transport import PoolTransport
 
 log = logging.getLogger("embedding_gateway")
 
@@ -63,25 +68,51 @@ def open_upstream(name: str, cfg: UpstreamConfig, settings: Settings) -> Upstrea
         upstream = local.LocalUpstream(name, local.model_path(cfg.model_path), threads=settings.local_threads)
         upstream.start()
         return upstream
+    limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
     client = httpx.AsyncClient(
         timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
-        limits=httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections),
+        limits=limits,
+        transport=PoolTransport(max_connections=cfg.max_connections) if cfg.transport == "pool" else None,
     )
     if cfg.kind == "dashscope":
         return DashScopeUpstream(name, client, cfg.base_url, cfg.key() or "", cfg.workspace)
     return OpenAIUpstream(name, client, cfg.base_url, cfg.key())
 
 
+def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metrics) -> Guard:
+    """Breaker and retries for one upstream; at most `max_connections` of its calls in flight, so that
+    calls wait here, within their deadline, rather than for a connection in httpx's pool."""
+    breaker = CircuitBreaker(name, failures=settings.breaker_failures, open_s=settings.breaker_open_s, metrics=metrics)
+    policy = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
+    return Guard(breaker, policy, concurrency=cfg.max_connections)
+
+
+def open_leases(cache: VectorCache, settings: Settings) -> Leases:
+    redis = cache.inner if isinstance(cache, HotCache) else cache
+    if isinstance(redis, RedisCache):
+        return RedisLeases(redis.client, redis.breaker, settings.redis_timeout_s)
+    return LocalLeases()
+
+
 def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
     if settings.redis_url is None:
         return MemoryCache(settings.cache_local_max_bytes, metrics)
-    return RedisCache.from_url(
+    redis = RedisCache.from_url(
         settings.redis_url.get_secret_value(),
         ttl_s=settings.cache_ttl_s,
         timeout_s=settings.redis_timeout_s,
         retry_after_s=settings.redis_retry_after_s,
         metrics=metrics,
     )
+    return HotCache(redis, settings.cache_hot_max_bytes) if settings.cache_hot_max_bytes else redis
+
+
+# Routes served past FastAPI's routing when they need nothing from it (see api/fastpath.py).
+FAST_PATHS = (
+    "/v1/embeddings",
+    "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding",
+    "/api/v1/services/embeddings/text-embedding/text-embedding",
+)
 
 
 def open_limits(settings: Settings, metrics: Metrics) -> Limits:
@@ -165,11 +196,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upstreams,
             metrics,
             namespace=settings.cache_namespace,
-            concurrency=settings.upstream_concurrency,
             gate=quota,
+            guards={name: open_guard(name, configs[name], settings, metrics) for name in used},
+            leases=open_leases(cache, settings),
+            deadline_s=settings.request_deadline_s,
+            batch_window_s=settings.batch_window_ms / 1000,
+            coalesce_wait_s=settings.coalesce_wait_s,
         )
         fetcher = open_fetcher(settings, metrics)
-        app.state.gateway = Gateway(
+        gw = app.state.gateway = Gateway(
             settings,
             catalog,
             cache,
@@ -181,6 +216,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             quota=quota,
             fetcher=fetcher,
         )
+        drain = Drain(gw, settings.shutdown_drain_s)
+        drain.install()
         log.info(
             "serving %d models from %s; cache: %s; auth: %s, %d teams; limits: %s",
             len(catalog),
@@ -197,6 +234,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            drain.uninstall()
+            await service.close()
             for upstream in upstreams.values():
                 await upstream.close()
             await cache.close()
@@ -215,6 +254,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.router)
     app.include_router(ops.router)
     docs.install(app, catalog.names())
+    app.add_middleware(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))
+    app.add_middleware(CloseWhenDraining)
     app.add_middleware(headers.HeaderLimit, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
     app.add_middleware(observe.Observe, metrics=metrics)  # outermost: ids, logs and counts every request
     return app

@@ -1,26 +1,31 @@
 """EmbeddingService: the path of one request from items to vectors, and nothing else.
 
-keys -> one cache read -> misses (duplicates once) -> chunks within the model's batch limit, sent
-concurrently (bounded) -> checked vectors -> one cache write -> vectors in input order.
+keys -> one cache read -> misses (duplicates once) -> coalescer (identical in-flight misses once, across
+replicas through Redis leases) -> batcher (misses of concurrent requests combined up to the model's batch
+limit) -> guard (breaker, retries, deadline; the gate admits each attempt) -> upstream -> checked vectors ->
+one cache write per upstream call -> vectors in input order.
 The service sees no HTTP, Redis or httpx types: it talks to a VectorCache and Upstream adapters.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from .batcher import Batcher
 from .cache import VectorCache
 from .catalog import ModelSpec
+from .coalesce import Coalescer, Fetched
 from .errors import GatewayError, Unavailable, UpstreamTimeout
 from .items import Item
 from .keys import KeyMaker
+from .lease import Leases, LocalLeases
 from .metrics import Metrics
 from .params import Params
+from .resilience import CircuitBreaker, Guard, RetryPolicy
 from .upstreams.base import Batch, Result, Upstream
 
 
@@ -55,6 +60,7 @@ class EmbedResult:
     upstream_seconds: float = 0.0
     upstream_items: int = 0
     hit_tokens: int = 0
+    coalesced: int = 0  # items answered by another request's upstream call
 
 
 class EmbeddingService:
@@ -65,21 +71,44 @@ class EmbeddingService:
         metrics: Metrics,
         *,
         namespace: str,
-        concurrency: int,
+        concurrency: int = 64,
         gate: UpstreamGate | None = None,
+        guards: dict[str, Guard] | None = None,
+        leases: Leases | None = None,
+        deadline_s: float = 30.0,
+        batch_window_s: float = 0.002,
+        coalesce_wait_s: float = 10.0,
     ) -> None:
+        """`guards`: retries and breaker per upstream (default: a guard allowing `concurrency` calls in
+        flight); `leases`: cross-replica coalescing (default: within this process only)."""
         self.gate = gate or OpenGate()
         self.cache = cache
         self.upstreams = upstreams
         self.metrics = metrics
         self.namespace = namespace
-        self.concurrency = concurrency
+        self.deadline_s = deadline_s
+        self.guards = guards or {}
+        # Labelled series looked up once (prometheus_client's labels() costs microseconds on the hot path).
+        self._read_timer = metrics.cache_duration.labels(cache.name, "read")
+        self._item_series: dict[tuple[str, str, str], Any] = {}
+        for name in upstreams:
+            if name not in self.guards:
+                breaker = CircuitBreaker(name, failures=10, open_s=5.0, metrics=metrics)
+                self.guards[name] = Guard(breaker, RetryPolicy(), concurrency=concurrency)
+        self.flights = Coalescer(
+            lambda c: Batcher(self._send, c.delivered, window_s=batch_window_s),
+            cache,
+            self._timed_write,
+            leases or LocalLeases(),
+            wait_s=coalesce_wait_s,
+            lease_s=deadline_s + 1.0,
+        )
 
     async def embed(self, req: EmbedRequest) -> EmbedResult:
         spec, params = req.spec, req.params
-        upstream = self.upstreams.get(spec.upstream)
-        if upstream is None:
+        if spec.upstream not in self.upstreams:
             raise Unavailable(f"model {spec.name} has no upstream configured")
+        deadline = time.monotonic() + self.deadline_s
         keys = KeyMaker(self.namespace, spec.upstream, spec.upstream_model, params).keys(req.items)
         unique = list(dict.fromkeys(keys))
         size = 4 * params.dimension
@@ -89,29 +118,41 @@ class EmbeddingService:
             found = {k: v for k, v in zip(unique, values, strict=True) if v is not None and len(v) == size}
         first = dict(zip(keys, req.items, strict=True))
         missing = [(k, first[k]) for k in unique if k not in found]
-        billed, waited = 0, 0.0
-        team = self.metrics.team(req.team)
+        fetched = Fetched({})
+        waited = 0.0
         if missing:
-            fresh, billed, waited = await self._fetch(upstream, spec, params, missing, req.cache_write, team)
-            found.update(fresh)
+            t0 = time.perf_counter()
+            fetched = await self.flights.fetch(
+                spec, params, missing, deadline=deadline, write=req.cache_write, shared=req.cache_read
+            )
+            waited = time.perf_counter() - t0
+            found.update(fetched.vectors)
         missed = {k for k, _ in missing}
         hit_items = [it for k, it in zip(keys, req.items, strict=True) if k not in missed]
-        result = EmbedResult(
+        hit_tokens = sum(it.est_tokens for it in hit_items)
+        self._count_items(req, keys, missed, fetched.coalesced)
+        team, model = self.metrics.team(req.team), self.metrics.model(spec.name)
+        # Billed tokens are counted per request (a micro-batch may serve several teams: each request carries
+        # its apportioned share of the bill); saved tokens are the estimate of the items the cache served.
+        if fetched.billed:
+            self.metrics.tokens_billed.labels(team, model).inc(fetched.billed)
+        if hit_tokens:
+            self.metrics.tokens_saved.labels(team, model).inc(hit_tokens)
+        return EmbedResult(
             vectors=[found[k] for k in keys],
             hits=len(hit_items),
             misses=len(keys) - len(hit_items),
-            billed_tokens=billed,
+            billed_tokens=fetched.billed,
             upstream_seconds=waited,
-            upstream_items=len(missing),
-            hit_tokens=sum(it.est_tokens for it in hit_items),
+            upstream_items=len(missing) - len(fetched.coalesced),
+            hit_tokens=hit_tokens,
+            coalesced=len([k for k in keys if k in fetched.coalesced]),
         )
-        self._count_items(req, keys, missed, team, result.hit_tokens)
-        return result
 
     async def _timed_read(self, keys: Sequence[str]) -> list[bytes | None]:
         t0 = time.perf_counter()
         values = await self.cache.get_many(keys)
-        self.metrics.cache_duration.labels(self.cache.name, "read").observe(time.perf_counter() - t0)
+        self._read_timer.observe(time.perf_counter() - t0)
         return values
 
     async def _timed_write(self, entries: Sequence[tuple[str, bytes]]) -> None:
@@ -119,48 +160,19 @@ class EmbeddingService:
         await self.cache.set_many(entries)
         self.metrics.cache_duration.labels(self.cache.name, "write").observe(time.perf_counter() - t0)
 
-    async def _fetch(
-        self,
-        upstream: Upstream,
-        spec: ModelSpec,
-        params: Params,
-        missing: list[tuple[str, Item]],
-        write: bool,
-        team: str,
-    ) -> tuple[dict[str, bytes], int, float]:
-        size = 1 if params.fusion else spec.max_batch
-        chunks = [missing[i : i + size] for i in range(0, len(missing), size)]
-        gate = asyncio.Semaphore(self.concurrency)
-        t0 = time.perf_counter()
+    async def _send(self, spec: ModelSpec, params: Params, items: list[Item], deadline: float) -> Result:
+        """One upstream call for a micro-batch, through its upstream's guard (breaker, retries, deadline);
+        the gate admits every attempt immediately before it goes."""
+        upstream = self.upstreams[spec.upstream]
+        batch = Batch(spec, params, items)
+        tokens = sum(it.est_tokens for it in items)
 
-        async def one(chunk: list[tuple[str, Item]]) -> tuple[list[tuple[str, bytes]], int]:
-            async with gate:
-                await self.gate.admit(spec, len(chunk), sum(it.est_tokens for _, it in chunk))
-                result = await self._call(upstream, Batch(spec, params, [it for _, it in chunk]), team)
-            rows = result.vectors.astype("<f4", copy=False)
-            return [(k, rows[i].tobytes()) for i, (k, _) in enumerate(chunk)], result.billed_tokens
+        async def admit() -> None:
+            await self.gate.admit(spec, len(items), tokens)
 
-        outcomes = await asyncio.gather(*(one(c) for c in chunks), return_exceptions=True)
-        waited = time.perf_counter() - t0
-        fresh: list[tuple[str, bytes]] = []
-        billed = 0
-        error: BaseException | None = None
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                error = error or outcome
-            else:
-                fresh.extend(outcome[0])
-                billed += outcome[1]
-        if write and fresh:
-            # Chunks that succeeded are kept even when another failed: a retry then pays only for the rest.
-            await self._timed_write(fresh)
-        if error is not None:
-            raise error
-        return dict(fresh), billed, waited
+        return await self.guards[spec.upstream].run(lambda: self._call(upstream, batch), admit, deadline)
 
-    async def _call(self, upstream: Upstream, batch: Batch, team: str) -> Result:
-        """One upstream call, measured; the tokens it billed are counted as soon as it succeeds (a request
-        whose other chunk fails was still billed for this one)."""
+    async def _call(self, upstream: Upstream, batch: Batch) -> Result:
         m = self.metrics
         up, model = m.upstream(upstream.name), m.model(batch.spec.name)
         m.upstream_batch.labels(up, model).observe(len(batch.items))
@@ -174,17 +186,27 @@ class EmbeddingService:
         finally:
             m.upstream_duration.labels(up, model).observe(time.perf_counter() - t0)
         m.upstream_requests.labels(up, model, "200").inc()
-        m.tokens_billed.labels(team, model).inc(result.billed_tokens)
         return result
 
-    def _count_items(self, req: EmbedRequest, keys: list[str], missing: set[str], team: str, saved: int) -> None:
-        m = self.metrics
-        model = m.model(req.spec.name)
-        pairs = zip(keys, req.items, strict=True)
-        counts = Counter((it.modality, "miss" if k in missing else "hit") for k, it in pairs)
-        for (modality, outcome), n in counts.items():
-            m.items.labels(model, modality, outcome).inc(n)
-        m.tokens_saved.labels(team, model).inc(saved)
+    def _count_items(self, req: EmbedRequest, keys: list[str], missing: set[str], coalesced: set[str]) -> None:
+        counts: Counter[tuple[str, str]] = Counter()
+        for k, it in zip(keys, req.items, strict=True):
+            counts[it.modality, "coalesced" if k in coalesced else "miss" if k in missing else "hit"] += 1
+        model = self.metrics.model(req.spec.name)
+        for (modality, result), n in counts.items():  # one labelled series per kind, looked up once
+            series = self._item_series.get((model, modality, result))
+            if series is None:
+                series = self._item_series[model, modality, result] = self.metrics.items.labels(model, modality, result)
+            series.inc(n)
+
+    def circuit(self, upstream: str) -> str:
+        """closed, open or half-open: the state of the upstream's circuit breaker."""
+        guard = self.guards.get(upstream)
+        return guard.breaker.state if guard is not None else "closed"
+
+    async def close(self) -> None:
+        """Finish the upstream calls in flight (their requests are still waiting for them)."""
+        await self.flights.close()
 
 
 def upstream_status(exc: GatewayError) -> str:

@@ -38,7 +38,10 @@ class UpstreamConfig(BaseModel):
     workspace: str | None = Field(default=None, description="DashScope X-DashScope-WorkSpace header")
     timeout_s: float = Field(default=30.0, gt=0)
     connect_timeout_s: float = Field(default=3.0, gt=0)
-    max_connections: int = Field(default=64, ge=1)
+    max_connections: int = Field(default=64, ge=1, description="open connections, and calls in flight, at most")
+    transport: Literal["pool", "httpx"] = Field(
+        default="pool", description="pool: the gateway's lean HTTP/1.1 pool; httpx: httpx's own (proxies, HTTP/2)"
+    )
     model_path: str | None = Field(default=None, description="local kind: a sentence-transformers directory")
 
     def key(self) -> str | None:
@@ -129,6 +132,9 @@ class Settings(BaseSettings):
     cache_ttl_s: int = Field(default=30 * 24 * 3600, ge=1)
     cache_namespace: str = Field(default="eg", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     cache_local_max_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
+    cache_hot_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="with Redis: a per-worker LRU of recent vectors before it; 0: off"
+    )
     redis_timeout_s: float = Field(default=0.25, gt=0, le=10)
     redis_retry_after_s: float = Field(default=2.0, ge=0, description="skip Redis this long after a failure")
 
@@ -137,7 +143,28 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="all request headers together")
     max_header_count: int = Field(default=100, ge=10, description="request headers per request")
     max_input_items: int = Field(default=2048, ge=1)
-    upstream_concurrency: int = Field(default=8, ge=1, description="chunks of one request sent at once")
+
+    # Upstream calls: deadline, retries, breaker, micro-batching, coalescing.
+    request_deadline_s: float = Field(
+        default=30.0, gt=0, le=600, description="a request's upstream part (waits, calls, retries) ends by then"
+    )
+    retry_attempts: int = Field(default=10, ge=1, le=20, description="attempts per upstream call, the first included")
+    retry_base_s: float = Field(default=0.05, gt=0, le=10, description="first backoff; doubles each retry")
+    retry_max_s: float = Field(default=2.0, gt=0, le=60, description="longest backoff (Retry-After may be longer)")
+    breaker_failures: int = Field(default=10, ge=1, description="consecutive upstream failures that open its circuit")
+    breaker_open_s: float = Field(default=5.0, gt=0, le=600, description="how long an open circuit answers 503")
+    batch_window_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="how long a miss waits for others to share its upstream call"
+    )
+    coalesce_wait_s: float = Field(
+        default=10.0, ge=0, le=600, description="longest wait for another replica fetching the same item"
+    )
+    shutdown_drain_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=300,
+        description="on SIGTERM: /readyz answers 503 and requests are still served this long before shutdown",
+    )
 
     # Teams, keys and limits (docs/limits.md).
     gateway_auth: Literal["required", "off"] = Field(

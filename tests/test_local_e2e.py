@@ -52,7 +52,7 @@ def test_catalog_lists_only_the_local_model(local_gw) -> None:  # type: ignore[n
     assert [(m["id"], m["modalities"], m["dimensions"]) for m in models] == [(MODEL, ["text"], [384])]
     ready = httpx.get(local_gw.url + "/readyz").json()
     assert ready["cache"]["backend"] == "memory"
-    assert ready["upstreams"] == {"local": {"kind": "local", "state": "ready"}}
+    assert ready["upstreams"] == {"local": {"kind": "local", "state": "ready", "circuit": "closed"}}
 
 
 def test_unit_vectors_that_mean_something(local_gw) -> None:  # type: ignore[no-untyped-def]

@@ -28,11 +28,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_yaml_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(tmp_path, "cache_ttl_s: 100\nredis_timeout_s: 0.5\nupstream_concurrency: 3\n")
+    path = write(tmp_path, "cache_ttl_s: 100\nredis_timeout_s: 0.5\nmax_input_items: 3\n")
     monkeypatch.setenv(CONFIG_ENV, str(path))
     monkeypatch.setenv("REDIS_TIMEOUT_S", "0.1")
     s = Settings()
-    assert (s.cache_ttl_s, s.redis_timeout_s, s.upstream_concurrency) == (100, 0.1, 3)
+    assert (s.cache_ttl_s, s.redis_timeout_s, s.max_input_items) == (100, 0.1, 3)
     assert s.max_body_bytes == 32 * 1024 * 1024  # default
 
 

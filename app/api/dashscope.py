@@ -6,7 +6,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -50,9 +49,7 @@ def _params(gw: Gateway, spec: Any, parameters: dict[str, Any]) -> Any:
 
 
 def _respond(request: Request, output: dict[str, Any], result: EmbedResult, usage: dict[str, int]) -> Response:
-    body = orjson.dumps(
-        {"output": output, "usage": usage, "request_id": request_id_of(request)}, option=orjson.OPT_SERIALIZE_NUMPY
-    )
+    body = orjson.dumps({"output": output, "usage": usage, "request_id": request_id_of(request)})
     return Response(body, media_type="application/json", headers=cache_headers(result))
 
 
@@ -77,7 +74,7 @@ async def multimodal_embedding(request: Request) -> Response:
         items = [parse_items.fuse_all(items, spec, "input.contents")]
     result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))
     embeddings = [
-        {"index": i, "embedding": np.frombuffer(v, dtype="<f4"), "type": _type(it.modality)}
+        {"index": i, "embedding": gw.floats.fragment(v), "type": _type(it.modality)}
         for i, (v, it) in enumerate(zip(result.vectors, items, strict=True))
     ]
     usage = {"input_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
@@ -99,7 +96,7 @@ async def text_embedding(request: Request) -> Response:
     params = _params(gw, spec, body.parameters or {})
     items = parse_items.dashscope_texts(body.input.texts, spec, gw.settings.max_input_items)
     result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))
-    embeddings = [{"text_index": i, "embedding": np.frombuffer(v, dtype="<f4")} for i, v in enumerate(result.vectors)]
+    embeddings = [{"text_index": i, "embedding": gw.floats.fragment(v)} for i, v in enumerate(result.vectors)]
     return _respond(request, {"embeddings": embeddings}, result, {"total_tokens": result.billed_tokens})
 
 

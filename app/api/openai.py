@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import base64
 from functools import partial
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -20,6 +18,7 @@ from ..service import EmbedRequest, EmbedResult
 from . import access
 from .body import parse
 from .docs import request_body
+from .vectortext import VectorText
 
 router = APIRouter()
 
@@ -55,27 +54,17 @@ async def create_embeddings(request: Request) -> Response:
         items = [parse_items.fuse_all(items, spec, "input")]
     result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))
     return Response(
-        render(result, spec.name, body.encoding_format == "base64"),
+        render(result, spec.name, gw.base64s if body.encoding_format == "base64" else gw.floats),
         media_type="application/json",
         headers=cache_headers(result),
     )
 
 
-def render(result: EmbedResult, model: str, as_base64: bool) -> bytes:
-    if as_base64:
-        data = [
-            {"object": "embedding", "index": i, "embedding": base64.b64encode(v).decode()}
-            for i, v in enumerate(result.vectors)
-        ]
-    else:
-        data = [
-            {"object": "embedding", "index": i, "embedding": np.frombuffer(v, dtype="<f4")}
-            for i, v in enumerate(result.vectors)
-        ]
+def render(result: EmbedResult, model: str, text: VectorText) -> bytes:
+    """`text`: the gateway's float or base64 encoder of vectors (memoised, see vectortext.py)."""
+    data = [{"object": "embedding", "index": i, "embedding": text.fragment(v)} for i, v in enumerate(result.vectors)]
     usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
-    return orjson.dumps(
-        {"object": "list", "data": data, "model": model, "usage": usage}, option=orjson.OPT_SERIALIZE_NUMPY
-    )
+    return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
 
 
 def cache_headers(result: EmbedResult) -> dict[str, str]:

@@ -58,7 +58,8 @@ async def readyz(request: Request) -> Response:
         "cache": {"backend": gw.cache.name, "ok": cache_ok},
         "limits": gw.limits.status(),
         "upstreams": {
-            name: {"kind": gw.upstream_kinds[name], "state": state} for name, state in sorted(states.items())
+            name: {"kind": gw.upstream_kinds[name], "state": state, "circuit": gw.service.circuit(name)}
+            for name, state in sorted(states.items())
         },
         "models": len(gw.catalog),
     }

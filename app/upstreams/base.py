@@ -131,15 +131,20 @@ def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
 def _error_for(resp: httpx.Response, upstream: str, code: str | None, message: object) -> GatewayError:
     status = resp.status_code
     text = f"upstream {upstream}: {_clean(message)}"
+    hint = _retry_after(resp)
     if status == 429:
-        return RateLimited(text, code=code or "Throttling", dashscope_code=code, retry_after=_retry_after(resp) or 1.0)
+        limited = RateLimited(text, code=code or "Throttling", dashscope_code=code, retry_after=hint or 1.0)
+        limited.upstream_retry_after = hint
+        return limited
     if status in (401, 403):
         return UpstreamFailed(
             f"upstream {upstream} refused the gateway's credentials ({code or status})", code="upstream_auth"
         )
     if 400 <= status < 500:
         return UpstreamRejected(text, status=status, code=code, dashscope_code=code or "InvalidParameter")
-    return UpstreamFailed(text, code=code)
+    failed = UpstreamFailed(text, code=code)
+    failed.upstream_retry_after = hint
+    return failed
 
 
 def error_from_transport(exc: httpx.HTTPError, upstream: str) -> GatewayError:

@@ -1,0 +1,73 @@
+"""The embedding routes, served without FastAPI's per-request machinery.
+
+FastAPI keeps documenting these routes (the OpenAPI schema comes from their decorators, and their
+functions are the ones called here), but a POST to one of them is dispatched by this middleware
+straight to the route function: no router walk, no dependency solving, no exception-middleware and
+exit-stack layers. Those layers cost about a sixth of the gateway's time on a cache hit, as measured
+with py-spy (`bench/README.md`), and these routes use none of them: they read their own bodies and
+raise GatewayError, which is rendered here by the same table as everywhere else (errors.response_for).
+Every other path, and other methods on these paths, go through FastAPI as usual.
+
+Only a route that needs nothing from FastAPI is served here (`routes_of` checks: POST, no dependencies, no
+declared parameters but the request): a route that gains a `Depends(...)` (auth, say) drops back to
+FastAPI's routing by itself. Middleware that must see every request is added after this one (outside it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..errors import response_for
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class FastPath:
+    def __init__(self, app: ASGIApp, routes: dict[str, Endpoint]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request)
+        except Exception as exc:  # the one handler of this path: the same table as FastAPI's handlers
+            response = await response_for(request, exc)
+        await response(scope, receive, send)
+
+
+def routes_of(app: FastAPI, paths: Iterable[str]) -> dict[str, Endpoint]:
+    """The routes among `paths` that can be served past FastAPI: POST only, and nothing to solve (no
+    dependencies of their own, of a router they were included with, or of the app)."""
+    wanted = set(paths)
+    if app.router.dependencies:
+        return {}
+    return {path: ep for path, ep in _plain_routes(app.routes, "") if path in wanted}
+
+
+def _plain_routes(routes: Iterable[object], prefix: str) -> Iterator[tuple[str, Endpoint]]:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI >= 0.16x keeps included routers apart
+        if included is not None:
+            context = getattr(route, "include_context", None)
+            if context is None or getattr(context, "dependencies", None):
+                continue
+            yield from _plain_routes(included.routes, prefix + getattr(context, "prefix", ""))
+        elif isinstance(route, APIRoute) and route.methods == {"POST"} and _plain(route):
+            yield prefix + route.path, route.endpoint
+
+
+def _plain(route: APIRoute) -> bool:
+    d = route.dependant
+    declared = (d.dependencies, d.path_params, d.query_params, d.header_params, d.cookie_params, d.body_params)
+    return not any(declared) and not route.dependencies and d.request_param_name == "request"

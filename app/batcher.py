@@ -1,0 +1,176 @@
+"""Micro-batching: misses from concurrent requests for the same model and vector-changing parameters are
+combined into one upstream call of up to the model's batch limit.
+
+When no call of the group is in flight, queued items go at the end of the current event-loop turn (a lone
+request waits for nobody); otherwise the first item to arrive opens a window of `window_s`, and the group
+is sent when the window ends or as soon as it holds a full batch.
+
+Each item carries its own future, resolved with its vector and its share of the call's billed tokens:
+the upstream bills a call, not an item, so a call's tokens are apportioned to its items by their share
+of the estimated tokens (`Item.est_tokens`), in whole tokens (largest remainder). A request's `usage` is
+the sum of its items' shares, so the usage of the requests that shared a call adds up exactly to what
+the upstream billed for it.
+
+Every call runs in its own task: a client that goes away cancels its own wait, never a call that other
+requests share. When the upstream refuses a shared call as invalid (4xx: one request's text too long for
+it, say), each request's items are sent again on their own, so that only that request gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import orjson
+
+from .catalog import ModelSpec
+from .errors import UpstreamRejected
+from .items import Item
+from .params import Params
+from .upstreams.base import Result
+
+log = logging.getLogger("embedding_gateway.batcher")
+
+# (vector bytes, share of the billed tokens)
+Answer = tuple[bytes, int]
+
+
+@dataclass(slots=True)
+class Pending:
+    key: str
+    item: Item
+    future: asyncio.Future[Answer]
+    deadline: float
+    write: bool
+    owner: int = 0  # the request that asked for it (an upstream 4xx is only that request's error)
+
+
+Send = Callable[[ModelSpec, Params, list[Item], float], Awaitable[Result]]
+Done = Callable[[list[Pending], bool], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Group:
+    spec: ModelSpec
+    params: Params
+    size: int
+    items: list[Pending]
+    timer: asyncio.Handle | None = None
+
+
+def apportion(total: int, weights: list[int]) -> list[int]:
+    """`total` split in proportion to `weights`, in whole numbers that add up to `total` exactly
+    (largest remainders get the leftover units)."""
+    weight = sum(weights)
+    if weight <= 0:
+        weights, weight = [1] * len(weights), len(weights)
+    exact = [total * w / weight for w in weights]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - shares[i], reverse=True)
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def group_key(spec: ModelSpec, params: Params) -> tuple[str, int, bool, bytes]:
+    return spec.name, params.dimension, params.send_dimension, orjson.dumps(params.options, option=orjson.OPT_SORT_KEYS)
+
+
+class Batcher:
+    """`submit()` queues items; `send` makes one upstream call; `done(pendings, ok)` runs after the answers
+    were delivered (the coalescer writes the cache and releases its leases there)."""
+
+    def __init__(self, send: Send, done: Done, *, window_s: float) -> None:
+        self.send = send
+        self.done = done
+        self.window_s = window_s
+        self.groups: dict[tuple[str, int, bool, bytes], _Group] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.busy: dict[tuple[str, int, bool, bytes], int] = {}  # calls in flight per group
+
+    def submit(self, spec: ModelSpec, params: Params, pendings: list[Pending]) -> None:
+        gk = group_key(spec, params)
+        group = self.groups.get(gk)
+        if group is None:
+            size = 1 if params.fusion else spec.max_batch
+            group = self.groups[gk] = _Group(spec, params, size, [])
+        group.items.extend(pendings)
+        while len(group.items) >= group.size:
+            chunk, group.items = group.items[: group.size], group.items[group.size :]
+            self._start(group, chunk)
+        if not group.items:
+            self._cancel_timer(gk, group)
+        elif group.timer is None:
+            loop = asyncio.get_running_loop()
+            if self.window_s > 0 and self.busy.get(gk, 0) > 0:
+                group.timer = loop.call_later(self.window_s, self._flush, gk)
+            else:  # nothing of this group in flight: no one to wait for but this loop turn's requests
+                group.timer = loop.call_soon(self._flush, gk)
+
+    def _cancel_timer(self, gk: tuple[str, int, bool, bytes], group: _Group) -> None:
+        if group.timer is not None:
+            group.timer.cancel()
+        del self.groups[gk]
+
+    def _flush(self, gk: tuple[str, int, bool, bytes]) -> None:
+        group = self.groups.pop(gk, None)
+        if group is not None and group.items:
+            self._start(group, group.items)
+
+    def _start(self, group: _Group, chunk: list[Pending]) -> None:
+        gk = group_key(group.spec, group.params)
+        self.busy[gk] = self.busy.get(gk, 0) + 1
+        task = asyncio.get_running_loop().create_task(self._call(group.spec, group.params, chunk))
+        self.tasks.add(task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self.tasks.discard(t)
+            left = self.busy.pop(gk, 1) - 1
+            if left > 0:
+                self.busy[gk] = left
+
+        task.add_done_callback(finished)
+
+    async def _call(self, spec: ModelSpec, params: Params, chunk: list[Pending]) -> None:
+        deadline = max(p.deadline for p in chunk)
+        try:
+            result = await self.send(spec, params, [p.item for p in chunk], deadline)
+        except UpstreamRejected as exc:
+            owners: dict[int, list[Pending]] = {}
+            for p in chunk:
+                owners.setdefault(p.owner, []).append(p)
+            if len(owners) > 1:  # one request's item was refused: each request's items again on their own
+                await asyncio.gather(*(self._call(spec, params, mine) for mine in owners.values()))
+            else:
+                await self._fail(chunk, exc)
+            return
+        except Exception as exc:  # delivered to every waiting request, each raises it on its own
+            await self._fail(chunk, exc)
+            return
+        except BaseException:
+            await self._fail(chunk, asyncio.CancelledError())
+            raise
+        rows = result.vectors.astype("<f4", copy=False)
+        shares = apportion(result.billed_tokens, [p.item.est_tokens for p in chunk])
+        for i, p in enumerate(chunk):
+            if not p.future.done():
+                p.future.set_result((rows[i].tobytes(), shares[i]))
+        await self.done(chunk, True)
+
+    async def _fail(self, chunk: list[Pending], exc: BaseException) -> None:
+        for p in chunk:
+            if not p.future.done():
+                p.future.set_exception(exc)
+        await self.done(chunk, False)
+
+    async def close(self) -> None:
+        """Send what is queued and wait for every call in flight (graceful shutdown)."""
+        for gk in list(self.groups):
+            group = self.groups[gk]
+            if group.timer is not None:
+                group.timer.cancel()
+            self._flush(gk)
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -1,0 +1,210 @@
+"""Coalescing: identical in-flight misses go upstream once.
+
+Within a process, the first request that misses a content key owns a future for it; any request that
+misses the same key while it is in flight awaits that future instead of calling the upstream. Across
+replicas, the owner also takes a short Redis lease on the key (see lease.py); a replica that finds the
+lease taken polls the cache for the vector (with backoff, at most `wait_s`, never past the request's
+deadline) and goes upstream itself only if the vector does not appear or the lease goes away without one.
+
+The owner's misses go to the batcher (one upstream call per model batch); when a call's answers are
+delivered, its vectors are written to the cache in one pipelined write, then the leases are released and
+the in-flight entries dropped (in that order, so a request that comes later finds the vector in the cache
+or the entry still in flight, never neither).
+
+Items answered by another request's call (in this process or another) are `coalesced`: the request that
+made the call pays for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from .batcher import Answer, Batcher, Pending
+from .cache import VectorCache
+from .catalog import ModelSpec
+from .errors import UpstreamTimeout
+from .items import Item
+from .lease import Leases
+from .params import Params
+
+REMOTE = -1  # the share of an answer another replica paid for
+Write = Callable[[Sequence[tuple[str, bytes]]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Fetched:
+    vectors: dict[str, bytes]
+    billed: int = 0
+    coalesced: set[str] = field(default_factory=set)
+
+
+class Coalescer:
+    def __init__(
+        self,
+        batcher_of: Callable[[Coalescer], Batcher],
+        cache: VectorCache,
+        write: Write,
+        leases: Leases,
+        *,
+        wait_s: float,
+        lease_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inflight: dict[str, asyncio.Future[Answer]] = {}
+        self.batcher = batcher_of(self)
+        self.cache = cache
+        self.write = write
+        self.leases = leases
+        self.wait_s = wait_s
+        self.lease_s = lease_s
+        self.clock = clock
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.requests = itertools.count(1)
+
+    async def fetch(
+        self,
+        spec: ModelSpec,
+        params: Params,
+        missing: list[tuple[str, Item]],
+        *,
+        deadline: float,
+        write: bool,
+        shared: bool,
+    ) -> Fetched:
+        """Vectors for `missing` (content key, item); `shared`: may wait on other replicas' leases."""
+        loop = asyncio.get_running_loop()
+        owner = next(self.requests)
+        futures: dict[str, asyncio.Future[Answer]] = {}
+        joined: set[str] = set()
+        owned: list[Pending] = []
+        for key, item in missing:
+            fut = self.inflight.get(key)
+            if fut is not None:
+                joined.add(key)
+            else:
+                fut = self.inflight[key] = loop.create_future()
+                fut.add_done_callback(_retrieve)
+                owned.append(Pending(key, item, fut, deadline, write, owner))
+            futures[key] = fut
+        if owned:
+            if shared and self.leases.shared:
+                self._spawn(self._claim_then_submit(spec, params, owned, deadline))
+            else:
+                self.batcher.submit(spec, params, owned)
+        return await self._collect(futures, joined, {p.key for p in owned}, deadline, spec.name)
+
+    async def _collect(
+        self, futures: dict[str, asyncio.Future[Answer]], joined: set[str], owned: set[str], deadline: float, model: str
+    ) -> Fetched:
+        remaining = deadline - self.clock()
+        if remaining > 0:
+            await asyncio.wait(futures.values(), timeout=remaining)
+        out = Fetched({}, coalesced=set(joined))
+        error: BaseException | None = None
+        for key, fut in futures.items():
+            if not fut.done():
+                error = error or UpstreamTimeout(f"the upstream of {model} did not answer within the request deadline")
+                continue
+            exc = fut.exception()
+            if exc is not None:
+                error = error or exc
+                continue
+            vector, share = fut.result()
+            out.vectors[key] = vector
+            if share < 0:  # answered by another replica's call
+                out.coalesced.add(key)
+            elif key in owned:
+                out.billed += share
+        if error is not None:
+            raise error
+        return out
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _claim_then_submit(self, spec: ModelSpec, params: Params, owned: list[Pending], deadline: float) -> None:
+        try:
+            mine, found = await self.leases.claim([p.key for p in owned], self.lease_s)
+            size = 4 * params.dimension
+            go, others = [], []
+            for p in owned:
+                vector = found.get(p.key)
+                if vector is not None and len(vector) == size:  # fetched by another replica meanwhile
+                    p.future.set_result((vector, REMOTE))
+                    self._forget(p)
+                elif p.key in mine or vector is not None:
+                    go.append(p)
+                else:
+                    others.append(p)
+            if go:
+                self.batcher.submit(spec, params, go)
+            if others:
+                await self._wait_remote(spec, params, others, deadline)
+        except Exception as exc:  # a bug or a cache failure here must not leave requests waiting
+            for p in owned:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+                    self._forget(p)
+
+    async def _wait_remote(self, spec: ModelSpec, params: Params, pendings: list[Pending], deadline: float) -> None:
+        """Another replica holds the leases: poll until the vectors appear in the cache, a lease goes away
+        without one, or the wait budget ends; what is still missing then, we fetch ourselves."""
+        until = min(deadline, self.clock() + self.wait_s)
+        size = 4 * params.dimension
+        waiting = {p.key: p for p in pendings}
+        pause = 0.002
+        while waiting and self.clock() + pause < until:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+            keys = list(waiting)
+            # Leases first, then the cache: the owner writes before it releases, so a lease seen gone
+            # means the vector (if any) is already readable.
+            held = await self.leases.held(keys)
+            values = await self.cache.get_many(keys)
+            orphans = []
+            for key, value in zip(keys, values, strict=True):
+                if value is not None and len(value) == size:
+                    p = waiting.pop(key)
+                    if not p.future.done():
+                        p.future.set_result((value, REMOTE))
+                    self._forget(p)
+                elif key not in held:
+                    orphans.append(waiting.pop(key))
+            if orphans:
+                self.batcher.submit(spec, params, orphans)
+        if waiting:
+            self.batcher.submit(spec, params, list(waiting.values()))
+
+    def _forget(self, p: Pending) -> None:
+        if self.inflight.get(p.key) is p.future:
+            del self.inflight[p.key]
+
+    async def delivered(self, pendings: list[Pending], ok: bool) -> None:
+        """The batcher's hook after a call: write the new vectors, release leases, drop in-flight entries."""
+        try:
+            if ok:
+                entries = [(p.key, p.future.result()[0]) for p in pendings if p.write and not p.future.cancelled()]
+                if entries:
+                    await self.write(entries)
+            if self.leases.shared:
+                await self.leases.release([p.key for p in pendings])
+        finally:
+            for p in pendings:
+                self._forget(p)
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _retrieve(fut: asyncio.Future[Answer]) -> None:
+    """Mark an exception as seen: requests that gave up at their deadline never read it."""
+    if not fut.cancelled():
+        fut.exception()

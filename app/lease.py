@@ -1,0 +1,124 @@
+"""Short Redis leases that tell the other replicas "this content key is being fetched: wait for it".
+
+`claim(keys)` runs one script for all keys: a key whose vector is in the cache by now is answered with it
+(another replica fetched it between our cache read and this claim: checking again in the same atomic step
+closes that gap), otherwise `<key>:lease` is set with SET NX PX; it returns the keys this process now holds
+and the vectors found. `held(keys)` says which leases still exist; `release(keys)` deletes the leases this
+process holds (compare-and-delete, so a lease that expired and was taken by another replica is left).
+Redis failing or stalling never blocks a request: a lease that cannot be taken counts as taken by us
+(we go upstream ourselves, as without coalescing), and the cache's breaker keeps us off a dead Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .cache import Breaker
+from .tickbatch import TickBatcher
+
+CLAIM = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local v = redis.call('GET', key)
+  if v then
+    out[i] = v
+  elseif redis.call('SET', key .. ':lease', ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+RELEASE = """
+local n = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then n = n + redis.call('DEL', key) end
+end
+return n
+"""
+
+
+def lease_key(key: str) -> str:
+    return key + ":lease"
+
+
+class Leases(Protocol):
+    shared: bool  # whether other processes see these leases
+
+    async def claim(self, keys: Sequence[str], ttl_s: float) -> tuple[set[str], dict[str, bytes]]: ...
+
+    async def held(self, keys: Sequence[str]) -> set[str]: ...
+
+    async def release(self, keys: Sequence[str]) -> None: ...
+
+
+class LocalLeases:
+    """No shared store: every key is ours (coalescing stays within the process)."""
+
+    shared = False
+
+    async def claim(self, keys: Sequence[str], ttl_s: float) -> tuple[set[str], dict[str, bytes]]:
+        return set(keys), {}
+
+    async def held(self, keys: Sequence[str]) -> set[str]:
+        return set()
+
+    async def release(self, keys: Sequence[str]) -> None:
+        return None
+
+
+class RedisLeases:
+    shared = True
+
+    def __init__(self, client: aioredis.Redis, breaker: Breaker, timeout_s: float) -> None:
+        self.client = client
+        self.breaker = breaker
+        self.timeout_s = timeout_s
+        self.token = uuid.uuid4().hex
+        self._claim = client.register_script(CLAIM)
+        self._release = client.register_script(RELEASE)
+        self._claims: dict[int, TickBatcher[str, bytes | int]] = {}
+
+    async def claim(self, keys: Sequence[str], ttl_s: float) -> tuple[set[str], dict[str, bytes]]:
+        if not keys or not self.breaker.allows:
+            return set(keys), {}
+        px = max(1, int(ttl_s * 1000))
+        batcher = self._claims.get(px)
+        if batcher is None:  # one per lease length (in practice, one): the claims of a loop turn go together
+            batcher = self._claims[px] = TickBatcher(lambda ks: self._claim_now(ks, px))
+        answers = await batcher(keys)
+        found = {k: a for k, a in zip(keys, answers, strict=True) if isinstance(a, bytes)}
+        return {k for k, a in zip(keys, answers, strict=True) if a == 1}, found
+
+    async def _claim_now(self, keys: list[str], px: int) -> list[bytes | int]:
+        try:
+            answers = await asyncio.wait_for(self._claim(keys=keys, args=[self.token, px]), self.timeout_s)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self.breaker.failed(type(exc).__name__)
+            return [1] * len(keys)
+        return list(answers)
+
+    async def held(self, keys: Sequence[str]) -> set[str]:
+        if not keys or not self.breaker.allows:
+            return set()
+        try:
+            values = await asyncio.wait_for(self.client.mget([lease_key(k) for k in keys]), self.timeout_s)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self.breaker.failed(type(exc).__name__)
+            return set()
+        return {k for k, v in zip(keys, values, strict=True) if v is not None}
+
+    async def release(self, keys: Sequence[str]) -> None:
+        if not keys or not self.breaker.allows:
+            return
+        try:
+            await asyncio.wait_for(self._release(keys=[lease_key(k) for k in keys], args=[self.token]), self.timeout_s)
+        except (TimeoutError, RedisError, OSError) as exc:
+            self.breaker.failed(type(exc).__name__)

@@ -1,0 +1,200 @@
+"""Upstream resilience: retries with exponential backoff and jitter within a per-request deadline, a circuit
+breaker per upstream, and a bound on the calls in flight to one upstream.
+
+A small loop rather than tenacity: the decisions that matter here are ours, not generic ones. A wait is
+the upstream's own `Retry-After` when it sent one, else the backoff; a wait that would end past the
+deadline is not started (the client gets the error at once, with its Retry-After); every attempt passes
+the breaker and the upstream quota gate first; and gate refusals or validation errors are never retried.
+Expressed in tenacity, that is a custom wait, stop, retry predicate and before-hook around ~30 lines of
+logic, plus a dependency; the loop below is easier to read and to test with an injected clock and sleep.
+
+What is retried: 429, 5xx, timeouts, connection errors and malformed answers (UpstreamFailed). What is
+not: upstream 4xx (UpstreamRejected: the same request would be refused again), refused credentials, and
+anything the gate raises. What opens the breaker: consecutive failures of the upstream itself (5xx,
+timeouts, resets, malformed answers). A 429 or a 4xx shows the upstream alive, so it counts as success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .errors import GatewayError, RateLimited, Unavailable, UpstreamFailed, UpstreamTimeout
+from .metrics import Metrics
+
+log = logging.getLogger("embedding_gateway.resilience")
+
+T = TypeVar("T")
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 10
+    base_s: float = 0.05
+    cap_s: float = 2.0
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Wait before retry number `retry` (0-based): exponential, capped, half of it jittered."""
+        ceiling = min(self.cap_s, self.base_s * (2**retry))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def retryable(exc: GatewayError) -> bool:
+    if isinstance(exc, RateLimited):
+        return True
+    return isinstance(exc, UpstreamFailed) and exc.code != "upstream_auth"
+
+
+def upstream_failure(exc: GatewayError) -> bool:
+    """Whether `exc` says the upstream itself is failing (what the breaker counts)."""
+    return isinstance(exc, UpstreamFailed) and exc.code != "upstream_auth"
+
+
+class CircuitBreaker:
+    """closed -> (failures consecutive failures) -> open for open_s -> half-open: one probe at a time;
+    the probe's success closes it, its failure opens it again. Logs once per state change."""
+
+    def __init__(
+        self, name: str, *, failures: int, open_s: float, metrics: Metrics | None = None, clock: Clock = time.monotonic
+    ) -> None:
+        self.name = name
+        self.threshold = failures
+        self.open_s = open_s
+        self.metrics = metrics
+        self.clock = clock
+        self.state = "closed"
+        self.failures = 0
+        self.open_until = 0.0
+        self.probing = False
+
+    def enter(self) -> bool:
+        """Before an attempt: raises Unavailable while open; returns True when this attempt is the probe."""
+        if self.state == "closed":
+            return False
+        now = self.clock()
+        if self.state == "open" and now >= self.open_until:
+            self._set("half-open")
+        if self.state == "half-open" and not self.probing:
+            self.probing = True
+            return True
+        wait = max(self.open_until - now, 0.0) if self.state == "open" else min(self.open_s, 1.0)
+        raise Unavailable(
+            f"upstream {self.name} is failing; not calling it for {wait:.1f}s",
+            code="upstream_unavailable",
+            retry_after=max(wait, 0.001),
+        )
+
+    def succeeded(self, probe: bool) -> None:
+        self.failures = 0
+        if probe:
+            self.probing = False
+        if self.state != "closed":
+            self._set("closed")
+
+    def failed(self, probe: bool) -> None:
+        self.failures += 1
+        if probe:
+            self.probing = False
+        if probe or (self.state == "closed" and self.failures >= self.threshold):
+            self.open_until = self.clock() + self.open_s
+            self._set("open")
+
+    def abandoned(self, probe: bool) -> None:
+        """The attempt ended without a verdict (cancelled, or the gate refused it)."""
+        if probe:
+            self.probing = False
+
+    def _set(self, state: str) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        if state == "open":
+            log.warning(
+                "upstream %s: circuit open after %d failures; probing in %.1fs", self.name, self.failures, self.open_s
+            )
+        elif state == "closed":
+            log.warning("upstream %s: circuit closed, upstream answering again", self.name)
+        if self.metrics is not None:
+            self.metrics.breaker_open.labels(f"upstream:{self.name}").set(1 if state == "open" else 0)
+
+
+class Guard:
+    """Everything one upstream's calls pass through: breaker, in-flight bound, deadline, retries."""
+
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        policy: RetryPolicy,
+        *,
+        concurrency: int,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.breaker = breaker
+        self.policy = policy
+        self.slots = asyncio.Semaphore(concurrency)
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+
+    async def run(self, send: Callable[[], Awaitable[T]], admit: Callable[[], Awaitable[None]], deadline: float) -> T:
+        """`send` until it succeeds, a non-retryable error, the attempts run out, or the deadline
+        (a `time.monotonic()` instant) would pass. `admit` runs immediately before every attempt."""
+        name = self.breaker.name
+        attempt = 0
+        while True:
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise UpstreamTimeout(f"upstream {name} did not answer within the request deadline")
+            error = await self._attempt(send, admit, remaining)
+            if not isinstance(error, GatewayError):
+                return error
+            attempt += 1
+            if not retryable(error) or attempt >= self.policy.attempts:
+                raise error
+            hint = error.upstream_retry_after
+            delay = hint if hint is not None else self.policy.backoff(attempt - 1, self.rng)
+            if self.clock() + delay >= deadline:
+                raise error
+            await self.sleep(delay)
+
+    async def _attempt(
+        self, send: Callable[[], Awaitable[T]], admit: Callable[[], Awaitable[None]], remaining: float
+    ) -> T | GatewayError:
+        probe = self.breaker.enter()
+        sending = False
+        try:
+            async with asyncio.timeout(remaining):
+                async with self.slots:
+                    await admit()
+                    sending = True
+                    result = await send()
+        except TimeoutError:
+            error: GatewayError = UpstreamTimeout(f"upstream {self.breaker.name} did not answer within the deadline")
+            if not sending:
+                self.breaker.abandoned(probe)
+                raise error from None
+        except GatewayError as exc:
+            if not sending:
+                self.breaker.abandoned(probe)
+                raise
+            error = exc
+        except BaseException:
+            self.breaker.abandoned(probe)
+            raise
+        else:
+            self.breaker.succeeded(probe)
+            return result
+        if upstream_failure(error):
+            self.breaker.failed(probe)
+        else:
+            self.breaker.succeeded(probe)
+        return error

@@ -1,0 +1,126 @@
+"""The benchmark's processes: redis-server, the stand-in upstream, the ASGI baseline and the gateway, each
+on a free loopback port, each stopped at the end (`with stack() as s: ...`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "sk-bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+
+
+def wait_ready(p: Proc, path: str, timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if p.proc.poll() is not None:
+            raise RuntimeError(f"{p.name} exited with {p.proc.returncode}")
+        try:
+            if httpx.get(p.url + path, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{p.name} did not start within {timeout}s")
+
+
+def stop(p: Proc) -> None:
+    if p.proc.poll() is None:
+        p.proc.send_signal(signal.SIGTERM)
+        try:
+            p.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            p.proc.kill()
+            p.proc.wait()
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DASHSCOPE_", "OPENAI_", "EMBEDDING_"))}
+    out.update({"PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
+    out.update(extra)
+    return out
+
+
+class Stack:
+    """The processes of one run; every one is stopped at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[Proc] = []
+
+    def spawn(self, name: str, args: list[str], port: int, extra: dict[str, str] | None = None) -> Proc:
+        log = (self.workdir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(args, cwd=ROOT, env=env(**(extra or {})), stdout=log, stderr=subprocess.STDOUT)
+        p = Proc(name, f"http://127.0.0.1:{port}", proc)
+        self.procs.append(p)
+        return p
+
+    def redis(self) -> str:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+        port = free_port()
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.spawn("redis", [*args, "--dir", str(self.workdir)], port)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return f"redis://127.0.0.1:{port}/0"
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def gateway(self, name: str, standin: Proc, redis_url: str, workers: int) -> Proc:
+        port = free_port()
+        extra = {
+            "GATEWAY_AUTH": "off",
+            "DASHSCOPE_API_KEY": KEY,
+            "DASHSCOPE_BASE_URL": standin.url + "/api/v1",
+            "OPENAI_API_KEY": KEY,
+            "OPENAI_BASE_URL": standin.url + "/v1",
+            "REDIS_URL": redis_url,
+        }
+        args = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
+        return self.spawn(name, args, port, extra)
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            stop(p)
+
+
+@contextmanager
+def stack() -> Iterator[Stack]:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        s = Stack(Path(tmp))
+        try:
+            yield s
+        finally:
+            s.close()
