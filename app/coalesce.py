@@ -189,7 +189,7 @@ class Coalescer:
         """The batcher's hook after a call: write the new vectors, release leases, drop in-flight entries."""
         try:
             if ok:
-                entries = [(p.key, p.future.result()[0]) for p in pendings if p.write and not p.future.cancelled()]
+                entries = [(p.key, p.future.result()[0]) for p in pendings if p.write and _answered(p.future)]
                 if entries:
                     await self.write(entries)
             if self.leases.shared:
@@ -208,3 +208,7 @@ def _retrieve(fut: asyncio.Future[Answer]) -> None:
     """Mark an exception as seen: requests that gave up at their deadline never read it."""
     if not fut.cancelled():
         fut.exception()
+
+
+def _answered(fut: asyncio.Future[Answer]) -> bool:
+    return fut.done() and not fut.cancelled() and fut.exception() is None
