@@ -154,7 +154,10 @@ def run(tmp_path_factory: pytest.TempPathFactory, standin_session: StandIn, gate
     standin_session.reset()
     workdir = tmp_path_factory.mktemp("prometheus")
     redis = start_redis(workdir / "redis")
-    gw = gateways.start(redis_url=redis.url, workers=2, env={"REDIS_RETRY_AFTER_S": "1"})
+    # One upstream answer per call (no retries, no circuit breaker): the traffic mix expects each request's
+    # own status and compares the counters with what the stand-in saw.
+    env = {"REDIS_RETRY_AFTER_S": "1", "RETRY_ATTEMPTS": "1", "BREAKER_FAILURES": "1000000"}
+    gw = gateways.start(redis_url=redis.url, workers=2, env=env)
     prom, proc = start_prometheus(workdir, gw.url.removeprefix("http://"))
     try:
         prom.wait(lambda: prom.query('up{job="embedding-gateway"} == 1'), "a first scrape of the gateway")
@@ -206,7 +209,8 @@ def test_upstream_counters_equal_what_the_upstream_saw(run: Run) -> None:
     assert by(samples(run.exposition, "gateway_upstream_requests_total"), "status") == {
         (s,): n for s, n in seen.items()
     }
-    assert seen["429"] >= 10 and seen["500"] >= 20
+    # Concurrent misses share upstream calls (micro-batching): at least one call, at most one per request.
+    assert 1 <= seen["429"] <= 10 and 1 <= seen["500"] <= 20
     count = sum(v for _, v in samples(run.exposition, "gateway_upstream_batch_size_count"))
     items = sum(v for _, v in samples(run.exposition, "gateway_upstream_batch_size_sum"))
     assert (count, items) == (len(calls), sum(c["n_items"] for c in calls))

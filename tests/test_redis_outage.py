@@ -25,7 +25,9 @@ BOUND_S = 2.0  # per request; Redis timeout 0.25 s, the stand-in answers in mill
 @pytest.fixture
 def outage(gateways: GatewayFactory, tmp_path: Path) -> Iterator[tuple[RedisServer, Gateway, Path]]:
     server = start_redis(tmp_path / "redis")
-    gw = gateways.start(redis_url=server.url, env={"REDIS_TIMEOUT_S": "0.25", "REDIS_RETRY_AFTER_S": "0.5"})
+    gw = gateways.start(
+        redis_url=server.url, env={"REDIS_TIMEOUT_S": "0.25", "REDIS_RETRY_AFTER_S": "0.5", "CACHE_HOT_MAX_BYTES": "0"}
+    )
     yield server, gw, tmp_path
     stop(gw.proc)
     server.resume()

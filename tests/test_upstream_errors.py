@@ -19,6 +19,16 @@ TEXT = "/api/v1/services/embeddings/text-embedding/text-embedding"
 WRONG_KEY = "sk-wrong-" + uuid.uuid4().hex
 
 
+# The error map itself, one upstream answer per request: retries and the circuit breaker (which absorb these
+# failures in normal operation) are off here; tests/test_upstream_failures.py covers them.
+NO_RESILIENCE = {"RETRY_ATTEMPTS": "1", "BREAKER_FAILURES": "1000000"}
+
+
+@pytest.fixture(scope="module")
+def mapping_gw(gateways: GatewayFactory) -> Gateway:
+    return gateways.start(env=NO_RESILIENCE)
+
+
 def body(route: str, model: str = "text-embedding-v4") -> dict[str, Any]:
     text = "t " + uuid.uuid4().hex
     if route == OPENAI:
@@ -39,20 +49,20 @@ def error_of(resp: httpx.Response, route: str) -> tuple[str | None, str]:
 
 
 @pytest.mark.parametrize("route", [OPENAI, TEXT])
-def test_upstream_429_keeps_retry_after(gateway_redis: Gateway, standin: StandIn, route: str) -> None:
+def test_upstream_429_keeps_retry_after(mapping_gw: Gateway, standin: StandIn, route: str) -> None:
     standin.control(fail_rate=1, fail_modes=["429"], retry_after=3)
-    resp = call(gateway_redis, route)
+    resp = call(mapping_gw, route)
     assert resp.status_code == 429 and resp.headers["retry-after"] == "3"
     code, message = error_of(resp, route)
     assert code == "Throttling.RateQuota" and "rate limit" in message.lower()
     standin.control(retry_after=None)
-    resp = call(gateway_redis, route)
+    resp = call(mapping_gw, route)
     assert resp.status_code == 429 and int(resp.headers["retry-after"]) >= 1
 
 
-def test_openai_sdk_sees_a_rate_limit_error(gateway_redis: Gateway, standin: StandIn) -> None:
+def test_openai_sdk_sees_a_rate_limit_error(mapping_gw: Gateway, standin: StandIn) -> None:
     standin.control(fail_rate=1, fail_modes=["429"], retry_after=2)
-    client = openai.OpenAI(base_url=gateway_redis.url + "/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=mapping_gw.url + "/v1", api_key="unused", max_retries=0)
     with client, pytest.raises(openai.RateLimitError) as info:
         client.embeddings.create(model="text-embedding-v4", input="throttled " + uuid.uuid4().hex)
     assert info.value.response.headers["retry-after"] == "2"
@@ -60,11 +70,9 @@ def test_openai_sdk_sees_a_rate_limit_error(gateway_redis: Gateway, standin: Sta
 
 @pytest.mark.parametrize("route", [OPENAI, TEXT])
 @pytest.mark.parametrize("control", [{"fail_modes": ["500"]}, {"fail_modes": ["503"]}, {"fail_modes": ["reset"]}])
-def test_upstream_failures_are_502(
-    gateway_redis: Gateway, standin: StandIn, route: str, control: dict[str, Any]
-) -> None:
+def test_upstream_failures_are_502(mapping_gw: Gateway, standin: StandIn, route: str, control: dict[str, Any]) -> None:
     standin.control(fail_rate=1, **control)
-    resp = call(gateway_redis, route)
+    resp = call(mapping_gw, route)
     assert resp.status_code == 502, resp.text
     code, message = error_of(resp, route)
     assert message.startswith("upstream dashscope")
@@ -74,19 +82,19 @@ def test_upstream_failures_are_502(
 
 
 @pytest.mark.parametrize("route", [OPENAI, TEXT])
-def test_upstream_down_is_502_and_recovers(gateway_redis: Gateway, standin: StandIn, route: str) -> None:
+def test_upstream_down_is_502_and_recovers(mapping_gw: Gateway, standin: StandIn, route: str) -> None:
     standin.control(down=True)
-    assert call(gateway_redis, route).status_code == 502
+    assert call(mapping_gw, route).status_code == 502
     standin.control(down=False)
-    assert call(gateway_redis, route).status_code == 200
+    assert call(mapping_gw, route).status_code == 200
 
 
-def test_a_failure_is_not_cached(gateway_redis: Gateway, standin: StandIn) -> None:
+def test_a_failure_is_not_cached(mapping_gw: Gateway, standin: StandIn) -> None:
     payload = body(OPENAI)
     standin.control(fail_rate=1, fail_modes=["500"])
-    assert httpx.post(gateway_redis.url + OPENAI, json=payload).status_code == 502
+    assert httpx.post(mapping_gw.url + OPENAI, json=payload).status_code == 502
     standin.control(fail_rate=0)
-    ok = httpx.post(gateway_redis.url + OPENAI, json=payload)
+    ok = httpx.post(mapping_gw.url + OPENAI, json=payload)
     assert ok.status_code == 200 and ok.headers["x-cache-misses"] == "1"
 
 
@@ -105,7 +113,7 @@ def slow_gateway(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFact
         "  text-embedding-v3:\n"
         "    upstream_model: text-embedding-v9\n"
     )
-    return gateways.start(config=str(config))
+    return gateways.start(config=str(config), env=NO_RESILIENCE)
 
 
 @pytest.mark.parametrize("route", [OPENAI, TEXT])
@@ -136,7 +144,7 @@ def test_upstream_4xx_stays_4xx_with_its_code(slow_gateway: Gateway, standin: St
 
 @pytest.fixture(scope="module")
 def wrong_key_gateway(gateways: GatewayFactory) -> Gateway:
-    return gateways.start(upstream_key=WRONG_KEY)
+    return gateways.start(upstream_key=WRONG_KEY, env=NO_RESILIENCE)
 
 
 @pytest.mark.parametrize("route", [OPENAI, TEXT])
@@ -149,9 +157,9 @@ def test_a_wrong_upstream_key_is_502_naming_no_key(wrong_key_gateway: Gateway, s
 
 
 def test_no_log_line_holds_a_key(
-    gateway_redis: Gateway, slow_gateway: Gateway, wrong_key_gateway: Gateway, standin: StandIn
+    mapping_gw: Gateway, slow_gateway: Gateway, wrong_key_gateway: Gateway, standin: StandIn
 ) -> None:
-    for gw in (gateway_redis, slow_gateway, wrong_key_gateway):
+    for gw in (mapping_gw, slow_gateway, wrong_key_gateway):
         log = gw.output()
         assert UPSTREAM_KEY not in log and WRONG_KEY not in log
         assert "Traceback" not in log and "Bearer" not in log
