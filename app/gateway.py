@@ -35,6 +35,11 @@ class Gateway:
     floats: VectorText = field(default_factory=lambda: VectorText(32 * 1024 * 1024, float_json))
     base64s: VectorText = field(default_factory=lambda: VectorText(16 * 1024 * 1024, base64_json))
 
+    def size_text_memos(self, max_bytes: int) -> None:
+        """Float text takes about twice the room of base64 text: two thirds of the budget go to floats."""
+        self.floats = VectorText(max_bytes * 2 // 3, float_json)
+        self.base64s = VectorText(max_bytes // 3, base64_json)
+
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)
         if spec is None:

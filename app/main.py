@@ -216,6 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             quota=quota,
             fetcher=fetcher,
         )
+        gw.size_text_memos(settings.cache_text_max_bytes)
         drain = Drain(gw, settings.shutdown_drain_s)
         drain.install()
         log.info(

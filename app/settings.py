@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     cache_hot_max_bytes: int = Field(
         default=64 * 1024 * 1024, ge=0, description="with Redis: a per-worker LRU of recent vectors before it; 0: off"
     )
+    cache_text_max_bytes: int = Field(
+        default=48 * 1024 * 1024, ge=0, description="per worker: JSON text of recently served vectors, reused"
+    )
     redis_timeout_s: float = Field(default=0.25, gt=0, le=10)
     redis_retry_after_s: float = Field(default=2.0, ge=0, description="skip Redis this long after a failure")
 

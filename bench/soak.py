@@ -115,6 +115,10 @@ def start_stack(workdir: Path, origin: ImageServer, latency_ms: int, logdir: Pat
         MEDIA_FETCH="true",
         MEDIA_FETCH_ALLOW_HOSTS=orjson.dumps([origin.netloc]).decode(),
         LOG_LEVEL="warning",
+        # Small bounded caches that fill during the warm-up: growth after it would then be a leak, not a
+        # cache filling up to its configured size (64 MiB hot vectors + 48 MiB vector text by default).
+        CACHE_HOT_MAX_BYTES=str(4 * 1024 * 1024),
+        CACHE_TEXT_MAX_BYTES=str(4 * 1024 * 1024),
     )
     log = ((logdir or workdir) / "gateway-soak.log").open("ab")
     cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(gport), "--workers", "1"]
