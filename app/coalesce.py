@@ -83,7 +83,9 @@ class Coalescer:
         owned: list[Pending] = []
         for key, item in missing:
             fut = self.inflight.get(key)
-            if fut is not None:
+            # An answered future stays here until its cache write is done; a caller that skips the cache
+            # read (Cache-Control: no-cache) asked for a new computation, not for that answer.
+            if fut is not None and (shared or not fut.done()):
                 joined.add(key)
             else:
                 fut = self.inflight[key] = loop.create_future()

@@ -82,6 +82,20 @@ def decode_base64_vector(value: str, dim: int, upstream: str) -> list[float] | n
     return np.frombuffer(raw, dtype="<f4")
 
 
+async def post_json(
+    client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str], upstream: str
+) -> dict[str, Any]:
+    """The one send of every HTTP adapter: POST a JSON body, map transport failures and non-200 answers to
+    gateway errors, return the answer's JSON object."""
+    try:
+        resp = await client.post(url, content=orjson.dumps(body), headers=headers)
+    except httpx.HTTPError as exc:
+        raise error_from_transport(exc, upstream) from None
+    if resp.status_code != 200:
+        raise error_from_response(resp, upstream)
+    return parse_json(resp, upstream)
+
+
 def parse_json(resp: httpx.Response, upstream: str) -> dict[str, Any]:
     try:
         body = orjson.loads(resp.content)

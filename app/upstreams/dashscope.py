@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import orjson
 
-from .base import Batch, Result, assemble, error_from_response, error_from_transport, parse_json, usage_tokens
+from .base import Batch, Result, assemble, post_json, usage_tokens
 
 MULTIMODAL_PATH = "/services/embeddings/multimodal-embedding/multimodal-embedding"
 TEXT_PATH = "/services/embeddings/text-embedding/text-embedding"
@@ -43,13 +42,7 @@ class DashScopeUpstream:
 
     async def embed(self, batch: Batch) -> Result:
         path, body = self.request_body(batch)
-        try:
-            resp = await self.client.post(self.base_url + path, content=orjson.dumps(body), headers=self.headers)
-        except httpx.HTTPError as exc:
-            raise error_from_transport(exc, self.name) from None
-        if resp.status_code != 200:
-            raise error_from_response(resp, self.name)
-        data = parse_json(resp, self.name)
+        data = await post_json(self.client, self.base_url + path, body, self.headers, self.name)
         output = data.get("output")
         embeddings = output.get("embeddings") if isinstance(output, dict) else None
         if not isinstance(embeddings, list):

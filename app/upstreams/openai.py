@@ -11,16 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import orjson
 
 from .base import (
     Batch,
     Result,
     assemble,
     decode_base64_vector,
-    error_from_response,
-    error_from_transport,
-    parse_json,
+    post_json,
     usage_tokens,
 )
 
@@ -44,15 +41,7 @@ class OpenAIUpstream:
         return body
 
     async def embed(self, batch: Batch) -> Result:
-        try:
-            resp = await self.client.post(
-                self.url, content=orjson.dumps(self.request_body(batch)), headers=self.headers
-            )
-        except httpx.HTTPError as exc:
-            raise error_from_transport(exc, self.name) from None
-        if resp.status_code != 200:
-            raise error_from_response(resp, self.name)
-        data = parse_json(resp, self.name)
+        data = await post_json(self.client, self.url, self.request_body(batch), self.headers, self.name)
         rows = data.get("data")
         if not isinstance(rows, list):
             rows = []
