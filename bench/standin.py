@@ -1,5 +1,5 @@
 """Stand-in upstream: a real HTTP server imitating the DashScope native embedding API and an
-OpenAI-compatible embeddings API (see /work/shared/docs/upstream-contracts.md).
+OpenAI-compatible embeddings API (see shared/docs/upstream-contracts.md beside the repository).
 
 Raw ASGI (no framework) so that it is cheap enough to be the benchmark baseline.
 
