@@ -380,13 +380,8 @@ class StandIn:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
@@ -626,6 +621,17 @@ class StandIn:
         if path.startswith("/compatible-mode/"):
             body["request_id"] = rid
         return body
+
+
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """The ASGI lifespan protocol for servers with nothing to start or stop (also used by bench/baseline.py)."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
