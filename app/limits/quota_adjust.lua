@@ -1,13 +1,7 @@
 -- Correct an upstream account's token bill by what the upstream reported (mirrors window.adjust).
 -- KEYS: 1 the account's hash. ARGV: 1 now ('' = Redis TIME), 2 deadline (0: none), 3 us per token,
 -- 4 billed minus estimated tokens (negative: a refund). Returns {1}, or {-1} when stale.
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local deadline = tonumber(ARGV[2])
-if deadline > 0 and now > deadline then return {-1} end
+-- `now` and the stale check come from clock.lua, prepended by shared.script_source.
 local per_token, delta = tonumber(ARGV[3]), tonumber(ARGV[4])
 local paid = tonumber(redis.call('HGET', KEYS[1], 'paid') or '0')
 if per_token > 0 and delta ~= 0 and paid > 0 then

@@ -6,13 +6,7 @@
 -- or {-1} when stale.
 local function fmt(x) return string.format('%.0f', x) end
 
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local deadline = tonumber(ARGV[2])
-if deadline > 0 and now > deadline then return {-1} end
+-- `now` and the stale check come from clock.lua, prepended by shared.script_source.
 local spacing, per_token = tonumber(ARGV[3]), tonumber(ARGV[4])
 local tokens, max_wait = tonumber(ARGV[5]), tonumber(ARGV[6])
 local key = KEYS[1]

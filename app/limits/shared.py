@@ -33,7 +33,9 @@ SCRIPTS = ("team_admit", "team_finish", "quota_reserve", "quota_adjust")
 
 
 def script_source(name: str) -> str:
-    return resources.files(__package__).joinpath(f"{name}.lua").read_text()
+    """The script `name` with clock.lua (its `now` and stale check) in front."""
+    files = resources.files(__package__)
+    return files.joinpath("clock.lua").read_text() + files.joinpath(f"{name}.lua").read_text()
 
 
 def open_client(url: str, timeout_s: float, max_connections: int = 64) -> aioredis.Redis:

@@ -9,13 +9,7 @@
 local function fmt(x) return string.format('%.0f', x) end
 local function weight(member) return tonumber(string.match(member, '|(%d+)$')) or 0 end
 
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local deadline = tonumber(ARGV[2])
-if deadline > 0 and now > deadline then return {-1} end
+-- `now` and the stale check come from clock.lua, prepended by shared.script_source.
 local window, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
 local rid, est = ARGV[5], tonumber(ARGV[6])
 local rpm, tpm, conc, daily = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])

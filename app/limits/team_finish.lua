@@ -6,13 +6,7 @@
 local function fmt(x) return string.format('%.0f', x) end
 local function weight(member) return tonumber(string.match(member, '|(%d+)$')) or 0 end
 
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local deadline = tonumber(ARGV[2])
-if deadline > 0 and now > deadline then return {-1} end
+-- `now` and the stale check come from clock.lua, prepended by shared.script_source.
 local window, rid, est = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local at, day, billed = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local log, meta, leases = KEYS[1], KEYS[2], KEYS[3]
