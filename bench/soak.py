@@ -19,8 +19,6 @@ import base64
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +32,7 @@ import httpx
 import orjson
 
 from bench.imageserver import ImageServer, png_bytes
+from bench.procs import free_port, stop, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-soak-upstream-key"
@@ -42,25 +41,6 @@ TEXT_ROUTE = "/api/v1/services/embeddings/text-embedding/text-embedding"
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -78,12 +58,7 @@ class Stack:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(proc)
 
 
 def start_stack(workdir: Path, origin: ImageServer, latency_ms: int, logdir: Path | None = None) -> Stack:
@@ -103,7 +78,7 @@ def start_stack(workdir: Path, origin: ImageServer, latency_ms: int, logdir: Pat
     procs.append(
         subprocess.Popen([*standin, "--latency-ms", str(latency_ms)], cwd=ROOT, env=env(), stdout=out, stderr=out)
     )
-    wait_http(f"http://127.0.0.1:{sport}/_stats", procs[-1])
+    wait_http(f"http://127.0.0.1:{sport}/_stats", procs[-1], timeout=60)
     gw_env = env(
         REDIS_URL=f"redis://127.0.0.1:{rport}/0",
         DASHSCOPE_API_KEY=KEY,
@@ -124,7 +99,7 @@ def start_stack(workdir: Path, origin: ImageServer, latency_ms: int, logdir: Pat
     cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(gport), "--workers", "1"]
     procs.append(subprocess.Popen(cmd, cwd=ROOT, env=gw_env, stdout=log, stderr=log))
     url = f"http://127.0.0.1:{gport}"
-    wait_http(url + "/healthz", procs[-1])
+    wait_http(url + "/healthz", procs[-1], timeout=60)
     return Stack(url, procs[-1].pid, procs)
 
 

@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from bench.procs import free_port, wait_http, wait_redis
+from bench.procs import stop as stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "sk-bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -36,27 +28,11 @@ class Proc:
 
 
 def wait_ready(p: Proc, path: str, timeout: float = 40.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if p.proc.poll() is not None:
-            raise RuntimeError(f"{p.name} exited with {p.proc.returncode}")
-        try:
-            if httpx.get(p.url + path, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{p.name} did not start within {timeout}s")
+    wait_http(p.url + path, p.proc, timeout)
 
 
 def stop(p: Proc) -> None:
-    if p.proc.poll() is None:
-        p.proc.send_signal(signal.SIGTERM)
-        try:
-            p.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            p.proc.kill()
-            p.proc.wait()
+    stop_process(p.proc)
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -87,16 +63,9 @@ class Stack:
         port = free_port()
         args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self.spawn("redis", [*args, "--dir", str(self.workdir)], port)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return f"redis://127.0.0.1:{port}/0"
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        if not wait_redis(port):
+            raise RuntimeError("redis-server did not start")
+        return f"redis://127.0.0.1:{port}/0"
 
     def gateway(self, name: str, standin: Proc, redis_url: str, workers: int) -> Proc:
         port = free_port()

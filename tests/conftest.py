@@ -11,10 +11,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+
+from bench.procs import free_port, stop, wait_http, wait_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_KEY = "sk-standin-0123456789abcdef"
@@ -57,36 +57,6 @@ def secrets_in(value: object, secret: bool = False) -> Iterator[str]:
             yield from secrets_in(inner, secret)
     elif secret and isinstance(value, str) and len(value) >= 8:
         yield value
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
-
-
-def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -140,15 +110,8 @@ def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return RedisServer(port, proc, workdir)
-        except OSError:
-            time.sleep(0.05)
+    if wait_redis(port):
+        return RedisServer(port, proc, workdir)
     stop(proc)
     raise RuntimeError("redis-server did not start")
 
