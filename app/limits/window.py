@@ -25,7 +25,6 @@ rate, then adds its own, and the bill is corrected once the upstream reports rea
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -217,7 +216,3 @@ def adjust(s: PaceState, p: Pace, *, delta_tokens: int) -> None:
     """Correct the token bill by what the upstream reported (negative: a refund)."""
     if p.token_us and delta_tokens and s.tokens_paid:
         s.tokens_paid = round(s.tokens_paid + delta_tokens * p.token_us)
-
-
-def ceil_seconds(us: int) -> float:
-    return math.ceil(us / 1000) / 1000
