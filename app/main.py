@@ -244,7 +244,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if fetcher is not None:
                 await fetcher.close()
 
-    app = FastAPI(
+    app = fastpath.Fronted(
         title="embedding-gateway",
         version="0.1.0",
         description="Embeddings of text, images and video behind the OpenAI and DashScope wire formats.",
@@ -255,8 +255,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.router)
     app.include_router(ops.router)
     docs.install(app, catalog.names())
-    app.add_middleware(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))
-    app.add_middleware(CloseWhenDraining)
-    app.add_middleware(headers.HeaderLimit, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
-    app.add_middleware(observe.Observe, metrics=metrics)  # outermost: ids, logs and counts every request
+    app.add_front(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))
+    app.add_front(CloseWhenDraining)
+    app.add_front(headers.HeaderLimit, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
+    app.add_front(observe.Observe, metrics=metrics)  # outermost: ids, logs and counts every request
     return app

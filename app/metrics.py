@@ -15,6 +15,7 @@ import glob
 import os
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -47,6 +48,7 @@ class Metrics:
         self._models = frozenset(models)
         self._upstreams = frozenset(upstreams)
         self._teams = frozenset(teams)
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         r = registry
         self.requests = Counter(
             "gateway_requests_total",
@@ -160,6 +162,15 @@ class Metrics:
         for modality in modalities:
             for cache in ("hit", "miss"):
                 self.items.labels(self.model(model), modality, cache)
+
+    def child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, looked up once per series (labels() costs microseconds, and the hot path
+        touches several series per request). Bounded: label values come from configuration (see above)."""
+        key = (metric, values)
+        series = self._children.get(key)
+        if series is None:
+            series = self._children[key] = metric.labels(*values)
+        return series
 
     def known_teams(self) -> list[str]:
         return [*sorted(self._teams), ANONYMOUS]

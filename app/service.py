@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from .batcher import Batcher
 from .cache import VectorCache
@@ -88,9 +88,6 @@ class EmbeddingService:
         self.namespace = namespace
         self.deadline_s = deadline_s
         self.guards = guards or {}
-        # Labelled series looked up once (prometheus_client's labels() costs microseconds on the hot path).
-        self._read_timer = metrics.cache_duration.labels(cache.name, "read")
-        self._item_series: dict[tuple[str, str, str], Any] = {}
         for name in upstreams:
             if name not in self.guards:
                 breaker = CircuitBreaker(name, failures=10, open_s=5.0, metrics=metrics)
@@ -135,9 +132,9 @@ class EmbeddingService:
         # Billed tokens are counted per request (a micro-batch may serve several teams: each request carries
         # its apportioned share of the bill); saved tokens are the estimate of the items the cache served.
         if fetched.billed:
-            self.metrics.tokens_billed.labels(team, model).inc(fetched.billed)
+            self.metrics.child(self.metrics.tokens_billed, team, model).inc(fetched.billed)
         if hit_tokens:
-            self.metrics.tokens_saved.labels(team, model).inc(hit_tokens)
+            self.metrics.child(self.metrics.tokens_saved, team, model).inc(hit_tokens)
         return EmbedResult(
             vectors=[found[k] for k in keys],
             hits=len(hit_items),
@@ -152,13 +149,13 @@ class EmbeddingService:
     async def _timed_read(self, keys: Sequence[str]) -> list[bytes | None]:
         t0 = time.perf_counter()
         values = await self.cache.get_many(keys)
-        self._read_timer.observe(time.perf_counter() - t0)
+        self.metrics.child(self.metrics.cache_duration, self.cache.name, "read").observe(time.perf_counter() - t0)
         return values
 
     async def _timed_write(self, entries: Sequence[tuple[str, bytes]]) -> None:
         t0 = time.perf_counter()
         await self.cache.set_many(entries)
-        self.metrics.cache_duration.labels(self.cache.name, "write").observe(time.perf_counter() - t0)
+        self.metrics.child(self.metrics.cache_duration, self.cache.name, "write").observe(time.perf_counter() - t0)
 
     async def _send(self, spec: ModelSpec, params: Params, items: list[Item], deadline: float) -> Result:
         """One upstream call for a micro-batch, through its upstream's guard (breaker, retries, deadline);
@@ -175,29 +172,27 @@ class EmbeddingService:
     async def _call(self, upstream: Upstream, batch: Batch) -> Result:
         m = self.metrics
         up, model = m.upstream(upstream.name), m.model(batch.spec.name)
-        m.upstream_batch.labels(up, model).observe(len(batch.items))
+        m.child(m.upstream_batch, up, model).observe(len(batch.items))
         t0 = time.perf_counter()
         try:
             result = await upstream.embed(batch)
         except GatewayError as exc:
-            m.upstream_requests.labels(up, model, upstream_status(exc)).inc()
-            m.upstream_errors.labels(up, model, type(exc).__name__).inc()
+            m.child(m.upstream_requests, up, model, upstream_status(exc)).inc()
+            m.child(m.upstream_errors, up, model, type(exc).__name__).inc()
             raise
         finally:
-            m.upstream_duration.labels(up, model).observe(time.perf_counter() - t0)
-        m.upstream_requests.labels(up, model, "200").inc()
+            m.child(m.upstream_duration, up, model).observe(time.perf_counter() - t0)
+        m.child(m.upstream_requests, up, model, "200").inc()
         return result
 
     def _count_items(self, req: EmbedRequest, keys: list[str], missing: set[str], coalesced: set[str]) -> None:
         counts: Counter[tuple[str, str]] = Counter()
         for k, it in zip(keys, req.items, strict=True):
             counts[it.modality, "coalesced" if k in coalesced else "miss" if k in missing else "hit"] += 1
-        model = self.metrics.model(req.spec.name)
-        for (modality, result), n in counts.items():  # one labelled series per kind, looked up once
-            series = self._item_series.get((model, modality, result))
-            if series is None:
-                series = self._item_series[model, modality, result] = self.metrics.items.labels(model, modality, result)
-            series.inc(n)
+        m = self.metrics
+        model = m.model(req.spec.name)
+        for (modality, result), n in counts.items():
+            m.child(m.items, model, modality, result).inc(n)
 
     def circuit(self, upstream: str) -> str:
         """closed, open or half-open: the state of the upstream's circuit breaker."""

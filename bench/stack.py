@@ -71,6 +71,7 @@ class Stack:
         port = free_port()
         extra = {
             "GATEWAY_AUTH": "off",
+            "LOCAL_MODEL": "false",  # not benchmarked; its background load (importing torch) would share the core
             "DASHSCOPE_API_KEY": KEY,
             "DASHSCOPE_BASE_URL": standin.url + "/api/v1",
             "OPENAI_API_KEY": KEY,

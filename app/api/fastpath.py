@@ -1,24 +1,29 @@
 """The embedding routes, served without FastAPI's per-request machinery.
 
 FastAPI keeps documenting these routes (the OpenAPI schema comes from their decorators, and their
-functions are the ones called here), but a POST to one of them is dispatched by this middleware
-straight to the route function: no router walk, no dependency solving, no exception-middleware and
-exit-stack layers. Those layers cost about a sixth of the gateway's time on a cache hit, as measured
-with py-spy (`bench/README.md`), and these routes use none of them: they read their own bodies and
-raise GatewayError, which is rendered here by the same table as everywhere else (errors.response_for).
-Every other path, and other methods on these paths, go through FastAPI as usual.
+functions are the ones called here), but a POST to one of them is dispatched by `FastPath` straight to
+the route function: no router walk, no dependency solving, no exception-middleware and exit-stack
+layers. And `Fronted` puts the gateway's own pure-ASGI layers (Observe, the header cap, the drain,
+FastPath) in front of Starlette's middleware stack instead of inside it, so these routes also skip
+ServerErrorMiddleware and FastAPI's telemetry and body-limit layers. Those layers together cost about
+a third of the gateway's time on a cache hit, as measured with py-spy (`bench/README.md`), and these
+routes use none of them: they read and cap their own bodies and raise GatewayError, which is rendered
+here by the same table as everywhere else (errors.response_for). Every other path, and other methods on
+these paths, go through FastAPI's whole stack as usual.
 
 Only a route that needs nothing from FastAPI is served here (`routes_of` checks: POST, no dependencies, no
 declared parameters but the request): a route that gains a `Depends(...)` (auth, say) drops back to
-FastAPI's routing by itself. Middleware that must see every request is added after this one (outside it).
+FastAPI's routing by itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,6 +31,25 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import response_for
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class Fronted(FastAPI):
+    """FastAPI with pure-ASGI layers in front of its whole middleware stack. `add_front` works like
+    `add_middleware` (the last one added is the outermost); an exception escaping a front layer is not
+    rendered by Starlette (none of ours raises: FastPath renders its routes' errors itself)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.front: list[Middleware] = []
+
+    def add_front(self, cls: Any, **kwargs: Any) -> None:
+        self.front.insert(0, Middleware(cls, **kwargs))
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        for layer in reversed(self.front):
+            app = layer.cls(app, *layer.args, **layer.kwargs)
+        return app
 
 
 class FastPath:

@@ -31,6 +31,7 @@ ROUTES = {
 # Probes and scrapes: neither counted nor logged. Any other path is counted and logged as route "other".
 QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
 OTHER_ROUTE = "other"
+STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx"}  # anything else counts as 5xx
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -104,9 +105,9 @@ class Observe:
             m.in_flight.dec()
             info: dict[str, Any] = state.get("log") or {}
             team = info.get("team")
-            m.requests.labels(route, f"{status // 100}xx", m.team(team)).inc()
-            m.request_duration.labels(route).observe(elapsed)
-            m.overhead.labels(route).observe(max(0.0, elapsed - info.get("upstream_s", 0.0)))
+            m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)).inc()
+            m.child(m.request_duration, route).observe(elapsed)
+            m.child(m.overhead, route).observe(max(0.0, elapsed - info.get("upstream_s", 0.0)))
             if log.isEnabledFor(logging.INFO):
                 line = {
                     "request_id": rid,
