@@ -19,7 +19,7 @@ from .observe import annotate
 
 def authenticate(request: Request, gw: Gateway) -> Team | None:
     """The caller's team (None when auth is off); 401 in the caller's wire format otherwise."""
-    team = gw.auth.team_of(request.headers, dashscope=wire_of(request.url.path) is Wire.DASHSCOPE)
+    team = gw.auth.team_of(request.headers, dashscope=wire_of(request.scope["path"]) is Wire.DASHSCOPE)
     if team is not None:
         annotate(request, team=team.name)
     return team
