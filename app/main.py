@@ -244,7 +244,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if fetcher is not None:
                 await fetcher.close()
 
-    observe.lean_log_records()
     app = fastpath.Fronted(
         title="embedding-gateway",
         version="0.1.0",

@@ -9,19 +9,16 @@ overhead histogram subtracts), team.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import re
 import time
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..metrics import ANONYMOUS, Metrics
-
-log = logging.getLogger("embedding_gateway.access")
+from .accesslog import AccessLog
 
 ROUTES = {
     "/v1/embeddings": "openai",
@@ -52,17 +49,6 @@ def team_of(request: Request) -> str | None:
     return team if isinstance(team, str) else None
 
 
-def lean_log_records() -> None:
-    """Every log line of the gateway is formatted from its message alone (cli.log_config): skip what the
-    logging module gathers for each record otherwise (the caller's file and line by walking the stack, the
-    thread and process), the switches of the Logging HOWTO's "Optimization" section. About a third of the
-    cost of the access log line."""
-    logging._srcfile = None
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-
-
 class RequestIds:
     """New request ids: 32 hex digits, a random prefix per process then a counter (unique without asking
     the OS for randomness on every request, as uuid4 does)."""
@@ -88,6 +74,7 @@ class Observe:
         self.app = app
         self.metrics = metrics
         self.request_id = RequestIds()
+        self.access_log = AccessLog()
         metrics.init_routes(route for route in ROUTES.values() if route != "models")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,7 +117,7 @@ class Observe:
             m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)).inc()
             m.child(m.request_duration, route).observe(elapsed)
             m.child(m.overhead, route).observe(max(0.0, elapsed - info.get("upstream_s", 0.0)))
-            if log.isEnabledFor(logging.INFO):
+            if self.access_log.enabled:
                 line = {
                     "request_id": rid,
                     "route": route,
@@ -139,4 +126,4 @@ class Observe:
                     **info,
                     "team": team or ANONYMOUS,
                 }
-                log.info(orjson.dumps(line).decode())
+                self.access_log.write(line)
