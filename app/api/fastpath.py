@@ -4,12 +4,12 @@ FastAPI keeps documenting these routes (the OpenAPI schema comes from their deco
 functions are the ones called here), but a POST to one of them is dispatched by `FastPath` straight to
 the route function: no router walk, no dependency solving, no exception-middleware and exit-stack
 layers. And `Fronted` puts the gateway's own pure-ASGI layers (Observe, the header cap, the drain,
-FastPath) in front of Starlette's middleware stack instead of inside it, so these routes also skip
-ServerErrorMiddleware and FastAPI's telemetry and body-limit layers. Those layers together cost about
-a third of the gateway's time on a cache hit, as measured with py-spy (`bench/README.md`), and these
-routes use none of them: they read and cap their own bodies and raise GatewayError, which is rendered
-here by the same table as everywhere else (errors.response_for). Every other path, and other methods on
-these paths, go through FastAPI's whole stack as usual.
+FastPath) in front of FastAPI instead of inside Starlette's middleware stack, so these routes also skip
+FastAPI's per-request telemetry check, ServerErrorMiddleware and FastAPI's body-limit layer. All these
+layers together cost about a third of the gateway's time on a cache hit (py-spy, `bench/README.md`),
+and these routes use none of them: they read and cap their own bodies and raise GatewayError, which is
+rendered here by the same table as everywhere else (errors.response_for). Every other path, and other
+methods on these paths, go through FastAPI's whole stack as usual.
 
 Only a route that needs nothing from FastAPI is served here (`routes_of` checks: POST, no dependencies, no
 declared parameters but the request): a route that gains a `Depends(...)` (auth, say) drops back to
@@ -34,22 +34,32 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class Fronted(FastAPI):
-    """FastAPI with pure-ASGI layers in front of its whole middleware stack. `add_front` works like
-    `add_middleware` (the last one added is the outermost); an exception escaping a front layer is not
+    """FastAPI with pure-ASGI layers in front of all of it (its telemetry check, Starlette's middleware
+    stack, the router) for HTTP requests. `add_front` works like `add_middleware` (the last one added is
+    the outermost); lifespan events go to FastAPI directly. An exception escaping a front layer is not
     rendered by Starlette (none of ours raises: FastPath renders its routes' errors itself)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.front: list[Middleware] = []
+        self.front_stack: ASGIApp | None = None
 
     def add_front(self, cls: Any, **kwargs: Any) -> None:
+        if self.front_stack is not None:
+            raise RuntimeError("cannot add a front layer once the application has started")
         self.front.insert(0, Middleware(cls, **kwargs))
 
-    def build_middleware_stack(self) -> ASGIApp:
-        app = super().build_middleware_stack()
-        for layer in reversed(self.front):
-            app = layer.cls(app, *layer.args, **layer.kwargs)
-        return app
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if self.front_stack is None:
+            app: ASGIApp = super().__call__
+            for layer in reversed(self.front):
+                app = layer.cls(app, *layer.args, **layer.kwargs)
+            self.front_stack = app
+        scope["app"] = self
+        await self.front_stack(scope, receive, send)
 
 
 class FastPath:

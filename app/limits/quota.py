@@ -11,10 +11,9 @@ that once the upstream reports its bill the difference is corrected (`ledger(...
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
+from types import TracebackType
 
 from ..catalog import ModelSpec
 from ..errors import RateLimited, Unavailable
@@ -25,9 +24,31 @@ from .window import US, Pace
 
 @dataclass(slots=True)
 class Ledger:
+    """Around one request's work (`async with quota.ledger(spec, team) as ledger`): set `.billed`, and
+    the quota's token bill is corrected on exit. Inert for a model without a quota."""
+
+    quota: UpstreamQuota
+    spec: ModelSpec
+    pace: Pace | None
     team: str | None
     tokens: int = 0  # estimated tokens the quota charged for this request's upstream calls
     billed: int | None = None  # the upstream's bill, once known
+    token: Token[Ledger | None] | None = None
+
+    async def __aenter__(self) -> Ledger:
+        if self.pace is not None:
+            self.token = _LEDGER.set(self)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.token is None:
+            return
+        _LEDGER.reset(self.token)
+        pace = self.pace
+        if pace is not None and pace.token_us and self.tokens and self.billed is not None:
+            await self.quota.limits.adjust(account(self.spec), pace, self.billed - self.tokens)
 
 
 _LEDGER: ContextVar[Ledger | None] = ContextVar("embedding_gateway_quota_ledger", default=None)
@@ -74,15 +95,5 @@ class UpstreamQuota:
         if grant.wait_us > 0:
             await asyncio.sleep(grant.wait_us / US)
 
-    @asynccontextmanager
-    async def ledger(self, spec: ModelSpec, team: str | None) -> AsyncIterator[Ledger]:
-        """Around one request's work: set `.billed`, and the quota's token bill is corrected on exit."""
-        ledger = Ledger(team)
-        token = _LEDGER.set(ledger)
-        try:
-            yield ledger
-        finally:
-            _LEDGER.reset(token)
-        pace = self.pace(spec)
-        if pace is not None and pace.token_us and ledger.tokens and ledger.billed is not None:
-            await self.limits.adjust(account(spec), pace, ledger.billed - ledger.tokens)
+    def ledger(self, spec: ModelSpec, team: str | None) -> Ledger:
+        return Ledger(self, spec, self.pace(spec), team)
