@@ -3,6 +3,7 @@ the parts together. Nothing happens at import time."""
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -232,6 +233,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("%s is not served here (unknown or disabled model)", entry)
         if not catalog.names():
             log.warning("no model is enabled: set DASHSCOPE_API_KEY or OPENAI_API_KEY, or install the local extra")
+        gc.collect()
+        gc.freeze()  # what start-up made lives as long as the process: later collections skip it
         try:
             yield
         finally:

@@ -10,7 +10,6 @@ The service sees no HTTP, Redis or httpx types: it talks to a VectorCache and Up
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -186,9 +185,10 @@ class EmbeddingService:
         return result
 
     def _count_items(self, req: EmbedRequest, keys: list[str], missing: set[str], coalesced: set[str]) -> None:
-        counts: Counter[tuple[str, str]] = Counter()
+        counts: dict[tuple[str, str], int] = {}
         for k, it in zip(keys, req.items, strict=True):
-            counts[it.modality, "coalesced" if k in coalesced else "miss" if k in missing else "hit"] += 1
+            kind = it.modality, "coalesced" if k in coalesced else "miss" if k in missing else "hit"
+            counts[kind] = counts.get(kind, 0) + 1
         m = self.metrics
         model = m.model(req.spec.name)
         for (modality, result), n in counts.items():
