@@ -113,7 +113,9 @@ def serve(args: argparse.Namespace) -> None:
             workers=args.workers,
             loop="uvloop",
             http="httptools",
-            access_log=False,
+            access_log=False,  # the gateway writes its own (api/accesslog.py)
+            proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-For rewriting per request
+            server_header=False,
             log_config=logging_config,
             log_level=settings.log_level,
             timeout_graceful_shutdown=args.graceful_timeout,

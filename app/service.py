@@ -112,10 +112,13 @@ class EmbeddingService:
         if req.cache_read:
             values = await self._timed_read(unique)
             found = {k: v for k, v in zip(unique, values, strict=True) if v is not None and len(v) == size}
-        first = dict(zip(keys, req.items, strict=True))
-        missing = [(k, first[k]) for k in unique if k not in found]
+        missing: list[tuple[str, Item]] = []
+        if len(found) < len(unique):
+            first = dict(zip(keys, req.items, strict=True))
+            missing = [(k, first[k]) for k in unique if k not in found]
         fetched = Fetched({})
         waited = 0.0
+        hit_items = req.items
         if missing:
             t0 = time.perf_counter()
             fetched = await self.flights.fetch(
@@ -123,10 +126,12 @@ class EmbeddingService:
             )
             waited = time.perf_counter() - t0
             found.update(fetched.vectors)
-        missed = {k for k, _ in missing}
-        hit_items = [it for k, it in zip(keys, req.items, strict=True) if k not in missed]
+            missed = {k for k, _ in missing}
+            hit_items = [it for k, it in zip(keys, req.items, strict=True) if k not in missed]
+            self._count_items(req, keys, missed, fetched.coalesced)
+        else:
+            self._count_hits(req)
         hit_tokens = sum(it.est_tokens for it in hit_items)
-        self._count_items(req, keys, missed, fetched.coalesced)
         team, model = self.metrics.team(req.team), self.metrics.model(spec.name)
         # Billed tokens are counted per request (a micro-batch may serve several teams: each request carries
         # its apportioned share of the bill); saved tokens are the estimate of the items the cache served.
@@ -142,7 +147,7 @@ class EmbeddingService:
             upstream_seconds=waited,
             upstream_items=len(missing) - len(fetched.coalesced),
             hit_tokens=hit_tokens,
-            coalesced=len([k for k in keys if k in fetched.coalesced]),
+            coalesced=len([k for k in keys if k in fetched.coalesced]) if fetched.coalesced else 0,
         )
 
     async def _timed_read(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -193,6 +198,16 @@ class EmbeddingService:
         model = m.model(req.spec.name)
         for (modality, result), n in counts.items():
             m.child(m.items, model, modality, result).inc(n)
+
+    def _count_hits(self, req: EmbedRequest) -> None:
+        """_count_items of a request the cache answered whole (the common case, kept cheap)."""
+        counts: dict[str, int] = {}
+        for it in req.items:
+            counts[it.modality] = counts.get(it.modality, 0) + 1
+        m = self.metrics
+        model = m.model(req.spec.name)
+        for modality, n in counts.items():
+            m.child(m.items, model, modality, "hit").inc(n)
 
     def circuit(self, upstream: str) -> str:
         """closed, open or half-open: the state of the upstream's circuit breaker."""

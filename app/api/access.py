@@ -37,13 +37,14 @@ async def embed(request: Request, gw: Gateway, team: Team | None, req: EmbedRequ
     req.cache_read, req.cache_write = cache_control(request)
     est = sum(it.est_tokens for it in req.items)
     adm = await gw.limits.admit(team, est)
-    request.state.response_headers = rate_headers(adm)
+    state = request.scope.setdefault("state", {})  # read by observe.py when the response starts, on success or error
+    state["response_headers"] = rate_headers(adm)
     adm.enforce()
     async with adm, gw.quota.ledger(req.spec, req.team) as ledger:
         result = await gw.service.embed(req)
         adm.billed = billed_tokens(result, est)
         ledger.billed = result.billed_tokens
-    request.state.response_headers = rate_headers(adm)
+    state["response_headers"] = rate_headers(adm)
     log_result(request, req.spec.name, result)
     return result
 
