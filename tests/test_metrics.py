@@ -14,8 +14,9 @@ import pytest
 from conftest import ROOT, clean_env
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.requests import Request
 
-from app.api.observe import annotate
+from app.api.observe import annotate, team_of
 from app.cache import MemoryCache
 from app.catalog import ModelSpec
 from app.cli import prepare_metrics_dir
@@ -72,16 +73,13 @@ def test_upstream_status_label_is_the_upstreams_own() -> None:
 
 
 def test_annotate_merges_fields() -> None:
-    class State:
-        pass
-
-    class Request:
-        state = State()
-
-    req = Request()
-    annotate(req, team="search")  # type: ignore[arg-type]
-    annotate(req, model="m", items=2)  # type: ignore[arg-type]
-    assert req.state.log == {"team": "search", "model": "m", "items": 2}  # type: ignore[attr-defined]
+    req = Request({"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []})
+    assert team_of(req) is None
+    annotate(req, team="search")
+    annotate(req, model="m", items=2)
+    assert req.state.log == {"team": "search", "model": "m", "items": 2}
+    assert req.scope["state"]["log"] is req.state.log  # where Observe reads it
+    assert team_of(req) == "search"
 
 
 WORKER = """

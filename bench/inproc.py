@@ -1,0 +1,134 @@
+"""The gateway's own time on a cache hit, without sockets: one process calls the ASGI app directly.
+
+    python -m bench.inproc [--encoding float|base64] [--calls 3000] [--rounds 5]
+
+It starts the stand-in upstream (to fill the cache once), builds the app with `create_app` as `serve` does
+(auth off, in-process cache, access log on and written to /dev/null), then sends the same request of 8
+texts `--calls` times per round and prints the microseconds per call of each round. No server, client or
+kernel is on the measured path, so the figure moves little between runs of a noisy machine: it is the one
+to compare when changing the hot path (bench/README.md lists its history). The full benchmark
+(`python -m bench.run`) remains the measure of throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from bench.procs import free_port, stop, wait_http
+from bench.stack import KEY, ROOT, env
+
+TEXTS = [f"cached text {i} of the in-process benchmark" for i in range(8)]
+
+
+def scope_of(body: bytes) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/embeddings",
+        "raw_path": b"/v1/embeddings",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+async def measure(encoding: str, calls: int, rounds: int) -> list[float]:
+    from app.main import create_app
+    from app.settings import Settings
+
+    app = create_app(Settings())
+    body = orjson.dumps({"model": "text-embedding-v4", "input": TEXTS, "encoding_format": encoding})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def call() -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(scope_of(body), receive, send)
+        return sent
+
+    async with app.router.lifespan_context(app):
+        for expected in (b"0", b"8"):  # the first call fills the cache, the second must be a whole hit
+            start = (await call())[0]
+            headers = dict(start["headers"])
+            if start["status"] != 200 or headers.get(b"x-cache-hits") != expected:
+                raise SystemExit(f"unexpected answer: {start['status']} {headers}")
+        out = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                await call()
+                await asyncio.sleep(0)  # one loop turn per request, as under a server
+            out.append((time.perf_counter() - t0) / calls * 1e6)
+        return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.inproc")
+    ap.add_argument("--encoding", choices=("float", "base64"), default="float")
+    ap.add_argument("--calls", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=5)
+    a = ap.parse_args(argv)
+    port = free_port()
+    standin = subprocess.Popen(
+        [sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", KEY],
+        cwd=ROOT,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/_stats", standin, 40.0)
+        settings_env = env(
+            GATEWAY_AUTH="off",
+            LOCAL_MODEL="false",
+            DASHSCOPE_API_KEY=KEY,
+            DASHSCOPE_BASE_URL=f"http://127.0.0.1:{port}/api/v1",
+        )
+        os.environ.clear()  # no REDIS_URL, config file or other key of the caller's environment
+        os.environ.update(settings_env)
+        import logging.config
+
+        from app.cli import log_config
+
+        logging.config.dictConfig(log_config("info"))
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)  # the access log's lines (the gateway's own log lines too) go nowhere
+        try:
+            import uvloop
+
+            rounds = uvloop.run(measure(a.encoding, a.calls, a.rounds))
+        finally:
+            os.dup2(saved, 2)
+        print(
+            f"cache hit of {len(TEXTS)} texts ({a.encoding}), in process: "
+            f"{min(rounds):.1f} us per call (best round; rounds: {', '.join(f'{r:.1f}' for r in rounds)})"
+        )
+    finally:
+        stop(standin)
+
+
+if __name__ == "__main__":
+    main()
