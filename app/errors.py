@@ -71,6 +71,14 @@ class PayloadTooLarge(InvalidRequest):
     dashscope_code = "BadRequest.TooLarge"
 
 
+class ClientClosed(InvalidRequest):
+    """The client went away before its whole body arrived (nginx's 499): nobody reads the answer; it is
+    counted and logged as a 4xx, not as a fault of the gateway."""
+
+    status = 499
+    dashscope_code = "BadRequest.ClientClosed"
+
+
 class Unauthorized(GatewayError):
     status = 401
     openai_type = "authentication_error"

@@ -33,16 +33,16 @@ class Item:
 
 
 def _text(value: object, spec: ModelSpec, param: str) -> str:
+    if isinstance(value, str) and 0 < len(value) <= spec.max_text_chars and not value.isspace():
+        return value  # the common case, decided in one expression
     if not isinstance(value, str):
         raise InvalidRequest(f"{param}: must be a string", param=param)
     if not value.strip():
         raise InvalidRequest(f"{param}: must not be empty", param=param)
-    if len(value) > spec.max_text_chars:
-        raise InvalidRequest(
-            f"{param}: text of {len(value)} characters is longer than {spec.max_text_chars} for {spec.name}",
-            param=param,
-        )
-    return value
+    raise InvalidRequest(
+        f"{param}: text of {len(value)} characters is longer than {spec.max_text_chars} for {spec.name}",
+        param=param,
+    )
 
 
 def _require(spec: ModelSpec, modality: str, param: str) -> None:

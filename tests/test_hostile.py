@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import time
 from collections.abc import Callable
 
 import httpx
@@ -205,4 +206,24 @@ def test_a_streamed_body_past_the_cap_is_cut(gateway_redis: Gateway, standin: St
     r = httpx.post(gateway_redis.url + TEXT, content=chunks(), timeout=60)  # type: ignore[arg-type]
     assert r.status_code == 413
     check_wire(TEXT, r)
+    assert standin.calls() == []
+
+
+def test_a_client_leaving_mid_body_is_a_499_not_a_fault(gateway_redis: Gateway, standin: StandIn) -> None:
+    """Half a body, then the connection closes: logged and counted as 499 (a 4xx), never as an unhandled
+    error or a 5xx, and nothing goes upstream."""
+    host, port = gateway_redis.url.removeprefix("http://").split(":")
+    rid = "client-leaves-mid-body-1"
+    head = (
+        f"POST {OPENAI} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"x-request-id: {rid}\r\nContent-Length: 5000\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head.encode() + b'{"model": "text-embedding-v4", "input": "abc')
+    deadline = time.monotonic() + 10
+    while rid not in gateway_redis.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [json.loads(x) for x in gateway_redis.output().splitlines() if rid in x and x.startswith("{")]
+    assert [line["status"] for line in lines] == [499]
+    assert "unhandled" not in gateway_redis.output()
     assert standin.calls() == []
