@@ -4,7 +4,7 @@ correction afterwards (its tokens become what the upstream billed: cache hits ar
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from types import TracebackType
 
 from ..errors import RateLimited, Unavailable
@@ -22,6 +22,9 @@ WHAT = {
 }
 
 
+UNLIMITED = TeamQuota()
+
+
 @dataclass(slots=True)
 class Admission:
     """One request's place in its team's limits; `async with` it around the work to finish it."""
@@ -30,7 +33,7 @@ class Admission:
     team: Team | None
     est: int
     verdict: Verdict | None = None  # None: nothing enforced (no team, or a team without limits)
-    quota: TeamQuota = field(default_factory=TeamQuota)  # as applied (divided while Redis fails, policy local)
+    quota: TeamQuota = UNLIMITED  # as applied (divided while Redis fails, policy local)
     ticket: Ticket | None = None
     billed: int | None = None  # set once the upstream reported usage; a failed request keeps its estimate
     # (some of its chunks may have been billed), except a throttled one
