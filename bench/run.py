@@ -28,7 +28,8 @@ from typing import Any
 from .scenarios import calls_per_item, measure, scenarios
 from .stack import KEY, ROOT, free_port, stack, stop, wait_ready
 
-README_START, README_END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
+README_MARKS = ("<!-- bench:results:start -->", "<!-- bench:results:end -->")
+TOP_MARKS = ("<!-- readme:bench:start -->", "<!-- readme:bench:end -->")
 
 
 def ratio(a: float, b: float) -> str:
@@ -65,11 +66,12 @@ def table(results: list[dict[str, Any]], conns: int) -> str:
 
 
 def write_readme(md: str, command: str) -> None:
-    path = ROOT / "bench" / "README.md"
-    text = path.read_text()
-    start, end = text.index(README_START), text.index(README_END)
+    """The table, stamped with its command, between the markers of bench/README.md and of the README."""
     stamp = f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores)\n\n"
-    path.write_text(text[: start + len(README_START)] + "\n" + stamp + md + "\n" + text[end:])
+    for path, (first, last) in ((ROOT / "bench" / "README.md", README_MARKS), (ROOT / "README.md", TOP_MARKS)):
+        text = path.read_text()
+        start, end = text.index(first), text.index(last)
+        path.write_text(text[: start + len(first)] + "\n" + stamp + md + "\n" + text[end:])
 
 
 def readme_flags(argv: list[str]) -> list[str]:
