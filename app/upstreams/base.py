@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -48,7 +49,10 @@ class Upstream(Protocol):
 
 
 def assemble(pairs: Iterable[tuple[Any, Any]], n: int, dim: int, upstream: str) -> np.ndarray:
-    """(index, vector) pairs in any order -> rows in item order; count, indices, length, finite checked."""
+    """(index, vector) pairs in any order -> rows in item order; count, indices, length, finite checked.
+
+    A JSON list of numbers is packed by `struct` (about twice as fast as numpy's conversion of a list of
+    Python floats: it is most of the gateway's own work on a miss); both round to the nearest float32."""
     rows: list[Any] = [None] * n
     seen = 0
     for index, vector in pairs:
@@ -58,16 +62,31 @@ def assemble(pairs: Iterable[tuple[Any, Any]], n: int, dim: int, upstream: str) 
         seen += 1
     if seen != n:
         raise UpstreamFailed(f"upstream {upstream} answered {seen} vectors for {n} inputs")
-    try:
-        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
-            out = np.asarray(rows, dtype=np.float32)
-    except (ValueError, TypeError):
-        raise UpstreamFailed(f"upstream {upstream} answered vectors that are not lists of numbers") from None
-    if out.shape != (n, dim):
-        raise UpstreamFailed(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
-    if not np.isfinite(out).all():
+    packer = struct.Struct(f"<{dim}f")
+    out = bytearray()
+    for row in rows:
+        if isinstance(row, list):
+            if len(row) != dim:
+                raise UpstreamFailed(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
+            try:
+                out += packer.pack(*row)
+            except OverflowError:  # a number beyond float32
+                raise UpstreamFailed(f"upstream {upstream} answered non-finite values") from None
+            except (struct.error, TypeError):
+                raise UpstreamFailed(f"upstream {upstream} answered vectors that are not lists of numbers") from None
+        else:  # decoded base64, or the local model's rows
+            try:
+                with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+                    array = np.asarray(row, dtype="<f4")
+            except (ValueError, TypeError):
+                raise UpstreamFailed(f"upstream {upstream} answered vectors that are not lists of numbers") from None
+            if array.shape != (dim,):
+                raise UpstreamFailed(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
+            out += array.tobytes()
+    vectors = np.frombuffer(bytes(out), dtype="<f4").reshape(n, dim)
+    if not np.isfinite(vectors).all():
         raise UpstreamFailed(f"upstream {upstream} answered non-finite values")
-    return out
+    return vectors
 
 
 def decode_base64_vector(value: str, dim: int, upstream: str) -> list[float] | np.ndarray:
