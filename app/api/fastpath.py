@@ -6,7 +6,7 @@ the route function: no router walk, no dependency solving, no exception-middlewa
 layers. And `Fronted` puts the gateway's own pure-ASGI layers (Observe, the header cap, the drain,
 FastPath) in front of FastAPI instead of inside Starlette's middleware stack, so these routes also skip
 FastAPI's per-request telemetry check, ServerErrorMiddleware and FastAPI's body-limit layer. All these
-layers together cost about a third of the gateway's time on a cache hit (py-spy, `bench/README.md`),
+layers together cost about a fifth of the gateway's time on a cache hit (py-spy, `bench/README.md`),
 and these routes use none of them: they read and cap their own bodies and raise GatewayError, which is
 rendered here by the same table as everywhere else (errors.response_for). Every other path, and other
 methods on these paths, go through FastAPI's whole stack as usual.
