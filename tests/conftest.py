@@ -234,6 +234,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     stop(server.proc)
 
 
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server of the test module's own: its tests pause or stop it, which must disturb no other."""
+    server = start_redis(tmp_path_factory.mktemp("redis-own"))
+    yield server
+    server.resume()
+    stop(server.proc)
+
+
 @pytest.fixture(scope="session")
 def standin_session(logdir: Path) -> Iterator[StandIn]:
     s = start_standin(logdir / "standin.log")

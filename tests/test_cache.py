@@ -7,14 +7,13 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from conftest import RedisServer, start_redis, stop
+from conftest import RedisServer, stop
 
 from app.breaker import Breaker
 from app.cache import MemoryCache, RedisCache
@@ -99,15 +98,6 @@ async def test_one_round_trip_each_way(cache: tuple[RedisCache, str], redis_serv
     assert calls(after, "mget") - calls(before, "mget") == 1
     assert calls(after, "get") - calls(before, "get") == 0
     assert calls(after, "set") - calls(before, "set") == 20  # one pipeline, 20 SET EX
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test alone: pausing it disturbs nobody else."""
-    server = start_redis(tmp_path / "redis")
-    yield server
-    server.resume()
-    stop(server.proc)
 
 
 async def timed(coro: object) -> tuple[object, float]:

@@ -12,28 +12,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Gateway, GatewayFactory, RedisServer, StandIn, start_redis, stop
+from conftest import Gateway, GatewayFactory, RedisServer, StandIn, stop
 from teamkit import Reply, embedding, fire, write_config
 
 LIMIT = 40
 
 
 @pytest.fixture(scope="module")
-def paused_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(Path(tmp_path_factory.mktemp("redis-outage")))
-    yield server
-    server.resume()
-    stop(server.proc)
-
-
-@pytest.fixture(scope="module")
 def pair(
-    gateways: GatewayFactory, paused_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    gateways: GatewayFactory, own_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[list[Gateway], str]]:
     cfg = Path(tmp_path_factory.mktemp("outage")) / "gateway.yaml"
     keys = write_config(cfg, {"outage": {"rpm": LIMIT}}, limits_timeout_s=0.2, limits_retry_after_s=1.0, replicas=2)
     env = {"GATEWAY_AUTH": "required"}
-    started = [gateways.start(redis_url=paused_redis.url, config=str(cfg), env=env) for _ in range(2)]
+    started = [gateways.start(redis_url=own_redis.url, config=str(cfg), env=env) for _ in range(2)]
     yield started, keys["outage"]
     for g in started:
         stop(g.proc)
@@ -44,18 +36,18 @@ def ok_by_gateway(replies: list[Reply]) -> list[int]:
 
 
 async def test_redis_paused_and_resumed_under_load(
-    pair: tuple[list[Gateway], str], paused_redis: RedisServer, standin: StandIn
+    pair: tuple[list[Gateway], str], own_redis: RedisServer, standin: StandIn
 ) -> None:
     gws, key = pair
     urls = [g.url for g in gws]
     before = await fire(urls[:1], 30, key, lambda i: embedding("outage"), in_flight=10)
     assert [r.status for r in before] == [200] * 30
 
-    paused_redis.pause()
+    own_redis.pause()
     try:
         during = await fire(urls, 2 * LIMIT, key, lambda i: embedding(f"outage {i}"), in_flight=20, client_timeout=10)
     finally:
-        paused_redis.resume()
+        own_redis.resume()
     assert max(r.took for r in during) < 2.0  # nobody waits on the stopped Redis
     assert ok_by_gateway(during) == [LIMIT // 2, LIMIT // 2]  # divided by the processes, not multiplied
     assert all(r.status == 429 and int(r.headers["retry-after"]) >= 1 for r in during if r.status != 200)

@@ -10,12 +10,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-from conftest import RedisServer, start_redis, stop
+from conftest import RedisServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
@@ -144,15 +142,6 @@ async def test_decisions_use_the_redis_clock_and_one_cluster_slot(redis_server: 
 
 
 # ------------------------------------------------------------------ Redis paused: the failover layer
-
-
-@pytest.fixture(scope="module")
-def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server of this module's own, since these tests stop it."""
-    server = start_redis(Path(tmp_path_factory.mktemp("redis-paused")))
-    yield server
-    server.resume()
-    stop(server.proc)
 
 
 def failover(url: str, policy: LimitFailurePolicy, shares: int = 2) -> Limits:
