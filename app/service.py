@@ -119,6 +119,7 @@ class EmbeddingService:
         fetched = Fetched({})
         waited = 0.0
         hit_items = req.items
+        missed: set[str] = set()
         if missing:
             t0 = time.perf_counter()
             fetched = await self.flights.fetch(
@@ -128,9 +129,7 @@ class EmbeddingService:
             found.update(fetched.vectors)
             missed = {k for k, _ in missing}
             hit_items = [it for k, it in zip(keys, req.items, strict=True) if k not in missed]
-            self._count_items(req, keys, missed, fetched.coalesced)
-        else:
-            self._count_hits(req)
+        self._count_items(req, keys, missed, fetched.coalesced)
         hit_tokens = sum(it.est_tokens for it in hit_items)
         team, model = self.metrics.team(req.team), self.metrics.model(spec.name)
         # Billed tokens are counted per request (a micro-batch may serve several teams: each request carries
@@ -198,16 +197,6 @@ class EmbeddingService:
         model = m.model(req.spec.name)
         for (modality, result), n in counts.items():
             m.child(m.items, model, modality, result).inc(n)
-
-    def _count_hits(self, req: EmbedRequest) -> None:
-        """_count_items of a request the cache answered whole (the common case, kept cheap)."""
-        counts: dict[str, int] = {}
-        for it in req.items:
-            counts[it.modality] = counts.get(it.modality, 0) + 1
-        m = self.metrics
-        model = m.model(req.spec.name)
-        for modality, n in counts.items():
-            m.child(m.items, model, modality, "hit").inc(n)
 
     def circuit(self, upstream: str) -> str:
         """closed, open or half-open: the state of the upstream's circuit breaker."""

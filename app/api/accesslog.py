@@ -31,14 +31,13 @@ class AccessLog:
         self.lines: list[bytes] = []
 
     def write(self, line: dict[str, Any]) -> None:
-        if not self.lines:
+        first = not self.lines
+        self.lines.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        if first:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop in this thread: write at once
-                self.lines.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
                 self.flush()
-                return
-        self.lines.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
 
     def flush(self) -> None:
         lines, self.lines = self.lines, []

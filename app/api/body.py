@@ -36,7 +36,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"body: larger than {limit} bytes", param="body")
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return b"".join(chunks)  # one chunk (the usual case) is returned as it is, not copied
 
 
 async def parse(request: Request, model: type[M], limit: int) -> M:

@@ -83,7 +83,7 @@ def assemble(pairs: Iterable[tuple[Any, Any]], n: int, dim: int, upstream: str) 
             if array.shape != (dim,):
                 raise UpstreamFailed(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
             out += array.tobytes()
-    vectors = np.frombuffer(bytes(out), dtype="<f4").reshape(n, dim)
+    vectors = np.frombuffer(out, dtype="<f4").reshape(n, dim)
     if not np.isfinite(vectors).all():
         raise UpstreamFailed(f"upstream {upstream} answered non-finite values")
     return vectors
