@@ -1,0 +1,139 @@
+"""One memory budget per process for the large things requests hold: request bodies and fetched media.
+
+Per-request caps (max_body_bytes, media_fetch_max_total_bytes) bound one request, not many at once:
+four requests naming 21 images of 3 MB each held over a gigabyte. Here a request takes a Lease, and the
+lease takes bytes from the process's budget as they arrive (a body past SMALL_BODY_BYTES, every chunk
+of a fetched image, weighted for the copies made of it); when the budget is spent the request waits up
+to `wait_s` for others to finish, then gets 503 with Retry-After. The lease gives everything back when
+the request ends.
+
+Bytes given back are only freed memory if the allocator returns them: glibc keeps freed heap memory in
+the process (and raises its mmap threshold after large frees, so the next burst lands on the heap too).
+When the budget becomes idle after a burst, `malloc_trim` hands the free heap pages back to the system
+(at most once per `trim_every_s`; nothing on a C library without it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+from collections import deque
+from collections.abc import Callable
+
+from .errors import Unavailable
+
+SMALL_BODY_BYTES = 64 * 1024  # bodies up to this size are not counted: the connection cap bounds them
+FETCH_WEIGHT = 3  # a fetched image is held as bytes, as its base64 data URI, and in the upstream request
+TRIM_AFTER_BYTES = 16 * 1024 * 1024  # a burst that held less than this is not worth a trim
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    return trim
+
+
+class MemoryBudget:
+    def __init__(
+        self, max_bytes: int, *, wait_s: float, trim_every_s: float = 1.0, count: Callable[[str], None] | None = None
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.free = max_bytes
+        self.wait_s = wait_s
+        self.count = count or (lambda outcome: None)
+        self.peak_held = 0  # most bytes held since the last trim
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._trim = _malloc_trim()
+        self._trim_every_s = trim_every_s
+        self._trim_handle: asyncio.TimerHandle | None = None
+
+    def lease(self) -> Lease:
+        return Lease(self)
+
+    async def _take(self, n: int, param: str) -> None:
+        if n <= self.free and not self._waiters:
+            self.free -= n
+        elif n > self.max_bytes:
+            self._refuse(param)
+        else:
+            future = asyncio.get_running_loop().create_future()
+            entry = (n, future)
+            self._waiters.append(entry)
+            try:
+                async with asyncio.timeout(self.wait_s):
+                    await future  # the bytes are taken for us by _wake
+            except TimeoutError:
+                self._waiters.remove(entry)
+                self._refuse(param)
+            self.count("waited")
+        self.peak_held = max(self.peak_held, self.max_bytes - self.free)
+
+    def _refuse(self, param: str) -> None:
+        self.count("refused")
+        raise Unavailable(
+            f"{param}: the gateway is holding as much request data as it may; retry shortly",
+            param=param,
+            code="memory_budget",
+            retry_after=1.0,
+        )
+
+    def _give(self, n: int) -> None:
+        self.free += n
+        while self._waiters and self._waiters[0][0] <= self.free:
+            size, future = self._waiters.popleft()
+            if not future.done():
+                self.free -= size
+                future.set_result(None)
+        if self.free == self.max_bytes and self.peak_held >= TRIM_AFTER_BYTES:
+            self._schedule_trim()
+
+    def _schedule_trim(self) -> None:
+        if self._trim is None or self._trim_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._trim_handle = loop.call_later(0.0, self._trim_now, loop)
+
+    def _trim_now(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.free == self.max_bytes and self._trim is not None:
+            self._trim(0)
+            self.peak_held = 0
+        self._trim_handle = None
+        if self.peak_held >= TRIM_AFTER_BYTES:  # busy again: look again later
+            self._trim_handle = loop.call_later(self._trim_every_s, self._trim_now, loop)
+
+
+class Lease:
+    """The bytes one request holds; `release` (or leaving `async with`) gives them all back."""
+
+    __slots__ = ("budget", "held")
+
+    def __init__(self, budget: MemoryBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    async def take(self, n: int, param: str) -> None:
+        """Hold n more bytes, waiting for them up to the budget's wait_s; Unavailable (503) naming
+        `param` when they do not come."""
+        if n <= 0:
+            return
+        await self.budget._take(n, param)
+        self.held += n
+
+    def release(self) -> None:
+        held, self.held = self.held, 0
+        if held:
+            self.budget._give(held)
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
