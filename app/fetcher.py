@@ -118,6 +118,9 @@ class Fetcher:
         except httpx.HTTPError:
             outcome = "unreachable"
             raise FetchRefused(f"{param}: image URL could not be fetched", param=param) from None
+        except ValueError:  # whatever else a URL or an answer can hold that a library refuses to parse
+            outcome = "refused"
+            raise FetchRefused(f"{param}: image URL or its answer could not be parsed", param=param) from None
         except PayloadTooLarge:
             outcome = "too_large"
             raise
@@ -144,14 +147,14 @@ class Fetcher:
         """Parse the URL, resolve its host and check every address: the checked addresses are returned."""
         try:
             parsed = httpx.URL(url)
-        except (httpx.InvalidURL, ValueError):
+            host, port = parsed.host, parsed.port  # the host's IDNA form is decoded here: xn-- can fail
+        except (httpx.InvalidURL, ValueError):  # IDNAError is a UnicodeError, a ValueError
             raise FetchRefused(f"{param}: not a valid URL", param=param) from None
-        if parsed.scheme not in ("http", "https") or not parsed.host:
+        if parsed.scheme not in ("http", "https") or not host:
             raise FetchRefused(f"{param}: only http(s) URLs are fetched", param=param)
         if parsed.userinfo:
             raise FetchRefused(f"{param}: URLs with credentials are not fetched", param=param)
-        host = parsed.host
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        port = port or (443 if parsed.scheme == "https" else 80)
         try:
             resolved = await self.resolve(host, port)
         except (OSError, UnicodeError):

@@ -14,6 +14,7 @@ from .errors import NotFound
 from .fetcher import Fetcher
 from .limits.admission import TeamLimiter
 from .limits.quota import UpstreamQuota
+from .memory import MemoryBudget
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings
@@ -30,6 +31,7 @@ class Gateway:
     auth: Authenticator
     limits: TeamLimiter
     quota: UpstreamQuota
+    memory: MemoryBudget
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     floats: VectorText = field(default_factory=lambda: VectorText(32 * 1024 * 1024, float_json))

@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors
+from . import errors, masking
 from .api import dashscope, docs, fastpath, headers, observe, openai, ops
 from .auth import Authenticator
 from .breaker import Breaker
@@ -29,8 +29,12 @@ from .limits.failover import Limits
 from .limits.local import LocalStore
 from .limits.quota import UpstreamQuota
 from .limits.shared import RedisStore, open_client
+from .memory import MemoryBudget
 from .metrics import Metrics, multiprocess_dir
 from .resilience import CircuitBreaker, Guard, RetryPolicy
+from .server.connections import Connections
+from .server.descriptors import connection_cap
+from .server.protocol import STATE_KEY
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .teams import teams_from, unknown_models
@@ -156,6 +160,24 @@ def open_fetcher(settings: Settings, metrics: Metrics) -> Fetcher | None:
     )
 
 
+def open_connections(
+    settings: Settings, configs: dict[str, UpstreamConfig], used: set[str], metrics: Metrics
+) -> Connections:
+    """The worker's client connections: deadlines, and a cap that leaves descriptors for its own
+    connections (each upstream's pool, the media fetcher, Redis and files: http_fd_reserve)."""
+    reserve = settings.http_fd_reserve + sum(configs[name].max_connections for name in used)
+    reserve += settings.media_fetch_concurrency if settings.media_fetch else 0
+    cap = connection_cap(settings.http_max_connections, reserve)
+    if cap < settings.http_max_connections:
+        log.info("connections: at most %d per worker (descriptor limit minus %d reserved)", cap, reserve)
+    return Connections(
+        head_timeout_s=settings.http_head_timeout_s,
+        body_timeout_s=settings.http_body_timeout_s,
+        max_open=cap,
+        count=lambda reason: metrics.connections_closed.labels(reason).inc(),
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configs = settings.upstream_configs()
@@ -174,12 +196,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for spec in catalog:
         metrics.init_model(spec.upstream, spec.name, spec.modalities)
+    masking.install(masking.Masker.from_settings(settings))
+    connections = open_connections(settings, configs, {spec.upstream for spec in catalog}, metrics)
+    memory = MemoryBudget(
+        settings.memory_budget_bytes,
+        wait_s=settings.memory_wait_s,
+        count=lambda outcome: metrics.memory_waits.labels(outcome).inc(),
+    )
     auth = Authenticator(
         teams, {name: cfg.keys for name, cfg in settings.teams.items()}, required=settings.gateway_auth == "required"
     )
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         used = {spec.upstream for spec in catalog}
         upstreams = {name: open_upstream(name, configs[name], settings) for name in used}
         cache = open_cache(settings, metrics)
@@ -216,6 +245,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             limits=TeamLimiter(limits, metrics, window_s=settings.limits_window_s),
             quota=quota,
             fetcher=fetcher,
+            memory=memory,
         )
         gw.size_text_memos(settings.cache_text_max_bytes)
         drain = Drain(gw, settings.shutdown_drain_s)
@@ -236,8 +266,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()  # what start-up made lives as long as the process: later collections skip it
         try:
-            yield
+            yield {STATE_KEY: connections}  # read by the HTTP protocol (app/server/protocol.py)
         finally:
+            connections.close()
             drain.uninstall()
             await service.close()
             for upstream in upstreams.values():

@@ -20,9 +20,6 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-# Why a connection was closed by this layer: the label of the counter (gateway_connections_closed_total).
-REASONS = ("head_timeout", "body_timeout", "evicted", "refused")
-
 
 class Conn(Protocol):
     """What the registry needs of a connection (app/server/protocol.py implements it)."""

@@ -23,6 +23,7 @@ import asyncio
 from typing import Any
 
 import httptools
+import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -34,7 +35,9 @@ STATE_KEY = "connections"
 _OFFER_HEADERS = frozenset({b"upgrade", b"http2-settings"})
 _OFFER_TOKENS = frozenset({b"upgrade", b"http2-settings"})
 _BAD_REQUEST = "Invalid HTTP request received."
-_REFUSAL_BODY = b'{"error": {"message": "too many open connections, retry later", "type": "server_busy", "code": "overloaded"}}'
+_REFUSAL_BODY = orjson.dumps(
+    {"error": {"message": "too many open connections, retry later", "type": "server_error", "code": "overloaded"}}
+)
 REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\n"
     b"content-length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
@@ -141,8 +144,5 @@ class GatewayProtocol(HttpToolsProtocol):
         lines.append(b"\r\n")
         self.declined = False
         self.parser = httptools.HttpRequestParser(self)
-        try:
-            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
-        except AttributeError:  # pragma: no cover - httptools < 0.6.3
-            pass
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn sets its own
         return b"".join(lines)
