@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the tests need and runs the linters, the dependency audit and the whole test suite:
-# - through apt-get when missing: redis-server (the cache in tests; also the cluster and, as
-#   `redis-server --sentinel`, the Sentinel of tests/redisfarm.py), openssl (the TLS tests' CA), prometheus + promtool (the dashboards
-#   and alert rules are evaluated by a real Prometheus), docker-compose (checks docker-compose.yml);
+# - through apt-get when missing: redis-server (the cache in tests; also the cluster and, run as
+#   `redis-server --sentinel`, the Sentinel of tests/redisfarm.py), openssl (the TLS tests' CA),
+#   prometheus + promtool (the dashboards and alert rules are evaluated by a real Prometheus),
+#   docker-compose (checks docker-compose.yml);
 # - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
