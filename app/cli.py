@@ -122,7 +122,7 @@ def serve(args: argparse.Namespace) -> None:
             loop="uvloop",
             http=GatewayProtocol,  # httptools with read deadlines, a connection cap, upgrade offers declined
             timeout_keep_alive=settings.http_keepalive_timeout_s,
-            access_log=False,  # the gateway writes its own (api/accesslog.py)
+            access_log=False,  # the gateway writes its own (api/asgi/accesslog.py)
             proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-For rewriting per request
             server_header=False,
             log_config=logging_config,
