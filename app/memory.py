@@ -19,7 +19,8 @@ import asyncio
 import ctypes
 import ctypes.util
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
+from typing import Any
 
 from .errors import Unavailable
 
@@ -108,6 +109,24 @@ class MemoryBudget:
         self._trim_handle = None
         if self.peak_held >= TRIM_AFTER_BYTES:  # busy again: look again later
             self._trim_handle = loop.call_later(self._trim_every_s, self._trim_now, loop)
+
+
+LEASE_KEY = "memory_lease"  # in the ASGI scope's state; released when the request ends (api/asgi/observe.py)
+
+
+def lease_of(scope: MutableMapping[str, Any], budget: MemoryBudget) -> Lease:
+    """The request's lease, made at its first use."""
+    state = scope["state"]
+    lease: Lease | None = state.get(LEASE_KEY)
+    if lease is None:
+        lease = state[LEASE_KEY] = Lease(budget)
+    return lease
+
+
+def release_of(state: dict[str, Any]) -> None:
+    lease: Lease | None = state.get(LEASE_KEY)
+    if lease is not None:
+        lease.release()
 
 
 class Lease:

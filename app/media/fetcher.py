@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import httpx
 
 from ..errors import InvalidRequest, PayloadTooLarge
+from ..memory import FETCH_WEIGHT, Lease
 from .addresses import parse_public
 from .formats import MIME_FORMATS, sniff_format
 
@@ -103,13 +104,16 @@ class Fetcher:
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def fetch(self, url: str, param: str, max_bytes: int | None = None) -> FetchedImage:
-        """The image at url, or FetchRefused/PayloadTooLarge naming `param`. Outcomes are counted."""
+    async def fetch(
+        self, url: str, param: str, max_bytes: int | None = None, lease: Lease | None = None
+    ) -> FetchedImage:
+        """The image at url, or FetchRefused/PayloadTooLarge naming `param`. Outcomes are counted. With a
+        lease, the bytes are taken from the memory budget as they arrive (app/memory.py)."""
         cap = min(self.max_bytes, max_bytes or self.max_bytes)
         outcome = "aborted"  # cancelled with its request
         try:
             async with asyncio.timeout(self.timeout_s):
-                fetched = await self._follow(url, param, cap)
+                fetched = await self._follow(url, param, cap, lease)
             outcome = "ok"
             return fetched
         except TimeoutError:
@@ -130,7 +134,7 @@ class Fetcher:
         finally:
             self.count(outcome)
 
-    async def _follow(self, url: str, param: str, cap: int) -> FetchedImage:
+    async def _follow(self, url: str, param: str, cap: int, lease: Lease | None) -> FetchedImage:
         for _ in range(self.max_redirects + 1):
             target = await self.check(url, param)
             response = await self._send(target, param)
@@ -138,7 +142,7 @@ class Fetcher:
                 if response.status_code in REDIRECTS:
                     url = self._location(response, target, param)
                     continue
-                return await self._read(response, param, cap)
+                return await self._read(response, param, cap, lease)
             finally:
                 await response.aclose()
         raise FetchRefused(f"{param}: image URL redirected more than {self.max_redirects} times", param=param)
@@ -203,7 +207,7 @@ class Fetcher:
         except (httpx.InvalidURL, ValueError):
             raise FetchRefused(f"{param}: image URL redirected to an invalid URL", param=param) from None
 
-    async def _read(self, response: httpx.Response, param: str, cap: int) -> FetchedImage:
+    async def _read(self, response: httpx.Response, param: str, cap: int, lease: Lease | None) -> FetchedImage:
         if response.status_code != 200:
             raise FetchRefused(f"{param}: image URL answered HTTP {response.status_code}", param=param)
         mime = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -216,13 +220,17 @@ class Fetcher:
             raise PayloadTooLarge(f"{param}: image larger than {cap} bytes", param=param)
         data = bytearray()
         async for chunk in response.aiter_raw():
+            if lease is not None:
+                await lease.take(len(chunk) * FETCH_WEIGHT, param)
             data += chunk
             if len(data) > cap:
                 raise PayloadTooLarge(f"{param}: image larger than {cap} bytes", param=param)
-        real = sniff_format(bytes(data))
+        raw = bytes(data)
+        del data
+        real = sniff_format(raw)
         if real is None:
             raise FetchRefused(f"{param}: image URL answered bytes of no known image format", param=param)
         claimed = MIME_FORMATS.get(mime[6:])
         if claimed is not None and claimed != real:
             raise FetchRefused(f"{param}: image URL answered {mime} but the bytes are {real}", param=param)
-        return FetchedImage(bytes(data), real)
+        return FetchedImage(raw, real)
