@@ -2,10 +2,10 @@
 
 Per-request caps (max_body_bytes, media_fetch_max_total_bytes) bound one request, not many at once:
 four requests naming 21 images of 3 MB each held over a gigabyte. Here a request takes a Lease, and the
-lease takes bytes from the process's budget as they arrive (a body past SMALL_BODY_BYTES, every chunk
-of a fetched image, weighted for the copies made of it); when the budget is spent the request waits up
-to `wait_s` for others to finish, then gets 503 with Retry-After. The lease gives everything back when
-the request ends.
+lease takes bytes from the process's budget (a body past SMALL_BODY_BYTES; room for the largest image
+allowed before each fetch, the unused part given back after it; weighted for the copies made of them);
+when the budget is spent the request waits up to `wait_s` for others to finish, then gets 503 with
+Retry-After. The lease gives everything back when the request ends.
 
 Bytes given back are only freed memory if the allocator returns them: glibc keeps freed heap memory in
 the process (and raises its mmap threshold after large frees, so the next burst lands on the heap too).
@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-from collections import deque
+import gc
+import heapq
+import itertools
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
@@ -40,6 +42,10 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 class MemoryBudget:
+    """Waiting requests are served oldest lease first: a request that has started taking is finished
+    before a younger one gets room, so a burst ends in some requests answered and the rest refused,
+    rather than all of them sharing the room and all running out of time."""
+
     def __init__(
         self, max_bytes: int, *, wait_s: float, trim_every_s: float = 1.0, count: Callable[[str], None] | None = None
     ) -> None:
@@ -48,29 +54,33 @@ class MemoryBudget:
         self.wait_s = wait_s
         self.count = count or (lambda outcome: None)
         self.peak_held = 0  # most bytes held since the last trim
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._leases = itertools.count()
+        self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []  # heap: (lease, arrival, n, future)
+        self._arrivals = itertools.count()
         self._trim = _malloc_trim()
         self._trim_every_s = trim_every_s
         self._trim_handle: asyncio.TimerHandle | None = None
 
     def lease(self) -> Lease:
-        return Lease(self)
+        return Lease(self, next(self._leases))
 
-    async def _take(self, n: int, param: str) -> None:
-        if n <= self.free and not self._waiters:
+    async def _take(self, n: int, seq: int, param: str) -> None:
+        if n <= self.free and (not self._waiters or seq < self._waiters[0][0]):
             self.free -= n
         elif n > self.max_bytes:
             self._refuse(param)
         else:
             future = asyncio.get_running_loop().create_future()
-            entry = (n, future)
-            self._waiters.append(entry)
+            entry = (seq, next(self._arrivals), n, future)
+            heapq.heappush(self._waiters, entry)
             try:
                 async with asyncio.timeout(self.wait_s):
-                    await future  # the bytes are taken for us by _wake
+                    await future  # the bytes are taken for us by _give
             except TimeoutError:
-                self._waiters.remove(entry)
-                self._refuse(param)
+                if not (future.done() and not future.cancelled()):  # else served as the time ran out
+                    self._waiters.remove(entry)
+                    heapq.heapify(self._waiters)
+                    self._refuse(param)
             self.count("waited")
         self.peak_held = max(self.peak_held, self.max_bytes - self.free)
 
@@ -85,8 +95,8 @@ class MemoryBudget:
 
     def _give(self, n: int) -> None:
         self.free += n
-        while self._waiters and self._waiters[0][0] <= self.free:
-            size, future = self._waiters.popleft()
+        while self._waiters and self._waiters[0][2] <= self.free:
+            _, _, size, future = heapq.heappop(self._waiters)
             if not future.done():
                 self.free -= size
                 future.set_result(None)
@@ -94,7 +104,7 @@ class MemoryBudget:
             self._schedule_trim()
 
     def _schedule_trim(self) -> None:
-        if self._trim is None or self._trim_handle is not None:
+        if self._trim_handle is not None:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -103,8 +113,10 @@ class MemoryBudget:
         self._trim_handle = loop.call_later(0.0, self._trim_now, loop)
 
     def _trim_now(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.free == self.max_bytes and self._trim is not None:
-            self._trim(0)
+        if self.free == self.max_bytes:
+            gc.collect()  # refused requests leave cycles (exception, traceback, frames) holding their data
+            if self._trim is not None:
+                self._trim(0)
             self.peak_held = 0
         self._trim_handle = None
         if self.peak_held >= TRIM_AFTER_BYTES:  # busy again: look again later
@@ -119,7 +131,7 @@ def lease_of(scope: MutableMapping[str, Any], budget: MemoryBudget) -> Lease:
     state = scope["state"]
     lease: Lease | None = state.get(LEASE_KEY)
     if lease is None:
-        lease = state[LEASE_KEY] = Lease(budget)
+        lease = state[LEASE_KEY] = budget.lease()
     return lease
 
 
@@ -132,10 +144,11 @@ def release_of(state: dict[str, Any]) -> None:
 class Lease:
     """The bytes one request holds; `release` (or leaving `async with`) gives them all back."""
 
-    __slots__ = ("budget", "held")
+    __slots__ = ("budget", "held", "seq")
 
-    def __init__(self, budget: MemoryBudget) -> None:
+    def __init__(self, budget: MemoryBudget, seq: int) -> None:
         self.budget = budget
+        self.seq = seq  # the lease's age: older leases are served first
         self.held = 0
 
     async def take(self, n: int, param: str) -> None:
@@ -143,8 +156,15 @@ class Lease:
         `param` when they do not come."""
         if n <= 0:
             return
-        await self.budget._take(n, param)
+        await self.budget._take(n, self.seq, param)
         self.held += n
+
+    def give_back(self, n: int) -> None:
+        """Give back n of the bytes held (taken for more than was used)."""
+        n = min(n, self.held)
+        if n > 0:
+            self.held -= n
+            self.budget._give(n)
 
     def release(self) -> None:
         held, self.held = self.held, 0

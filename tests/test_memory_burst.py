@@ -49,7 +49,12 @@ def origin() -> Iterator[ImageServer]:
 
 @pytest.fixture(scope="module")
 def gw(gateways: GatewayFactory, origin: ImageServer) -> Gateway:
-    env = {"MEDIA_FETCH": "true", "MEDIA_FETCH_ALLOW_HOSTS": json.dumps([origin.netloc])}
+    env = {
+        "MEDIA_FETCH": "true",
+        "MEDIA_FETCH_ALLOW_HOSTS": json.dumps([origin.netloc]),
+        # Upstream calls of 10 images (the stand-in, like DashScope, refuses request bodies over 64 MB).
+        "MODELS": json.dumps({MODEL: {"max_batch": 10}}),
+    }
     return gateways.start(env=env)
 
 

@@ -67,11 +67,13 @@ async def system_resolve(host: str, port: int) -> list[str]:
 def open_client(concurrency: int) -> httpx.AsyncClient:
     """No proxies from the environment (they would connect for us, unchecked), no redirects followed by
     httpx, and no kept-alive connections: a pooled connection to an IP verified for one host name must
-    never serve a request for another name."""
+    never serve a request for another name. The pool is the process's: a fetch waits for a connection
+    within its own deadline (Fetcher.fetch), not httpx's 5 s pool timeout."""
     return httpx.AsyncClient(
         trust_env=False,
         follow_redirects=False,
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=0),
+        timeout=httpx.Timeout(5.0, pool=None),
     )
 
 
@@ -107,14 +109,21 @@ class Fetcher:
     async def fetch(
         self, url: str, param: str, max_bytes: int | None = None, lease: Lease | None = None
     ) -> FetchedImage:
-        """The image at url, or FetchRefused/PayloadTooLarge naming `param`. Outcomes are counted. With a
-        lease, the bytes are taken from the memory budget as they arrive (app/memory.py)."""
+        """The image at url, or FetchRefused/PayloadTooLarge naming `param`. Outcomes are counted.
+
+        With a lease, room for the largest image allowed is taken from the memory budget before any
+        connection is made (so a fetch waiting for memory holds no connection), and what the image did not
+        use is given back once it is read (app/memory.py)."""
         cap = min(self.max_bytes, max_bytes or self.max_bytes)
         outcome = "aborted"  # cancelled with its request
+        if lease is not None:
+            await lease.take(cap * FETCH_WEIGHT, param)
         try:
             async with asyncio.timeout(self.timeout_s):
-                fetched = await self._follow(url, param, cap, lease)
+                fetched = await self._follow(url, param, cap)
             outcome = "ok"
+            if lease is not None:
+                lease.give_back((cap - len(fetched.data)) * FETCH_WEIGHT)
             return fetched
         except TimeoutError:
             outcome = "timeout"
@@ -134,7 +143,7 @@ class Fetcher:
         finally:
             self.count(outcome)
 
-    async def _follow(self, url: str, param: str, cap: int, lease: Lease | None) -> FetchedImage:
+    async def _follow(self, url: str, param: str, cap: int) -> FetchedImage:
         for _ in range(self.max_redirects + 1):
             target = await self.check(url, param)
             response = await self._send(target, param)
@@ -142,7 +151,7 @@ class Fetcher:
                 if response.status_code in REDIRECTS:
                     url = self._location(response, target, param)
                     continue
-                return await self._read(response, param, cap, lease)
+                return await self._read(response, param, cap)
             finally:
                 await response.aclose()
         raise FetchRefused(f"{param}: image URL redirected more than {self.max_redirects} times", param=param)
@@ -207,7 +216,7 @@ class Fetcher:
         except (httpx.InvalidURL, ValueError):
             raise FetchRefused(f"{param}: image URL redirected to an invalid URL", param=param) from None
 
-    async def _read(self, response: httpx.Response, param: str, cap: int, lease: Lease | None) -> FetchedImage:
+    async def _read(self, response: httpx.Response, param: str, cap: int) -> FetchedImage:
         if response.status_code != 200:
             raise FetchRefused(f"{param}: image URL answered HTTP {response.status_code}", param=param)
         mime = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -220,8 +229,6 @@ class Fetcher:
             raise PayloadTooLarge(f"{param}: image larger than {cap} bytes", param=param)
         data = bytearray()
         async for chunk in response.aiter_raw():
-            if lease is not None:
-                await lease.take(len(chunk) * FETCH_WEIGHT, param)
             data += chunk
             if len(data) > cap:
                 raise PayloadTooLarge(f"{param}: image larger than {cap} bytes", param=param)
