@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -41,9 +40,9 @@ from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
 from .upstreams.dashscope import DashScopeUpstream
 from .upstreams.guard import Guard, RetryPolicy
+from .upstreams.http import HttpClient
 from .upstreams.local_model import LocalModelUnavailable
 from .upstreams.openai import OpenAIUpstream
-from .upstreams.transport import PoolTransport
 
 log = logging.getLogger("embedding_gateway")
 
@@ -73,20 +72,22 @@ def open_upstream(name: str, cfg: UpstreamConfig, settings: Settings) -> Upstrea
         upstream = local.LocalUpstream(name, local.model_path(cfg.model_path), threads=settings.local_threads)
         upstream.start()
         return upstream
-    limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
-        limits=limits,
-        transport=PoolTransport(max_connections=cfg.max_connections) if cfg.transport == "pool" else None,
+    http = HttpClient(
+        name,
+        max_connections=cfg.max_connections,
+        keepalive_s=cfg.keepalive_s,
+        connect_s=cfg.connect_timeout_s,
+        read_s=cfg.timeout_s,
+        max_bytes=cfg.max_response_bytes,
     )
     if cfg.kind == "dashscope":
-        return DashScopeUpstream(name, client, cfg.base_url, cfg.key() or "", cfg.workspace)
-    return OpenAIUpstream(name, client, cfg.base_url, cfg.key())
+        return DashScopeUpstream(name, http, cfg.base_url, cfg.key() or "", cfg.workspace)
+    return OpenAIUpstream(name, http, cfg.base_url, cfg.key())
 
 
 def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metrics) -> Guard:
     """Bypass and retries for one upstream; at most `max_connections` of its calls in flight, so that
-    calls wait here, within their deadline, rather than for a connection in httpx's pool."""
+    calls wait here, within their deadline, rather than for a connection in the HTTP client's pool."""
     breaker = CircuitBreaker(name, failures=settings.breaker_failures, open_s=settings.breaker_open_s, metrics=metrics)
     policy = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
     return Guard(breaker, policy, concurrency=cfg.max_connections)

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import numpy as np
+import orjson
 import pytest
 from conftest import ROOT, clean_env
 from prometheus_client import CollectorRegistry
@@ -28,6 +28,7 @@ from app.service import EmbeddingService, EmbedRequest, upstream_status
 from app.settings import MULTIPROC_ENV
 from app.upstreams.adapter import Batch, Result
 from app.upstreams.failures import error_from_response
+from app.upstreams.http import Answer
 
 
 def values(text: bytes | str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -64,10 +65,10 @@ def test_series_that_alerts_divide_by_exist_at_zero_from_the_start() -> None:
 
 
 def test_upstream_status_label_is_the_upstreams_own() -> None:
-    answer = httpx.Response(503, json={"code": "ModelUnavailable", "message": "busy"})
+    answer = Answer(503, {}, orjson.dumps({"code": "ModelUnavailable", "message": "busy"}))
     err = error_from_response(answer, "dashscope")
     assert err.status == 502 and upstream_status(err) == "503"  # the client sees 502, the metric says 503
-    throttled = error_from_response(httpx.Response(429, json={}), "dashscope")
+    throttled = error_from_response(Answer(429, {}, b"{}"), "dashscope")
     assert isinstance(throttled, RateLimited) and upstream_status(throttled) == "429"
     assert upstream_status(UpstreamTimeout("slow")) == "timeout"
     assert upstream_status(UpstreamFailed("garbage")) == "error"

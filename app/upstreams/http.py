@@ -50,8 +50,18 @@ class Poster(Protocol):
 class HttpClient:
     """One upstream's aiohttp session; opened on first use (aiohttp wants a running loop)."""
 
-    def __init__(self, name: str, *, max_connections: int, keepalive_s: float, connect_s: float, read_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_connections: int,
+        keepalive_s: float,
+        connect_s: float,
+        read_s: float,
+        max_bytes: int = 256 * 1024 * 1024,
+    ) -> None:
         self.name = name
+        self.max_bytes = max_bytes
         self.max_connections = max_connections
         self.keepalive_s = keepalive_s
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=read_s)
@@ -72,8 +82,10 @@ class HttpClient:
         return self._session
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], *, max_bytes: int) -> Answer:
-        """POST `body`; the answer's status, headers and whole body (an error answer's up to 64 KiB).
-        Raises UpstreamTimeout, UpstreamFailed (unreachable, closed, malformed) or AnswerTooLarge."""
+        """POST `body`; the answer's status, headers and whole body (an error answer's up to 64 KiB), within
+        `max_bytes` and the client's own cap. Raises UpstreamTimeout, UpstreamFailed (unreachable, closed,
+        malformed) or AnswerTooLarge."""
+        max_bytes = min(max_bytes, self.max_bytes)
         try:
             async with self.session().post(url, data=body, headers=headers, allow_redirects=False) as resp:
                 limit = max_bytes if resp.status == 200 else min(max_bytes, ERROR_BODY_BYTES)
