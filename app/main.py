@@ -22,6 +22,9 @@ from .cache.memory import MemoryCache
 from .cache.redis import RedisCache
 from .cache.store import VectorCache
 from .catalog import build_catalog
+from .flights.batcher import Batcher
+from .flights.coalescer import Coalescer
+from .flights.inflight import InFlight
 from .flights.leases import Leases, LocalLeases, RedisLeases
 from .limits.admission import TeamLimiter
 from .limits.failover import Limits
@@ -38,6 +41,7 @@ from .teams import teams_from, unknown_models
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
+from .upstreams.caller import GuardedUpstreams, UpstreamCaller
 from .upstreams.dashscope import DashScopeUpstream
 from .upstreams.guard import Guard, RetryPolicy
 from .upstreams.http import HttpClient
@@ -98,6 +102,16 @@ def open_leases(cache: VectorCache, settings: Settings) -> Leases:
     if isinstance(redis, RedisCache):
         return RedisLeases(redis.client, redis.breaker, settings.redis_timeout_s)
     return LocalLeases()
+
+
+def open_flights(cache: VectorCache, caller: UpstreamCaller, settings: Settings, metrics: Metrics) -> Coalescer:
+    """The miss path below the service, built bottom up: the batcher sends chunks through `caller` and lands
+    each call in the in-flight table; the coalescer sends only what no one is fetching yet."""
+    leases = open_leases(cache, settings)
+    inflight = InFlight(cache, leases, metrics)
+    batcher = Batcher(caller, inflight, window_s=settings.batch_window_ms / 1000)
+    lease_s = settings.request_deadline_s + 1.0  # a lease outlives its holder's request by a second at most
+    return Coalescer(batcher, inflight, cache, leases, wait_s=settings.coalesce_wait_s, lease_s=lease_s)
 
 
 def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
@@ -186,7 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         used = {spec.upstream for spec in catalog}
-        upstreams = {name: open_upstream(name, configs[name], settings) for name in used}
+        adapters = {name: open_upstream(name, configs[name], settings) for name in used}
         cache = open_cache(settings, metrics)
         limits = open_limits(settings, metrics)
         await limits.start()
@@ -197,17 +211,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             slack_s=settings.upstream_quota_slack_s,
             max_wait_s=settings.upstream_queue_s,
         )
+        guards = {name: open_guard(name, configs[name], settings, metrics) for name in used}
+        upstreams = GuardedUpstreams(adapters, guards, metrics, gate=quota)
+        flights = open_flights(cache, upstreams, settings, metrics)
         service = EmbeddingService(
-            cache,
-            upstreams,
-            metrics,
-            namespace=settings.cache_namespace,
-            gate=quota,
-            guards={name: open_guard(name, configs[name], settings, metrics) for name in used},
-            leases=open_leases(cache, settings),
-            deadline_s=settings.request_deadline_s,
-            batch_window_s=settings.batch_window_ms / 1000,
-            coalesce_wait_s=settings.coalesce_wait_s,
+            cache, flights, metrics, namespace=settings.cache_namespace, deadline_s=settings.request_deadline_s
         )
         fetcher = open_fetcher(settings, metrics)
         gw = app.state.gateway = Gateway(
@@ -215,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             catalog,
             cache,
             service,
+            upstreams,
             metrics,
             {name: cfg.kind for name, cfg in configs.items()},
             auth=auth,
@@ -245,8 +254,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             drain.uninstall()
             await service.close()
-            for upstream in upstreams.values():
-                await upstream.close()
+            for adapter in adapters.values():
+                await adapter.close()
             await cache.close()
             await limits.close()
             if fetcher is not None:
