@@ -59,15 +59,15 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     gw = gateway(request)
     cache_ok = await gw.cache.ping()
-    states = {name: getattr(up, "state", "ready") for name, up in gw.service.upstreams.items()}
-    ready = gw.ready and bool(states) and "loading" not in states.values()
+    states = gw.upstreams.states()
+    ready = gw.ready and bool(states) and all(state != "loading" for state, _ in states.values())
     body = {
         "status": "ready" if ready else "not ready",
         "cache": {"backend": gw.cache.name, "ok": cache_ok},
         "limits": gw.limits.status(),
         "upstreams": {
-            name: {"kind": gw.upstream_kinds[name], "state": state, "circuit": gw.service.circuit(name)}
-            for name, state in sorted(states.items())
+            name: {"kind": gw.upstream_kinds[name], "state": state, "circuit": circuit}
+            for name, (state, circuit) in sorted(states.items())
         },
         "models": len(gw.catalog),
     }
