@@ -38,6 +38,7 @@ from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .state import Gateway
 from .teams import teams_from, unknown_models
+from .teams_reload import watch_teams
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
@@ -234,6 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gw.size_text_memos(settings.cache_text_max_bytes)
         drain = Drain(gw, settings.shutdown_drain_s)
         drain.install()
+        reloader = watch_teams(settings, auth, metrics, set(catalog.names()))  # file changes and SIGHUP
         log.info(
             "serving %d models from %s; cache: %s; auth: %s, %d teams; limits: %s",
             len(catalog),
@@ -252,6 +254,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await reloader.stop()
             drain.uninstall()
             await service.close()
             for adapter in adapters.values():
