@@ -18,6 +18,7 @@ from .memory import MemoryBudget
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings
+from .upstreams.caller import GuardedUpstreams
 
 
 @dataclass(slots=True)
@@ -26,6 +27,7 @@ class Gateway:
     catalog: Catalog
     cache: VectorCache
     service: EmbeddingService
+    upstreams: GuardedUpstreams
     metrics: Metrics
     upstream_kinds: dict[str, str]
     auth: Authenticator

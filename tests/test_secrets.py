@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import yaml
 from conftest import ROOT, UPSTREAM_KEY, GatewayFactory, StandIn, clean_env, free_port
@@ -97,10 +98,11 @@ def test_the_configured_key_in_an_upstream_message_is_masked(message: str) -> No
     from app.masking import Masker, install
     from app.settings import Settings
     from app.upstreams.failures import error_from_response
+    from app.upstreams.http import Answer
 
     install(Masker.from_settings(Settings(dashscope_api_key=WRONG_KEY)))
     try:
-        response = httpx.Response(400, json={"code": "InvalidParameter", "message": message})
+        response = Answer(400, {}, orjson.dumps({"code": "InvalidParameter", "message": message}))
         err = error_from_response(response, "dashscope")
     finally:
         install(Masker([]))

@@ -17,8 +17,16 @@ refused with a 503 and closed.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from .descriptors import connection_cap
+
+if TYPE_CHECKING:
+    from ..settings import Settings, UpstreamConfig
+
+log = logging.getLogger("embedding_gateway")
 
 
 class Conn(Protocol):
@@ -90,3 +98,21 @@ class Connections:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+
+
+def for_worker(
+    settings: Settings, configs: dict[str, UpstreamConfig], used: set[str], count: Callable[[str], None]
+) -> Connections:
+    """The worker's client connections: deadlines, and a cap that leaves descriptors for its own
+    connections (each served upstream's pool, the media fetcher, Redis and files: http_fd_reserve)."""
+    reserve = settings.http_fd_reserve + sum(configs[name].max_connections for name in used)
+    reserve += settings.media_fetch_concurrency if settings.media_fetch else 0
+    cap = connection_cap(settings.http_max_connections, reserve)
+    if cap < settings.http_max_connections:
+        log.info("connections: at most %d per worker (descriptor limit minus %d reserved)", cap, reserve)
+    return Connections(
+        head_timeout_s=settings.http_head_timeout_s,
+        body_timeout_s=settings.http_body_timeout_s,
+        max_open=cap,
+        count=count,
+    )
