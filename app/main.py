@@ -39,6 +39,7 @@ from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .state import Gateway
 from .teams import Team, teams_from, unknown_models
+from .teams_reload import watch_teams
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
@@ -260,6 +261,8 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[None
             drain = Drain(gw, p.settings.shutdown_drain_s)
             drain.install()
             stack.callback(drain.uninstall)
+            reloader = watch_teams(p.settings, p.auth, p.metrics, set(p.catalog.names()))  # file changes, SIGHUP
+            stack.push_async_callback(reloader.stop)
             announce(p, gw)
             gc.collect()
             gc.freeze()  # what start-up made lives as long as the process: later collections skip it
