@@ -46,13 +46,12 @@ class MemoryBudget:
     before a younger one gets room, so a burst ends in some requests answered and the rest refused,
     rather than all of them sharing the room and all running out of time."""
 
-    def __init__(
-        self, max_bytes: int, *, wait_s: float, trim_every_s: float = 1.0, count: Callable[[str], None] | None = None
-    ) -> None:
+    def __init__(self, max_bytes: int, *, wait_s: float, trim_every_s: float = 1.0, counter: Any = None) -> None:
+        """`counter`: a prometheus Counter labelled by outcome (waited, refused), or None."""
         self.max_bytes = max_bytes
         self.free = max_bytes
         self.wait_s = wait_s
-        self.count = count or (lambda outcome: None)
+        self.count: Callable[[str], None] = (lambda o: counter.labels(o).inc()) if counter else (lambda o: None)
         self.peak_held = 0  # most bytes held since the last trim
         self._leases = itertools.count()
         self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []  # heap: (lease, arrival, n, future)

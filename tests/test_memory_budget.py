@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 
 from app.errors import Unavailable
 from app.memory import MemoryBudget
@@ -27,8 +28,9 @@ async def test_a_lease_waits_for_bytes_given_back() -> None:
 
 
 async def test_a_lease_is_refused_after_the_wait_with_retry_after() -> None:
-    outcomes: list[str] = []
-    budget = MemoryBudget(100, wait_s=0.1, count=outcomes.append)
+    registry = CollectorRegistry()
+    counter = Counter("memory_budget", "test", ["outcome"], registry=registry)
+    budget = MemoryBudget(100, wait_s=0.1, counter=counter)
     async with budget.lease() as held:
         await held.take(90, "body")
         with pytest.raises(Unavailable) as refused:
@@ -36,7 +38,8 @@ async def test_a_lease_is_refused_after_the_wait_with_retry_after() -> None:
                 await other.take(20, "input[3].image")
         assert refused.value.status == 503 and refused.value.retry_after == 1.0
         assert refused.value.param == "input[3].image"
-    assert budget.free == 100 and outcomes == ["refused"]
+    assert budget.free == 100
+    assert registry.get_sample_value("memory_budget_total", {"outcome": "refused"}) == 1
 
 
 async def test_more_than_the_whole_budget_is_refused_at_once() -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .descriptors import connection_cap
 
@@ -100,11 +100,10 @@ class Connections:
             self._sweeper = None
 
 
-def for_worker(
-    settings: Settings, configs: dict[str, UpstreamConfig], used: set[str], count: Callable[[str], None]
-) -> Connections:
+def for_worker(settings: Settings, configs: dict[str, UpstreamConfig], used: set[str], counter: Any) -> Connections:
     """The worker's client connections: deadlines, and a cap that leaves descriptors for its own
-    connections (each served upstream's pool, the media fetcher, Redis and files: http_fd_reserve)."""
+    connections (each served upstream's pool, the media fetcher, Redis and files: http_fd_reserve).
+    Closes are counted in `counter` (a labelled prometheus Counter: gateway_connections_closed_total)."""
     reserve = settings.http_fd_reserve + sum(configs[name].max_connections for name in used)
     reserve += settings.media_fetch_concurrency if settings.media_fetch else 0
     cap = connection_cap(settings.http_max_connections, reserve)
@@ -114,5 +113,5 @@ def for_worker(
         head_timeout_s=settings.http_head_timeout_s,
         body_timeout_s=settings.http_body_timeout_s,
         max_open=cap,
-        count=count,
+        count=lambda reason: counter.labels(reason).inc(),
     )
