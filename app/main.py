@@ -264,9 +264,7 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         async with AsyncExitStack() as stack:
-            connections = for_worker(
-                p.settings, p.configs, {m.upstream for m in p.catalog}, p.metrics.connections_closed
-            )
+            connections = for_worker(p.settings, p.configs, p.catalog, p.metrics.connections_closed)
             stack.callback(connections.close)
             gw = app.state.gateway = await open_gateway(p, stack)
             drain = Drain(gw, p.settings.shutdown_drain_s)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .descriptors import connection_cap
 
 if TYPE_CHECKING:
+    from ..catalog import ModelSpec
     from ..settings import Settings, UpstreamConfig
 
 log = logging.getLogger("embedding_gateway")
@@ -100,10 +101,13 @@ class Connections:
             self._sweeper = None
 
 
-def for_worker(settings: Settings, configs: dict[str, UpstreamConfig], used: set[str], counter: Any) -> Connections:
+def for_worker(
+    settings: Settings, configs: dict[str, UpstreamConfig], catalog: Iterable[ModelSpec], counter: Any
+) -> Connections:
     """The worker's client connections: deadlines, and a cap that leaves descriptors for its own
     connections (each served upstream's pool, the media fetcher, Redis and files: http_fd_reserve).
     Closes are counted in `counter` (a labelled prometheus Counter: gateway_connections_closed_total)."""
+    used = {spec.upstream for spec in catalog}
     reserve = settings.http_fd_reserve + sum(configs[name].max_connections for name in used)
     reserve += settings.media_fetch_concurrency if settings.media_fetch else 0
     cap = connection_cap(settings.http_max_connections, reserve)
