@@ -2,7 +2,8 @@
 # Installs everything the tests need and runs the linters, the dependency audit and the whole test suite:
 # - through apt-get when missing: redis-server (the cache in tests), prometheus + promtool (the dashboards
 #   and alert rules are evaluated by a real Prometheus), docker-compose (checks docker-compose.yml);
-# - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does).
+# - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does);
+# - the client matrix (scripts/install-clients.sh): .venv-clients, the openai npm package, golang-go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -15,6 +16,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 bash scripts/install.sh --local --dev
+bash scripts/install-clients.sh
 . .venv/bin/activate
 ruff check app bench tests
 mypy -p app
