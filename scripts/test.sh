@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the tests need and runs the linters, the dependency audit and the whole test suite:
-# - through apt-get when missing: redis-server (the cache in tests), prometheus + promtool (the dashboards
-#   and alert rules are evaluated by a real Prometheus), docker-compose (checks docker-compose.yml);
+# - through apt-get when missing: redis-server (the cache in tests; also the cluster and, run as
+#   `redis-server --sentinel`, the Sentinel of tests/redisfarm.py), openssl (the TLS tests' CA),
+#   prometheus + promtool (the dashboards and alert rules are evaluated by a real Prometheus),
+#   docker-compose (checks docker-compose.yml);
 # - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does);
 # - the client matrix (scripts/install-clients.sh): .venv-clients, the openai npm package, golang-go.
 set -euo pipefail
@@ -10,6 +12,7 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the TLS Redis tests make their own CA
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from app.breaker import Breaker
+from app.bypass import Bypass
 from app.limits.failover import Limits
 from app.limits.local import LocalStore
 from app.limits.shared import RedisStore, open_client
@@ -149,7 +149,7 @@ def failover(url: str, policy: LimitFailurePolicy, shares: int = 2) -> Limits:
         open_client(url, 0.2), namespace="fo" + uuid.uuid4().hex[:8], window_s=60, lease_s=60, timeout_s=0.2
     )
     local = LocalStore(window_s=60, lease_s=60)
-    return Limits(shared, local, shares=shares, policy=policy, breaker=Breaker("redis limits", 0.5, None))
+    return Limits(shared, local, shares=shares, policy=policy, breaker=Bypass("redis limits", 0.5, None))
 
 
 async def test_paused_redis_local_policy_divides_and_never_hangs(

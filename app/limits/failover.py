@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
-from ..breaker import Breaker
+from ..bypass import Bypass
 from ..settings import LimitFailurePolicy
 from .local import LocalStore
 from .store import LimitStore, StoreUnavailable, Ticket
@@ -40,7 +40,7 @@ class Limits:
         *,
         shares: int,
         policy: LimitFailurePolicy,
-        breaker: Breaker,
+        breaker: Bypass,
     ) -> None:
         self.shared = shared
         self.local = local
