@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors
+from . import errors, tokentext
 from .api import dashscope, docs, openai, ops
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
@@ -237,11 +237,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("%s is not served here (unknown or disabled model)", entry)
         if not catalog.names():
             log.warning("no model is enabled: set DASHSCOPE_API_KEY or OPENAI_API_KEY, or install the local extra")
+        warming = tokentext.warm_up(catalog)  # the token-id encoding, parsed in a thread: no request waits for it
         gc.collect()
         gc.freeze()  # what start-up made lives as long as the process: later collections skip it
         try:
             yield
         finally:
+            if warming is not None:
+                await warming
             drain.uninstall()
             await service.close()
             for upstream in upstreams.values():
@@ -260,6 +263,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install_handlers(app)
     app.include_router(openai.router)
     app.include_router(dashscope.router)
+    app.include_router(dashscope.uploads)
     app.include_router(ops.router)
     docs.install(app, catalog.names())
     app.add_front(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))

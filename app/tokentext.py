@@ -12,10 +12,13 @@ the file against the encoding's published SHA-256 as it loads it).
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from collections.abc import Iterable
 
 import tiktoken
 
+from .catalog import ModelSpec
 from .errors import InvalidRequest
 
 DEFAULT_ENCODING = "cl100k_base"  # what LangChain and LlamaIndex fall back to for a name tiktoken does not know
@@ -34,13 +37,20 @@ def encoding_name(model: str) -> str:
 
 def encoding(name: str) -> tiktoken.Encoding | None:
     """The loaded encoding, or None if no package ships it. The first call parses the file (0.1-0.6 s:
-    `warm` does it at start); tiktoken's registry keeps it, under a lock."""
+    `warm_up` does it at start); tiktoken's registry keeps it, under a lock."""
     shipped = SHIPPED.get(name)
     return None if shipped is None else tiktoken.get_encoding(shipped)
 
 
-def warm() -> None:
-    """Load the default encoding (called in a thread at start, so no request pays for it)."""
+def warm_up(specs: Iterable[ModelSpec]) -> asyncio.Task[None] | None:
+    """At start: parse the default encoding in a thread when a served model takes text rather than ids, so
+    that no request waits for it (await the task before exiting)."""
+    if not any(not spec.token_ids for spec in specs):
+        return None
+    return asyncio.create_task(asyncio.to_thread(_load_default))
+
+
+def _load_default() -> None:
     encoding(DEFAULT_ENCODING)
 
 

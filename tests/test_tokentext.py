@@ -15,7 +15,7 @@ from tiktokencache import offline_cache, shipped_file, source_of
 from app import tokentext
 from app.errors import InvalidRequest
 from app.items import openai_items, text_item
-from app.keys import KeyMaker
+from app.cache.keys import KeyMaker
 from app.params import Params
 
 TEXTS = [
