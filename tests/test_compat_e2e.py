@@ -107,9 +107,10 @@ def test_unknown_parameters_of_any_type_are_forwarded_and_keyed(api: Api, standi
     again = api.post(DS_TEXT, {"model": TEXT, "input": {"texts": texts}, "parameters": {**reordered, "dimension": 512}})
     assert again.headers["x-cache-hits"] == "2"  # the same parameters, in another order: the same entries
     other = {**extra, "kwargs": {"text_type": "query"}, "dimension": 512}
-    assert api.post(DS_TEXT, {"model": TEXT, "input": {"texts": texts}, "parameters": other}).headers[
-        "x-cache-misses"
-    ] == "2"
+    assert (
+        api.post(DS_TEXT, {"model": TEXT, "input": {"texts": texts}, "parameters": other}).headers["x-cache-misses"]
+        == "2"
+    )
     assert len(standin.calls()) == 2
 
 
@@ -162,13 +163,13 @@ def test_429_codes_per_wire(api: Api) -> None:
 
 
 def test_every_openai_error_has_a_type_and_a_code(api: Api) -> None:
-    key = {"Authorization": f"Bearer {api.keys['wide']}"}
+    key, wrong = {"Authorization": f"Bearer {api.keys['wide']}"}, {"Authorization": "Bearer not-a-key"}
     replies = {
         "bad json": httpx.post(api.url + OPENAI, content=b"{", headers=key),
         "bad field": api.post(OPENAI, {"model": TEXT, "input": "x", "dimensions": 3}),
         "unknown key": api.post(OPENAI, {"model": TEXT, "input": "x", "nope": 1}),
         "no key": httpx.post(api.url + OPENAI, json={"model": TEXT, "input": "x"}),
-        "wrong key": httpx.post(api.url + OPENAI, json={"model": TEXT, "input": "x"}, headers={"Authorization": "Bearer x"}),
+        "wrong key": httpx.post(api.url + OPENAI, json={"model": TEXT, "input": "x"}, headers=wrong),
         "not allowed": api.post(OPENAI, {"model": "tongyi-embedding-vision-plus", "input": "x"}, "narrow"),
         "unknown model": api.post(OPENAI, {"model": "nope", "input": "x"}),
         "no route": httpx.get(api.url + "/v1/nothing", headers=key),
@@ -179,6 +180,7 @@ def test_every_openai_error_has_a_type_and_a_code(api: Api) -> None:
         assert 400 <= r.status_code < 500, what
         assert isinstance(error["type"], str) and isinstance(error["code"], str) and error["code"], (what, error)
     assert replies["no key"].json()["error"]["code"] == "invalid_api_key"
+    assert replies["wrong key"].json()["error"]["code"] == "invalid_api_key"
     assert replies["unknown model"].json()["error"]["code"] == "model_not_found"
 
 

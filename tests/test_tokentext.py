@@ -13,9 +13,9 @@ from samples import SMALL, V4, spec
 from tiktokencache import offline_cache, shipped_file, source_of
 
 from app import tokentext
+from app.cache.keys import KeyMaker
 from app.errors import InvalidRequest
 from app.items import openai_items, text_item
-from app.cache.keys import KeyMaker
 from app.params import Params
 
 TEXTS = [
