@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +22,9 @@ from .cache.memory import MemoryCache
 from .cache.redis import RedisCache
 from .cache.store import VectorCache
 from .catalog import build_catalog
+from .flights.batcher import Batcher
+from .flights.coalescer import Coalescer
+from .flights.inflight import InFlight
 from .flights.leases import Leases, LocalLeases, RedisLeases
 from .limits.admission import TeamLimiter
 from .limits.failover import Limits
@@ -36,14 +38,16 @@ from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .state import Gateway
 from .teams import teams_from, unknown_models
+from .teams_reload import watch_teams
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
+from .upstreams.caller import GuardedUpstreams, UpstreamCaller
 from .upstreams.dashscope import DashScopeUpstream
 from .upstreams.guard import Guard, RetryPolicy
+from .upstreams.http import HttpClient
 from .upstreams.local_model import LocalModelUnavailable
 from .upstreams.openai import OpenAIUpstream
-from .upstreams.transport import PoolTransport
 
 log = logging.getLogger("embedding_gateway")
 
@@ -73,20 +77,22 @@ def open_upstream(name: str, cfg: UpstreamConfig, settings: Settings) -> Upstrea
         upstream = local.LocalUpstream(name, local.model_path(cfg.model_path), threads=settings.local_threads)
         upstream.start()
         return upstream
-    limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
-        limits=limits,
-        transport=PoolTransport(max_connections=cfg.max_connections) if cfg.transport == "pool" else None,
+    http = HttpClient(
+        name,
+        max_connections=cfg.max_connections,
+        keepalive_s=cfg.keepalive_s,
+        connect_s=cfg.connect_timeout_s,
+        read_s=cfg.timeout_s,
+        max_bytes=cfg.max_response_bytes,
     )
     if cfg.kind == "dashscope":
-        return DashScopeUpstream(name, client, cfg.base_url, cfg.key() or "", cfg.workspace)
-    return OpenAIUpstream(name, client, cfg.base_url, cfg.key())
+        return DashScopeUpstream(name, http, cfg.base_url, cfg.key() or "", cfg.workspace)
+    return OpenAIUpstream(name, http, cfg.base_url, cfg.key())
 
 
 def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metrics) -> Guard:
     """Bypass and retries for one upstream; at most `max_connections` of its calls in flight, so that
-    calls wait here, within their deadline, rather than for a connection in httpx's pool."""
+    calls wait here, within their deadline, rather than for a connection in the HTTP client's pool."""
     breaker = CircuitBreaker(name, failures=settings.breaker_failures, open_s=settings.breaker_open_s, metrics=metrics)
     policy = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
     return Guard(breaker, policy, concurrency=cfg.max_connections)
@@ -97,6 +103,16 @@ def open_leases(cache: VectorCache, settings: Settings) -> Leases:
     if isinstance(redis, RedisCache):
         return RedisLeases(redis.client, redis.breaker, settings.redis_timeout_s)
     return LocalLeases()
+
+
+def open_flights(cache: VectorCache, caller: UpstreamCaller, settings: Settings, metrics: Metrics) -> Coalescer:
+    """The miss path below the service, built bottom up: the batcher sends chunks through `caller` and lands
+    each call in the in-flight table; the coalescer sends only what no one is fetching yet."""
+    leases = open_leases(cache, settings)
+    inflight = InFlight(cache, leases, metrics)
+    batcher = Batcher(caller, inflight, window_s=settings.batch_window_ms / 1000)
+    lease_s = settings.request_deadline_s + 1.0  # a lease outlives its holder's request by a second at most
+    return Coalescer(batcher, inflight, cache, leases, wait_s=settings.coalesce_wait_s, lease_s=lease_s)
 
 
 def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
@@ -185,7 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         used = {spec.upstream for spec in catalog}
-        upstreams = {name: open_upstream(name, configs[name], settings) for name in used}
+        adapters = {name: open_upstream(name, configs[name], settings) for name in used}
         cache = open_cache(settings, metrics)
         limits = open_limits(settings, metrics)
         await limits.start()
@@ -196,17 +212,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             slack_s=settings.upstream_quota_slack_s,
             max_wait_s=settings.upstream_queue_s,
         )
+        guards = {name: open_guard(name, configs[name], settings, metrics) for name in used}
+        upstreams = GuardedUpstreams(adapters, guards, metrics, gate=quota)
+        flights = open_flights(cache, upstreams, settings, metrics)
         service = EmbeddingService(
-            cache,
-            upstreams,
-            metrics,
-            namespace=settings.cache_namespace,
-            gate=quota,
-            guards={name: open_guard(name, configs[name], settings, metrics) for name in used},
-            leases=open_leases(cache, settings),
-            deadline_s=settings.request_deadline_s,
-            batch_window_s=settings.batch_window_ms / 1000,
-            coalesce_wait_s=settings.coalesce_wait_s,
+            cache, flights, metrics, namespace=settings.cache_namespace, deadline_s=settings.request_deadline_s
         )
         fetcher = open_fetcher(settings, metrics)
         gw = app.state.gateway = Gateway(
@@ -214,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             catalog,
             cache,
             service,
+            upstreams,
             metrics,
             {name: cfg.kind for name, cfg in configs.items()},
             auth=auth,
@@ -224,6 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gw.size_text_memos(settings.cache_text_max_bytes)
         drain = Drain(gw, settings.shutdown_drain_s)
         drain.install()
+        reloader = watch_teams(settings, auth, metrics, set(catalog.names()))  # file changes and SIGHUP
         log.info(
             "serving %d models from %s; cache: %s; auth: %s, %d teams; limits: %s",
             len(catalog),
@@ -245,10 +257,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if warming is not None:
                 await warming
+            await reloader.stop()
             drain.uninstall()
             await service.close()
-            for upstream in upstreams.values():
-                await upstream.close()
+            for adapter in adapters.values():
+                await adapter.close()
             await cache.close()
             await limits.close()
             if fetcher is not None:

@@ -143,18 +143,29 @@ class Metrics:
         self.ratelimit_rejections = Counter(
             "gateway_ratelimit_rejections_total", "Requests refused by a rate limit", ["team", "limit"], registry=r
         )
-        for team in self.known_teams():
-            for limit in LIMITS:
-                self.ratelimit_rejections.labels(team, limit)
+        self._routes: list[str] = []
+        self._init_teams(self.known_teams())
 
     # Series that alerts and ratios divide by exist at 0 from the start: rate() cannot see the increase
     # of a series' first sample, so a burst of errors right after a start would otherwise go unnoticed.
 
     def init_routes(self, routes: Iterable[str]) -> None:
-        for route in routes:
-            for status_class in ("2xx", "4xx", "5xx"):
-                for team in self.known_teams():
+        self._routes = list(routes)
+        self._init_teams(self.known_teams())
+
+    def _init_teams(self, teams: Iterable[str]) -> None:
+        for team in teams:
+            for limit in LIMITS:
+                self.ratelimit_rejections.labels(team, limit)
+            for route in self._routes:
+                for status_class in ("2xx", "4xx", "5xx"):
                     self.requests.labels(route, status_class, team)
+
+    def add_teams(self, names: Iterable[str]) -> None:
+        """Teams added by a reload get their own label value (and series at 0); removed ones keep theirs."""
+        new = set(names) - self._teams
+        self._teams = self._teams | new
+        self._init_teams(sorted(new))
 
     def init_model(self, upstream: str, model: str, modalities: Iterable[str]) -> None:
         for status in ("200", "429"):

@@ -13,11 +13,19 @@ from hypothesis import strategies as st
 
 from app.cache.tickbatch import TickBatcher
 from app.catalog import ModelSpec
-from app.errors import GatewayError, RateLimited, Unavailable, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+from app.errors import (
+    GatewayError,
+    RateLimited,
+    Unavailable,
+    UpstreamFailed,
+    UpstreamInvalid,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
 from app.flights.batcher import Batcher, Pending, apportion
 from app.items import Item
 from app.params import Params
-from app.upstreams.adapter import Result
+from app.upstreams.adapter import Batch, Result
 from app.upstreams.breaker import CircuitBreaker
 from app.upstreams.guard import Guard, RetryPolicy
 
@@ -91,13 +99,32 @@ async def test_gives_up_at_once_when_retry_after_passes_the_deadline() -> None:
     assert calls[0] == 1 and t.slept == []
 
 
-@pytest.mark.parametrize("error", [UpstreamRejected("bad", status=400), UpstreamFailed("key", code="upstream_auth")])
-async def test_never_retries_validation_or_credential_errors(error: GatewayError) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        UpstreamRejected("bad", status=400),
+        UpstreamFailed("key", code="upstream_auth"),
+        UpstreamInvalid("answered vectors of the wrong length (expected 4)"),
+    ],
+)
+async def test_never_retries_validation_credential_or_poison_errors(error: GatewayError) -> None:
     t = FakeTime()
     calls, send = script(error, "ok")
     with pytest.raises(type(error)):
         await guard(t).run(send, admit, deadline=t.now + 30)
     assert calls[0] == 1
+
+
+async def test_poison_answers_do_not_open_the_breaker() -> None:
+    t = FakeTime()
+    g = guard(t, failures=2)
+    _, poison = script(UpstreamInvalid("answered a body that is not JSON"))
+    for _ in range(5):
+        with pytest.raises(UpstreamInvalid):
+            await g.run(poison, admit, deadline=t.now + 30)
+    assert g.breaker.state == "closed"
+    calls, ok = script("ok")
+    assert await g.run(ok, admit, deadline=t.now + 30) == "ok" and calls[0] == 1
 
 
 async def test_attempts_are_bounded() -> None:
@@ -179,6 +206,26 @@ def test_apportion_adds_up_and_follows_the_weights(total: int, weights: list[int
 SPEC = ModelSpec(name="m", upstream="up", upstream_model="m", default_dimension=4, max_batch=3)
 
 
+class Caller:
+    """An UpstreamCaller over a plain function of (spec, params, items, deadline)."""
+
+    def __init__(self, send: Callable[[ModelSpec, Params, list[Item], float], Awaitable[Result]]) -> None:
+        self.send = send
+
+    async def call(self, batch: Batch, deadline: float) -> Result:
+        return await self.send(batch.spec, batch.params, list(batch.items), deadline)
+
+
+class Landing:
+    """The batcher's Landing over a plain function of (pendings, ok)."""
+
+    def __init__(self, done: Callable[[list[Pending], bool], Awaitable[None]]) -> None:
+        self.done = done
+
+    async def land(self, pendings: list[Pending], ok: bool) -> None:
+        await self.done(pendings, ok)
+
+
 def item(text: str) -> Item:
     return Item("text", {"text": text}, text.encode(), len(text))
 
@@ -197,7 +244,7 @@ async def test_batcher_combines_concurrent_items_up_to_the_batch_limit() -> None
     async def done(pendings: list[Pending], ok: bool) -> None:
         delivered.append(len(pendings))
 
-    batcher = Batcher(send, done, window_s=0.01)
+    batcher = Batcher(Caller(send), Landing(done), window_s=0.01)
     loop = asyncio.get_running_loop()
     pendings = []
     for text in ["a", "bb", "ccc", "dddd", "eeeee"]:
@@ -223,7 +270,7 @@ async def test_batcher_keeps_different_parameters_apart() -> None:
     async def done(pendings: list[Pending], ok: bool) -> None:
         return None
 
-    batcher = Batcher(send, done, window_s=0.0)
+    batcher = Batcher(Caller(send), Landing(done), window_s=0.0)
     loop = asyncio.get_running_loop()
     a = Pending("a", item("a"), loop.create_future(), 0.0, True)
     b = Pending("b", item("b"), loop.create_future(), 0.0, True)
@@ -270,7 +317,7 @@ async def test_a_refused_shared_call_is_split_by_request() -> None:
     async def done(pendings: list[Pending], ok: bool) -> None:
         return None
 
-    batcher = Batcher(send, done, window_s=0.0)
+    batcher = Batcher(Caller(send), Landing(done), window_s=0.0)
     loop = asyncio.get_running_loop()
     bad = Pending("bad", item("bad"), loop.create_future(), 0.0, True, owner=1)
     good = [Pending(t, item(t), loop.create_future(), 0.0, True, owner=2) for t in ("g1", "g2")]

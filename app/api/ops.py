@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .. import oom
 from ..catalog import ModelSpec
 from ..errors import NotFound
 from ..schemas.openai import ErrorResponse, ModelCard, ModelList
@@ -60,8 +61,15 @@ async def retrieve_model(request: Request, model_id: str) -> Response:
     return _json(_card(spec))
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", summary="Liveness: the process answers, and no process of it was killed for memory")
 async def healthz() -> Response:
+    killed = oom.killed_since_start()
+    if killed:
+        message = (
+            f"{killed} process(es) of the gateway were killed by the OOM killer since it started: raise the "
+            "memory limit or lower WORKERS (a killed worker is replaced, and would be killed again)"
+        )
+        return _json({"status": "unhealthy", "reason": message}, status=503)
     return _json({"status": "ok"})
 
 
@@ -69,15 +77,15 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     gw = gateway(request)
     cache_ok = await gw.cache.ping()
-    states = {name: getattr(up, "state", "ready") for name, up in gw.service.upstreams.items()}
-    ready = gw.ready and bool(states) and "loading" not in states.values()
+    states = gw.upstreams.states()
+    ready = gw.ready and bool(states) and all(state != "loading" for state, _ in states.values())
     body = {
         "status": "ready" if ready else "not ready",
         "cache": {"backend": gw.cache.name, "ok": cache_ok},
         "limits": gw.limits.status(),
         "upstreams": {
-            name: {"kind": gw.upstream_kinds[name], "state": state, "circuit": gw.service.circuit(name)}
-            for name, state in sorted(states.items())
+            name: {"kind": gw.upstream_kinds[name], "state": state, "circuit": circuit}
+            for name, (state, circuit) in sorted(states.items())
         },
         "models": len(gw.catalog),
     }

@@ -1,7 +1,8 @@
 """Any OpenAI-compatible embeddings server: OpenAI, DashScope compatible mode, vLLM, TEI, Infinity, Ollama.
 
 Only what the caller set is sent: no null fields (a null `encoding_format` once broke every vLLM call of a
-peer gateway), `dimensions` only when asked for. Vectors are requested as floats, which every such server
+peer gateway); `dimensions` is the one the gateway resolved (the model's `send_dimension: false` leaves it
+out for servers that refuse it). Vectors are requested as floats, which every such server
 supports, and base64 answers are decoded all the same.
 """
 
@@ -10,19 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
-
 from .adapter import Batch, Result
 from .answers import assemble, decode_base64_vector, usage_tokens
-from .post import post_json
+from .http import Poster
+from .post import answer_budget, post_json
 
 
 class OpenAIUpstream:
     kind = "openai"
 
-    def __init__(self, name: str, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
+    def __init__(self, name: str, http: Poster, base_url: str, api_key: str | None) -> None:
         self.name = name
-        self.client = client
+        self.http = http
         self.url = base_url.rstrip("/") + "/embeddings"
         self.headers = {"Content-Type": "application/json"}
         if api_key:
@@ -36,7 +36,8 @@ class OpenAIUpstream:
         return body
 
     async def embed(self, batch: Batch) -> Result:
-        data = await post_json(self.client, self.url, self.request_body(batch), self.headers, self.name)
+        budget = answer_budget(len(batch.items), batch.params.dimension)
+        data = await post_json(self.http, self.url, self.request_body(batch), self.headers, self.name, max_bytes=budget)
         rows = data.get("data")
         if not isinstance(rows, list):
             rows = []
@@ -55,4 +56,4 @@ class OpenAIUpstream:
         return Result(assemble(pairs(), len(batch.items), dim, self.name), usage_tokens(data.get("usage")))
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.http.close()
