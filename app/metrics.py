@@ -192,7 +192,7 @@ class Metrics:
             return generate_latest(self.registry)
         forget_dead_workers(self.multiprocess_dir)
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
 
     def model(self, name: str) -> str:
@@ -219,7 +219,7 @@ def forget_dead_workers(path: str) -> None:
     for file in glob.glob(os.path.join(path, "gauge_live*.db")):
         match = _LIVE_GAUGE_FILE.match(os.path.basename(file))
         if match and not _alive(int(match.group(1))):
-            mark_process_dead(int(match.group(1)), path)
+            mark_process_dead(int(match.group(1)), path)  # type: ignore[no-untyped-call]
 
 
 def _alive(pid: int) -> bool:
