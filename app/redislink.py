@@ -122,15 +122,19 @@ class RedisLink:
         async with self.room():
             await pipe.execute()
 
+    async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script whose keys share one slot (EVALSHA, loading it where the node does not know it)."""
+        async with self.room():
+            try:
+                return await self.client.evalsha(sha1(script), len(keys), *keys, *args)
+            except NoScriptError:
+                return await self.client.eval(script, len(keys), *keys, *args)
+
     async def eval_by_slot(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         """Run a script that answers one value per key, on keys that may lie in many slots: one call on a
         single server, else one call per slot, pipelined per node. Returns the answers in key order."""
         if not isinstance(self.client, RedisCluster):
-            async with self.room():
-                try:
-                    return list(await self.client.evalsha(sha1(script), len(keys), *keys, *args))
-                except NoScriptError:
-                    return list(await self.client.eval(script, len(keys), *keys, *args))
+            return list(await self.run(script, keys, args))
         groups: dict[int, list[int]] = {}
         for i, k in enumerate(keys):
             groups.setdefault(self.client.keyslot(k), []).append(i)
