@@ -133,10 +133,11 @@ async def test_decisions_use_the_redis_clock_and_one_cluster_slot(redis_server: 
         # Every key of one team (and of one upstream account) hashes to one Redis Cluster slot.
         assert len({key_slot(k.encode()) for k in store.team_keys("team-a")}) == 1
         assert "{" in store.account_key("dashscope:text-embedding-v4")
-        assert await store.client.zcard(store.team_keys("team-a")[0]) == 1
-        assert await store.client.zcard(store.team_keys("team-a")[2]) == 1
+        state = await store.client.hgetall(store.team_keys("team-a")[0])
+        assert list(state.values()) == [b"1:10"]  # one bucket: one request, its 10 tokens
+        assert await store.client.zcard(store.team_keys("team-a")[1]) == 1
         # Limit state expires on its own once idle (no key outlives its window, lease or day).
-        assert 0 < await store.client.pttl(store.team_keys("team-a")[0]) <= 61_000
+        assert 0 < await store.client.pttl(store.team_keys("team-a")[0]) <= 62_000
     finally:
         await store.close()
 
@@ -184,7 +185,7 @@ async def test_paused_redis_local_policy_divides_and_never_hangs(
     assert again.store == "redis" and again.verdict.ok
     assert again.verdict.requests == 2  # the paused attempts reached Redis late and charged nothing
     await asyncio.sleep(0.2)  # the queued finish is flushed
-    lease_key = limits.shared.team_keys("t")[2]  # type: ignore[union-attr]
+    lease_key = limits.shared.team_keys("t")[1]  # type: ignore[union-attr]
     assert await limits.shared.client.zscore(lease_key, "before") is None  # type: ignore[union-attr]
     assert sum("available again" in r.getMessage() for r in caplog.records) == 1
     await limits.close()

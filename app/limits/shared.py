@@ -1,7 +1,7 @@
 """The Redis limit store: every decision is one Lua script (see the .lua files beside this module), run
 atomically on Redis's clock, so that replicas with skewed clocks still decide alike.
 
-Keys carry a hash tag per team (`{eg:team:NAME}:log|meta|lease`) and per upstream account
+Keys carry a hash tag per team (`{eg:team:NAME}:meta|lease`) and per upstream account
 (`{eg:quota:UPSTREAM:MODEL}`): every script touches one Redis Cluster slot. The state must never be
 evicted (use a Redis, or a database, with `maxmemory-policy noeviction`; see docs/limits.md).
 
@@ -33,9 +33,11 @@ SCRIPTS = ("team_admit", "team_finish", "quota_reserve", "quota_adjust")
 
 
 def script_source(name: str) -> str:
-    """The script `name` with clock.lua (its `now` and stale check) in front."""
+    """The script `name` with clock.lua (its `now` and stale check) in front, and for the team scripts
+    buckets.lua (a team's counters per bucket)."""
     files = resources.files(__package__)
-    return files.joinpath("clock.lua").read_text() + files.joinpath(f"{name}.lua").read_text()
+    parts = ["clock.lua", "buckets.lua", f"{name}.lua"] if name.startswith("team_") else ["clock.lua", f"{name}.lua"]
+    return "".join(files.joinpath(part).read_text() for part in parts)
 
 
 def open_client(url: str, timeout_s: float, max_connections: int = 64) -> aioredis.Redis:
@@ -77,7 +79,7 @@ class RedisStore:
 
     def team_keys(self, team: str) -> list[str]:
         tag = f"{{{self.namespace}:team:{team}}}"
-        return [f"{tag}:log", f"{tag}:meta", f"{tag}:lease"]
+        return [f"{tag}:meta", f"{tag}:lease"]
 
     def account_key(self, account: str) -> str:
         return f"{{{self.namespace}:quota:{account}}}"
