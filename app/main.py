@@ -25,11 +25,13 @@ from .gateway import Gateway
 from .hotcache import HotCache
 from .lease import Leases, LocalLeases, RedisLeases
 from .limits.admission import TeamLimiter
+from .limits.census import Census
 from .limits.failover import Limits
 from .limits.local import LocalStore
 from .limits.quota import UpstreamQuota
-from .limits.shared import RedisStore, open_client
+from .limits.shared import RedisStore
 from .metrics import Metrics, multiprocess_dir
+from .redislink import open_link
 from .resilience import CircuitBreaker, Guard, RetryPolicy
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
@@ -116,25 +118,37 @@ FAST_PATHS = (
 )
 
 
-def open_limits(settings: Settings, metrics: Metrics) -> Limits:
+async def open_limits(settings: Settings, metrics: Metrics) -> Limits:
     """Redis (limits_redis_url, else REDIS_URL) shared by every replica, or this process alone; limits that
-    fall back to this process are divided by the number of processes sharing them."""
+    fall back to this process are divided by the number of live processes (heartbeats in Redis)."""
     window_s, lease_s = settings.limits_window_s, settings.limits_lease_s
     url = settings.limits_url()
-    shared = None
+    shared, link = None, None
     if url is not None:
-        client = open_client(url, settings.limits_timeout_s)
+        link = await open_link(
+            url,
+            "limits",
+            timeout_s=settings.limits_timeout_s,
+            max_connections=settings.limits_max_connections,
+            mode=settings.redis_cluster,
+        )
         shared = RedisStore(
-            client,
+            link,
             namespace=settings.cache_namespace,
             window_s=window_s,
             lease_s=lease_s,
             timeout_s=settings.limits_timeout_s,
         )
+    census = Census(
+        link,
+        namespace=settings.cache_namespace,
+        floor=settings.replicas * settings.workers,
+        interval_s=settings.limits_heartbeat_s,
+    )
     return Limits(
         shared,
         LocalStore(window_s=window_s, lease_s=lease_s),
-        shares=settings.replicas * settings.workers,
+        census=census,
         policy=settings.limits_on_redis_failure,
         breaker=Breaker("redis limits", settings.limits_retry_after_s, metrics),
     )
@@ -183,7 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         used = {spec.upstream for spec in catalog}
         upstreams = {name: open_upstream(name, configs[name], settings) for name in used}
         cache = open_cache(settings, metrics)
-        limits = open_limits(settings, metrics)
+        limits = await open_limits(settings, metrics)
         await limits.start()
         quota = UpstreamQuota(
             limits,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import logging
 import ssl
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
@@ -38,6 +39,8 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
 )
+
+log = logging.getLogger("embedding_gateway.redis")
 
 Mode = Literal["auto", "cluster", "single"]
 Client = aioredis.Redis | RedisCluster
@@ -166,6 +169,11 @@ def _options(timeout_s: float) -> dict[str, Any]:
     }
 
 
+def single(url: str, timeout_s: float, max_connections: int) -> RedisLink:
+    """A single server's link, opened without asking the server anything."""
+    return RedisLink(_single(url, timeout_s, max_connections), cluster=False, where=place(url))
+
+
 def _single(url: str, timeout_s: float, max_connections: int) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
@@ -197,10 +205,7 @@ async def connect(url: str, *, timeout_s: float, max_connections: int, mode: Mod
     or is misconfigured; the caller decides whether to carry on without it."""
     where = place(url)
     if urlsplit(url).scheme.endswith("+sentinel"):
-        sentinels, service, db, password = sentinel_parts(url)
-        sentinel = Sentinel(sentinels, sentinel_kwargs=_options(timeout_s), **_options(timeout_s))
-        master = sentinel.master_for(service, db=db, password=password, max_connections=max_connections)
-        link = RedisLink(master, cluster=False, where=where, max_in_flight=max_connections)
+        link = _sentinel(url, timeout_s, max_connections)
         await _check(link, where)
         return link
     cluster = mode == "cluster" or await _is_cluster(url, where, timeout_s)
@@ -223,6 +228,30 @@ async def connect(url: str, *, timeout_s: float, max_connections: int, mode: Mod
         raise RedisSetupError(f"Redis cluster at {where}: {cause(exc)}") from None
     await _check(link, where)
     return link
+
+
+async def open_link(url: str, role: str, *, timeout_s: float, max_connections: int, mode: Mode) -> RedisLink:
+    """connect(), or, when Redis cannot be opened at start, a link that connects once Redis answers (the
+    callers' bypass keeps requests off it meanwhile); the cause is logged once and kept for /readyz."""
+    try:
+        link = await connect(url, timeout_s=timeout_s, max_connections=max_connections, mode=mode)
+    except RedisSetupError as exc:
+        log.warning("%s: %s; carrying on without it until it answers", role, exc)
+        if urlsplit(url).scheme.endswith("+sentinel"):
+            link = _sentinel(url, timeout_s, max_connections)
+        else:
+            link = RedisLink(_single(url, timeout_s, max_connections), cluster=mode == "cluster", where=place(url))
+        link.down_cause = str(exc)
+        return link
+    log.info("%s: Redis %s at %s", role, link.kind, link.where)
+    return link
+
+
+def _sentinel(url: str, timeout_s: float, max_connections: int) -> RedisLink:
+    sentinels, service, db, password = sentinel_parts(url)
+    sentinel = Sentinel(sentinels, sentinel_kwargs=_options(timeout_s), **_options(timeout_s))
+    master = sentinel.master_for(service, db=db, password=password, max_connections=max_connections)
+    return RedisLink(master, cluster=False, where=place(url), max_in_flight=max_connections)
 
 
 async def _is_cluster(url: str, where: str, timeout_s: float) -> bool:

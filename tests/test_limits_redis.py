@@ -19,11 +19,13 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from app.breaker import Breaker
+from app.limits.census import Census
 from app.limits.failover import Limits
 from app.limits.local import LocalStore
 from app.limits.shared import RedisStore, open_client
 from app.limits.store import StoreUnavailable, Ticket
 from app.limits.window import DAY_US, US, Pace, TeamQuota
+from app.redislink import RedisLink
 from app.settings import LimitFailurePolicy
 
 WINDOW_S = 60.0
@@ -150,7 +152,8 @@ def failover(url: str, policy: LimitFailurePolicy, shares: int = 2) -> Limits:
         open_client(url, 0.2), namespace="fo" + uuid.uuid4().hex[:8], window_s=60, lease_s=60, timeout_s=0.2
     )
     local = LocalStore(window_s=60, lease_s=60)
-    return Limits(shared, local, shares=shares, policy=policy, breaker=Breaker("redis limits", 0.5, None))
+    census = Census(None, namespace="fo", floor=shares, interval_s=1.0)
+    return Limits(shared, local, census=census, policy=policy, breaker=Breaker("redis limits", 0.5, None))
 
 
 async def test_paused_redis_local_policy_divides_and_never_hangs(
@@ -225,7 +228,7 @@ async def test_a_stalled_store_raises_within_its_timeout(own_redis: RedisServer)
         own_redis.resume()
         await store.close()
     unreachable = RedisStore(
-        aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2),
+        RedisLink(aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2), cluster=False, where="x"),
         namespace="st",
         window_s=60,
         lease_s=60,

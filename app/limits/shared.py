@@ -5,28 +5,26 @@ Keys carry a hash tag per team (`{eg:team:NAME}:meta|lease`) and per upstream ac
 (`{eg:quota:UPSTREAM:MODEL}`): every script touches one Redis Cluster slot. The state must never be
 evicted (use a Redis, or a database, with `maxmemory-policy noeviction`; see docs/limits.md).
 
-Each call is bounded by `timeout_s` (socket timeouts plus a wait_for) and never retried: a decision is
-not idempotent. Each call also carries a deadline in Redis time (half the timeout after it was sent, on
-Redis's clock as learnt from earlier replies), so a script that Redis reaches only after the caller gave
-up (a stalled or paused server) charges nothing; a script that finds its deadline passed answers "late",
-which counts as a failure.
+Each decision waits for Redis up to `timeout_s` (socket timeouts plus a wait_for): a slow reply, from a
+busy Redis or from this process's own busy event loop, is waited for, not replaced by a local decision.
+Each call carries a deadline in Redis time (half the time left after it was sent, on Redis's clock as learnt
+from earlier replies), so a script that Redis reaches only after the caller gave up (a stalled or paused
+server) charges nothing. A script that finds its deadline passed charged nothing and answers "late": it is
+sent again while the budget lasts (Redis answers, so this is not a Redis failure); a call that times out or
+fails is never retried (it may have charged), and counts as Redis failing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
-
+from ..redislink import FAILURES, RedisLink, cause, single
 from .local import wall_clock_us
-from .store import StoreUnavailable, Ticket
+from .store import StoreLate, StoreUnavailable, Ticket
 from .window import US, Grant, Pace, TeamQuota, Verdict
 
 SCRIPTS = ("team_admit", "team_finish", "quota_reserve", "quota_adjust")
@@ -40,19 +38,9 @@ def script_source(name: str) -> str:
     return "".join(files.joinpath(part).read_text() for part in parts)
 
 
-def open_client(url: str, timeout_s: float, max_connections: int = 64) -> aioredis.Redis:
-    """A blocking pool: past `max_connections` decisions in flight, a decision waits for a connection
-    (within its timeout) instead of failing, which would wrongly count as Redis failing."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    return aioredis.Redis.from_pool(pool)
+def open_client(url: str, timeout_s: float, max_connections: int = 64) -> RedisLink:
+    """A single server's link, without asking it anything (tests; the gateway uses redislink.connect)."""
+    return single(url, timeout_s, max_connections)
 
 
 class RedisStore:
@@ -60,7 +48,7 @@ class RedisStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        link: RedisLink,
         *,
         namespace: str,
         window_s: float,
@@ -68,13 +56,14 @@ class RedisStore:
         timeout_s: float,
         clock: Callable[[], int] | None = None,
     ) -> None:
-        self.client = client
+        self.link = link
+        self.client = link.client
         self.namespace = namespace
         self.window = round(window_s * US)
         self.lease = round(lease_s * US)
         self.timeout_s = timeout_s
         self.clock = clock  # tests only: decisions then use this clock instead of Redis TIME
-        self._scripts: dict[str, AsyncScript] = {n: client.register_script(script_source(n)) for n in SCRIPTS}
+        self._scripts = {n: script_source(n) for n in SCRIPTS}
         self._offset: int | None = None  # Redis time minus this process's time, learnt from replies
 
     def team_keys(self, team: str) -> list[str]:
@@ -84,14 +73,14 @@ class RedisStore:
     def account_key(self, account: str) -> str:
         return f"{{{self.namespace}:quota:{account}}}"
 
-    def _clock_args(self, sent: int) -> list[Any]:
+    def _clock_args(self, sent: int, left_s: float) -> list[Any]:
         if self.clock is not None:
             return [self.clock(), 0]
         if self._offset is None:
             return ["", 0]
-        # Redis must run the script within half the timeout: the other half covers the reply's way back
+        # Redis must run the script within half the time left: the other half covers the reply's way back
         # and an overestimated offset, so a script that runs is one whose reply the caller still awaits.
-        return ["", sent + self._offset + round(self.timeout_s * US / 2)]
+        return ["", sent + self._offset + round(left_s * US / 2)]
 
     def _learn(self, redis_now: int, sent: int) -> None:
         # Redis ran the script after we sent it: redis_now - sent is an upper bound of the clock offset.
@@ -101,23 +90,28 @@ class RedisStore:
             self._offset = redis_now - sent
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[list[Any], int]:
-        sent = wall_clock_us()
-        try:
-            reply = await asyncio.wait_for(
-                self._scripts[name](keys=keys, args=[*self._clock_args(sent), *args]), self.timeout_s
-            )
-        except (TimeoutError, RedisError, OSError) as exc:
-            raise StoreUnavailable(type(exc).__name__) from None
-        if not isinstance(reply, list) or not reply or reply[0] == -1:
-            raise StoreUnavailable("late")
-        return reply, sent
+        end = time.monotonic() + self.timeout_s
+        while (left := end - time.monotonic()) > 0:
+            sent = wall_clock_us()
+            try:
+                reply = await asyncio.wait_for(
+                    self.link.run(self._scripts[name], keys, [*self._clock_args(sent, left), *args]), left
+                )
+            except FAILURES as exc:
+                raise StoreUnavailable(cause(exc)) from None
+            if not isinstance(reply, list) or not reply:
+                raise StoreUnavailable("unexpected reply")
+            if reply[0] != -1:
+                return reply, sent
+        raise StoreLate("late")  # Redis answered every time, but never within this process's deadline
 
     async def sync_clock(self) -> bool:
         """Learn Redis's clock before the first decision, so that even that one carries a deadline."""
         sent = wall_clock_us()
         try:
-            seconds, micros = await asyncio.wait_for(self.client.time(), self.timeout_s)
-        except (TimeoutError, RedisError, OSError):
+            async with self.link.room():
+                seconds, micros = await asyncio.wait_for(self.client.time(), self.timeout_s)
+        except FAILURES:
             return False
         self._learn(seconds * US + micros, sent)
         return True
@@ -154,4 +148,4 @@ class RedisStore:
         await self._run("quota_adjust", [self.account_key(account)], [repr(pace.token_us), delta_tokens])
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.link.close()
