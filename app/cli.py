@@ -113,7 +113,7 @@ def serve(args: argparse.Namespace) -> None:
             workers=args.workers,
             loop="uvloop",
             http="httptools",
-            access_log=False,  # the gateway writes its own (api/accesslog.py)
+            access_log=False,  # the gateway writes its own (api/asgi/accesslog.py)
             proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-For rewriting per request
             server_header=False,
             log_config=logging_config,

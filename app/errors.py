@@ -222,7 +222,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 async def response_for(request: Request, exc: Exception) -> Response:
-    """What the handlers below answer for `exc`, for routes served past FastAPI's routing (api/fastpath.py)."""
+    """What the handlers below answer for `exc`, for routes served past FastAPI's routing (api/asgi/fastpath.py)."""
     if isinstance(exc, GatewayError):
         return await _gateway_error(request, exc)
     return await _unexpected(request, exc)

@@ -16,7 +16,7 @@ import orjson
 
 from .catalog import ModelSpec
 from .errors import InvalidRequest
-from .media import check_image, check_video
+from .media.checks import check_image, check_video
 
 MEDIA_KEYS = ("text", "image", "video", "multi_images")
 OBJECT_KEYS = frozenset((*MEDIA_KEYS, "factor"))

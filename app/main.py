@@ -13,32 +13,36 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from . import errors
-from .api import dashscope, docs, fastpath, headers, observe, openai, ops
+from .api import dashscope, docs, openai, ops
+from .api.asgi import fastpath, headerlimit, observe
+from .api.asgi.drain import CloseWhenDraining, Drain
 from .auth import Authenticator
-from .breaker import Breaker
-from .cache import MemoryCache, RedisCache, VectorCache
+from .bypass import Bypass
+from .cache.hot import HotCache
+from .cache.memory import MemoryCache
+from .cache.redis import RedisCache
+from .cache.store import VectorCache
 from .catalog import build_catalog
-from .drain import CloseWhenDraining, Drain
-from .fetcher import Fetcher
-from .fetcher import open_client as open_fetch_client
-from .gateway import Gateway
-from .hotcache import HotCache
-from .lease import Leases, LocalLeases, RedisLeases
+from .flights.leases import Leases, LocalLeases, RedisLeases
 from .limits.admission import TeamLimiter
 from .limits.census import Census
 from .limits.failover import Limits
 from .limits.local import LocalStore
 from .limits.quota import UpstreamQuota
 from .limits.shared import RedisStore
+from .media.fetcher import Fetcher
+from .media.fetcher import open_client as open_fetch_client
 from .metrics import Metrics, multiprocess_dir
 from .redislink import open_link
-from .resilience import CircuitBreaker, Guard, RetryPolicy
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
+from .state import Gateway
 from .teams import teams_from, unknown_models
 from .upstreams import local
-from .upstreams.base import Upstream
+from .upstreams.adapter import Upstream
+from .upstreams.breaker import CircuitBreaker
 from .upstreams.dashscope import DashScopeUpstream
+from .upstreams.guard import Guard, RetryPolicy
 from .upstreams.local_model import LocalModelUnavailable
 from .upstreams.openai import OpenAIUpstream
 from .upstreams.transport import PoolTransport
@@ -83,7 +87,7 @@ def open_upstream(name: str, cfg: UpstreamConfig, settings: Settings) -> Upstrea
 
 
 def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metrics) -> Guard:
-    """Breaker and retries for one upstream; at most `max_connections` of its calls in flight, so that
+    """Bypass and retries for one upstream; at most `max_connections` of its calls in flight, so that
     calls wait here, within their deadline, rather than for a connection in httpx's pool."""
     breaker = CircuitBreaker(name, failures=settings.breaker_failures, open_s=settings.breaker_open_s, metrics=metrics)
     policy = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
@@ -110,7 +114,7 @@ def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
     return HotCache(redis, settings.cache_hot_max_bytes) if settings.cache_hot_max_bytes else redis
 
 
-# Routes served past FastAPI's routing when they need nothing from it (see api/fastpath.py).
+# Routes served past FastAPI's routing when they need nothing from it (see api/asgi/fastpath.py).
 FAST_PATHS = (
     "/v1/embeddings",
     "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding",
@@ -150,7 +154,7 @@ async def open_limits(settings: Settings, metrics: Metrics) -> Limits:
         LocalStore(window_s=window_s, lease_s=lease_s),
         census=census,
         policy=settings.limits_on_redis_failure,
-        breaker=Breaker("redis limits", settings.limits_retry_after_s, metrics),
+        breaker=Bypass("redis limits", settings.limits_retry_after_s, metrics),
     )
 
 
@@ -274,6 +278,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app, catalog.names())
     app.add_front(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))
     app.add_front(CloseWhenDraining)
-    app.add_front(headers.HeaderLimit, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
+    app.add_front(headerlimit.HeaderLimit, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
     app.add_front(observe.Observe, metrics=metrics)  # outermost: ids, logs and counts every request
     return app

@@ -14,18 +14,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .batcher import Batcher
-from .cache import VectorCache
+from .cache.keys import KeyMaker
+from .cache.store import VectorCache
 from .catalog import ModelSpec
-from .coalesce import Coalescer, Fetched
 from .errors import GatewayError, Unavailable, UpstreamTimeout
+from .flights.batcher import Batcher
+from .flights.coalescer import Coalescer, FlightResult
+from .flights.leases import Leases, LocalLeases
 from .items import Item
-from .keys import KeyMaker
-from .lease import Leases, LocalLeases
 from .metrics import Metrics
 from .params import Params
-from .resilience import CircuitBreaker, Guard, RetryPolicy
-from .upstreams.base import Batch, Result, Upstream
+from .upstreams.adapter import Batch, Result, Upstream
+from .upstreams.breaker import CircuitBreaker
+from .upstreams.guard import Guard, RetryPolicy
 
 
 class UpstreamGate(Protocol):
@@ -116,7 +117,7 @@ class EmbeddingService:
         if len(found) < len(unique):
             first = dict(zip(keys, req.items, strict=True))
             missing = [(k, first[k]) for k in unique if k not in found]
-        fetched = Fetched({})
+        fetched = FlightResult({})
         waited = 0.0
         hit_items = req.items
         missed: set[str] = set()

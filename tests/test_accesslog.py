@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from app.api.accesslog import CHUNK, LOGGER, AccessLog
+from app.api.asgi.accesslog import CHUNK, LOGGER, AccessLog
 
 
 @pytest.fixture

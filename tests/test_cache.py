@@ -15,8 +15,9 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from conftest import RedisServer, stop
 
-from app.breaker import Breaker
-from app.cache import MemoryCache, RedisCache
+from app.bypass import Bypass
+from app.cache.memory import MemoryCache
+from app.cache.redis import RedisCache
 
 LOGGER = "embedding_gateway.breaker"
 
@@ -39,7 +40,7 @@ async def test_memory_cache_is_an_lru_bounded_by_bytes() -> None:
 def test_breaker_opens_for_retry_after_and_logs_once_per_change(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
     now = [100.0]
-    breaker = Breaker("redis cache", 2.0, None, clock=lambda: now[0])
+    breaker = Bypass("redis cache", 2.0, None, clock=lambda: now[0])
     assert breaker.allows
     for _ in range(5):
         breaker.failed("TimeoutError")

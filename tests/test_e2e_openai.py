@@ -15,8 +15,8 @@ from conftest import UPSTREAM_KEY, Gateway, RedisServer, StandIn
 from openai import OpenAI
 from samples import V4, data_uri, jpeg, png
 
+from app.cache.keys import content_key
 from app.items import content_item
-from app.keys import content_key
 from app.params import Params
 from bench.standin import expected_vector
 

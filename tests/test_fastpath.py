@@ -6,7 +6,8 @@ import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 
-from app.api import dashscope, fastpath, openai
+from app.api import dashscope, openai
+from app.api.asgi import fastpath
 from app.main import FAST_PATHS, create_app
 from app.settings import Settings
 

@@ -16,10 +16,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from app.addresses import is_public
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.fetcher import Fetcher, FetchRefused, open_client, system_resolve
-from app.inlining import image_urls, parse_fetching, substitute
+from app.media.addresses import is_public
+from app.media.fetcher import Fetcher, FetchRefused, open_client, system_resolve
+from app.media.inlining import image_urls, parse_fetching, substitute
 from bench.imageserver import JPEG_BYTES, ImageServer, png_bytes
 
 PNG = png_bytes(2, 2)

@@ -134,13 +134,13 @@ def test_batched_requests_keep_their_own_order_and_mixed_hits(batching_gateway: 
 def test_leases_against_a_real_redis(redis_server: RedisServer) -> None:
     import redis.asyncio as aioredis
 
-    from app.cache import Breaker
-    from app.lease import RedisLeases
+    from app.bypass import Bypass
+    from app.flights.leases import RedisLeases
 
     async def go() -> None:
         client = aioredis.Redis.from_url(redis_server.url)
-        a = RedisLeases(client, Breaker("redis", 1.0, None), 1.0)
-        b = RedisLeases(client, Breaker("redis", 1.0, None), 1.0)
+        a = RedisLeases(client, Bypass("redis", 1.0, None), 1.0)
+        b = RedisLeases(client, Bypass("redis", 1.0, None), 1.0)
         run = uuid.uuid4().hex
         fresh, cached = f"t:{run}:fresh", f"t:{run}:cached"
         await client.set(cached, b"vector")

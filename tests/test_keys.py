@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from samples import DATED, PLUS, V4, data_uri, png
 
+from app.cache.keys import KEY_VERSION, KeyMaker, content_key
 from app.items import Item, content_item, openai_items
-from app.keys import KEY_VERSION, KeyMaker, content_key
 from app.params import Params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_same_image_bytes_same_key_whatever_the_uri(a: bytes, b: bytes) -> None:
 
 KEY_SCRIPT = """
 from app.items import content_item
-from app.keys import content_key
+from app.cache.keys import content_key
 from app.params import Params
 from samples import DATED
 print(content_key("eg", "dashscope", "m", Params(512, True, {"fps": 0.5, "instruct": "i"}),

@@ -27,7 +27,9 @@ class Pair:
 
 
 @pytest.fixture(scope="module")
-def pair(gateways: GatewayFactory, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+def pair(
+    gateways: GatewayFactory, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pair]:
     cfg = Path(tmp_path_factory.mktemp("burst")) / "gateway.yaml"
     keys = write_config(cfg, {f"burst{i}": {"rpm": 30} for i in range(ROUNDS)})
     env = {"GATEWAY_AUTH": "required"}

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from app.breaker import Breaker
+from app.bypass import Bypass
 from app.limits.census import Census
 from app.limits.failover import Limits
 from app.limits.local import LocalStore
@@ -153,7 +153,7 @@ def failover(url: str, policy: LimitFailurePolicy, shares: int = 2) -> Limits:
     )
     local = LocalStore(window_s=60, lease_s=60)
     census = Census(None, namespace="fo", floor=shares, interval_s=1.0)
-    return Limits(shared, local, census=census, policy=policy, breaker=Breaker("redis limits", 0.5, None))
+    return Limits(shared, local, census=census, policy=policy, breaker=Bypass("redis limits", 0.5, None))
 
 
 async def test_paused_redis_local_policy_divides_and_never_hangs(

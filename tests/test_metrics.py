@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 
-from app.api.observe import annotate, team_of
-from app.cache import MemoryCache
+from app.api.asgi.observe import annotate, team_of
+from app.cache.memory import MemoryCache
 from app.catalog import ModelSpec
 from app.cli import prepare_metrics_dir
 from app.errors import RateLimited, UpstreamFailed, UpstreamTimeout
@@ -26,7 +26,8 @@ from app.metrics import LIMITS, Metrics
 from app.params import Params
 from app.service import EmbeddingService, EmbedRequest, upstream_status
 from app.settings import MULTIPROC_ENV
-from app.upstreams.base import Batch, Result, error_from_response
+from app.upstreams.adapter import Batch, Result
+from app.upstreams.failures import error_from_response
 
 
 def values(text: bytes | str, name: str) -> dict[tuple[tuple[str, str], ...], float]:

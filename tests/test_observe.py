@@ -1,4 +1,4 @@
-"""The request log line, request ids and per-request metrics of app/api/observe.py, on a real gateway."""
+"""The request log line, request ids and per-request metrics of app/api/asgi/observe.py, on a real gateway."""
 
 from __future__ import annotations
 

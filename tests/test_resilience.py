@@ -11,14 +11,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.batcher import Batcher, Pending, apportion
+from app.cache.tickbatch import TickBatcher
 from app.catalog import ModelSpec
 from app.errors import GatewayError, RateLimited, Unavailable, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+from app.flights.batcher import Batcher, Pending, apportion
 from app.items import Item
 from app.params import Params
-from app.resilience import CircuitBreaker, Guard, RetryPolicy
-from app.tickbatch import TickBatcher
-from app.upstreams.base import Result
+from app.upstreams.adapter import Result
+from app.upstreams.breaker import CircuitBreaker
+from app.upstreams.guard import Guard, RetryPolicy
 
 
 class FakeTime:

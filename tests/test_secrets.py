@@ -93,7 +93,7 @@ def test_nothing_a_gateway_of_this_session_wrote_or_serves_holds_a_secret(gatewa
     ],
 )
 def test_key_like_words_in_an_upstream_message_are_masked(message: str) -> None:
-    from app.upstreams.base import error_from_response
+    from app.upstreams.failures import error_from_response
 
     response = httpx.Response(400, json={"code": "InvalidParameter", "message": message})
     err = error_from_response(response, "dashscope")

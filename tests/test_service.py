@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from app.cache import MemoryCache
+from app.cache.memory import MemoryCache
 from app.catalog import ModelSpec
 from app.errors import UpstreamFailed
 from app.items import Item, openai_items
 from app.metrics import Metrics
 from app.params import Params
 from app.service import EmbeddingService, EmbedRequest
-from app.upstreams.base import Batch, Result
+from app.upstreams.adapter import Batch, Result
 
 DIM = 8
 SPEC = ModelSpec(name="m", upstream="fake", upstream_model="m-1", dimensions=(DIM,), default_dimension=DIM, max_batch=3)

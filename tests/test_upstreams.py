@@ -16,7 +16,8 @@ from samples import PLUS, QWEN, SMALL, V4
 from app.errors import GatewayError, RateLimited, UpstreamFailed, UpstreamRejected, UpstreamTimeout
 from app.items import fuse_all, openai_items
 from app.params import Params
-from app.upstreams.base import Batch, usage_tokens
+from app.upstreams.adapter import Batch
+from app.upstreams.answers import usage_tokens
 from app.upstreams.dashscope import MULTIMODAL_PATH, TEXT_PATH, DashScopeUpstream
 from app.upstreams.openai import OpenAIUpstream
 

@@ -12,8 +12,7 @@ from fastapi.responses import Response
 
 from .. import items as parse_items
 from ..errors import InvalidRequest, request_id_of
-from ..gateway import Gateway, gateway
-from ..inlining import parse_fetching
+from ..media.inlining import parse_fetching
 from ..params import resolve
 from ..schemas.dashscope import (
     ErrorResponse,
@@ -23,7 +22,8 @@ from ..schemas.dashscope import (
     TextResponse,
 )
 from ..service import EmbedRequest, EmbedResult
-from . import access
+from ..state import Gateway, gateway
+from . import tenancy
 from .body import parse
 from .docs import request_body
 from .openai import cache_headers
@@ -62,9 +62,9 @@ def _respond(request: Request, output: dict[str, Any], result: EmbedResult, usag
 )
 async def multimodal_embedding(request: Request) -> Response:
     gw = gateway(request)
-    team = access.authenticate(request, gw)
+    team = tenancy.authenticate(request, gw)
     body = await parse(request, MultimodalRequest, gw.settings.max_body_bytes)
-    spec = access.model_for(gw, team, body.model)
+    spec = tenancy.model_for(gw, team, body.model)
     if spec.endpoint != "multimodal" and gw.upstream_kinds[spec.upstream] == "dashscope":
         raise InvalidRequest(f"model: {spec.name} is a text model: use the text-embedding route", param="model")
     params = _params(gw, spec, body.parameters or {})
@@ -72,7 +72,7 @@ async def multimodal_embedding(request: Request) -> Response:
     items = await parse_fetching(gw.fetcher, spec, body.input.contents, "input.contents", parse_contents)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input.contents")]
-    result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))
+    result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
     embeddings = [
         {"index": i, "embedding": gw.floats.fragment(v), "type": _type(it.modality)}
         for i, (v, it) in enumerate(zip(result.vectors, items, strict=True))
@@ -90,12 +90,12 @@ async def multimodal_embedding(request: Request) -> Response:
 )
 async def text_embedding(request: Request) -> Response:
     gw = gateway(request)
-    team = access.authenticate(request, gw)
+    team = tenancy.authenticate(request, gw)
     body = await parse(request, TextRequest, gw.settings.max_body_bytes)
-    spec = access.model_for(gw, team, body.model)
+    spec = tenancy.model_for(gw, team, body.model)
     params = _params(gw, spec, body.parameters or {})
     items = parse_items.dashscope_texts(body.input.texts, spec, gw.settings.max_input_items)
-    result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))
+    result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
     embeddings = [{"text_index": i, "embedding": gw.floats.fragment(v)} for i, v in enumerate(result.vectors)]
     return _respond(request, {"embeddings": embeddings}, result, {"total_tokens": result.billed_tokens})
 

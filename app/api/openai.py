@@ -10,12 +10,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .. import items as parse_items
-from ..gateway import gateway
-from ..inlining import parse_fetching
+from ..media.inlining import parse_fetching
 from ..params import resolve
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
-from . import access
+from ..state import gateway
+from . import tenancy
 from .body import parse
 from .docs import request_body
 from .vectortext import VectorText
@@ -36,9 +36,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def create_embeddings(request: Request) -> Response:
     gw = gateway(request)
-    team = access.authenticate(request, gw)
+    team = tenancy.authenticate(request, gw)
     body = await parse(request, EmbeddingRequest, gw.settings.max_body_bytes)
-    spec = access.model_for(gw, team, body.model)
+    spec = tenancy.model_for(gw, team, body.model)
     params = resolve(
         spec,
         gw.upstream_kinds[spec.upstream],
@@ -52,7 +52,7 @@ async def create_embeddings(request: Request) -> Response:
     items = await parse_fetching(gw.fetcher, spec, body.input, "input", parse_contents)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]
-    result = await access.embed(request, gw, team, EmbedRequest(spec, params, items))
+    result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
     return Response(
         render(result, spec.name, gw.base64s if body.encoding_format == "base64" else gw.floats),
         media_type="application/json",

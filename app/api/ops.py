@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..gateway import gateway
 from ..schemas.openai import ModelList
-from . import access
+from ..state import gateway
+from . import tenancy
 
 router = APIRouter()
 
@@ -23,7 +23,7 @@ def _json(data: Any, status: int = 200) -> Response:
 @router.get("/v1/models", response_model=ModelList, summary="The model catalog")
 async def list_models(request: Request) -> Response:
     gw = gateway(request)
-    team = access.authenticate(request, gw)
+    team = tenancy.authenticate(request, gw)
     cards = [
         {
             "id": spec.name,

@@ -17,7 +17,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
-from ..breaker import Breaker
+from ..bypass import Bypass
 from ..settings import LimitFailurePolicy
 from .census import Census
 from .local import LocalStore
@@ -44,7 +44,7 @@ class Limits:
         *,
         census: Census,
         policy: LimitFailurePolicy,
-        breaker: Breaker,
+        breaker: Bypass,
     ) -> None:
         self.shared = shared
         self.local = local

@@ -6,7 +6,9 @@ from typing import Any
 
 import httpx
 
-from .base import Batch, Result, assemble, post_json, usage_tokens
+from .adapter import Batch, Result
+from .answers import assemble, usage_tokens
+from .post import post_json
 
 MULTIMODAL_PATH = "/services/embeddings/multimodal-embedding/multimodal-embedding"
 TEXT_PATH = "/services/embeddings/text-embedding/text-embedding"

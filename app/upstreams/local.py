@@ -14,7 +14,8 @@ import logging
 from pathlib import Path
 
 from ..errors import Unavailable
-from .base import Batch, Result, assemble
+from .adapter import Batch, Result
+from .answers import assemble
 from .local_model import LocalEncoder, LocalModelUnavailable, default_model_path
 
 log = logging.getLogger("embedding_gateway.local")

@@ -12,14 +12,9 @@ from typing import Any
 
 import httpx
 
-from .base import (
-    Batch,
-    Result,
-    assemble,
-    decode_base64_vector,
-    post_json,
-    usage_tokens,
-)
+from .adapter import Batch, Result
+from .answers import assemble, decode_base64_vector, usage_tokens
+from .post import post_json
 
 
 class OpenAIUpstream:

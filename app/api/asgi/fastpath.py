@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import response_for
+from ...errors import response_for
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

@@ -19,8 +19,8 @@ from typing import Protocol
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .cache import Breaker
-from .tickbatch import TickBatcher
+from ..bypass import Bypass
+from ..cache.tickbatch import TickBatcher
 
 CLAIM = """
 local out = {}
@@ -77,7 +77,7 @@ class LocalLeases:
 class RedisLeases:
     shared = True
 
-    def __init__(self, client: aioredis.Redis, breaker: Breaker, timeout_s: float) -> None:
+    def __init__(self, client: aioredis.Redis, breaker: Bypass, timeout_s: float) -> None:
         self.client = client
         self.breaker = breaker
         self.timeout_s = timeout_s

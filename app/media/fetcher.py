@@ -4,7 +4,7 @@ Server-side request forgery is the danger: a client names a URL and the gateway,
 network, fetches it. So for every hop (the first URL and each redirect):
 - only http and https, no credentials in the URL;
 - the gateway resolves the host name itself and refuses the URL when ANY address it resolves to is not
-  globally routable (app/addresses.py: private, loopback, link-local, shared 100.64/10, multicast,
+  globally routable (addresses.py: private, loopback, link-local, shared 100.64/10, multicast,
   and IPv6 forms wrapping such an IPv4 address);
 - it then connects to the very address it checked (the request goes to the IP; the Host header and the
   TLS server name, SNI and certificate check, carry the host name), so DNS cannot answer differently
@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from ..errors import InvalidRequest, PayloadTooLarge
 from .addresses import parse_public
-from .errors import InvalidRequest, PayloadTooLarge
-from .media import MIME_FORMATS, sniff_format
+from .formats import MIME_FORMATS, sniff_format
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -42,9 +42,9 @@ class FetchRefused(InvalidRequest):
 
 
 @dataclass(frozen=True, slots=True)
-class Fetched:
+class FetchedImage:
     data: bytes
-    format: str  # "png", "jpeg", ... as app/media.py names formats
+    format: str  # "png", "jpeg", ... as formats.py names them
 
     def data_uri(self) -> str:
         return f"data:image/{self.format};base64,{base64.b64encode(self.data).decode()}"
@@ -103,7 +103,7 @@ class Fetcher:
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def fetch(self, url: str, param: str, max_bytes: int | None = None) -> Fetched:
+    async def fetch(self, url: str, param: str, max_bytes: int | None = None) -> FetchedImage:
         """The image at url, or FetchRefused/PayloadTooLarge naming `param`. Outcomes are counted."""
         cap = min(self.max_bytes, max_bytes or self.max_bytes)
         outcome = "aborted"  # cancelled with its request
@@ -127,7 +127,7 @@ class Fetcher:
         finally:
             self.count(outcome)
 
-    async def _follow(self, url: str, param: str, cap: int) -> Fetched:
+    async def _follow(self, url: str, param: str, cap: int) -> FetchedImage:
         for _ in range(self.max_redirects + 1):
             target = await self.check(url, param)
             response = await self._send(target, param)
@@ -200,7 +200,7 @@ class Fetcher:
         except (httpx.InvalidURL, ValueError):
             raise FetchRefused(f"{param}: image URL redirected to an invalid URL", param=param) from None
 
-    async def _read(self, response: httpx.Response, param: str, cap: int) -> Fetched:
+    async def _read(self, response: httpx.Response, param: str, cap: int) -> FetchedImage:
         if response.status_code != 200:
             raise FetchRefused(f"{param}: image URL answered HTTP {response.status_code}", param=param)
         mime = response.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -222,4 +222,4 @@ class Fetcher:
         claimed = MIME_FORMATS.get(mime[6:])
         if claimed is not None and claimed != real:
             raise FetchRefused(f"{param}: image URL answered {mime} but the bytes are {real}", param=param)
-        return Fetched(bytes(data), real)
+        return FetchedImage(bytes(data), real)

@@ -8,13 +8,13 @@ from fastapi import Request
 
 from ..catalog import ModelSpec
 from ..errors import Forbidden, Wire, wire_of
-from ..gateway import Gateway
 from ..limits.admission import Admission
 from ..limits.window import US
 from ..service import EmbedRequest, EmbedResult
+from ..state import Gateway
 from ..teams import Team
+from .asgi.observe import annotate
 from .body import cache_control
-from .observe import annotate
 
 
 def authenticate(request: Request, gw: Gateway) -> Team | None:
@@ -37,7 +37,7 @@ async def embed(request: Request, gw: Gateway, team: Team | None, req: EmbedRequ
     req.cache_read, req.cache_write = cache_control(request)
     est = sum(it.est_tokens for it in req.items)
     adm = await gw.limits.admit(team, est)
-    state = request.scope.setdefault("state", {})  # read by observe.py when the response starts, on success or error
+    state = request.scope.setdefault("state", {})  # read by asgi/observe.py as the response starts
     state["response_headers"] = rate_headers(adm)
     adm.enforce()
     async with adm, gw.quota.ledger(req.spec, req.team) as ledger:

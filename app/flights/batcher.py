@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import orjson
 
-from .catalog import ModelSpec
-from .errors import UpstreamRejected
-from .items import Item
-from .params import Params
-from .upstreams.base import Result
+from ..catalog import ModelSpec
+from ..errors import UpstreamRejected
+from ..items import Item
+from ..params import Params
+from ..upstreams.adapter import Result
 
 log = logging.getLogger("embedding_gateway.batcher")
 

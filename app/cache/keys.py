@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import orjson
 
-from .items import Item
-from .params import Params
+from ..items import Item
+from ..params import Params
 
 KEY_VERSION = 1
 

@@ -1,5 +1,5 @@
-"""Upstream resilience: retries with exponential backoff and jitter within a per-request deadline, a circuit
-breaker per upstream, and a bound on the calls in flight to one upstream.
+"""Guard: what every call to one upstream passes through: retries with exponential backoff and jitter within
+a per-request deadline, its circuit breaker (breaker.py), and a bound on the calls in flight to it.
 
 A small loop rather than tenacity: the decisions that matter here are ours, not generic ones. A wait is
 the upstream's own `Retry-After` when it sent one, else the backoff; a wait that would end past the
@@ -24,8 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .errors import GatewayError, RateLimited, Unavailable, UpstreamFailed, UpstreamTimeout
-from .metrics import Metrics
+from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamTimeout
+from .breaker import CircuitBreaker
 
 log = logging.getLogger("embedding_gateway.resilience")
 
@@ -55,74 +55,6 @@ def retryable(exc: GatewayError) -> bool:
 def upstream_failure(exc: GatewayError) -> bool:
     """Whether `exc` says the upstream itself is failing (what the breaker counts)."""
     return isinstance(exc, UpstreamFailed) and exc.code != "upstream_auth"
-
-
-class CircuitBreaker:
-    """closed -> (failures consecutive failures) -> open for open_s -> half-open: one probe at a time;
-    the probe's success closes it, its failure opens it again. Logs once per state change."""
-
-    def __init__(
-        self, name: str, *, failures: int, open_s: float, metrics: Metrics | None = None, clock: Clock = time.monotonic
-    ) -> None:
-        self.name = name
-        self.threshold = failures
-        self.open_s = open_s
-        self.metrics = metrics
-        self.clock = clock
-        self.state = "closed"
-        self.failures = 0
-        self.open_until = 0.0
-        self.probing = False
-
-    def enter(self) -> bool:
-        """Before an attempt: raises Unavailable while open; returns True when this attempt is the probe."""
-        if self.state == "closed":
-            return False
-        now = self.clock()
-        if self.state == "open" and now >= self.open_until:
-            self._set("half-open")
-        if self.state == "half-open" and not self.probing:
-            self.probing = True
-            return True
-        wait = max(self.open_until - now, 0.0) if self.state == "open" else min(self.open_s, 1.0)
-        raise Unavailable(
-            f"upstream {self.name} is failing; not calling it for {wait:.1f}s",
-            code="upstream_unavailable",
-            retry_after=max(wait, 0.001),
-        )
-
-    def succeeded(self, probe: bool) -> None:
-        self.failures = 0
-        if probe:
-            self.probing = False
-        if self.state != "closed":
-            self._set("closed")
-
-    def failed(self, probe: bool) -> None:
-        self.failures += 1
-        if probe:
-            self.probing = False
-        if probe or (self.state == "closed" and self.failures >= self.threshold):
-            self.open_until = self.clock() + self.open_s
-            self._set("open")
-
-    def abandoned(self, probe: bool) -> None:
-        """The attempt ended without a verdict (cancelled, or the gate refused it)."""
-        if probe:
-            self.probing = False
-
-    def _set(self, state: str) -> None:
-        if state == self.state:
-            return
-        self.state = state
-        if state == "open":
-            log.warning(
-                "upstream %s: circuit open after %d failures; probing in %.1fs", self.name, self.failures, self.open_s
-            )
-        elif state == "closed":
-            log.warning("upstream %s: circuit closed, upstream answering again", self.name)
-        if self.metrics is not None:
-            self.metrics.breaker_open.labels(f"upstream:{self.name}").set(1 if state == "open" else 0)
 
 
 class Guard:

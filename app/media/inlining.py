@@ -14,10 +14,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .catalog import ModelSpec
-from .errors import GatewayError, InvalidRequest, PayloadTooLarge
+from ..catalog import ModelSpec
+from ..errors import GatewayError, InvalidRequest, PayloadTooLarge
+from ..items import Item
 from .fetcher import Fetcher
-from .items import Item
 
 Parse = Callable[[object], list[Item]]
 

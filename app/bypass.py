@@ -1,6 +1,7 @@
-"""Breaker: stands a failing dependency (a Redis) aside for a while, logging once per state change.
+"""Bypass: stands a failing dependency (a Redis) aside for a while, logging once per state change.
 
-Shared by the vector cache and the rate limits; each has its own instance and `target` name.
+Shared by the vector cache, the leases and the rate limits; each has its own instance and `target` name.
+Not the upstreams' circuit breaker (upstreams/breaker.py): that one counts consecutive failures and probes.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from .metrics import Metrics
 log = logging.getLogger("embedding_gateway.breaker")
 
 
-class Breaker:
+class Bypass:
     """Open for `retry_after` seconds after a failure; logs once per state change, never per request."""
 
     def __init__(

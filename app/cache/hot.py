@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .cache import MemoryCache, VectorCache
+from .memory import MemoryCache
+from .store import VectorCache
 from .tickbatch import TickBatcher
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import GatewayError, render, wire_of
+from ...errors import GatewayError, render, wire_of
 
 
 class HeaderLimit:

@@ -17,7 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..metrics import ANONYMOUS, Metrics
+from ...metrics import ANONYMOUS, Metrics
 from .accesslog import AccessLog
 
 ROUTES = {

@@ -8,12 +8,12 @@ from fastapi import Request
 
 from .api.vectortext import VectorText, base64_json, float_json
 from .auth import Authenticator
-from .cache import VectorCache
+from .cache.store import VectorCache
 from .catalog import Catalog, ModelSpec
 from .errors import NotFound
-from .fetcher import Fetcher
 from .limits.admission import TeamLimiter
 from .limits.quota import UpstreamQuota
+from .media.fetcher import Fetcher
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings

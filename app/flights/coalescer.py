@@ -2,7 +2,7 @@
 
 Within a process, the first request that misses a content key owns a future for it; any request that
 misses the same key while it is in flight awaits that future instead of calling the upstream. Across
-replicas, the owner also takes a short Redis lease on the key (see lease.py); a replica that finds the
+replicas, the owner also takes a short Redis lease on the key (see leases.py); a replica that finds the
 lease taken polls the cache for the vector (with backoff, at most `wait_s`, never past the request's
 deadline) and goes upstream itself only if the vector does not appear or the lease goes away without one.
 
@@ -23,20 +23,20 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..cache.store import VectorCache
+from ..catalog import ModelSpec
+from ..errors import UpstreamTimeout
+from ..items import Item
+from ..params import Params
 from .batcher import Answer, Batcher, Pending
-from .cache import VectorCache
-from .catalog import ModelSpec
-from .errors import UpstreamTimeout
-from .items import Item
-from .lease import Leases
-from .params import Params
+from .leases import Leases
 
 REMOTE = -1  # the share of an answer another replica paid for
 Write = Callable[[Sequence[tuple[str, bytes]]], Awaitable[None]]
 
 
 @dataclass(slots=True)
-class Fetched:
+class FlightResult:
     vectors: dict[str, bytes]
     billed: int = 0
     coalesced: set[str] = field(default_factory=set)
@@ -74,7 +74,7 @@ class Coalescer:
         deadline: float,
         write: bool,
         shared: bool,
-    ) -> Fetched:
+    ) -> FlightResult:
         """Vectors for `missing` (content key, item); `shared`: may wait on other replicas' leases."""
         loop = asyncio.get_running_loop()
         owner = next(self.requests)
@@ -101,11 +101,11 @@ class Coalescer:
 
     async def _collect(
         self, futures: dict[str, asyncio.Future[Answer]], joined: set[str], owned: set[str], deadline: float, model: str
-    ) -> Fetched:
+    ) -> FlightResult:
         remaining = deadline - self.clock()
         if remaining > 0:
             await asyncio.wait(futures.values(), timeout=remaining)
-        out = Fetched({}, coalesced=set(joined))
+        out = FlightResult({}, coalesced=set(joined))
         error: BaseException | None = None
         for key, fut in futures.items():
             if not fut.done():

@@ -1,0 +1,50 @@
+"""MemoryCache: the bounded in-process LRU of vectors, used when no REDIS_URL is set (and as the hot cache's
+store)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from ..metrics import Metrics
+
+
+class MemoryCache:
+    """Bounded LRU by total bytes; single process, so nothing to lock (one event loop)."""
+
+    name = "memory"
+
+    def __init__(self, max_bytes: int, metrics: Metrics | None = None) -> None:
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        data = self._data
+        out: list[bytes | None] = []
+        for k in keys:
+            v = data.get(k)
+            if v is not None:
+                data.move_to_end(k)
+            out.append(v)
+        return out
+
+    async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        for k, v in entries:
+            old = self._data.pop(k, None)
+            if old is not None:
+                self._bytes -= len(old)
+            if len(v) > self.max_bytes:
+                continue
+            self._data[k] = v
+            self._bytes += len(v)
+        while self._bytes > self.max_bytes and self._data:
+            _, v = self._data.popitem(last=False)
+            self._bytes -= len(v)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._data.clear()
+        self._bytes = 0

@@ -1,0 +1,1 @@
+"""Media items: data URIs and image formats checked, URLs fetched safely and inlined (media_fetch)."""

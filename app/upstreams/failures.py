@@ -1,0 +1,82 @@
+"""The map from HTTP failures to gateway errors: upstream 4xx stays 4xx with its code and message, 401/403
+(about the gateway's own key) and 5xx become 502, 429 keeps Retry-After, timeouts 504. Messages are
+cleaned of key-like words before they reach a client or a log."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import httpx
+import orjson
+
+from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+
+MAX_MESSAGE = 300
+
+
+# Key-like words an upstream may echo in a message (OpenAI-style sk- keys, bearer tokens): masked before a
+# message reaches a client or a log.
+_KEYLIKE = re.compile(r"(?i)\b(sk-|bearer\s+|api[_-]?key[=:]\s*)[A-Za-z0-9._~+/=-]{4,}")
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = resp.headers.get(name)
+        if value:
+            try:
+                seconds = float(value) * scale
+            except ValueError:
+                continue
+            if math.isfinite(seconds) and seconds >= 0:
+                return min(seconds, 600.0)
+    return None
+
+
+def _clean(message: object) -> str:
+    text = message if isinstance(message, str) else ""
+    text = _KEYLIKE.sub(lambda m: m.group(1) + "***", " ".join(text.split()))
+    return text[:MAX_MESSAGE] or "no message"
+
+
+def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
+    """Upstream 4xx stays 4xx with its code and message (401/403 excepted: those are about the gateway's
+    own key, so the client gets 502); 429 keeps Retry-After; 5xx becomes 502."""
+    code, message = None, None
+    try:
+        body = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        err: dict[str, Any] = body["error"] if isinstance(body.get("error"), dict) else body
+        code = err.get("code") if isinstance(err.get("code"), str) else None
+        message = err.get("message")
+    err_ = _error_for(resp, upstream, code, message)
+    err_.upstream_status = resp.status_code
+    return err_
+
+
+def _error_for(resp: httpx.Response, upstream: str, code: str | None, message: object) -> GatewayError:
+    status = resp.status_code
+    text = f"upstream {upstream}: {_clean(message)}"
+    hint = _retry_after(resp)
+    if status == 429:
+        limited = RateLimited(text, code=code or "Throttling", dashscope_code=code, retry_after=hint or 1.0)
+        limited.upstream_retry_after = hint
+        return limited
+    if status in (401, 403):
+        return UpstreamFailed(
+            f"upstream {upstream} refused the gateway's credentials ({code or status})", code="upstream_auth"
+        )
+    if 400 <= status < 500:
+        return UpstreamRejected(text, status=status, code=code, dashscope_code=code or "InvalidParameter")
+    failed = UpstreamFailed(text, code=code)
+    failed.upstream_retry_after = hint
+    return failed
+
+
+def error_from_transport(exc: httpx.HTTPError, upstream: str) -> GatewayError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"upstream {upstream} did not answer in time")
+    return UpstreamFailed(f"upstream {upstream} could not be reached ({type(exc).__name__})")
