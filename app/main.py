@@ -97,15 +97,22 @@ def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metr
 def open_leases(cache: VectorCache, settings: Settings) -> Leases:
     redis = cache.inner if isinstance(cache, HotCache) else cache
     if isinstance(redis, RedisCache):
-        return RedisLeases(redis.client, redis.breaker, settings.redis_timeout_s)
+        return RedisLeases(redis.link, redis.breaker, settings.redis_timeout_s)
     return LocalLeases()
 
 
-def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
+async def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
     if settings.redis_url is None:
         return MemoryCache(settings.cache_local_max_bytes, metrics)
-    redis = RedisCache.from_url(
+    link = await open_link(
         settings.redis_url.get_secret_value(),
+        "cache",
+        timeout_s=settings.redis_timeout_s,
+        max_connections=settings.redis_max_connections,
+        mode=settings.redis_cluster,
+    )
+    redis = RedisCache(
+        link,
         ttl_s=settings.cache_ttl_s,
         timeout_s=settings.redis_timeout_s,
         retry_after_s=settings.redis_retry_after_s,
@@ -135,6 +142,7 @@ async def open_limits(settings: Settings, metrics: Metrics) -> Limits:
             timeout_s=settings.limits_timeout_s,
             max_connections=settings.limits_max_connections,
             mode=settings.redis_cluster,
+            wait_s=settings.request_deadline_s,
         )
         shared = RedisStore(
             link,
@@ -142,12 +150,14 @@ async def open_limits(settings: Settings, metrics: Metrics) -> Limits:
             window_s=window_s,
             lease_s=lease_s,
             timeout_s=settings.limits_timeout_s,
+            budget_s=settings.request_deadline_s,
         )
     census = Census(
         link,
         namespace=settings.cache_namespace,
         floor=settings.replicas * settings.workers,
         interval_s=settings.limits_heartbeat_s,
+        metrics=metrics,
     )
     return Limits(
         shared,
@@ -200,7 +210,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         used = {spec.upstream for spec in catalog}
         upstreams = {name: open_upstream(name, configs[name], settings) for name in used}
-        cache = open_cache(settings, metrics)
+        cache = await open_cache(settings, metrics)
         limits = await open_limits(settings, metrics)
         await limits.start()
         quota = UpstreamQuota(

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import logging
 import ssl
+import time
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Literal
@@ -103,6 +104,7 @@ class RedisLink:
         self.where = where
         self._room = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self.down_cause: str | None = None  # why it failed last (start-up or since); None while it answers
+        self.last_reply = 0.0  # time.monotonic() of the last script reply: Redis answers while it moves
 
     @property
     def kind(self) -> str:
@@ -129,9 +131,11 @@ class RedisLink:
         """Run a script whose keys share one slot (EVALSHA, loading it where the node does not know it)."""
         async with self.room():
             try:
-                return await self.client.evalsha(sha1(script), len(keys), *keys, *args)
+                reply = await self.client.evalsha(sha1(script), len(keys), *keys, *args)
             except NoScriptError:
-                return await self.client.eval(script, len(keys), *keys, *args)
+                reply = await self.client.eval(script, len(keys), *keys, *args)
+        self.last_reply = time.monotonic()
+        return reply
 
     async def eval_by_slot(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> list[Any]:
         """Run a script that answers one value per key, on keys that may lie in many slots: one call on a
@@ -161,26 +165,27 @@ class RedisLink:
         await self.client.aclose()
 
 
-def _options(timeout_s: float) -> dict[str, Any]:
+def _options(timeout_s: float, wait_s: float | None = None) -> dict[str, Any]:
+    """Connecting takes at most `timeout_s`; a reply is awaited `wait_s` (default: the same)."""
     return {
-        "socket_timeout": timeout_s,
+        "socket_timeout": wait_s or timeout_s,
         "socket_connect_timeout": timeout_s,
         "health_check_interval": 0,
     }
 
 
-def single(url: str, timeout_s: float, max_connections: int) -> RedisLink:
+def single(url: str, timeout_s: float, max_connections: int, wait_s: float | None = None) -> RedisLink:
     """A single server's link, opened without asking the server anything."""
-    return RedisLink(_single(url, timeout_s, max_connections), cluster=False, where=place(url))
+    return RedisLink(_single(url, timeout_s, max_connections, wait_s), cluster=False, where=place(url))
 
 
-def _single(url: str, timeout_s: float, max_connections: int) -> aioredis.Redis:
+def _single(url: str, timeout_s: float, max_connections: int, wait_s: float | None = None) -> aioredis.Redis:
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=timeout_s,  # the longest wait for a free connection
+        timeout=wait_s or timeout_s,  # the longest wait for a free connection
         retry=Retry(NoBackoff(), 0),
-        **_options(timeout_s),
+        **_options(timeout_s, wait_s),
     )
     return aioredis.Redis.from_pool(pool)
 
@@ -200,12 +205,14 @@ def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | Non
     return sentinels, path[0], int(path[1]) if len(path) > 1 else 0, password
 
 
-async def connect(url: str, *, timeout_s: float, max_connections: int, mode: Mode = "auto") -> RedisLink:
+async def connect(
+    url: str, *, timeout_s: float, max_connections: int, mode: Mode = "auto", wait_s: float | None = None
+) -> RedisLink:
     """Open the deployment `url` names. Raises RedisSetupError (naming the cause) when it cannot be reached
     or is misconfigured; the caller decides whether to carry on without it."""
     where = place(url)
     if urlsplit(url).scheme.endswith("+sentinel"):
-        link = _sentinel(url, timeout_s, max_connections)
+        link = _sentinel(url, timeout_s, max_connections, wait_s)
         await _check(link, where)
         return link
     cluster = mode == "cluster" or await _is_cluster(url, where, timeout_s)
@@ -215,11 +222,11 @@ async def connect(url: str, *, timeout_s: float, max_connections: int, mode: Mod
             " but REDIS_CLUSTER=single"
         )
     if not cluster:
-        link = RedisLink(_single(url, timeout_s, max_connections), cluster=False, where=where)
+        link = RedisLink(_single(url, timeout_s, max_connections, wait_s), cluster=False, where=where)
         await _check(link, where)
         return link
     client = RedisCluster.from_url(
-        url, max_connections=max_connections, retry=Retry(NoBackoff(), 1), **_options(timeout_s)
+        url, max_connections=max_connections, retry=Retry(NoBackoff(), 0), **_options(timeout_s, wait_s)
     )
     link = RedisLink(client, cluster=True, where=where, max_in_flight=max_connections)
     try:
@@ -230,26 +237,29 @@ async def connect(url: str, *, timeout_s: float, max_connections: int, mode: Mod
     return link
 
 
-async def open_link(url: str, role: str, *, timeout_s: float, max_connections: int, mode: Mode) -> RedisLink:
+async def open_link(
+    url: str, role: str, *, timeout_s: float, max_connections: int, mode: Mode, wait_s: float | None = None
+) -> RedisLink:
     """connect(), or, when Redis cannot be opened at start, a link that connects once Redis answers (the
     callers' bypass keeps requests off it meanwhile); the cause is logged once and kept for /readyz."""
     try:
-        link = await connect(url, timeout_s=timeout_s, max_connections=max_connections, mode=mode)
+        link = await connect(url, timeout_s=timeout_s, max_connections=max_connections, mode=mode, wait_s=wait_s)
     except RedisSetupError as exc:
         log.warning("%s: %s; carrying on without it until it answers", role, exc)
         if urlsplit(url).scheme.endswith("+sentinel"):
-            link = _sentinel(url, timeout_s, max_connections)
+            link = _sentinel(url, timeout_s, max_connections, wait_s)
         else:
-            link = RedisLink(_single(url, timeout_s, max_connections), cluster=mode == "cluster", where=place(url))
+            client = _single(url, timeout_s, max_connections, wait_s)
+            link = RedisLink(client, cluster=mode == "cluster", where=place(url))
         link.down_cause = str(exc)
         return link
     log.info("%s: Redis %s at %s", role, link.kind, link.where)
     return link
 
 
-def _sentinel(url: str, timeout_s: float, max_connections: int) -> RedisLink:
+def _sentinel(url: str, timeout_s: float, max_connections: int, wait_s: float | None = None) -> RedisLink:
     sentinels, service, db, password = sentinel_parts(url)
-    sentinel = Sentinel(sentinels, sentinel_kwargs=_options(timeout_s), **_options(timeout_s))
+    sentinel = Sentinel(sentinels, sentinel_kwargs=_options(timeout_s), **_options(timeout_s, wait_s))
     master = sentinel.master_for(service, db=db, password=password, max_connections=max_connections)
     return RedisLink(master, cluster=False, where=place(url), max_in_flight=max_connections)
 

@@ -185,7 +185,7 @@ class Settings(BaseSettings):
         default=None, description="Redis for limit state (maxmemory-policy noeviction); unset: REDIS_URL"
     )
     limits_timeout_s: float = Field(
-        default=2.0, gt=0, le=10, description="a limit decision waits this long for Redis, then counts it as failing"
+        default=1.0, gt=0, le=10, description="Redis counts as failing when no decision's reply came back this long"
     )
     limits_max_connections: int = Field(
         default=16, ge=1, le=10_000, description="per worker, limit decisions (per node of a cluster); then wait"

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ..cache.redis import RedisCache
 from ..schemas.openai import ModelList
 from ..state import gateway
 from . import tenancy
@@ -51,11 +52,17 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     gw = gateway(request)
     cache_ok = await gw.cache.ping()
+    cache: dict[str, object] = {"backend": gw.cache.name, "ok": cache_ok}
+    redis = getattr(gw.cache, "inner", gw.cache)
+    if isinstance(redis, RedisCache):  # shared: in use right now by this process (not stood aside)
+        cache.update(shared=cache_ok and redis.shared, redis=redis.link.kind)
+        if not cache["shared"]:
+            cache["cause"] = redis.breaker.last_cause or redis.link.down_cause
     states = {name: getattr(up, "state", "ready") for name, up in gw.service.upstreams.items()}
     ready = gw.ready and bool(states) and "loading" not in states.values()
     body = {
         "status": "ready" if ready else "not ready",
-        "cache": {"backend": gw.cache.name, "ok": cache_ok},
+        "cache": cache,
         "limits": gw.limits.status(),
         "upstreams": {
             name: {"kind": gw.upstream_kinds[name], "state": state, "circuit": gw.service.circuit(name)}

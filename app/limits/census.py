@@ -15,6 +15,7 @@ import contextlib
 import logging
 import uuid
 
+from ..metrics import Metrics
 from ..redislink import FAILURES, RedisLink
 
 log = logging.getLogger("embedding_gateway.limits")
@@ -31,8 +32,11 @@ LEAVE = "return redis.call('ZREM', KEYS[1], ARGV[1])"
 
 
 class Census:
-    def __init__(self, link: RedisLink | None, *, namespace: str, floor: int, interval_s: float) -> None:
+    def __init__(
+        self, link: RedisLink | None, *, namespace: str, floor: int, interval_s: float, metrics: Metrics | None = None
+    ) -> None:
         self.link = link
+        self.metrics = metrics
         self.key = f"{{{namespace}:procs}}"
         self.floor = max(1, floor)
         self.interval_s = interval_s
@@ -56,6 +60,8 @@ class Census:
         if int(count) != self.live:
             log.info("limits shared by %d live gateway processes", int(count))
         self.live = int(count)
+        if self.metrics:
+            self.metrics.limits_processes.set(self.live)
         return True
 
     async def _run(self) -> None:

@@ -58,6 +58,17 @@ class Limits:
     def backend(self) -> str:
         return "local" if self.shared is None else self.shared.name
 
+    def status(self) -> dict[str, object]:
+        shared = self.shared is not None and not self.breaker.is_open
+        out: dict[str, object] = {"backend": self.backend, "shared": shared, "processes": self.census.live}
+        if self.census.link is not None:
+            out["redis"] = self.census.link.kind
+            if not shared:
+                out["cause"] = self.breaker.last_cause or self.census.link.down_cause
+        if not shared:
+            out["divided_by"] = self.shares
+        return out
+
     @property
     def shares(self) -> int:
         return self.census.shares
@@ -87,7 +98,8 @@ class Limits:
     async def start(self) -> None:
         """Reach Redis once at start: learn its clock, and say at once if it does not answer."""
         if self.shared is not None and not await self.shared.sync_clock():
-            self.breaker.failed("no answer at start")
+            link = self.census.link
+            self.breaker.failed((link.down_cause if link is not None else None) or "no answer at start")
         await self.census.start()
 
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Decision:

@@ -5,13 +5,15 @@ Keys carry a hash tag per team (`{eg:team:NAME}:meta|lease`) and per upstream ac
 (`{eg:quota:UPSTREAM:MODEL}`): every script touches one Redis Cluster slot. The state must never be
 evicted (use a Redis, or a database, with `maxmemory-policy noeviction`; see docs/limits.md).
 
-Each decision waits for Redis up to `timeout_s` (socket timeouts plus a wait_for): a slow reply, from a
-busy Redis or from this process's own busy event loop, is waited for, not replaced by a local decision.
-Each call carries a deadline in Redis time (half the time left after it was sent, on Redis's clock as learnt
-from earlier replies), so a script that Redis reaches only after the caller gave up (a stalled or paused
-server) charges nothing. A script that finds its deadline passed charged nothing and answers "late": it is
-sent again while the budget lasts (Redis answers, so this is not a Redis failure); a call that times out or
-fails is never retried (it may have charged), and counts as Redis failing.
+While Redis answers, a decision waits for its reply within the request's budget (`budget_s`): a slow reply,
+from a busy Redis or from this process's own busy event loop, is waited for, not replaced by a local
+decision. Redis counts as failing when it errs, or when no reply at all (to any decision of this process)
+came back within `timeout_s` while this one waited: a stalled server, not a slow process. Each call
+carries a deadline in Redis time (half the budget left after it was sent, on Redis's clock as learnt from
+earlier replies), so a script that Redis reaches only after the caller gave up charges nothing. A script
+that finds its deadline passed charged nothing and answers "late": it is sent again while the budget lasts.
+A call that failed or was abandoned is never retried (it may have charged: at worst a request counted
+twice, which refuses sooner, never admits more).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class RedisStore:
         window_s: float,
         lease_s: float,
         timeout_s: float,
+        budget_s: float | None = None,
         clock: Callable[[], int] | None = None,
     ) -> None:
         self.link = link
@@ -62,6 +65,7 @@ class RedisStore:
         self.window = round(window_s * US)
         self.lease = round(lease_s * US)
         self.timeout_s = timeout_s
+        self.budget_s = max(budget_s or timeout_s, timeout_s)
         self.clock = clock  # tests only: decisions then use this clock instead of Redis TIME
         self._scripts = {n: script_source(n) for n in SCRIPTS}
         self._offset: int | None = None  # Redis time minus this process's time, learnt from replies
@@ -90,20 +94,31 @@ class RedisStore:
             self._offset = redis_now - sent
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[list[Any], int]:
-        end = time.monotonic() + self.timeout_s
+        end = time.monotonic() + self.budget_s
         while (left := end - time.monotonic()) > 0:
             sent = wall_clock_us()
-            try:
-                reply = await asyncio.wait_for(
-                    self.link.run(self._scripts[name], keys, [*self._clock_args(sent, left), *args]), left
-                )
-            except FAILURES as exc:
-                raise StoreUnavailable(cause(exc)) from None
+            call = self.link.run(self._scripts[name], keys, [*self._clock_args(sent, left), *args])
+            reply = await self._await(asyncio.ensure_future(call), end)
             if not isinstance(reply, list) or not reply:
                 raise StoreUnavailable("unexpected reply")
             if reply[0] != -1:
                 return reply, sent
         raise StoreLate("late")  # Redis answered every time, but never within this process's deadline
+
+    async def _await(self, call: asyncio.Future[Any], end: float) -> Any:
+        """The reply, waited for in slices of `timeout_s` while Redis keeps answering (some reply came back
+        during the slice) and the budget lasts; otherwise Redis counts as failing."""
+        try:
+            while True:
+                start = time.monotonic()
+                try:
+                    return await asyncio.wait_for(asyncio.shield(call), max(0.0, min(self.timeout_s, end - start)))
+                except TimeoutError:
+                    if self.link.last_reply < start or time.monotonic() >= end:
+                        raise
+        except FAILURES as exc:
+            call.cancel()
+            raise StoreUnavailable(cause(exc)) from None
 
     async def sync_clock(self) -> bool:
         """Learn Redis's clock before the first decision, so that even that one carries a deadline."""
