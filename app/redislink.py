@@ -16,12 +16,13 @@ cluster state, refused, timeout) without echoing the URL or its password.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -73,7 +74,7 @@ def cause(exc: BaseException) -> str:
     if "wrong version number" in lowered or "record layer failure" in lowered or "ssl" in lowered:
         return f"TLS handshake failed (a plain redis:// server reached with rediss://?): {type(exc).__name__}"
     if "closed by server" in lowered or "reset by peer" in lowered:
-        return "connection closed by the server (a TLS-only server reached with redis://?)"
+        return "connection closed by the server (if at start: a TLS-only server reached with redis://?)"
     if isinstance(exc, ClusterDownError) or "CLUSTERDOWN" in text:
         return "cluster misconfiguration: the cluster is down or does not serve every slot (CLUSTERDOWN)"
     if isinstance(exc, ResponseError) and ("MOVED" in text or "CROSSSLOT" in text):
@@ -105,6 +106,8 @@ class RedisLink:
         self._room = asyncio.Semaphore(max_in_flight) if max_in_flight else None
         self.down_cause: str | None = None  # why it failed last (start-up or since); None while it answers
         self.last_reply = 0.0  # time.monotonic() of the last script reply: Redis answers while it moves
+        self._refreshed = 0.0
+        self._refresh: asyncio.Task[None] | None = None
 
     @property
     def kind(self) -> str:
@@ -114,8 +117,35 @@ class RedisLink:
         """Hold one of the worker's connections for one command (a no-op where the pool itself waits)."""
         return self._room if self._room is not None else nullcontext()
 
-    async def mget(self, keys: Sequence[str]) -> list[Any]:
+    @contextlib.asynccontextmanager
+    async def _using(self) -> AsyncIterator[None]:
+        """room(); on a cluster, a failure also refreshes the slot map (a failover moved a master), at most
+        once a second and in the background, so that the callers' next try goes to the new master."""
         async with self.room():
+            try:
+                yield
+            except FAILURES:
+                if isinstance(self.client, RedisCluster) and time.monotonic() - self._refreshed > 1.0:
+                    self._refreshed = time.monotonic()
+                    self._refresh = asyncio.create_task(self._remap(self.client))
+                raise
+
+    @staticmethod
+    async def _remap(client: RedisCluster) -> None:
+        """Now, and again a few seconds later: a replica is promoted only after the cluster's node timeout."""
+        for delay in (0.0, 3.0, 3.0):
+            await asyncio.sleep(delay)
+            with contextlib.suppress(*FAILURES, RedisClusterException):
+                await client.nodes_manager.initialize()
+
+    async def recheck(self) -> None:
+        """Before trying again after a failure: on a cluster, read the slot map afresh."""
+        if isinstance(self.client, RedisCluster):
+            with contextlib.suppress(*FAILURES, RedisClusterException):
+                await self.client.nodes_manager.initialize()
+
+    async def mget(self, keys: Sequence[str]) -> list[Any]:
+        async with self._using():
             if isinstance(self.client, RedisCluster):
                 return list(await self.client.mget_nonatomic(list(keys)))
             return list(await self.client.mget(keys))
@@ -124,12 +154,12 @@ class RedisLink:
         pipe = self.client.pipeline(transaction=False)
         for k, v in entries:
             pipe.set(k, v, ex=ttl_s)
-        async with self.room():
+        async with self._using():
             await pipe.execute()
 
     async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script whose keys share one slot (EVALSHA, loading it where the node does not know it)."""
-        async with self.room():
+        async with self._using():
             try:
                 reply = await self.client.evalsha(sha1(script), len(keys), *keys, *args)
             except NoScriptError:
@@ -149,7 +179,7 @@ class RedisLink:
         for idx in groups.values():
             # EVAL, not EVALSHA: a replica promoted by a failover has no script cache (the body is small).
             pipe.execute_command("EVAL", script, len(idx), *(keys[i] for i in idx), *args)
-        async with self.room():
+        async with self._using():
             replies = await pipe.execute()
         out: list[Any] = [None] * len(keys)
         for idx, reply in zip(groups.values(), replies, strict=True):
@@ -158,7 +188,7 @@ class RedisLink:
         return out
 
     async def ping(self) -> bool:
-        async with self.room():
+        async with self._using():
             return bool(await self.client.ping())
 
     async def close(self) -> None:

@@ -72,7 +72,7 @@ def test_tls(redis_tls: Single) -> None:
     assert _roundtrip(trusted, "single") == [f"link:{{{i}}}" for i in range(24)]
     with pytest.raises(RedisSetupError, match="TLS verification failed"):
         _open(redis_tls.url)
-    with pytest.raises(RedisSetupError, match="TLS-only server reached with redis://"):
+    with pytest.raises(RedisSetupError, match="a TLS-only server reached with redis://"):
         _open(redis_tls.url.replace("rediss://", "redis://"))
 
 

@@ -55,7 +55,7 @@ async def readyz(request: Request) -> Response:
     cache: dict[str, object] = {"backend": gw.cache.name, "ok": cache_ok}
     redis = getattr(gw.cache, "inner", gw.cache)
     if isinstance(redis, RedisCache):  # shared: in use right now by this process (not stood aside)
-        cache.update(shared=cache_ok and redis.shared, redis=redis.link.kind)
+        cache.update(shared=cache_ok and await redis.shared(), redis=redis.link.kind)
         if not cache["shared"]:
             cache["cause"] = redis.breaker.last_cause or redis.link.down_cause
     states = {name: getattr(up, "state", "ready") for name, up in gw.service.upstreams.items()}

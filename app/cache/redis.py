@@ -70,9 +70,12 @@ class RedisCache:
         self.link.down_cause = None
         return ok
 
-    @property
-    def shared(self) -> bool:
-        """Whether the cache is in use right now (not stood aside after a failure)."""
+    async def shared(self) -> bool:
+        """Whether the cache is in use right now (not stood aside after a failure). Stood aside and due for
+        a new try: one read of a key tells whether it is back (and closes the bypass if so)."""
+        if self.breaker.is_open and self.breaker.allows:
+            await self.link.recheck()
+            await self.get_many(["readyz-probe"])
         return not self.breaker.is_open
 
     async def close(self) -> None:

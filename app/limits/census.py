@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 
 from ..metrics import Metrics
 from ..redislink import FAILURES, RedisLink
@@ -43,6 +44,7 @@ class Census:
         self.member = uuid.uuid4().hex
         self.live = 0  # processes seen by the last heartbeat (0: none yet)
         self._task: asyncio.Task[None] | None = None
+        self.answered: Callable[[], None] | None = None  # called after each heartbeat Redis answered
 
     @property
     def shares(self) -> int:
@@ -62,6 +64,8 @@ class Census:
         self.live = int(count)
         if self.metrics:
             self.metrics.limits_processes.set(self.live)
+        if self.answered is not None:
+            self.answered()
         return True
 
     async def _run(self) -> None:

@@ -49,6 +49,7 @@ class Limits:
         self.shared = shared
         self.local = local
         self.census = census
+        census.answered = self._succeeded  # a heartbeat Redis answered: decisions are shared again
         self.policy = policy
         self.breaker = breaker
         self._pending: deque[tuple[Ticket, int]] = deque(maxlen=MAX_PENDING)
