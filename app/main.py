@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +22,9 @@ from .cache.memory import MemoryCache
 from .cache.redis import RedisCache
 from .cache.store import VectorCache
 from .catalog import build_catalog
+from .flights.batcher import Batcher
+from .flights.coalescer import Coalescer
+from .flights.inflight import InFlight
 from .flights.leases import Leases, LocalLeases, RedisLeases
 from .limits.admission import TeamLimiter
 from .limits.census import Census
@@ -41,11 +43,12 @@ from .teams import teams_from, unknown_models
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
+from .upstreams.caller import GuardedUpstreams, UpstreamCaller
 from .upstreams.dashscope import DashScopeUpstream
 from .upstreams.guard import Guard, RetryPolicy
+from .upstreams.http import HttpClient
 from .upstreams.local_model import LocalModelUnavailable
 from .upstreams.openai import OpenAIUpstream
-from .upstreams.transport import PoolTransport
 
 log = logging.getLogger("embedding_gateway")
 
@@ -75,20 +78,22 @@ def open_upstream(name: str, cfg: UpstreamConfig, settings: Settings) -> Upstrea
         upstream = local.LocalUpstream(name, local.model_path(cfg.model_path), threads=settings.local_threads)
         upstream.start()
         return upstream
-    limits = httpx.Limits(max_connections=cfg.max_connections, max_keepalive_connections=cfg.max_connections)
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
-        limits=limits,
-        transport=PoolTransport(max_connections=cfg.max_connections) if cfg.transport == "pool" else None,
+    http = HttpClient(
+        name,
+        max_connections=cfg.max_connections,
+        keepalive_s=cfg.keepalive_s,
+        connect_s=cfg.connect_timeout_s,
+        read_s=cfg.timeout_s,
+        max_bytes=cfg.max_response_bytes,
     )
     if cfg.kind == "dashscope":
-        return DashScopeUpstream(name, client, cfg.base_url, cfg.key() or "", cfg.workspace)
-    return OpenAIUpstream(name, client, cfg.base_url, cfg.key())
+        return DashScopeUpstream(name, http, cfg.base_url, cfg.key() or "", cfg.workspace)
+    return OpenAIUpstream(name, http, cfg.base_url, cfg.key())
 
 
 def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metrics) -> Guard:
     """Bypass and retries for one upstream; at most `max_connections` of its calls in flight, so that
-    calls wait here, within their deadline, rather than for a connection in httpx's pool."""
+    calls wait here, within their deadline, rather than for a connection in the HTTP client's pool."""
     breaker = CircuitBreaker(name, failures=settings.breaker_failures, open_s=settings.breaker_open_s, metrics=metrics)
     policy = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
     return Guard(breaker, policy, concurrency=cfg.max_connections)
@@ -101,24 +106,25 @@ def open_leases(cache: VectorCache, settings: Settings) -> Leases:
     return LocalLeases()
 
 
+def open_flights(cache: VectorCache, caller: UpstreamCaller, settings: Settings, metrics: Metrics) -> Coalescer:
+    """The miss path below the service, built bottom up: the batcher sends chunks through `caller` and lands
+    each call in the in-flight table; the coalescer sends only what no one is fetching yet."""
+    leases = open_leases(cache, settings)
+    inflight = InFlight(cache, leases, metrics)
+    batcher = Batcher(caller, inflight, window_s=settings.batch_window_ms / 1000)
+    lease_s = settings.request_deadline_s + 1.0  # a lease outlives its holder's request by a second at most
+    return Coalescer(batcher, inflight, cache, leases, wait_s=settings.coalesce_wait_s, lease_s=lease_s)
+
+
 async def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
-    if settings.redis_url is None:
-        return MemoryCache(settings.cache_local_max_bytes, metrics)
-    link = await open_link(
-        settings.redis_url.get_secret_value(),
-        "cache",
-        timeout_s=settings.redis_timeout_s,
-        max_connections=settings.redis_max_connections,
-        mode=settings.redis_cluster,
-    )
-    redis = RedisCache(
-        link,
-        ttl_s=settings.cache_ttl_s,
-        timeout_s=settings.redis_timeout_s,
-        retry_after_s=settings.redis_retry_after_s,
-        metrics=metrics,
-    )
-    return HotCache(redis, settings.cache_hot_max_bytes) if settings.cache_hot_max_bytes else redis
+    s = settings
+    if s.redis_url is None:
+        return MemoryCache(s.cache_local_max_bytes, metrics)
+    link = await open_link(s.redis_url.get_secret_value(), "cache", timeout_s=s.redis_timeout_s,
+                           max_connections=s.redis_max_connections, mode=s.redis_cluster)  # fmt: skip
+    redis = RedisCache(link, ttl_s=s.cache_ttl_s, timeout_s=s.redis_timeout_s, retry_after_s=s.redis_retry_after_s,
+                       metrics=metrics)  # fmt: skip
+    return HotCache(redis, s.cache_hot_max_bytes) if s.cache_hot_max_bytes else redis
 
 
 # Routes served past FastAPI's routing when they need nothing from it (see api/asgi/fastpath.py).
@@ -132,40 +138,17 @@ FAST_PATHS = (
 async def open_limits(settings: Settings, metrics: Metrics) -> Limits:
     """Redis (limits_redis_url, else REDIS_URL) shared by every replica, or this process alone; limits that
     fall back to this process are divided by the number of live processes (heartbeats in Redis)."""
-    window_s, lease_s = settings.limits_window_s, settings.limits_lease_s
-    url = settings.limits_url()
-    shared, link = None, None
+    s, url, shared, link = settings, settings.limits_url(), None, None
     if url is not None:
-        link = await open_link(
-            url,
-            "limits",
-            timeout_s=settings.limits_timeout_s,
-            max_connections=settings.limits_max_connections,
-            mode=settings.redis_cluster,
-            wait_s=settings.request_deadline_s,
-        )
-        shared = RedisStore(
-            link,
-            namespace=settings.cache_namespace,
-            window_s=window_s,
-            lease_s=lease_s,
-            timeout_s=settings.limits_timeout_s,
-            budget_s=settings.request_deadline_s,
-        )
-    census = Census(
-        link,
-        namespace=settings.cache_namespace,
-        floor=settings.replicas * settings.workers,
-        interval_s=settings.limits_heartbeat_s,
-        metrics=metrics,
-    )
-    return Limits(
-        shared,
-        LocalStore(window_s=window_s, lease_s=lease_s),
-        census=census,
-        policy=settings.limits_on_redis_failure,
-        breaker=Bypass("redis limits", settings.limits_retry_after_s, metrics),
-    )
+        link = await open_link(url, "limits", timeout_s=s.limits_timeout_s, max_connections=s.limits_max_connections,
+                               mode=s.redis_cluster, wait_s=s.request_deadline_s)  # fmt: skip
+        shared = RedisStore(link, namespace=s.cache_namespace, window_s=s.limits_window_s, lease_s=s.limits_lease_s,
+                            timeout_s=s.limits_timeout_s, budget_s=s.request_deadline_s)  # fmt: skip
+    census = Census(link, namespace=s.cache_namespace, floor=s.replicas * s.workers,
+                    interval_s=s.limits_heartbeat_s, metrics=metrics)  # fmt: skip
+    local = LocalStore(window_s=s.limits_window_s, lease_s=s.limits_lease_s)
+    bypass = Bypass("redis limits", s.limits_retry_after_s, metrics)
+    return Limits(shared, local, census=census, policy=s.limits_on_redis_failure, breaker=bypass)
 
 
 def open_fetcher(settings: Settings, metrics: Metrics) -> Fetcher | None:
@@ -209,7 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         used = {spec.upstream for spec in catalog}
-        upstreams = {name: open_upstream(name, configs[name], settings) for name in used}
+        adapters = {name: open_upstream(name, configs[name], settings) for name in used}
         cache = await open_cache(settings, metrics)
         limits = await open_limits(settings, metrics)
         await limits.start()
@@ -220,17 +203,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             slack_s=settings.upstream_quota_slack_s,
             max_wait_s=settings.upstream_queue_s,
         )
+        guards = {name: open_guard(name, configs[name], settings, metrics) for name in used}
+        upstreams = GuardedUpstreams(adapters, guards, metrics, gate=quota)
+        flights = open_flights(cache, upstreams, settings, metrics)
         service = EmbeddingService(
-            cache,
-            upstreams,
-            metrics,
-            namespace=settings.cache_namespace,
-            gate=quota,
-            guards={name: open_guard(name, configs[name], settings, metrics) for name in used},
-            leases=open_leases(cache, settings),
-            deadline_s=settings.request_deadline_s,
-            batch_window_s=settings.batch_window_ms / 1000,
-            coalesce_wait_s=settings.coalesce_wait_s,
+            cache, flights, metrics, namespace=settings.cache_namespace, deadline_s=settings.request_deadline_s
         )
         fetcher = open_fetcher(settings, metrics)
         gw = app.state.gateway = Gateway(
@@ -238,6 +215,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             catalog,
             cache,
             service,
+            upstreams,
             metrics,
             {name: cfg.kind for name, cfg in configs.items()},
             auth=auth,
@@ -268,8 +246,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             drain.uninstall()
             await service.close()
-            for upstream in upstreams.values():
-                await upstream.close()
+            for adapter in adapters.values():
+                await adapter.close()
             await cache.close()
             await limits.close()
             if fetcher is not None:

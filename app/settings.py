@@ -36,11 +36,16 @@ class UpstreamConfig(BaseModel):
     api_key: SecretStr | None = None
     api_key_env: str | None = Field(default=None, description="read the key from this environment variable")
     workspace: str | None = Field(default=None, description="DashScope X-DashScope-WorkSpace header")
-    timeout_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0, description="longest wait between two reads of an answer")
     connect_timeout_s: float = Field(default=3.0, gt=0)
     max_connections: int = Field(default=64, ge=1, description="open connections, and calls in flight, at most")
-    transport: Literal["pool", "httpx"] = Field(
-        default="pool", description="pool: the gateway's lean HTTP/1.1 pool; httpx: httpx's own (proxies, HTTP/2)"
+    keepalive_s: float = Field(
+        default=4.0, gt=0, le=3600, description="idle connections close after this (below servers' usual 5 s)"
+    )
+    max_response_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=64 * 1024,
+        description="cap of one answer, received and decoded (each call's cap is also what its batch can take)",
     )
     model_path: str | None = Field(default=None, description="local kind: a sentence-transformers directory")
 

@@ -17,6 +17,7 @@ from .media.fetcher import Fetcher
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings
+from .upstreams.caller import GuardedUpstreams
 
 
 @dataclass(slots=True)
@@ -25,6 +26,7 @@ class Gateway:
     catalog: Catalog
     cache: VectorCache
     service: EmbeddingService
+    upstreams: GuardedUpstreams
     metrics: Metrics
     upstream_kinds: dict[str, str]
     auth: Authenticator

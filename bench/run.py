@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", default="1,2", help="gateway worker counts to measure")
     ap.add_argument("--json", type=Path, help="write all figures to this file")
     ap.add_argument("--write-readme", action="store_true", help="put the table into bench/README.md")
+    ap.add_argument("--only", default="", help="only the scenarios whose name contains this (e.g. miss)")
     a = ap.parse_args(argv)
     duration = 0.4 if a.quick else a.duration
     workers = [1] if a.quick else [int(w) for w in a.workers.split(",")]
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             gw = s.gateway(f"gateway-{n}w", standin, redis_url, n)
             wait_ready(gw, "/healthz")
             time.sleep(0.5 if n > 1 else 0)  # let every worker come up
-            for sc in scenarios(f"{run}-{n}", a.quick):
+            for sc in [sc for sc in scenarios(f"{run}-{n}", a.quick) if a.only in sc.name]:
                 print(f"[{n} worker(s)] {sc.name} ...", file=sys.stderr, flush=True)
                 results.append({"workers": n, **measure(sc, gw, baseline, standin, a.connections, duration)})
             results.append({"workers": n, **calls_per_item(gw, standin, f"{run}-{n}", 100)})

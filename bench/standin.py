@@ -27,11 +27,13 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import orjson
+
+from .poison import POISON_MODES, poisoned
 
 
 @dataclass(frozen=True)
@@ -302,9 +304,22 @@ class Config:
     shuffle: bool = True  # answer vectors in reversed order (clients must map by index)
     max_body_bytes: int = 64 * 1024 * 1024
     max_records: int = 200_000  # /_stats keeps the newest records; the totals count everything
+    poison: str | None = None  # every 200 answer corrupted this way (bench/poison.py)
+    default_dims: dict[str, int] = field(default_factory=dict)  # model -> default dimension, overriding MODELS
 
 
-CONTROL_KEYS = ("latency_ms", "jitter_ms", "fail_rate", "fail_modes", "down", "seed", "retry_after", "shuffle")
+CONTROL_KEYS = (
+    "latency_ms",
+    "jitter_ms",
+    "fail_rate",
+    "fail_modes",
+    "down",
+    "seed",
+    "retry_after",
+    "shuffle",
+    "poison",
+    "default_dims",
+)
 
 
 @dataclass
@@ -436,6 +451,10 @@ class StandIn:
             "shuffle": lambda v: isinstance(v, bool),
             "seed": lambda v: v is None or _is_int(v),
             "retry_after": lambda v: v is None or (_is_num(v) and v >= 0),
+            "poison": lambda v: v is None or v in POISON_MODES,
+            "default_dims": lambda v: (
+                isinstance(v, dict) and all(m in MODELS and _is_int(d) and d in MODELS[m].dims for m, d in v.items())
+            ),
         }
         for k, v in new.items():
             if not checks[k](v):
@@ -486,6 +505,9 @@ class StandIn:
                 raise ApiError(503, "ModelUnavailable", "Model is unavailable, please try again later.")
             status, payload = 200, self._answer(kind, job, digests, rid)
             record["failed"] = False
+            if cfg.poison is not None:
+                record["poison"] = cfg.poison
+                payload = orjson.Fragment(poisoned(cfg.poison, kind, payload))
         except ApiError as e:
             record["code"] = e.code
             status, payload = e.status, self._error(kind, path, e, rid)
@@ -519,6 +541,8 @@ class StandIn:
         if not isinstance(model, str) or not model:
             raise bad("model is required", "model")
         spec = MODELS.get(model)
+        if spec is not None and model in self.config.default_dims:
+            spec = replace(spec, default_dim=self.config.default_dims[model])
         if kind == "openai":
             return self._parse_openai(model, spec, req)
         if spec is None or spec.kind != kind:

@@ -8,26 +8,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import numpy as np
+import orjson
 import pytest
 from conftest import ROOT, clean_env
+from misspath import miss_path
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.requests import Request
 
 from app.api.asgi.observe import annotate, team_of
-from app.cache.memory import MemoryCache
 from app.catalog import ModelSpec
 from app.cli import prepare_metrics_dir
 from app.errors import RateLimited, UpstreamFailed, UpstreamTimeout
 from app.items import text_item
 from app.metrics import LIMITS, Metrics
 from app.params import Params
-from app.service import EmbeddingService, EmbedRequest, upstream_status
+from app.service import EmbedRequest
 from app.settings import MULTIPROC_ENV
 from app.upstreams.adapter import Batch, Result
+from app.upstreams.caller import upstream_status
 from app.upstreams.failures import error_from_response
+from app.upstreams.http import Answer
 
 
 def values(text: bytes | str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -64,10 +66,10 @@ def test_series_that_alerts_divide_by_exist_at_zero_from_the_start() -> None:
 
 
 def test_upstream_status_label_is_the_upstreams_own() -> None:
-    answer = httpx.Response(503, json={"code": "ModelUnavailable", "message": "busy"})
+    answer = Answer(503, {}, orjson.dumps({"code": "ModelUnavailable", "message": "busy"}))
     err = error_from_response(answer, "dashscope")
     assert err.status == 502 and upstream_status(err) == "503"  # the client sees 502, the metric says 503
-    throttled = error_from_response(httpx.Response(429, json={}), "dashscope")
+    throttled = error_from_response(Answer(429, {}, b"{}"), "dashscope")
     assert isinstance(throttled, RateLimited) and upstream_status(throttled) == "429"
     assert upstream_status(UpstreamTimeout("slow")) == "timeout"
     assert upstream_status(UpstreamFailed("garbage")) == "error"
@@ -164,7 +166,7 @@ class FixedUpstream:
 
 async def test_tokens_billed_and_saved_are_counted_for_the_team_and_model() -> None:
     m = Metrics(CollectorRegistry(), models=["m1"], upstreams=["dashscope"], teams=["search"])
-    service = EmbeddingService(MemoryCache(1 << 20), {"dashscope": FixedUpstream()}, m, namespace="t", concurrency=2)
+    service = miss_path({"dashscope": FixedUpstream()}, m, concurrency=2)
     spec = ModelSpec(name="m1", upstream="dashscope", upstream_model="m1", dimensions=(4,), default_dimension=4)
     params = Params(dimension=4, send_dimension=False)
     items = [text_item(t, spec, "input") for t in ("one text", "another, longer text")]

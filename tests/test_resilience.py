@@ -17,7 +17,7 @@ from app.errors import GatewayError, RateLimited, Unavailable, UpstreamFailed, U
 from app.flights.batcher import Batcher, Pending, apportion
 from app.items import Item
 from app.params import Params
-from app.upstreams.adapter import Result
+from app.upstreams.adapter import Batch, Result
 from app.upstreams.breaker import CircuitBreaker
 from app.upstreams.guard import Guard, RetryPolicy
 
@@ -179,6 +179,26 @@ def test_apportion_adds_up_and_follows_the_weights(total: int, weights: list[int
 SPEC = ModelSpec(name="m", upstream="up", upstream_model="m", default_dimension=4, max_batch=3)
 
 
+class Caller:
+    """An UpstreamCaller over a plain function of (spec, params, items, deadline)."""
+
+    def __init__(self, send: Callable[[ModelSpec, Params, list[Item], float], Awaitable[Result]]) -> None:
+        self.send = send
+
+    async def call(self, batch: Batch, deadline: float) -> Result:
+        return await self.send(batch.spec, batch.params, list(batch.items), deadline)
+
+
+class Landing:
+    """The batcher's Landing over a plain function of (pendings, ok)."""
+
+    def __init__(self, done: Callable[[list[Pending], bool], Awaitable[None]]) -> None:
+        self.done = done
+
+    async def land(self, pendings: list[Pending], ok: bool) -> None:
+        await self.done(pendings, ok)
+
+
 def item(text: str) -> Item:
     return Item("text", {"text": text}, text.encode(), len(text))
 
@@ -197,7 +217,7 @@ async def test_batcher_combines_concurrent_items_up_to_the_batch_limit() -> None
     async def done(pendings: list[Pending], ok: bool) -> None:
         delivered.append(len(pendings))
 
-    batcher = Batcher(send, done, window_s=0.01)
+    batcher = Batcher(Caller(send), Landing(done), window_s=0.01)
     loop = asyncio.get_running_loop()
     pendings = []
     for text in ["a", "bb", "ccc", "dddd", "eeeee"]:
@@ -223,7 +243,7 @@ async def test_batcher_keeps_different_parameters_apart() -> None:
     async def done(pendings: list[Pending], ok: bool) -> None:
         return None
 
-    batcher = Batcher(send, done, window_s=0.0)
+    batcher = Batcher(Caller(send), Landing(done), window_s=0.0)
     loop = asyncio.get_running_loop()
     a = Pending("a", item("a"), loop.create_future(), 0.0, True)
     b = Pending("b", item("b"), loop.create_future(), 0.0, True)
@@ -270,7 +290,7 @@ async def test_a_refused_shared_call_is_split_by_request() -> None:
     async def done(pendings: list[Pending], ok: bool) -> None:
         return None
 
-    batcher = Batcher(send, done, window_s=0.0)
+    batcher = Batcher(Caller(send), Landing(done), window_s=0.0)
     loop = asyncio.get_running_loop()
     bad = Pending("bad", item("bad"), loop.create_future(), 0.0, True, owner=1)
     good = [Pending(t, item(t), loop.create_future(), 0.0, True, owner=2) for t in ("g1", "g2")]

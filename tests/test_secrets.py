@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import yaml
 from conftest import ROOT, UPSTREAM_KEY, GatewayFactory, StandIn, clean_env, free_port
@@ -94,8 +95,9 @@ def test_nothing_a_gateway_of_this_session_wrote_or_serves_holds_a_secret(gatewa
 )
 def test_key_like_words_in_an_upstream_message_are_masked(message: str) -> None:
     from app.upstreams.failures import error_from_response
+    from app.upstreams.http import Answer
 
-    response = httpx.Response(400, json={"code": "InvalidParameter", "message": message})
+    response = Answer(400, {}, orjson.dumps({"code": "InvalidParameter", "message": message}))
     err = error_from_response(response, "dashscope")
     assert err.status == 400 and "***" in err.message
     assert not leaks(err.message, {WRONG_KEY})

@@ -1,5 +1,6 @@
-"""EmbeddingService, unit-tested with a small fake Upstream: chunking to the batch limit, bounded concurrency,
-order, duplicates sent once, partial failures cached. (End-to-end tests use the real stand-in instead.)"""
+"""EmbeddingService over the miss path as create_app wires it (flights, upstream caller, guard), unit-tested
+with a small fake Upstream adapter: chunking to the batch limit, bounded concurrency, order, duplicates sent
+once, partial failures cached. (End-to-end tests use the real stand-in instead.)"""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import hashlib
 
 import numpy as np
 import pytest
+from misspath import miss_path
 from prometheus_client import CollectorRegistry
 
 from app.cache.memory import MemoryCache
@@ -18,6 +20,7 @@ from app.metrics import Metrics
 from app.params import Params
 from app.service import EmbeddingService, EmbedRequest
 from app.upstreams.adapter import Batch, Result
+from app.upstreams.caller import UpstreamGate
 
 DIM = 8
 SPEC = ModelSpec(name="m", upstream="fake", upstream_model="m-1", dimensions=(DIM,), default_dimension=DIM, max_batch=3)
@@ -64,11 +67,11 @@ class CountingGate:
         self.admitted.append(items)
 
 
-def service(upstream: FakeUpstream, cache: MemoryCache | None = None, concurrency: int = 8) -> EmbeddingService:
+def service(
+    upstream: FakeUpstream, cache: MemoryCache | None = None, concurrency: int = 8, gate: UpstreamGate | None = None
+) -> EmbeddingService:
     metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
-    return EmbeddingService(
-        cache or MemoryCache(1 << 20), {"fake": upstream}, metrics, namespace="t", concurrency=concurrency
-    )
+    return miss_path({"fake": upstream}, metrics, cache=cache, concurrency=concurrency, gate=gate)
 
 
 def request(texts: list[str], **kw: bool) -> EmbedRequest:
@@ -105,8 +108,7 @@ async def test_chunks_are_concurrent_and_bounded() -> None:
 
 async def test_every_chunk_passes_the_gate() -> None:
     up, gate = FakeUpstream(), CountingGate()
-    svc = service(up)
-    svc.gate = gate
+    svc = service(up, gate=gate)
     await svc.embed(request([f"t{i}" for i in range(7)]))
     assert sorted(gate.admitted) == [1, 3, 3]
 

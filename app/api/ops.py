@@ -58,15 +58,15 @@ async def readyz(request: Request) -> Response:
         cache.update(shared=cache_ok and await redis.shared(), redis=redis.link.kind)
         if not cache["shared"]:
             cache["cause"] = redis.breaker.last_cause or redis.link.down_cause
-    states = {name: getattr(up, "state", "ready") for name, up in gw.service.upstreams.items()}
-    ready = gw.ready and bool(states) and "loading" not in states.values()
+    states = gw.upstreams.states()
+    ready = gw.ready and bool(states) and all(state != "loading" for state, _ in states.values())
     body = {
         "status": "ready" if ready else "not ready",
         "cache": cache,
         "limits": gw.limits.status(),
         "upstreams": {
-            name: {"kind": gw.upstream_kinds[name], "state": state, "circuit": gw.service.circuit(name)}
-            for name, state in sorted(states.items())
+            name: {"kind": gw.upstream_kinds[name], "state": state, "circuit": circuit}
+            for name, (state, circuit) in sorted(states.items())
         },
         "models": len(gw.catalog),
     }

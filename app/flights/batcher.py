@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 
@@ -29,7 +29,8 @@ from ..catalog import ModelSpec
 from ..errors import UpstreamRejected
 from ..items import Item
 from ..params import Params
-from ..upstreams.adapter import Result
+from ..upstreams.adapter import Batch
+from ..upstreams.caller import UpstreamCaller
 
 log = logging.getLogger("embedding_gateway.batcher")
 
@@ -47,8 +48,11 @@ class Pending:
     owner: int = 0  # the request that asked for it (an upstream 4xx is only that request's error)
 
 
-Send = Callable[[ModelSpec, Params, list[Item], float], Awaitable[Result]]
-Done = Callable[[list[Pending], bool], Awaitable[None]]
+class Landing(Protocol):
+    """Where a call's pendings go once their futures hold its answers (`ok`) or its error: the in-flight
+    table (inflight.py), which writes the new vectors to the cache, releases the leases and drops them."""
+
+    async def land(self, pendings: list[Pending], ok: bool) -> None: ...
 
 
 @dataclass(slots=True)
@@ -79,12 +83,12 @@ def group_key(spec: ModelSpec, params: Params) -> tuple[str, int, bool, bytes]:
 
 
 class Batcher:
-    """`submit()` queues items; `send` makes one upstream call; `done(pendings, ok)` runs after the answers
-    were delivered (the coalescer writes the cache and releases its leases there)."""
+    """`submit()` queues items; `caller` makes one upstream call per chunk; `landing.land(pendings, ok)`
+    runs after the chunk's answers (or its error) were delivered to the waiting requests."""
 
-    def __init__(self, send: Send, done: Done, *, window_s: float) -> None:
-        self.send = send
-        self.done = done
+    def __init__(self, caller: UpstreamCaller, landing: Landing, *, window_s: float) -> None:
+        self.caller = caller
+        self.landing = landing
         self.window_s = window_s
         self.groups: dict[tuple[str, int, bool, bytes], _Group] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -136,7 +140,7 @@ class Batcher:
     async def _call(self, spec: ModelSpec, params: Params, chunk: list[Pending]) -> None:
         deadline = max(p.deadline for p in chunk)
         try:
-            result = await self.send(spec, params, [p.item for p in chunk], deadline)
+            result = await self.caller.call(Batch(spec, params, [p.item for p in chunk]), deadline)
         except UpstreamRejected as exc:
             owners: dict[int, list[Pending]] = {}
             for p in chunk:
@@ -157,13 +161,13 @@ class Batcher:
         for i, p in enumerate(chunk):
             if not p.future.done():
                 p.future.set_result((rows[i].tobytes(), shares[i]))
-        await self.done(chunk, True)
+        await self.landing.land(chunk, True)
 
     async def _fail(self, chunk: list[Pending], exc: BaseException) -> None:
         for p in chunk:
             if not p.future.done():
                 p.future.set_exception(exc)
-        await self.done(chunk, False)
+        await self.landing.land(chunk, False)
 
     async def close(self) -> None:
         """Send what is queued and wait for every call in flight (graceful shutdown)."""

@@ -6,10 +6,9 @@ replicas, the owner also takes a short Redis lease on the key (see leases.py); a
 lease taken polls the cache for the vector (with backoff, at most `wait_s`, never past the request's
 deadline) and goes upstream itself only if the vector does not appear or the lease goes away without one.
 
-The owner's misses go to the batcher (one upstream call per model batch); when a call's answers are
-delivered, its vectors are written to the cache in one pipelined write, then the leases are released and
-the in-flight entries dropped (in that order, so a request that comes later finds the vector in the cache
-or the entry still in flight, never neither).
+The owner's misses go to the batcher (one upstream call per model batch, through the upstream caller);
+the batcher lands each call in the in-flight table (inflight.py: cache write, lease release, entries
+dropped). Nothing here calls back up: the service calls `fetch` and gets a FlightResult.
 
 Items answered by another request's call (in this process or another) are `coalesced`: the request that
 made the call pays for them.
@@ -20,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..cache.store import VectorCache
@@ -29,10 +28,10 @@ from ..errors import UpstreamTimeout
 from ..items import Item
 from ..params import Params
 from .batcher import Answer, Batcher, Pending
+from .inflight import InFlight
 from .leases import Leases
 
 REMOTE = -1  # the share of an answer another replica paid for
-Write = Callable[[Sequence[tuple[str, bytes]]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -45,19 +44,18 @@ class FlightResult:
 class Coalescer:
     def __init__(
         self,
-        batcher_of: Callable[[Coalescer], Batcher],
+        batcher: Batcher,
+        inflight: InFlight,
         cache: VectorCache,
-        write: Write,
         leases: Leases,
         *,
         wait_s: float,
         lease_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.inflight: dict[str, asyncio.Future[Answer]] = {}
-        self.batcher = batcher_of(self)
+        self.batcher = batcher
+        self.inflight = inflight
         self.cache = cache
-        self.write = write
         self.leases = leases
         self.wait_s = wait_s
         self.lease_s = lease_s
@@ -82,13 +80,13 @@ class Coalescer:
         joined: set[str] = set()
         owned: list[Pending] = []
         for key, item in missing:
-            fut = self.inflight.get(key)
+            fut = self.inflight.futures.get(key)
             # An answered future stays here until its cache write is done; a caller that skips the cache
             # read (Cache-Control: no-cache) asked for a new computation, not for that answer.
             if fut is not None and (shared or not fut.done()):
                 joined.add(key)
             else:
-                fut = self.inflight[key] = loop.create_future()
+                fut = self.inflight.futures[key] = loop.create_future()
                 fut.add_done_callback(_retrieve)
                 owned.append(Pending(key, item, fut, deadline, write, owner))
             futures[key] = fut
@@ -139,7 +137,7 @@ class Coalescer:
                 vector = found.get(p.key)
                 if vector is not None and len(vector) == size:  # fetched by another replica meanwhile
                     p.future.set_result((vector, REMOTE))
-                    self._forget(p)
+                    self.inflight.forget(p)
                 elif p.key in mine or vector is not None:
                     go.append(p)
                 else:
@@ -152,7 +150,7 @@ class Coalescer:
             for p in owned:
                 if not p.future.done():
                     p.future.set_exception(exc)
-                    self._forget(p)
+                    self.inflight.forget(p)
 
     async def _wait_remote(self, spec: ModelSpec, params: Params, pendings: list[Pending], deadline: float) -> None:
         """Another replica holds the leases: poll until the vectors appear in the cache, a lease goes away
@@ -175,30 +173,13 @@ class Coalescer:
                     p = waiting.pop(key)
                     if not p.future.done():
                         p.future.set_result((value, REMOTE))
-                    self._forget(p)
+                    self.inflight.forget(p)
                 elif key not in held:
                     orphans.append(waiting.pop(key))
             if orphans:
                 self.batcher.submit(spec, params, orphans)
         if waiting:
             self.batcher.submit(spec, params, list(waiting.values()))
-
-    def _forget(self, p: Pending) -> None:
-        if self.inflight.get(p.key) is p.future:
-            del self.inflight[p.key]
-
-    async def delivered(self, pendings: list[Pending], ok: bool) -> None:
-        """The batcher's hook after a call: write the new vectors, release leases, drop in-flight entries."""
-        try:
-            if ok:
-                entries = [(p.key, p.future.result()[0]) for p in pendings if p.write and _answered(p.future)]
-                if entries:
-                    await self.write(entries)
-            if self.leases.shared:
-                await self.leases.release([p.key for p in pendings])
-        finally:
-            for p in pendings:
-                self._forget(p)
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -210,7 +191,3 @@ def _retrieve(fut: asyncio.Future[Answer]) -> None:
     """Mark an exception as seen: requests that gave up at their deadline never read it."""
     if not fut.cancelled():
         fut.exception()
-
-
-def _answered(fut: asyncio.Future[Answer]) -> bool:
-    return fut.done() and not fut.cancelled() and fut.exception() is None

@@ -60,7 +60,7 @@ def account(spec: ModelSpec) -> str:
 
 
 class UpstreamQuota:
-    """The service's UpstreamGate."""
+    """The UpstreamGate of the upstream caller (app/upstreams/caller.py)."""
 
     def __init__(self, limits: Limits, metrics: Metrics, *, window_s: float, slack_s: float, max_wait_s: float) -> None:
         self.limits = limits

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from .adapter import Batch, Result
 from .answers import assemble, usage_tokens
-from .post import post_json
+from .http import Poster
+from .post import answer_budget, post_json
 
 MULTIMODAL_PATH = "/services/embeddings/multimodal-embedding/multimodal-embedding"
 TEXT_PATH = "/services/embeddings/text-embedding/text-embedding"
@@ -17,11 +16,9 @@ TEXT_PATH = "/services/embeddings/text-embedding/text-embedding"
 class DashScopeUpstream:
     kind = "dashscope"
 
-    def __init__(
-        self, name: str, client: httpx.AsyncClient, base_url: str, api_key: str, workspace: str | None = None
-    ) -> None:
+    def __init__(self, name: str, http: Poster, base_url: str, api_key: str, workspace: str | None = None) -> None:
         self.name = name
-        self.client = client
+        self.http = http
         self.base_url = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         if workspace:
@@ -44,7 +41,8 @@ class DashScopeUpstream:
 
     async def embed(self, batch: Batch) -> Result:
         path, body = self.request_body(batch)
-        data = await post_json(self.client, self.base_url + path, body, self.headers, self.name)
+        budget = answer_budget(len(batch.items), batch.params.dimension)
+        data = await post_json(self.http, self.base_url + path, body, self.headers, self.name, max_bytes=budget)
         output = data.get("output")
         embeddings = output.get("embeddings") if isinstance(output, dict) else None
         if not isinstance(embeddings, list):
@@ -55,4 +53,4 @@ class DashScopeUpstream:
         return Result(vectors, usage_tokens(data.get("usage")))
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.http.close()

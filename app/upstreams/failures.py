@@ -1,6 +1,7 @@
-"""The map from HTTP failures to gateway errors: upstream 4xx stays 4xx with its code and message, 401/403
-(about the gateway's own key) and 5xx become 502, 429 keeps Retry-After, timeouts 504. Messages are
-cleaned of key-like words before they reach a client or a log."""
+"""The map from an upstream's non-200 answers to gateway errors: upstream 4xx stays 4xx with its code and
+message, 401/403 (about the gateway's own key) and 5xx become 502, 429 keeps Retry-After (timeouts and
+connection failures are mapped where they happen, in http.py). Messages are cleaned of key-like words
+before they reach a client or a log."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import math
 import re
 from typing import Any
 
-import httpx
 import orjson
 
-from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamRejected
+from .http import Answer
 
 MAX_MESSAGE = 300
 
@@ -21,7 +22,7 @@ MAX_MESSAGE = 300
 _KEYLIKE = re.compile(r"(?i)\b(sk-|bearer\s+|api[_-]?key[=:]\s*)[A-Za-z0-9._~+/=-]{4,}")
 
 
-def _retry_after(resp: httpx.Response) -> float | None:
+def _retry_after(resp: Answer) -> float | None:
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         value = resp.headers.get(name)
         if value:
@@ -40,12 +41,12 @@ def _clean(message: object) -> str:
     return text[:MAX_MESSAGE] or "no message"
 
 
-def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
+def error_from_response(resp: Answer, upstream: str) -> GatewayError:
     """Upstream 4xx stays 4xx with its code and message (401/403 excepted: those are about the gateway's
     own key, so the client gets 502); 429 keeps Retry-After; 5xx becomes 502."""
     code, message = None, None
     try:
-        body = orjson.loads(resp.content)
+        body = orjson.loads(resp.body)
     except orjson.JSONDecodeError:
         body = None
     if isinstance(body, dict):
@@ -53,12 +54,12 @@ def error_from_response(resp: httpx.Response, upstream: str) -> GatewayError:
         code = err.get("code") if isinstance(err.get("code"), str) else None
         message = err.get("message")
     err_ = _error_for(resp, upstream, code, message)
-    err_.upstream_status = resp.status_code
+    err_.upstream_status = resp.status
     return err_
 
 
-def _error_for(resp: httpx.Response, upstream: str, code: str | None, message: object) -> GatewayError:
-    status = resp.status_code
+def _error_for(resp: Answer, upstream: str, code: str | None, message: object) -> GatewayError:
+    status = resp.status
     text = f"upstream {upstream}: {_clean(message)}"
     hint = _retry_after(resp)
     if status == 429:
@@ -74,9 +75,3 @@ def _error_for(resp: httpx.Response, upstream: str, code: str | None, message: o
     failed = UpstreamFailed(text, code=code)
     failed.upstream_retry_after = hint
     return failed
-
-
-def error_from_transport(exc: httpx.HTTPError, upstream: str) -> GatewayError:
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"upstream {upstream} did not answer in time")
-    return UpstreamFailed(f"upstream {upstream} could not be reached ({type(exc).__name__})")

@@ -10,19 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
-
 from .adapter import Batch, Result
 from .answers import assemble, decode_base64_vector, usage_tokens
-from .post import post_json
+from .http import Poster
+from .post import answer_budget, post_json
 
 
 class OpenAIUpstream:
     kind = "openai"
 
-    def __init__(self, name: str, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
+    def __init__(self, name: str, http: Poster, base_url: str, api_key: str | None) -> None:
         self.name = name
-        self.client = client
+        self.http = http
         self.url = base_url.rstrip("/") + "/embeddings"
         self.headers = {"Content-Type": "application/json"}
         if api_key:
@@ -36,7 +35,8 @@ class OpenAIUpstream:
         return body
 
     async def embed(self, batch: Batch) -> Result:
-        data = await post_json(self.client, self.url, self.request_body(batch), self.headers, self.name)
+        budget = answer_budget(len(batch.items), batch.params.dimension)
+        data = await post_json(self.http, self.url, self.request_body(batch), self.headers, self.name, max_bytes=budget)
         rows = data.get("data")
         if not isinstance(rows, list):
             rows = []
@@ -55,4 +55,4 @@ class OpenAIUpstream:
         return Result(assemble(pairs(), len(batch.items), dim, self.name), usage_tokens(data.get("usage")))
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.http.close()

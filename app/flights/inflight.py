@@ -1,0 +1,54 @@
+"""InFlight: the misses this process is fetching, by content key, and what happens when a call lands.
+
+The coalescer registers one future per key it sends upstream; a request that misses the same key while
+it is in flight awaits that future instead. The batcher lands every call here once its answers (or its
+error) are in the futures: the new vectors are written to the cache in one pipelined write, then the
+leases are released, then the entries are dropped, in that order, so that a request that comes later
+finds the vector in the cache or the entry still in flight, never neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from ..cache.store import VectorCache
+from ..metrics import Metrics
+from .batcher import Answer, Pending
+from .leases import Leases
+
+
+class InFlight:
+    def __init__(self, cache: VectorCache, leases: Leases, metrics: Metrics) -> None:
+        self.futures: dict[str, asyncio.Future[Answer]] = {}
+        self.cache = cache
+        self.leases = leases
+        self.metrics = metrics
+
+    def forget(self, p: Pending) -> None:
+        if self.futures.get(p.key) is p.future:
+            del self.futures[p.key]
+
+    async def land(self, pendings: list[Pending], ok: bool) -> None:
+        """After a call: write the new vectors, release the leases, drop the in-flight entries."""
+        try:
+            if ok:
+                entries = [(p.key, p.future.result()[0]) for p in pendings if p.write and _answered(p.future)]
+                if entries:
+                    await self._write(entries)
+            if self.leases.shared:
+                await self.leases.release([p.key for p in pendings])
+        finally:
+            for p in pendings:
+                self.forget(p)
+
+    async def _write(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        t0 = time.perf_counter()
+        await self.cache.set_many(entries)
+        m = self.metrics
+        m.child(m.cache_duration, self.cache.name, "write").observe(time.perf_counter() - t0)
+
+
+def _answered(fut: asyncio.Future[Answer]) -> bool:
+    return fut.done() and not fut.cancelled() and fut.exception() is None

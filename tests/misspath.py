@@ -1,0 +1,39 @@
+"""The miss path as create_app wires it (service -> flights -> upstream caller -> guard -> adapter), over
+given adapters, for the unit tests of the service and its metrics."""
+
+from __future__ import annotations
+
+from app.cache.memory import MemoryCache
+from app.cache.store import VectorCache
+from app.main import open_flights
+from app.metrics import Metrics
+from app.service import EmbeddingService
+from app.settings import Settings
+from app.upstreams.adapter import Upstream
+from app.upstreams.breaker import CircuitBreaker
+from app.upstreams.caller import GuardedUpstreams, OpenGate, UpstreamGate
+from app.upstreams.guard import Guard, RetryPolicy
+
+
+def miss_path(
+    adapters: dict[str, Upstream],
+    metrics: Metrics,
+    *,
+    cache: VectorCache | None = None,
+    concurrency: int = 8,
+    gate: UpstreamGate | None = None,
+) -> EmbeddingService:
+    """One attempt per call (no retries: a failure is the test's to see at once), `concurrency` calls in
+    flight per upstream."""
+    cache = cache or MemoryCache(1 << 20)
+    guards = {
+        name: Guard(
+            CircuitBreaker(name, failures=10, open_s=5.0, metrics=metrics),
+            RetryPolicy(attempts=1, base_s=0.05, cap_s=2.0),
+            concurrency=concurrency,
+        )
+        for name in adapters
+    }
+    caller = GuardedUpstreams(adapters, guards, metrics, gate or OpenGate())
+    flights = open_flights(cache, caller, Settings(), metrics)
+    return EmbeddingService(cache, flights, metrics, namespace="t", deadline_s=30.0)
