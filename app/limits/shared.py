@@ -9,11 +9,10 @@ While Redis answers, a decision waits for its reply within the request's budget 
 from a busy Redis or from this process's own busy event loop, is waited for, not replaced by a local
 decision. Redis counts as failing when it errs, or when no reply at all (to any decision of this process)
 came back within `timeout_s` while this one waited: a stalled server, not a slow process. Each call
-carries a deadline in Redis time (half the budget left after it was sent, on Redis's clock as learnt from
-earlier replies), so a script that Redis reaches only after the caller gave up charges nothing. A script
-that finds its deadline passed charged nothing and answers "late": it is sent again while the budget lasts.
-A call that failed or was abandoned is never retried (it may have charged: at worst a request counted
-twice, which refuses sooner, never admits more).
+carries a deadline in Redis time (half of `timeout_s` after it was sent, on Redis's clock as learnt from
+earlier replies), so a script that Redis reaches only after the caller may have given up (a stalled or
+paused server) charges nothing. A script that finds its deadline passed charged nothing and answers
+"late": it is sent again while the budget lasts. A call that failed or was abandoned is never retried.
 """
 
 from __future__ import annotations
@@ -77,14 +76,15 @@ class RedisStore:
     def account_key(self, account: str) -> str:
         return f"{{{self.namespace}:quota:{account}}}"
 
-    def _clock_args(self, sent: int, left_s: float) -> list[Any]:
+    def _clock_args(self, sent: int) -> list[Any]:
         if self.clock is not None:
             return [self.clock(), 0]
         if self._offset is None:
             return ["", 0]
-        # Redis must run the script within half the time left: the other half covers the reply's way back
-        # and an overestimated offset, so a script that runs is one whose reply the caller still awaits.
-        return ["", sent + self._offset + round(left_s * US / 2)]
+        # Redis must run the script within half the stall timeout: the caller waits at least the whole of
+        # it, so a script that runs is one whose reply the caller still awaits (the other half covers the
+        # reply's way back and an overestimated offset). Later, it charges nothing and answers "late".
+        return ["", sent + self._offset + round(self.timeout_s * US / 2)]
 
     def _learn(self, redis_now: int, sent: int) -> None:
         # Redis ran the script after we sent it: redis_now - sent is an upper bound of the clock offset.
@@ -95,9 +95,9 @@ class RedisStore:
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[list[Any], int]:
         end = time.monotonic() + self.budget_s
-        while (left := end - time.monotonic()) > 0:
+        while time.monotonic() < end:
             sent = wall_clock_us()
-            call = self.link.run(self._scripts[name], keys, [*self._clock_args(sent, left), *args])
+            call = self.link.run(self._scripts[name], keys, [*self._clock_args(sent), *args])
             reply = await self._await(asyncio.ensure_future(call), end)
             if not isinstance(reply, list) or not reply:
                 raise StoreUnavailable("unexpected reply")
