@@ -44,6 +44,10 @@ def presented_key(headers: Mapping[str, str], dashscope: bool) -> str | None:
 class Authenticator:
     def __init__(self, teams: Mapping[str, Team], key_hashes: Mapping[str, list[str]], *, required: bool) -> None:
         self.required = required
+        self.replace(teams, key_hashes)
+
+    def replace(self, teams: Mapping[str, Team], key_hashes: Mapping[str, list[str]]) -> None:
+        """New teams and keys at once (teams_reload.py): one assignment, so a request sees old or new."""
         # hash -> (the stored hash, its team): found by the presented key's hash, then compared in constant time
         self._by_hash = {h: (h, teams[name]) for name, hashes in key_hashes.items() for h in hashes}
 

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from . import oom
 from .auth import auth_off_warning, hash_key, new_key
 from .settings import CONFIG_ENV, MULTIPROC_ENV, TEAM_NAME, Settings
 
@@ -97,20 +98,20 @@ def serve(args: argparse.Namespace) -> None:
     logging_config = log_config(settings.log_level)
     logging.config.dictConfig(logging_config)
     _check_auth(settings, args.host)
+    oom.mark_start()  # the workers' health check fails once the OOM killer kills one of the gateway's
     made = prepare_metrics_dir(args.workers)
     try:
         from .main import create_app
+        from .supervisor import supervise
 
         try:
             create_app(settings)  # validate the catalog before forking workers
         except ValueError as exc:
             sys.exit(f"invalid settings: {exc}")
-        uvicorn.run(
-            "app.main:create_app",
+        options: dict[str, Any] = dict(
             factory=True,
             host=args.host,
             port=args.port,
-            workers=args.workers,
             loop="uvloop",
             http="httptools",
             access_log=False,  # the gateway writes its own (api/asgi/accesslog.py)
@@ -120,6 +121,10 @@ def serve(args: argparse.Namespace) -> None:
             log_level=settings.log_level,
             timeout_graceful_shutdown=args.graceful_timeout,
         )
+        if args.workers > 1:  # SIGHUP reaches the workers (teams reload) rather than replacing them
+            supervise(uvicorn.Config("app.main:create_app", workers=args.workers, **options))
+        else:
+            uvicorn.run("app.main:create_app", **options)
     finally:
         if made:
             shutil.rmtree(made, ignore_errors=True)

@@ -117,6 +117,15 @@ class UpstreamFailed(GatewayError):
     dashscope_code = "InternalError.Upstream"
 
 
+class UpstreamInvalid(UpstreamFailed):
+    """The upstream answered 200 with something that breaks its contract (a poison answer: wrong count,
+    duplicate index, wrong length, NaN, invalid JSON, an error body, too large). The same batch would be
+    answered the same way: never retried against the same deployment, and not a failure of the upstream
+    for its breaker (its other models are fine)."""
+
+    upstream_status = 200
+
+
 class UpstreamTimeout(UpstreamFailed):
     status = 504
     dashscope_code = "RequestTimeOut"

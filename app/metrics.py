@@ -157,18 +157,29 @@ class Metrics:
         self.ratelimit_rejections = Counter(
             "gateway_ratelimit_rejections_total", "Requests refused by a rate limit", ["team", "limit"], registry=r
         )
-        for team in self.known_teams():
-            for limit in LIMITS:
-                self.ratelimit_rejections.labels(team, limit)
+        self._routes: list[str] = []
+        self._init_teams(self.known_teams())
 
     # Series that alerts and ratios divide by exist at 0 from the start: rate() cannot see the increase
     # of a series' first sample, so a burst of errors right after a start would otherwise go unnoticed.
 
     def init_routes(self, routes: Iterable[str]) -> None:
-        for route in routes:
-            for status_class in ("2xx", "4xx", "5xx"):
-                for team in self.known_teams():
+        self._routes = list(routes)
+        self._init_teams(self.known_teams())
+
+    def _init_teams(self, teams: Iterable[str]) -> None:
+        for team in teams:
+            for limit in LIMITS:
+                self.ratelimit_rejections.labels(team, limit)
+            for route in self._routes:
+                for status_class in ("2xx", "4xx", "5xx"):
                     self.requests.labels(route, status_class, team)
+
+    def add_teams(self, names: Iterable[str]) -> None:
+        """Teams added by a reload get their own label value (and series at 0); removed ones keep theirs."""
+        new = set(names) - self._teams
+        self._teams = self._teams | new
+        self._init_teams(sorted(new))
 
     def init_model(self, upstream: str, model: str, modalities: Iterable[str]) -> None:
         for status in ("200", "429"):
@@ -195,7 +206,7 @@ class Metrics:
             return generate_latest(self.registry)
         forget_dead_workers(self.multiprocess_dir)
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
 
     def model(self, name: str) -> str:
@@ -222,7 +233,7 @@ def forget_dead_workers(path: str) -> None:
     for file in glob.glob(os.path.join(path, "gauge_live*.db")):
         match = _LIVE_GAUGE_FILE.match(os.path.basename(file))
         if match and not _alive(int(match.group(1))):
-            mark_process_dead(int(match.group(1)), path)
+            mark_process_dead(int(match.group(1)), path)  # type: ignore[no-untyped-call]
 
 
 def _alive(pid: int) -> bool:

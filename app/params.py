@@ -64,8 +64,8 @@ def resolve(
     forward_unknown: bool,
 ) -> Params:
     """Check the dimension and options for `spec`; `dim_param`/`opt_prefix` name fields in errors."""
-    if dimension is None:
-        dim, send = spec.default_dimension, False
+    if dimension is None:  # sent all the same: the upstream's own default never decides the length
+        dim, send = spec.default_dimension, spec.send_dimension
     else:
         if not isinstance(dimension, int) or isinstance(dimension, bool) or not spec.allows_dimension(dimension):
             raise InvalidRequest(

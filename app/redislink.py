@@ -289,7 +289,7 @@ async def open_link(
 
 def _sentinel(url: str, timeout_s: float, max_connections: int, wait_s: float | None = None) -> RedisLink:
     sentinels, service, db, password = sentinel_parts(url)
-    sentinel = Sentinel(sentinels, sentinel_kwargs=_options(timeout_s), **_options(timeout_s, wait_s))
+    sentinel = Sentinel(sentinels, sentinel_kwargs=_options(timeout_s), **_options(timeout_s, wait_s))  # type: ignore[no-untyped-call]
     master = sentinel.master_for(service, db=db, password=password, max_connections=max_connections)
     return RedisLink(master, cluster=False, where=place(url), max_in_flight=max_connections)
 

@@ -186,6 +186,12 @@ class Settings(BaseSettings):
         default="required", description="off: requests need no key (allowed quietly on a loopback bind only)"
     )
     teams: dict[str, TeamConfig] = Field(default_factory=dict)
+    teams_reload_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="how often each worker checks the config file for changed teams; 0: on SIGHUP only",
+    )
     limits_redis_url: SecretStr | None = Field(
         default=None, description="Redis for limit state (maxmemory-policy noeviction); unset: REDIS_URL"
     )

@@ -16,9 +16,14 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 if [[ " ${extras[*]} " == *" local "* ]]; then
-  # torch first, as the CPU build: sentence-transformers would otherwise pull the newest torch with
-  # several GB of CUDA packages.
-  python -c "import torch" 2>/dev/null || pip install -q torch==2.13.0
+  # torch first, pinned to its CPU build: sentence-transformers would otherwise pull PyPI's torch with
+  # several GB of CUDA packages. TORCH_INDEX_URL (also the Dockerfile's build argument) names the index
+  # that serves it, PyTorch's CPU index by default; set it empty when pip's own configuration finds the
+  # wheel (a wheel directory, a mirror).
+  torch_index=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
+  if ! python -c "import torch" 2>/dev/null; then
+    pip install -q "torch==2.13.0+cpu" ${torch_index:+--extra-index-url "$torch_index"}
+  fi
 fi
 spec="."
 if [ ${#extras[@]} -gt 0 ]; then

@@ -3,7 +3,9 @@
 # - through apt-get when missing: redis-server (the cache in tests; also the cluster and, run as
 #   `redis-server --sentinel`, the Sentinel of tests/redisfarm.py), openssl (the TLS tests' CA),
 #   prometheus + promtool (the dashboards and alert rules are evaluated by a real Prometheus),
-#   docker-compose (checks docker-compose.yml);
+#   docker-compose (runs docker-compose.yml), docker.io (dockerd: the tests marked `docker` start their
+#   own engine, on a socket of their own, and stop it) and debootstrap (the base images those tests
+#   build; no container registry is reachable in CI);
 # - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,8 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the TLS Redis tests make their own CA
+command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

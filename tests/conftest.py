@@ -278,3 +278,14 @@ def gateway_memory(gateways: GatewayFactory) -> Gateway:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked run_last (the session-wide secrets grep) run after everything else."""
     items.sort(key=lambda item: item.get_closest_marker("run_last") is not None)
+
+
+# The Docker engine and images of the tests marked `docker` (session-wide: built once per run).
+from dockerkit import (  # noqa: E402,F401
+    base_images,
+    docker_engine,
+    gateway_image,
+    local_image,
+    python_image,
+    services_image,
+)

@@ -15,6 +15,11 @@ from app.main import create_app
 from app.settings import Settings
 
 K8S = ROOT / "deploy" / "k8s"
+TEAMS_CONFIGMAP = "embedding-gateway-teams"
+MB = 1_000_000
+# What one worker holds besides its caches (a Python process with the app loaded; measured in the
+# Docker tests' container, about 100 MB).
+WORKER_BASE_BYTES = 120 * MB
 
 
 def load(name: str) -> dict[str, Any]:
@@ -32,7 +37,8 @@ def manifests() -> dict[str, dict[str, Any]]:
             continue
         doc = load(path.name)
         assert {"apiVersion", "kind", "metadata"} <= set(doc), path.name
-        out[doc["kind"]] = doc
+        teams = doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == TEAMS_CONFIGMAP
+        out["TeamsConfigMap" if teams else doc["kind"]] = doc
     return out
 
 
@@ -51,6 +57,7 @@ def container(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def test_every_part_is_there(manifests: dict[str, dict[str, Any]]) -> None:
     assert set(manifests) == {
         "ConfigMap",
+        "TeamsConfigMap",
         "Secret",
         "Deployment",
         "Service",
@@ -108,6 +115,8 @@ def test_settings_come_from_the_configmap_and_the_secret(manifests: dict[str, di
     secret = manifests["Secret"]["stringData"]
     assert set(secret) <= known and {"DASHSCOPE_API_KEY", "OPENAI_API_KEY", "REDIS_URL"} <= set(secret)
     assert secret["DASHSCOPE_API_KEY"] == secret["OPENAI_API_KEY"] == ""  # a template: no real key
+    # rate limits on a Redis of their own (noeviction), not the LRU cache's
+    assert secret["LIMITS_REDIS_URL"] and secret["LIMITS_REDIS_URL"] != secret["REDIS_URL"]
     assert "data" not in manifests["Secret"]
 
 
@@ -134,3 +143,41 @@ def test_readme_covers_managed_redis_and_cluster() -> None:
     text = (Path(K8S) / "README.md").read_text()
     for topic in ("Managed Redis", "Redis Cluster", "allkeys-lru", "rediss://", "noeviction"):
         assert topic in text, topic
+
+
+def quantity(value: str) -> float:
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "m": 0.001, "": 1}
+    number = value.rstrip("KMGiem")
+    return float(number) * units[value[len(number) :]]
+
+
+def test_teams_come_from_a_mounted_configmap_file(manifests: dict[str, dict[str, Any]]) -> None:
+    """The config file named by EMBEDDING_GATEWAY_CONFIG is teams.yaml of the teams ConfigMap, mounted as a
+    folder (a subPath mount never sees an update); it validates, and holds no working key."""
+    c = container(manifests)
+    path = Path(manifests["ConfigMap"]["data"]["EMBEDDING_GATEWAY_CONFIG"])
+    (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    assert mount["readOnly"] and "subPath" not in mount
+    volume = next(
+        v for v in manifests["Deployment"]["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]
+    )
+    assert volume["configMap"]["name"] == TEAMS_CONFIGMAP
+    config = yaml.safe_load(manifests["TeamsConfigMap"]["data"][path.name])
+    settings = Settings.model_validate({"teams": config["teams"]})
+    assert settings.teams and all(team.keys == [] for team in settings.teams.values())
+
+
+def test_fleet_sizing_agrees_with_the_workers(manifests: dict[str, dict[str, Any]]) -> None:
+    """CPU limit = WORKERS; memory limit holds every worker's caches; the limits' fallback divides by the
+    most pods the HPA can run; a drain takes one pod at a time."""
+    config = manifests["ConfigMap"]["data"]
+    workers = int(config["WORKERS"])
+    limits = container(manifests)["resources"]["limits"]
+    assert quantity(limits["cpu"]) == workers
+    per_worker = int(config["CACHE_HOT_MAX_BYTES"]) + int(config["CACHE_TEXT_MAX_BYTES"]) + WORKER_BASE_BYTES
+    assert quantity(limits["memory"]) >= workers * per_worker + WORKER_BASE_BYTES  # + the supervisor process
+    hpa = manifests["HorizontalPodAutoscaler"]["spec"]
+    assert int(config["REPLICAS"]) == hpa["maxReplicas"]
+    pdb = manifests["PodDisruptionBudget"]["spec"]
+    assert pdb["maxUnavailable"] == 1 and "minAvailable" not in pdb
+    assert hpa["minReplicas"] >= 2  # a drain leaves a pod serving

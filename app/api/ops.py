@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .. import oom
 from ..cache.redis import RedisCache
 from ..schemas.openai import ModelList
 from ..state import gateway
@@ -43,8 +44,15 @@ async def list_models(request: Request) -> Response:
     return _json({"object": "list", "data": cards})
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", summary="Liveness: the process answers, and no process of it was killed for memory")
 async def healthz() -> Response:
+    killed = oom.killed_since_start()
+    if killed:
+        message = (
+            f"{killed} process(es) of the gateway were killed by the OOM killer since it started: raise the "
+            "memory limit or lower WORKERS (a killed worker is replaced, and would be killed again)"
+        )
+        return _json({"status": "unhealthy", "reason": message}, status=503)
     return _json({"status": "ok"})
 
 
