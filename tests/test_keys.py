@@ -12,9 +12,11 @@ from typing import Any
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.crc import key_slot
 from samples import DATED, PLUS, V4, data_uri, png
 
 from app.cache.keys import KEY_VERSION, KeyMaker, content_key
+from app.flights.leases import lease_key
 from app.items import Item, content_item, openai_items
 from app.params import Params
 
@@ -35,7 +37,8 @@ def test_stable_and_versioned(text: str, dim: int, opts: dict[str, Any]) -> None
     item = content_item(text, V4, "p")
     k = key(item, dim=dim, **opts)
     assert k == key(item, dim=dim, **opts)
-    assert k.startswith(f"eg:v{KEY_VERSION}:")
+    assert k.startswith(f"eg:v{KEY_VERSION}:{{") and k.endswith("}")
+    assert key_slot(k.encode()) == key_slot(lease_key(k).encode())  # one cluster slot: vector and lease
     assert k == KeyMaker("eg", "dashscope", "m", Params(dim, True, opts)).keys([item, item])[1]
 
 

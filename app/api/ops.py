@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import oom
+from ..cache.redis import RedisCache
 from ..catalog import ModelSpec
 from ..errors import NotFound
 from ..schemas.openai import ErrorResponse, ModelCard, ModelList
@@ -77,11 +78,17 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     gw = gateway(request)
     cache_ok = await gw.cache.ping()
+    cache: dict[str, object] = {"backend": gw.cache.name, "ok": cache_ok}
+    redis = getattr(gw.cache, "inner", gw.cache)
+    if isinstance(redis, RedisCache):  # shared: in use right now by this process (not stood aside)
+        cache.update(shared=cache_ok and await redis.shared(), redis=redis.link.kind)
+        if not cache["shared"]:
+            cache["cause"] = redis.breaker.last_cause or redis.link.down_cause
     states = gw.upstreams.states()
     ready = gw.ready and bool(states) and all(state != "loading" for state, _ in states.values())
     body = {
         "status": "ready" if ready else "not ready",
-        "cache": {"backend": gw.cache.name, "ok": cache_ok},
+        "cache": cache,
         "limits": gw.limits.status(),
         "upstreams": {
             name: {"kind": gw.upstream_kinds[name], "state": state, "circuit": circuit}

@@ -80,8 +80,8 @@ class TeamLimiter:
         self.window_s = window_s
 
     def status(self) -> dict[str, object]:
-        """For /readyz: where decisions are made, and whether they are shared right now."""
-        return {"backend": self.limits.backend, "shared": self.limits.shared is not None and self.limits.breaker.allows}
+        """For /readyz: where decisions are made, whether they are shared right now, and if not, why."""
+        return self.limits.status()
 
     async def admit(self, team: Team | None, est: int) -> Admission:
         adm = Admission(self, team, est)
