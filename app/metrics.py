@@ -97,6 +97,20 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.redis_shared = Gauge(
+            "gateway_redis_shared",
+            "1 while the cache (target 'redis cache') or the limits ('redis limits') are shared through Redis; "
+            "0 while this process caches or decides alone",
+            ["target"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
+        self.limits_processes = Gauge(
+            "gateway_limits_processes",
+            "Live gateway processes sharing the limits, as counted by heartbeats in Redis",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.upstream_requests = Counter(
             "gateway_upstream_requests_total",
             "Calls to upstreams, by upstream, model and the upstream's HTTP status (timeout, error: no answer)",

@@ -7,7 +7,8 @@
 #   own engine, on a socket of their own, and stop it) and debootstrap (the base images those tests
 #   build; no container registry is reachable in CI), default-jdk-headless and curl (clients that offer
 #   h2c: tests/test_upgrade_offers.py);
-# - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does).
+# - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does);
+# - the client matrix (scripts/install-clients.sh): .venv-clients, the openai npm package, golang-go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -25,6 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 bash scripts/install.sh --local --dev
+bash scripts/install-clients.sh
 . .venv/bin/activate
 ruff check app bench tests
 mypy -p app
