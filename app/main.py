@@ -42,8 +42,9 @@ from .teams_reload import watch_teams
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
-from .upstreams.caller import GuardedUpstreams, UpstreamCaller
+from .upstreams.caller import UpstreamCaller
 from .upstreams.dashscope import DashScopeUpstream
+from .upstreams.fleet import Fleet
 from .upstreams.guard import Guard, RetryPolicy
 from .upstreams.http import HttpClient
 from .upstreams.local_model import LocalModelUnavailable
@@ -193,14 +194,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         multiprocess_dir=multiprocess_dir(),
     )
     for spec in catalog:
-        metrics.init_model(spec.upstream, spec.name, spec.modalities)
+        metrics.init_model([d.upstream for d in spec.deployments], spec.name, spec.modalities)
     auth = Authenticator(
         teams, {name: cfg.keys for name, cfg in settings.teams.items()}, required=settings.gateway_auth == "required"
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        used = {spec.upstream for spec in catalog}
+        used = {d.upstream for spec in catalog for d in spec.deployments}
         adapters = {name: open_upstream(name, configs[name], settings) for name in used}
         cache = open_cache(settings, metrics)
         limits = open_limits(settings, metrics)
@@ -213,10 +214,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_wait_s=settings.upstream_queue_s,
         )
         guards = {name: open_guard(name, configs[name], settings, metrics) for name in used}
-        upstreams = GuardedUpstreams(adapters, guards, metrics, gate=quota)
+        identities = {name: configs[name].identity() for name in used}
+        upstreams = Fleet(adapters, guards, metrics, quota, identities=identities)
         flights = open_flights(cache, upstreams, settings, metrics)
         service = EmbeddingService(
-            cache, flights, metrics, namespace=settings.cache_namespace, deadline_s=settings.request_deadline_s
+            cache,
+            flights,
+            metrics,
+            namespace=settings.cache_namespace,
+            deadline_s=settings.request_deadline_s,
+            route=upstreams.identity,
         )
         fetcher = open_fetcher(settings, metrics)
         gw = app.state.gateway = Gateway(
