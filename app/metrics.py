@@ -99,6 +99,20 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.redis_shared = Gauge(
+            "gateway_redis_shared",
+            "1 while the cache (target 'redis cache') or the limits ('redis limits') are shared through Redis; "
+            "0 while this process caches or decides alone",
+            ["target"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
+        self.limits_processes = Gauge(
+            "gateway_limits_processes",
+            "Live gateway processes sharing the limits, as counted by heartbeats in Redis",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.upstream_requests = Counter(
             "gateway_upstream_requests_total",
             "Calls to upstreams, by upstream, model and the upstream's HTTP status (timeout, error: no answer)",
@@ -205,7 +219,7 @@ class Metrics:
             return generate_latest(self.registry)
         forget_dead_workers(self.multiprocess_dir)
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
 
     def model(self, name: str) -> str:
@@ -232,7 +246,7 @@ def forget_dead_workers(path: str) -> None:
     for file in glob.glob(os.path.join(path, "gauge_live*.db")):
         match = _LIVE_GAUGE_FILE.match(os.path.basename(file))
         if match and not _alive(int(match.group(1))):
-            mark_process_dead(int(match.group(1)), path)
+            mark_process_dead(int(match.group(1)), path)  # type: ignore[no-untyped-call]
 
 
 def _alive(pid: int) -> bool:

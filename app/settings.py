@@ -93,7 +93,8 @@ class TeamConfig(BaseModel):
 
 class LimitFailurePolicy(BaseModel):
     """What each kind of limit does while its Redis is unreachable: `local` enforces it in each process
-    with the limit divided by replicas x workers, `open` stops enforcing it, `closed` refuses (503)."""
+    with the limit divided by the live processes (heartbeats; at least replicas x workers), `open` stops
+    enforcing it, `closed` refuses (503)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -152,6 +153,12 @@ class Settings(BaseSettings):
     )
     redis_timeout_s: float = Field(default=0.25, gt=0, le=10)
     redis_retry_after_s: float = Field(default=2.0, ge=0, description="skip Redis this long after a failure")
+    redis_cluster: Literal["auto", "cluster", "single"] = Field(
+        default="auto", description="auto: ask the server at start (INFO cluster); force one for a server down then"
+    )
+    redis_max_connections: int = Field(
+        default=64, ge=1, le=10_000, description="per worker, cache and leases (per node of a cluster); then wait"
+    )
 
     # Requests.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
@@ -195,7 +202,15 @@ class Settings(BaseSettings):
     limits_redis_url: SecretStr | None = Field(
         default=None, description="Redis for limit state (maxmemory-policy noeviction); unset: REDIS_URL"
     )
-    limits_timeout_s: float = Field(default=0.25, gt=0, le=10, description="one limit decision in Redis, at most")
+    limits_timeout_s: float = Field(
+        default=1.0, gt=0, le=10, description="Redis counts as failing when no decision's reply came back this long"
+    )
+    limits_max_connections: int = Field(
+        default=16, ge=1, le=10_000, description="per worker, limit decisions (per node of a cluster); then wait"
+    )
+    limits_heartbeat_s: float = Field(
+        default=5.0, gt=0, le=300, description="processes beat this often in Redis: the fallback divides by them"
+    )
     limits_retry_after_s: float = Field(default=2.0, ge=0, description="local fallback this long after a failure")
     limits_on_redis_failure: LimitFailurePolicy = Field(default_factory=LimitFailurePolicy)
     limits_window_s: float = Field(
@@ -208,7 +223,9 @@ class Settings(BaseSettings):
     upstream_quota_slack_s: float = Field(
         default=0.5, ge=0, le=60, description="calls are spaced as if the window were this much longer (jitter margin)"
     )
-    replicas: int = Field(default=1, ge=1, le=10_000, description="gateway instances sharing the limits")
+    replicas: int = Field(
+        default=1, ge=1, le=10_000, description="least number of instances sharing the limits (heartbeats count them)"
+    )
     workers: int = Field(default=1, ge=1, le=1024, description="worker processes per instance (set by the CLI)")
 
     # Media fetched by content (docs/hardening.md): off by default; when on, image URLs are fetched by the

@@ -83,9 +83,9 @@ class Fetcher:
         timeout_s: float,
         max_redirects: int,
         allow_hosts: frozenset[str] = frozenset(),
-        concurrency: int = 8,
-        max_urls: int = 64,
-        max_total_bytes: int = 64 * 1024 * 1024,
+        concurrency: int,
+        max_urls: int,
+        max_total_bytes: int,
         resolve: Resolver = system_resolve,
         count: Callable[[str], None] | None = None,
     ) -> None:

@@ -68,6 +68,7 @@ class _Round:
     tried: set[str]
     excluded: set[str]
     attempts: int = 0
+    rounds: int = 0
     last: GatewayError | None = None
     retry: GatewayError | None = None  # the last error worth another round (429, 5xx, timeout, reset)
 
@@ -246,16 +247,17 @@ class Fleet:
         deployments = self.deployments(spec)
         probing = len(deployments) > 1 and any(x.guard.breaker.state == "half-open" for x in deployments)
         error = state.retry or (state.last if probing else None)  # worth waiting: a failure, or a probe out
-        if all(x.guard.breaker.refusing() for x in deployments):  # every circuit open: 503 at once
+        if not probing and all(x.guard.breaker.refusing() for x in deployments):  # every circuit open: 503 now
             raise deployments[0].guard.breaker.refusal()
         if error is None:
             assert state.last is not None
             raise state.last
         hint = error.upstream_retry_after
-        delay = hint if hint is not None else d.guard.policy.backoff(state.attempts - 1, self.rng)
+        delay = hint if hint is not None else d.guard.policy.backoff(state.rounds, self.rng)
         if self.clock() + delay >= deadline:
             raise error
         await self.sleep(delay)
+        state.rounds += 1
         state.tried.clear()
 
     def _failover(self, spec: ModelSpec, d: Deployment, reason: str) -> None:

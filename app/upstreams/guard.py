@@ -34,13 +34,15 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    attempts: int = 10
-    base_s: float = 0.05
-    cap_s: float = 2.0
+    """Every value comes from the settings (retry_attempts, retry_base_s, retry_max_s)."""
+
+    attempts: int
+    base_s: float
+    cap_s: float
 
     def backoff(self, retry: int, rng: random.Random) -> float:
         """Wait before retry number `retry` (0-based): exponential, capped, half of it jittered."""
-        ceiling = min(self.cap_s, self.base_s * (2**retry))
+        ceiling = min(self.cap_s, self.base_s * 2.0**retry)
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 

@@ -64,7 +64,7 @@ class RequestIds:
         one."""
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                candidate = value.decode("latin-1")
+                candidate: str = value.decode("latin-1")
                 if _SAFE_ID.match(candidate):
                     return candidate
                 break
