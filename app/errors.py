@@ -19,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .masking import mask
+
 log = logging.getLogger("embedding_gateway.errors")
 
 
@@ -173,8 +175,8 @@ def request_id_of(request: Request) -> str:
 def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
     if wire is Wire.DASHSCOPE:
         body: dict[str, object] = {
-            "code": err.dashscope_code,
-            "message": err.message,
+            "code": mask(err.dashscope_code),
+            "message": mask(err.message),
             "request_id": request_id,
         }
         if err.param:
@@ -182,10 +184,10 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
     else:
         body = {
             "error": {
-                "message": err.message,
+                "message": mask(err.message),
                 "type": err.openai_type,
                 "param": err.param,
-                "code": err.code,
+                "code": mask(err.code) if err.code else err.code,
             }
         }
     headers: dict[str, str] = {}  # x-request-id is added to every response by the Observe middleware

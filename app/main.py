@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors, tokentext
+from . import errors, masking, tokentext
 from .api import dashscope, docs, openai, ops
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
@@ -35,8 +35,11 @@ from .limits.quota import UpstreamQuota
 from .limits.shared import RedisStore
 from .media.fetcher import Fetcher
 from .media.fetcher import open_client as open_fetch_client
+from .memory import MemoryBudget
 from .metrics import Metrics, multiprocess_dir
 from .redislink import open_link
+from .server.connections import for_worker
+from .server.protocol import STATE_KEY
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .state import Gateway
@@ -183,6 +186,7 @@ class Plan:
 
 
 def plan(settings: Settings) -> Plan:
+    masking.install(masking.Masker.from_settings(settings))  # every secret masked in errors and logs
     configs = settings.upstream_configs()
     available = {name: unavailable(name, cfg, settings) for name, cfg in configs.items()}
     catalog = build_catalog(settings, available)
@@ -230,7 +234,10 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
         stack.push_async_callback(fetcher.close)
     kinds: dict[str, str] = {name: cfg.kind for name, cfg in p.configs.items()}
     team_limits = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
-    return Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, fetcher=fetcher)
+    memory = MemoryBudget(s.memory_budget_bytes, wait_s=s.memory_wait_s, counter=metrics.memory_waits)
+    gw = Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, memory)
+    gw.fetcher = fetcher
+    return gw
 
 
 def announce(p: Plan, gw: Gateway) -> None:
@@ -249,10 +256,12 @@ def announce(p: Plan, gw: Gateway) -> None:
         log.warning("no model is enabled: set DASHSCOPE_API_KEY or OPENAI_API_KEY, or install the local extra")
 
 
-def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, object]]]:
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         async with AsyncExitStack() as stack:
+            connections = for_worker(p.settings, p.configs, p.catalog, p.metrics.connections_closed)
+            stack.callback(connections.close)
             gw = app.state.gateway = await open_gateway(p, stack)
             drain = Drain(gw, p.settings.shutdown_drain_s)
             drain.install()
@@ -265,7 +274,7 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[None
             announce(p, gw)
             gc.collect()
             gc.freeze()  # what start-up made lives as long as the process: later collections skip it
-            yield
+            yield {STATE_KEY: connections}  # read by the HTTP protocol (app/server/protocol.py)
 
     return lifespan
 

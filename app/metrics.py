@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from .settings import MULTIPROC_ENV
 
 OTHER = "other"
+CONNECTION_CLOSES = ("head_timeout", "body_timeout", "evicted", "refused")
 FETCH_OUTCOMES = ("ok", "refused", "too_large", "timeout", "unreachable", "aborted")
 ANONYMOUS = "anonymous"
 # The limits a team can hit; their rejection counters exist (at 0) from the start for every known team.
@@ -166,6 +167,23 @@ class Metrics:
         self.ratelimit_rejections = Counter(
             "gateway_ratelimit_rejections_total", "Requests refused by a rate limit", ["team", "limit"], registry=r
         )
+        self.connections_closed = Counter(
+            "gateway_connections_closed_total",
+            "Client connections closed by the server layer: head_timeout, body_timeout, evicted (at the "
+            "connection cap), refused (at the cap, every connection busy)",
+            ["reason"],
+            registry=r,
+        )
+        self.memory_waits = Counter(
+            "gateway_memory_budget_total",
+            "Requests that waited for the memory budget, or were refused",
+            ["outcome"],
+            registry=r,
+        )
+        for reason in CONNECTION_CLOSES:
+            self.connections_closed.labels(reason)
+        for outcome in ("waited", "refused"):
+            self.memory_waits.labels(outcome)
         self._routes: list[str] = []
         self._init_teams(self.known_teams())
 
