@@ -40,6 +40,9 @@ class ModelSpec(BaseModel):
     fused_objects: bool = Field(default=False, description="one object with several keys -> one vector")
     enable_fusion: bool = Field(default=False, description="accepts parameters.enable_fusion")
     token_ids: bool = Field(default=False, description="accepts OpenAI token-id inputs")
+    send_dimension: bool = Field(
+        default=True, description="send the dimension even when the client gave none (false: servers that refuse it)"
+    )
     rpm: int | None = Field(default=None, ge=1, description="upstream account requests per minute")
     tpm: int | None = Field(default=None, ge=1, description="upstream account tokens per minute")
     enabled: bool = True

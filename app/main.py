@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors
+from . import errors, masking, tokentext
 from .api import dashscope, docs, openai, ops
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
@@ -21,23 +22,28 @@ from .cache.hot import HotCache
 from .cache.memory import MemoryCache
 from .cache.redis import RedisCache
 from .cache.store import VectorCache
-from .catalog import build_catalog
+from .catalog import Catalog, build_catalog
 from .flights.batcher import Batcher
 from .flights.coalescer import Coalescer
 from .flights.inflight import InFlight
 from .flights.leases import Leases, LocalLeases, RedisLeases
 from .limits.admission import TeamLimiter
+from .limits.census import Census
 from .limits.failover import Limits
 from .limits.local import LocalStore
 from .limits.quota import UpstreamQuota
-from .limits.shared import RedisStore, open_client
+from .limits.shared import RedisStore
 from .media.fetcher import Fetcher
 from .media.fetcher import open_client as open_fetch_client
+from .memory import MemoryBudget
 from .metrics import Metrics, multiprocess_dir
+from .redislink import open_link
+from .server.connections import for_worker
+from .server.protocol import STATE_KEY
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .state import Gateway
-from .teams import teams_from, unknown_models
+from .teams import Team, teams_from, unknown_models
 from .teams_reload import watch_teams
 from .upstreams import local
 from .upstreams.adapter import Upstream
@@ -91,7 +97,7 @@ def open_upstream(name: str, cfg: UpstreamConfig, settings: Settings) -> Upstrea
 
 
 def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metrics) -> Guard:
-    """Bypass and retries for one upstream; at most `max_connections` of its calls in flight, so that
+    """Breaker and retries for one upstream; at most `max_connections` of its calls in flight, so that
     calls wait here, within their deadline, rather than for a connection in the HTTP client's pool."""
     breaker = CircuitBreaker(name, failures=settings.breaker_failures, open_s=settings.breaker_open_s, metrics=metrics)
     policy = RetryPolicy(settings.retry_attempts, settings.retry_base_s, settings.retry_max_s)
@@ -101,7 +107,7 @@ def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metr
 def open_leases(cache: VectorCache, settings: Settings) -> Leases:
     redis = cache.inner if isinstance(cache, HotCache) else cache
     if isinstance(redis, RedisCache):
-        return RedisLeases(redis.client, redis.breaker, settings.redis_timeout_s)
+        return RedisLeases(redis.link, redis.breaker, settings.redis_timeout_s)
     return LocalLeases()
 
 
@@ -115,17 +121,15 @@ def open_flights(cache: VectorCache, caller: UpstreamCaller, settings: Settings,
     return Coalescer(batcher, inflight, cache, leases, wait_s=settings.coalesce_wait_s, lease_s=lease_s)
 
 
-def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
-    if settings.redis_url is None:
-        return MemoryCache(settings.cache_local_max_bytes, metrics)
-    redis = RedisCache.from_url(
-        settings.redis_url.get_secret_value(),
-        ttl_s=settings.cache_ttl_s,
-        timeout_s=settings.redis_timeout_s,
-        retry_after_s=settings.redis_retry_after_s,
-        metrics=metrics,
-    )
-    return HotCache(redis, settings.cache_hot_max_bytes) if settings.cache_hot_max_bytes else redis
+async def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
+    s = settings
+    if s.redis_url is None:
+        return MemoryCache(s.cache_local_max_bytes, metrics)
+    link = await open_link(s.redis_url.get_secret_value(), "cache", timeout_s=s.redis_timeout_s,
+                           max_connections=s.redis_max_connections, mode=s.redis_cluster)  # fmt: skip
+    redis = RedisCache(link, ttl_s=s.cache_ttl_s, timeout_s=s.redis_timeout_s, retry_after_s=s.redis_retry_after_s,
+                       metrics=metrics)  # fmt: skip
+    return HotCache(redis, s.cache_hot_max_bytes) if s.cache_hot_max_bytes else redis
 
 
 # Routes served past FastAPI's routing when they need nothing from it (see api/asgi/fastpath.py).
@@ -136,28 +140,20 @@ FAST_PATHS = (
 )
 
 
-def open_limits(settings: Settings, metrics: Metrics) -> Limits:
+async def open_limits(settings: Settings, metrics: Metrics) -> Limits:
     """Redis (limits_redis_url, else REDIS_URL) shared by every replica, or this process alone; limits that
-    fall back to this process are divided by the number of processes sharing them."""
-    window_s, lease_s = settings.limits_window_s, settings.limits_lease_s
-    url = settings.limits_url()
-    shared = None
+    fall back to this process are divided by the number of live processes (heartbeats in Redis)."""
+    s, url, shared, link = settings, settings.limits_url(), None, None
     if url is not None:
-        client = open_client(url, settings.limits_timeout_s)
-        shared = RedisStore(
-            client,
-            namespace=settings.cache_namespace,
-            window_s=window_s,
-            lease_s=lease_s,
-            timeout_s=settings.limits_timeout_s,
-        )
-    return Limits(
-        shared,
-        LocalStore(window_s=window_s, lease_s=lease_s),
-        shares=settings.replicas * settings.workers,
-        policy=settings.limits_on_redis_failure,
-        breaker=Bypass("redis limits", settings.limits_retry_after_s, metrics),
-    )
+        link = await open_link(url, "limits", timeout_s=s.limits_timeout_s, max_connections=s.limits_max_connections,
+                               mode=s.redis_cluster, wait_s=s.request_deadline_s)  # fmt: skip
+        shared = RedisStore(link, namespace=s.cache_namespace, window_s=s.limits_window_s, lease_s=s.limits_lease_s,
+                            timeout_s=s.limits_timeout_s, budget_s=s.request_deadline_s)  # fmt: skip
+    census = Census(link, namespace=s.cache_namespace, floor=s.replicas * s.workers,
+                    interval_s=s.limits_heartbeat_s, metrics=metrics)  # fmt: skip
+    local = LocalStore(window_s=s.limits_window_s, lease_s=s.limits_lease_s)
+    bypass = Bypass("redis limits", s.limits_retry_after_s, metrics)
+    return Limits(shared, local, census=census, policy=s.limits_on_redis_failure, breaker=bypass)
 
 
 def open_fetcher(settings: Settings, metrics: Metrics) -> Fetcher | None:
@@ -176,8 +172,20 @@ def open_fetcher(settings: Settings, metrics: Metrics) -> Fetcher | None:
     )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What create_app decides without any I/O: the catalog, the teams, the metrics and auth."""
+
+    settings: Settings
+    configs: dict[str, UpstreamConfig]
+    catalog: Catalog
+    teams: dict[str, Team]
+    metrics: Metrics
+    auth: Authenticator
+
+
+def plan(settings: Settings) -> Plan:
+    masking.install(masking.Masker.from_settings(settings))  # every secret masked in errors and logs
     configs = settings.upstream_configs()
     available = {name: unavailable(name, cfg, settings) for name, cfg in configs.items()}
     catalog = build_catalog(settings, available)
@@ -186,97 +194,103 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("local model not served: %s", reason)
     teams = teams_from(settings)
     metrics = Metrics(
-        CollectorRegistry(),
-        models=catalog.names(),
-        upstreams=configs,
-        teams=teams,
-        multiprocess_dir=multiprocess_dir(),
+        CollectorRegistry(), models=catalog.names(), upstreams=configs, teams=teams, multiprocess_dir=multiprocess_dir()
     )
     for spec in catalog:
         metrics.init_model(spec.upstream, spec.name, spec.modalities)
-    auth = Authenticator(
-        teams, {name: cfg.keys for name, cfg in settings.teams.items()}, required=settings.gateway_auth == "required"
+    keys = {name: cfg.keys for name, cfg in settings.teams.items()}
+    auth = Authenticator(teams, keys, required=settings.gateway_auth == "required")
+    return Plan(settings, configs, catalog, teams, metrics, auth)
+
+
+async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
+    """Everything the gateway opens, each close pushed on `stack` as soon as its part is open: they run in
+    reverse order (the service finishes its upstream calls before the adapters and the cache close), and
+    one close raising does not keep the others from running."""
+    s, metrics = p.settings, p.metrics
+    adapters: dict[str, Upstream] = {}
+    for name in sorted({spec.upstream for spec in p.catalog}):
+        adapters[name] = adapter = open_upstream(name, p.configs[name], s)
+        stack.push_async_callback(adapter.close)
+    cache = await open_cache(s, metrics)
+    stack.push_async_callback(cache.close)
+    limits = await open_limits(s, metrics)
+    stack.push_async_callback(limits.close)
+    await limits.start()
+    quota = UpstreamQuota(
+        limits, metrics, window_s=s.limits_window_s, slack_s=s.upstream_quota_slack_s, max_wait_s=s.upstream_queue_s
     )
+    guards = {name: open_guard(name, p.configs[name], s, metrics) for name in adapters}
+    upstreams = GuardedUpstreams(adapters, guards, metrics, gate=quota)
+    flights = open_flights(cache, upstreams, s, metrics)
+    service = EmbeddingService(cache, flights, metrics, namespace=s.cache_namespace, deadline_s=s.request_deadline_s)
+    stack.push_async_callback(service.close)
+    fetcher = open_fetcher(s, metrics)
+    if fetcher is not None:
+        stack.push_async_callback(fetcher.close)
+    kinds: dict[str, str] = {name: cfg.kind for name, cfg in p.configs.items()}
+    team_limits = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
+    memory = MemoryBudget(s.memory_budget_bytes, wait_s=s.memory_wait_s, counter=metrics.memory_waits)
+    gw = Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, memory)
+    gw.fetcher = fetcher
+    return gw
 
+
+def announce(p: Plan, gw: Gateway) -> None:
+    log.info(
+        "serving %d models from %s; cache: %s; auth: %s, %d teams; limits: %s",
+        len(p.catalog),
+        ", ".join(sorted(gw.upstreams.adapters)) or "no upstream",
+        gw.cache.name,
+        p.settings.gateway_auth,
+        len(p.teams),
+        gw.limits.limits.backend,
+    )
+    for entry in unknown_models(p.settings, set(p.catalog.names())):
+        log.warning("%s is not served here (unknown or disabled model)", entry)
+    if not p.catalog.names():
+        log.warning("no model is enabled: set DASHSCOPE_API_KEY or OPENAI_API_KEY, or install the local extra")
+
+
+def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, object]]]:
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        used = {spec.upstream for spec in catalog}
-        adapters = {name: open_upstream(name, configs[name], settings) for name in used}
-        cache = open_cache(settings, metrics)
-        limits = open_limits(settings, metrics)
-        await limits.start()
-        quota = UpstreamQuota(
-            limits,
-            metrics,
-            window_s=settings.limits_window_s,
-            slack_s=settings.upstream_quota_slack_s,
-            max_wait_s=settings.upstream_queue_s,
-        )
-        guards = {name: open_guard(name, configs[name], settings, metrics) for name in used}
-        upstreams = GuardedUpstreams(adapters, guards, metrics, gate=quota)
-        flights = open_flights(cache, upstreams, settings, metrics)
-        service = EmbeddingService(
-            cache, flights, metrics, namespace=settings.cache_namespace, deadline_s=settings.request_deadline_s
-        )
-        fetcher = open_fetcher(settings, metrics)
-        gw = app.state.gateway = Gateway(
-            settings,
-            catalog,
-            cache,
-            service,
-            upstreams,
-            metrics,
-            {name: cfg.kind for name, cfg in configs.items()},
-            auth=auth,
-            limits=TeamLimiter(limits, metrics, window_s=settings.limits_window_s),
-            quota=quota,
-            fetcher=fetcher,
-        )
-        gw.size_text_memos(settings.cache_text_max_bytes)
-        drain = Drain(gw, settings.shutdown_drain_s)
-        drain.install()
-        reloader = watch_teams(settings, auth, metrics, set(catalog.names()))  # file changes and SIGHUP
-        log.info(
-            "serving %d models from %s; cache: %s; auth: %s, %d teams; limits: %s",
-            len(catalog),
-            ", ".join(sorted(used)) or "no upstream",
-            cache.name,
-            settings.gateway_auth,
-            len(teams),
-            limits.backend,
-        )
-        for entry in unknown_models(settings, set(catalog.names())):
-            log.warning("%s is not served here (unknown or disabled model)", entry)
-        if not catalog.names():
-            log.warning("no model is enabled: set DASHSCOPE_API_KEY or OPENAI_API_KEY, or install the local extra")
-        gc.collect()
-        gc.freeze()  # what start-up made lives as long as the process: later collections skip it
-        try:
-            yield
-        finally:
-            await reloader.stop()
-            drain.uninstall()
-            await service.close()
-            for adapter in adapters.values():
-                await adapter.close()
-            await cache.close()
-            await limits.close()
-            if fetcher is not None:
-                await fetcher.close()
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
+        async with AsyncExitStack() as stack:
+            connections = for_worker(p.settings, p.configs, p.catalog, p.metrics.connections_closed)
+            stack.callback(connections.close)
+            gw = app.state.gateway = await open_gateway(p, stack)
+            drain = Drain(gw, p.settings.shutdown_drain_s)
+            drain.install()
+            stack.callback(drain.uninstall)
+            reloader = watch_teams(p.settings, p.auth, p.metrics, set(p.catalog.names()))  # file changes, SIGHUP
+            stack.push_async_callback(reloader.stop)
+            warming = tokentext.warm_up(p.catalog)  # the token-id encoding, parsed in a thread: no request waits
+            if warming is not None:
+                stack.push_async_callback(lambda: warming)
+            announce(p, gw)
+            gc.collect()
+            gc.freeze()  # what start-up made lives as long as the process: later collections skip it
+            yield {STATE_KEY: connections}  # read by the HTTP protocol (app/server/protocol.py)
 
+    return lifespan
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    p = plan(settings or Settings())
     app = fastpath.Fronted(
         title="embedding-gateway",
         version="0.1.0",
         description="Embeddings of text, images and video behind the OpenAI and DashScope wire formats.",
-        lifespan=lifespan,
+        lifespan=lifespan_of(p),
     )
     errors.install_handlers(app)
     app.include_router(openai.router)
     app.include_router(dashscope.router)
+    app.include_router(dashscope.uploads)
     app.include_router(ops.router)
-    docs.install(app, catalog.names())
+    docs.install(app, p.catalog.names())
     app.add_front(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))
     app.add_front(CloseWhenDraining)
-    app.add_front(headerlimit.HeaderLimit, max_bytes=settings.max_header_bytes, max_count=settings.max_header_count)
-    app.add_front(observe.Observe, metrics=metrics)  # outermost: ids, logs and counts every request
+    app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
+    app.add_front(observe.Observe, metrics=p.metrics)  # outermost: ids, logs and counts every request
     return app

@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from .settings import MULTIPROC_ENV
 
 OTHER = "other"
+CONNECTION_CLOSES = ("head_timeout", "body_timeout", "evicted", "refused")
 FETCH_OUTCOMES = ("ok", "refused", "too_large", "timeout", "unreachable", "aborted")
 ANONYMOUS = "anonymous"
 # The limits a team can hit; their rejection counters exist (at 0) from the start for every known team.
@@ -96,6 +97,20 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.redis_shared = Gauge(
+            "gateway_redis_shared",
+            "1 while the cache (target 'redis cache') or the limits ('redis limits') are shared through Redis; "
+            "0 while this process caches or decides alone",
+            ["target"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
+        self.limits_processes = Gauge(
+            "gateway_limits_processes",
+            "Live gateway processes sharing the limits, as counted by heartbeats in Redis",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.upstream_requests = Counter(
             "gateway_upstream_requests_total",
             "Calls to upstreams, by upstream, model and the upstream's HTTP status (timeout, error: no answer)",
@@ -143,6 +158,23 @@ class Metrics:
         self.ratelimit_rejections = Counter(
             "gateway_ratelimit_rejections_total", "Requests refused by a rate limit", ["team", "limit"], registry=r
         )
+        self.connections_closed = Counter(
+            "gateway_connections_closed_total",
+            "Client connections closed by the server layer: head_timeout, body_timeout, evicted (at the "
+            "connection cap), refused (at the cap, every connection busy)",
+            ["reason"],
+            registry=r,
+        )
+        self.memory_waits = Counter(
+            "gateway_memory_budget_total",
+            "Requests that waited for the memory budget, or were refused",
+            ["outcome"],
+            registry=r,
+        )
+        for reason in CONNECTION_CLOSES:
+            self.connections_closed.labels(reason)
+        for outcome in ("waited", "refused"):
+            self.memory_waits.labels(outcome)
         self._routes: list[str] = []
         self._init_teams(self.known_teams())
 
@@ -192,7 +224,7 @@ class Metrics:
             return generate_latest(self.registry)
         forget_dead_workers(self.multiprocess_dir)
         merged = CollectorRegistry()
-        MultiProcessCollector(merged, path=self.multiprocess_dir)
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
 
     def model(self, name: str) -> str:
@@ -219,7 +251,7 @@ def forget_dead_workers(path: str) -> None:
     for file in glob.glob(os.path.join(path, "gauge_live*.db")):
         match = _LIVE_GAUGE_FILE.match(os.path.basename(file))
         if match and not _alive(int(match.group(1))):
-            mark_process_dead(int(match.group(1)), path)
+            mark_process_dead(int(match.group(1)), path)  # type: ignore[no-untyped-call]
 
 
 def _alive(pid: int) -> bool:

@@ -64,8 +64,8 @@ def resolve(
     forward_unknown: bool,
 ) -> Params:
     """Check the dimension and options for `spec`; `dim_param`/`opt_prefix` name fields in errors."""
-    if dimension is None:
-        dim, send = spec.default_dimension, False
+    if dimension is None:  # sent all the same: the upstream's own default never decides the length
+        dim, send = spec.default_dimension, spec.send_dimension
     else:
         if not isinstance(dimension, int) or isinstance(dimension, bool) or not spec.allows_dimension(dimension):
             raise InvalidRequest(
@@ -83,9 +83,7 @@ def resolve(
         if known is None:
             if not forward_unknown:
                 raise InvalidRequest(f"{param}: unknown parameter", param=param)
-            if not isinstance(value, str | int | float | bool):
-                raise InvalidRequest(f"{param}: must be a string, number or boolean", param=param)
-            continue
+            continue  # DashScope takes any JSON value here (LlamaIndex sends {"kwargs": {...}}): sent as it is
         endpoints, check, expected = known
         if spec.endpoint not in endpoints:
             raise InvalidRequest(f"{param}: not supported by {spec.name}", param=param)

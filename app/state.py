@@ -14,6 +14,7 @@ from .errors import NotFound
 from .limits.admission import TeamLimiter
 from .limits.quota import UpstreamQuota
 from .media.fetcher import Fetcher
+from .memory import MemoryBudget
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings
@@ -32,15 +33,18 @@ class Gateway:
     auth: Authenticator
     limits: TeamLimiter
     quota: UpstreamQuota
+    memory: MemoryBudget
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
-    floats: VectorText = field(default_factory=lambda: VectorText(32 * 1024 * 1024, float_json))
-    base64s: VectorText = field(default_factory=lambda: VectorText(16 * 1024 * 1024, base64_json))
+    floats: VectorText = field(init=False)
+    base64s: VectorText = field(init=False)
 
-    def size_text_memos(self, max_bytes: int) -> None:
-        """Float text takes about twice the room of base64 text: two thirds of the budget go to floats."""
-        self.floats = VectorText(max_bytes * 2 // 3, float_json)
-        self.base64s = VectorText(max_bytes // 3, base64_json)
+    def __post_init__(self) -> None:
+        """The memos of vector text share `cache_text_max_bytes`: float text takes about twice the room of
+        base64 text, so two thirds of the budget go to floats."""
+        budget = self.settings.cache_text_max_bytes
+        self.floats = VectorText(budget * 2 // 3, float_json)
+        self.base64s = VectorText(budget // 3, base64_json)
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

@@ -89,7 +89,8 @@ class Recorder:
 
 def offline_fetcher(recorder: Recorder, resolve: object = system_resolve, **kw: object) -> Fetcher:
     client = httpx.AsyncClient(transport=httpx.MockTransport(recorder), follow_redirects=False)
-    return Fetcher(client, max_bytes=1 << 20, timeout_s=5, max_redirects=3, resolve=resolve, **kw)  # type: ignore[arg-type]
+    limits: dict[str, object] = {"concurrency": 8, "max_urls": 64, "max_total_bytes": 64 << 20, **kw}
+    return Fetcher(client, max_bytes=1 << 20, timeout_s=5, max_redirects=3, resolve=resolve, **limits)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -186,7 +187,15 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 def real_fetcher(client: httpx.AsyncClient, *allow: str, **kw: object) -> Fetcher:
-    settings: dict[str, object] = {"max_bytes": 1 << 20, "timeout_s": 5.0, "max_redirects": 3, **kw}
+    settings: dict[str, object] = {
+        "max_bytes": 1 << 20,
+        "timeout_s": 5.0,
+        "max_redirects": 3,
+        "concurrency": 8,
+        "max_urls": 64,
+        "max_total_bytes": 64 << 20,
+        **kw,
+    }
     return Fetcher(client, allow_hosts=frozenset(allow), **settings)  # type: ignore[arg-type]
 
 

@@ -37,9 +37,12 @@ def refused(call: Any, param: str) -> str:
     return info.value.message
 
 
-def test_default_dimension_is_not_sent() -> None:
+def test_default_dimension_is_sent_unless_the_model_says_not_to() -> None:
     p = openai(V4)
-    assert (p.dimension, p.send_dimension, p.options) == (1024, False, {})
+    assert (p.dimension, p.send_dimension, p.options) == (1024, True, {})  # the upstream's default never decides
+    quiet = openai(V4.model_copy(update={"send_dimension": False}))
+    assert (quiet.dimension, quiet.send_dimension) == (1024, False)
+    assert openai(V4.model_copy(update={"send_dimension": False}), 512).send_dimension  # asked for: sent
 
 
 @pytest.mark.parametrize("dim", [64, 128, 256, 512, 768, 1024, 1536, 2048])
@@ -107,7 +110,9 @@ def test_options_refused_naming_the_field(model: Any, name: str, value: object) 
 def test_unknown_options_forwarded_on_the_native_route_only() -> None:
     p = native(V4, auto_truncation=True, custom="x")
     assert p.options == {"auto_truncation": True, "custom": "x"}
-    refused(lambda: native(V4, nested={"a": 1}), "parameters.nested")
+    # Any JSON value, as DashScope takes it (LlamaIndex's DashScopeEmbedding sends {"kwargs": {...}}).
+    nested = native(V4, kwargs={"text_type": "document"}, seq=[1, {"a": None}])
+    assert nested.options == {"kwargs": {"text_type": "document"}, "seq": [1, {"a": None}]}
     assert "unknown parameter" in refused(lambda: openai(V4, auto_truncation=True), "auto_truncation")
 
 

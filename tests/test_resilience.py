@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 from app.cache.tickbatch import TickBatcher
 from app.catalog import ModelSpec
-from app.errors import GatewayError, RateLimited, Unavailable, UpstreamFailed, UpstreamRejected, UpstreamTimeout
+from app.errors import (
+    GatewayError,
+    RateLimited,
+    Unavailable,
+    UpstreamFailed,
+    UpstreamInvalid,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
 from app.flights.batcher import Batcher, Pending, apportion
 from app.items import Item
 from app.params import Params
@@ -91,13 +99,32 @@ async def test_gives_up_at_once_when_retry_after_passes_the_deadline() -> None:
     assert calls[0] == 1 and t.slept == []
 
 
-@pytest.mark.parametrize("error", [UpstreamRejected("bad", status=400), UpstreamFailed("key", code="upstream_auth")])
-async def test_never_retries_validation_or_credential_errors(error: GatewayError) -> None:
+@pytest.mark.parametrize(
+    "error",
+    [
+        UpstreamRejected("bad", status=400),
+        UpstreamFailed("key", code="upstream_auth"),
+        UpstreamInvalid("answered vectors of the wrong length (expected 4)"),
+    ],
+)
+async def test_never_retries_validation_credential_or_poison_errors(error: GatewayError) -> None:
     t = FakeTime()
     calls, send = script(error, "ok")
     with pytest.raises(type(error)):
         await guard(t).run(send, admit, deadline=t.now + 30)
     assert calls[0] == 1
+
+
+async def test_poison_answers_do_not_open_the_breaker() -> None:
+    t = FakeTime()
+    g = guard(t, failures=2)
+    _, poison = script(UpstreamInvalid("answered a body that is not JSON"))
+    for _ in range(5):
+        with pytest.raises(UpstreamInvalid):
+            await g.run(poison, admit, deadline=t.now + 30)
+    assert g.breaker.state == "closed"
+    calls, ok = script("ok")
+    assert await g.run(ok, admit, deadline=t.now + 30) == "ok" and calls[0] == 1
 
 
 async def test_attempts_are_bounded() -> None:

@@ -20,7 +20,7 @@ from app.metrics import Metrics
 from app.params import Params
 from app.service import EmbeddingService, EmbedRequest
 from app.upstreams.adapter import Batch, Result
-from app.upstreams.caller import UpstreamGate
+from app.upstreams.caller import GuardedUpstreams, OpenGate, UpstreamGate
 
 DIM = 8
 SPEC = ModelSpec(name="m", upstream="fake", upstream_model="m-1", dimensions=(DIM,), default_dimension=DIM, max_batch=3)
@@ -177,3 +177,9 @@ async def test_a_cached_value_of_the_wrong_size_is_a_miss() -> None:
     result = await svc.embed(request(["a"]))
     assert up.batches == [["a"]] and result.hits == 0
     np.testing.assert_array_equal(as_arrays(result.vectors)[0], expected(["a"])[0])
+
+
+def test_every_upstream_needs_its_guard() -> None:
+    metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
+    with pytest.raises(ValueError, match="no guard for upstream"):
+        GuardedUpstreams({"fake": FakeUpstream()}, {}, metrics, OpenGate())

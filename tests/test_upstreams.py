@@ -15,11 +15,12 @@ import orjson
 import pytest
 from samples import PLUS, QWEN, SMALL, V4
 
-from app.errors import GatewayError, RateLimited, UpstreamFailed, UpstreamRejected
+from app.errors import GatewayError, RateLimited, UpstreamFailed, UpstreamInvalid, UpstreamRejected
 from app.items import fuse_all, openai_items
 from app.params import Params
 from app.upstreams.adapter import Batch
 from app.upstreams.answers import usage_tokens
+from app.upstreams.caller import upstream_status
 from app.upstreams.dashscope import MULTIMODAL_PATH, TEXT_PATH, DashScopeUpstream
 from app.upstreams.http import Answer, AnswerTooLarge
 from app.upstreams.openai import OpenAIUpstream
@@ -122,7 +123,7 @@ async def test_dashscope_multimodal_and_fusion_requests() -> None:
 )
 async def test_bad_answers_are_refused(embeddings: list[Any]) -> None:
     batch = Batch(V4, Params(64, True), openai_items(["a", "b"], V4, 10))
-    with pytest.raises(UpstreamFailed) as info:
+    with pytest.raises(UpstreamInvalid) as info:
         await dashscope(lambda req: answer(embeddings)).embed(batch)
     assert info.value.status == 502
 
@@ -131,12 +132,39 @@ async def test_non_finite_values_and_non_json_are_refused() -> None:
     batch = Batch(V4, Params(64, True), openai_items(["a"], V4, 10))
     inf = b'{"output": {"embeddings": [{"text_index": 0, "embedding": [1e39' + b", 0.0" * 63 + b"]}]}}"
     # 1e39 is a finite JSON number but overflows float32 to inf
-    with pytest.raises(UpstreamFailed, match="non-finite"):
+    with pytest.raises(UpstreamInvalid, match="non-finite"):
         await dashscope(lambda req: httpx.Response(200, content=inf)).embed(batch)
-    with pytest.raises(UpstreamFailed, match="not JSON"):
+    nan = b'{"output": {"embeddings": [{"text_index": 0, "embedding": [NaN' + b", 0.0" * 63 + b"]}]}}"
+    with pytest.raises(UpstreamInvalid, match=r"non-finite values \(NaN or Infinity\)"):
+        await dashscope(lambda req: httpx.Response(200, content=nan)).embed(batch)
+    with pytest.raises(UpstreamInvalid, match="not JSON"):
         await dashscope(lambda req: httpx.Response(200, content=b"<html>")).embed(batch)
-    with pytest.raises(UpstreamFailed):
+    with pytest.raises(UpstreamInvalid, match="not a JSON object"):
         await dashscope(lambda req: httpx.Response(200, json=[1, 2])).embed(batch)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"code": "InternalError", "message": "try later", "request_id": "r"},
+        {"error": {"code": "server_error", "message": "busy", "type": "server_error"}},
+        {"error": "overloaded"},
+    ],
+)
+async def test_an_error_body_with_status_200_is_a_poison_answer(body: dict[str, Any]) -> None:
+    batch = Batch(V4, Params(64, True), openai_items(["a"], V4, 10))
+    with pytest.raises(UpstreamInvalid, match="error body with status 200") as info:
+        await dashscope(lambda req: httpx.Response(200, json=body)).embed(batch)
+    assert info.value.status == 502 and upstream_status(info.value) == "200"
+    with pytest.raises(UpstreamInvalid, match="error body with status 200"):
+        await openai(lambda req: httpx.Response(200, json=body)).embed(Batch(SMALL, Params(8, True), batch.items))
+
+
+async def test_an_answer_past_its_batch_budget_is_refused() -> None:
+    batch = Batch(V4, Params(64, True), openai_items(["a"], V4, 10))
+    huge = [{"text_index": 0, "embedding": vec(0, 64), "pad": "x" * 200_000}]
+    with pytest.raises(AnswerTooLarge):
+        await dashscope(lambda req: answer(huge)).embed(batch)
 
 
 def fail(status: int, body: Any, headers: dict[str, str] | None = None) -> Handler:
@@ -150,7 +178,7 @@ def fail(status: int, body: Any, headers: dict[str, str] | None = None) -> Handl
             fail(429, {"code": "Throttling.RateQuota", "message": "slow down"}, {"retry-after": "7"}),
             RateLimited,
             429,
-            "Throttling.RateQuota",
+            "rate_limit_exceeded",  # the OpenAI wire's code; the DashScope wire keeps the upstream's
         ),
         (fail(400, {"code": "InvalidParameter", "message": "bad"}), UpstreamRejected, 400, "InvalidParameter"),
         (fail(404, {"code": "ModelNotFound", "message": "no model"}), UpstreamRejected, 404, "ModelNotFound"),
@@ -163,11 +191,11 @@ def fail(status: int, body: Any, headers: dict[str, str] | None = None) -> Handl
         (fail(403, {"code": "AccessDenied", "message": "no"}), UpstreamFailed, 502, "upstream_auth"),
         (fail(500, {"code": "InternalError", "message": "oops"}), UpstreamFailed, 502, "InternalError"),
         (fail(503, {"code": "ModelUnavailable", "message": "later"}), UpstreamFailed, 502, "ModelUnavailable"),
-        (lambda req: httpx.Response(502, content=b"<html>bad gateway</html>"), UpstreamFailed, 502, None),
+        (lambda req: httpx.Response(502, content=b"<html>bad gateway</html>"), UpstreamFailed, 502, "upstream_error"),
     ],
 )
 async def test_failures_map_to_gateway_errors(
-    handler: Handler, kind: type[GatewayError], status: int, code: str | None
+    handler: Handler, kind: type[GatewayError], status: int, code: str
 ) -> None:
     batch = Batch(V4, Params(64, True), openai_items(["a"], V4, 10))
     with pytest.raises(kind) as info:
@@ -176,7 +204,7 @@ async def test_failures_map_to_gateway_errors(
     assert err.status == status and err.code == code
     assert KEY not in err.message and "Bearer" not in err.message
     if status == 429:
-        assert err.retry_after == 7
+        assert err.retry_after == 7 and err.dashscope_code == "Throttling.RateQuota"
 
 
 async def test_upstream_messages_are_cleaned_and_retry_after_ms_is_read() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UpstreamFailed
+from ..errors import UpstreamInvalid
 
 
 def assemble(pairs: Iterable[tuple[Any, Any]], n: int, dim: int, upstream: str) -> np.ndarray:
@@ -22,35 +22,35 @@ def assemble(pairs: Iterable[tuple[Any, Any]], n: int, dim: int, upstream: str) 
     seen = 0
     for index, vector in pairs:
         if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n or rows[index] is not None:
-            raise UpstreamFailed(f"upstream {upstream} answered a bad or duplicate index")
+            raise UpstreamInvalid(f"upstream {upstream} answered a missing, out-of-range or duplicate index")
         rows[index] = vector
         seen += 1
     if seen != n:
-        raise UpstreamFailed(f"upstream {upstream} answered {seen} vectors for {n} inputs")
+        raise UpstreamInvalid(f"upstream {upstream} answered {seen} vectors for {n} inputs")
     packer = struct.Struct(f"<{dim}f")
     out = bytearray()
     for row in rows:
         if isinstance(row, list):
             if len(row) != dim:
-                raise UpstreamFailed(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
+                raise UpstreamInvalid(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
             try:
                 out += packer.pack(*row)
             except OverflowError:  # a number beyond float32
-                raise UpstreamFailed(f"upstream {upstream} answered non-finite values") from None
+                raise UpstreamInvalid(f"upstream {upstream} answered non-finite values") from None
             except (struct.error, TypeError):
-                raise UpstreamFailed(f"upstream {upstream} answered vectors that are not lists of numbers") from None
+                raise UpstreamInvalid(f"upstream {upstream} answered vectors that are not lists of numbers") from None
         else:  # decoded base64, or the local model's rows
             try:
                 with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
                     array = np.asarray(row, dtype="<f4")
             except (ValueError, TypeError):
-                raise UpstreamFailed(f"upstream {upstream} answered vectors that are not lists of numbers") from None
+                raise UpstreamInvalid(f"upstream {upstream} answered vectors that are not lists of numbers") from None
             if array.shape != (dim,):
-                raise UpstreamFailed(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
+                raise UpstreamInvalid(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
             out += array.tobytes()
     vectors = np.frombuffer(out, dtype="<f4").reshape(n, dim)
     if not np.isfinite(vectors).all():
-        raise UpstreamFailed(f"upstream {upstream} answered non-finite values")
+        raise UpstreamInvalid(f"upstream {upstream} answered non-finite values")
     return vectors
 
 
@@ -59,9 +59,9 @@ def decode_base64_vector(value: str, dim: int, upstream: str) -> list[float] | n
     try:
         raw = base64.b64decode(value, validate=True)
     except ValueError:
-        raise UpstreamFailed(f"upstream {upstream} answered invalid base64") from None
+        raise UpstreamInvalid(f"upstream {upstream} answered invalid base64") from None
     if len(raw) != 4 * dim:
-        raise UpstreamFailed(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
+        raise UpstreamInvalid(f"upstream {upstream} answered vectors of the wrong length (expected {dim})")
     return np.frombuffer(raw, dtype="<f4")
 
 

@@ -12,14 +12,17 @@ and the upstream metrics counted around each attempt.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Protocol
 
 from ..catalog import ModelSpec
-from ..errors import GatewayError, Unavailable, UpstreamTimeout
+from ..errors import GatewayError, Unavailable, UpstreamInvalid, UpstreamTimeout
 from ..metrics import Metrics
 from .adapter import Batch, Result, Upstream
 from .guard import Guard
+
+log = logging.getLogger("embedding_gateway.upstreams")
 
 
 class UpstreamCaller(Protocol):
@@ -79,6 +82,8 @@ class GuardedUpstreams:
         except GatewayError as exc:
             m.child(m.upstream_requests, up, model, upstream_status(exc)).inc()
             m.child(m.upstream_errors, up, model, type(exc).__name__).inc()
+            if isinstance(exc, UpstreamInvalid):
+                log.warning("upstream %s broke its contract for model %s: %s", upstream.name, model, exc.message)
             raise
         finally:
             m.child(m.upstream_duration, up, model).observe(time.perf_counter() - t0)

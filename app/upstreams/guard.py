@@ -8,10 +8,11 @@ the breaker and the upstream quota gate first; and gate refusals or validation e
 Expressed in tenacity, that is a custom wait, stop, retry predicate and before-hook around ~30 lines of
 logic, plus a dependency; the loop below is easier to read and to test with an injected clock and sleep.
 
-What is retried: 429, 5xx, timeouts, connection errors and malformed answers (UpstreamFailed). What is
-not: upstream 4xx (UpstreamRejected: the same request would be refused again), refused credentials, and
-anything the gate raises. What opens the breaker: consecutive failures of the upstream itself (5xx,
-timeouts, resets, malformed answers). A 429 or a 4xx shows the upstream alive, so it counts as success.
+What is retried: 429, 5xx, timeouts and connection errors (UpstreamFailed). What is not: upstream 4xx
+(UpstreamRejected: the same request would be refused again), refused credentials, poison answers
+(UpstreamInvalid: the same batch would be answered the same way, and billed again), and anything the gate
+raises. What opens the breaker: consecutive failures of the upstream itself (5xx, timeouts, resets). A
+429, a 4xx or a poison answer shows the upstream alive, so it counts as success.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamTimeout
+from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamInvalid, UpstreamTimeout
 from .breaker import CircuitBreaker
 
 log = logging.getLogger("embedding_gateway.resilience")
@@ -36,25 +37,29 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    attempts: int = 10
-    base_s: float = 0.05
-    cap_s: float = 2.0
+    """Every value comes from the settings (retry_attempts, retry_base_s, retry_max_s)."""
+
+    attempts: int
+    base_s: float
+    cap_s: float
 
     def backoff(self, retry: int, rng: random.Random) -> float:
         """Wait before retry number `retry` (0-based): exponential, capped, half of it jittered."""
-        ceiling = min(self.cap_s, self.base_s * (2**retry))
+        ceiling = min(self.cap_s, self.base_s * 2.0**retry)
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
 def retryable(exc: GatewayError) -> bool:
+    """Whether the same call may succeed if sent again to the same upstream."""
     if isinstance(exc, RateLimited):
         return True
-    return isinstance(exc, UpstreamFailed) and exc.code != "upstream_auth"
+    return isinstance(exc, UpstreamFailed) and not isinstance(exc, UpstreamInvalid) and exc.code != "upstream_auth"
 
 
 def upstream_failure(exc: GatewayError) -> bool:
-    """Whether `exc` says the upstream itself is failing (what the breaker counts)."""
-    return isinstance(exc, UpstreamFailed) and exc.code != "upstream_auth"
+    """Whether `exc` says the upstream itself is failing (what the breaker counts): not a poison answer,
+    which says the upstream is up (and would open the breaker for its other models too)."""
+    return isinstance(exc, UpstreamFailed) and not isinstance(exc, UpstreamInvalid) and exc.code != "upstream_auth"
 
 
 class Guard:

@@ -23,12 +23,12 @@ from typing import Protocol
 
 import aiohttp
 
-from ..errors import UpstreamFailed, UpstreamTimeout
+from ..errors import UpstreamFailed, UpstreamInvalid, UpstreamTimeout
 
 ERROR_BODY_BYTES = 64 * 1024  # an error answer's body is read up to this much (its code and message)
 
 
-class AnswerTooLarge(UpstreamFailed):
+class AnswerTooLarge(UpstreamInvalid):
     """The answer passed the size cap (as received or as decoded): a broken or hostile upstream."""
 
 
@@ -114,7 +114,7 @@ class HttpClient:
         return b"".join(chunks)
 
     def _too_large(self, limit: int) -> AnswerTooLarge:
-        return AnswerTooLarge(f"upstream {self.name} answered more than {limit} bytes", code="upstream_invalid")
+        return AnswerTooLarge(f"upstream {self.name} answered more than {limit} bytes")
 
     async def close(self) -> None:
         if self._session is not None:

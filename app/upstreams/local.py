@@ -34,7 +34,7 @@ def model_path(configured: str | None) -> str:
 class LocalUpstream:
     kind = "local"
 
-    def __init__(self, name: str, path: str, *, max_batch: int = 64, threads: int = 1) -> None:
+    def __init__(self, name: str, path: str, *, max_batch: int = 64, threads: int) -> None:
         self.name = name
         self.encoder = LocalEncoder(path, max_batch=max_batch, threads=threads)
         self._loading: asyncio.Task[None] | None = None

@@ -53,7 +53,7 @@ class _Request:
 class LocalEncoder:
     """Serves a sentence-transformers model from a local directory, micro-batching concurrent calls."""
 
-    def __init__(self, path: str, *, max_batch: int = 64, threads: int = 1, batch_window_s: float = 0.002):
+    def __init__(self, path: str, *, max_batch: int = 64, threads: int, batch_window_s: float = 0.002):
         if max_batch < 1 or threads < 1 or batch_window_s < 0:
             raise ValueError("max_batch and threads must be >= 1 and batch_window_s >= 0")
         self._path = path
@@ -176,4 +176,5 @@ class LocalEncoder:
         vectors = self._model.encode(texts, batch_size=self._max_batch, convert_to_numpy=True, show_progress_bar=False)
         vectors = np.asarray(vectors, dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)  # already unit rows (Normalize module); keep it sure
+        unit: np.ndarray = vectors / np.maximum(norms, 1e-12)  # already unit rows (Normalize module); keep it sure
+        return unit

@@ -1,7 +1,8 @@
 """Any OpenAI-compatible embeddings server: OpenAI, DashScope compatible mode, vLLM, TEI, Infinity, Ollama.
 
 Only what the caller set is sent: no null fields (a null `encoding_format` once broke every vLLM call of a
-peer gateway), `dimensions` only when asked for. Vectors are requested as floats, which every such server
+peer gateway); `dimensions` is the one the gateway resolved (the model's `send_dimension: false` leaves it
+out for servers that refuse it). Vectors are requested as floats, which every such server
 supports, and base64 answers are decoded all the same.
 """
 

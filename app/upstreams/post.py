@@ -3,13 +3,16 @@ a non-200 answer to a gateway error (failures.py), return the answer's JSON obje
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
-from ..errors import UpstreamFailed
+from ..errors import UpstreamInvalid
 from .failures import error_from_response
 from .http import Answer, Poster
+
+_NON_FINITE = re.compile(rb"[\[,:]\s*-?(NaN|Infinity)\b")
 
 # The JSON of one float is at most ~25 characters ("-1.2345678901234567e-05,"): an answer of n vectors of
 # `dim` numbers fits in this many bytes, with room for indices, usage and whitespace.
@@ -33,10 +36,18 @@ async def post_json(
 
 
 def parse_json(answer: Answer, upstream: str) -> dict[str, Any]:
+    """The JSON object of a 200 answer; UpstreamInvalid naming what is wrong with it otherwise."""
     try:
         body = orjson.loads(answer.body)
     except orjson.JSONDecodeError:
-        raise UpstreamFailed(f"upstream {upstream} answered a body that is not JSON") from None
+        if _NON_FINITE.search(answer.body):  # Python's json.dumps writes NaN and Infinity, which JSON is not
+            raise UpstreamInvalid(f"upstream {upstream} answered non-finite values (NaN or Infinity)") from None
+        raise UpstreamInvalid(f"upstream {upstream} answered a body that is not JSON") from None
     if not isinstance(body, dict):
-        raise UpstreamFailed(f"upstream {upstream} answered a body that is not a JSON object")
+        raise UpstreamInvalid(f"upstream {upstream} answered a body that is not a JSON object")
+    if ("error" in body or "code" in body) and "output" not in body and "data" not in body:
+        err = body["error"] if isinstance(body.get("error"), dict) else body
+        code = err.get("code")
+        named = code[:64] if isinstance(code, str) else "no code"
+        raise UpstreamInvalid(f"upstream {upstream} answered an error body with status 200 ({named})")
     return body

@@ -17,6 +17,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ...memory import release_of
 from ...metrics import ANONYMOUS, Metrics
 from .accesslog import AccessLog
 
@@ -64,7 +65,7 @@ class RequestIds:
         one."""
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                candidate = value.decode("latin-1")
+                candidate: str = value.decode("latin-1")
                 if _SAFE_ID.match(candidate):
                     return candidate
                 break
@@ -114,6 +115,7 @@ class Observe:
         finally:
             elapsed = time.perf_counter() - t0
             m.in_flight.dec()
+            release_of(state)  # the bytes the request held from the memory budget (app/memory.py)
             info: dict[str, Any] = state.get("log") or {}
             team = info.get("team")
             m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)).inc()
