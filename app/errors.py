@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from enum import Enum
 
 import orjson
@@ -17,6 +16,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from .api.asgi.exchange import exchange_of
 
 log = logging.getLogger("embedding_gateway.errors")
 
@@ -143,8 +144,7 @@ def wire_of(path: str) -> Wire:
 
 
 def request_id_of(request: Request) -> str:
-    rid = getattr(request.state, "request_id", None)
-    return rid if isinstance(rid, str) else str(uuid.uuid4())
+    return exchange_of(request.scope).request_id
 
 
 def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
@@ -228,13 +228,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     response = render(GatewayError("internal error"), wire_of(request.url.path), rid)
     response.headers["x-request-id"] = rid
     return response
-
-
-async def response_for(request: Request, exc: Exception) -> Response:
-    """What the handlers below answer for `exc`, for routes served past FastAPI's routing (api/asgi/fastpath.py)."""
-    if isinstance(exc, GatewayError):
-        return await _gateway_error(request, exc)
-    return await _unexpected(request, exc)
 
 
 def install_handlers(app: FastAPI) -> None:
