@@ -27,8 +27,15 @@ class Bypass:
         self.clock = clock
         self._open_until = 0.0
         self._open = False
+        self.last_cause: str | None = None  # what the last failure was (for /readyz), while open
         if metrics:
             metrics.breaker_open.labels(target).set(0)  # the series exists (closed) from the start
+            metrics.redis_shared.labels(target).set(1)
+
+    @property
+    def is_open(self) -> bool:
+        """Stood aside since the last failure (until a call succeeds again)."""
+        return self._open
 
     @property
     def allows(self) -> bool:
@@ -36,15 +43,19 @@ class Bypass:
 
     def failed(self, what: str) -> None:
         self._open_until = self.clock() + self.retry_after
+        self.last_cause = what
         if not self._open:
             self._open = True
             log.warning("%s unavailable (%s); bypassing it for %.1fs at a time", self.target, what, self.retry_after)
             if self.metrics:
                 self.metrics.breaker_open.labels(self.target).set(1)
+                self.metrics.redis_shared.labels(self.target).set(0)
 
     def succeeded(self) -> None:
         if self._open:
             self._open = False
+            self.last_cause = None
             log.warning("%s available again", self.target)
             if self.metrics:
                 self.metrics.breaker_open.labels(self.target).set(0)
+                self.metrics.redis_shared.labels(self.target).set(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from enum import Enum
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from .api.asgi.exchange import exchange_of
+from .masking import mask
 
 log = logging.getLogger("embedding_gateway.errors")
 
@@ -30,12 +32,14 @@ class Wire(Enum):
 class GatewayError(Exception):
     """Base of every error a client may see. `status` and the codes come from the table below.
 
-    `code` is the OpenAI wire's `error.code`; the DashScope wire's `code` is `dashscope_code` (the class's,
-    unless given), so a DashScope client always sees a DashScope-style code (`ModelNotFound`, not
-    `model_not_found`)."""
+    `code` is the OpenAI wire's `error.code` (the class's `openai_code` unless given: never null, as OpenAI's
+    own errors, whose `type` and `code` clients branch on); the DashScope wire's `code` is `dashscope_code`
+    (the class's, unless given), so a DashScope client always sees a DashScope-style code (`ModelNotFound`,
+    not `model_not_found`)."""
 
     status = 500
     openai_type = "server_error"
+    openai_code = "internal_error"  # the OpenAI wire's `error.code` unless the error names its own
     dashscope_code = "InternalError"
     upstream_status: int | None = None  # the upstream's own HTTP status, when this error is its answer
     upstream_retry_after: float | None = None  # the upstream's own Retry-After, when it sent one
@@ -53,7 +57,7 @@ class GatewayError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
-        self.code = code
+        self.code = code or self.openai_code
         self.retry_after = retry_after
         if dashscope_code is not None:
             self.dashscope_code = dashscope_code
@@ -64,11 +68,13 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     openai_type = "invalid_request_error"
+    openai_code = "invalid_value"
     dashscope_code = "InvalidParameter"
 
 
 class PayloadTooLarge(InvalidRequest):
     status = 413
+    openai_code = "request_too_large"
     dashscope_code = "BadRequest.TooLarge"
 
 
@@ -77,37 +83,52 @@ class ClientClosed(InvalidRequest):
     counted and logged as a 4xx, not as a fault of the gateway."""
 
     status = 499
+    openai_code = "client_closed"
     dashscope_code = "BadRequest.ClientClosed"
 
 
 class Unauthorized(GatewayError):
     status = 401
     openai_type = "authentication_error"
+    openai_code = "invalid_api_key"
     dashscope_code = "InvalidApiKey"
 
 
 class Forbidden(GatewayError):
     status = 403
     openai_type = "permission_error"
+    openai_code = "model_not_allowed"
     dashscope_code = "AccessDenied"
 
 
 class NotFound(GatewayError):
     status = 404
     openai_type = "invalid_request_error"
+    openai_code = "model_not_found"
     dashscope_code = "ModelNotFound"
 
 
 class RateLimited(GatewayError):
+    """Always `rate_limit_exceeded` on the OpenAI wire, as OpenAI answers (clients branch on it); on the
+    DashScope wire the upstream's own `Throttling.*` code when it sent one, else `Throttling.RateQuota`."""
+
     status = 429
     openai_type = "rate_limit_error"
+    openai_code = "rate_limit_exceeded"
     dashscope_code = "Throttling.RateQuota"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.code = self.openai_code
+        if not self.dashscope_code.startswith("Throttling"):
+            self.dashscope_code = RateLimited.dashscope_code
 
 
 class UpstreamRejected(GatewayError):
     """The upstream answered 4xx: the status, code and message are the upstream's own."""
 
     openai_type = "invalid_request_error"
+    openai_code = "upstream_rejected"
 
 
 class UpstreamFailed(GatewayError):
@@ -115,6 +136,7 @@ class UpstreamFailed(GatewayError):
 
     status = 502
     openai_type = "upstream_error"
+    openai_code = "upstream_error"
     dashscope_code = "InternalError.Upstream"
 
 
@@ -129,12 +151,14 @@ class UpstreamInvalid(UpstreamFailed):
 
 class UpstreamTimeout(UpstreamFailed):
     status = 504
+    openai_code = "upstream_timeout"
     dashscope_code = "RequestTimeOut"
 
 
 class Unavailable(GatewayError):
     status = 503
     openai_type = "server_error"
+    openai_code = "service_unavailable"
     dashscope_code = "ServiceUnavailable"
 
 
@@ -150,8 +174,8 @@ def request_id_of(request: Request) -> str:
 def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
     if wire is Wire.DASHSCOPE:
         body: dict[str, object] = {
-            "code": err.dashscope_code,
-            "message": err.message,
+            "code": mask(err.dashscope_code),
+            "message": mask(err.message),
             "request_id": request_id,
         }
         if err.param:
@@ -159,10 +183,10 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
     else:
         body = {
             "error": {
-                "message": err.message,
+                "message": mask(err.message),
                 "type": err.openai_type,
                 "param": err.param,
-                "code": err.code,
+                "code": mask(err.code) if err.code else err.code,
             }
         }
     headers: dict[str, str] = {}  # x-request-id is added to every response by the Observe middleware

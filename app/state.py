@@ -14,6 +14,7 @@ from .errors import NotFound
 from .limits.admission import TeamLimiter
 from .limits.quota import UpstreamQuota
 from .media.fetcher import Fetcher
+from .memory import MemoryBudget
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings
@@ -32,6 +33,7 @@ class Gateway:
     auth: Authenticator
     limits: TeamLimiter
     quota: UpstreamQuota
+    memory: MemoryBudget
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     floats: VectorText = field(init=False)

@@ -18,6 +18,7 @@ from conftest import RedisServer, stop
 from app.bypass import Bypass
 from app.cache.memory import MemoryCache
 from app.cache.redis import RedisCache
+from app.redislink import single
 
 LOGGER = "embedding_gateway.breaker"
 
@@ -62,12 +63,12 @@ def test_breaker_opens_for_retry_after_and_logs_once_per_change(caplog: pytest.L
 
 @pytest_asyncio.fixture
 async def cache(redis_server: RedisServer) -> AsyncIterator[tuple[RedisCache, str]]:
-    c = RedisCache.from_url(redis_server.url, ttl_s=120, timeout_s=0.25, retry_after_s=1.0)
+    c = RedisCache(single(redis_server.url, 0.25, 8), ttl_s=120, timeout_s=0.25, retry_after_s=1.0)
     prefix = f"test-cache-{uuid.uuid4().hex}:"
     yield c, prefix
-    keys = [k async for k in c.client.scan_iter(match=prefix + "*")]
+    keys = [k async for k in c.link.client.scan_iter(match=prefix + "*")]
     if keys:
-        await c.client.delete(*keys)
+        await c.link.client.delete(*keys)
     await c.close()
 
 
@@ -79,8 +80,8 @@ async def test_redis_round_trip_with_ttl_and_float32_bytes(cache: tuple[RedisCac
     assert await c.get_many(keys) == [*vectors.values(), None]
     assert await c.get_many([]) == []
     for key in vectors:
-        assert 110 <= await c.client.ttl(key) <= 120
-        assert await c.client.strlen(key) == 4 * 8
+        assert 110 <= await c.link.client.ttl(key) <= 120
+        assert await c.link.client.strlen(key) == 4 * 8
     assert await c.ping()
 
 
@@ -111,7 +112,7 @@ async def test_paused_redis_costs_one_timeout_then_is_skipped_and_recovers(
     own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger=LOGGER)
-    c = RedisCache.from_url(own_redis.url, ttl_s=60, timeout_s=0.25, retry_after_s=1.0)
+    c = RedisCache(single(own_redis.url, 0.25, 8), ttl_s=60, timeout_s=0.25, retry_after_s=1.0)
     try:
         await c.set_many([("k1", b"v1")])
         assert await c.get_many(["k1"]) == [b"v1"]
@@ -143,7 +144,7 @@ async def test_paused_redis_costs_one_timeout_then_is_skipped_and_recovers(
 
 
 async def test_dead_redis_is_a_fast_miss(own_redis: RedisServer) -> None:
-    c = RedisCache.from_url(own_redis.url, ttl_s=60, timeout_s=0.25, retry_after_s=0.2)
+    c = RedisCache(single(own_redis.url, 0.25, 8), ttl_s=60, timeout_s=0.25, retry_after_s=0.2)
     try:
         await c.set_many([("k1", b"v1")])
         stop(own_redis.proc)

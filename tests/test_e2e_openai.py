@@ -161,7 +161,7 @@ def test_models_health_and_readiness(gateway_redis: Gateway) -> None:
     ready = httpx.get(gateway_redis.url + "/readyz")
     assert ready.status_code == 200
     body = ready.json()
-    assert body["cache"] == {"backend": "redis", "ok": True}
+    assert body["cache"] == {"backend": "redis", "ok": True, "shared": True, "redis": "single"}
     assert set(body["upstreams"]) == {"dashscope", "openai"}
     assert UPSTREAM_KEY not in ready.text and "redis://" not in ready.text
 

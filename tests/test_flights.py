@@ -136,11 +136,12 @@ def test_leases_against_a_real_redis(redis_server: RedisServer) -> None:
 
     from app.bypass import Bypass
     from app.flights.leases import RedisLeases
+    from app.redislink import single
 
     async def go() -> None:
         client = aioredis.Redis.from_url(redis_server.url)
-        a = RedisLeases(client, Bypass("redis", 1.0, None), 1.0)
-        b = RedisLeases(client, Bypass("redis", 1.0, None), 1.0)
+        a = RedisLeases(single(redis_server.url, 1.0, 4), Bypass("redis", 1.0, None), 1.0)
+        b = RedisLeases(single(redis_server.url, 1.0, 4), Bypass("redis", 1.0, None), 1.0)
         run = uuid.uuid4().hex
         fresh, cached = f"t:{run}:fresh", f"t:{run}:cached"
         await client.set(cached, b"vector")

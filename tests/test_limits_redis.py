@@ -19,11 +19,13 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from app.bypass import Bypass
+from app.limits.census import Census
 from app.limits.failover import Limits
 from app.limits.local import LocalStore
 from app.limits.shared import RedisStore, open_client
 from app.limits.store import StoreUnavailable, Ticket
 from app.limits.window import DAY_US, US, Pace, TeamQuota
+from app.redislink import RedisLink
 from app.settings import LimitFailurePolicy
 
 WINDOW_S = 60.0
@@ -133,10 +135,11 @@ async def test_decisions_use_the_redis_clock_and_one_cluster_slot(redis_server: 
         # Every key of one team (and of one upstream account) hashes to one Redis Cluster slot.
         assert len({key_slot(k.encode()) for k in store.team_keys("team-a")}) == 1
         assert "{" in store.account_key("dashscope:text-embedding-v4")
-        assert await store.client.zcard(store.team_keys("team-a")[0]) == 1
-        assert await store.client.zcard(store.team_keys("team-a")[2]) == 1
+        state = await store.client.hgetall(store.team_keys("team-a")[0])
+        assert list(state.values()) == [b"1:10"]  # one bucket: one request, its 10 tokens
+        assert await store.client.zcard(store.team_keys("team-a")[1]) == 1
         # Limit state expires on its own once idle (no key outlives its window, lease or day).
-        assert 0 < await store.client.pttl(store.team_keys("team-a")[0]) <= 61_000
+        assert 0 < await store.client.pttl(store.team_keys("team-a")[0]) <= 62_000
     finally:
         await store.close()
 
@@ -149,7 +152,8 @@ def failover(url: str, policy: LimitFailurePolicy, shares: int = 2) -> Limits:
         open_client(url, 0.2), namespace="fo" + uuid.uuid4().hex[:8], window_s=60, lease_s=60, timeout_s=0.2
     )
     local = LocalStore(window_s=60, lease_s=60)
-    return Limits(shared, local, shares=shares, policy=policy, breaker=Bypass("redis limits", 0.5, None))
+    census = Census(None, namespace="fo", floor=shares, interval_s=1.0)
+    return Limits(shared, local, census=census, policy=policy, breaker=Bypass("redis limits", 0.5, None))
 
 
 async def test_paused_redis_local_policy_divides_and_never_hangs(
@@ -184,7 +188,7 @@ async def test_paused_redis_local_policy_divides_and_never_hangs(
     assert again.store == "redis" and again.verdict.ok
     assert again.verdict.requests == 2  # the paused attempts reached Redis late and charged nothing
     await asyncio.sleep(0.2)  # the queued finish is flushed
-    lease_key = limits.shared.team_keys("t")[2]  # type: ignore[union-attr]
+    lease_key = limits.shared.team_keys("t")[1]  # type: ignore[union-attr]
     assert await limits.shared.client.zscore(lease_key, "before") is None  # type: ignore[union-attr]
     assert sum("available again" in r.getMessage() for r in caplog.records) == 1
     await limits.close()
@@ -224,7 +228,7 @@ async def test_a_stalled_store_raises_within_its_timeout(own_redis: RedisServer)
         own_redis.resume()
         await store.close()
     unreachable = RedisStore(
-        aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2),
+        RedisLink(aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2), cluster=False, where="x"),
         namespace="st",
         window_s=60,
         lease_s=60,

@@ -4,6 +4,11 @@ The key hashes everything that decides the vector: the upstream, the upstream's 
 every forwarded option (sorted), the item's modality and its identity (text, URL string, or the SHA-256 of
 decoded media bytes). Bump KEY_VERSION whenever what goes into the hash changes meaning: old entries then
 simply stop matching and age out by their TTL.
+
+The hash is a Redis Cluster hash tag (`NS:v2:{HEX}`): the vector key and its lease (`NS:v2:{HEX}:lease`)
+share one slot, so the lease script can check the vector and take the lease atomically on a cluster too.
+Version 2 introduced the tag: vectors cached under `v1` keys are simply missed (fetched again once) and
+expire by their TTL.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import orjson
 from ..items import Item
 from ..params import Params
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 
 
 class KeyMaker:
@@ -26,7 +31,9 @@ class KeyMaker:
 
     def __init__(self, namespace: str, upstream: str, upstream_model: str, params: Params) -> None:
         head = [KEY_VERSION, upstream, upstream_model, params.dimension, sorted(params.options.items())]
-        self._base = hashlib.blake2b(orjson.dumps(head), digest_size=20)
+        # Sorted keys: an option's value may be an object (a forwarded DashScope parameter), whose key order
+        # does not change the vector.
+        self._base = hashlib.blake2b(orjson.dumps(head, option=orjson.OPT_SORT_KEYS), digest_size=20)
         self._prefix = f"{namespace}:v{KEY_VERSION}:"
 
     def key(self, item: Item) -> str:
@@ -34,7 +41,7 @@ class KeyMaker:
         h.update(item.modality.encode())
         h.update(b"\0")
         h.update(item.identity)
-        return self._prefix + h.hexdigest()
+        return f"{self._prefix}{{{h.hexdigest()}}}"
 
     def keys(self, items: Sequence[Item]) -> list[str]:
         return [self.key(it) for it in items]

@@ -1,18 +1,17 @@
-"""RedisCache: vectors in Redis, a request's keys read with one MGET, new vectors written with one pipelined
-SET EX. A Redis that fails or stalls costs at most `timeout_s` once: the cache then stands aside (every
-read a miss, writes dropped) for `retry_after_s` (see bypass.py), and requests keep being answered from
-the upstream."""
+"""RedisCache: vectors in Redis (a single server, a Redis Cluster or a Sentinel master: see redislink.py), a
+request's keys read with one MGET (one per slot on a cluster, pipelined per node), new vectors written with
+one pipelined SET EX. A Redis that fails or stalls costs at most `timeout_s` once: the cache then stands
+aside (every read a miss, writes dropped) for `retry_after_s` (see bypass.py), and requests keep being
+answered from the upstream."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from ..bypass import Bypass
 from ..metrics import Metrics
+from ..redislink import FAILURES, RedisLink, cause
 
 
 class RedisCache:
@@ -20,14 +19,14 @@ class RedisCache:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        link: RedisLink,
         *,
         ttl_s: int,
         timeout_s: float,
         retry_after_s: float,
         metrics: Metrics | None = None,
     ) -> None:
-        self.client = client
+        self.link = link
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self.metrics = metrics
@@ -36,31 +35,17 @@ class RedisCache:
             for op in ("read", "write"):
                 metrics.redis_errors.labels(op)
 
-    @classmethod
-    def from_url(
-        cls, url: str, *, ttl_s: int, timeout_s: float, retry_after_s: float, metrics: Metrics | None = None
-    ) -> RedisCache:
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            max_connections=256,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
-        return cls(client, ttl_s=ttl_s, timeout_s=timeout_s, retry_after_s=retry_after_s, metrics=metrics)
-
     def _failed(self, op: str, exc: BaseException) -> None:
         if self.metrics:
             self.metrics.redis_errors.labels(op).inc()
-        self.breaker.failed(type(exc).__name__)
+        self.breaker.failed(cause(exc))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys or not self.breaker.allows:
             return [None] * len(keys)
         try:
-            values = await asyncio.wait_for(self.client.mget(keys), self.timeout_s)
-        except (TimeoutError, RedisError, OSError) as exc:
+            values = await asyncio.wait_for(self.link.mget(keys), self.timeout_s)
+        except FAILURES as exc:
             self._failed("read", exc)
             return [None] * len(keys)
         self.breaker.succeeded()
@@ -69,21 +54,29 @@ class RedisCache:
     async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         if not entries or not self.breaker.allows:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for k, v in entries:
-            pipe.set(k, v, ex=self.ttl_s)
         try:
-            await asyncio.wait_for(pipe.execute(), self.timeout_s)
-        except (TimeoutError, RedisError, OSError) as exc:
+            await asyncio.wait_for(self.link.set_many(entries, self.ttl_s), self.timeout_s)
+        except FAILURES as exc:
             self._failed("write", exc)
             return
         self.breaker.succeeded()
 
     async def ping(self) -> bool:
         try:
-            return bool(await asyncio.wait_for(self.client.ping(), self.timeout_s))
-        except (TimeoutError, RedisError, OSError):
+            ok = await asyncio.wait_for(self.link.ping(), self.timeout_s)
+        except FAILURES as exc:
+            self.link.down_cause = cause(exc)
             return False
+        self.link.down_cause = None
+        return ok
+
+    async def shared(self) -> bool:
+        """Whether the cache is in use right now (not stood aside after a failure). Stood aside and due for
+        a new try: one read of a key tells whether it is back (and closes the bypass if so)."""
+        if self.breaker.is_open and self.breaker.allows:
+            await self.link.recheck()
+            await self.get_many(["readyz-probe"])
+        return not self.breaker.is_open
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.link.close()

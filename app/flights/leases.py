@@ -16,11 +16,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from ..bypass import Bypass
 from ..cache.tickbatch import TickBatcher
+from ..redislink import FAILURES, RedisLink, cause
 
 CLAIM = """
 local out = {}
@@ -37,11 +35,12 @@ end
 return out
 """
 RELEASE = """
-local n = 0
+local out = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then n = n + redis.call('DEL', key) end
+  out[i] = 0
+  if redis.call('GET', key) == ARGV[1] then out[i] = redis.call('DEL', key) end
 end
-return n
+return out
 """
 
 
@@ -77,13 +76,11 @@ class LocalLeases:
 class RedisLeases:
     shared = True
 
-    def __init__(self, client: aioredis.Redis, breaker: Bypass, timeout_s: float) -> None:
-        self.client = client
+    def __init__(self, link: RedisLink, breaker: Bypass, timeout_s: float) -> None:
+        self.link = link
         self.breaker = breaker
         self.timeout_s = timeout_s
         self.token = uuid.uuid4().hex
-        self._claim = client.register_script(CLAIM)
-        self._release = client.register_script(RELEASE)
         self._claims: dict[int, TickBatcher[str, bytes | int]] = {}
 
     async def claim(self, keys: Sequence[str], ttl_s: float) -> tuple[set[str], dict[str, bytes]]:
@@ -99,9 +96,9 @@ class RedisLeases:
 
     async def _claim_now(self, keys: list[str], px: int) -> list[bytes | int]:
         try:
-            answers = await asyncio.wait_for(self._claim(keys=keys, args=[self.token, px]), self.timeout_s)
-        except (TimeoutError, RedisError, OSError) as exc:
-            self.breaker.failed(type(exc).__name__)
+            answers = await asyncio.wait_for(self.link.eval_by_slot(CLAIM, keys, [self.token, px]), self.timeout_s)
+        except FAILURES as exc:
+            self.breaker.failed(cause(exc))
             return [1] * len(keys)
         return list(answers)
 
@@ -109,9 +106,9 @@ class RedisLeases:
         if not keys or not self.breaker.allows:
             return set()
         try:
-            values = await asyncio.wait_for(self.client.mget([lease_key(k) for k in keys]), self.timeout_s)
-        except (TimeoutError, RedisError, OSError) as exc:
-            self.breaker.failed(type(exc).__name__)
+            values = await asyncio.wait_for(self.link.mget([lease_key(k) for k in keys]), self.timeout_s)
+        except FAILURES as exc:
+            self.breaker.failed(cause(exc))
             return set()
         return {k for k, v in zip(keys, values, strict=True) if v is not None}
 
@@ -119,6 +116,7 @@ class RedisLeases:
         if not keys or not self.breaker.allows:
             return
         try:
-            await asyncio.wait_for(self._release(keys=[lease_key(k) for k in keys], args=[self.token]), self.timeout_s)
-        except (TimeoutError, RedisError, OSError) as exc:
-            self.breaker.failed(type(exc).__name__)
+            release = self.link.eval_by_slot(RELEASE, [lease_key(k) for k in keys], [self.token])
+            await asyncio.wait_for(release, self.timeout_s)
+        except FAILURES as exc:
+            self.breaker.failed(cause(exc))

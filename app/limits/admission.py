@@ -20,6 +20,8 @@ WHAT = {
     "concurrency": "concurrent requests",
     "daily_tokens": "tokens per day",
 }
+# DashScope's codes for what ran out (upstream-contracts.md 1.4); requests and concurrency: RateLimited's own.
+DASHSCOPE_CODES = {"tokens": "Throttling.AllocationQuota", "daily_tokens": "Throttling.AllocationQuota"}
 
 
 UNLIMITED = TeamQuota()
@@ -56,6 +58,7 @@ class Admission:
         raise RateLimited(
             f"team {self.team.name}: limit of {limit} {WHAT[kind]}{per} reached; retry after the Retry-After delay",
             retry_after=v.retry_us / US,
+            dashscope_code=DASHSCOPE_CODES.get(kind),
         )
 
     async def __aenter__(self) -> Admission:
@@ -77,8 +80,8 @@ class TeamLimiter:
         self.window_s = window_s
 
     def status(self) -> dict[str, object]:
-        """For /readyz: where decisions are made, and whether they are shared right now."""
-        return {"backend": self.limits.backend, "shared": self.limits.shared is not None and self.limits.breaker.allows}
+        """For /readyz: where decisions are made, whether they are shared right now, and if not, why."""
+        return self.limits.status()
 
     async def admit(self, team: Team | None, est: int) -> Admission:
         adm = Admission(self, team, est)

@@ -1,10 +1,13 @@
 """Limits: every decision goes to Redis while it answers, and follows the failure policy while it does not.
 
-While Redis fails (a timeout, an error, a late reply) the breaker keeps requests off it for
-`limits_retry_after_s` at a time, logging once per state change. Each kind of limit then follows its
-policy: `local` enforces it in this process with the limit DIVIDED by the number of processes sharing
-it (replicas x workers), so that together they stay within it; `open` lets requests through; `closed`
-refuses them (503). Reservations made in Redis before the failure are finished once it is back.
+While Redis answers, every decision is Redis's: a slow reply is waited for (`limits_timeout_s`). While
+Redis fails (a timeout, an error) the breaker keeps requests off it for `limits_retry_after_s` at a time,
+logging once per state change. Each kind of limit then follows its policy: `local` enforces it in this
+process with the limit DIVIDED by the number of live processes sharing it (the census: heartbeats in
+Redis, learnt while it answered; at least REPLICAS x workers), so that together they stay within it;
+`open` lets requests through; `closed` refuses them (503). A decision that reached Redis only past its
+deadline every time (this process too busy, not Redis) follows the policy alone, without the breaker.
+Reservations made in Redis before the failure are finished once it is back.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from dataclasses import dataclass
 
 from ..bypass import Bypass
 from ..settings import LimitFailurePolicy
+from .census import Census
 from .local import LocalStore
-from .store import LimitStore, StoreUnavailable, Ticket
+from .store import LimitStore, StoreLate, StoreUnavailable, Ticket
 from .window import US, Grant, Pace, TeamQuota, Verdict
 
 log = logging.getLogger("embedding_gateway.limits")
@@ -38,13 +42,14 @@ class Limits:
         shared: LimitStore | None,
         local: LocalStore,
         *,
-        shares: int,
+        census: Census,
         policy: LimitFailurePolicy,
         breaker: Bypass,
     ) -> None:
         self.shared = shared
         self.local = local
-        self.shares = shares
+        self.census = census
+        census.answered = self._succeeded  # a heartbeat Redis answered: decisions are shared again
         self.policy = policy
         self.breaker = breaker
         self._pending: deque[tuple[Ticket, int]] = deque(maxlen=MAX_PENDING)
@@ -54,8 +59,24 @@ class Limits:
     def backend(self) -> str:
         return "local" if self.shared is None else self.shared.name
 
+    def status(self) -> dict[str, object]:
+        shared = self.shared is not None and not self.breaker.is_open
+        out: dict[str, object] = {"backend": self.backend, "shared": shared, "processes": self.census.live}
+        if self.census.link is not None:
+            out["redis"] = self.census.link.kind
+            if not shared:
+                out["cause"] = self.breaker.last_cause or self.census.link.down_cause
+        if not shared:
+            out["divided_by"] = self.shares
+        return out
+
+    @property
+    def shares(self) -> int:
+        return self.census.shares
+
     def _failed(self, exc: StoreUnavailable) -> None:
-        self.breaker.failed(str(exc))
+        if not isinstance(exc, StoreLate):
+            self.breaker.failed(str(exc))
 
     def _succeeded(self) -> None:
         self.breaker.succeeded()
@@ -78,7 +99,9 @@ class Limits:
     async def start(self) -> None:
         """Reach Redis once at start: learn its clock, and say at once if it does not answer."""
         if self.shared is not None and not await self.shared.sync_clock():
-            self.breaker.failed("no answer at start")
+            link = self.census.link
+            self.breaker.failed((link.down_cause if link is not None else None) or "no answer at start")
+        await self.census.start()
 
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Decision:
         if self.shared is None:
@@ -153,6 +176,7 @@ class Limits:
     async def close(self) -> None:
         if self._flushing is not None:
             self._flushing.cancel()
+        await self.census.close()
         if self.shared is not None:
             await self.shared.close()
         await self.local.close()

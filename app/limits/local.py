@@ -39,7 +39,14 @@ class LocalStore:
     async def finish(self, ticket: Ticket, billed: int) -> tuple[int, int, int]:
         w = self._teams[ticket.team]
         return window.finish(
-            w, now=self.clock(), window=self.window, rid=ticket.rid, est=ticket.est, day=ticket.day, billed=billed
+            w,
+            now=self.clock(),
+            window=self.window,
+            rid=ticket.rid,
+            est=ticket.est,
+            at=ticket.at_us,
+            day=ticket.day,
+            billed=billed,
         )
 
     async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant:

@@ -1,56 +1,47 @@
 """The Redis limit store: every decision is one Lua script (see the .lua files beside this module), run
 atomically on Redis's clock, so that replicas with skewed clocks still decide alike.
 
-Keys carry a hash tag per team (`{eg:team:NAME}:log|meta|lease`) and per upstream account
+Keys carry a hash tag per team (`{eg:team:NAME}:meta|lease`) and per upstream account
 (`{eg:quota:UPSTREAM:MODEL}`): every script touches one Redis Cluster slot. The state must never be
 evicted (use a Redis, or a database, with `maxmemory-policy noeviction`; see docs/limits.md).
 
-Each call is bounded by `timeout_s` (socket timeouts plus a wait_for) and never retried: a decision is
-not idempotent. Each call also carries a deadline in Redis time (half the timeout after it was sent, on
-Redis's clock as learnt from earlier replies), so a script that Redis reaches only after the caller gave
-up (a stalled or paused server) charges nothing; a script that finds its deadline passed answers "late",
-which counts as a failure.
+While Redis answers, a decision waits for its reply within the request's budget (`budget_s`): a slow reply,
+from a busy Redis or from this process's own busy event loop, is waited for, not replaced by a local
+decision. Redis counts as failing when it errs, or when no reply at all (to any decision of this process)
+came back within `timeout_s` while this one waited: a stalled server, not a slow process. Each call
+carries a deadline in Redis time (half of `timeout_s` after it was sent, on Redis's clock as learnt from
+earlier replies), so a script that Redis reaches only after the caller may have given up (a stalled or
+paused server) charges nothing. A script that finds its deadline passed charged nothing and answers
+"late": it is sent again while the budget lasts. A call that failed or was abandoned is never retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
-
+from ..redislink import FAILURES, RedisLink, cause, single
 from .local import wall_clock_us
-from .store import StoreUnavailable, Ticket
+from .store import StoreLate, StoreUnavailable, Ticket
 from .window import US, Grant, Pace, TeamQuota, Verdict
 
 SCRIPTS = ("team_admit", "team_finish", "quota_reserve", "quota_adjust")
 
 
 def script_source(name: str) -> str:
-    """The script `name` with clock.lua (its `now` and stale check) in front."""
+    """The script `name` with clock.lua (its `now` and stale check) in front, and for the team scripts
+    buckets.lua (a team's counters per bucket)."""
     files = resources.files(__package__)
-    return files.joinpath("clock.lua").read_text() + files.joinpath(f"{name}.lua").read_text()
+    parts = ["clock.lua", "buckets.lua", f"{name}.lua"] if name.startswith("team_") else ["clock.lua", f"{name}.lua"]
+    return "".join(files.joinpath(part).read_text() for part in parts)
 
 
-def open_client(url: str, timeout_s: float, max_connections: int = 64) -> aioredis.Redis:
-    """A blocking pool: past `max_connections` decisions in flight, a decision waits for a connection
-    (within its timeout) instead of failing, which would wrongly count as Redis failing."""
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=timeout_s,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-    )
-    return aioredis.Redis.from_pool(pool)
+def open_client(url: str, timeout_s: float, max_connections: int = 64) -> RedisLink:
+    """A single server's link, without asking it anything (tests; the gateway uses redislink.connect)."""
+    return single(url, timeout_s, max_connections)
 
 
 class RedisStore:
@@ -58,26 +49,29 @@ class RedisStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        link: RedisLink,
         *,
         namespace: str,
         window_s: float,
         lease_s: float,
         timeout_s: float,
+        budget_s: float | None = None,
         clock: Callable[[], int] | None = None,
     ) -> None:
-        self.client = client
+        self.link = link
+        self.client = link.client
         self.namespace = namespace
         self.window = round(window_s * US)
         self.lease = round(lease_s * US)
         self.timeout_s = timeout_s
+        self.budget_s = max(budget_s or timeout_s, timeout_s)
         self.clock = clock  # tests only: decisions then use this clock instead of Redis TIME
-        self._scripts: dict[str, AsyncScript] = {n: client.register_script(script_source(n)) for n in SCRIPTS}
+        self._scripts = {n: script_source(n) for n in SCRIPTS}
         self._offset: int | None = None  # Redis time minus this process's time, learnt from replies
 
     def team_keys(self, team: str) -> list[str]:
         tag = f"{{{self.namespace}:team:{team}}}"
-        return [f"{tag}:log", f"{tag}:meta", f"{tag}:lease"]
+        return [f"{tag}:meta", f"{tag}:lease"]
 
     def account_key(self, account: str) -> str:
         return f"{{{self.namespace}:quota:{account}}}"
@@ -87,8 +81,9 @@ class RedisStore:
             return [self.clock(), 0]
         if self._offset is None:
             return ["", 0]
-        # Redis must run the script within half the timeout: the other half covers the reply's way back
-        # and an overestimated offset, so a script that runs is one whose reply the caller still awaits.
+        # Redis must run the script within half the stall timeout: the caller waits at least the whole of
+        # it, so a script that runs is one whose reply the caller still awaits (the other half covers the
+        # reply's way back and an overestimated offset). Later, it charges nothing and answers "late".
         return ["", sent + self._offset + round(self.timeout_s * US / 2)]
 
     def _learn(self, redis_now: int, sent: int) -> None:
@@ -99,23 +94,39 @@ class RedisStore:
             self._offset = redis_now - sent
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[list[Any], int]:
-        sent = wall_clock_us()
+        end = time.monotonic() + self.budget_s
+        while time.monotonic() < end:
+            sent = wall_clock_us()
+            call = self.link.run(self._scripts[name], keys, [*self._clock_args(sent), *args])
+            reply = await self._await(asyncio.ensure_future(call), end)
+            if not isinstance(reply, list) or not reply:
+                raise StoreUnavailable("unexpected reply")
+            if reply[0] != -1:
+                return reply, sent
+        raise StoreLate("late")  # Redis answered every time, but never within this process's deadline
+
+    async def _await(self, call: asyncio.Future[Any], end: float) -> Any:
+        """The reply, waited for in slices of `timeout_s` while Redis keeps answering (some reply came back
+        during the slice) and the budget lasts; otherwise Redis counts as failing."""
         try:
-            reply = await asyncio.wait_for(
-                self._scripts[name](keys=keys, args=[*self._clock_args(sent), *args]), self.timeout_s
-            )
-        except (TimeoutError, RedisError, OSError) as exc:
-            raise StoreUnavailable(type(exc).__name__) from None
-        if not isinstance(reply, list) or not reply or reply[0] == -1:
-            raise StoreUnavailable("late")
-        return reply, sent
+            while True:
+                start = time.monotonic()
+                try:
+                    return await asyncio.wait_for(asyncio.shield(call), max(0.0, min(self.timeout_s, end - start)))
+                except TimeoutError:
+                    if self.link.last_reply < start or time.monotonic() >= end:
+                        raise
+        except FAILURES as exc:
+            call.cancel()
+            raise StoreUnavailable(cause(exc)) from None
 
     async def sync_clock(self) -> bool:
         """Learn Redis's clock before the first decision, so that even that one carries a deadline."""
         sent = wall_clock_us()
         try:
-            seconds, micros = await asyncio.wait_for(self.client.time(), self.timeout_s)
-        except (TimeoutError, RedisError, OSError):
+            async with self.link.room():
+                seconds, micros = await asyncio.wait_for(self.client.time(), self.timeout_s)
+        except FAILURES:
             return False
         self._learn(seconds * US + micros, sent)
         return True
@@ -152,4 +163,4 @@ class RedisStore:
         await self._run("quota_adjust", [self.account_key(account)], [repr(pace.token_us), delta_tokens])
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.link.close()

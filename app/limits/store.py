@@ -13,6 +13,11 @@ class StoreUnavailable(Exception):
     """The store did not decide in time (or failed): the caller applies its failure policy."""
 
 
+class StoreLate(StoreUnavailable):
+    """The store answers, but every attempt reached it past its deadline (charging nothing): this process is
+    too slow, not the store, so this one decision follows the failure policy and the store stays in use."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ticket:
     """An admitted request's reservation: what `finish` needs to free and correct it."""

@@ -2,10 +2,11 @@
 
 Observe (observe.py) makes it as a request comes in and keeps it in the ASGI scope under `SCOPE_KEY`; a
 route (or an error handler, or another front layer) reaches it with `exchange_of(scope)`. The route fills
-it: the caller's team (auth), the response headers it adds (the rate-limit headers, which go on every
-response, errors included) and the fields of the log line (model, items, hits, misses, tokens, and
-upstream_s, the time spent waiting on the upstream, which the overhead histogram subtracts). Observe
-reads it back when the response starts (headers) and when it ends (metrics, log line).
+it: the caller's team (auth), its lease on the memory budget (bodies, fetched media: app/memory.py), the
+response headers it adds (the rate-limit headers, which go on every response, errors included) and the
+fields of the log line (model, items, hits, misses, tokens, and upstream_s, the time spent waiting on the
+upstream, which the overhead histogram subtracts). Observe reads it back when the response starts
+(headers) and when it ends (metrics, log line, the lease released).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Scope
+
+if TYPE_CHECKING:
+    from ...memory import Lease
 
 SCOPE_KEY = "gateway.exchange"
 
@@ -31,6 +35,7 @@ class Exchange:
     misses: int = 0
     tokens: int = 0
     upstream_s: float = 0.0
+    lease: Lease | None = None  # the request's share of the memory budget, released when it ends
 
     def log_fields(self, line: dict[str, Any]) -> None:
         """Add this request's fields to its log line (never inputs, vectors or keys)."""

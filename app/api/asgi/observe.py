@@ -94,6 +94,8 @@ class Observe:
         finally:
             elapsed = time.perf_counter() - t0
             m.in_flight.dec()
+            if exchange.lease is not None:  # the bytes the request held from the memory budget (app/memory.py)
+                exchange.lease.release()
             team = exchange.team
             m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)).inc()
             m.child(m.request_duration, route).observe(elapsed)
