@@ -49,8 +49,9 @@ from .teams_reload import watch_teams
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
-from .upstreams.caller import GuardedUpstreams, UpstreamCaller
+from .upstreams.caller import UpstreamCaller
 from .upstreams.dashscope import DashScopeUpstream
+from .upstreams.fleet import Fleet
 from .upstreams.guard import Guard, RetryPolicy
 from .upstreams.http import HttpClient
 from .upstreams.local_model import LocalModelUnavailable
@@ -198,7 +199,7 @@ def plan(settings: Settings) -> Plan:
         CollectorRegistry(), models=catalog.names(), upstreams=configs, teams=teams, multiprocess_dir=multiprocess_dir()
     )
     for spec in catalog:
-        metrics.init_model(spec.upstream, spec.name, spec.modalities)
+        metrics.init_model([d.upstream for d in spec.deployments], spec.name, spec.modalities)
     keys = {name: cfg.keys for name, cfg in settings.teams.items()}
     auth = Authenticator(teams, keys, required=settings.gateway_auth == "required")
     return Plan(settings, configs, catalog, teams, metrics, auth)
@@ -210,7 +211,7 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     one close raising does not keep the others from running."""
     s, metrics = p.settings, p.metrics
     adapters: dict[str, Upstream] = {}
-    for name in sorted({spec.upstream for spec in p.catalog}):
+    for name in sorted({d.upstream for spec in p.catalog for d in spec.deployments}):
         adapters[name] = adapter = open_upstream(name, p.configs[name], s)
         stack.push_async_callback(adapter.close)
     cache = await open_cache(s, metrics)
@@ -222,9 +223,12 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
         limits, metrics, window_s=s.limits_window_s, slack_s=s.upstream_quota_slack_s, max_wait_s=s.upstream_queue_s
     )
     guards = {name: open_guard(name, p.configs[name], s, metrics) for name in adapters}
-    upstreams = GuardedUpstreams(adapters, guards, metrics, gate=quota)
+    identities = {name: p.configs[name].identity() for name in adapters}
+    upstreams = Fleet(adapters, guards, metrics, quota, identities=identities)
     flights = open_flights(cache, upstreams, s, metrics)
-    service = EmbeddingService(cache, flights, metrics, namespace=s.cache_namespace, deadline_s=s.request_deadline_s)
+    service = EmbeddingService(
+        cache, flights, metrics, namespace=s.cache_namespace, deadline_s=s.request_deadline_s, route=upstreams.identity
+    )
     stack.push_async_callback(service.close)
     fetcher = open_fetcher(s, metrics)
     if fetcher is not None:

@@ -21,7 +21,7 @@ from app.catalog import ModelSpec
 from app.cli import prepare_metrics_dir
 from app.errors import RateLimited, UpstreamFailed, UpstreamTimeout
 from app.items import text_item
-from app.metrics import LIMITS, Metrics
+from app.metrics import FAILOVER_REASONS, LIMITS, Metrics
 from app.params import Params
 from app.service import EmbedRequest
 from app.settings import MULTIPROC_ENV
@@ -51,7 +51,7 @@ def test_label_values_come_only_from_configuration() -> None:
 def test_series_that_alerts_divide_by_exist_at_zero_from_the_start() -> None:
     m = Metrics(CollectorRegistry(), models=["m1"], upstreams=["dashscope"], teams=["search"])
     m.init_routes(["openai"])
-    m.init_model("dashscope", "m1", ["text", "image"])
+    m.init_model(["dashscope"], "m1", ["text", "image"])
     text = m.exposition()
     rejections = values(text, "gateway_ratelimit_rejections_total")
     assert set(rejections) == {(("limit", lim), ("team", t)) for lim in LIMITS for t in ("search", "anonymous")}
@@ -62,6 +62,8 @@ def test_series_that_alerts_divide_by_exist_at_zero_from_the_start() -> None:
         (("model", "m1"), ("status", s), ("upstream", "dashscope")) for s in ("200", "429")
     }
     assert len(values(text, "gateway_items_total")) == 4
+    failovers = values(text, "gateway_upstream_failovers_total")
+    assert {dict(k)["reason"] for k in failovers} == set(FAILOVER_REASONS) and set(failovers.values()) == {0.0}
 
 
 def test_upstream_status_label_is_the_upstreams_own() -> None:
