@@ -16,6 +16,7 @@ from . import errors, masking, tokentext
 from .api import dashscope, docs, openai, ops
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
+from .api.asgi.front import Fronted
 from .auth import Authenticator
 from .bypass import Bypass
 from .cache.hot import HotCache
@@ -48,8 +49,9 @@ from .teams_reload import watch_teams
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
-from .upstreams.caller import GuardedUpstreams, UpstreamCaller
+from .upstreams.caller import UpstreamCaller
 from .upstreams.dashscope import DashScopeUpstream
+from .upstreams.fleet import Fleet
 from .upstreams.guard import Guard, RetryPolicy
 from .upstreams.http import HttpClient
 from .upstreams.local_model import LocalModelUnavailable
@@ -197,7 +199,7 @@ def plan(settings: Settings) -> Plan:
         CollectorRegistry(), models=catalog.names(), upstreams=configs, teams=teams, multiprocess_dir=multiprocess_dir()
     )
     for spec in catalog:
-        metrics.init_model(spec.upstream, spec.name, spec.modalities)
+        metrics.init_model([d.upstream for d in spec.deployments], spec.name, spec.modalities)
     keys = {name: cfg.keys for name, cfg in settings.teams.items()}
     auth = Authenticator(teams, keys, required=settings.gateway_auth == "required")
     return Plan(settings, configs, catalog, teams, metrics, auth)
@@ -209,7 +211,7 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     one close raising does not keep the others from running."""
     s, metrics = p.settings, p.metrics
     adapters: dict[str, Upstream] = {}
-    for name in sorted({spec.upstream for spec in p.catalog}):
+    for name in sorted({d.upstream for spec in p.catalog for d in spec.deployments}):
         adapters[name] = adapter = open_upstream(name, p.configs[name], s)
         stack.push_async_callback(adapter.close)
     cache = await open_cache(s, metrics)
@@ -221,9 +223,12 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
         limits, metrics, window_s=s.limits_window_s, slack_s=s.upstream_quota_slack_s, max_wait_s=s.upstream_queue_s
     )
     guards = {name: open_guard(name, p.configs[name], s, metrics) for name in adapters}
-    upstreams = GuardedUpstreams(adapters, guards, metrics, gate=quota)
+    identities = {name: p.configs[name].identity() for name in adapters}
+    upstreams = Fleet(adapters, guards, metrics, quota, identities=identities)
     flights = open_flights(cache, upstreams, s, metrics)
-    service = EmbeddingService(cache, flights, metrics, namespace=s.cache_namespace, deadline_s=s.request_deadline_s)
+    service = EmbeddingService(
+        cache, flights, metrics, namespace=s.cache_namespace, deadline_s=s.request_deadline_s, route=upstreams.identity
+    )
     stack.push_async_callback(service.close)
     fetcher = open_fetcher(s, metrics)
     if fetcher is not None:
@@ -277,7 +282,7 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     p = plan(settings or Settings())
-    app = fastpath.Fronted(
+    app = Fronted(
         title="embedding-gateway",
         version="0.1.0",
         description="Embeddings of text, images and video behind the OpenAI and DashScope wire formats.",
@@ -289,7 +294,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.uploads)
     app.include_router(ops.router)
     docs.install(app, p.catalog.names())
-    app.add_front(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))
+    fast = fastpath.routes_of(app, FAST_PATHS)
+    for path in sorted(set(FAST_PATHS) - set(fast)):
+        log.warning("POST %s is served by FastAPI's routing, not the fast path (it declares dependencies)", path)
+    app.add_front(fastpath.FastPath, routes=fast, handlers=app.exception_handlers)
     app.add_front(CloseWhenDraining)
     app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
     app.add_front(observe.Observe, metrics=p.metrics)  # outermost: ids, logs and counts every request

@@ -34,6 +34,9 @@ FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
+FAILOVER_REASONS = ("throttled", "failed", "timeout", "circuit_open", "invalid_answer")
+
+
 class Metrics:
     def __init__(
         self,
@@ -130,6 +133,12 @@ class Metrics:
             ["upstream", "model", "reason"],
             registry=r,
         )
+        self.upstream_failovers = Counter(
+            "gateway_upstream_failovers_total",
+            "Calls moved from a model's deployment to another, by reason",
+            ["model", "deployment", "reason"],
+            registry=r,
+        )
         self.upstream_batch = Histogram(
             "gateway_upstream_batch_size",
             "Items per upstream call",
@@ -199,9 +208,13 @@ class Metrics:
         self._teams = self._teams | new
         self._init_teams(sorted(new))
 
-    def init_model(self, upstream: str, model: str, modalities: Iterable[str]) -> None:
-        for status in ("200", "429"):
-            self.upstream_requests.labels(self.upstream(upstream), self.model(model), status)
+    def init_model(self, upstreams: Iterable[str], model: str, modalities: Iterable[str]) -> None:
+        """The series of a model's deployments (`upstreams`) exist, at 0, from the start."""
+        for upstream in upstreams:
+            for status in ("200", "429"):
+                self.upstream_requests.labels(self.upstream(upstream), self.model(model), status)
+            for reason in FAILOVER_REASONS:
+                self.upstream_failovers.labels(self.model(model), self.upstream(upstream), reason)
         for modality in modalities:
             for cache in ("hit", "miss"):
                 self.items.labels(self.model(model), modality, cache)

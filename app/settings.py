@@ -49,6 +49,13 @@ class UpstreamConfig(BaseModel):
     )
     model_path: str | None = Field(default=None, description="local kind: a sentence-transformers directory")
 
+    def identity(self) -> str:
+        """What computes this upstream's vectors, for the cache key: its kind and address (the DashScope
+        workspace, the local model's path), never its key."""
+        if self.kind == "local":
+            return f"local {self.model_path or 'built-in'}"
+        return " ".join(filter(None, (self.kind, self.base_url.rstrip("/"), self.workspace)))
+
     def key(self) -> str | None:
         if self.api_key is not None:
             return self.api_key.get_secret_value() or None

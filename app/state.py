@@ -18,7 +18,7 @@ from .memory import MemoryBudget
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings
-from .upstreams.caller import GuardedUpstreams
+from .upstreams.fleet import Fleet
 
 
 @dataclass(slots=True)
@@ -27,7 +27,7 @@ class Gateway:
     catalog: Catalog
     cache: VectorCache
     service: EmbeddingService
-    upstreams: GuardedUpstreams
+    upstreams: Fleet
     metrics: Metrics
     upstream_kinds: dict[str, str]
     auth: Authenticator

@@ -8,7 +8,7 @@
 #   build; no container registry is reachable in CI), default-jdk-headless and curl (clients that offer
 #   h2c: tests/test_upgrade_offers.py);
 # - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does);
-# - the client matrix (scripts/install-clients.sh): .venv-clients, the openai npm package, golang-go.
+# - the client matrix (scripts/install-clients.sh): .venv-clients, the openai npm package, golang-go, a JDK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()

@@ -23,6 +23,7 @@ from composekit import Stack, fresh_clone, machine_files, readme_steps, set_env
 from conftest import UPSTREAM_KEY, StandIn, free_port
 from dockerkit import Built, Engine, report
 
+from app import tokentext
 from bench.standin import canonical_digest, expected_vector
 
 pytestmark = pytest.mark.docker
@@ -217,3 +218,16 @@ def test_stop_during_load_completes_every_accepted_request(stack: list[Any], sta
     unanswered = Counter(str(o).split("(")[0] for o in outcomes if o != 200)
     report(f"compose stop under load: {len(accepted)} accepted and answered 200, not accepted: {dict(unanswered)}")
     assert s.inspect("gateway", "{{.State.ExitCode}} {{.RestartCount}}") == "0 0"
+
+
+def test_token_ids_are_decoded_inside_the_image(stack: tuple[Stack, str], standin: StandIn) -> None:
+    """LangChain's default token ids, decoded with the encoding file the image's own packages ship (issue
+    15): the container reaches no download host, so a download would have failed the request."""
+    s, key = stack
+    enc = tokentext.encoding("cl100k_base")
+    assert enc is not None
+    text = "compose token ids"
+    out = client(s, key).embeddings.create(model="text-embedding-v4", input=[enc.encode_ordinary(text)], dimensions=64)
+    want = expected_vector("text-embedding-v4", 64, text)
+    np.testing.assert_allclose(out.data[0].embedding, want, rtol=1e-6, atol=1e-6)
+    assert standin.digests() == [canonical_digest("text-embedding-v4", 64, text)]
