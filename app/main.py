@@ -16,6 +16,7 @@ from . import errors, masking, tokentext
 from .api import dashscope, docs, openai, ops
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
+from .api.asgi.front import Fronted
 from .auth import Authenticator
 from .bypass import Bypass
 from .cache.hot import HotCache
@@ -281,7 +282,7 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     p = plan(settings or Settings())
-    app = fastpath.Fronted(
+    app = Fronted(
         title="embedding-gateway",
         version="0.1.0",
         description="Embeddings of text, images and video behind the OpenAI and DashScope wire formats.",
@@ -293,7 +294,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.uploads)
     app.include_router(ops.router)
     docs.install(app, p.catalog.names())
-    app.add_front(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))
+    fast = fastpath.routes_of(app, FAST_PATHS)
+    for path in sorted(set(FAST_PATHS) - set(fast)):
+        log.warning("POST %s is served by FastAPI's routing, not the fast path (it declares dependencies)", path)
+    app.add_front(fastpath.FastPath, routes=fast, handlers=app.exception_handlers)
     app.add_front(CloseWhenDraining)
     app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
     app.add_front(observe.Observe, metrics=p.metrics)  # outermost: ids, logs and counts every request
