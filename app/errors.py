@@ -11,6 +11,7 @@ import logging
 import math
 import uuid
 from enum import Enum
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -29,12 +30,14 @@ class Wire(Enum):
 class GatewayError(Exception):
     """Base of every error a client may see. `status` and the codes come from the table below.
 
-    `code` is the OpenAI wire's `error.code`; the DashScope wire's `code` is `dashscope_code` (the class's,
-    unless given), so a DashScope client always sees a DashScope-style code (`ModelNotFound`, not
-    `model_not_found`)."""
+    `code` is the OpenAI wire's `error.code` (the class's `openai_code` unless given: never null, as OpenAI's
+    own errors, whose `type` and `code` clients branch on); the DashScope wire's `code` is `dashscope_code`
+    (the class's, unless given), so a DashScope client always sees a DashScope-style code (`ModelNotFound`,
+    not `model_not_found`)."""
 
     status = 500
     openai_type = "server_error"
+    openai_code = "internal_error"  # the OpenAI wire's `error.code` unless the error names its own
     dashscope_code = "InternalError"
     upstream_status: int | None = None  # the upstream's own HTTP status, when this error is its answer
     upstream_retry_after: float | None = None  # the upstream's own Retry-After, when it sent one
@@ -52,7 +55,7 @@ class GatewayError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
-        self.code = code
+        self.code = code or self.openai_code
         self.retry_after = retry_after
         if dashscope_code is not None:
             self.dashscope_code = dashscope_code
@@ -63,11 +66,13 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     openai_type = "invalid_request_error"
+    openai_code = "invalid_value"
     dashscope_code = "InvalidParameter"
 
 
 class PayloadTooLarge(InvalidRequest):
     status = 413
+    openai_code = "request_too_large"
     dashscope_code = "BadRequest.TooLarge"
 
 
@@ -76,37 +81,52 @@ class ClientClosed(InvalidRequest):
     counted and logged as a 4xx, not as a fault of the gateway."""
 
     status = 499
+    openai_code = "client_closed"
     dashscope_code = "BadRequest.ClientClosed"
 
 
 class Unauthorized(GatewayError):
     status = 401
     openai_type = "authentication_error"
+    openai_code = "invalid_api_key"
     dashscope_code = "InvalidApiKey"
 
 
 class Forbidden(GatewayError):
     status = 403
     openai_type = "permission_error"
+    openai_code = "model_not_allowed"
     dashscope_code = "AccessDenied"
 
 
 class NotFound(GatewayError):
     status = 404
     openai_type = "invalid_request_error"
+    openai_code = "model_not_found"
     dashscope_code = "ModelNotFound"
 
 
 class RateLimited(GatewayError):
+    """Always `rate_limit_exceeded` on the OpenAI wire, as OpenAI answers (clients branch on it); on the
+    DashScope wire the upstream's own `Throttling.*` code when it sent one, else `Throttling.RateQuota`."""
+
     status = 429
     openai_type = "rate_limit_error"
+    openai_code = "rate_limit_exceeded"
     dashscope_code = "Throttling.RateQuota"
+
+    def __init__(self, message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.code = self.openai_code
+        if not self.dashscope_code.startswith("Throttling"):
+            self.dashscope_code = RateLimited.dashscope_code
 
 
 class UpstreamRejected(GatewayError):
     """The upstream answered 4xx: the status, code and message are the upstream's own."""
 
     openai_type = "invalid_request_error"
+    openai_code = "upstream_rejected"
 
 
 class UpstreamFailed(GatewayError):
@@ -114,6 +134,7 @@ class UpstreamFailed(GatewayError):
 
     status = 502
     openai_type = "upstream_error"
+    openai_code = "upstream_error"
     dashscope_code = "InternalError.Upstream"
 
 
@@ -128,12 +149,14 @@ class UpstreamInvalid(UpstreamFailed):
 
 class UpstreamTimeout(UpstreamFailed):
     status = 504
+    openai_code = "upstream_timeout"
     dashscope_code = "RequestTimeOut"
 
 
 class Unavailable(GatewayError):
     status = 503
     openai_type = "server_error"
+    openai_code = "service_unavailable"
     dashscope_code = "ServiceUnavailable"
 
 

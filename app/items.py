@@ -2,9 +2,9 @@
 against its model's limits before anything is sent upstream.
 
 `parts` is the DashScope content object the item stands for ({"text": ...}, {"image": ...}, several keys for
-a fused item, {"tokens": [...]} for OpenAI token ids, {"contents": [...]} for a qwen3-vl enable_fusion
-request); each upstream adapter maps it to its own wire. `identity` is what the cache key hashes: the text,
-the URL string, or the SHA-256 of decoded media bytes.
+a fused item, {"tokens": [...]} for OpenAI token ids to an upstream that takes them, {"contents": [...]} for
+a qwen3-vl enable_fusion request); each upstream adapter maps it to its own wire. `identity` is what the
+cache key hashes: the text, the URL string, or the SHA-256 of decoded media bytes.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from . import tokentext
 from .catalog import ModelSpec
 from .errors import InvalidRequest
 from .media.checks import check_image, check_video
@@ -57,15 +58,19 @@ def text_item(value: object, spec: ModelSpec, param: str) -> Item:
 
 
 def token_item(value: list[Any], spec: ModelSpec, param: str) -> Item:
-    if not spec.token_ids:
-        raise InvalidRequest(f"{param}: model {spec.name} does not accept token ids", param=param)
+    """OpenAI token ids: forwarded as they are to an upstream that takes them, else decoded back to the text
+    they encode (tokentext.py) and served as that text: the same item, key and checks as the text itself."""
     if not value:
         raise InvalidRequest(f"{param}: token list must not be empty", param=param)
-    limit = max(1, spec.max_text_chars // 4)  # a token stands for about four characters of text
+    # A token stands for about four characters of text; decoded, at least a quarter of a character (a byte).
+    limit = max(1, spec.max_text_chars // 4) if spec.token_ids else 4 * spec.max_text_chars
     if len(value) > limit:
         raise InvalidRequest(f"{param}: {len(value)} token ids is more than {limit} for {spec.name}", param=param)
     if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 2**31 for t in value):
         raise InvalidRequest(f"{param}: token ids must be integers in 0..2^31-1", param=param)
+    if not spec.token_ids:
+        _require(spec, "text", param)
+        return text_item(tokentext.decode(value, spec.name, param), spec, param)
     return Item("tokens", {"tokens": value}, b"k\0" + orjson.dumps(value), len(value))
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors
+from . import errors, tokentext
 from .api import dashscope, docs, openai, ops
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
@@ -255,6 +255,9 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[None
             stack.callback(drain.uninstall)
             reloader = watch_teams(p.settings, p.auth, p.metrics, set(p.catalog.names()))  # file changes, SIGHUP
             stack.push_async_callback(reloader.stop)
+            warming = tokentext.warm_up(p.catalog)  # the token-id encoding, parsed in a thread: no request waits
+            if warming is not None:
+                stack.push_async_callback(lambda: warming)
             announce(p, gw)
             gc.collect()
             gc.freeze()  # what start-up made lives as long as the process: later collections skip it
@@ -274,6 +277,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install_handlers(app)
     app.include_router(openai.router)
     app.include_router(dashscope.router)
+    app.include_router(dashscope.uploads)
     app.include_router(ops.router)
     docs.install(app, p.catalog.names())
     app.add_front(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))

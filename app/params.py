@@ -83,9 +83,7 @@ def resolve(
         if known is None:
             if not forward_unknown:
                 raise InvalidRequest(f"{param}: unknown parameter", param=param)
-            if not isinstance(value, str | int | float | bool):
-                raise InvalidRequest(f"{param}: must be a string, number or boolean", param=param)
-            continue
+            continue  # DashScope takes any JSON value here (LlamaIndex sends {"kwargs": {...}}): sent as it is
         endpoints, check, expected = known
         if spec.endpoint not in endpoints:
             raise InvalidRequest(f"{param}: not supported by {spec.name}", param=param)

@@ -6,7 +6,8 @@
 #   docker-compose (runs docker-compose.yml), docker.io (dockerd: the tests marked `docker` start their
 #   own engine, on a socket of their own, and stop it) and debootstrap (the base images those tests
 #   build; no container registry is reachable in CI);
-# - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does).
+# - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does);
+# - the client matrix (scripts/install-clients.sh): .venv-clients, the openai npm package, golang-go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -22,6 +23,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 bash scripts/install.sh --local --dev
+bash scripts/install-clients.sh
 . .venv/bin/activate
 ruff check app bench tests
 mypy -p app

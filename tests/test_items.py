@@ -105,8 +105,8 @@ def test_openai_input_forms() -> None:
         ([{"factor": 1}], PLUS, "input[0]"),
         ([{"text": 5}], PLUS, "input[0].text"),
         ([{"multi_images": [URL]}], QWEN, "input[0].multi_images"),
-        ([[1, 2]], V4, "input[0]"),
-        ([1, 2], V4, "input"),
+        ([[1, 100256]], V4, "input[0]"),  # decoded for a text upstream: 100256 is no cl100k_base token
+        ([100256], V4, "input"),
         ([[1, -2]], SMALL, "input[0]"),
         ([[]], SMALL, "input[0]"),
         (["x" * 4097], PLUS, "input[0]"),

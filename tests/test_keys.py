@@ -3,11 +3,13 @@ differs, the same whenever the upstream would compute the same vector."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
@@ -58,6 +60,29 @@ def test_any_change_changes_the_key(text: str, dim: int, opts: dict[str, Any]) -
 def test_option_order_does_not_matter(opts: dict[str, Any]) -> None:
     item = content_item("x", V4, "p")
     assert key(item, **opts) == key(item, **dict(reversed(list(opts.items()))))
+
+
+def test_object_options_are_keyed_by_value_not_by_key_order() -> None:
+    item = content_item("x", V4, "p")
+    a = key(item, kwargs={"text_type": "document", "extra": [1, {"p": 1, "q": 2}]})
+    assert a == key(item, kwargs={"extra": [1, {"q": 2, "p": 1}], "text_type": "document"})
+    assert a != key(item, kwargs={"text_type": "query", "extra": [1, {"p": 1, "q": 2}]})
+    assert a != key(item, kwargs={"text_type": "document", "extra": [{"p": 1, "q": 2}, 1]})  # list order counts
+    assert a != key(item)
+
+
+def test_existing_keys_did_not_change() -> None:
+    """Sorting object keys in the key's head changes nothing for options that are not objects (the head had
+    none before): every key already in a cache still matches."""
+    item = content_item("hello", V4, "p")
+    assert key(item, text_type="query") == f"eg:v{KEY_VERSION}:" + _old_key(item, {"text_type": "query"})
+
+
+def _old_key(item: Item, opts: dict[str, Any]) -> str:
+    head = [KEY_VERSION, "dashscope", "m", 512, sorted(opts.items())]
+    h = hashlib.blake2b(orjson.dumps(head), digest_size=20)
+    h.update(item.modality.encode() + b"\0" + item.identity)
+    return h.hexdigest()
 
 
 def test_sending_the_default_dimension_or_not_is_the_same_vector() -> None:

@@ -178,7 +178,7 @@ def fail(status: int, body: Any, headers: dict[str, str] | None = None) -> Handl
             fail(429, {"code": "Throttling.RateQuota", "message": "slow down"}, {"retry-after": "7"}),
             RateLimited,
             429,
-            "Throttling.RateQuota",
+            "rate_limit_exceeded",  # the OpenAI wire's code; the DashScope wire keeps the upstream's
         ),
         (fail(400, {"code": "InvalidParameter", "message": "bad"}), UpstreamRejected, 400, "InvalidParameter"),
         (fail(404, {"code": "ModelNotFound", "message": "no model"}), UpstreamRejected, 404, "ModelNotFound"),
@@ -191,11 +191,11 @@ def fail(status: int, body: Any, headers: dict[str, str] | None = None) -> Handl
         (fail(403, {"code": "AccessDenied", "message": "no"}), UpstreamFailed, 502, "upstream_auth"),
         (fail(500, {"code": "InternalError", "message": "oops"}), UpstreamFailed, 502, "InternalError"),
         (fail(503, {"code": "ModelUnavailable", "message": "later"}), UpstreamFailed, 502, "ModelUnavailable"),
-        (lambda req: httpx.Response(502, content=b"<html>bad gateway</html>"), UpstreamFailed, 502, None),
+        (lambda req: httpx.Response(502, content=b"<html>bad gateway</html>"), UpstreamFailed, 502, "upstream_error"),
     ],
 )
 async def test_failures_map_to_gateway_errors(
-    handler: Handler, kind: type[GatewayError], status: int, code: str | None
+    handler: Handler, kind: type[GatewayError], status: int, code: str
 ) -> None:
     batch = Batch(V4, Params(64, True), openai_items(["a"], V4, 10))
     with pytest.raises(kind) as info:
@@ -204,7 +204,7 @@ async def test_failures_map_to_gateway_errors(
     assert err.status == status and err.code == code
     assert KEY not in err.message and "Bearer" not in err.message
     if status == 429:
-        assert err.retry_after == 7
+        assert err.retry_after == 7 and err.dashscope_code == "Throttling.RateQuota"
 
 
 async def test_upstream_messages_are_cleaned_and_retry_after_ms_is_read() -> None:

@@ -100,5 +100,25 @@ async def text_embedding(request: Request) -> Response:
     return _respond(request, {"embeddings": embeddings}, result, {"total_tokens": result.billed_tokens})
 
 
+# The dashscope SDK, given a local file (`file://...`), asks this route for an upload policy, posts the file to
+# cloud storage and sends an oss:// URL. The gateway does not play that part (uploads would have to be kept,
+# shared by every replica, until the request naming them arrives): it says what to send instead.
+uploads = APIRouter()
+LOCAL_FILES = (
+    "local files are not uploaded through this gateway: put the file in the item itself as a data URI, "
+    'e.g. {"image": "data:image/png;base64,..."}, instead of a file:// path'
+)
+
+
+@uploads.get(
+    "/api/v1/uploads",
+    responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}},
+    summary="The dashscope SDK's upload policy for local files: answered with what to send instead",
+)
+async def upload_policy(request: Request) -> Response:
+    tenancy.authenticate(request, gateway(request))
+    raise InvalidRequest(LOCAL_FILES)
+
+
 def _type(modality: str) -> str:
     return "fused" if modality == "fusion" else modality

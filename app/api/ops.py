@@ -11,7 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import oom
 from ..cache.redis import RedisCache
-from ..schemas.openai import ModelList
+from ..catalog import ModelSpec
+from ..errors import NotFound
+from ..schemas.openai import ErrorResponse, ModelCard, ModelList
 from ..state import gateway
 from . import tenancy
 
@@ -22,26 +24,42 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
+def _card(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "id": spec.name,
+        "object": "model",
+        "owned_by": spec.upstream,
+        "created": 0,
+        "modalities": sorted(spec.modalities),
+        "dimensions": list(spec.dimensions) or None,
+        "default_dimension": spec.default_dimension,
+        "max_dimension": spec.max_dimension or (max(spec.dimensions) if spec.dimensions else None),
+        "max_batch": spec.max_batch,
+    }
+
+
 @router.get("/v1/models", response_model=ModelList, summary="The model catalog")
 async def list_models(request: Request) -> Response:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
-    cards = [
-        {
-            "id": spec.name,
-            "object": "model",
-            "owned_by": spec.upstream,
-            "created": 0,
-            "modalities": sorted(spec.modalities),
-            "dimensions": list(spec.dimensions) or None,
-            "default_dimension": spec.default_dimension,
-            "max_dimension": spec.max_dimension or (max(spec.dimensions) if spec.dimensions else None),
-            "max_batch": spec.max_batch,
-        }
-        for spec in gw.catalog
-        if team is None or team.allows(spec.name)
-    ]
+    cards = [_card(spec) for spec in gw.catalog if team is None or team.allows(spec.name)]
     return _json({"object": "list", "data": cards})
+
+
+@router.get(
+    "/v1/models/{model_id:path}",
+    response_model=ModelCard,
+    responses={404: {"model": ErrorResponse}},
+    summary="One model of the catalog (OpenAI's models.retrieve)",
+)
+async def retrieve_model(request: Request, model_id: str) -> Response:
+    gw = gateway(request)
+    team = tenancy.authenticate(request, gw)
+    spec = gw.catalog.get(model_id)
+    if spec is None or (team is not None and not team.allows(spec.name)):
+        # OpenAI's answer, whether the model is unknown or another team's: nothing tells the two apart.
+        raise NotFound(f"The model '{model_id}' does not exist or you do not have access to it.")
+    return _json(_card(spec))
 
 
 @router.get("/healthz", summary="Liveness: the process answers, and no process of it was killed for memory")

@@ -31,7 +31,9 @@ class KeyMaker:
 
     def __init__(self, namespace: str, upstream: str, upstream_model: str, params: Params) -> None:
         head = [KEY_VERSION, upstream, upstream_model, params.dimension, sorted(params.options.items())]
-        self._base = hashlib.blake2b(orjson.dumps(head), digest_size=20)
+        # Sorted keys: an option's value may be an object (a forwarded DashScope parameter), whose key order
+        # does not change the vector.
+        self._base = hashlib.blake2b(orjson.dumps(head, option=orjson.OPT_SORT_KEYS), digest_size=20)
         self._prefix = f"{namespace}:v{KEY_VERSION}:"
 
     def key(self, item: Item) -> str:

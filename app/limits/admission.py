@@ -20,6 +20,8 @@ WHAT = {
     "concurrency": "concurrent requests",
     "daily_tokens": "tokens per day",
 }
+# DashScope's codes for what ran out (upstream-contracts.md 1.4); requests and concurrency: RateLimited's own.
+DASHSCOPE_CODES = {"tokens": "Throttling.AllocationQuota", "daily_tokens": "Throttling.AllocationQuota"}
 
 
 UNLIMITED = TeamQuota()
@@ -56,6 +58,7 @@ class Admission:
         raise RateLimited(
             f"team {self.team.name}: limit of {limit} {WHAT[kind]}{per} reached; retry after the Retry-After delay",
             retry_after=v.retry_us / US,
+            dashscope_code=DASHSCOPE_CODES.get(kind),
         )
 
     async def __aenter__(self) -> Admission:

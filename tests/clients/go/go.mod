@@ -1,0 +1,3 @@
+module embeddinggateway/goclient
+
+go 1.19
