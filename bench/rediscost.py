@@ -93,6 +93,7 @@ def gateway(s: Stack, standin: Proc, redis_url: str, config: Path) -> Proc:
         "GATEWAY_AUTH": "required",
         "LOCAL_MODEL": "false",
         "CACHE_HOT_MAX_BYTES": "0",
+        "LIMITS_HEARTBEAT_S": "300",  # one beat at start: requests only in the figures
         "DASHSCOPE_API_KEY": KEY,
         "DASHSCOPE_BASE_URL": standin.url + "/api/v1",
         "OPENAI_API_KEY": KEY,

@@ -23,7 +23,7 @@ def test_rediscost_reports_every_kind_of_request(tmp_path: Path) -> None:
     assert results["hit"]["commands"]["mget"]["calls_per_request"] == 1
     assert "evalsha" not in results["hit"]["commands"]
     assert results["miss"]["commands"]["set"]["calls_per_request"] >= 8
-    assert results["limited hit"]["commands"]["evalsha"]["calls_per_request"] == 2
-    assert results["refused"]["commands"]["evalsha"]["calls_per_request"] == 1
+    assert 2 <= results["limited hit"]["commands"]["evalsha"]["calls_per_request"] < 2.1  # (a late one resent)
+    assert 1 <= results["refused"]["commands"]["evalsha"]["calls_per_request"] < 1.1
     assert "mget" not in results["refused"]["commands"]
     assert "| hit |" in done.stdout and "| refused |" in done.stdout
