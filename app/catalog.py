@@ -21,11 +21,28 @@ Endpoint = Literal["multimodal", "text"]
 MB = 1024 * 1024
 
 
+class DeploymentSpec(BaseModel):
+    """One upstream serving a model (docs/deployments.md): its own quota, weight and cache group."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    upstream: str
+    rpm: int | None = Field(default=None, ge=1, description="this deployment's account requests per minute")
+    tpm: int | None = Field(default=None, ge=1, description="this deployment's account tokens per minute")
+    weight: float = Field(default=1.0, gt=0, le=1_000_000, description="share of calls among healthy deployments")
+    cache_group: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="deployments in one group serve the same vectors and share them in the cache",
+    )
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    upstream: str
+    upstream: str = Field(description="shorthand for one deployment; with `deployments`, the first one's")
+    deployments: tuple[DeploymentSpec, ...] = Field(default=(), description="empty: one, on `upstream`")
     upstream_model: str
     endpoint: Endpoint = Field(default="text", description="DashScope only: which native route serves it")
     modalities: frozenset[Modality] = frozenset({"text"})
@@ -47,8 +64,28 @@ class ModelSpec(BaseModel):
     tpm: int | None = Field(default=None, ge=1, description="upstream account tokens per minute")
     enabled: bool = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_deployment_at_least(cls, data: Any) -> Any:
+        """`upstream` (+ the model's rpm/tpm) is one deployment; listed deployments without their own
+        rpm/tpm take the model's, and the first names the model's `upstream`."""
+        if not isinstance(data, dict):
+            return data
+        listed = data.get("deployments")
+        quota = {k: data[k] for k in ("rpm", "tpm") if data.get(k) is not None}
+        if listed:
+            if isinstance(listed, list | tuple) and all(isinstance(d, dict) for d in listed):
+                data = {**data, "deployments": [{**quota, **d} for d in listed]}
+                data["upstream"] = listed[0].get("upstream")
+        elif "upstream" in data:
+            data = {**data, "deployments": [{"upstream": data["upstream"], **quota}]}
+        return data
+
     @model_validator(mode="after")
     def _check_dimensions(self) -> ModelSpec:
+        names = [d.upstream for d in self.deployments]
+        if len(set(names)) != len(names):
+            raise ValueError("deployments: each upstream may appear once")
         if self.dimensions and self.default_dimension not in self.dimensions:
             raise ValueError(f"default_dimension {self.default_dimension} is not among {list(self.dimensions)}")
         return self
@@ -204,13 +241,24 @@ def build_catalog(settings: Settings, available: dict[str, str | None]) -> Catal
             where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
             message = first["msg"].removeprefix("Value error, ")
             raise ValueError(f"models.{name}{where}: {message}") from None
-        if spec.upstream not in upstreams:
-            raise ValueError(f"models.{name}.upstream: no upstream named {spec.upstream!r}")
+        check_deployments(name, spec, upstreams)
         if not spec.enabled:
             continue
-        reason = available.get(spec.upstream, "its upstream is not configured")
-        if reason is None:
-            specs[name] = spec
+        serving = tuple(d for d in spec.deployments if available.get(d.upstream, "not configured") is None)
+        if serving:
+            specs[name] = spec.model_copy(update={"deployments": serving, "upstream": serving[0].upstream})
         else:
-            unavailable[name] = reason
+            unavailable[name] = available.get(spec.upstream) or "its upstream is not configured"
     return Catalog(specs, unavailable)
+
+
+def check_deployments(name: str, spec: ModelSpec, upstreams: dict[str, UpstreamConfig]) -> None:
+    """Every deployment names a configured upstream, all of one kind (they take the same parameters)."""
+    where = "upstream" if len(spec.deployments) == 1 else "deployments"
+    for i, d in enumerate(spec.deployments):
+        if d.upstream not in upstreams:
+            at = "upstream" if where == "upstream" else f"deployments[{i}].upstream"
+            raise ValueError(f"models.{name}.{at}: no upstream named {d.upstream!r}")
+    kinds = {upstreams[d.upstream].kind for d in spec.deployments}
+    if len(kinds) > 1:
+        raise ValueError(f"models.{name}.deployments: upstreams of one kind only (found {', '.join(sorted(kinds))})")

@@ -47,6 +47,10 @@ def log_config(level: str) -> dict[str, Any]:
         "formatter": "plain",
         "stream": "ext://sys.stderr",
     }
+    # Every configured secret is masked in what these handlers write (app/masking.py).
+    config.setdefault("filters", {})["secrets"] = {"()": "app.masking.SecretsFilter"}
+    for handler in ("default", "gateway"):
+        config["handlers"][handler]["filters"] = ["secrets"]
     config["loggers"]["embedding_gateway"] = {"handlers": ["gateway"], "level": level.upper(), "propagate": False}
     config["loggers"]["httpx"] = {"level": "WARNING"}
     return config
@@ -91,6 +95,9 @@ def _check_auth(settings: Settings, host: str) -> None:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from .server.descriptors import raise_nofile
+    from .server.protocol import GatewayProtocol
+
     # Every worker process reads its settings from the environment: tell them how many they are (the
     # limits that fall back to one process while Redis fails are divided by replicas x workers).
     os.environ["WORKERS"] = str(args.workers)
@@ -100,6 +107,7 @@ def serve(args: argparse.Namespace) -> None:
     _check_auth(settings, args.host)
     oom.mark_start()  # the workers' health check fails once the OOM killer kills one of the gateway's
     made = prepare_metrics_dir(args.workers)
+    raise_nofile()  # the connection cap of each worker is derived from it (app/server/descriptors.py)
     try:
         from .main import create_app
         from .supervisor import supervise
@@ -113,7 +121,8 @@ def serve(args: argparse.Namespace) -> None:
             host=args.host,
             port=args.port,
             loop="uvloop",
-            http="httptools",
+            http=GatewayProtocol,  # httptools with read deadlines, a connection cap, upgrade offers declined
+            timeout_keep_alive=settings.http_keepalive_timeout_s,
             access_log=False,  # the gateway writes its own (api/asgi/accesslog.py)
             proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-For rewriting per request
             server_header=False,

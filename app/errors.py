@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from enum import Enum
 from typing import Any
 
@@ -18,6 +17,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+
+from .api.asgi.exchange import exchange_of
+from .masking import mask
 
 log = logging.getLogger("embedding_gateway.errors")
 
@@ -166,15 +168,14 @@ def wire_of(path: str) -> Wire:
 
 
 def request_id_of(request: Request) -> str:
-    rid = getattr(request.state, "request_id", None)
-    return rid if isinstance(rid, str) else str(uuid.uuid4())
+    return exchange_of(request.scope).request_id
 
 
 def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
     if wire is Wire.DASHSCOPE:
         body: dict[str, object] = {
-            "code": err.dashscope_code,
-            "message": err.message,
+            "code": mask(err.dashscope_code),
+            "message": mask(err.message),
             "request_id": request_id,
         }
         if err.param:
@@ -182,10 +183,10 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
     else:
         body = {
             "error": {
-                "message": err.message,
+                "message": mask(err.message),
                 "type": err.openai_type,
                 "param": err.param,
-                "code": err.code,
+                "code": mask(err.code) if err.code else err.code,
             }
         }
     headers: dict[str, str] = {}  # x-request-id is added to every response by the Observe middleware
@@ -251,13 +252,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     response = render(GatewayError("internal error"), wire_of(request.url.path), rid)
     response.headers["x-request-id"] = rid
     return response
-
-
-async def response_for(request: Request, exc: Exception) -> Response:
-    """What the handlers below answer for `exc`, for routes served past FastAPI's routing (api/asgi/fastpath.py)."""
-    if isinstance(exc, GatewayError):
-        return await _gateway_error(request, exc)
-    return await _unexpected(request, exc)
 
 
 def install_handlers(app: FastAPI) -> None:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors, tokentext
+from . import errors, masking, tokentext
 from .api import dashscope, docs, openai, ops
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
+from .api.asgi.front import Fronted
 from .auth import Authenticator
 from .bypass import Bypass
 from .cache.hot import HotCache
@@ -37,6 +38,8 @@ from .media.fetcher import Fetcher
 from .media.fetcher import open_client as open_fetch_client
 from .metrics import Metrics, multiprocess_dir
 from .redislink import open_link
+from .server.connections import for_worker
+from .server.protocol import STATE_KEY
 from .service import EmbeddingService
 from .settings import Settings, UpstreamConfig
 from .state import Gateway
@@ -45,8 +48,9 @@ from .teams_reload import watch_teams
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
-from .upstreams.caller import GuardedUpstreams, UpstreamCaller
+from .upstreams.caller import UpstreamCaller
 from .upstreams.dashscope import DashScopeUpstream
+from .upstreams.fleet import Fleet
 from .upstreams.guard import Guard, RetryPolicy
 from .upstreams.http import HttpClient
 from .upstreams.local_model import LocalModelUnavailable
@@ -182,6 +186,7 @@ class Plan:
 
 
 def plan(settings: Settings) -> Plan:
+    masking.install(masking.Masker.from_settings(settings))  # every secret masked in errors and logs
     configs = settings.upstream_configs()
     available = {name: unavailable(name, cfg, settings) for name, cfg in configs.items()}
     catalog = build_catalog(settings, available)
@@ -193,7 +198,7 @@ def plan(settings: Settings) -> Plan:
         CollectorRegistry(), models=catalog.names(), upstreams=configs, teams=teams, multiprocess_dir=multiprocess_dir()
     )
     for spec in catalog:
-        metrics.init_model(spec.upstream, spec.name, spec.modalities)
+        metrics.init_model([d.upstream for d in spec.deployments], spec.name, spec.modalities)
     keys = {name: cfg.keys for name, cfg in settings.teams.items()}
     auth = Authenticator(teams, keys, required=settings.gateway_auth == "required")
     return Plan(settings, configs, catalog, teams, metrics, auth)
@@ -205,7 +210,7 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     one close raising does not keep the others from running."""
     s, metrics = p.settings, p.metrics
     adapters: dict[str, Upstream] = {}
-    for name in sorted({spec.upstream for spec in p.catalog}):
+    for name in sorted({d.upstream for spec in p.catalog for d in spec.deployments}):
         adapters[name] = adapter = open_upstream(name, p.configs[name], s)
         stack.push_async_callback(adapter.close)
     cache = await open_cache(s, metrics)
@@ -217,9 +222,12 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
         limits, metrics, window_s=s.limits_window_s, slack_s=s.upstream_quota_slack_s, max_wait_s=s.upstream_queue_s
     )
     guards = {name: open_guard(name, p.configs[name], s, metrics) for name in adapters}
-    upstreams = GuardedUpstreams(adapters, guards, metrics, gate=quota)
+    identities = {name: p.configs[name].identity() for name in adapters}
+    upstreams = Fleet(adapters, guards, metrics, quota, identities=identities)
     flights = open_flights(cache, upstreams, s, metrics)
-    service = EmbeddingService(cache, flights, metrics, namespace=s.cache_namespace, deadline_s=s.request_deadline_s)
+    service = EmbeddingService(
+        cache, flights, metrics, namespace=s.cache_namespace, deadline_s=s.request_deadline_s, route=upstreams.identity
+    )
     stack.push_async_callback(service.close)
     fetcher = open_fetcher(s, metrics)
     if fetcher is not None:
@@ -245,10 +253,12 @@ def announce(p: Plan, gw: Gateway) -> None:
         log.warning("no model is enabled: set DASHSCOPE_API_KEY or OPENAI_API_KEY, or install the local extra")
 
 
-def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, object]]]:
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
         async with AsyncExitStack() as stack:
+            connections = for_worker(p.settings, p.configs, p.catalog, p.metrics.connections_closed)
+            stack.callback(connections.close)
             gw = app.state.gateway = await open_gateway(p, stack)
             drain = Drain(gw, p.settings.shutdown_drain_s)
             drain.install()
@@ -261,14 +271,14 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[None
             announce(p, gw)
             gc.collect()
             gc.freeze()  # what start-up made lives as long as the process: later collections skip it
-            yield
+            yield {STATE_KEY: connections}  # read by the HTTP protocol (app/server/protocol.py)
 
     return lifespan
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     p = plan(settings or Settings())
-    app = fastpath.Fronted(
+    app = Fronted(
         title="embedding-gateway",
         version="0.1.0",
         description="Embeddings of text, images and video behind the OpenAI and DashScope wire formats.",
@@ -280,7 +290,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.uploads)
     app.include_router(ops.router)
     docs.install(app, p.catalog.names())
-    app.add_front(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))
+    fast = fastpath.routes_of(app, FAST_PATHS)
+    for path in sorted(set(FAST_PATHS) - set(fast)):
+        log.warning("POST %s is served by FastAPI's routing, not the fast path (it declares dependencies)", path)
+    app.add_front(fastpath.FastPath, routes=fast, handlers=app.exception_handlers)
     app.add_front(CloseWhenDraining)
     app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
     app.add_front(observe.Observe, metrics=p.metrics)  # outermost: ids, logs and counts every request

@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from .settings import MULTIPROC_ENV
 
 OTHER = "other"
+CONNECTION_CLOSES = ("head_timeout", "body_timeout", "evicted", "refused")
 FETCH_OUTCOMES = ("ok", "refused", "too_large", "timeout", "unreachable", "aborted")
 ANONYMOUS = "anonymous"
 # The limits a team can hit; their rejection counters exist (at 0) from the start for every known team.
@@ -31,6 +32,9 @@ _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+FAILOVER_REASONS = ("throttled", "failed", "timeout", "circuit_open", "invalid_answer")
 
 
 class Metrics:
@@ -129,6 +133,12 @@ class Metrics:
             ["upstream", "model", "reason"],
             registry=r,
         )
+        self.upstream_failovers = Counter(
+            "gateway_upstream_failovers_total",
+            "Calls moved from a model's deployment to another, by reason",
+            ["model", "deployment", "reason"],
+            registry=r,
+        )
         self.upstream_batch = Histogram(
             "gateway_upstream_batch_size",
             "Items per upstream call",
@@ -157,6 +167,23 @@ class Metrics:
         self.ratelimit_rejections = Counter(
             "gateway_ratelimit_rejections_total", "Requests refused by a rate limit", ["team", "limit"], registry=r
         )
+        self.connections_closed = Counter(
+            "gateway_connections_closed_total",
+            "Client connections closed by the server layer: head_timeout, body_timeout, evicted (at the "
+            "connection cap), refused (at the cap, every connection busy)",
+            ["reason"],
+            registry=r,
+        )
+        self.memory_waits = Counter(
+            "gateway_memory_budget_total",
+            "Requests that waited for the memory budget, or were refused",
+            ["outcome"],
+            registry=r,
+        )
+        for reason in CONNECTION_CLOSES:
+            self.connections_closed.labels(reason)
+        for outcome in ("waited", "refused"):
+            self.memory_waits.labels(outcome)
         self._routes: list[str] = []
         self._init_teams(self.known_teams())
 
@@ -181,9 +208,13 @@ class Metrics:
         self._teams = self._teams | new
         self._init_teams(sorted(new))
 
-    def init_model(self, upstream: str, model: str, modalities: Iterable[str]) -> None:
-        for status in ("200", "429"):
-            self.upstream_requests.labels(self.upstream(upstream), self.model(model), status)
+    def init_model(self, upstreams: Iterable[str], model: str, modalities: Iterable[str]) -> None:
+        """The series of a model's deployments (`upstreams`) exist, at 0, from the start."""
+        for upstream in upstreams:
+            for status in ("200", "429"):
+                self.upstream_requests.labels(self.upstream(upstream), self.model(model), status)
+            for reason in FAILOVER_REASONS:
+                self.upstream_failovers.labels(self.model(model), self.upstream(upstream), reason)
         for modality in modalities:
             for cache in ("hit", "miss"):
                 self.items.labels(self.model(model), modality, cache)

@@ -19,6 +19,9 @@ class Params:
     dimension: int
     send_dimension: bool
     options: dict[str, Any] = field(default_factory=dict)
+    # What computes the vector: the cache identity of the deployment the request is routed to (set by the
+    # service from the fleet; upstreams/fleet.py). Part of the cache key and of the micro-batch group.
+    identity: str = ""
 
     @property
     def fusion(self) -> bool:

@@ -10,8 +10,8 @@ The service sees no HTTP, Redis or httpx types: it talks to a VectorCache and th
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from .cache.keys import KeyMaker
 from .cache.store import VectorCache
@@ -44,20 +44,34 @@ class EmbedResult:
     coalesced: int = 0  # items answered by another request's upstream call
 
 
+def by_upstream_name(spec: ModelSpec) -> str:
+    return spec.upstream
+
+
 class EmbeddingService:
     def __init__(
-        self, cache: VectorCache, flights: Coalescer, metrics: Metrics, *, namespace: str, deadline_s: float
+        self,
+        cache: VectorCache,
+        flights: Coalescer,
+        metrics: Metrics,
+        *,
+        namespace: str,
+        deadline_s: float,
+        route: Callable[[ModelSpec], str] = by_upstream_name,
     ) -> None:
+        """`route`: the cache identity of the deployment a request for a model goes to (the fleet's)."""
         self.cache = cache
         self.flights = flights
         self.metrics = metrics
         self.namespace = namespace
         self.deadline_s = deadline_s
+        self.route = route
 
     async def embed(self, req: EmbedRequest) -> EmbedResult:
-        spec, params = req.spec, req.params
+        spec = req.spec
+        params = replace(req.params, identity=self.route(spec))
         deadline = time.monotonic() + self.deadline_s
-        keys = KeyMaker(self.namespace, spec.upstream, spec.upstream_model, params).keys(req.items)
+        keys = KeyMaker(self.namespace, params.identity, spec.upstream_model, params).keys(req.items)
         unique = list(dict.fromkeys(keys))
         size = 4 * params.dimension
         found: dict[str, bytes] = {}

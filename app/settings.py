@@ -49,6 +49,13 @@ class UpstreamConfig(BaseModel):
     )
     model_path: str | None = Field(default=None, description="local kind: a sentence-transformers directory")
 
+    def identity(self) -> str:
+        """What computes this upstream's vectors, for the cache key: its kind and address (the DashScope
+        workspace, the local model's path), never its key."""
+        if self.kind == "local":
+            return f"local {self.model_path or 'built-in'}"
+        return " ".join(filter(None, (self.kind, self.base_url.rstrip("/"), self.workspace)))
+
     def key(self) -> str | None:
         if self.api_key is not None:
             return self.api_key.get_secret_value() or None
@@ -158,6 +165,24 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="all request headers together")
     max_header_count: int = Field(default=100, ge=10, description="request headers per request")
     max_input_items: int = Field(default=2048, ge=1)
+
+    # The HTTP server layer (docs/operations.md, "Connections"): per worker process.
+    http_head_timeout_s: float = Field(default=10.0, gt=0, le=300, description="to receive a whole request head")
+    http_body_timeout_s: float = Field(default=10.0, gt=0, le=300, description="longest wait for more of a body")
+    http_keepalive_timeout_s: int = Field(default=5, ge=1, le=300, description="idle time between requests")
+    http_max_connections: int = Field(
+        default=4096, ge=1, description="open client connections; fewer when the descriptor limit is lower"
+    )
+    http_fd_reserve: int = Field(
+        default=256,
+        ge=16,
+        description="descriptors kept from clients for Redis, files, the media fetcher "
+        "(each upstream's max_connections are reserved on top)",
+    )
+    memory_budget_bytes: int = Field(
+        default=384 * 1024 * 1024, ge=1024 * 1024, description="request bodies and fetched media held at once"
+    )
+    memory_wait_s: float = Field(default=5.0, ge=0, le=60, description="wait for the memory budget, then 503")
 
     # Upstream calls: deadline, retries, breaker, micro-batching, coalescing.
     request_deadline_s: float = Field(

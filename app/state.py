@@ -14,10 +14,11 @@ from .errors import NotFound
 from .limits.admission import TeamLimiter
 from .limits.quota import UpstreamQuota
 from .media.fetcher import Fetcher
+from .memory import MemoryBudget
 from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings
-from .upstreams.caller import GuardedUpstreams
+from .upstreams.fleet import Fleet
 
 
 @dataclass(slots=True)
@@ -26,7 +27,7 @@ class Gateway:
     catalog: Catalog
     cache: VectorCache
     service: EmbeddingService
-    upstreams: GuardedUpstreams
+    upstreams: Fleet
     metrics: Metrics
     upstream_kinds: dict[str, str]
     auth: Authenticator
@@ -36,13 +37,16 @@ class Gateway:
     fetcher: Fetcher | None = None  # set when media_fetch is on
     floats: VectorText = field(init=False)
     base64s: VectorText = field(init=False)
+    memory: MemoryBudget = field(init=False)  # bodies and fetched media held at once (app/memory.py)
 
     def __post_init__(self) -> None:
         """The memos of vector text share `cache_text_max_bytes`: float text takes about twice the room of
-        base64 text, so two thirds of the budget go to floats."""
+        base64 text, so two thirds of the budget go to floats. The memory budget is the process's."""
         budget = self.settings.cache_text_max_bytes
         self.floats = VectorText(budget * 2 // 3, float_json)
         self.base64s = VectorText(budget // 3, base64_json)
+        s = self.settings
+        self.memory = MemoryBudget(s.memory_budget_bytes, wait_s=s.memory_wait_s, counter=self.metrics.memory_waits)
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

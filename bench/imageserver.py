@@ -81,6 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # many fetches at once (socketserver's default backlog is 5)
     routes: dict[str, Route]
     hits: list[str]
     hosts: list[str]

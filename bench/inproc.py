@@ -1,13 +1,14 @@
 """The gateway's own time on a cache hit, without sockets: one process calls the ASGI app directly.
 
-    python -m bench.inproc [--encoding float|base64] [--calls 3000] [--rounds 5]
+    python -m bench.inproc [--encoding float|base64] [--input texts|token-ids] [--calls 3000] [--rounds 5]
 
 It starts the stand-in upstream (to fill the cache once), builds the app with `create_app` as `serve` does
 (auth off, in-process cache, access log on and written to /dev/null), then sends the same request of 8
 texts `--calls` times per round and prints the microseconds per call of each round. No server, client or
 kernel is on the measured path, so the figure moves little between runs of a noisy machine: it is the one
-to compare when changing the hot path (bench/README.md lists its history). The full benchmark
-(`python -m bench.run`) remains the measure of throughput.
+to compare when changing the hot path (bench/README.md lists its history). `--input token-ids` sends the
+same texts as tiktoken ids (cl100k_base), as LangChain does: the gateway decodes them to the same texts.
+The full benchmark (`python -m bench.run`) remains the measure of throughput.
 """
 
 from __future__ import annotations
@@ -49,12 +50,19 @@ def scope_of(body: bytes) -> dict[str, Any]:
     }
 
 
-async def measure(encoding: str, calls: int, rounds: int) -> list[float]:
+async def measure(encoding: str, calls: int, rounds: int, token_ids: bool = False) -> list[float]:
     from app.main import create_app
     from app.settings import Settings
 
     app = create_app(Settings())
-    body = orjson.dumps({"model": "text-embedding-v4", "input": TEXTS, "encoding_format": encoding})
+    inputs: list[Any] = TEXTS
+    if token_ids:
+        from app import tokentext
+
+        enc = tokentext.encoding(tokentext.DEFAULT_ENCODING)
+        assert enc is not None
+        inputs = [enc.encode_ordinary(t) for t in TEXTS]
+    body = orjson.dumps({"model": "text-embedding-v4", "input": inputs, "encoding_format": encoding})
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -87,6 +95,7 @@ async def measure(encoding: str, calls: int, rounds: int) -> list[float]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.inproc")
     ap.add_argument("--encoding", choices=("float", "base64"), default="float")
+    ap.add_argument("--input", choices=("texts", "token-ids"), default="texts")
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args(argv)
@@ -119,11 +128,11 @@ def main(argv: list[str] | None = None) -> None:
         try:
             import uvloop
 
-            rounds = uvloop.run(measure(a.encoding, a.calls, a.rounds))
+            rounds = uvloop.run(measure(a.encoding, a.calls, a.rounds, a.input == "token-ids"))
         finally:
             os.dup2(saved, 2)
         print(
-            f"cache hit of {len(TEXTS)} texts ({a.encoding}), in process: "
+            f"cache hit of {len(TEXTS)} texts ({a.encoding}, sent as {a.input}), in process: "
             f"{min(rounds):.1f} us per call (best round; rounds: {', '.join(f'{r:.1f}' for r in rounds)})"
         )
     finally:

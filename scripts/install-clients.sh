@@ -4,7 +4,8 @@
 #   tests/clients/requirements.txt: a virtualenv of their own, because these frameworks pin many packages
 #   that the gateway's .venv pins differently;
 # - the openai npm package into tests/clients/node/node_modules (npm ci, from package-lock.json);
-# - Go (Debian's golang-go) for the net/http client, and Node.js + npm, through apt-get when missing.
+# - Go (Debian's golang-go) for the net/http client, a JDK (Debian's default-jdk-headless) for Java's
+#   HttpClient run as a single-file program, and Node.js + npm, through apt-get when missing.
 # Idempotent. Measured on a 2-core machine: about 2 min for a new .venv-clients, a few seconds after that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ need=()
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+{ command -v java && command -v javac; } >/dev/null 2>&1 || need+=(default-jdk-headless)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -187,6 +188,7 @@ class GatewayFactory:
         workers: int = 1,
         env: dict[str, str] | None = None,
         upstream_key: str = UPSTREAM_KEY,
+        nofile: int | None = None,
     ) -> Gateway:
         port = free_port()
         extra = {
@@ -207,7 +209,10 @@ class GatewayFactory:
         if config:
             args += ["--config", config]
         log = self.logdir / f"gateway-{port}.log"
-        proc = subprocess.Popen(args, cwd=ROOT, env=clean_env(**extra), stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        limit = None if nofile is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=clean_env(**extra), stdout=log.open("ab"), stderr=subprocess.STDOUT, preexec_fn=limit
+        )
         gw = Gateway(f"http://127.0.0.1:{port}", proc, log, extra)
         self.started.append(gw)
         wait_http(gw.url + "/healthz", proc)
@@ -284,6 +289,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 from dockerkit import (  # noqa: E402,F401
     base_images,
     docker_engine,
+    gateway_builds,
     gateway_image,
     local_image,
     python_image,

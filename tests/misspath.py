@@ -11,7 +11,8 @@ from app.service import EmbeddingService
 from app.settings import Settings
 from app.upstreams.adapter import Upstream
 from app.upstreams.breaker import CircuitBreaker
-from app.upstreams.caller import GuardedUpstreams, OpenGate, UpstreamGate
+from app.upstreams.caller import OpenGate, QuotaGate
+from app.upstreams.fleet import Fleet
 from app.upstreams.guard import Guard, RetryPolicy
 
 
@@ -21,7 +22,7 @@ def miss_path(
     *,
     cache: VectorCache | None = None,
     concurrency: int = 8,
-    gate: UpstreamGate | None = None,
+    gate: QuotaGate | None = None,
 ) -> EmbeddingService:
     """One attempt per call (no retries: a failure is the test's to see at once), `concurrency` calls in
     flight per upstream."""
@@ -34,6 +35,6 @@ def miss_path(
         )
         for name in adapters
     }
-    caller = GuardedUpstreams(adapters, guards, metrics, gate or OpenGate())
+    caller = Fleet(adapters, guards, metrics, gate or OpenGate())
     flights = open_flights(cache, caller, Settings(), metrics)
-    return EmbeddingService(cache, flights, metrics, namespace="t", deadline_s=30.0)
+    return EmbeddingService(cache, flights, metrics, namespace="t", deadline_s=30.0, route=caller.identity)

@@ -272,3 +272,16 @@ def test_errors_as_the_sdks_see_them(matrix: Matrix) -> None:
         "type": "invalid_request_error",
         "code": "model_not_found",
     }
+
+
+def test_java_http_client(matrix: Matrix, standin: StandIn) -> None:
+    """Java's default HttpClient offers HTTP/2 with `Upgrade: h2c` on plain HTTP; the body must still arrive."""
+    need(shutil.which("java") is not None, "java (a JDK 11 or newer)")
+    texts = salted("java one", "java two")
+    bodies = [
+        json.dumps({"model": TEXT, "input": texts, "encoding_format": "float"}),
+        json.dumps({"model": TEXT, "input": texts[0]}),
+    ]
+    answers = matrix.run(["java", "Embed.java", matrix.gw.url, matrix.keys["matrix"], *bodies], CLIENTS / "java")
+    assert_vectors([d["embedding"] for d in answers[0]["data"]], [expected_vector(TEXT, 1024, t) for t in texts])
+    assert_vectors([answers[1]["data"][0]["embedding"]], [expected_vector(TEXT, 1024, texts[0])])

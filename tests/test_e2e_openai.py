@@ -18,6 +18,7 @@ from samples import V4, data_uri, jpeg, png
 from app.cache.keys import content_key
 from app.items import content_item
 from app.params import Params
+from app.settings import UpstreamConfig
 from bench.standin import expected_vector
 
 URL = "https://example.com/bike.jpg"
@@ -104,10 +105,13 @@ def test_cache_control_no_cache_skips_the_read_and_no_store_the_write(client: Op
     assert len(standin.calls()) == 4
 
 
-def test_vectors_are_stored_as_float32_bytes_with_a_ttl(client: OpenAI, redis_server: RedisServer) -> None:
+def test_vectors_are_stored_as_float32_bytes_with_a_ttl(
+    client: OpenAI, redis_server: RedisServer, standin: StandIn
+) -> None:
     (text,) = salted("stored")
     client.embeddings.create(model="text-embedding-v4", input=[text], dimensions=256)
-    key = content_key("eg", "dashscope", "text-embedding-v4", Params(256, True), content_item(text, V4, "p"))
+    identity = UpstreamConfig(kind="dashscope", base_url=standin.dashscope_base).identity()  # what computed it
+    key = content_key("eg", identity, "text-embedding-v4", Params(256, True), content_item(text, V4, "p"))
     r = redis.Redis.from_url(redis_server.url)
     try:
         assert r.get(key) == expected_vector("text-embedding-v4", 256, text).astype("<f4").tobytes()

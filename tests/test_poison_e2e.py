@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import Gateway, GatewayFactory, RedisServer, StandIn, stop
+from conftest import Gateway, GatewayFactory, RedisServer, StandIn, start_standin, stop
+from teamkit import write_config
 
 from bench.poison import POISON_MODES
 
@@ -29,8 +31,25 @@ DEFECT = {
 
 
 @pytest.fixture(scope="module")
-def poison_gw(gateways: GatewayFactory, redis_server: RedisServer) -> Iterator[Gateway]:
-    gw = gateways.start(redis_url=redis_server.url, env={"BREAKER_FAILURES": "2"})
+def spare(logdir: Path) -> Iterator[StandIn]:
+    s = start_standin(logdir / "standin-spare.log")
+    yield s
+    stop(s.proc)
+
+
+@pytest.fixture(scope="module")
+def poison_gw(
+    gateways: GatewayFactory,
+    redis_server: RedisServer,
+    standin_session: StandIn,
+    spare: StandIn,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Gateway]:
+    path = Path(tmp_path_factory.mktemp("poison")) / "gateway.yaml"
+    spare_up = {"kind": "dashscope", "base_url": spare.dashscope_base, "api_key_env": "DASHSCOPE_API_KEY"}
+    models = {"text-embedding-v3": {"deployments": [{"upstream": "dashscope"}, {"upstream": "spare"}]}}
+    write_config(path, {}, upstreams={"spare": spare_up}, models=models)
+    gw = gateways.start(redis_url=redis_server.url, config=str(path), env={"BREAKER_FAILURES": "2"})
     yield gw
     stop(gw.proc)
 
@@ -44,7 +63,8 @@ def message(resp: httpx.Response) -> str:
 
 
 @pytest.mark.parametrize("mode", POISON_MODES)
-def test_poison_answer_is_contained(poison_gw: Gateway, standin: StandIn, mode: str) -> None:
+def test_poison_answer_is_contained(poison_gw: Gateway, standin: StandIn, spare: StandIn, mode: str) -> None:
+    spare.reset()
     texts = [f"poison {mode} {uuid.uuid4().hex}", f"second {uuid.uuid4().hex}"]
     standin.control(poison=mode)
     for _ in range(3):  # more than BREAKER_FAILURES: the breaker would have opened if it counted these
@@ -58,7 +78,28 @@ def test_poison_answer_is_contained(poison_gw: Gateway, standin: StandIn, mode: 
     assert post(poison_gw, "text-embedding-v3", [f"other model {uuid.uuid4().hex}"]).status_code == 200
     resp = post(poison_gw, "text-embedding-v4", texts)  # nothing was cached: asked again, answered right
     assert resp.status_code == 200 and len(resp.json()["data"]) == 2
-    assert len(standin.calls()) == 5
+    assert len([c for c in standin.calls() if c["model"] == "text-embedding-v4"]) == 4
+
+
+@pytest.mark.parametrize("mode", ["wrong_length", "error_200"])
+def test_poison_from_one_deployment_the_other_serves(
+    poison_gw: Gateway, standin: StandIn, spare: StandIn, mode: str
+) -> None:
+    spare.reset()
+    texts = [f"v3 {mode} {uuid.uuid4().hex}", f"v3 second {uuid.uuid4().hex}"]
+    standin.control(poison=mode)
+    resp = post(poison_gw, "text-embedding-v3", texts)
+    assert resp.status_code == 200 and len(resp.json()["data"]) == 2
+    assert len(standin.calls()) <= 1 and len(spare.calls()) == 1  # once per deployment at most
+
+    standin.reset()
+    spare.reset()
+    standin.control(poison=mode)
+    spare.control(poison=mode)
+    resp = post(poison_gw, "text-embedding-v3", [f"both {uuid.uuid4().hex}", "x"])
+    assert resp.status_code == 502 and DEFECT[mode] in message(resp)
+    assert len(standin.calls()) == 1 and len(spare.calls()) == 1
+    spare.control(poison=None)
 
 
 def test_the_resolved_dimension_is_always_sent(poison_gw: Gateway, standin: StandIn) -> None:

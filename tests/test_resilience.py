@@ -1,4 +1,6 @@
-"""Guard (retries, deadline, breaker) and Batcher, as plain units with an injected clock and sleep."""
+"""The retry policy, deadline and breaker of one upstream (the fleet with one deployment: guard.py and
+fleet.py) and the Batcher, as plain units with an injected clock and sleep. Several deployments:
+test_fleet.py."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from app.cache.tickbatch import TickBatcher
 from app.catalog import ModelSpec
@@ -24,9 +27,11 @@ from app.errors import (
 )
 from app.flights.batcher import Batcher, Pending, apportion
 from app.items import Item
+from app.metrics import Metrics
 from app.params import Params
 from app.upstreams.adapter import Batch, Result
 from app.upstreams.breaker import CircuitBreaker
+from app.upstreams.fleet import Fleet
 from app.upstreams.guard import Guard, RetryPolicy
 
 
@@ -43,11 +48,65 @@ class FakeTime:
         self.now += seconds
 
 
-def guard(t: FakeTime, failures: int = 5, attempts: int = 6) -> Guard:
-    breaker = CircuitBreaker("up", failures=failures, open_s=10.0, clock=t.clock)
-    return Guard(
-        breaker, RetryPolicy(attempts, 0.1, 1.0), concurrency=4, clock=t.clock, sleep=t.sleep, rng=random.Random(1)
-    )
+ONE = ModelSpec(name="m", upstream="up", upstream_model="m", default_dimension=4, dimensions=(4,))
+
+
+class Sending:
+    """An adapter whose answer is `send()`'s (kept in `.last`)."""
+
+    name, kind = "up", "openai"
+
+    def __init__(self, send: Callable[[], Awaitable[str]]) -> None:
+        self.send = send
+        self.last = ""
+
+    async def embed(self, batch: Batch) -> Result:
+        self.last = await self.send()
+        return Result(np.zeros((len(batch.items), 4), dtype="<f4"), 0)
+
+    async def close(self) -> None:
+        return None
+
+
+class Admitting:
+    """A quota gate that runs `admit()` before every attempt."""
+
+    def __init__(self, admit: Callable[[], Awaitable[None]]) -> None:
+        self.admit = admit
+
+    async def try_admit(self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool) -> None:
+        await self.admit()
+
+
+class One:
+    """One upstream behind the fleet: `run(send, admit, deadline)` is one call with its retries."""
+
+    def __init__(self, t: FakeTime, failures: int, attempts: int) -> None:
+        self.t = t
+        self.breaker = CircuitBreaker("up", failures=failures, open_s=10.0, clock=t.clock)
+        self.guard = Guard(self.breaker, RetryPolicy(attempts, 0.1, 1.0), concurrency=4)
+        self.metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["up"])
+
+    async def run(
+        self, send: Callable[[], Awaitable[str]], admit: Callable[[], Awaitable[None]], deadline: float
+    ) -> str:
+        adapter = Sending(send)
+        t = self.t
+        fleet = Fleet(
+            {"up": adapter},
+            {"up": self.guard},
+            self.metrics,
+            Admitting(admit),
+            clock=t.clock,
+            sleep=t.sleep,
+            rng=random.Random(1),
+        )
+        await fleet.call(Batch(ONE, Params(4, True), [item("a")]), deadline)
+        return adapter.last
+
+
+def guard(t: FakeTime, failures: int = 5, attempts: int = 6) -> One:
+    return One(t, failures, attempts)
 
 
 def script(*outcomes: GatewayError | str) -> tuple[list[int], Callable[[], Awaitable[str]]]:

@@ -93,11 +93,18 @@ def test_nothing_a_gateway_of_this_session_wrote_or_serves_holds_a_secret(gatewa
         f"bad request (api_key={WRONG_KEY})",
     ],
 )
-def test_key_like_words_in_an_upstream_message_are_masked(message: str) -> None:
+def test_the_configured_key_in_an_upstream_message_is_masked(message: str) -> None:
+    """Masking is by value (app/masking.py): the key the settings hold, whatever the words around it."""
+    from app.masking import Masker, install
+    from app.settings import Settings
     from app.upstreams.failures import error_from_response
     from app.upstreams.http import Answer
 
-    response = Answer(400, {}, orjson.dumps({"code": "InvalidParameter", "message": message}))
-    err = error_from_response(response, "dashscope")
+    install(Masker.from_settings(Settings(dashscope_api_key=WRONG_KEY)))
+    try:
+        response = Answer(400, {}, orjson.dumps({"code": "InvalidParameter", "message": message}))
+        err = error_from_response(response, "dashscope")
+    finally:
+        install(Masker([]))
     assert err.status == 400 and "***" in err.message
     assert not leaks(err.message, {WRONG_KEY})

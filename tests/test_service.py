@@ -20,7 +20,8 @@ from app.metrics import Metrics
 from app.params import Params
 from app.service import EmbeddingService, EmbedRequest
 from app.upstreams.adapter import Batch, Result
-from app.upstreams.caller import GuardedUpstreams, OpenGate, UpstreamGate
+from app.upstreams.caller import OpenGate, QuotaGate
+from app.upstreams.fleet import Fleet
 
 DIM = 8
 SPEC = ModelSpec(name="m", upstream="fake", upstream_model="m-1", dimensions=(DIM,), default_dimension=DIM, max_batch=3)
@@ -63,12 +64,12 @@ class CountingGate:
     def __init__(self) -> None:
         self.admitted: list[int] = []
 
-    async def admit(self, spec: ModelSpec, items: int, tokens: int) -> None:
-        self.admitted.append(items)
+    async def try_admit(self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool) -> None:
+        self.admitted.append(tokens)
 
 
 def service(
-    upstream: FakeUpstream, cache: MemoryCache | None = None, concurrency: int = 8, gate: UpstreamGate | None = None
+    upstream: FakeUpstream, cache: MemoryCache | None = None, concurrency: int = 8, gate: QuotaGate | None = None
 ) -> EmbeddingService:
     metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
     return miss_path({"fake": upstream}, metrics, cache=cache, concurrency=concurrency, gate=gate)
@@ -182,4 +183,4 @@ async def test_a_cached_value_of_the_wrong_size_is_a_miss() -> None:
 def test_every_upstream_needs_its_guard() -> None:
     metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
     with pytest.raises(ValueError, match="no guard for upstream"):
-        GuardedUpstreams({"fake": FakeUpstream()}, {}, metrics, OpenGate())
+        Fleet({"fake": FakeUpstream()}, {}, metrics, OpenGate())

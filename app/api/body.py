@@ -10,16 +10,23 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ClientClosed, InvalidRequest, PayloadTooLarge, field_path
+from ..memory import SMALL_BODY_BYTES, MemoryBudget, lease_of
 
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, budget: MemoryBudget | None = None) -> bytes:
     """The body, read from the ASGI messages themselves (Starlette's `stream()` is an async generator:
-    measurable on a cache hit); refused as soon as it is known to be over `limit`."""
+    measurable on a cache hit); refused as soon as it is known to be over `limit`. A body larger than
+    SMALL_BODY_BYTES is taken from the memory budget (twice: the bytes and what is parsed from them)."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body: larger than {limit} bytes", param="body")
+    if declared is not None and declared.isdigit():
+        length = int(declared)
+        if length > limit:
+            raise PayloadTooLarge(f"body: larger than {limit} bytes", param="body")
+        if length > SMALL_BODY_BYTES and budget is not None:
+            await lease_of(request.scope, budget).take(2 * length, "body")
+            budget = None  # taken
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -34,13 +41,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body: larger than {limit} bytes", param="body")
+        if budget is not None and size > SMALL_BODY_BYTES:  # no length declared: taken as it comes
+            await lease_of(request.scope, budget).take(2 * len(chunk), "body")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)  # one chunk (the usual case) is returned as it is, not copied
 
 
-async def parse(request: Request, model: type[M], limit: int) -> M:
-    raw = await read_body(request, limit)
+async def parse(request: Request, model: type[M], limit: int, budget: MemoryBudget | None = None) -> M:
+    raw = await read_body(request, limit, budget)
     if not raw:
         raise InvalidRequest("body: a JSON object is required", param="body")
     try:

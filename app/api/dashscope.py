@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from .. import items as parse_items
 from ..errors import InvalidRequest, request_id_of
 from ..media.inlining import parse_fetching
+from ..memory import lease_of
 from ..params import resolve
 from ..schemas.dashscope import (
     ErrorResponse,
@@ -63,13 +64,14 @@ def _respond(request: Request, output: dict[str, Any], result: EmbedResult, usag
 async def multimodal_embedding(request: Request) -> Response:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
-    body = await parse(request, MultimodalRequest, gw.settings.max_body_bytes)
+    body = await parse(request, MultimodalRequest, gw.settings.max_body_bytes, gw.memory)
     spec = tenancy.model_for(gw, team, body.model)
     if spec.endpoint != "multimodal" and gw.upstream_kinds[spec.upstream] == "dashscope":
         raise InvalidRequest(f"model: {spec.name} is a text model: use the text-embedding route", param="model")
     params = _params(gw, spec, body.parameters or {})
     parse_contents = partial(parse_items.dashscope_contents, spec=spec, limit=gw.settings.max_input_items)
-    items = await parse_fetching(gw.fetcher, spec, body.input.contents, "input.contents", parse_contents)
+    lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
+    items = await parse_fetching(gw.fetcher, spec, body.input.contents, "input.contents", parse_contents, lease)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input.contents")]
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
@@ -91,7 +93,7 @@ async def multimodal_embedding(request: Request) -> Response:
 async def text_embedding(request: Request) -> Response:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
-    body = await parse(request, TextRequest, gw.settings.max_body_bytes)
+    body = await parse(request, TextRequest, gw.settings.max_body_bytes, gw.memory)
     spec = tenancy.model_for(gw, team, body.model)
     params = _params(gw, spec, body.parameters or {})
     items = parse_items.dashscope_texts(body.input.texts, spec, gw.settings.max_input_items)

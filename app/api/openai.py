@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from .. import items as parse_items
 from ..media.inlining import parse_fetching
+from ..memory import lease_of
 from ..params import resolve
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
@@ -37,7 +38,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 async def create_embeddings(request: Request) -> Response:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
-    body = await parse(request, EmbeddingRequest, gw.settings.max_body_bytes)
+    body = await parse(request, EmbeddingRequest, gw.settings.max_body_bytes, gw.memory)
     spec = tenancy.model_for(gw, team, body.model)
     params = resolve(
         spec,
@@ -49,7 +50,8 @@ async def create_embeddings(request: Request) -> Response:
         forward_unknown=False,
     )
     parse_contents = partial(parse_items.openai_items, spec=spec, limit=gw.settings.max_input_items)
-    items = await parse_fetching(gw.fetcher, spec, body.input, "input", parse_contents)
+    lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
+    items = await parse_fetching(gw.fetcher, spec, body.input, "input", parse_contents, lease)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))

@@ -1,14 +1,17 @@
 """content_key(): the cache key of one item, a pure function, versioned.
 
-The key hashes everything that decides the vector: the upstream, the upstream's model id, the dimension,
+The key hashes everything that decides the vector: the identity of what computed it (a deployment's cache
+group, or its upstream's kind and address: upstreams/fleet.py), the upstream's model id, the dimension,
 every forwarded option (sorted), the item's modality and its identity (text, URL string, or the SHA-256 of
 decoded media bytes). Bump KEY_VERSION whenever what goes into the hash changes meaning: old entries then
 simply stop matching and age out by their TTL.
 
-The hash is a Redis Cluster hash tag (`NS:v2:{HEX}`): the vector key and its lease (`NS:v2:{HEX}:lease`)
+The hash is a Redis Cluster hash tag (`NS:v3:{HEX}`): the vector key and its lease (`NS:v3:{HEX}:lease`)
 share one slot, so the lease script can check the vector and take the lease atomically on a cluster too.
-Version 2 introduced the tag: vectors cached under `v1` keys are simply missed (fetched again once) and
-expire by their TTL.
+Version 2 introduced the tag; version 3 hashes the deployment's identity (its cache group, or its
+upstream's kind, base URL and workspace) where the upstream's configured name was, so that two servers
+never serve each other's vectors. Vectors cached under older keys are simply missed (fetched again once)
+and expire by their TTL.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import orjson
 from ..items import Item
 from ..params import Params
 
-KEY_VERSION = 2
+KEY_VERSION = 3
 
 
 class KeyMaker:
@@ -29,8 +32,8 @@ class KeyMaker:
 
     __slots__ = ("_base", "_prefix")
 
-    def __init__(self, namespace: str, upstream: str, upstream_model: str, params: Params) -> None:
-        head = [KEY_VERSION, upstream, upstream_model, params.dimension, sorted(params.options.items())]
+    def __init__(self, namespace: str, identity: str, upstream_model: str, params: Params) -> None:
+        head = [KEY_VERSION, identity, upstream_model, params.dimension, sorted(params.options.items())]
         # Sorted keys: an option's value may be an object (a forwarded DashScope parameter), whose key order
         # does not change the vector.
         self._base = hashlib.blake2b(orjson.dumps(head, option=orjson.OPT_SORT_KEYS), digest_size=20)
@@ -47,5 +50,5 @@ class KeyMaker:
         return [self.key(it) for it in items]
 
 
-def content_key(namespace: str, upstream: str, upstream_model: str, params: Params, item: Item) -> str:
-    return KeyMaker(namespace, upstream, upstream_model, params).key(item)
+def content_key(namespace: str, identity: str, upstream_model: str, params: Params, item: Item) -> str:
+    return KeyMaker(namespace, identity, upstream_model, params).key(item)

@@ -78,8 +78,9 @@ def apportion(total: int, weights: list[int]) -> list[int]:
     return shares
 
 
-def group_key(spec: ModelSpec, params: Params) -> tuple[str, int, bool, bytes]:
-    return spec.name, params.dimension, params.send_dimension, orjson.dumps(params.options, option=orjson.OPT_SORT_KEYS)
+def group_key(spec: ModelSpec, params: Params) -> tuple[str, str, int, bool, bytes]:
+    options = orjson.dumps(params.options, option=orjson.OPT_SORT_KEYS)
+    return spec.name, params.identity, params.dimension, params.send_dimension, options
 
 
 class Batcher:
@@ -90,9 +91,9 @@ class Batcher:
         self.caller = caller
         self.landing = landing
         self.window_s = window_s
-        self.groups: dict[tuple[str, int, bool, bytes], _Group] = {}
+        self.groups: dict[tuple[str, str, int, bool, bytes], _Group] = {}
         self.tasks: set[asyncio.Task[None]] = set()
-        self.busy: dict[tuple[str, int, bool, bytes], int] = {}  # calls in flight per group
+        self.busy: dict[tuple[str, str, int, bool, bytes], int] = {}  # calls in flight per group
 
     def submit(self, spec: ModelSpec, params: Params, pendings: list[Pending]) -> None:
         gk = group_key(spec, params)
@@ -113,12 +114,12 @@ class Batcher:
             else:  # nothing of this group in flight: no one to wait for but this loop turn's requests
                 group.timer = loop.call_soon(self._flush, gk)
 
-    def _cancel_timer(self, gk: tuple[str, int, bool, bytes], group: _Group) -> None:
+    def _cancel_timer(self, gk: tuple[str, str, int, bool, bytes], group: _Group) -> None:
         if group.timer is not None:
             group.timer.cancel()
         del self.groups[gk]
 
-    def _flush(self, gk: tuple[str, int, bool, bytes]) -> None:
+    def _flush(self, gk: tuple[str, str, int, bool, bytes]) -> None:
         group = self.groups.pop(gk, None)
         if group is not None and group.items:
             self._start(group, group.items)
@@ -156,6 +157,9 @@ class Batcher:
         except BaseException:
             await self._fail(chunk, asyncio.CancelledError())
             raise
+        if result.identity != params.identity:  # another deployment's vectors (a failover): served, not cached
+            for p in chunk:
+                p.write = False
         rows = result.vectors.astype("<f4", copy=False)
         shares = apportion(result.billed_tokens, [p.item.est_tokens for p in chunk])
         for i, p in enumerate(chunk):

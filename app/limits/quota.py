@@ -1,18 +1,21 @@
-"""Upstream quotas: the account's requests and tokens per minute for each upstream model (ModelSpec.rpm,
-ModelSpec.tpm), shared by every replica. The service awaits `admit` before every upstream call: the call
-gets the next slot of the quota (window.reserve) and sleeps until it, in arrival order, or is refused at
-once with 429 when the next slot is more than `upstream_queue_s` away. The upstream therefore never sees
-a burst above its quota from us, and our clients get a clean 429 with Retry-After instead of its errors.
+"""Upstream quotas: each deployment's account quota of requests and tokens per minute for its model
+(DeploymentSpec.rpm/tpm in the catalog; the account is `upstream:upstream_model`), shared by every
+replica. The fleet (upstreams/fleet.py) asks `try_admit` before every upstream call: the call gets the
+next slot of that account's quota (window.reserve) and sleeps until it, in arrival order; asked not to
+wait, it learns how far away the next slot is (nothing reserved), so that a deployment with headroom can
+take the call instead; a slot more than `upstream_queue_s` away is refused with 429. The upstream therefore
+never sees a burst above its quota from us, and our clients get a clean 429 with Retry-After instead.
 
-What each request was charged is kept in a ledger (a context variable, seen by the service's tasks), so
-that once the upstream reports its bill the difference is corrected (`ledger(...)` around the work).
+What each request was charged, per account, is kept in a ledger (a context variable, seen by the flights'
+tasks), so that once the upstream reports its bill the difference is corrected (`ledger(...)` around the
+work).
 """
 
 from __future__ import annotations
 
 import asyncio
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from ..catalog import ModelSpec
@@ -25,18 +28,20 @@ from .window import US, Pace
 @dataclass(slots=True)
 class Ledger:
     """Around one request's work (`async with quota.ledger(spec, team) as ledger`): set `.billed`, and
-    the quota's token bill is corrected on exit. Inert for a model without a quota."""
+    the token bill of the accounts charged is corrected on exit. Inert for a model without a quota."""
 
     quota: UpstreamQuota
-    spec: ModelSpec
-    pace: Pace | None
+    active: bool
     team: str | None
-    tokens: int = 0  # estimated tokens the quota charged for this request's upstream calls
+    charges: dict[str, tuple[Pace, int]] = field(default_factory=dict)  # account -> (pace, estimated tokens)
     billed: int | None = None  # the upstream's bill, once known
     token: Token[Ledger | None] | None = None
 
+    def charge(self, account: str, pace: Pace, tokens: int) -> None:
+        self.charges[account] = pace, self.charges.get(account, (pace, 0))[1] + tokens
+
     async def __aenter__(self) -> Ledger:
-        if self.pace is not None:
+        if self.active:
             self.token = _LEDGER.set(self)
         return self
 
@@ -46,21 +51,24 @@ class Ledger:
         if self.token is None:
             return
         _LEDGER.reset(self.token)
-        pace = self.pace
-        if pace is not None and pace.token_us and self.tokens and self.billed is not None:
-            await self.quota.limits.adjust(account(self.spec), pace, self.billed - self.tokens)
+        charged = sum(tokens for _, tokens in self.charges.values())
+        if not charged or self.billed is None:
+            return
+        for account, (pace, tokens) in self.charges.items():  # the bill shared by what each account was charged
+            if pace.token_us:
+                await self.quota.limits.adjust(account, pace, round(self.billed * tokens / charged) - tokens)
 
 
 _LEDGER: ContextVar[Ledger | None] = ContextVar("embedding_gateway_quota_ledger", default=None)
 
 
-def account(spec: ModelSpec) -> str:
+def account(upstream: str, upstream_model: str) -> str:
     """Quotas belong to the upstream account and its model: public names that share both share one quota."""
-    return f"{spec.upstream}:{spec.upstream_model}"
+    return f"{upstream}:{upstream_model}"
 
 
 class UpstreamQuota:
-    """The UpstreamGate of the upstream caller (app/upstreams/caller.py)."""
+    """The quota gate of the fleet (upstreams/fleet.py QuotaGate)."""
 
     def __init__(self, limits: Limits, metrics: Metrics, *, window_s: float, slack_s: float, max_wait_s: float) -> None:
         self.limits = limits
@@ -68,32 +76,41 @@ class UpstreamQuota:
         self.window_s = window_s
         self.slack_s = slack_s
         self.max_wait_us = round(max_wait_s * US)
-        self._paces: dict[str, Pace | None] = {}
+        self._paces: dict[tuple[int | None, int | None], Pace | None] = {}
 
-    def pace(self, spec: ModelSpec) -> Pace | None:
-        if spec.name not in self._paces:
-            self._paces[spec.name] = Pace.of(spec.rpm, spec.tpm, self.window_s, self.slack_s)
-        return self._paces[spec.name]
+    def pace(self, rpm: int | None, tpm: int | None) -> Pace | None:
+        if (rpm, tpm) not in self._paces:
+            self._paces[rpm, tpm] = Pace.of(rpm, tpm, self.window_s, self.slack_s)
+        return self._paces[rpm, tpm]
 
-    async def admit(self, spec: ModelSpec, items: int, tokens: int) -> None:
-        pace = self.pace(spec)
+    async def try_admit(
+        self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool
+    ) -> float | None:
+        """Take the account's next slot and sleep until it: None. With `wait=False` and no slot now, the
+        seconds until one (nothing taken). A slot further than `upstream_queue_s`: RateLimited."""
+        pace = self.pace(rpm, tpm)
         if pace is None:
-            return
-        grant = await self.limits.reserve(account(spec), pace, tokens, self.max_wait_us)
+            return None
+        grant = await self.limits.reserve(account, pace, tokens, self.max_wait_us if wait else 0)
         ledger = _LEDGER.get()
         if not grant.ok:
-            team = self.metrics.team(ledger.team if ledger else None)
-            self.metrics.ratelimit_rejections.labels(team, "upstream").inc()
+            if not wait and not grant.unavailable:
+                return max(grant.wait_us / US, 1e-6)
+            self.metrics.ratelimit_rejections.labels(
+                self.metrics.team(ledger.team if ledger else None), "upstream"
+            ).inc()
             if grant.unavailable:
                 raise Unavailable("upstream quotas cannot be checked right now; retry shortly", retry_after=1.0)
             raise RateLimited(
-                f"the upstream quota of model {spec.name} is booked for more than {self.max_wait_us / US:g}s ahead",
+                f"the upstream quota of {account} is booked for more than {self.max_wait_us / US:g}s ahead",
                 retry_after=grant.wait_us / US,
             )
         if ledger is not None:
-            ledger.tokens += tokens
+            ledger.charge(account, pace, tokens)
         if grant.wait_us > 0:
             await asyncio.sleep(grant.wait_us / US)
+        return None
 
     def ledger(self, spec: ModelSpec, team: str | None) -> Ledger:
-        return Ledger(self, spec, self.pace(spec), team)
+        active = any(self.pace(d.rpm, d.tpm) is not None for d in spec.deployments)
+        return Ledger(self, active, team)

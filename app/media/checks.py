@@ -28,11 +28,17 @@ class Media:
 def check_url(value: str, param: str) -> Media:
     if len(value) > MAX_URL_CHARS:
         raise InvalidRequest(f"{param}: URL longer than {MAX_URL_CHARS} characters", param=param)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidRequest(f"{param}: must be an http(s) URL or a data URI", param=param)
     if any(c.isspace() or c < "\x20" or c == "\x7f" for c in value):
         raise InvalidRequest(f"{param}: URL must not contain white space or control characters", param=param)
+    try:
+        parts = urlsplit(value)
+        host, _ = parts.hostname, parts.port  # both parse lazily: an unbalanced [ or a bad port raise here
+    except ValueError:
+        raise InvalidRequest(f"{param}: not a valid URL (host or port does not parse)", param=param) from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidRequest(f"{param}: must be an http(s) URL or a data URI", param=param)
+    if not host:
+        raise InvalidRequest(f"{param}: URL has no host", param=param)
     return Media(wire=value, identity="url:" + value)
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import httpx
 
 from ..errors import InvalidRequest, PayloadTooLarge
+from ..memory import FETCH_WEIGHT, Lease
 from .addresses import parse_public
 from .formats import MIME_FORMATS, sniff_format
 
@@ -66,11 +67,13 @@ async def system_resolve(host: str, port: int) -> list[str]:
 def open_client(concurrency: int) -> httpx.AsyncClient:
     """No proxies from the environment (they would connect for us, unchecked), no redirects followed by
     httpx, and no kept-alive connections: a pooled connection to an IP verified for one host name must
-    never serve a request for another name."""
+    never serve a request for another name. The pool is the process's: a fetch waits for a connection
+    within its own deadline (Fetcher.fetch), not httpx's 5 s pool timeout."""
     return httpx.AsyncClient(
         trust_env=False,
         follow_redirects=False,
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=0),
+        timeout=httpx.Timeout(5.0, pool=None),
     )
 
 
@@ -103,14 +106,24 @@ class Fetcher:
     async def close(self) -> None:
         await self.client.aclose()
 
-    async def fetch(self, url: str, param: str, max_bytes: int | None = None) -> FetchedImage:
-        """The image at url, or FetchRefused/PayloadTooLarge naming `param`. Outcomes are counted."""
+    async def fetch(
+        self, url: str, param: str, max_bytes: int | None = None, lease: Lease | None = None
+    ) -> FetchedImage:
+        """The image at url, or FetchRefused/PayloadTooLarge naming `param`. Outcomes are counted.
+
+        With a lease, room for the largest image allowed is taken from the memory budget before any
+        connection is made (so a fetch waiting for memory holds no connection), and what the image did not
+        use is given back once it is read (app/memory.py)."""
         cap = min(self.max_bytes, max_bytes or self.max_bytes)
         outcome = "aborted"  # cancelled with its request
+        if lease is not None:
+            await lease.take(cap * FETCH_WEIGHT, param)
         try:
             async with asyncio.timeout(self.timeout_s):
                 fetched = await self._follow(url, param, cap)
             outcome = "ok"
+            if lease is not None:
+                lease.give_back((cap - len(fetched.data)) * FETCH_WEIGHT)
             return fetched
         except TimeoutError:
             outcome = "timeout"
@@ -118,6 +131,9 @@ class Fetcher:
         except httpx.HTTPError:
             outcome = "unreachable"
             raise FetchRefused(f"{param}: image URL could not be fetched", param=param) from None
+        except ValueError:  # whatever else a URL or an answer can hold that a library refuses to parse
+            outcome = "refused"
+            raise FetchRefused(f"{param}: image URL or its answer could not be parsed", param=param) from None
         except PayloadTooLarge:
             outcome = "too_large"
             raise
@@ -144,14 +160,14 @@ class Fetcher:
         """Parse the URL, resolve its host and check every address: the checked addresses are returned."""
         try:
             parsed = httpx.URL(url)
-        except (httpx.InvalidURL, ValueError):
+            host, port = parsed.host, parsed.port  # the host's IDNA form is decoded here: xn-- can fail
+        except (httpx.InvalidURL, ValueError):  # IDNAError is a UnicodeError, a ValueError
             raise FetchRefused(f"{param}: not a valid URL", param=param) from None
-        if parsed.scheme not in ("http", "https") or not parsed.host:
+        if parsed.scheme not in ("http", "https") or not host:
             raise FetchRefused(f"{param}: only http(s) URLs are fetched", param=param)
         if parsed.userinfo:
             raise FetchRefused(f"{param}: URLs with credentials are not fetched", param=param)
-        host = parsed.host
-        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        port = port or (443 if parsed.scheme == "https" else 80)
         try:
             resolved = await self.resolve(host, port)
         except (OSError, UnicodeError):
@@ -216,10 +232,12 @@ class Fetcher:
             data += chunk
             if len(data) > cap:
                 raise PayloadTooLarge(f"{param}: image larger than {cap} bytes", param=param)
-        real = sniff_format(bytes(data))
+        raw = bytes(data)
+        del data
+        real = sniff_format(raw)
         if real is None:
             raise FetchRefused(f"{param}: image URL answered bytes of no known image format", param=param)
         claimed = MIME_FORMATS.get(mime[6:])
         if claimed is not None and claimed != real:
             raise FetchRefused(f"{param}: image URL answered {mime} but the bytes are {real}", param=param)
-        return FetchedImage(bytes(data), real)
+        return FetchedImage(raw, real)

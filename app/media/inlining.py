@@ -17,6 +17,7 @@ from typing import Any
 from ..catalog import ModelSpec
 from ..errors import GatewayError, InvalidRequest, PayloadTooLarge
 from ..items import Item
+from ..memory import Lease
 from .fetcher import Fetcher
 
 Parse = Callable[[object], list[Item]]
@@ -58,16 +59,18 @@ def substitute(contents: list[Any], inline: dict[str, str]) -> list[Any]:
     return out
 
 
-async def fetch_all(fetcher: Fetcher, urls: dict[str, str], max_bytes: int) -> dict[str, str]:
-    """URL -> data URI, fetched concurrently (bounded), within a per-request total of bytes; the first
-    failure cancels the rest and is raised."""
+async def fetch_all(
+    fetcher: Fetcher, urls: dict[str, str], max_bytes: int, lease: Lease | None = None
+) -> dict[str, str]:
+    """URL -> data URI, fetched concurrently (bounded), within a per-request total of bytes and the
+    process's memory budget (the lease); the first failure cancels the rest and is raised."""
     gate = asyncio.Semaphore(fetcher.concurrency)
     total = 0
 
     async def one(url: str, param: str) -> str:
         nonlocal total
         async with gate:
-            fetched = await fetcher.fetch(url, param, max_bytes)
+            fetched = await fetcher.fetch(url, param, max_bytes, lease)
         total += len(fetched.data)
         if total > fetcher.max_total_bytes:
             raise PayloadTooLarge(
@@ -84,9 +87,10 @@ async def fetch_all(fetcher: Fetcher, urls: dict[str, str], max_bytes: int) -> d
 
 
 async def parse_fetching(
-    fetcher: Fetcher | None, spec: ModelSpec, contents: object, where: str, parse: Parse
+    fetcher: Fetcher | None, spec: ModelSpec, contents: object, where: str, parse: Parse, lease: Lease | None = None
 ) -> list[Item]:
-    """parse(contents), with image URLs fetched and inlined first when the gateway fetches media."""
+    """parse(contents), with image URLs fetched and inlined first when the gateway fetches media; the
+    fetched bytes are taken from the request's memory lease."""
     items = parse(contents)
     if fetcher is None:
         return items
@@ -99,5 +103,5 @@ async def parse_fetching(
             param=where,
         )
     assert isinstance(contents, list)
-    inline = await fetch_all(fetcher, urls, spec.max_image_bytes)
+    inline = await fetch_all(fetcher, urls, spec.max_image_bytes, lease)
     return parse(substitute(contents, inline))

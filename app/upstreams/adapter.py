@@ -27,6 +27,7 @@ class Batch:
 class Result:
     vectors: np.ndarray  # (len(items), dimension), float32, rows in item order
     billed_tokens: int
+    identity: str = ""  # the cache identity of the deployment that computed it (set by the fleet)
 
 
 class Upstream(Protocol):

@@ -30,6 +30,8 @@ class CircuitBreaker:
         self.failures = 0
         self.open_until = 0.0
         self.probing = False
+        if metrics is not None:  # the series exists (closed) from the start
+            metrics.breaker_open.labels(f"upstream:{name}").set(0)
 
     def enter(self) -> bool:
         """Before an attempt: raises Unavailable while open; returns True when this attempt is the probe."""
@@ -41,12 +43,25 @@ class CircuitBreaker:
         if self.state == "half-open" and not self.probing:
             self.probing = True
             return True
+        raise self.refusal()
+
+    def refusal(self) -> Unavailable:
+        """The 503 an attempt gets while the circuit is open (or half-open with its probe out)."""
+        now = self.clock()
         wait = max(self.open_until - now, 0.0) if self.state == "open" else min(self.open_s, 1.0)
-        raise Unavailable(
+        return Unavailable(
             f"upstream {self.name} is failing; not calling it for {wait:.1f}s",
             code="upstream_unavailable",
             retry_after=max(wait, 0.001),
         )
+
+    def refusing(self) -> bool:
+        """Whether an attempt now would be refused (open, or half-open with its probe out): no side effect."""
+        if self.state == "closed":
+            return False
+        if self.state == "open":
+            return self.clock() < self.open_until
+        return self.probing
 
     def succeeded(self, probe: bool) -> None:
         self.failures = 0

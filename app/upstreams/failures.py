@@ -1,25 +1,20 @@
 """The map from an upstream's non-200 answers to gateway errors: upstream 4xx stays 4xx with its code and
 message, 401/403 (about the gateway's own key) and 5xx become 502, 429 keeps Retry-After (timeouts and
-connection failures are mapped where they happen, in http.py). Messages are cleaned of key-like words
-before they reach a client or a log."""
+connection failures are mapped where they happen, in http.py). Every configured secret is masked in
+messages (app/masking.py) before they are cut to length, so no cut leaves a part of one."""
 
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import orjson
 
 from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamRejected
+from ..masking import mask
 from .http import Answer
 
 MAX_MESSAGE = 300
-
-
-# Key-like words an upstream may echo in a message (OpenAI-style sk- keys, bearer tokens): masked before a
-# message reaches a client or a log.
-_KEYLIKE = re.compile(r"(?i)\b(sk-|bearer\s+|api[_-]?key[=:]\s*)[A-Za-z0-9._~+/=-]{4,}")
 
 
 def _retry_after(resp: Answer) -> float | None:
@@ -37,7 +32,7 @@ def _retry_after(resp: Answer) -> float | None:
 
 def _clean(message: object) -> str:
     text = message if isinstance(message, str) else ""
-    text = _KEYLIKE.sub(lambda m: m.group(1) + "***", " ".join(text.split()))
+    text = mask(" ".join(text.split()))
     return text[:MAX_MESSAGE] or "no message"
 
 

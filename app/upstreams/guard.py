@@ -1,12 +1,10 @@
-"""Guard: what every call to one upstream passes through: retries with exponential backoff and jitter within
-a per-request deadline, its circuit breaker (breaker.py), and a bound on the calls in flight to it.
+"""Guard: what every attempt on one upstream passes through: its circuit breaker (breaker.py), a bound on
+the calls in flight to it, and the retry policy the fleet (fleet.py) applies between attempts: exponential
+backoff with jitter, or the upstream's own `Retry-After`, within the request's deadline.
 
-A small loop rather than tenacity: the decisions that matter here are ours, not generic ones. A wait is
-the upstream's own `Retry-After` when it sent one, else the backoff; a wait that would end past the
-deadline is not started (the client gets the error at once, with its Retry-After); every attempt passes
-the breaker and the upstream quota gate first; and gate refusals or validation errors are never retried.
-Expressed in tenacity, that is a custom wait, stop, retry predicate and before-hook around ~30 lines of
-logic, plus a dependency; the loop below is easier to read and to test with an injected clock and sleep.
+A small loop (in the fleet) rather than tenacity: the decisions that matter here are ours, not generic ones
+(which deployment next, a wait that would end past the deadline is not started, gate refusals and
+validation errors are never retried).
 
 What is retried: 429, 5xx, timeouts and connection errors (UpstreamFailed). What is not: upstream 4xx
 (UpstreamRejected: the same request would be refused again), refused credentials, poison answers
@@ -20,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -63,55 +60,21 @@ def upstream_failure(exc: GatewayError) -> bool:
 
 
 class Guard:
-    """Everything one upstream's calls pass through: breaker, in-flight bound, deadline, retries."""
+    """Everything one upstream's attempts pass through: breaker, in-flight bound; and its retry policy."""
 
-    def __init__(
-        self,
-        breaker: CircuitBreaker,
-        policy: RetryPolicy,
-        *,
-        concurrency: int,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-        rng: random.Random | None = None,
-    ) -> None:
+    def __init__(self, breaker: CircuitBreaker, policy: RetryPolicy, *, concurrency: int) -> None:
         self.breaker = breaker
         self.policy = policy
         self.slots = asyncio.Semaphore(concurrency)
-        self.clock = clock
-        self.sleep = sleep
-        self.rng = rng or random.Random()
 
-    async def run(self, send: Callable[[], Awaitable[T]], admit: Callable[[], Awaitable[None]], deadline: float) -> T:
-        """`send` until it succeeds, a non-retryable error, the attempts run out, or the deadline
-        (a `time.monotonic()` instant) would pass. `admit` runs immediately before every attempt."""
-        name = self.breaker.name
-        attempt = 0
-        while True:
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                raise UpstreamTimeout(f"upstream {name} did not answer within the request deadline")
-            error = await self._attempt(send, admit, remaining)
-            if not isinstance(error, GatewayError):
-                return error
-            attempt += 1
-            if not retryable(error) or attempt >= self.policy.attempts:
-                raise error
-            hint = error.upstream_retry_after
-            delay = hint if hint is not None else self.policy.backoff(attempt - 1, self.rng)
-            if self.clock() + delay >= deadline:
-                raise error
-            await self.sleep(delay)
-
-    async def _attempt(
-        self, send: Callable[[], Awaitable[T]], admit: Callable[[], Awaitable[None]], remaining: float
-    ) -> T | GatewayError:
+    async def attempt(self, send: Callable[[], Awaitable[T]], remaining: float) -> T | GatewayError:
+        """One attempt within `remaining` seconds: its result, or the error it ended with (the breaker told
+        of it). Raises Unavailable at once while the breaker is open."""
         probe = self.breaker.enter()
         sending = False
         try:
             async with asyncio.timeout(remaining):
                 async with self.slots:
-                    await admit()
                     sending = True
                     result = await send()
         except TimeoutError:

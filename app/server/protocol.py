@@ -1,0 +1,148 @@
+"""uvicorn's httptools protocol with the gateway's connection hygiene, given to uvicorn as `http=`.
+
+Two things change; the parsing stays llhttp's (through httptools) and the ASGI cycle stays uvicorn's:
+
+- Read deadlines and the connection cap (app/server/connections.py): a connection registers when it
+  opens (or is refused with a 503 beyond the cap) and keeps `deadline` up to date as it reads.
+- Upgrade offers the server does not take are declined, and the request is served as HTTP/1.1 with its
+  body. llhttp stops at the end of a head that offers an upgrade (`Connection: Upgrade` + `Upgrade: h2c`,
+  as Java's HttpClient and `curl --http2` send on plain HTTP) and reports the offset where the other
+  protocol would begin; uvicorn then answers with an empty body and the parser is left in a state where
+  the rest of the connection is garbage (uvicorn#2722). Here the head is written again without the offer
+  and fed, with everything after it, to a fresh parser: the body, and any keep-alive or pipelined request
+  behind it, are parsed by llhttp like those of any request. WebSocket upgrades (when a WebSocket library
+  is installed) keep uvicorn's path; CONNECT, which llhttp also reports as an upgrade, is not replayed
+  (it would offer again) and keeps uvicorn's answer.
+
+The ASGI app puts the worker's Connections in the lifespan state under STATE_KEY (app/main.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httptools
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from .connections import Connections
+
+STATE_KEY = "connections"
+# Hop-by-hop words of an upgrade offer, dropped when the head is replayed.
+_OFFER_HEADERS = frozenset({b"upgrade", b"http2-settings"})
+_OFFER_TOKENS = frozenset({b"upgrade", b"http2-settings"})
+_BAD_REQUEST = "Invalid HTTP request received."
+_REFUSAL_BODY = orjson.dumps(
+    {"error": {"message": "too many open connections, retry later", "type": "server_error", "code": "overloaded"}}
+)
+REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
+)
+
+
+class GatewayProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        connections = app_state.get(STATE_KEY)
+        if not isinstance(connections, Connections):
+            raise RuntimeError(f"the app's lifespan state has no {STATE_KEY!r} (app.server.Connections)")
+        self.registry = connections
+        self.deadline = 0.0  # loop time by which the current read must be done; 0: none
+        self.reading_body = False
+        self.declined = False  # the head just parsed offered an upgrade that is not taken
+
+    # The registry's view of the connection (connections.Conn).
+    def in_request(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def reading_paused(self) -> bool:
+        return self.flow is not None and self.flow.read_paused
+
+    def expire(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if not self.registry.admit(self):
+            transport.write(REFUSAL)
+            transport.close()
+            return
+        self.deadline = self.loop.time() + self.registry.head_timeout_s
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.registry.leave(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        if self.reading_body:
+            self.deadline = self.loop.time() + self.registry.body_timeout_s
+        while True:
+            try:
+                self.parser.feed_data(data)
+                return
+            except httptools.HttpParserError:
+                self.logger.warning(_BAD_REQUEST)
+                self.send_400_response(_BAD_REQUEST)
+                return
+            except httptools.HttpParserUpgrade as exc:
+                if not self.declined:
+                    if self._should_upgrade():
+                        self.handle_websocket_upgrade()
+                    else:
+                        self._unsupported_upgrade_warning()
+                    return
+                data = self._replay_head() + data[exc.args[0] :]
+
+    # httptools parser callbacks
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self.deadline:
+            self.deadline = self.loop.time() + self.registry.head_timeout_s
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        if parser.should_upgrade() and not self._should_upgrade() and parser.get_method() != b"CONNECT":
+            self.declined = True  # the body comes after the offer: parsed by the parser of the replay
+            return
+        self.reading_body = True
+        self.deadline = self.loop.time() + self.registry.body_timeout_s
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        if self.declined:
+            return
+        self.reading_body = False
+        self.deadline = 0.0
+        super().on_message_complete()
+
+    def _replay_head(self) -> bytes:
+        """The declined request's head without its upgrade offer, and a fresh parser to read it."""
+        version = self.parser.get_http_version().encode("ascii")
+        lines = [self.parser.get_method(), b" ", self.url, b" HTTP/", version, b"\r\n"]
+        for name, value in self.headers:
+            if name in _OFFER_HEADERS:
+                continue
+            if name == b"connection":
+                tokens = [t.strip() for t in value.split(b",")]
+                value = b", ".join(t for t in tokens if t and t.lower() not in _OFFER_TOKENS)
+                if not value:
+                    continue
+            lines += [name, b": ", value, b"\r\n"]
+        lines.append(b"\r\n")
+        self.declined = False
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn sets its own
+        return b"".join(lines)

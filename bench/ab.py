@@ -1,0 +1,84 @@
+"""A/B of the cache-hit path: this checkout's gateway against another checkout's (e.g. main before a
+change), in one run, on one Redis and one stand-in, measured in alternating rounds so that the machine's
+noise falls on both alike:
+
+    python -m bench.ab --other ../main-checkout --rounds 5 --duration 3
+
+Each round measures A (the other checkout) and B (this one), in alternating order, with one connection
+(p50 latency) and with `--connections` connections (requests per second), on the benchmark's
+"cache hit, 8 texts, float" body. Prints every round and the medians, and B/A ratios. Both gateways run
+with this checkout's Python environment; only the app code differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.procs import free_port
+from bench.scenarios import load, openai_body
+from bench.stack import KEY, Proc, Stack, env, stack, wait_ready
+
+
+def gateway(s: Stack, name: str, root: Path, standin: Proc, redis_url: str) -> Proc:
+    """`embedding-gateway serve` from the app code of checkout `root` (its working directory)."""
+    port = free_port()
+    extra = {
+        "GATEWAY_AUTH": "off",
+        "LOCAL_MODEL": "false",
+        "DASHSCOPE_API_KEY": KEY,
+        "DASHSCOPE_BASE_URL": standin.url + "/api/v1",
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_BASE_URL": standin.url + "/v1",
+        "REDIS_URL": redis_url,
+    }
+    args = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"]
+    log = (s.workdir / f"{name}.log").open("ab")
+    proc = subprocess.Popen(args, cwd=root, env=env(**extra), stdout=log, stderr=subprocess.STDOUT)
+    p = Proc(name, f"http://127.0.0.1:{port}", proc)
+    s.procs.append(p)
+    wait_ready(p, "/healthz")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--other", type=Path, required=True, help="the checkout measured as A")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=3.0)
+    ap.add_argument("--connections", type=int, default=32)
+    a = ap.parse_args(argv)
+    body = [openai_body([f"cached text {i} of the A/B run" for i in range(8)])]
+    figures: dict[str, dict[str, list[float]]] = {"A": {"p50": [], "rps": []}, "B": {"p50": [], "rps": []}}
+    with stack() as s:
+        redis_url = s.redis()
+        port = free_port()
+        standin = s.spawn(
+            "standin", [sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", KEY], port
+        )
+        wait_ready(standin, "/_stats")
+        gws = {
+            "A": gateway(s, "A", a.other.resolve(), standin, redis_url),
+            "B": gateway(s, "B", Path.cwd(), standin, redis_url),
+        }
+        for gw in gws.values():
+            load(gw.url, "/v1/embeddings", body, 1, 0.5)  # fills the cache
+        for r in range(a.rounds):
+            for name in "AB" if r % 2 == 0 else "BA":
+                one = load(gws[name].url, "/v1/embeddings", body, 1, a.duration)
+                many = load(gws[name].url, "/v1/embeddings", body, a.connections, a.duration)
+                figures[name]["p50"].append(one["p50_ms"])
+                figures[name]["rps"].append(many["requests_per_s"])
+                print(f"round {r} {name}: 1 conn p50 {one['p50_ms']:.3f} ms, {a.connections} conns "
+                      f"{many['requests_per_s']:,.0f} req/s", flush=True)  # fmt: skip
+    med = {n: {k: statistics.median(v) for k, v in f.items()} for n, f in figures.items()}
+    print(f"median A: p50 {med['A']['p50']:.3f} ms, {med['A']['rps']:,.0f} req/s")
+    print(f"median B: p50 {med['B']['p50']:.3f} ms, {med['B']['rps']:,.0f} req/s")
+    print(f"B/A: p50 {med['B']['p50'] / med['A']['p50']:.3f}, req/s {med['B']['rps'] / med['A']['rps']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
