@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
 from enum import Enum
 from typing import Any
 
@@ -19,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .api.asgi.exchange import exchange_of
 from .masking import mask
 
 log = logging.getLogger("embedding_gateway.errors")
@@ -168,8 +168,7 @@ def wire_of(path: str) -> Wire:
 
 
 def request_id_of(request: Request) -> str:
-    rid = getattr(request.state, "request_id", None)
-    return rid if isinstance(rid, str) else str(uuid.uuid4())
+    return exchange_of(request.scope).request_id
 
 
 def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
@@ -253,13 +252,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     response = render(GatewayError("internal error"), wire_of(request.url.path), rid)
     response.headers["x-request-id"] = rid
     return response
-
-
-async def response_for(request: Request, exc: Exception) -> Response:
-    """What the handlers below answer for `exc`, for routes served past FastAPI's routing (api/asgi/fastpath.py)."""
-    if isinstance(exc, GatewayError):
-        return await _gateway_error(request, exc)
-    return await _unexpected(request, exc)
 
 
 def install_handlers(app: FastAPI) -> None:

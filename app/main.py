@@ -16,6 +16,7 @@ from . import errors, masking, tokentext
 from .api import dashscope, docs, openai, ops
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
+from .api.asgi.front import Fronted
 from .auth import Authenticator
 from .bypass import Bypass
 from .cache.hot import HotCache
@@ -35,7 +36,6 @@ from .limits.quota import UpstreamQuota
 from .limits.shared import RedisStore
 from .media.fetcher import Fetcher
 from .media.fetcher import open_client as open_fetch_client
-from .memory import MemoryBudget
 from .metrics import Metrics, multiprocess_dir
 from .redislink import open_link
 from .server.connections import for_worker
@@ -234,10 +234,7 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
         stack.push_async_callback(fetcher.close)
     kinds: dict[str, str] = {name: cfg.kind for name, cfg in p.configs.items()}
     team_limits = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
-    memory = MemoryBudget(s.memory_budget_bytes, wait_s=s.memory_wait_s, counter=metrics.memory_waits)
-    gw = Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, memory)
-    gw.fetcher = fetcher
-    return gw
+    return Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, fetcher=fetcher)
 
 
 def announce(p: Plan, gw: Gateway) -> None:
@@ -281,7 +278,7 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     p = plan(settings or Settings())
-    app = fastpath.Fronted(
+    app = Fronted(
         title="embedding-gateway",
         version="0.1.0",
         description="Embeddings of text, images and video behind the OpenAI and DashScope wire formats.",
@@ -293,7 +290,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.uploads)
     app.include_router(ops.router)
     docs.install(app, p.catalog.names())
-    app.add_front(fastpath.FastPath, routes=fastpath.routes_of(app, FAST_PATHS))
+    fast = fastpath.routes_of(app, FAST_PATHS)
+    for path in sorted(set(FAST_PATHS) - set(fast)):
+        log.warning("POST %s is served by FastAPI's routing, not the fast path (it declares dependencies)", path)
+    app.add_front(fastpath.FastPath, routes=fast, handlers=app.exception_handlers)
     app.add_front(CloseWhenDraining)
     app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
     app.add_front(observe.Observe, metrics=p.metrics)  # outermost: ids, logs and counts every request

@@ -21,13 +21,17 @@ import ctypes.util
 import gc
 import heapq
 import itertools
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from typing import Any
 
+from starlette.types import Scope
+
+from .api.asgi.exchange import exchange_of
 from .errors import Unavailable
 
 SMALL_BODY_BYTES = 64 * 1024  # bodies up to this size are not counted: the connection cap bounds them
-FETCH_WEIGHT = 3  # a fetched image is held as bytes, as its base64 data URI, and in the upstream request
+# A fetched image is held as bytes, as its base64 data URI, decoded again to hash it, and in the upstream request.
+FETCH_WEIGHT = 4
 TRIM_AFTER_BYTES = 16 * 1024 * 1024  # a burst that held less than this is not worth a trim
 
 
@@ -122,22 +126,13 @@ class MemoryBudget:
             self._trim_handle = loop.call_later(self._trim_every_s, self._trim_now, loop)
 
 
-LEASE_KEY = "memory_lease"  # in the ASGI scope's state; released when the request ends (api/asgi/observe.py)
-
-
-def lease_of(scope: MutableMapping[str, Any], budget: MemoryBudget) -> Lease:
-    """The request's lease, made at its first use."""
-    state = scope["state"]
-    lease: Lease | None = state.get(LEASE_KEY)
-    if lease is None:
-        lease = state[LEASE_KEY] = budget.lease()
-    return lease
-
-
-def release_of(state: dict[str, Any]) -> None:
-    lease: Lease | None = state.get(LEASE_KEY)
-    if lease is not None:
-        lease.release()
+def lease_of(scope: Scope, budget: MemoryBudget) -> Lease:
+    """The request's lease, made at its first use and kept in its Exchange (api/asgi/exchange.py), which
+    Observe releases when the request ends."""
+    exchange = exchange_of(scope)
+    if exchange.lease is None:
+        exchange.lease = budget.lease()
+    return exchange.lease
 
 
 class Lease:

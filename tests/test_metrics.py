@@ -15,9 +15,8 @@ from conftest import ROOT, clean_env
 from misspath import miss_path
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.requests import Request
 
-from app.api.asgi.observe import annotate, team_of
+from app.api.asgi.exchange import exchange_of
 from app.catalog import ModelSpec
 from app.cli import prepare_metrics_dir
 from app.errors import RateLimited, UpstreamFailed, UpstreamTimeout
@@ -77,14 +76,18 @@ def test_upstream_status_label_is_the_upstreams_own() -> None:
     assert upstream_status(UpstreamFailed("garbage")) == "error"
 
 
-def test_annotate_merges_fields() -> None:
-    req = Request({"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []})
-    assert team_of(req) is None
-    annotate(req, team="search")
-    annotate(req, model="m", items=2)
-    assert req.state.log == {"team": "search", "model": "m", "items": 2}
-    assert req.scope["state"]["log"] is req.state.log  # where Observe reads it
-    assert team_of(req) == "search"
+def test_the_exchange_is_one_per_request_and_fills_the_log_line() -> None:
+    scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []}
+    exchange = exchange_of(scope)
+    assert exchange_of(scope) is exchange and len(exchange.request_id) == 32  # no Observe in front: a new id
+    assert exchange.headers is None and exchange.team is None
+    exchange.team = "search"
+    line: dict[str, object] = {}
+    exchange.log_fields(line)
+    assert line == {"team": "search"}
+    exchange.model, exchange.items, exchange.hits, exchange.misses = "m", 2, 1, 1
+    exchange.log_fields(line)
+    assert line == {"team": "search", "model": "m", "items": 2, "hits": 1, "misses": 1, "tokens": 0, "upstream_s": 0.0}
 
 
 WORKER = """

@@ -13,7 +13,7 @@ from ..limits.window import US
 from ..service import EmbedRequest, EmbedResult
 from ..state import Gateway
 from ..teams import Team
-from .asgi.observe import annotate
+from .asgi.exchange import Exchange, exchange_of
 from .body import cache_control
 
 
@@ -21,7 +21,7 @@ def authenticate(request: Request, gw: Gateway) -> Team | None:
     """The caller's team (None when auth is off); 401 in the caller's wire format otherwise."""
     team = gw.auth.team_of(request.headers, dashscope=wire_of(request.scope["path"]) is Wire.DASHSCOPE)
     if team is not None:
-        annotate(request, team=team.name)
+        exchange_of(request.scope).team = team.name
     return team
 
 
@@ -37,28 +37,25 @@ async def embed(request: Request, gw: Gateway, team: Team | None, req: EmbedRequ
     req.cache_read, req.cache_write = cache_control(request)
     est = sum(it.est_tokens for it in req.items)
     adm = await gw.limits.admit(team, est)
-    state = request.scope.setdefault("state", {})  # read by asgi/observe.py as the response starts
-    state["response_headers"] = rate_headers(adm)
+    exchange = exchange_of(request.scope)
+    exchange.headers = rate_headers(adm)  # on the response, and on the 429 enforce() may raise
     adm.enforce()
     async with adm, gw.quota.ledger(req.spec, req.team) as ledger:
         result = await gw.service.embed(req)
         adm.billed = billed_tokens(result, est)
         ledger.billed = result.billed_tokens
-    state["response_headers"] = rate_headers(adm)
-    log_result(request, req.spec.name, result)
+    exchange.headers = rate_headers(adm)
+    log_result(exchange, req.spec.name, result)
     return result
 
 
-def log_result(request: Request, model: str, result: EmbedResult) -> None:
-    annotate(
-        request,
-        model=model,
-        items=len(result.vectors),
-        hits=result.hits,
-        misses=result.misses,
-        tokens=result.billed_tokens,
-        upstream_s=round(result.upstream_seconds, 6),
-    )
+def log_result(exchange: Exchange, model: str, result: EmbedResult) -> None:
+    exchange.model = model
+    exchange.items = len(result.vectors)
+    exchange.hits = result.hits
+    exchange.misses = result.misses
+    exchange.tokens = result.billed_tokens
+    exchange.upstream_s = round(result.upstream_seconds, 6)
 
 
 def billed_tokens(result: EmbedResult, est: int) -> int:

@@ -6,10 +6,12 @@ every forwarded option (sorted), the item's modality and its identity (text, URL
 decoded media bytes). Bump KEY_VERSION whenever what goes into the hash changes meaning: old entries then
 simply stop matching and age out by their TTL.
 
-The hash is a Redis Cluster hash tag (`NS:v2:{HEX}`): the vector key and its lease (`NS:v2:{HEX}:lease`)
+The hash is a Redis Cluster hash tag (`NS:v3:{HEX}`): the vector key and its lease (`NS:v3:{HEX}:lease`)
 share one slot, so the lease script can check the vector and take the lease atomically on a cluster too.
-Version 2 introduced the tag: vectors cached under `v1` keys are simply missed (fetched again once) and
-expire by their TTL.
+Version 2 introduced the tag; version 3 hashes the deployment's identity (its cache group, or its
+upstream's kind, base URL and workspace) where the upstream's configured name was, so that two servers
+never serve each other's vectors. Vectors cached under older keys are simply missed (fetched again once)
+and expire by their TTL.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import orjson
 from ..items import Item
 from ..params import Params
 
-KEY_VERSION = 2
+KEY_VERSION = 3
 
 
 class KeyMaker:

@@ -1,71 +1,45 @@
-"""The embedding routes, served without FastAPI's per-request machinery.
+"""FastPath: the embedding routes, served without FastAPI's per-request machinery.
 
 FastAPI keeps documenting these routes (the OpenAPI schema comes from their decorators, and their
 functions are the ones called here), but a POST to one of them is dispatched by `FastPath` straight to
 the route function: no router walk, no dependency solving, no exception-middleware and exit-stack
-layers. And `Fronted` puts the gateway's own pure-ASGI layers (Observe, the header cap, the drain,
-FastPath) in front of FastAPI instead of inside Starlette's middleware stack, so these routes also skip
-FastAPI's per-request telemetry check, ServerErrorMiddleware and FastAPI's body-limit layer. All these
-layers together cost about a fifth of the gateway's time on a cache hit (py-spy, `bench/README.md`),
-and these routes use none of them: they read and cap their own bodies and raise GatewayError, which is
-rendered here by the same table as everywhere else (errors.response_for). Every other path, and other
-methods on these paths, go through FastAPI's whole stack as usual.
+layers; and as a front layer (front.py) it also runs ahead of FastAPI's per-request telemetry check,
+ServerErrorMiddleware and body-limit layer. All these layers together cost about a fifth of the
+gateway's time on a cache hit (py-spy, `bench/README.md`), and these routes use none of them: they read
+and cap their own bodies and raise GatewayError. Their errors are rendered by the app's own handler table
+(`app.exception_handlers`, the one FastAPI uses for every other route, looked up the way Starlette does),
+so a handler added to the app applies here too. Every other path, and other methods on these paths, go
+through FastAPI's whole stack as usual. A middleware of that stack would never see these routes: Fronted
+refuses one (front.py).
 
 Only a route that needs nothing from FastAPI is served here (`routes_of` checks: POST, no dependencies, no
 declared parameters but the request): a route that gains a `Depends(...)` (auth, say) drops back to
-FastAPI's routing by itself.
+FastAPI's routing by itself, and create_app logs that it did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from starlette.middleware import Middleware
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ...errors import response_for
-
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-class Fronted(FastAPI):
-    """FastAPI with pure-ASGI layers in front of all of it (its telemetry check, Starlette's middleware
-    stack, the router) for HTTP requests. `add_front` works like `add_middleware` (the last one added is
-    the outermost); lifespan events go to FastAPI directly. An exception escaping a front layer is not
-    rendered by Starlette (none of ours raises: FastPath renders its routes' errors itself)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.front: list[Middleware] = []
-        self.front_stack: ASGIApp | None = None
-
-    def add_front(self, cls: Any, **kwargs: Any) -> None:
-        if self.front_stack is not None:
-            raise RuntimeError("cannot add a front layer once the application has started")
-        self.front.insert(0, Middleware(cls, **kwargs))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
-            return
-        if self.front_stack is None:
-            app: ASGIApp = super().__call__
-            for layer in reversed(self.front):
-                app = layer.cls(app, *layer.args, **layer.kwargs)
-            self.front_stack = app
-        scope["app"] = self
-        await self.front_stack(scope, receive, send)
+Handler = Callable[[Request, Exception], Any]
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, routes: dict[str, Endpoint]) -> None:
+    def __init__(self, app: ASGIApp, routes: dict[str, Endpoint], handlers: Mapping[Any, Handler]) -> None:
+        """`handlers`: the app's exception handlers (`app.exception_handlers`, shared, not copied)."""
         self.app = app
         self.routes = routes
+        self.handlers = handlers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
@@ -75,9 +49,21 @@ class FastPath:
         request = Request(scope, receive)
         try:
             response = await endpoint(request)
-        except Exception as exc:  # the one handler of this path: the same table as FastAPI's handlers
-            response = await response_for(request, exc)
+        except Exception as exc:  # rendered by the app's handler table, as on every other route
+            response = await self.render(request, exc)
         await response(scope, receive, send)
+
+    async def render(self, request: Request, exc: Exception) -> Response:
+        """The app's handler for `exc`: by status code for an HTTPException, then by the nearest class in its
+        MRO (Starlette's own lookup; the table always holds `Exception`, the handler of last resort)."""
+        handler = self.handlers.get(exc.status_code) if isinstance(exc, HTTPException) else None
+        if handler is None:
+            handler = next(self.handlers[cls] for cls in type(exc).__mro__ if cls in self.handlers)
+        response = handler(request, exc)
+        if inspect.isawaitable(response):
+            response = await response
+        assert isinstance(response, Response)
+        return response
 
 
 def routes_of(app: FastAPI, paths: Iterable[str]) -> dict[str, Endpoint]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...errors import GatewayError, render, wire_of
+from .exchange import exchange_of
 
 
 class HeaderLimit:
@@ -30,7 +31,6 @@ class HeaderLimit:
                 )
                 err.openai_type = "invalid_request_error"
                 err.dashscope_code = "BadRequest.TooLarge"
-                rid = scope.get("state", {}).get("request_id", "")
-                await render(err, wire_of(scope["path"]), rid)(scope, receive, send)
+                await render(err, wire_of(scope["path"]), exchange_of(scope).request_id)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

@@ -1,9 +1,8 @@
 """A pure ASGI middleware around every request: request id, in-flight gauge, duration and count
 metrics, and one JSON log line (never inputs, vectors or keys).
 
-Routes and dependencies add fields to the log line (and the team label) with `annotate(request, ...)`:
-model, items, hits, misses, tokens, upstream_s (the time spent waiting on the upstream, which the
-overhead histogram subtracts), team.
+The route fills the request's Exchange (exchange.py): the team (also the metrics' label), the response
+headers it adds, and the fields of the log line.
 """
 
 from __future__ import annotations
@@ -14,12 +13,11 @@ import re
 import time
 from typing import Any
 
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ...memory import release_of
 from ...metrics import ANONYMOUS, Metrics
 from .accesslog import AccessLog
+from .exchange import SCOPE_KEY, Exchange
 
 ROUTES = {
     "/v1/embeddings": "openai",
@@ -32,24 +30,6 @@ QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
 OTHER_ROUTE = "other"
 STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx"}  # anything else counts as 5xx
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-def annotate(request: Request, **fields: Any) -> None:
-    """Add fields to this request's log line (merged, so that auth and the route can both add theirs).
-    Kept in the scope's state (`request.state.log`), read from the scope directly: a hot path."""
-    state = request.scope.setdefault("state", {})
-    info = state.get("log")
-    if info is None:
-        state["log"] = fields
-    else:
-        info.update(fields)
-
-
-def team_of(request: Request) -> str | None:
-    """The team that auth annotated on this request (None: no auth, the `anonymous` label)."""
-    info = request.scope.get("state", {}).get("log")
-    team = info.get("team") if isinstance(info, dict) else None
-    return team if isinstance(team, str) else None
 
 
 class RequestIds:
@@ -85,8 +65,7 @@ class Observe:
             await self.app(scope, receive, send)
             return
         rid = self.request_id(scope)
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["request_id"] = rid
+        exchange = scope[SCOPE_KEY] = Exchange(rid)
         status = 500
         raw_rid = rid.encode()
 
@@ -94,8 +73,8 @@ class Observe:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                # Routes (and the errors they raise) may leave response headers in request.state.
-                extra = [(k.encode(), v.encode()) for k, v in (state.get("response_headers") or {}).items()]
+                # The route's own headers (rate limits), on its answer and on its errors alike.
+                extra = [(k.encode(), v.encode()) for k, v in (exchange.headers or {}).items()]
                 headers = [*message.get("headers", []), *extra]
                 if not any(name.lower() == b"x-request-id" for name, _ in headers):
                     headers.append((b"x-request-id", raw_rid))
@@ -115,19 +94,19 @@ class Observe:
         finally:
             elapsed = time.perf_counter() - t0
             m.in_flight.dec()
-            release_of(state)  # the bytes the request held from the memory budget (app/memory.py)
-            info: dict[str, Any] = state.get("log") or {}
-            team = info.get("team")
+            if exchange.lease is not None:  # the bytes the request held from the memory budget (app/memory.py)
+                exchange.lease.release()
+            team = exchange.team
             m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)).inc()
             m.child(m.request_duration, route).observe(elapsed)
-            m.child(m.overhead, route).observe(max(0.0, elapsed - info.get("upstream_s", 0.0)))
+            m.child(m.overhead, route).observe(max(0.0, elapsed - exchange.upstream_s))
             if self.access_log.enabled:
-                line = {
+                line: dict[str, Any] = {
                     "request_id": rid,
                     "route": route,
                     "status": status,
                     "duration_s": round(elapsed, 6),
-                    **info,
-                    "team": team or ANONYMOUS,
                 }
+                exchange.log_fields(line)
+                line["team"] = team or ANONYMOUS
                 self.access_log.write(line)

@@ -1,0 +1,59 @@
+"""Exchange: what the front layer and the route hand each other about one request, in one typed object.
+
+Observe (observe.py) makes it as a request comes in and keeps it in the ASGI scope under `SCOPE_KEY`; a
+route (or an error handler, or another front layer) reaches it with `exchange_of(scope)`. The route fills
+it: the caller's team (auth), its lease on the memory budget (bodies, fetched media: app/memory.py), the
+response headers it adds (the rate-limit headers, which go on every response, errors included) and the
+fields of the log line (model, items, hits, misses, tokens, and upstream_s, the time spent waiting on the
+upstream, which the overhead histogram subtracts). Observe reads it back when the response starts
+(headers) and when it ends (metrics, log line, the lease released).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import Scope
+
+if TYPE_CHECKING:
+    from ...memory import Lease
+
+SCOPE_KEY = "gateway.exchange"
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    team: str | None = None
+    headers: Mapping[str, str] | None = None  # response headers the route adds
+    model: str | None = None  # the fields below are set together, once the service answered
+    items: int = 0
+    hits: int = 0
+    misses: int = 0
+    tokens: int = 0
+    upstream_s: float = 0.0
+    lease: Lease | None = None  # the request's share of the memory budget, released when it ends
+
+    def log_fields(self, line: dict[str, Any]) -> None:
+        """Add this request's fields to its log line (never inputs, vectors or keys)."""
+        if self.team is not None:
+            line["team"] = self.team
+        if self.model is not None:
+            line["model"] = self.model
+            line["items"] = self.items
+            line["hits"] = self.hits
+            line["misses"] = self.misses
+            line["tokens"] = self.tokens
+            line["upstream_s"] = self.upstream_s
+
+
+def exchange_of(scope: Scope) -> Exchange:
+    """This request's Exchange. Without Observe in front (a bare app in a test), a new one with a random
+    request id, kept in the scope for the rest of the request."""
+    exchange: Exchange | None = scope.get(SCOPE_KEY)
+    if exchange is None:
+        exchange = scope[SCOPE_KEY] = Exchange(uuid.uuid4().hex)
+    return exchange
