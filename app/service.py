@@ -44,6 +44,20 @@ class EmbedResult:
     coalesced: int = 0  # items answered by another request's upstream call
 
 
+@dataclass(slots=True)
+class Lookup:
+    """A request's cache keys (per item, and each once) and the vectors the cache held for them."""
+
+    params: Params
+    keys: list[str]
+    unique: list[str]
+    found: dict[str, bytes]
+
+    def miss_tokens(self, items: Sequence[Item]) -> int:
+        """The estimated tokens of the items the cache did not hold: what the team's admission reserves."""
+        return sum(it.est_tokens for k, it in zip(self.keys, items, strict=True) if k not in self.found)
+
+
 def by_upstream_name(spec: ModelSpec) -> str:
     return spec.upstream
 
@@ -68,16 +82,24 @@ class EmbeddingService:
         self.route = route
 
     async def embed(self, req: EmbedRequest) -> EmbedResult:
-        spec = req.spec
-        params = replace(req.params, identity=self.route(spec))
-        deadline = time.monotonic() + self.deadline_s
-        keys = KeyMaker(self.namespace, params.identity, spec.upstream_model, params).keys(req.items)
+        return await self.complete(req, await self.lookup(req))
+
+    async def lookup(self, req: EmbedRequest) -> Lookup:
+        """The request's keys and what the cache holds for them (one read), before its team's admission."""
+        params = replace(req.params, identity=self.route(req.spec))
+        keys = KeyMaker(self.namespace, params.identity, req.spec.upstream_model, params).keys(req.items)
         unique = list(dict.fromkeys(keys))
         size = 4 * params.dimension
         found: dict[str, bytes] = {}
         if req.cache_read:
             values = await self._timed_read(unique)
             found = {k: v for k, v in zip(unique, values, strict=True) if v is not None and len(v) == size}
+        return Lookup(params, keys, unique, found)
+
+    async def complete(self, req: EmbedRequest, looked: Lookup) -> EmbedResult:
+        """The vectors of a looked-up request: its misses fetched through the flights."""
+        spec, params, keys, unique, found = req.spec, looked.params, looked.keys, looked.unique, dict(looked.found)
+        deadline = time.monotonic() + self.deadline_s
         missing: list[tuple[str, Item]] = []
         if len(found) < len(unique):
             first = dict(zip(keys, req.items, strict=True))

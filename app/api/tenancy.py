@@ -1,6 +1,7 @@
 """What the embedding routes share around the service call: the caller's key -> team (before the body is
-read), the models the team may use, its limits around the work (admission, then reconciliation with the
-upstream's bill), the rate-limit response headers and the log fields."""
+read), the models the team may use, its limits around the work (the cache read, then admission for the
+misses, then reconciliation with the upstream's bill when there is one), the rate-limit response headers
+and the log fields."""
 
 from __future__ import annotations
 
@@ -36,12 +37,15 @@ async def embed(request: Request, gw: Gateway, team: Team | None, req: EmbedRequ
     req.team = team.name if team is not None else None
     req.cache_read, req.cache_write = cache_control(request)
     est = sum(it.est_tokens for it in req.items)
-    adm = await gw.limits.admit(team, est)
+    # The cache first: the team's admission reserves tokens only for the misses (hits are not billed), so a
+    # whole hit is admitted with 0 tokens and has nothing to reconcile: one script call (docs/limits.md).
+    looked = await gw.service.lookup(req)
+    adm = await gw.limits.admit(team, looked.miss_tokens(req.items))
     exchange = exchange_of(request.scope)
     exchange.headers = rate_headers(adm)  # on the response, and on the 429 enforce() may raise
     adm.enforce()
     async with adm, gw.quota.ledger(req.spec, req.team) as ledger:
-        result = await gw.service.embed(req)
+        result = await gw.service.complete(req, looked)
         adm.billed = billed_tokens(result, est)
         ledger.billed = result.billed_tokens
     exchange.headers = rate_headers(adm)

@@ -70,8 +70,16 @@ class Admission:
     ) -> None:
         if isinstance(exc, RateLimited) and self.billed is None:
             self.billed = 0  # throttled on the way (upstream quota, upstream 429): nothing was billed
-        if self.ticket is not None:
+        if self.ticket is not None and self.unsettled():
             await self.limiter.finish(self)
+
+    def unsettled(self) -> bool:
+        """Whether the request's reservation still needs its finish: a concurrency lease to release, or
+        reserved tokens that differ from the bill. A whole cache hit (admitted with 0 tokens, billed 0) of a
+        team without a concurrency limit has none: its admission was its only script call."""
+        if self.quota.concurrency:  # as applied: a lease was taken
+            return True
+        return (self.est if self.billed is None else self.billed) != self.est
 
 
 class TeamLimiter:
