@@ -65,7 +65,7 @@ class Stack:
     ports: dict[str, int]
     project: str = field(default_factory=lambda: "eg" + uuid.uuid4().hex[:8])
 
-    def compose(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def compose(self, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
         """`docker compose ARGS` as the README says it, run as docker-compose (v1) on the machine's copy."""
         files = ["-f", str(self.clone / "compose.machine.yml"), "-f", str(self.clone / "compose.override.yml")]
         command = [require("docker-compose"), "-p", self.project, "--project-directory", str(self.clone), *files]

@@ -289,6 +289,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 from dockerkit import (  # noqa: E402,F401
     base_images,
     docker_engine,
+    gateway_builds,
     gateway_image,
     local_image,
     python_image,

@@ -15,6 +15,7 @@ No container registry is reachable from the test machines, so:
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import shutil
@@ -198,7 +199,8 @@ class TorchIndex:
     server: http.server.ThreadingHTTPServer
 
 
-def serve_torch_index(work: Path) -> Iterator[TorchIndex]:
+@contextlib.contextmanager
+def torch_index(work: Path) -> Iterator[TorchIndex]:
     """A one-project PEP 503 index on 127.0.0.1 with the CPU torch wheel pip finds on this machine (the
     Dockerfile's default index, download.pytorch.org, is not reachable from the test machines)."""
     project = work / "torch"
@@ -266,20 +268,32 @@ def services_image(base_images: dict[str, Future[str]]) -> str:
 
 
 @pytest.fixture(scope="session")
-def gateway_image(docker_engine: Engine, python_image: str) -> Built:
-    return build_gateway(docker_engine, "embedding-gateway:test", python_image)
+def gateway_builds(
+    docker_engine: Engine, base_images: dict[str, Future[str]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[Built]]]:
+    """Both variants, built side by side from the first test that needs either (a build waits on the
+    network and the disk as much as on the CPU): the local one goes on while the compose tests run."""
+    with contextlib.ExitStack() as stack:
+        index = stack.enter_context(torch_index(tmp_path_factory.mktemp("torch-index")))
+        pool = stack.enter_context(ThreadPoolExecutor(2))
+        python = base_images["python"]
+        local_args = ("INSTALL_ARGS=--local", f"TORCH_INDEX_URL={index.url}")
+        yield {
+            "default": pool.submit(lambda: build_gateway(docker_engine, "embedding-gateway:test", python.result())),
+            "local": pool.submit(
+                lambda: build_gateway(docker_engine, "embedding-gateway:test-local", python.result(), *local_args)
+            ),
+        }
 
 
 @pytest.fixture(scope="session")
-def local_image(docker_engine: Engine, python_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    for index in serve_torch_index(tmp_path_factory.mktemp("torch-index")):
-        yield build_gateway(
-            docker_engine,
-            "embedding-gateway:test-local",
-            python_image,
-            "INSTALL_ARGS=--local",
-            f"TORCH_INDEX_URL={index.url}",
-        )
+def gateway_image(gateway_builds: dict[str, Future[Built]]) -> Built:
+    return gateway_builds["default"].result()
+
+
+@pytest.fixture(scope="session")
+def local_image(gateway_builds: dict[str, Future[Built]]) -> Built:
+    return gateway_builds["local"].result()
 
 
 def teams_dir(path: Path, team: str = "search", **limits: object) -> tuple[Path, str]:

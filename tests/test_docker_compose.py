@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -62,7 +63,7 @@ def stack(
     services_image: str,
     standin_session: StandIn,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Stack, str]]:
+) -> Iterator[list[Any]]:
     clone = fresh_clone(tmp_path_factory.mktemp("compose") / "embedding-gateway")
     ports = {name: free_port() for name in ("gateway", "redis", "limits-redis", "prometheus")}
     stack = Stack(docker_engine, clone, ports)
@@ -90,7 +91,7 @@ def stack(
                     GATEWAY_IMAGE=gateway_image.tag,
                 )
         wait_healthy(stack)
-        yield stack, key
+        yield [stack, key]  # [the stack, the team's current key]: the rotation test changes the key
     finally:
         stack.compose("down", "-v", "--timeout", "60", check=False)
 
@@ -99,7 +100,7 @@ def client(stack: Stack, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"http://127.0.0.1:{stack.ports['gateway']}/v1", api_key=key, max_retries=0)
 
 
-def test_first_run_serves_the_team_key_and_refuses_no_key(stack: tuple[Stack, str], standin: StandIn) -> None:
+def test_first_run_serves_the_team_key_and_refuses_no_key(stack: list[Any], standin: StandIn) -> None:
     s, key = stack
     assert key.startswith("eg-") and key not in (s.clone / TEAMS).read_text()
     assert s.inspect("gateway", "{{.RestartCount}}") == "0"
@@ -118,7 +119,7 @@ def test_first_run_serves_the_team_key_and_refuses_no_key(stack: tuple[Stack, st
     assert bare.status_code == 401 and "API key" in bare.json()["error"]["message"]
 
 
-def test_cache_and_limits_each_on_their_redis(stack: tuple[Stack, str]) -> None:
+def test_cache_and_limits_each_on_their_redis(stack: list[Any]) -> None:
     s, key = stack
     client(s, key).embeddings.create(model="text-embedding-v4", input="limits", dimensions=64)
     cache = redis.Redis(port=s.ports["redis"])
@@ -129,7 +130,7 @@ def test_cache_and_limits_each_on_their_redis(stack: tuple[Stack, str]) -> None:
     assert not set(cache.scan_iter(count=1000)) & set(limits.scan_iter(count=1000))
 
 
-def test_prometheus_scrapes_the_gateway_and_loads_every_alert(stack: tuple[Stack, str]) -> None:
+def test_prometheus_scrapes_the_gateway_and_loads_every_alert(stack: list[Any]) -> None:
     s, _ = stack
     api = f"http://127.0.0.1:{s.ports['prometheus']}/api/v1"
     rules = yaml.safe_load((s.clone / "deploy" / "prometheus" / "alerts.yml").read_text())
@@ -147,7 +148,35 @@ def test_prometheus_scrapes_the_gateway_and_loads_every_alert(stack: tuple[Stack
     assert [v["value"][1] for v in value] == ["1"]
 
 
-def test_stop_during_load_completes_every_accepted_request(stack: tuple[Stack, str], standin: StandIn) -> None:
+def test_a_key_rotated_in_the_teams_file_works_without_a_restart(stack: list[Any]) -> None:
+    """The documented rotation: a new key from create-key, its hash in teams.yaml, the old one removed."""
+    s, old = stack
+    started = s.inspect("gateway", "{{.State.StartedAt}}")
+    created = s.compose(*shlex.split(FIRST_RUN[2])[2:])
+    new = created.stdout.strip()
+    paste_hash(s.clone, TEAM, created.stderr, replace=True)
+    url = f"http://127.0.0.1:{s.ports['gateway']}/v1/embeddings"
+
+    def status(key: str) -> int:
+        body = {"model": "text-embedding-v4", "input": "rotated", "dimensions": 64}
+        return httpx.post(url, json=body, headers={"Authorization": f"Bearer {key}"}).status_code
+
+    deadline = time.monotonic() + 30  # TEAMS_RELOAD_S: 5 s
+    while not all(status(new) == 200 and status(old) == 401 for _ in range(6)):
+        assert time.monotonic() < deadline, s.compose("logs", "gateway").stdout[-3000:]
+        time.sleep(0.5)
+    stack[1] = new
+    s.compose("kill", "-s", "HUP", "gateway")  # the documented immediate reload: nothing changed
+    deadline = time.monotonic() + 30
+    while "no change to teams" not in (logs := s.compose("logs", "gateway").stdout):
+        assert time.monotonic() < deadline, logs[-3000:]
+        time.sleep(0.5)
+    assert "teams reloaded (file changed)" in logs and old not in logs and new not in logs
+    assert s.inspect("gateway", "{{.State.StartedAt}} {{.RestartCount}}") == f"{started} 0"
+    assert status(new) == 200
+
+
+def test_stop_during_load_completes_every_accepted_request(stack: list[Any], standin: StandIn) -> None:
     """Runs last: `docker compose stop` while requests are in flight (the upstream answers in 300 ms)."""
     s, key = stack
     FIRST = 12

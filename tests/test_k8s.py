@@ -168,8 +168,8 @@ def test_teams_come_from_a_mounted_configmap_file(manifests: dict[str, dict[str,
 
 
 def test_fleet_sizing_agrees_with_the_workers(manifests: dict[str, dict[str, Any]]) -> None:
-    """CPU limit = WORKERS; memory limit holds every worker's caches; the limits' fallback divides by the
-    most pods the HPA can run; a drain takes one pod at a time."""
+    """CPU limit = WORKERS; memory limit holds every worker's caches; the floor of the processes sharing
+    the limits is the fewest pods the HPA runs; a drain takes one pod at a time."""
     config = manifests["ConfigMap"]["data"]
     workers = int(config["WORKERS"])
     limits = container(manifests)["resources"]["limits"]
@@ -177,7 +177,10 @@ def test_fleet_sizing_agrees_with_the_workers(manifests: dict[str, dict[str, Any
     per_worker = int(config["CACHE_HOT_MAX_BYTES"]) + int(config["CACHE_TEXT_MAX_BYTES"]) + WORKER_BASE_BYTES
     assert quantity(limits["memory"]) >= workers * per_worker + WORKER_BASE_BYTES  # + the supervisor process
     hpa = manifests["HorizontalPodAutoscaler"]["spec"]
-    assert int(config["REPLICAS"]) == hpa["maxReplicas"]
+    assert int(config["REPLICAS"]) == hpa["minReplicas"]
+    fields = Settings.model_fields  # each worker's connections to the cache and to the limits' Redis
+    connections = fields["redis_max_connections"].default + fields["limits_max_connections"].default
+    assert hpa["maxReplicas"] * workers * connections <= 10_000, "over Redis' default maxclients"
     pdb = manifests["PodDisruptionBudget"]["spec"]
     assert pdb["maxUnavailable"] == 1 and "minAvailable" not in pdb
     assert hpa["minReplicas"] >= 2  # a drain leaves a pod serving
