@@ -1,13 +1,15 @@
-"""The style rule, kept true: no module under app/ over 300 lines, no function over 60 (design.md: "a
-module past ~300 lines is two"). A metric's declaration (`self.x = Counter(...)`, Gauge, Histogram,
-Summary) does not count against its function: Metrics declares every metric in one place on purpose."""
+"""The layout, kept true: the README's Layout tree names every package and module of app/ (one line each,
+nothing that is not there), no module is over 300 lines and no function over 60 (design.md: "a module past
+~300 lines is two"). A metric's declaration (`self.x = Counter(...)`, Gauge, Histogram, Summary) does not
+count against its function: Metrics declares every metric in one place on purpose."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-APP = Path(__file__).resolve().parent.parent / "app"
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "app"
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 METRIC_TYPES = frozenset({"Counter", "Gauge", "Histogram", "Summary"})
@@ -56,3 +58,30 @@ def test_the_check_sees_what_it_measures() -> None:
     assert isinstance(declared, ast.ClassDef)
     init = declared.body[0]
     assert isinstance(init, ast.FunctionDef) and function_lines(init) == 1
+
+
+def readme_tree() -> set[str]:
+    """The paths the README's Layout tree names under app/ (packages end in '/'), from its indentation."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("## Layout") :].split("```")[1]
+    stack: list[str] = []
+    named: set[str] = set()
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        name = line.split()[0]
+        stack = stack[:depth]
+        if stack and stack[0] == "app/" and not name.startswith("*"):
+            named.add("".join(stack[1:]) + name)
+        if name.endswith("/"):
+            stack.append(name)
+    return named
+
+
+def test_the_readme_layout_names_every_package_and_module() -> None:
+    actual = {str(p.relative_to(APP)) for p in modules() if p.name != "__init__.py"}
+    actual |= {str(p.relative_to(APP)) + "/" for p in APP.rglob("*") if (p / "__init__.py").is_file()}
+    named = readme_tree()
+    assert named - actual == set(), "the README's Layout names what app/ does not hold"
+    assert actual - named == set(), "add these to the README's Layout tree, one line each"
