@@ -32,7 +32,6 @@ from .limits.local import LocalStore
 from .limits.quota import UpstreamQuota
 from .limits.shared import RedisStore
 from .media.fetcher import open_fetcher
-from .memory import MemoryBudget
 from .metrics import Metrics, multiprocess_dir
 from .redislink import open_link
 from .server.connections import for_worker
@@ -197,10 +196,7 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
         stack.push_async_callback(fetcher.close)
     kinds: dict[str, str] = {name: cfg.kind for name, cfg in p.configs.items()}
     team_limits = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
-    memory = MemoryBudget(s.memory_budget_bytes, wait_s=s.memory_wait_s, counter=metrics.memory_waits)
-    gw = Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, memory)
-    gw.fetcher = fetcher
-    return gw
+    return Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, fetcher=fetcher)
 
 
 def announce(p: Plan, gw: Gateway) -> None:

@@ -30,7 +30,8 @@ from .api.asgi.exchange import exchange_of
 from .errors import Unavailable
 
 SMALL_BODY_BYTES = 64 * 1024  # bodies up to this size are not counted: the connection cap bounds them
-FETCH_WEIGHT = 3  # a fetched image is held as bytes, as its base64 data URI, and in the upstream request
+# A fetched image is held as bytes, as its base64 data URI, decoded again to hash it, and in the upstream request.
+FETCH_WEIGHT = 4
 TRIM_AFTER_BYTES = 16 * 1024 * 1024  # a burst that held less than this is not worth a trim
 
 

@@ -33,18 +33,20 @@ class Gateway:
     auth: Authenticator
     limits: TeamLimiter
     quota: UpstreamQuota
-    memory: MemoryBudget
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     floats: VectorText = field(init=False)
     base64s: VectorText = field(init=False)
+    memory: MemoryBudget = field(init=False)  # bodies and fetched media held at once (app/memory.py)
 
     def __post_init__(self) -> None:
         """The memos of vector text share `cache_text_max_bytes`: float text takes about twice the room of
-        base64 text, so two thirds of the budget go to floats."""
+        base64 text, so two thirds of the budget go to floats. The memory budget is the process's."""
         budget = self.settings.cache_text_max_bytes
         self.floats = VectorText(budget * 2 // 3, float_json)
         self.base64s = VectorText(budget // 3, base64_json)
+        s = self.settings
+        self.memory = MemoryBudget(s.memory_budget_bytes, wait_s=s.memory_wait_s, counter=self.metrics.memory_waits)
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

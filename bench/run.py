@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from . import rediscost
 from .scenarios import calls_per_item, measure, scenarios
 from .stack import KEY, ROOT, free_port, stack, stop, wait_ready
 
@@ -134,6 +135,10 @@ def main(argv: list[str] | None = None) -> None:
             results.append({"workers": n, **calls_per_item(gw, standin, f"{run}-{n}", 100)})
             stop(gw)
     md = table(results, a.connections)
+    if not a.quick and not a.only:  # Redis CPU per hit, miss and limited request (bench/rediscost.py)
+        cost = rediscost.measure(400, 16)
+        results.append({"redis_cost": cost})
+        md += "\n\nRedis CPU per request (`python -m bench.rediscost`):\n\n" + rediscost.table(cost)
     print(md)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

@@ -100,3 +100,62 @@ def test_errors_name_the_model_and_field(models: dict[str, Any], message: str) -
     with pytest.raises(ValueError) as info:
         catalog(models)
     assert str(info.value).startswith(message)
+
+
+def fleet_catalog(models: dict[str, Any], available: set[str]) -> Any:
+    upstreams = {
+        "ds-a": {"kind": "dashscope", "base_url": "http://127.0.0.1:9/api/v1"},
+        "ds-b": {"kind": "dashscope", "base_url": "http://127.0.0.1:10/api/v1"},
+        "vllm": {"kind": "openai", "base_url": "http://127.0.0.1:11/v1"},
+    }
+    settings = Settings(upstreams=upstreams, models=models)
+    names = ("dashscope", "openai", "local", *upstreams)
+    return build_catalog(settings, {n: None if n in available else "off" for n in names})
+
+
+def test_deployments_shape_and_shorthand() -> None:
+    models = {
+        "text-embedding-v4": {
+            "deployments": [
+                {"upstream": "ds-a", "rpm": 1200, "tpm": 1000000},
+                {"upstream": "ds-b", "rpm": 600, "weight": 1},
+            ]
+        },
+        "text-embedding-v3": {"deployments": [{"upstream": "ds-a", "cache_group": "v3"}, {"upstream": "ds-b"}]},
+    }
+    cat = fleet_catalog(models, {"dashscope", "ds-a", "ds-b"})
+    v4 = cat.get("text-embedding-v4")
+    assert v4.upstream == "ds-a" and [(d.upstream, d.rpm, d.tpm, d.weight) for d in v4.deployments] == [
+        ("ds-a", 1200, 1000000, 1.0),
+        ("ds-b", 600, None, 1.0),
+    ]
+    v3 = cat.get("text-embedding-v3")  # the model's own quota (the published 6000 rpm) is each account's
+    assert [(d.rpm, d.cache_group) for d in v3.deployments] == [(6000, "v3"), (6000, None)]
+    plus = cat.get("tongyi-embedding-vision-plus")  # `upstream:` is one deployment
+    assert [(d.upstream, d.rpm) for d in plus.deployments] == [("dashscope", None)]
+
+
+def test_a_deployment_without_its_key_is_left_out_and_the_model_served_by_the_others() -> None:
+    models = {"text-embedding-v4": {"deployments": [{"upstream": "ds-a"}, {"upstream": "ds-b"}]}}
+    v4 = fleet_catalog(models, {"ds-b"}).get("text-embedding-v4")
+    assert v4.upstream == "ds-b" and [d.upstream for d in v4.deployments] == ["ds-b"]
+    assert fleet_catalog(models, set()).why_unavailable("text-embedding-v4") == "off"
+
+
+@pytest.mark.parametrize(
+    ("deployments", "message"),
+    [
+        ([{"upstream": "nowhere"}], "models.m.upstream: no upstream named 'nowhere'"),
+        ([{"upstream": "ds-a"}, {"upstream": "nowhere"}], "models.m.deployments[1].upstream: no upstream named"),
+        ([{"upstream": "ds-a"}, {"upstream": "ds-a"}], "each upstream may appear once"),
+        ([{"upstream": "ds-a"}, {"upstream": "vllm"}], "upstreams of one kind only (found dashscope, openai)"),
+        ([{"upstream": "ds-a", "weight": 0}], "models.m.deployments[0].weight"),
+        ([{"upstream": "ds-a", "cache_group": "has space"}], "models.m.deployments[0].cache_group"),
+        ([{"upstream": "ds-a", "rmp": 5}], "models.m.deployments[0].rmp"),
+    ],
+)
+def test_deployment_errors_name_the_field(deployments: list[dict[str, Any]], message: str) -> None:
+    models = {"m": {"default_dimension": 8, "deployments": deployments}}
+    with pytest.raises(ValueError) as info:
+        fleet_catalog(models, {"ds-a", "ds-b", "vllm"})
+    assert message in str(info.value)

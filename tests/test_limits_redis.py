@@ -136,7 +136,8 @@ async def test_decisions_use_the_redis_clock_and_one_cluster_slot(redis_server: 
         assert len({key_slot(k.encode()) for k in store.team_keys("team-a")}) == 1
         assert "{" in store.account_key("dashscope:text-embedding-v4")
         state = await store.client.hgetall(store.team_keys("team-a")[0])
-        assert list(state.values()) == [b"1:10"]  # one bucket: one request, its 10 tokens
+        assert [v for k, v in state.items() if k.startswith(b"b")] == [b"1:10"]  # one bucket: 1 request, 10 tokens
+        assert (state[b"n"], state[b"t"]) == (b"1", b"10")  # the running totals
         assert await store.client.zcard(store.team_keys("team-a")[1]) == 1
         # Limit state expires on its own once idle (no key outlives its window, lease or day).
         assert 0 < await store.client.pttl(store.team_keys("team-a")[0]) <= 62_000

@@ -76,10 +76,13 @@ def attack(gw: Gateway, *args: str) -> tuple[dict[str, object], RealClient]:
     client.stop.set()
     client.join(10)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    print(proc.stdout.strip().splitlines()[-1])
     return orjson.loads(proc.stdout.strip().splitlines()[-1]), client
 
 
 def check_real_client(client: RealClient) -> None:
+    worst = max(t for _, _, t in client.results)
+    print(f"real client: {len(client.results)} requests, slowest {worst * 1000:.0f} ms")
     assert len(client.results) >= 20, client.results
     slow = [r for r in client.results if r[1] != 200 or r[2] > 1.0]
     assert not slow, f"{len(slow)} of {len(client.results)} real requests failed or took over 1 s: {slow[:5]}"
@@ -107,6 +110,7 @@ def test_beyond_the_descriptor_budget_idle_connections_are_evicted(gateways: Gat
     check_real_client(client)
     assert summary["still_open"] == 0 and summary["closed_by_server"] == ATTACK, summary
     counts = closed_total(gw)
+    print(counts)
     assert counts.get("evicted", 0) >= ATTACK - 1024, counts
     assert counts.get("refused", 0) == 0, counts
     assert not breaker_open(gw)

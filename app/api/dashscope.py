@@ -70,7 +70,7 @@ async def multimodal_embedding(request: Request) -> Response:
         raise InvalidRequest(f"model: {spec.name} is a text model: use the text-embedding route", param="model")
     params = _params(gw, spec, body.parameters or {})
     parse_contents = partial(parse_items.dashscope_contents, spec=spec, limit=gw.settings.max_input_items)
-    lease = lease_of(request.scope, gw.memory)
+    lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
     items = await parse_fetching(gw.fetcher, spec, body.input.contents, "input.contents", parse_contents, lease)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input.contents")]

@@ -50,7 +50,7 @@ async def create_embeddings(request: Request) -> Response:
         forward_unknown=False,
     )
     parse_contents = partial(parse_items.openai_items, spec=spec, limit=gw.settings.max_input_items)
-    lease = lease_of(request.scope, gw.memory)
+    lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
     items = await parse_fetching(gw.fetcher, spec, body.input, "input", parse_contents, lease)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]

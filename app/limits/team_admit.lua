@@ -23,16 +23,16 @@ if daily > 0 then
   if w.day == day then used = w.day_used else redis.call('HSET', meta, 'day', day, 'day_used', 0) end
 end
 
-local count, tokens = w.count, w.tokens
+local count, tokens = w.n, w.t
 local refused = {}
 if rpm > 0 and count >= rpm then
-  refused[#refused + 1] = {'requests', 0, retry(w, w.n, count - rpm + 1, now)}
+  refused[#refused + 1] = {'requests', 0, retry(w, 1, count - rpm + 1, now)}
 end
 if tpm > 0 and tokens + est > tpm then
   if est > tpm then
     refused[#refused + 1] = {'tokens', 1, 0}
   else
-    refused[#refused + 1] = {'tokens', 0, retry(w, w.tok, tokens + est - tpm, now)}
+    refused[#refused + 1] = {'tokens', 0, retry(w, 2, tokens + est - tpm, now)}
   end
 end
 if conc > 0 and redis.call('ZCARD', leases) >= conc then
@@ -45,14 +45,9 @@ end
 local ok = (#refused == 0) and 1 or 0
 if ok == 1 then
   if rpm > 0 or tpm > 0 then
-    local b = math.floor(now / w.size)
-    if not w.n[b] then
-      w.n[b], w.tok[b] = 0, 0
-      w.nums[#w.nums + 1] = b
-    end
-    w.n[b], w.tok[b] = w.n[b] + 1, w.tok[b] + est
-    put(meta, w, b)
-    count, tokens = count + 1, tokens + est
+    add(w, math.floor(now / w.size), 1, est)
+    w.n, w.t = w.n + 1, w.t + est
+    count, tokens = w.n, w.t
   end
   if conc > 0 then
     redis.call('ZADD', leases, fmt(now + lease), rid)
@@ -60,9 +55,10 @@ if ok == 1 then
   end
   if daily > 0 then redis.call('HSET', meta, 'day_used', used + est) end
 end
+save(w)
 local keep = math.ceil((window + w.size) / 1000) + 1000
 if daily > 0 then keep = math.max(keep, math.ceil(((day + 1) * DAY - now) / 1000) + 60000) end
-if redis.call('EXISTS', meta) == 1 then redis.call('PEXPIRE', meta, keep) end
+redis.call('PEXPIRE', meta, keep)
 
 local reset = reset_in(w, now)
 if ok == 1 then return {1, '', 0, 0, count, tokens, reset, now, day} end

@@ -8,14 +8,17 @@ local at, day, billed = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local meta, leases = KEYS[1], KEYS[2]
 
 redis.call('ZREM', leases, rid)
+if redis.call('EXISTS', meta) == 0 then return {0, 0, 0} end
 local w = load_team(meta, now, window)
 local b = math.floor(at / w.size)
-local tokens = w.tokens
-if w.n[b] then
-  local fixed = math.max(0, w.tok[b] + billed - est)
-  tokens = tokens + fixed - w.tok[b]
-  w.tok[b] = fixed
-  put(meta, w, b)
+if b >= w.lo then
+  local n, t = counts(meta, b)
+  if n then
+    local fixed = math.max(0, t + billed - est)
+    w.t = w.t + fixed - t
+    redis.call('HSET', meta, 'b' .. fmt(b), fmt(n) .. ':' .. fmt(fixed))
+  end
 end
+save(w)
 if w.day == day then redis.call('HSET', meta, 'day_used', math.max(0, w.day_used + billed - est)) end
-return {w.count, tokens, reset_in(w, now)}
+return {w.n, w.t, reset_in(w, now)}

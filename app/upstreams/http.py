@@ -1,6 +1,8 @@
 """HttpClient: the upstream adapters' one HTTP client, aiohttp's, with the gateway's rules around it.
 
-- Proxies from the environment (`trust_env`: HTTPS_PROXY, HTTP_PROXY, NO_PROXY), like every other client.
+- Proxies from the environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY, as aiohttp's `trust_env` reads them),
+  looked up once per upstream origin: with `trust_env=True` aiohttp looks them up again on every request,
+  in a thread (measured here: ~200 us of CPU per call, twice the rest of the call).
 - Timeouts: `connect_s` to open a connection, `read_s` between two reads of the answer (a slow but
   steady answer is fine, a stalled one is not); the whole call is bounded by the caller (the guard
   runs each attempt within the request's deadline).
@@ -22,6 +24,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from ..errors import UpstreamFailed, UpstreamInvalid, UpstreamTimeout
 
@@ -66,6 +70,7 @@ class HttpClient:
         self.keepalive_s = keepalive_s
         self.timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=read_s)
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[URL, tuple[URL | None, aiohttp.BasicAuth | None]] = {}
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -75,7 +80,6 @@ class HttpClient:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self.timeout,
-                trust_env=True,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 raise_for_status=False,
             )
@@ -86,8 +90,11 @@ class HttpClient:
         `max_bytes` and the client's own cap. Raises UpstreamTimeout, UpstreamFailed (unreachable, closed,
         malformed) or AnswerTooLarge."""
         max_bytes = min(max_bytes, self.max_bytes)
+        proxy, proxy_auth = self._proxy(url)
         try:
-            async with self.session().post(url, data=body, headers=headers, allow_redirects=False) as resp:
+            async with self.session().post(
+                url, data=body, headers=headers, allow_redirects=False, proxy=proxy, proxy_auth=proxy_auth
+            ) as resp:
                 limit = max_bytes if resp.status == 200 else min(max_bytes, ERROR_BODY_BYTES)
                 return Answer(resp.status, resp.headers, await self._read(resp, limit, truncate=resp.status != 200))
         except (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError):
@@ -112,6 +119,19 @@ class HttpClient:
                 raise self._too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _proxy(self, url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        """The environment's proxy for `url`'s origin (None: direct, also for NO_PROXY hosts), looked up once."""
+        target = URL(url)
+        origin = target.origin()
+        found = self._proxies.get(origin)
+        if found is None:
+            try:
+                found = get_env_proxy_for_url(target)
+            except LookupError:
+                found = None, None
+            self._proxies[origin] = found
+        return found
 
     def _too_large(self, limit: int) -> AnswerTooLarge:
         return AnswerTooLarge(f"upstream {self.name} answered more than {limit} bytes")
