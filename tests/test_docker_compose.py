@@ -119,6 +119,19 @@ def test_first_run_serves_the_team_key_and_refuses_no_key(stack: list[Any], stan
     assert bare.status_code == 401 and "API key" in bare.json()["error"]["message"]
 
 
+def test_token_ids_are_decoded_inside_the_image(stack: list[Any], standin: StandIn) -> None:
+    """LangChain's default token ids, decoded with the encoding file the image's own packages ship (issue
+    15): the container reaches no download host, so a download would have failed the request."""
+    s, key = stack
+    enc = tokentext.encoding("cl100k_base")
+    assert enc is not None
+    text = "compose token ids"
+    out = client(s, key).embeddings.create(model="text-embedding-v4", input=[enc.encode_ordinary(text)], dimensions=64)
+    want = expected_vector("text-embedding-v4", 64, text)
+    np.testing.assert_allclose(out.data[0].embedding, want, rtol=1e-6, atol=1e-6)
+    assert standin.digests() == [canonical_digest("text-embedding-v4", 64, text)]
+
+
 def test_cache_and_limits_each_on_their_redis(stack: list[Any]) -> None:
     s, key = stack
     client(s, key).embeddings.create(model="text-embedding-v4", input="limits", dimensions=64)
@@ -177,7 +190,8 @@ def test_a_key_rotated_in_the_teams_file_works_without_a_restart(stack: list[Any
 
 
 def test_stop_during_load_completes_every_accepted_request(stack: list[Any], standin: StandIn) -> None:
-    """Runs last: `docker compose stop` while requests are in flight (the upstream answers in 300 ms)."""
+    """Runs last (it stops the gateway): `docker compose stop` while requests are in flight (the upstream
+    answers in 300 ms)."""
     s, key = stack
     FIRST = 12
     standin.control(latency_ms=300)
@@ -218,16 +232,3 @@ def test_stop_during_load_completes_every_accepted_request(stack: list[Any], sta
     unanswered = Counter(str(o).split("(")[0] for o in outcomes if o != 200)
     report(f"compose stop under load: {len(accepted)} accepted and answered 200, not accepted: {dict(unanswered)}")
     assert s.inspect("gateway", "{{.State.ExitCode}} {{.RestartCount}}") == "0 0"
-
-
-def test_token_ids_are_decoded_inside_the_image(stack: tuple[Stack, str], standin: StandIn) -> None:
-    """LangChain's default token ids, decoded with the encoding file the image's own packages ship (issue
-    15): the container reaches no download host, so a download would have failed the request."""
-    s, key = stack
-    enc = tokentext.encoding("cl100k_base")
-    assert enc is not None
-    text = "compose token ids"
-    out = client(s, key).embeddings.create(model="text-embedding-v4", input=[enc.encode_ordinary(text)], dimensions=64)
-    want = expected_vector("text-embedding-v4", 64, text)
-    np.testing.assert_allclose(out.data[0].embedding, want, rtol=1e-6, atol=1e-6)
-    assert standin.digests() == [canonical_digest("text-embedding-v4", 64, text)]
