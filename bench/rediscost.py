@@ -11,7 +11,7 @@ the top-level ones: scripts, MGET, and the pipelined SETs of a miss), each divid
 cache is off so that every hit reaches Redis. Scenarios (8 text items per request):
 - hit: every item cached, no team limits;
 - miss: every item new (cache read, lease claim, vector writes, lease release), no team limits;
-- limited hit: every item cached, the team has rpm and tpm (the team's admission and its finish);
+- limited hit: every item cached, the team has rpm and tpm (the team's admission only: nothing to settle);
 - refused: the team is over its rpm (429).
 Also used by `python -m bench.run` for its report.
 """
