@@ -56,6 +56,23 @@ KNOWN_OPTIONS: dict[str, tuple[frozenset[str], Callable[[Any], bool], str]] = {
 }
 
 
+MAX_UNKNOWN_DEPTH = 32
+
+
+def _depth(value: object) -> int:
+    """How deep a JSON value nests (a scalar is 0), counted without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            deepest = max(deepest, level)
+            continue
+        deepest = max(deepest, level + 1)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def resolve(
     spec: ModelSpec,
     upstream_kind: str,
@@ -86,6 +103,8 @@ def resolve(
         if known is None:
             if not forward_unknown:
                 raise InvalidRequest(f"{param}: unknown parameter", param=param)
+            if _depth(value) > MAX_UNKNOWN_DEPTH:  # deeper than any real option; orjson cannot key it either
+                raise InvalidRequest(f"{param}: nested deeper than {MAX_UNKNOWN_DEPTH} levels", param=param)
             continue  # DashScope takes any JSON value here (LlamaIndex sends {"kwargs": {...}}): sent as it is
         endpoints, check, expected = known
         if spec.endpoint not in endpoints:

@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             os.dup2(saved, 2)
         print(
-            f"cache hit of {len(TEXTS)} texts ({a.encoding}, sent as {a.input}), in process: "
+            f"cache hit of {len(TEXTS)} texts ({a.encoding}{', sent as token ids' if a.input == 'token-ids' else ''}), "
+            "in process: "
             f"{min(rounds):.1f} us per call (best round; rounds: {', '.join(f'{r:.1f}' for r in rounds)})"
         )
     finally:

@@ -36,7 +36,7 @@ class Api:
 @pytest.fixture(scope="module")
 def api(gateways: GatewayFactory, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Api:
     config = tmp_path_factory.mktemp("compat") / "gateway.yaml"
-    teams = {"wide": {}, "narrow": {"models": [TEXT]}, "slow": {"rpm": 1}}
+    teams = {"wide": {}, "narrow": {"models": [TEXT]}, "slow": {"rpm": 1}, "frugal": {"tpm": 10}}
     keys = write_config(config, teams, limits_window_s=30)
     gateways.secrets.update(keys.values())
     gw = gateways.start(redis_url=redis_server.url, config=str(config), env={"GATEWAY_AUTH": "required"})
@@ -160,6 +160,15 @@ def test_429_codes_per_wire(api: Api) -> None:
     assert openai_429.json()["error"]["type"] == "rate_limit_error"
     ds_429 = api.post(DS_TEXT, {"model": TEXT, "input": {"texts": ["c"]}}, "slow")
     assert ds_429.status_code == 429 and ds_429.json()["code"] == "Throttling.RateQuota"
+
+
+def test_a_token_limit_is_allocation_quota_on_dashscope_routes(api: Api, standin: StandIn) -> None:
+    text = "a text of about thirty tokens, more than the ten this team may use in a window " * 2
+    ds = api.post(DS_TEXT, {"model": TEXT, "input": {"texts": [text]}}, "frugal")
+    assert ds.status_code == 429 and ds.json()["code"] == "Throttling.AllocationQuota"
+    oa = api.post(OPENAI, {"model": TEXT, "input": text}, "frugal")
+    assert oa.status_code == 429 and oa.json()["error"]["code"] == "rate_limit_exceeded"
+    assert standin.calls() == []
 
 
 def test_every_openai_error_has_a_type_and_a_code(api: Api) -> None:

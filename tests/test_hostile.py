@@ -117,7 +117,6 @@ CORPUS: list[tuple[str, str, bytes]] = [
     ("encoding-format", OPENAI, oa('"a"', ', "encoding_format": "hex"')),
     ("output-type-sparse", TEXT, tx('["a"]', '{"output_type": "sparse"}')),
     ("params-not-object", MM, mm('["a"]', "[]")),
-    ("param-object-value", MM, mm('["a"]', '{"custom": {"a": 1}}')),
     ("contents-object", MM, b'{"model": "' + MM_MODEL.encode() + b'", "input": {"contents": {"text": "a"}}}'),
     ("texts-number", TEXT, tx("42")),
     ("texts-mixed", TEXT, tx('["a", 5, null]')),

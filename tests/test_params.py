@@ -130,3 +130,16 @@ def test_fusion_flag() -> None:
     assert openai(QWEN, enable_fusion=True).fusion
     assert not openai(QWEN, enable_fusion=False).fusion
     assert not openai(QWEN).fusion
+
+
+def test_an_unknown_parameter_nested_too_deep_is_refused_by_name() -> None:
+    def nested(depth: int) -> object:
+        value: object = 1
+        for level in range(depth):
+            value = [value] if level % 2 else {"k": value}
+        return value
+
+    assert native(V4, custom=nested(32)).options == {"custom": nested(32)}
+    with pytest.raises(InvalidRequest) as info:
+        native(V4, custom=nested(33))
+    assert info.value.param == "parameters.custom" and "nested deeper than 32" in str(info.value)

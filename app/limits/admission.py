@@ -52,7 +52,8 @@ class Admission:
         if v.too_large:
             raise RateLimited(
                 f"team {self.team.name}: this request (about {self.est} tokens) is larger than the "
-                f"{WHAT[kind]} limit ({limit}) and can never pass: split it"
+                f"{WHAT[kind]} limit ({limit}) and can never pass: split it",
+                dashscope_code=DASHSCOPE_CODES.get(kind),
             )
         per = "" if kind in ("concurrency", "daily_tokens") else f" per {self.limiter.window_s:g}s"
         raise RateLimited(

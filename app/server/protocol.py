@@ -100,6 +100,8 @@ class GatewayProtocol(HttpToolsProtocol):
             except httptools.HttpParserUpgrade as exc:
                 if not self.declined:
                     if self._should_upgrade():
+                        self.registry.leave(self)  # the WebSocket protocol takes the connection over
+                        self.deadline = 0.0
                         self.handle_websocket_upgrade()
                     else:
                         self._unsupported_upgrade_warning()

@@ -176,6 +176,11 @@ class Fleet:
 
     async def _admit(self, order: list[Deployment], tokens: int) -> Deployment:
         """The first deployment whose quota has a slot now; else the one whose slot comes soonest (waited for)."""
+        if len(order) == 1:  # nowhere else to go: wait for its slot (one quota decision)
+            d = order[0]
+            if not d.guard.breaker.refusing():
+                await self.gate.try_admit(d.account, d.rpm, d.tpm, tokens, wait=True)
+            return d
         soonest: tuple[float, Deployment] | None = None
         for d in order:
             if d.guard.breaker.refusing():
