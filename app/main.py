@@ -24,18 +24,14 @@ from .cache.memory import MemoryCache
 from .cache.redis import RedisCache
 from .cache.store import VectorCache
 from .catalog import Catalog, build_catalog
-from .flights.batcher import Batcher
-from .flights.coalescer import Coalescer
-from .flights.inflight import InFlight
-from .flights.leases import Leases, LocalLeases, RedisLeases
+from .flights.wiring import open_flights
 from .limits.admission import TeamLimiter
 from .limits.census import Census
 from .limits.failover import Limits
 from .limits.local import LocalStore
 from .limits.quota import UpstreamQuota
 from .limits.shared import RedisStore
-from .media.fetcher import Fetcher
-from .media.fetcher import open_client as open_fetch_client
+from .media.fetcher import open_fetcher
 from .metrics import Metrics, multiprocess_dir
 from .redislink import open_link
 from .server.connections import for_worker
@@ -48,7 +44,6 @@ from .teams_reload import watch_teams
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
-from .upstreams.caller import UpstreamCaller
 from .upstreams.dashscope import DashScopeUpstream
 from .upstreams.fleet import Fleet
 from .upstreams.guard import Guard, RetryPolicy
@@ -105,23 +100,6 @@ def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metr
     return Guard(breaker, policy, concurrency=cfg.max_connections)
 
 
-def open_leases(cache: VectorCache, settings: Settings) -> Leases:
-    redis = cache.inner if isinstance(cache, HotCache) else cache
-    if isinstance(redis, RedisCache):
-        return RedisLeases(redis.link, redis.breaker, settings.redis_timeout_s)
-    return LocalLeases()
-
-
-def open_flights(cache: VectorCache, caller: UpstreamCaller, settings: Settings, metrics: Metrics) -> Coalescer:
-    """The miss path below the service, built bottom up: the batcher sends chunks through `caller` and lands
-    each call in the in-flight table; the coalescer sends only what no one is fetching yet."""
-    leases = open_leases(cache, settings)
-    inflight = InFlight(cache, leases, metrics)
-    batcher = Batcher(caller, inflight, window_s=settings.batch_window_ms / 1000)
-    lease_s = settings.request_deadline_s + 1.0  # a lease outlives its holder's request by a second at most
-    return Coalescer(batcher, inflight, cache, leases, wait_s=settings.coalesce_wait_s, lease_s=lease_s)
-
-
 async def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
     s = settings
     if s.redis_url is None:
@@ -155,22 +133,6 @@ async def open_limits(settings: Settings, metrics: Metrics) -> Limits:
     local = LocalStore(window_s=s.limits_window_s, lease_s=s.limits_lease_s)
     bypass = Bypass("redis limits", s.limits_retry_after_s, metrics)
     return Limits(shared, local, census=census, policy=s.limits_on_redis_failure, breaker=bypass)
-
-
-def open_fetcher(settings: Settings, metrics: Metrics) -> Fetcher | None:
-    if not settings.media_fetch:
-        return None
-    return Fetcher(
-        open_fetch_client(settings.media_fetch_concurrency),
-        max_bytes=settings.media_fetch_max_bytes,
-        timeout_s=settings.media_fetch_timeout_s,
-        max_redirects=settings.media_fetch_max_redirects,
-        allow_hosts=frozenset(settings.media_fetch_allow_hosts),
-        concurrency=settings.media_fetch_concurrency,
-        max_urls=settings.media_fetch_max_urls,
-        max_total_bytes=settings.media_fetch_max_total_bytes,
-        count=lambda outcome: metrics.media_fetches.labels(outcome).inc(),
-    )
 
 
 @dataclass(frozen=True, slots=True)

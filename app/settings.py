@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .configfile import YamlSource
 
 CONFIG_ENV = "EMBEDDING_GATEWAY_CONFIG"
 # prometheus-client's own variable: set, its metrics live in files there, shared by the worker processes.
@@ -103,26 +103,6 @@ class LimitFailurePolicy(BaseModel):
     concurrency: FailurePolicy = "local"
     daily_tokens: FailurePolicy = "local"
     upstream: FailurePolicy = "local"
-
-
-class _YamlSource(PydanticBaseSettingsSource):
-    def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
-        super().__init__(settings_cls)
-        self.path = path
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        if not self.path:
-            return {}
-        p = Path(self.path)
-        if not p.is_file():
-            raise ValueError(f"config file {self.path!r} does not exist")
-        data = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"config file {self.path!r} must hold a mapping at its top level")
-        return data
 
 
 class Settings(BaseSettings):
@@ -295,7 +275,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls, os.environ.get(CONFIG_ENV)))
+        return (init_settings, env_settings, YamlSource(settings_cls, os.environ.get(CONFIG_ENV)))
 
     def upstream_configs(self) -> dict[str, UpstreamConfig]:
         """Built-in upstreams from the fixed environment names, overridden by the file's entries."""

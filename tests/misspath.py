@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from app.cache.memory import MemoryCache
 from app.cache.store import VectorCache
-from app.main import open_flights
+from app.flights.wiring import open_flights
 from app.metrics import Metrics
 from app.service import EmbeddingService
 from app.settings import Settings

@@ -143,7 +143,9 @@ async def test_the_hot_cache_answers_repeat_hits_without_a_redis_round_trip(
 
 
 async def test_the_access_log_writes_one_line_per_request(capfd: pytest.CaptureFixture[str]) -> None:
-    logging.getLogger(LOGGER).setLevel(logging.INFO)
+    logger = logging.getLogger(LOGGER)
+    level = logger.level
+    logger.setLevel(logging.INFO)
     try:
         app = create_app(settings())
         async with app.router.lifespan_context(app):
@@ -151,7 +153,7 @@ async def test_the_access_log_writes_one_line_per_request(capfd: pytest.CaptureF
             scope, _ = await call(app, "POST", "/v1/embeddings", {"model": "no-such-model", "input": "x"})
             await asyncio.sleep(0)  # the log is flushed at the end of the loop's turn
     finally:
-        logging.getLogger(LOGGER).setLevel(logging.NOTSET)
+        logger.setLevel(level)
     lines = [orjson.loads(line) for line in capfd.readouterr().err.splitlines() if line.startswith("{")]
     assert [(x["route"], x["status"], x["request_id"]) for x in lines] == [
         ("openai", 404, scope["gateway.exchange"].request_id)

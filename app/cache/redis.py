@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from ..bypass import Bypass
 from ..metrics import Metrics
-from ..redislink import FAILURES, RedisLink, cause
+from ..rediscause import cause
+from ..redislink import FAILURES, RedisLink
 
 
 class RedisCache:

@@ -18,7 +18,8 @@ from typing import Protocol
 
 from ..bypass import Bypass
 from ..cache.tickbatch import TickBatcher
-from ..redislink import FAILURES, RedisLink, cause
+from ..rediscause import cause
+from ..redislink import FAILURES, RedisLink
 
 CLAIM = """
 local out = {}
