@@ -2,8 +2,8 @@
 # use (scripts/install.sh: a virtualenv, then `pip install -c constraints.txt`); the runtime stage copies
 # that tree into a slim image and runs it as a non-root user.
 #
-#   docker build -t embedding-gateway .                                           # about 380 MB
-#   docker build --build-arg INSTALL_ARGS=--local -t embedding-gateway:local .    # + the embedded model (CPU)
+#   docker build -t embedding-gateway .                                           # base + about 170 MB
+#   docker build --build-arg INSTALL_ARGS=--local -t embedding-gateway:local .    # + the model (CPU): + 1.5 GB
 #   docker run -p 8000:8000 -e DASHSCOPE_API_KEY=... -e REDIS_URL=redis://... -e WORKERS=4 embedding-gateway
 #
 # The local variant installs torch's CPU build (torch==2.13.0+cpu) from TORCH_INDEX_URL, PyTorch's CPU

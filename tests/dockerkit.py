@@ -271,11 +271,12 @@ def services_image(base_images: dict[str, Future[str]]) -> str:
 def gateway_builds(
     docker_engine: Engine, base_images: dict[str, Future[str]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Future[Built]]]:
-    """Both variants, built side by side from the first test that needs either (a build waits on the
-    network and the disk as much as on the CPU): the local one goes on while the compose tests run."""
+    """Both variants, from the first test that needs either: the default one first, then the local one
+    in the background while the tests of the default image run. One after the other, the local build
+    reuses every step the two share (on vfs each step copies the whole image so far)."""
     with contextlib.ExitStack() as stack:
         index = stack.enter_context(torch_index(tmp_path_factory.mktemp("torch-index")))
-        pool = stack.enter_context(ThreadPoolExecutor(2))
+        pool = stack.enter_context(ThreadPoolExecutor(1))
         python = base_images["python"]
         local_args = ("INSTALL_ARGS=--local", f"TORCH_INDEX_URL={index.url}")
         yield {
