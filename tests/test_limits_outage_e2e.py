@@ -23,7 +23,8 @@ def pair(
     gateways: GatewayFactory, own_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[list[Gateway], str]]:
     cfg = Path(tmp_path_factory.mktemp("outage")) / "gateway.yaml"
-    keys = write_config(cfg, {"outage": {"rpm": LIMIT}}, limits_timeout_s=0.2, limits_retry_after_s=1.0, replicas=2)
+    limits = {"limits_timeout_s": 0.2, "limits_retry_after_s": 1.0, "limits_heartbeat_s": 0.5, "replicas": 2}
+    keys = write_config(cfg, {"outage": {"rpm": LIMIT}}, **limits)
     env = {"GATEWAY_AUTH": "required"}
     started = [gateways.start(redis_url=own_redis.url, config=str(cfg), env=env) for _ in range(2)]
     yield started, keys["outage"]
@@ -60,9 +61,14 @@ async def test_redis_paused_and_resumed_under_load(
     refused = [r for r in after if r.status == 429]
     assert all(int(r.headers["retry-after"]) > 30 for r in refused)  # the window opened before the outage
 
+    # Both processes counted again: a heartbeat (every 0.5 s here) after the resume finds both members.
     async with httpx.AsyncClient() as client:
         for g in gws:
-            limits = (await client.get(g.url + "/readyz")).json()["limits"]
+            for _ in range(50):
+                limits = (await client.get(g.url + "/readyz")).json()["limits"]
+                if limits["processes"] == 2:
+                    break
+                await asyncio.sleep(0.1)
             assert limits["backend"] == "redis" and limits["shared"] is True and limits["processes"] == 2
     for g in gws:
         out = g.output()
