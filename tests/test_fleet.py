@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from faketime import FakeTime
 from prometheus_client import CollectorRegistry
 
 from app.catalog import ModelSpec
@@ -36,19 +37,6 @@ SPEC = ModelSpec(
     deployments=[{"upstream": "a"}, {"upstream": "b"}],
 )
 PARAMS = Params(4, True)
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 class Scripted:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import numpy as np
 import pytest
+from faketime import FakeTime
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -33,20 +34,6 @@ from app.upstreams.adapter import Batch, Result
 from app.upstreams.breaker import CircuitBreaker
 from app.upstreams.fleet import Fleet
 from app.upstreams.guard import Guard, RetryPolicy
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
 
 ONE = ModelSpec(name="m", upstream="up", upstream_model="m", default_dimension=4, dimensions=(4,))
 
