@@ -18,12 +18,14 @@ def test_rediscost_reports_every_kind_of_request(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     assert list(results) == ["hit", "miss", "limited hit", "refused"]
     assert all(r["cpu_us_per_request"] > 0 and r["requests"] > 0 for r in results.values())
-    # What each kind of request sends to Redis: one MGET per hit; a miss claims and writes; a limited hit
-    # adds the team's admission and finish (two scripts); a refused request runs one script, no MGET.
+    # What each kind of request sends to Redis: one MGET per hit; a miss claims and writes; a whole hit of a
+    # limited team adds one script (its admission: nothing to settle after a whole hit); a refused request
+    # reads the cache (its admission reserves tokens for the misses only), then runs one script.
     assert results["hit"]["commands"]["mget"]["calls_per_request"] == 1
     assert "evalsha" not in results["hit"]["commands"]
     assert results["miss"]["commands"]["set"]["calls_per_request"] >= 8
-    assert 2 <= results["limited hit"]["commands"]["evalsha"]["calls_per_request"] < 2.1  # (a late one resent)
+    assert results["limited hit"]["commands"]["mget"]["calls_per_request"] == 1
+    assert 1 <= results["limited hit"]["commands"]["evalsha"]["calls_per_request"] < 1.1  # (a late one resent)
     assert 1 <= results["refused"]["commands"]["evalsha"]["calls_per_request"] < 1.1
-    assert "mget" not in results["refused"]["commands"]
+    assert results["refused"]["commands"]["mget"]["calls_per_request"] == 1
     assert "| hit |" in done.stdout and "| refused |" in done.stdout
