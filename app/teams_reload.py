@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 
 import yaml
@@ -112,13 +113,17 @@ class TeamsReloader:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
+        # Signal handlers belong to the main thread: an app served from another thread (an in-process test
+        # server) still reloads on file changes, not on SIGHUP.
+        if threading.current_thread() is threading.main_thread():
             loop.add_signal_handler(signal.SIGHUP, lambda: self.reload(reason="SIGHUP"))
+        else:
+            log.info("teams reload on SIGHUP is off: the app runs outside the main thread")
         if self.path is not None and self.interval_s > 0:
             self._task = loop.create_task(self._watch(self.path), name="teams-reload")
 
     async def stop(self) -> None:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        if threading.current_thread() is threading.main_thread():
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         if self._task is not None:
             self._task.cancel()
