@@ -23,10 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..cache.store import VectorCache
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import UpstreamTimeout
-from ..items import Item
-from ..params import Params
+from ..inputs.items import Item
+from ..inputs.params import Params
 from .batcher import Answer, Batcher, Pending
 from .inflight import InFlight
 from .leases import Leases
