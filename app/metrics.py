@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from .settings import MULTIPROC_ENV
+from .config.settings import MULTIPROC_ENV
 
 OTHER = "other"
 CONNECTION_CLOSES = ("head_timeout", "body_timeout", "evicted", "refused")

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from .cache.checks import usable
 from .cache.keys import KeyMaker
 from .cache.store import VectorCache
-from .catalog import ModelSpec
+from .config.catalog import ModelSpec
 from .flights.coalescer import Coalescer, FlightResult
-from .items import Item
+from .inputs.items import Item
+from .inputs.params import Params
 from .metrics import Metrics
-from .params import Params
 
 
 @dataclass(slots=True)

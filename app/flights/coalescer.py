@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 from ..cache.checks import usable
 from ..cache.store import VectorCache
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import UpstreamTimeout
-from ..items import Item
+from ..inputs.items import Item
+from ..inputs.params import Params
 from ..metrics import Metrics
-from ..params import Params
 from .batcher import Answer, Batcher, Pending
 from .inflight import InFlight
 from .leases import Leases

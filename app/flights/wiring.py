@@ -6,8 +6,8 @@ from __future__ import annotations
 from ..cache.hot import HotCache
 from ..cache.redis import RedisCache
 from ..cache.store import VectorCache
+from ..config.settings import Settings
 from ..metrics import Metrics
-from ..settings import Settings
 from ..upstreams.caller import UpstreamCaller
 from .batcher import Batcher
 from .coalescer import Coalescer

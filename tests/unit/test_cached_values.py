@@ -11,7 +11,7 @@ from test_service import DIM, FakeUpstream, as_arrays, expected, request
 
 from app.cache.checks import usable
 from app.cache.hot import HotCache
-from app.cache.memory import MemoryCache
+from app.cache.lru import MemoryCache
 from app.metrics import Metrics
 
 SIZE = 4 * DIM
