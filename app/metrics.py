@@ -17,7 +17,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from .settings import MULTIPROC_ENV
@@ -49,6 +50,7 @@ class Metrics:
     ) -> None:
         self.registry = registry
         self.multiprocess_dir = multiprocess_dir
+        self.openmetrics = False  # whether /metrics may answer OpenMetrics (set when traces are on: exemplars)
         self._models = frozenset(models)
         self._upstreams = frozenset(upstreams)
         self._teams = frozenset(teams)
@@ -239,6 +241,19 @@ class Metrics:
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
+
+    def negotiate(self, accept: str) -> tuple[bytes, str]:
+        """The exposition and its content type: OpenMetrics (the only format with exemplars) when traces are on
+        and the scraper asks for it (Prometheus does), else the text format."""
+        if not self.openmetrics or "application/openmetrics-text" not in accept:
+            return self.exposition(), CONTENT_TYPE_LATEST
+        encoder, content_type = choose_encoder(accept)
+        registry = self.registry
+        if self.multiprocess_dir is not None:
+            forget_dead_workers(self.multiprocess_dir)
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return encoder(registry), content_type
 
     def model(self, name: str) -> str:
         return name if name in self._models else OTHER
