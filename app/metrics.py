@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from .settings import MULTIPROC_ENV
+from .config.settings import MULTIPROC_ENV
 
 OTHER = "other"
 CONNECTION_CLOSES = ("head_timeout", "body_timeout", "evicted", "refused")
@@ -92,6 +92,15 @@ class Metrics:
             buckets=FAST_BUCKETS,
             registry=r,
         )
+        self.cache_invalid = Counter(
+            "gateway_cache_invalid_total",
+            "Cached values refused as misses (then fetched again and overwritten), by reason: length (not the "
+            "model's dimension), non_finite (NaN or infinity)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("length", "non_finite"):
+            self.cache_invalid.labels(reason)
         self.redis_errors = Counter(
             "gateway_redis_errors_total", "Redis operations that failed or timed out", ["op"], registry=r
         )
@@ -244,16 +253,11 @@ class Metrics:
 
     def negotiate(self, accept: str) -> tuple[bytes, str]:
         """The exposition and its content type: OpenMetrics (the only format with exemplars) when traces are on
-        and the scraper asks for it (Prometheus does), else the text format."""
-        if not self.openmetrics or "application/openmetrics-text" not in accept:
+        and the scraper asks for it (Prometheus does; exemplars only in one process), else the text format."""
+        if not self.openmetrics or "application/openmetrics-text" not in accept or self.multiprocess_dir:
             return self.exposition(), CONTENT_TYPE_LATEST
         encoder, content_type = choose_encoder(accept)
-        registry = self.registry
-        if self.multiprocess_dir is not None:
-            forget_dead_workers(self.multiprocess_dir)
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
-        return encoder(registry), content_type
+        return encoder(self.registry), content_type
 
     def model(self, name: str) -> str:
         return name if name in self._models else OTHER

@@ -8,12 +8,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .. import oom
 from ..cache.redis import RedisCache
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import NotFound
+from ..runtime import oom
+from ..runtime.state import gateway
 from ..schemas.openai import ErrorResponse, ModelCard, ModelList
-from ..state import gateway
 from . import tenancy
 
 router = APIRouter()

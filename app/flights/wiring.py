@@ -6,9 +6,9 @@ from __future__ import annotations
 from ..cache.hot import HotCache
 from ..cache.redis import RedisCache
 from ..cache.store import VectorCache
+from ..config.settings import Settings
 from ..metrics import Metrics
 from ..service import Flights
-from ..settings import Settings
 from ..telemetry.pipeline import TracedCache, TracedFlights
 from ..telemetry.tracing import Tracing
 from ..telemetry.upstream import TracedCaller
@@ -38,5 +38,7 @@ def open_flights(
     caller = caller if tracing is None else TracedCaller(caller, tracing)
     batcher = Batcher(caller, inflight, window_s=settings.batch_window_ms / 1000)
     lease_s = settings.request_deadline_s + 1.0  # a lease outlives its holder's request by a second at most
-    flights = Coalescer(batcher, inflight, cache, leases, wait_s=settings.coalesce_wait_s, lease_s=lease_s)
+    flights = Coalescer(
+        batcher, inflight, cache, leases, wait_s=settings.coalesce_wait_s, lease_s=lease_s, metrics=metrics
+    )
     return flights if tracing is None else TracedFlights(flights, tracing)

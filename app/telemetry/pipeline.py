@@ -19,13 +19,13 @@ from collections.abc import Sequence
 from opentelemetry.util.types import AttributeValue
 
 from ..cache.store import VectorCache
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..flights.coalescer import FlightResult
-from ..items import Item
+from ..inputs.items import Item
+from ..inputs.params import Params
 from ..limits.admission import Admission, TeamLimiter
-from ..params import Params
 from ..service import Flights
-from ..teams import Team
+from ..teams.team import Team
 from .tracing import Tracing
 
 

@@ -21,7 +21,7 @@ PROBE = """
 import sys, threading
 from fastapi.testclient import TestClient
 from app.main import create_app
-from app.settings import Settings
+from app.config.settings import Settings
 from app.telemetry.pipeline import TracedCache
 from app.telemetry.upstream import TracedUpstream
 app = create_app(Settings())
