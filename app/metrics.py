@@ -102,7 +102,10 @@ class Metrics:
         for reason in ("length", "non_finite"):
             self.cache_invalid.labels(reason)
         self.redis_errors = Counter(
-            "gateway_redis_errors_total", "Redis operations that failed or timed out", ["op"], registry=r
+            "gateway_redis_errors_total",
+            "Redis operations that failed or timed out: cache read, write, lease (claim, check, release)",
+            ["op"],
+            registry=r,
         )
         self.breaker_open = Gauge(
             "gateway_breaker_open",

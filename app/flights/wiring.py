@@ -22,7 +22,7 @@ from .leases import Leases, LocalLeases, RedisLeases
 def open_leases(cache: VectorCache, settings: Settings) -> Leases:
     redis = cache.inner if isinstance(cache, HotCache) else cache
     if isinstance(redis, RedisCache):
-        return RedisLeases(redis.link, redis.breaker, settings.redis_timeout_s)
+        return RedisLeases(redis.link, redis.breaker, settings.redis_timeout_s, redis.metrics)
     return LocalLeases()
 
 
