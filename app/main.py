@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from . import errors, masking, tokentext
-from .api import dashscope, docs, openai, ops
+from .api import batches, dashscope, docs, openai, ops
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
@@ -25,6 +25,7 @@ from .cache.redis import RedisCache
 from .cache.store import VectorCache
 from .catalog import Catalog, build_catalog
 from .flights.wiring import open_flights
+from .jobs.wiring import open_jobs
 from .limits.admission import TeamLimiter
 from .limits.census import Census
 from .limits.failover import Limits
@@ -222,6 +223,7 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict
             connections = for_worker(p.settings, p.configs, p.catalog, p.metrics.connections_closed)
             stack.callback(connections.close)
             gw = app.state.gateway = await open_gateway(p, stack)
+            gw.jobs = await open_jobs(gw, stack)
             drain = Drain(gw, p.settings.shutdown_drain_s)
             drain.install()
             stack.callback(drain.uninstall)
@@ -251,6 +253,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.router)
     app.include_router(dashscope.uploads)
     app.include_router(ops.router)
+    app.include_router(batches.router)
     docs.install(app, p.catalog.names())
     fast = fastpath.routes_of(app, FAST_PATHS)
     for path in sorted(set(FAST_PATHS) - set(fast)):

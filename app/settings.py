@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .configfile import YamlSource
+from .jobs.settings import JobSettings
 
 CONFIG_ENV = "EMBEDDING_GATEWAY_CONFIG"
 # prometheus-client's own variable: set, its metrics live in files there, shared by the worker processes.
@@ -242,6 +243,7 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    jobs: JobSettings = Field(default_factory=JobSettings, description="batch jobs (app/jobs/settings.py)")
 
     @field_validator("dashscope_base_url", "openai_base_url")
     @classmethod

@@ -1,0 +1,98 @@
+"""The OpenAI Files and Batch APIs for embeddings: /v1/files and /v1/batches (app/jobs/ does the work).
+Files and batches belong to the caller's team: another team's id is a 404."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from ..errors import InvalidRequest, Unavailable
+from ..jobs.batches import batch_object
+from ..jobs.files import file_object
+from ..jobs.wiring import Jobs
+from ..state import gateway
+from . import tenancy
+from .body import read_body
+
+router = APIRouter(tags=["batches"])
+ANONYMOUS = "_"  # the owner of files and batches when auth is off
+
+
+def jobs_of(request: Request) -> tuple[Jobs, str]:
+    gw = gateway(request)
+    team = tenancy.authenticate(request, gw)
+    if gw.jobs is None:
+        raise Unavailable("batch jobs need Redis: set REDIS_URL (their state is shared by the replicas)")
+    return gw.jobs, team.name if team is not None else ANONYMOUS
+
+
+@router.post("/v1/files", summary="Upload a JSONL file of requests (purpose batch)")
+async def create_file(request: Request) -> JSONResponse:
+    jobs, team = jobs_of(request)
+    length = request.headers.get("content-length")
+    declared = int(length) if length is not None and length.isdigit() else None
+    rec = await jobs.files.upload(team, request.headers.get("content-type", ""), declared, request.stream())
+    return JSONResponse(file_object(rec))
+
+
+@router.get("/v1/files/{file_id}", summary="A file's metadata")
+async def get_file(request: Request, file_id: str) -> JSONResponse:
+    jobs, team = jobs_of(request)
+    return JSONResponse(file_object(await jobs.files.get(team, file_id)))
+
+
+@router.get("/v1/files/{file_id}/content", summary="A file's content, streamed")
+async def file_content(request: Request, file_id: str) -> StreamingResponse:
+    jobs, team = jobs_of(request)
+    rec = await jobs.files.get(team, file_id)
+    return StreamingResponse(jobs.files.content(rec), media_type="application/octet-stream",
+                             headers={"content-length": str(rec["bytes"])})  # fmt: skip
+
+
+@router.delete("/v1/files/{file_id}", summary="Delete a file")
+async def delete_file(request: Request, file_id: str) -> JSONResponse:
+    jobs, team = jobs_of(request)
+    await jobs.files.delete(await jobs.files.get(team, file_id))
+    return JSONResponse({"id": file_id, "object": "file", "deleted": True})
+
+
+@router.post("/v1/batches", summary="Create a batch of embeddings requests from an uploaded file")
+async def create_batch(request: Request) -> JSONResponse:
+    jobs, team = jobs_of(request)
+    body: Any = _json(await read_body(request, 64 * 1024))
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: a JSON object with input_file_id, endpoint and completion_window", param="body")
+    return JSONResponse(batch_object(await jobs.batches.create(team, body)))
+
+
+@router.get("/v1/batches/{batch_id}", summary="A batch, with its progress")
+async def get_batch(request: Request, batch_id: str) -> JSONResponse:
+    jobs, team = jobs_of(request)
+    return JSONResponse(batch_object(await jobs.batches.get(team, batch_id)))
+
+
+@router.post("/v1/batches/{batch_id}/cancel", summary="Cancel a batch (its output so far is kept)")
+async def cancel_batch(request: Request, batch_id: str) -> JSONResponse:
+    jobs, team = jobs_of(request)
+    return JSONResponse(batch_object(await jobs.batches.cancel(team, batch_id)))
+
+
+@router.get("/v1/batches", summary="The team's batches, newest first")
+async def list_batches(
+    request: Request, after: str | None = Query(None, max_length=80), limit: int = Query(20, ge=1, le=100)
+) -> JSONResponse:
+    jobs, team = jobs_of(request)
+    found, more = await jobs.batches.page(team, after, limit)
+    data = [batch_object(b) for b in found]
+    return JSONResponse({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                         "last_id": data[-1]["id"] if data else None, "has_more": more})  # fmt: skip
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
