@@ -13,7 +13,7 @@ from ..errors import InvalidRequest, Unavailable
 from ..jobs.batches import batch_object
 from ..jobs.files import file_object
 from ..jobs.wiring import Jobs
-from ..state import gateway
+from ..runtime.state import gateway
 from . import tenancy
 from .body import read_body
 

@@ -12,9 +12,9 @@ from dataclasses import replace
 from ..api.tenancy import billed_tokens
 from ..errors import RateLimited
 from ..limits.window import US
+from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
-from ..state import Gateway
-from ..teams import Team
+from ..teams.team import Team
 
 LIMIT_WAIT_S = 60.0  # the longest one wait for the team's limits (then asked again)
 

@@ -18,16 +18,16 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from .. import items as parse_items
 from ..api import tenancy
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import GatewayError, InvalidRequest, field_path, openai_body
-from ..items import Item
-from ..media.inlining import parse_fetching
-from ..params import Params, resolve
+from ..inputs import items as parse_items
+from ..inputs.items import Item
+from ..inputs.media.inlining import parse_fetching
+from ..inputs.params import Params, resolve
+from ..runtime.state import Gateway
 from ..schemas.openai import EmbeddingRequest
-from ..state import Gateway
-from ..teams import Team
+from ..teams.team import Team
 
 ENDPOINT = "/v1/embeddings"
 

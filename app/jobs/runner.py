@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from ..api.openai import render
 from ..errors import GatewayError, RateLimited, Unavailable, UpstreamFailed
 from ..flights.batcher import apportion, group_key
+from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
-from ..state import Gateway
 from ..storage.base import Storage, one
-from ..teams import Team
+from ..teams.team import Team
 from .background import TooLarge, embed_background, retry_delay
 from .files import FileStore
 from .lines import Line, error_line, ok_line, parse_line, split_lines

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from ..state import Gateway
+from ..runtime.state import Gateway
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
 from ..storage.s3 import S3Storage
