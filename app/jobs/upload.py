@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..errors import InvalidRequest, PayloadTooLarge
@@ -40,13 +41,16 @@ class MultipartFile:
         })  # fmt: skip
 
     async def file_chunks(self, body: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in body:
-            self.parser.write(chunk)
-            if self._out:
-                data = b"".join(self._out)
-                self._out.clear()
-                yield data
-        self.parser.finalize()
+        try:
+            async for chunk in body:
+                self.parser.write(chunk)
+                if self._out:
+                    data = b"".join(self._out)
+                    self._out.clear()
+                    yield data
+            self.parser.finalize()
+        except FormParserError:
+            raise InvalidRequest("body: not a valid multipart/form-data body", param="file") from None
         if not self._seen_file:
             raise InvalidRequest("file: the form has no `file` part", param="file")
         if self._last != b"\n":
