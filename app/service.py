@@ -127,10 +127,12 @@ class EmbeddingService:
 
     async def embed(self, team: Team | None, req: EmbedRequest, reply: Reply | None = None) -> EmbedResult:
         """The vectors of `req` for `team` (None: auth off), within the team's limits; a refusal raises
-        RateLimited (or Unavailable) after the headers are on `reply`."""
+        RateLimited (or Unavailable) after the headers are on `reply`. At background priority
+        (`params.background`: batch jobs) the team's limits are waited for, not refused."""
         reply = reply or NoReply()
         looked = await self._lookup(req)
-        adm = await self.limits.admit(team, looked.miss_tokens(req.items))
+        admit = self.limits.admit_waiting if req.params.background else self.limits.admit
+        adm = await admit(team, looked.miss_tokens(req.items))
         reply.headers = rate_headers(adm)
         adm.enforce()
         name = team.name if team is not None else None
