@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from . import errors
-from .api import dashscope, docs, openai, ops
+from .api import batches, dashscope, docs, openai, ops
 from .api.asgi import aliases, fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
@@ -29,6 +29,7 @@ from .config.settings import Settings, UpstreamConfig
 from .flights.wiring import open_flights
 from .inputs import tokentext
 from .inputs.media.fetcher import open_fetcher
+from .jobs.wiring import open_jobs
 from .limits.admission import TeamLimiter
 from .limits.census import Census
 from .limits.failover import Limits
@@ -246,6 +247,7 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict
             connections = for_worker(p.settings, p.configs, p.catalog, p.metrics.connections_closed)
             stack.callback(connections.close)
             gw = app.state.gateway = await open_gateway(p, stack)
+            gw.jobs = await open_jobs(gw, stack)
             drain = Drain(gw, p.settings.shutdown_drain_s)
             drain.install()
             stack.callback(drain.uninstall)
@@ -275,6 +277,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.router)
     app.include_router(dashscope.uploads)
     app.include_router(ops.router)
+    app.include_router(batches.router)
     docs.install(app, p.catalog.names())
     fast = fastpath.routes_of(app, FAST_PATHS)
     for path in sorted(set(FAST_PATHS) - set(fast)):
