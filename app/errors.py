@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .api.asgi.aliases import routes_under
 from .api.asgi.exchange import exchange_of
 from .config.masking import mask
 
@@ -237,7 +238,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         err: GatewayError = NotFound(
-            f"no route {request.method} {request.url.path}", code="not_found", dashscope_code="NotFound"
+            f"no route {request.method} {request.url.path}{routes_under(request.url.path)}",
+            code="not_found",
+            dashscope_code="NotFound",
         )
     elif exc.status_code == 405:
         err = GatewayError(f"method {request.method} not allowed here", status=405, code="method_not_allowed")

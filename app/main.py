@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from . import errors
 from .api import batches, dashscope, docs, openai, ops
-from .api.asgi import fastpath, headerlimit, observe
+from .api.asgi import aliases, fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
 from .cache.hot import HotCache
@@ -293,5 +293,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
     if p.tracing is not None:  # the request's span, inside Observe (which logs its trace id)
         app.add_front(TraceRequests, tracing=p.tracing)
-    app.add_front(observe.Observe, metrics=p.metrics)  # outermost: ids, logs and counts every request
+    app.add_front(observe.Observe, metrics=p.metrics)  # ids, logs and counts every request
+    app.add_front(aliases.Aliases)  # outermost: /compatible-mode/v1/... are the /v1 routes for every layer
     return app
