@@ -73,7 +73,7 @@ class BatchRunner:
         rec = await self.files.records.file(b["input_file_id"])
         if rec is None:
             raise FileNotFoundError(b["input_file_id"])
-        s = self.gw.settings.jobs
+        s = self.files.settings
         progress = Progress.of(b)
         pending: list[bytes | None] = []
         n = 0
@@ -109,7 +109,8 @@ class BatchRunner:
         return True
 
     async def chunk(self, team: Team | None, first: int, raws: list[bytes | None], touch: Touch) -> Chunk:
-        parsed = [await parse_line(self.gw, team, first + i, raw) for i, raw in enumerate(raws)]
+        limit = self.files.settings.max_line_bytes
+        parsed = [await parse_line(self.gw, team, first + i, raw, limit) for i, raw in enumerate(raws)]
         answers: list[tuple[bool, bytes]] = [(False, x) if isinstance(x, bytes) else (True, b"") for x in parsed]
         groups: dict[object, list[int]] = {}
         for i, x in enumerate(parsed):

@@ -40,20 +40,19 @@ def open_storage(s: JobSettings) -> Storage:
     return LocalStorage(s.storage_dir)
 
 
-async def open_jobs(gw: Gateway, stack: AsyncExitStack) -> Jobs | None:
-    s = gw.settings
-    url = s.limits_url()
+async def open_jobs(gw: Gateway, stack: AsyncExitStack, url: str | None, namespace: str, s: JobSettings) -> Jobs | None:
+    """Batch jobs on the Redis at `url` (the limits' Redis); None without one."""
     if url is None:
         return None
     redis: Redis = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
     stack.push_async_callback(redis.aclose)
-    storage = open_storage(s.jobs)
+    storage = open_storage(s)
     stack.push_async_callback(storage.close)
-    records = Records(redis, s.cache_namespace)
-    files = FileStore(storage, records, s.jobs)
+    records = Records(redis, namespace)
+    files = FileStore(storage, records, s)
     batches = Batches(records, files, BatchRunner(gw, files, records, storage))
-    queue = JobQueue(redis, s.cache_namespace, batches, files, concurrency=s.jobs.concurrency,
-                     heartbeat_s=s.jobs.heartbeat_s, sweep_s=s.jobs.sweep_s)  # fmt: skip
+    queue = JobQueue(redis, namespace, batches, files, concurrency=s.concurrency,
+                     heartbeat_s=s.heartbeat_s, sweep_s=s.sweep_s)  # fmt: skip
     await queue.start()
     stack.push_async_callback(queue.close)
     return Jobs(storage, records, files, batches, queue)
