@@ -11,7 +11,6 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import orjson
