@@ -109,7 +109,9 @@ class Tasks:
         return f"{base_url}/api/v1/tasks/{tid}/result.txt.gz?expires={expires}&signature={signature}"
 
     async def signed(self, tid: str, expires: int, signature: str) -> bool:
-        return expires > time.time() and hmac.compare_digest(signature, await self._sign(tid, expires))
+        if not (time.time() < expires < time.time() + self.ttl_s + 60) or not signature.isascii():
+            return False
+        return hmac.compare_digest(signature, await self._sign(tid, expires))
 
     async def result(self, tid: str) -> AsyncIterator[bytes]:
         """The result file, gzipped as it streams (output parts, then error parts: each line has its index)."""
