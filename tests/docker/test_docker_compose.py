@@ -20,7 +20,7 @@ import pytest
 import redis
 import yaml
 
-from app import tokentext
+from app.inputs import tokentext
 from bench.standin import canonical_digest, expected_vector
 from tests.support.composekit import Stack, fresh_clone, machine_files, readme_steps, set_env
 from tests.support.dockerkit import Built, Engine, report

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from app.auth import hash_key, new_key
+from app.teams.keys import hash_key, new_key
 from tests.support.dockerkit import Built, Engine, wait_health
 from tests.support.processes import UPSTREAM_KEY, RedisServer, StandIn, free_port
 

@@ -15,7 +15,7 @@ import openai
 import pytest
 import yaml
 
-from app.auth import auth_off_warning, hash_key, new_key, presented_key
+from app.teams.keys import auth_off_warning, hash_key, new_key, presented_key
 from tests.support.processes import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env, stop
 from tests.support.teamkit import DS_TEXT, OPENAI
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from openai import OpenAI
 
-from app import tokentext
+from app.inputs import tokentext
 from bench.standin import canonical_digest, expected_vector
 from tests.support.processes import GatewayFactory, RedisServer, StandIn
 from tests.support.teamkit import DS_TEXT, OPENAI, write_config

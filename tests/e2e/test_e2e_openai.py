@@ -14,9 +14,9 @@ import redis
 from openai import OpenAI
 
 from app.cache.keys import content_key
-from app.items import content_item
-from app.params import Params
-from app.settings import UpstreamConfig
+from app.config.settings import UpstreamConfig
+from app.inputs.items import content_item
+from app.inputs.params import Params
 from bench.standin import expected_vector
 from tests.support.processes import UPSTREAM_KEY, Gateway, RedisServer, StandIn
 from tests.support.samples import V4, data_uri, jpeg, png

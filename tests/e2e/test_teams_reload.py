@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from app.auth import hash_key, new_key
+from app.teams.keys import hash_key, new_key
 from tests.support.processes import Gateway, GatewayFactory
 from tests.support.teamkit import embedding
 

@@ -14,10 +14,10 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from app.bypass import Bypass
-from app.cache.memory import MemoryCache
+from app.cache.lru import MemoryCache
 from app.cache.redis import RedisCache
-from app.redislink import single
+from app.redis.bypass import Bypass
+from app.redis.link import single
 from tests.support.processes import RedisServer, stop
 
 LOGGER = "embedding_gateway.breaker"

@@ -7,7 +7,7 @@ import asyncio
 import uuid
 
 from app.limits.census import Census
-from app.redislink import connect
+from app.redis.link import connect
 from tests.support.processes import RedisServer
 from tests.support.redisfarm import Cluster, redis_cluster
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from app.redislink import RedisSetupError, connect, sentinel_parts
+from app.redis.link import RedisSetupError, connect, sentinel_parts
 from tests.support.processes import RedisServer
 from tests.support.redisfarm import (
     Cluster,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from app.catalog import ModelSpec
+from app.config.catalog import ModelSpec
 from app.errors import (
     GatewayError,
     RateLimited,
@@ -20,9 +20,9 @@ from app.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from app.items import Item
+from app.inputs.items import Item
+from app.inputs.params import Params
 from app.metrics import Metrics
-from app.params import Params
 from app.upstreams.adapter import Batch, Result
 from app.upstreams.breaker import CircuitBreaker
 from app.upstreams.fleet import Deployment, Fleet

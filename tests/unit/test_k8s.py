@@ -10,8 +10,8 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from app.config.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 from tests.support.manifests import ROOT, docker_env, dockerfile, settings_env
 
 K8S = ROOT / "deploy" / "k8s"

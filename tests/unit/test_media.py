@@ -8,8 +8,8 @@ import hashlib
 import pytest
 
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.media.checks import check_image, check_video
-from app.media.formats import sniff_format
+from app.inputs.media.checks import check_image, check_video
+from app.inputs.media.formats import sniff_format
 from tests.support.samples import bmp, data_uri, gif, jpeg, png, tiff, webp
 
 ALL = frozenset({"jpeg", "png", "bmp", "webp", "gif", "tiff"})

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from app.errors import InvalidRequest
-from app.params import Params, resolve
+from app.inputs.params import Params, resolve
 from tests.support.samples import PLUS, QWEN, SMALL, V4, spec
 
 MMV1 = spec("multimodal-embedding-v1")

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from app.cli import main
-from app.settings import CONFIG_ENV, Settings
+from app.config.settings import CONFIG_ENV, Settings
 from tests.support.processes import ROOT, UPSTREAM_KEY, clean_env
 
 

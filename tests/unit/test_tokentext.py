@@ -10,11 +10,11 @@ import pytest
 import tiktoken
 import tiktoken_ext.openai_public as openai_public
 
-from app import tokentext
 from app.cache.keys import KeyMaker
 from app.errors import InvalidRequest
-from app.items import openai_items, text_item
-from app.params import Params
+from app.inputs import tokentext
+from app.inputs.items import openai_items, text_item
+from app.inputs.params import Params
 from tests.support.samples import SMALL, V4, spec
 from tests.support.tiktokencache import offline_cache, shipped_file, source_of
 
