@@ -139,6 +139,7 @@ def test_metrics_dir_made_for_several_workers_only(monkeypatch: pytest.MonkeyPat
         assert made and os.path.isdir(made) and os.environ[MULTIPROC_ENV] == made
     finally:
         os.rmdir(made or "")
+        os.environ.pop(MULTIPROC_ENV, None)  # monkeypatch.delenv of an absent name records nothing to undo
 
 
 def test_metrics_dir_named_by_the_operator_is_emptied_of_old_values(
