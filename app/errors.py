@@ -131,6 +131,11 @@ class RateLimited(GatewayError):
             self.dashscope_code = RateLimited.dashscope_code
 
 
+class OverLimit(RateLimited):
+    """The request alone is larger than one of its team's limits: it can never pass, waiting cannot help
+    (the caller splits it)."""
+
+
 class UpstreamRejected(GatewayError):
     """The upstream answered 4xx: the status, code and message are the upstream's own."""
 
