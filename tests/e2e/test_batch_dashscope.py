@@ -19,9 +19,10 @@ import httpx
 import numpy as np
 import orjson
 import pytest
-from conftest import GatewayFactory, start_redis, stop
 from dashscope import BatchTextEmbedding, TextEmbedding
-from teamkit import DS_MM, DS_TEXT, write_config
+
+from tests.support.processes import GatewayFactory, start_redis, stop
+from tests.support.teamkit import DS_MM, DS_TEXT, write_config
 
 MODEL, DIM = "text-embedding-v4", 64
 

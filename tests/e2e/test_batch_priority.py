@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import httpx
 import orjson
 import pytest
-from conftest import Gateway, GatewayFactory, StandIn, start_redis, stop
 from openai import OpenAI
-from teamkit import write_config
+
+from tests.support.processes import Gateway, GatewayFactory, StandIn, start_redis, stop
+from tests.support.teamkit import write_config
 
 WINDOW_S, QUOTA = 2.0, 20  # upstream calls per window: one every 0.1 s
 SPACING_S = WINDOW_S / QUOTA
