@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from . import errors
-from .api import batches, dashscope, docs, openai, ops
+from .api import batches, dashscope, docs, openai, ops, tasks
 from .api.asgi import aliases, fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
@@ -25,7 +25,7 @@ from .config.catalog import Catalog, build_catalog
 from .config.settings import CONFIG_ENV, Settings, UpstreamConfig
 from .flights.wiring import open_flights
 from .inputs import tokentext
-from .jobs.wiring import open_jobs
+from .jobs.wiring import Jobs, open_jobs
 from .limits.admission import TeamLimiter
 from .limits.quota import UpstreamQuota
 from .metrics import Metrics, multiprocess_dir
@@ -41,7 +41,15 @@ from .telemetry.pipeline import TracedCache, traced_limiter
 from .telemetry.tracing import Tracing
 from .upstreams.adapter import Upstream
 from .upstreams.fleet import Fleet
-from .wiring.parts import caps_of, connections_of, fetcher_of, flight_times, memory_of, vector_texts
+from .wiring.parts import (
+    caps_of,
+    connections_of,
+    fetcher_of,
+    flight_times,
+    memory_of,
+    text_fetcher_of,
+    vector_texts,
+)
 from .wiring.stores import open_cache, open_limits
 from .wiring.upstreams import open_guard, open_upstream, unavailable
 
@@ -153,6 +161,14 @@ def teams_reloader(p: Plan) -> TeamsReloader:
                          metrics=p.metrics, served=set(p.catalog.names()))  # fmt: skip
 
 
+async def jobs_of(p: Plan, gw: Gateway, stack: AsyncExitStack) -> Jobs | None:
+    """Batch jobs, on the limits' Redis (without one the batch routes answer 503 saying so)."""
+    s, url = p.settings, p.settings.limits_url()
+    if url is None:
+        return None
+    return await open_jobs(gw, stack, url, s.cache_namespace, s.jobs, text_fetcher_of(s))
+
+
 def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, object]]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, object]]:
@@ -160,7 +176,7 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict
             connections = connections_of(p.settings, p.configs, p.catalog, p.metrics)
             stack.callback(connections.close)
             gw = app.state.gateway = await open_gateway(p, stack)
-            gw.jobs = await open_jobs(gw, stack, p.settings.limits_url(), p.settings.cache_namespace, p.settings.jobs)
+            gw.jobs = await jobs_of(p, gw, stack)
             drain = Drain(gw, p.settings.shutdown_drain_s)
             drain.install()
             stack.callback(drain.uninstall)
@@ -192,6 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.uploads)
     app.include_router(ops.router)
     app.include_router(batches.router)
+    app.include_router(tasks.router)
     docs.install(app, p.catalog.names())
     fast = fastpath.routes_of(app, FAST_PATHS)
     for path in sorted(set(FAST_PATHS) - set(fast)):

@@ -64,3 +64,11 @@ def vector_texts(s: Settings) -> tuple[VectorText, VectorText]:
     the room of base64 text, so two thirds of the budget go to floats."""
     budget = s.cache_text_max_bytes
     return VectorText(budget * 2 // 3, float_json), VectorText(budget // 3, base64_json)
+
+
+def text_fetcher_of(s: Settings) -> Fetcher:
+    """The media fetcher's checks (public addresses only, but for `media_fetch_allow_hosts`; redirects
+    checked hop by hop) for the text files of DashScope tasks (batch jobs), whatever `media_fetch` says."""
+    return Fetcher(open_client(2), max_bytes=s.jobs.max_file_bytes, timeout_s=s.media_fetch_timeout_s,
+                   max_redirects=s.media_fetch_max_redirects, allow_hosts=frozenset(s.media_fetch_allow_hosts),
+                   concurrency=2, max_urls=1, max_total_bytes=s.jobs.max_file_bytes)  # fmt: skip
