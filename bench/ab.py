@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.inproc import trace_env
 from bench.procs import free_port
 from bench.scenarios import load, openai_body
 from bench.stack import KEY, Proc, Stack, env, stack, wait_ready
@@ -72,8 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             port = free_port()
             sink = s.spawn("otlpsink", [sys.executable, "-m", "bench.otlpsink", "--port", str(port)], port)
             wait_ready(sink, "/_stats")
-            traces = {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-                      "OTEL_TRACES_SAMPLER_ARG": str(a.b_traces)}  # fmt: skip
+            traces = trace_env(sink.url, a.b_traces)
         gws = {
             "A": gateway(s, "A", a.other.resolve(), standin, redis_url, {}),
             "B": gateway(s, "B", Path.cwd(), standin, redis_url, traces),
