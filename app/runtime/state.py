@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -20,6 +21,9 @@ from ..teams.keys import Authenticator
 from ..upstreams.fleet import Fleet
 from .budget import MemoryBudget
 
+if TYPE_CHECKING:
+    from ..jobs.wiring import Jobs
+
 
 @dataclass(slots=True)
 class Gateway:
@@ -35,6 +39,7 @@ class Gateway:
     quota: UpstreamQuota
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
+    jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only
     floats: VectorText = field(init=False)
     base64s: VectorText = field(init=False)
     memory: MemoryBudget = field(init=False)  # bodies and fetched media held at once (app/runtime/budget.py)
