@@ -39,7 +39,7 @@ print("exporter" if exporter else "no-exporter", "wrapped" if wrapped else "plai
 
 
 def probe(**env: str) -> str:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))}
     clean.update(GATEWAY_AUTH="off", LOCAL_MODEL="false", DASHSCOPE_API_KEY="sk-probe-only", **env)
     args = [sys.executable, "-c", PROBE]
     out = subprocess.run(args, cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120)
@@ -109,7 +109,7 @@ def test_the_protocol_of_the_traces_wins_over_the_general_one() -> None:
 
 
 def test_the_cli_refuses_an_invalid_value_at_start() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PROMETHEUS_"))}
     env.update(GATEWAY_AUTH="off", LOCAL_MODEL="false", OTEL_EXPORTER_OTLP_PROTOCOL="grpc", **ENDPOINT)
     args = [sys.executable, "-m", "app.cli", "serve", "--port", "1"]
     out = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
