@@ -32,7 +32,7 @@ from .openai import cache_headers
 router = APIRouter(prefix="/api/v1/services/embeddings")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 431, 502, 503, 504)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
 }
 
 

@@ -24,7 +24,7 @@ from .vectortext import VectorText
 router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 431, 502, 503, 504)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
 }
 
 
