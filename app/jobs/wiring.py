@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from ..config.settings import Settings
+from ..inputs.media.fetcher import Fetcher, open_client
 from ..runtime.state import Gateway
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
@@ -19,6 +21,7 @@ from .files import FileStore
 from .records import Records
 from .runner import BatchRunner
 from .settings import JobSettings
+from .tasks import Tasks
 from .worker import JobQueue
 
 
@@ -29,6 +32,7 @@ class Jobs:
     files: FileStore
     batches: Batches
     queue: JobQueue
+    tasks: Tasks
 
 
 def open_storage(s: JobSettings) -> Storage:
@@ -52,8 +56,20 @@ async def open_jobs(gw: Gateway, stack: AsyncExitStack) -> Jobs | None:
     records = Records(redis, s.cache_namespace)
     files = FileStore(storage, records, s.jobs)
     batches = Batches(records, files, BatchRunner(gw, files, records, storage))
+    fetcher = text_fetcher(s)
+    stack.push_async_callback(fetcher.close)
+    tasks = Tasks(records, files, batches, fetcher, s.jobs.result_url_ttl_s)
+    batches.prepare = lambda b: tasks.fetch_input(b, s.jobs.max_file_bytes)
     queue = JobQueue(redis, s.cache_namespace, batches, files, concurrency=s.jobs.concurrency,
                      heartbeat_s=s.jobs.heartbeat_s, sweep_s=s.jobs.sweep_s)  # fmt: skip
     await queue.start()
     stack.push_async_callback(queue.close)
-    return Jobs(storage, records, files, batches, queue)
+    return Jobs(storage, records, files, batches, queue, tasks)
+
+
+def text_fetcher(s: Settings) -> Fetcher:
+    """The media fetcher's checks (public addresses only, but for `media_fetch_allow_hosts`; redirects
+    checked hop by hop) for the text files of DashScope tasks, whatever `media_fetch` says."""
+    return Fetcher(open_client(2), max_bytes=s.jobs.max_file_bytes, timeout_s=s.media_fetch_timeout_s,
+                   max_redirects=s.media_fetch_max_redirects, allow_hosts=frozenset(s.media_fetch_allow_hosts),
+                   concurrency=2, max_urls=1, max_total_bytes=s.jobs.max_file_bytes)  # fmt: skip

@@ -145,6 +145,20 @@ class Fetcher:
         finally:
             self.count(outcome)
 
+    async def open(self, url: str, param: str) -> httpx.Response:
+        """The final answer for `url`, redirects followed with every hop checked as fetch() checks them, not
+        read yet: the caller streams it (a batch task's text file, app/jobs/) and closes it."""
+        for _ in range(self.max_redirects + 1):
+            target = await self.check(url, param)
+            response = await self._send(target, param)
+            if response.status_code not in REDIRECTS:
+                return response
+            try:
+                url = self._location(response, target, param)
+            finally:
+                await response.aclose()
+        raise FetchRefused(f"{param}: URL redirected more than {self.max_redirects} times", param=param)
+
     async def _follow(self, url: str, param: str, cap: int) -> FetchedImage:
         for _ in range(self.max_redirects + 1):
             target = await self.check(url, param)
