@@ -7,13 +7,14 @@ from __future__ import annotations
 from fastapi import Request
 
 from ..config.catalog import ModelSpec
-from ..errors import Forbidden, Wire, wire_of
+from ..errors import Forbidden
 from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
 from ..teams.keys import one_key_header_each
 from ..teams.team import Team
 from .asgi.exchange import Exchange, exchange_of
 from .body import cache_control
+from .rendering import Wire, wire_of
 
 
 def authenticate(request: Request, gw: Gateway) -> Team | None:
