@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from . import errors, masking, tokentext
-from .api import dashscope, docs, openai, ops
+from .api import dashscope, docs, openai, ops, usage
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
@@ -50,6 +50,7 @@ from .upstreams.guard import Guard, RetryPolicy
 from .upstreams.http import HttpClient
 from .upstreams.local_model import LocalModelUnavailable
 from .upstreams.openai import OpenAIUpstream
+from .usage.wiring import open_usage
 
 log = logging.getLogger("embedding_gateway")
 
@@ -162,7 +163,7 @@ def plan(settings: Settings) -> Plan:
     for spec in catalog:
         metrics.init_model([d.upstream for d in spec.deployments], spec.name, spec.modalities)
     keys = {name: cfg.keys for name, cfg in settings.teams.items()}
-    auth = Authenticator(teams, keys, required=settings.gateway_auth == "required")
+    auth = Authenticator(teams, keys, required=settings.gateway_auth == "required", admins=settings.admins)
     return Plan(settings, configs, catalog, teams, metrics, auth)
 
 
@@ -196,7 +197,11 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
         stack.push_async_callback(fetcher.close)
     kinds: dict[str, str] = {name: cfg.kind for name, cfg in p.configs.items()}
     team_limits = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
-    return Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, fetcher=fetcher)
+    meter, reader = open_usage(s, p.catalog, p.metrics, p.auth, limits.census.link)
+    stack.push_async_callback(meter.ledger.close)  # before the limits' link closes: the last batch is written
+    return Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, meter, reader,
+                   fetcher=fetcher)  # fmt: skip
+
 
 
 def announce(p: Plan, gw: Gateway) -> None:
@@ -251,6 +256,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.router)
     app.include_router(dashscope.uploads)
     app.include_router(ops.router)
+    app.include_router(usage.router)
     docs.install(app, p.catalog.names())
     fast = fastpath.routes_of(app, FAST_PATHS)
     for path in sorted(set(FAST_PATHS) - set(fast)):

@@ -155,6 +155,13 @@ class Metrics:
             ["team", "model"],
             registry=r,
         )
+        money = ["team", "model", "currency"]
+        self.money_billed = Counter("gateway_money_billed", "Money the upstreams billed (prices)", money, registry=r)
+        self.money_saved = Counter("gateway_money_saved", "Money the cache saved (prices)", money, registry=r)
+        self.budget_used = Gauge("gateway_budget_used_ratio", "Share of a team's budget spent, per period",
+                                 ["team", "period"], multiprocess_mode="livemax", registry=r)  # fmt: skip
+        self.budget_left = Gauge("gateway_budget_left", "Money left in a team's budget, per period",
+                                 ["team", "period", "currency"], multiprocess_mode="livemin", registry=r)  # fmt: skip
         self.media_fetches = Counter(
             "gateway_media_fetches_total",
             "Image URLs fetched by the gateway (media_fetch), by outcome "

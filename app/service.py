@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .cache.keys import KeyMaker
 from .cache.store import VectorCache
@@ -28,6 +28,7 @@ class EmbedRequest:
     params: Params
     items: list[Item]
     team: str | None = None
+    scope: str | None = None  # the team's cache scope (None: shared), part of every content key
     cache_read: bool = True
     cache_write: bool = True
 
@@ -42,6 +43,11 @@ class EmbedResult:
     upstream_items: int = 0
     hit_tokens: int = 0
     coalesced: int = 0  # items answered by another request's upstream call
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (modality, hit|miss|coalesced) -> items
+
+    def by_modality(self, result: str) -> dict[str, int]:
+        """Items per modality that were a `result` (hit, miss, coalesced): what item-billed media cost."""
+        return {modality: n for (modality, r), n in self.counts.items() if r == result}
 
 
 @dataclass(slots=True)
@@ -52,6 +58,10 @@ class Lookup:
     keys: list[str]
     unique: list[str]
     found: dict[str, bytes]
+
+    @property
+    def misses(self) -> bool:
+        return len(self.found) < len(self.unique)
 
     def miss_tokens(self, items: Sequence[Item]) -> int:
         """The estimated tokens of the items the cache did not hold: what the team's admission reserves."""
@@ -87,7 +97,7 @@ class EmbeddingService:
     async def lookup(self, req: EmbedRequest) -> Lookup:
         """The request's keys and what the cache holds for them (one read), before its team's admission."""
         params = replace(req.params, identity=self.route(req.spec))
-        keys = KeyMaker(self.namespace, params.identity, req.spec.upstream_model, params).keys(req.items)
+        keys = KeyMaker(self.namespace, params.identity, req.spec.upstream_model, params, req.scope).keys(req.items)
         unique = list(dict.fromkeys(keys))
         size = 4 * params.dimension
         found: dict[str, bytes] = {}
@@ -117,7 +127,7 @@ class EmbeddingService:
             found.update(fetched.vectors)
             missed = {k for k, _ in missing}
             hit_items = [it for k, it in zip(keys, req.items, strict=True) if k not in missed]
-        self._count_items(req, keys, missed, fetched.coalesced)
+        counts = self._count_items(req, keys, missed, fetched.coalesced)
         hit_tokens = sum(it.est_tokens for it in hit_items)
         team, model = self.metrics.team(req.team), self.metrics.model(spec.name)
         # Billed tokens are counted per request (a micro-batch may serve several teams: each request carries
@@ -135,6 +145,7 @@ class EmbeddingService:
             upstream_items=len(missing) - len(fetched.coalesced),
             hit_tokens=hit_tokens,
             coalesced=len([k for k in keys if k in fetched.coalesced]) if fetched.coalesced else 0,
+            counts=counts,
         )
 
     async def _timed_read(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -143,7 +154,9 @@ class EmbeddingService:
         self.metrics.child(self.metrics.cache_duration, self.cache.name, "read").observe(time.perf_counter() - t0)
         return values
 
-    def _count_items(self, req: EmbedRequest, keys: list[str], missing: set[str], coalesced: set[str]) -> None:
+    def _count_items(
+        self, req: EmbedRequest, keys: list[str], missing: set[str], coalesced: set[str]
+    ) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}
         for k, it in zip(keys, req.items, strict=True):
             kind = it.modality, "coalesced" if k in coalesced else "miss" if k in missing else "hit"
@@ -152,6 +165,7 @@ class EmbeddingService:
         model = m.model(req.spec.name)
         for (modality, result), n in counts.items():
             m.child(m.items, model, modality, result).inc(n)
+        return counts
 
     async def close(self) -> None:
         """Finish the upstream calls in flight (their requests are still waiting for them)."""

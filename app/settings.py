@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .configfile import YamlSource
+from .usage.config import BudgetConfig, UsageSettings
 
 CONFIG_ENV = "EMBEDDING_GATEWAY_CONFIG"
 # prometheus-client's own variable: set, its metrics live in files there, shared by the worker processes.
@@ -24,6 +25,7 @@ UpstreamKind = Literal["dashscope", "openai", "local"]
 FailurePolicy = Literal["local", "open", "closed"]
 KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 TEAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+KeyHash = Annotated[str, Field(pattern=KEY_HASH.pattern)]
 
 
 class UpstreamConfig(BaseModel):
@@ -77,6 +79,9 @@ class TeamConfig(BaseModel):
     tpm: int | None = Field(default=None, ge=1, description="upstream-billed tokens per window")
     concurrency: int | None = Field(default=None, ge=1, description="requests in flight at once")
     daily_tokens: int | None = Field(default=None, ge=1, description="upstream-billed tokens per UTC day")
+    cache_scope: str = Field(default="shared", pattern=TEAM_NAME.pattern, description="shared, team, or a name")
+    budget: BudgetConfig | None = Field(default=None, description="past it, misses get 429 insufficient_quota")
+    admin: bool = Field(default=False, description="the team's keys read every team's usage and costs")
 
     @field_validator("keys")
     @classmethod
@@ -191,6 +196,8 @@ class Settings(BaseSettings):
         default="required", description="off: requests need no key (allowed quietly on a loopback bind only)"
     )
     teams: dict[str, TeamConfig] = Field(default_factory=dict)
+    admins: list[KeyHash] = Field(default_factory=list, description="hashes of keys that read every team's usage")
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     teams_reload_s: float = Field(
         default=5.0,
         ge=0,

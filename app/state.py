@@ -19,6 +19,8 @@ from .metrics import Metrics
 from .service import EmbeddingService
 from .settings import Settings
 from .upstreams.fleet import Fleet
+from .usage.meter import Meter
+from .usage.report import Reader
 
 
 @dataclass(slots=True)
@@ -33,6 +35,8 @@ class Gateway:
     auth: Authenticator
     limits: TeamLimiter
     quota: UpstreamQuota
+    meter: Meter
+    reader: Reader
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     floats: VectorText = field(init=False)

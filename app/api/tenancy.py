@@ -14,15 +14,17 @@ from ..limits.window import US
 from ..service import EmbedRequest, EmbedResult
 from ..state import Gateway
 from ..teams import Team
+from ..usage.rows import key_id
 from .asgi.exchange import Exchange, exchange_of
 from .body import cache_control
 
 
 def authenticate(request: Request, gw: Gateway) -> Team | None:
     """The caller's team (None when auth is off); 401 in the caller's wire format otherwise."""
-    team = gw.auth.team_of(request.headers, dashscope=wire_of(request.scope["path"]) is Wire.DASHSCOPE)
+    team, key_hash = gw.auth.identify(request.headers, dashscope=wire_of(request.scope["path"]) is Wire.DASHSCOPE)
     if team is not None:
-        exchange_of(request.scope).team = team.name
+        exchange = exchange_of(request.scope)
+        exchange.team, exchange.key_id = team.name, key_id(key_hash)
     return team
 
 
@@ -35,11 +37,14 @@ def model_for(gw: Gateway, team: Team | None, name: str, param: str = "model") -
 
 async def embed(request: Request, gw: Gateway, team: Team | None, req: EmbedRequest) -> EmbedResult:
     req.team = team.name if team is not None else None
+    req.scope = team.scope if team is not None else None
     req.cache_read, req.cache_write = cache_control(request)
     est = sum(it.est_tokens for it in req.items)
     # The cache first: the team's admission reserves tokens only for the misses (hits are not billed), so a
     # whole hit is admitted with 0 tokens and has nothing to reconcile: one script call (docs/limits.md).
     looked = await gw.service.lookup(req)
+    if looked.misses:
+        gw.meter.check_budget(team, req.spec)  # a spent budget refuses misses; hits cost nothing and pass
     adm = await gw.limits.admit(team, looked.miss_tokens(req.items))
     exchange = exchange_of(request.scope)
     exchange.headers = rate_headers(adm)  # on the response, and on the 429 enforce() may raise
@@ -48,6 +53,7 @@ async def embed(request: Request, gw: Gateway, team: Team | None, req: EmbedRequ
         result = await gw.service.complete(req, looked)
         adm.billed = billed_tokens(result, est)
         ledger.billed = result.billed_tokens
+    gw.meter.record(team, exchange.key_id, req.spec, result, adm.billed)
     exchange.headers = rate_headers(adm)
     log_result(exchange, req.spec.name, result)
     return result

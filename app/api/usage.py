@@ -1,0 +1,58 @@
+"""The usage and costs routes, in the shapes of OpenAI's organization Usage and Costs APIs: an admin key
+(`admins:`, or a key of a team with `admin: true`) reads every team; a team's key reads its own team only
+(a filter naming another team is a 403)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ..errors import Forbidden
+from ..state import Gateway, gateway
+from ..usage.report import Query, costs_page, parse_query, usage_page
+from .asgi.exchange import exchange_of
+
+router = APIRouter()
+
+
+def _query(request: Request, gw: Gateway, *, costs: bool) -> tuple[Query, int]:
+    reader = gw.auth.reader_of(request.headers)
+    if reader is not None:
+        exchange_team(request, reader.name)
+    params: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        params.setdefault(name, []).append(value)
+    q, first = parse_query(params, now=int(gw.meter.ledger.clock()), costs=costs)
+    if reader is None:
+        return q, first
+    if q.teams is not None and q.teams != {reader.name}:
+        raise Forbidden(
+            f"project_ids: the key of team {reader.name} reads its own team's usage only",
+            param="project_ids",
+            code="permission_denied",
+        )
+    return replace(q, teams=frozenset({reader.name})), first
+
+
+def exchange_team(request: Request, team: str) -> None:
+    exchange_of(request.scope).team = team
+
+
+@router.get("/v1/organization/usage/embeddings", summary="Embeddings usage per time bucket (OpenAI's shape)")
+async def usage_embeddings(request: Request) -> Response:
+    gw = gateway(request)
+    q, first = _query(request, gw, costs=False)
+    group = [g for g in ("project_id", "api_key_id", "model") if g in q.group_by]
+    buckets, nxt = await gw.reader.buckets(q, first, group)
+    return Response(orjson.dumps(usage_page(q, buckets, nxt)), media_type="application/json")
+
+
+@router.get("/v1/organization/costs", summary="Money billed per time bucket (OpenAI's shape)")
+async def costs(request: Request) -> Response:
+    gw = gateway(request)
+    q, first = _query(request, gw, costs=True)
+    buckets, nxt = await gw.reader.buckets(q, first, [g for g in ("project_id", "line_item") if g in q.group_by])
+    return Response(orjson.dumps(costs_page(q, buckets, nxt)), media_type="application/json")

@@ -1,0 +1,27 @@
+"""The usage ledger's parts, put together once per worker (called by app/main.py)."""
+
+from __future__ import annotations
+
+from ..auth import Authenticator
+from ..catalog import Catalog
+from ..metrics import Metrics
+from ..redislink import RedisLink
+from ..settings import Settings
+from .ledger import Ledger
+from .meter import Meter, single_currency
+from .report import Reader
+from .rows import Keys
+from .store import LedgerStore, MemoryLedger, RedisLedger
+
+
+def open_usage(
+    s: Settings, catalog: Catalog, metrics: Metrics, auth: Authenticator, link: RedisLink | None
+) -> tuple[Meter, Reader]:
+    """The ledger in the limits Redis (every replica's; noeviction), or in this process without one; its
+    batches start at once. Close `meter.ledger` before the link: the last batch is written then."""
+    store: LedgerStore = MemoryLedger() if link is None else RedisLedger(link)
+    keys = Keys(s.cache_namespace, s.usage.retention_days)
+    ledger = Ledger(store, keys, flush_s=s.usage.flush_s)
+    meter = Meter(ledger, metrics, lambda: auth.teams, single_currency(catalog))
+    ledger.start()
+    return meter, Reader(store, keys)
