@@ -59,7 +59,7 @@ class Ledger:
         self.store = store
         self.keys = keys
         self.flush_s = flush_s
-        self.budgets: Callable[[], dict[str, str]] = dict  # team -> its budget's currency: spend read back
+        self.budgets: Callable[[], list[tuple[str, str]]] = list  # (team, currency) whose spend is read back
         self.landed: Callable[[], None] = lambda: None  # after each batch that landed
         self.clock = clock
         self.process = secrets.token_hex(8)
@@ -133,7 +133,7 @@ class Ledger:
         day = int(self.clock()) // DAY_S
         reads: list[tuple[str, str]] = []
         wanted: list[tuple[str, str, int, str]] = []
-        for team, currency in self.budgets().items():
+        for team, currency in self.budgets():
             for period, (name, at) in (("d", self.keys.day(day)), ("m", self.keys.month(month_of(day)))):
                 expiry.setdefault(name, at)
                 reads.append((name, f"{team}|{currency}"))

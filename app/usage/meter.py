@@ -17,20 +17,21 @@ from .prices import NANO, amount
 from .rows import DAY_S, Usage, month_end_s, month_of
 
 
-def single_currency(catalog: Catalog) -> str | None:
-    """The currency of every priced model, when they share one: a budget without `currency` counts it."""
-    currencies = {spec.price.currency for spec in catalog if spec.price is not None}
-    return currencies.pop() if len(currencies) == 1 else None
+def currencies(catalog: Catalog) -> set[str]:
+    return {spec.price.currency for spec in catalog if spec.price is not None}
 
 
 class Meter:
     def __init__(
-        self, ledger: Ledger, metrics: Metrics, teams: Callable[[], Mapping[str, Team]], default_currency: str | None
+        self, ledger: Ledger, metrics: Metrics, teams: Callable[[], Mapping[str, Team]], currencies: set[str]
     ) -> None:
+        """`currencies`: those of the catalog's prices (a budget without its own counts the one of them, or,
+        when there are several, the currency of the model each request uses)."""
         self.ledger = ledger
         self.metrics = metrics
         self.teams = teams  # the current teams (they change on a reload)
-        self.default_currency = default_currency
+        self.currencies = sorted(currencies)
+        self.default_currency = self.currencies[0] if len(self.currencies) == 1 else None
         ledger.budgets = self._budget_currencies
         ledger.landed = self._export_budgets
 
@@ -42,11 +43,12 @@ class Meter:
             return self.default_currency
         return spec.price.currency if spec is not None and spec.price is not None else None
 
-    def _budget_currencies(self) -> dict[str, str]:
-        out = {}
+    def _budget_currencies(self) -> list[tuple[str, str]]:
+        out = []
         for name, team in self.teams().items():
-            if team.budget is not None and (currency := self.currency(team)) is not None:
-                out[name] = currency
+            if team.budget is not None:
+                currency = self.currency(team)
+                out += [(name, c) for c in ([currency] if currency is not None else self.currencies)]
         return out
 
     def record(self, team: Team | None, key_id: str, spec: ModelSpec, result: EmbedResult, billed: int) -> None:
@@ -89,7 +91,7 @@ class Meter:
     def _export_budgets(self) -> None:
         """After each batch: every budgeted team's share spent and money left, per period (the alerts')."""
         m = self.metrics
-        for name, currency in self._budget_currencies().items():
+        for name, currency in self._budget_currencies():
             budget = self.teams()[name].budget
             assert budget is not None
             spent = dict(zip(("daily", "monthly"), self.ledger.spent(name, currency), strict=True))

@@ -8,7 +8,7 @@ from ..metrics import Metrics
 from ..redislink import RedisLink
 from ..settings import Settings
 from .ledger import Ledger
-from .meter import Meter, single_currency
+from .meter import Meter, currencies
 from .report import Reader
 from .rows import Keys
 from .store import LedgerStore, MemoryLedger, RedisLedger
@@ -22,6 +22,6 @@ def open_usage(
     store: LedgerStore = MemoryLedger() if link is None else RedisLedger(link)
     keys = Keys(s.cache_namespace, s.usage.retention_days)
     ledger = Ledger(store, keys, flush_s=s.usage.flush_s)
-    meter = Meter(ledger, metrics, lambda: auth.teams, single_currency(catalog))
+    meter = Meter(ledger, metrics, lambda: auth.teams, currencies(catalog))
     ledger.start()
     return meter, Reader(store, keys)
