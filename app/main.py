@@ -12,35 +12,37 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors, masking, tokentext
+from . import errors
 from .api import dashscope, docs, openai, ops, usage
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
-from .auth import Authenticator
-from .bypass import Bypass
 from .cache.hot import HotCache
-from .cache.memory import MemoryCache
+from .cache.lru import MemoryCache
 from .cache.redis import RedisCache
 from .cache.store import VectorCache
-from .catalog import Catalog, build_catalog
+from .config import masking
+from .config.catalog import Catalog, build_catalog
+from .config.settings import Settings, UpstreamConfig
 from .flights.wiring import open_flights
+from .inputs import tokentext
+from .inputs.media.fetcher import open_fetcher
 from .limits.admission import TeamLimiter
 from .limits.census import Census
 from .limits.failover import Limits
 from .limits.local import LocalStore
 from .limits.quota import UpstreamQuota
 from .limits.shared import RedisStore
-from .media.fetcher import open_fetcher
 from .metrics import Metrics, multiprocess_dir
-from .redislink import open_link
+from .redis.bypass import Bypass
+from .redis.link import open_link
+from .runtime.state import Gateway
 from .server.connections import for_worker
 from .server.protocol import STATE_KEY
 from .service import EmbeddingService
-from .settings import Settings, UpstreamConfig
-from .state import Gateway
-from .teams import Team, teams_from, unknown_models
-from .teams_reload import watch_teams
+from .teams.keys import Authenticator
+from .teams.reload import watch_teams
+from .teams.team import Team, teams_from, unknown_models
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker

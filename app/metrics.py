@@ -20,7 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from .settings import MULTIPROC_ENV
+from .config.settings import MULTIPROC_ENV
 
 OTHER = "other"
 CONNECTION_CLOSES = ("head_timeout", "body_timeout", "evicted", "refused")
@@ -90,6 +90,15 @@ class Metrics:
             buckets=FAST_BUCKETS,
             registry=r,
         )
+        self.cache_invalid = Counter(
+            "gateway_cache_invalid_total",
+            "Cached values refused as misses (then fetched again and overwritten), by reason: length (not the "
+            "model's dimension), non_finite (NaN or infinity)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("length", "non_finite"):
+            self.cache_invalid.labels(reason)
         self.redis_errors = Counter(
             "gateway_redis_errors_total", "Redis operations that failed or timed out", ["op"], registry=r
         )

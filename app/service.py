@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from .cache.checks import usable
 from .cache.keys import KeyMaker
 from .cache.store import VectorCache
-from .catalog import ModelSpec
+from .config.catalog import ModelSpec
 from .flights.coalescer import Coalescer, FlightResult
-from .items import Item
+from .inputs.items import Item
+from .inputs.params import Params
 from .metrics import Metrics
-from .params import Params
 
 
 @dataclass(slots=True)
@@ -99,11 +100,10 @@ class EmbeddingService:
         params = replace(req.params, identity=self.route(req.spec))
         keys = KeyMaker(self.namespace, params.identity, req.spec.upstream_model, params, req.scope).keys(req.items)
         unique = list(dict.fromkeys(keys))
-        size = 4 * params.dimension
         found: dict[str, bytes] = {}
         if req.cache_read:
-            values = await self._timed_read(unique)
-            found = {k: v for k, v in zip(unique, values, strict=True) if v is not None and len(v) == size}
+            values = usable(await self._timed_read(unique), 4 * params.dimension, self.metrics)
+            found = {k: v for k, v in zip(unique, values, strict=True) if v is not None}
         return Lookup(params, keys, unique, found)
 
     async def complete(self, req: EmbedRequest, looked: Lookup) -> EmbedResult:

@@ -9,12 +9,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .. import oom
 from ..cache.redis import RedisCache
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import NotFound
+from ..runtime import oom
+from ..runtime.state import gateway
 from ..schemas.openai import ErrorResponse, ModelCard, ModelList
-from ..state import gateway
 from . import tenancy
 
 router = APIRouter()

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ..errors import Forbidden
-from ..state import Gateway, gateway
+from ..runtime.state import Gateway, gateway
 from ..usage.report import Query, costs_page, parse_query, usage_page
 from .asgi.exchange import exchange_of
 

@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..bypass import Bypass
 from ..cache.tickbatch import TickBatcher
-from ..rediscause import cause
-from ..redislink import FAILURES, RedisLink
+from ..redis.bypass import Bypass
+from ..redis.cause import cause
+from ..redis.link import FAILURES, RedisLink
 
 CLAIM = """
 local out = {}

@@ -6,8 +6,8 @@ from __future__ import annotations
 from ..cache.hot import HotCache
 from ..cache.redis import RedisCache
 from ..cache.store import VectorCache
+from ..config.settings import Settings
 from ..metrics import Metrics
-from ..settings import Settings
 from ..upstreams.caller import UpstreamCaller
 from .batcher import Batcher
 from .coalescer import Coalescer
@@ -29,4 +29,6 @@ def open_flights(cache: VectorCache, caller: UpstreamCaller, settings: Settings,
     inflight = InFlight(cache, leases, metrics)
     batcher = Batcher(caller, inflight, window_s=settings.batch_window_ms / 1000)
     lease_s = settings.request_deadline_s + 1.0  # a lease outlives its holder's request by a second at most
-    return Coalescer(batcher, inflight, cache, leases, wait_s=settings.coalesce_wait_s, lease_s=lease_s)
+    return Coalescer(
+        batcher, inflight, cache, leases, wait_s=settings.coalesce_wait_s, lease_s=lease_s, metrics=metrics
+    )

@@ -1,7 +1,7 @@
 """The map from an upstream's non-200 answers to gateway errors: upstream 4xx stays 4xx with its code and
 message, 401/403 (about the gateway's own key) and 5xx become 502, 429 keeps Retry-After (timeouts and
 connection failures are mapped where they happen, in http.py). Every configured secret is masked in
-messages (app/masking.py) before they are cut to length, so no cut leaves a part of one."""
+messages (app/config/masking.py) before they are cut to length, so no cut leaves a part of one."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
+from ..config.masking import mask
 from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamRejected
-from ..masking import mask
 from .http import Answer
 
 MAX_MESSAGE = 300

@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import GatewayError, RateLimited, Unavailable, UpstreamFailed, UpstreamInvalid, UpstreamTimeout
 from ..limits.quota import account
 from ..metrics import Metrics

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..rediscause import cause
+from ..redis.cause import cause
 from .rows import DAY_S, Keys, Usage, month_of
 from .rows import field as field_name
 from .store import LedgerStore

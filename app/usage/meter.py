@@ -7,11 +7,11 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
-from ..catalog import Catalog, ModelSpec
+from ..config.catalog import Catalog, ModelSpec
 from ..errors import InsufficientQuota
 from ..metrics import Metrics
 from ..service import EmbedResult
-from ..teams import Team
+from ..teams.team import Team
 from .ledger import Ledger
 from .prices import NANO, amount
 from .rows import DAY_S, Usage, month_end_s, month_of

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Protocol
 
-from ..redislink import RedisLink
+from ..redis.link import RedisLink
 
 FLUSH = resources.files(__package__).joinpath("flush.lua").read_text()
 

@@ -8,8 +8,8 @@ import io
 import re
 import time
 
-from ..redislink import RedisSetupError, connect
-from ..settings import Settings
+from ..config.settings import Settings
+from ..redis.link import RedisSetupError, connect
 from .prices import amount
 from .report import Query, Reader
 from .rows import Keys

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ..auth import Authenticator
-from ..catalog import Catalog
+from ..config.catalog import Catalog
+from ..config.settings import Settings
 from ..metrics import Metrics
-from ..redislink import RedisLink
-from ..settings import Settings
+from ..redis.link import RedisLink
+from ..teams.keys import Authenticator
 from .ledger import Ledger
 from .meter import Meter, currencies
 from .report import Reader

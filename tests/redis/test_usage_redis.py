@@ -11,13 +11,13 @@ import pytest
 from conftest import RedisServer
 from prometheus_client import CollectorRegistry
 
-from app.catalog import ModelSpec
+from app.config.catalog import ModelSpec
 from app.errors import InsufficientQuota
 from app.limits.shared import open_client
 from app.limits.window import TeamQuota
 from app.metrics import Metrics
 from app.service import EmbedResult
-from app.teams import Team
+from app.teams.team import Team
 from app.usage.config import BudgetConfig
 from app.usage.ledger import Ledger
 from app.usage.meter import Meter

@@ -10,10 +10,10 @@ import sys
 import orjson
 
 from app.cache.keys import KEY_VERSION, content_key
-from app.items import Item
-from app.params import Params
-from app.settings import Settings
-from app.teams import cache_scope_of, teams_from
+from app.config.settings import Settings
+from app.inputs.items import Item
+from app.inputs.params import Params
+from app.teams.team import cache_scope_of, teams_from
 
 ROOT = __file__.rsplit("/tests/", 1)[0]
 
@@ -63,6 +63,6 @@ def test_teams_carry_their_scope() -> None:
 
 
 def test_a_bad_scope_name_is_refused_naming_the_field() -> None:
-    code = "from app.settings import Settings\nSettings(teams={'a': {'cache_scope': 'no spaces'}})"
+    code = "from app.config.settings import Settings\nSettings(teams={'a': {'cache_scope': 'no spaces'}})"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "cache_scope" in done.stderr

@@ -2,7 +2,7 @@
 
 Observe (observe.py) makes it as a request comes in and keeps it in the ASGI scope under `SCOPE_KEY`; a
 route (or an error handler, or another front layer) reaches it with `exchange_of(scope)`. The route fills
-it: the caller's team (auth), its lease on the memory budget (bodies, fetched media: app/memory.py), the
+it: the caller's team (auth), its lease on the memory budget (bodies, fetched media: app/runtime/budget.py), the
 response headers it adds (the rate-limit headers, which go on every response, errors included) and the
 fields of the log line (model, items, hits, misses, tokens, and upstream_s, the time spent waiting on the
 upstream, which the overhead histogram subtracts). Observe reads it back when the response starts
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import Scope
 
 if TYPE_CHECKING:
-    from ...memory import Lease
+    from ...runtime.budget import Lease
 
 SCOPE_KEY = "gateway.exchange"
 

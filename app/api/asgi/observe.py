@@ -94,7 +94,7 @@ class Observe:
         finally:
             elapsed = time.perf_counter() - t0
             m.in_flight.dec()
-            if exchange.lease is not None:  # the bytes the request held from the memory budget (app/memory.py)
+            if exchange.lease is not None:  # the bytes the request held from the memory budget (app/runtime/budget.py)
                 exchange.lease.release()
             team = exchange.team
             m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)).inc()

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..usage.prices import BUILT_IN_PRICES, Price
 from .settings import Settings, UpstreamConfig
-from .usage.prices import BUILT_IN_PRICES, Price
 
 Modality = Literal["text", "image", "video", "multi_images"]
 Endpoint = Literal["multimodal", "text"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .limits.window import TeamQuota
-from .settings import Settings
-from .usage.config import BudgetConfig
+from ..config.settings import Settings
+from ..limits.window import TeamQuota
+from ..usage.config import BudgetConfig
 
 ALL_MODELS = "*"
 

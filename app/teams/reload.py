@@ -22,10 +22,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from .auth import Authenticator
-from .metrics import Metrics
-from .settings import CONFIG_ENV, Settings, TeamConfig
-from .teams import teams_from, unknown_models
+from ..config.settings import CONFIG_ENV, Settings, TeamConfig
+from ..metrics import Metrics
+from .keys import Authenticator
+from .team import teams_from, unknown_models
 
 log = logging.getLogger("embedding_gateway")
 
