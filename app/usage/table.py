@@ -7,10 +7,10 @@ import csv
 import io
 import re
 import time
+from decimal import Decimal
 
 from ..config.settings import Settings
 from ..redis.link import RedisSetupError, connect
-from .prices import amount
 from .report import Query, Reader
 from .rows import Keys
 from .store import RedisLedger
@@ -61,9 +61,14 @@ async def rows(settings: Settings, since_s: int, by: list[str], now: float | Non
         counts = [str(row.get(m, 0)) for m in ("requests", "items", "hits", "tokens", "saved_tokens")]
         currencies = sorted({m.split(":", 1)[1] for m in row if ":" in m}) or [""]
         for cur in currencies:
-            money = [f"{amount(row.get(f'{kind}:{cur}', 0)):.6f}" if cur else "" for kind in ("cost", "saved")]
+            money = [exact(row.get(f"{kind}:{cur}", 0)) if cur else "" for kind in ("cost", "saved")]
             out.append([*k, *counts, *money, cur])
     return out
+
+
+def exact(nanos: int) -> str:
+    """Nanos as a decimal amount with all nine places: what the ledger holds, to the nano."""
+    return f"{Decimal(nanos).scaleb(-9):f}"
 
 
 def render(by: list[str], table: list[list[str]], as_csv: bool) -> str:
