@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -12,10 +13,35 @@ from fastapi.responses import Response
 
 from ..errors import Forbidden
 from ..runtime.state import Gateway, gateway
+from ..schemas.openai import ErrorResponse
 from ..usage.report import Query, costs_page, parse_query, usage_page
 from .asgi.exchange import exchange_of
 
 router = APIRouter()
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 503)}
+
+
+def _param(name: str, kind: str, required: bool = False, **schema: Any) -> dict[str, Any]:
+    if kind == "array":
+        items = {"type": "string", "maxLength": 128, **schema}
+        schema = {"type": "array", "items": items, "maxItems": 16}
+    else:
+        schema = {"type": kind, **schema}
+    return {"name": name, "in": "query", "required": required, "schema": schema, "explode": True}
+
+
+def _params(widths: list[str], groups: list[str], *filters: str) -> dict[str, Any]:
+    return {
+        "parameters": [
+            _param("start_time", "integer", True, minimum=0, maximum=10**12 - 1),
+            _param("end_time", "integer", minimum=1, maximum=10**12 - 1),
+            _param("bucket_width", "string", enum=widths),
+            _param("group_by", "array", enum=groups),
+            *(_param(f, "array") for f in filters),
+            _param("limit", "integer", minimum=1, maximum=1440),
+            _param("page", "string", maxLength=64),
+        ]
+    }
 
 
 def _query(request: Request, gw: Gateway, *, costs: bool) -> tuple[Query, int]:
@@ -41,7 +67,14 @@ def exchange_team(request: Request, team: str) -> None:
     exchange_of(request.scope).team = team
 
 
-@router.get("/v1/organization/usage/embeddings", summary="Embeddings usage per time bucket (OpenAI's shape)")
+@router.get(
+    "/v1/organization/usage/embeddings",
+    summary="Embeddings usage per time bucket (OpenAI's shape)",
+    responses=ERRORS,
+    openapi_extra=_params(
+        ["1m", "1h", "1d"], ["project_id", "api_key_id", "model"], "project_ids", "api_key_ids", "models"
+    ),
+)
 async def usage_embeddings(request: Request) -> Response:
     gw = gateway(request)
     q, first = _query(request, gw, costs=False)
@@ -50,7 +83,12 @@ async def usage_embeddings(request: Request) -> Response:
     return Response(orjson.dumps(usage_page(q, buckets, nxt)), media_type="application/json")
 
 
-@router.get("/v1/organization/costs", summary="Money billed per time bucket (OpenAI's shape)")
+@router.get(
+    "/v1/organization/costs",
+    summary="Money billed per time bucket (OpenAI's shape)",
+    responses=ERRORS,
+    openapi_extra=_params(["1h", "1d"], ["project_id", "line_item"], "project_ids"),
+)
 async def costs(request: Request) -> Response:
     gw = gateway(request)
     q, first = _query(request, gw, costs=True)

@@ -104,9 +104,8 @@ class Reader:
     async def buckets(self, q: Query, first: int, group: Iterable[str]) -> tuple[list[tuple[int, Totals]], int | None]:
         """This page's buckets from `first`, each with its totals per group; and the next page's first bucket."""
         size = WIDTHS[q.width]
-        starts = list(range(first, q.end, size))
-        nxt = starts[q.limit] if len(starts) > q.limit else None
-        starts = starts[: q.limit]
+        starts = list(range(first, min(q.end, first + q.limit * size), size))  # this page only: bounded
+        nxt = first + q.limit * size if first + q.limit * size < q.end else None
         step = 60 if q.width == "1m" else 3600
         names = [
             (self.keys.minute(t) if step == 60 else self.keys.hour(t))[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..config.catalog import Catalog
 from ..config.settings import Settings
 from ..metrics import Metrics
@@ -12,6 +14,8 @@ from .meter import Meter, currencies
 from .report import Reader
 from .rows import Keys
 from .store import LedgerStore, MemoryLedger, RedisLedger
+
+log = logging.getLogger("embedding_gateway.usage")
 
 
 def open_usage(
@@ -24,4 +28,8 @@ def open_usage(
     ledger = Ledger(store, keys, flush_s=s.usage.flush_s)
     meter = Meter(ledger, metrics, lambda: auth.teams, currencies(catalog))
     ledger.start()
+    priced = currencies(catalog)
+    for name, team in auth.teams.items():
+        if team.budget is not None and not ({team.budget.currency} & priced if team.budget.currency else priced):
+            log.warning("teams.%s.budget counts nothing: no served model is priced in its currency", name)
     return meter, Reader(store, keys)
