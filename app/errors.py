@@ -181,6 +181,12 @@ def request_id_of(request: Request) -> str:
     return exchange_of(request.scope).request_id
 
 
+def openai_body(err: GatewayError) -> dict[str, object]:
+    """The OpenAI wire's error body (also a batch job's error line, app/jobs/)."""
+    code = mask(err.code) if err.code else err.code
+    return {"error": {"message": mask(err.message), "type": err.openai_type, "param": err.param, "code": code}}
+
+
 def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
     if wire is Wire.DASHSCOPE:
         body: dict[str, object] = {
@@ -191,14 +197,7 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
         if err.param:
             body["param"] = err.param
     else:
-        body = {
-            "error": {
-                "message": mask(err.message),
-                "type": err.openai_type,
-                "param": err.param,
-                "code": mask(err.code) if err.code else err.code,
-            }
-        }
+        body = openai_body(err)
     headers: dict[str, str] = {}  # x-request-id is added to every response by the Observe middleware
     if err.retry_after is not None:
         # Whole seconds, rounded up: a client that waits exactly this long must not be refused again.

@@ -17,10 +17,12 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from .config.settings import MULTIPROC_ENV
+from .usage.metrics import UsageMetrics
 
 OTHER = "other"
 CONNECTION_CLOSES = ("head_timeout", "body_timeout", "evicted", "refused")
@@ -32,8 +34,6 @@ _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-
-
 FAILOVER_REASONS = ("throttled", "failed", "timeout", "circuit_open", "invalid_answer")
 
 
@@ -49,6 +49,7 @@ class Metrics:
     ) -> None:
         self.registry = registry
         self.multiprocess_dir = multiprocess_dir
+        self.openmetrics = False  # whether /metrics may answer OpenMetrics (set when traces are on: exemplars)
         self._models = frozenset(models)
         self._upstreams = frozenset(upstreams)
         self._teams = frozenset(teams)
@@ -100,7 +101,10 @@ class Metrics:
         for reason in ("length", "non_finite"):
             self.cache_invalid.labels(reason)
         self.redis_errors = Counter(
-            "gateway_redis_errors_total", "Redis operations that failed or timed out", ["op"], registry=r
+            "gateway_redis_errors_total",
+            "Redis operations that failed or timed out: cache read, write, lease (claim, check, release)",
+            ["op"],
+            registry=r,
         )
         self.breaker_open = Gauge(
             "gateway_breaker_open",
@@ -164,13 +168,7 @@ class Metrics:
             ["team", "model"],
             registry=r,
         )
-        money = ["team", "model", "currency"]
-        self.money_billed = Counter("gateway_money_billed", "Money the upstreams billed (prices)", money, registry=r)
-        self.money_saved = Counter("gateway_money_saved", "Money the cache saved (prices)", money, registry=r)
-        self.budget_used = Gauge("gateway_budget_used_ratio", "Share of a team's budget spent, per period",
-                                 ["team", "period"], multiprocess_mode="livemax", registry=r)  # fmt: skip
-        self.budget_left = Gauge("gateway_budget_left", "Money left in a team's budget, per period",
-                                 ["team", "period", "currency"], multiprocess_mode="livemin", registry=r)  # fmt: skip
+        self.usage = UsageMetrics(r)  # money billed and saved, budgets (app/usage/metrics.py)
         self.media_fetches = Counter(
             "gateway_media_fetches_total",
             "Image URLs fetched by the gateway (media_fetch), by outcome "
@@ -255,6 +253,14 @@ class Metrics:
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
+
+    def negotiate(self, accept: str) -> tuple[bytes, str]:
+        """The exposition and its content type: OpenMetrics (the only format with exemplars) when traces are on
+        and the scraper asks for it (Prometheus does; exemplars only in one process), else the text format."""
+        if not self.openmetrics or "application/openmetrics-text" not in accept or self.multiprocess_dir:
+            return self.exposition(), CONTENT_TYPE_LATEST
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
     def model(self, name: str) -> str:
         return name if name in self._models else OTHER

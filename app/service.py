@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from .cache.checks import usable
 from .cache.keys import KeyMaker
 from .cache.store import VectorCache
 from .config.catalog import ModelSpec
-from .flights.coalescer import Coalescer, FlightResult
+from .flights.coalescer import FlightResult
 from .inputs.items import Item
 from .inputs.params import Params
 from .metrics import Metrics
@@ -69,6 +70,17 @@ class Lookup:
         return sum(it.est_tokens for k, it in zip(self.keys, items, strict=True) if k not in self.found)
 
 
+class Flights(Protocol):
+    """What the service needs of the miss path (app/flights/: the coalescer, or it traced)."""
+
+    async def fetch(
+        self, spec: ModelSpec, params: Params, missing: list[tuple[str, Item]], *, deadline: float, write: bool,
+        shared: bool,
+    ) -> FlightResult: ...  # fmt: skip
+
+    async def close(self) -> None: ...
+
+
 def by_upstream_name(spec: ModelSpec) -> str:
     return spec.upstream
 
@@ -77,7 +89,7 @@ class EmbeddingService:
     def __init__(
         self,
         cache: VectorCache,
-        flights: Coalescer,
+        flights: Flights,
         metrics: Metrics,
         *,
         namespace: str,

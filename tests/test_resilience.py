@@ -150,6 +150,7 @@ async def test_gives_up_at_once_when_retry_after_passes_the_deadline() -> None:
     [
         UpstreamRejected("bad", status=400),
         UpstreamFailed("key", code="upstream_auth"),
+        UpstreamFailed("moved", code="upstream_redirect"),
         UpstreamInvalid("answered vectors of the wrong length (expected 4)"),
     ],
 )

@@ -7,7 +7,6 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..cache.redis import RedisCache
 from ..config.catalog import ModelSpec
@@ -102,4 +101,5 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    return Response(gateway(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = gateway(request).metrics.negotiate(request.headers.get("accept", ""))
+    return Response(body, media_type=content_type)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ..usage.config import BudgetConfig, UsageSettings
+from ..jobs.settings import JobSettings
+from ..usage.config import AdminKeys, TeamUsage, UsageSettings
 from .yamlfile import YamlSource
 
 CONFIG_ENV = "EMBEDDING_GATEWAY_CONFIG"
@@ -25,7 +26,6 @@ UpstreamKind = Literal["dashscope", "openai", "local"]
 FailurePolicy = Literal["local", "open", "closed"]
 KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 TEAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-KeyHash = Annotated[str, Field(pattern=KEY_HASH.pattern)]
 
 
 class UpstreamConfig(BaseModel):
@@ -66,7 +66,7 @@ class UpstreamConfig(BaseModel):
         return None
 
 
-class TeamConfig(BaseModel):
+class TeamConfig(TeamUsage):
     """One team: its API keys (hashes only), the models it may use and its limits (unset: no limit)."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
@@ -79,9 +79,6 @@ class TeamConfig(BaseModel):
     tpm: int | None = Field(default=None, ge=1, description="upstream-billed tokens per window")
     concurrency: int | None = Field(default=None, ge=1, description="requests in flight at once")
     daily_tokens: int | None = Field(default=None, ge=1, description="upstream-billed tokens per UTC day")
-    cache_scope: str = Field(default="shared", pattern=TEAM_NAME.pattern, description="shared, team, or a name")
-    budget: BudgetConfig | None = Field(default=None, description="past it, misses get 429 insufficient_quota")
-    admin: bool = Field(default=False, description="the team's keys read every team's usage and costs")
 
     @field_validator("keys")
     @classmethod
@@ -196,7 +193,7 @@ class Settings(BaseSettings):
         default="required", description="off: requests need no key (allowed quietly on a loopback bind only)"
     )
     teams: dict[str, TeamConfig] = Field(default_factory=dict)
-    admins: list[KeyHash] = Field(default_factory=list, description="hashes of keys that read every team's usage")
+    admins: AdminKeys = Field(default_factory=list, description="hashes of keys that read every team's usage")
     usage: UsageSettings = Field(default_factory=UsageSettings)
     teams_reload_s: float = Field(
         default=5.0,
@@ -249,6 +246,7 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    jobs: JobSettings = Field(default_factory=JobSettings, description="batch jobs (app/jobs/settings.py)")
 
     @field_validator("dashscope_base_url", "openai_base_url")
     @classmethod

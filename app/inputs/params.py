@@ -22,6 +22,9 @@ class Params:
     # What computes the vector: the cache identity of the deployment the request is routed to (set by the
     # service from the fleet; upstreams/fleet.py). Part of the cache key and of the micro-batch group.
     identity: str = ""
+    # A batch job's call (app/jobs/): never queues for upstream quota ahead of interactive calls
+    # (upstreams/fleet.py). Part of the micro-batch group, not of the cache key.
+    background: bool = False
 
     @property
     def fusion(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -22,6 +23,9 @@ from ..usage.meter import Meter
 from ..usage.report import Reader
 from .budget import MemoryBudget
 
+if TYPE_CHECKING:
+    from ..jobs.wiring import Jobs
+
 
 @dataclass(slots=True)
 class Gateway:
@@ -39,6 +43,7 @@ class Gateway:
     reader: Reader
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
+    jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only
     floats: VectorText = field(init=False)
     base64s: VectorText = field(init=False)
     memory: MemoryBudget = field(init=False)  # bodies and fetched media held at once (app/runtime/budget.py)

@@ -65,6 +65,10 @@ class Authenticator:
     def off(cls) -> Authenticator:
         return cls({}, {}, required=False)
 
+    def team(self, name: str) -> Team | None:
+        """A team by name (a batch job runs as the team that created it), among the current teams."""
+        return next((team for _, team in self._by_hash.values() if team.name == name), None)
+
     def team_of(self, headers: Mapping[str, str], *, dashscope: bool) -> Team | None:
         """The caller's team; None when auth is off (keys are then ignored). Raises Unauthorized."""
         return self.identify(headers, dashscope=dashscope)[0]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
+
+AdminKeys = list[Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]]  # as teams' keys: hashes only
 
 
 class BudgetConfig(BaseModel):
@@ -24,3 +27,11 @@ class UsageSettings(BaseModel):
 
     retention_days: int = Field(default=400, ge=1, le=3650, description="hourly rows of the ledger are kept this long")
     flush_s: float = Field(default=1.0, gt=0, le=60, description="each process writes its counts this often")
+
+
+class TeamUsage(BaseModel):
+    """A team's fields about money and the cache (TeamConfig adds its keys, models and limits)."""
+
+    cache_scope: str = Field(default="shared", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="shared, team, or a name")
+    budget: BudgetConfig | None = Field(default=None, description="past it, misses get 429 insufficient_quota")
+    admin: bool = Field(default=False, description="the team's keys read every team's usage and costs")

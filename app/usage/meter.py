@@ -63,9 +63,9 @@ class Meter:
             u.saved = price.nanos(result.hit_tokens, hit.get("image", 0), hit.get("video", 0))
             m, labels = self.metrics, (self.metrics.team(u.team or None), self.metrics.model(spec.name), price.currency)
             if u.cost:
-                m.child(m.money_billed, *labels).inc(amount(u.cost))
+                m.child(m.usage.money_billed, *labels).inc(amount(u.cost))
             if u.saved:
-                m.child(m.money_saved, *labels).inc(amount(u.saved))
+                m.child(m.usage.money_saved, *labels).inc(amount(u.saved))
         self.ledger.record(u)
 
     def check_budget(self, team: Team | None, spec: ModelSpec) -> None:
@@ -99,5 +99,5 @@ class Meter:
                 if limit is None:
                     continue
                 used = Decimal(spent[period]) / NANO
-                m.child(m.budget_used, m.team(name), period).set(float(used / limit))
-                m.child(m.budget_left, m.team(name), period, currency).set(float(max(Decimal(0), limit - used)))
+                m.child(m.usage.budget_used, m.team(name), period).set(float(used / limit))
+                m.child(m.usage.budget_left, m.team(name), period, currency).set(float(max(Decimal(0), limit - used)))
