@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from . import errors
 from .api import batches, dashscope, docs, openai, ops, usage
-from .api.asgi import fastpath, headerlimit, observe
+from .api.asgi import aliases, fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
 from .cache.hot import HotCache
@@ -38,7 +38,7 @@ from .limits.quota import UpstreamQuota
 from .limits.shared import RedisStore
 from .metrics import Metrics, multiprocess_dir
 from .redis.bypass import Bypass
-from .redis.link import open_link
+from .redis.link import RedisLink, open_link
 from .runtime.state import Gateway
 from .server.connections import for_worker
 from .server.protocol import STATE_KEY
@@ -60,7 +60,6 @@ from .upstreams.guard import Guard, RetryPolicy
 from .upstreams.http import HttpClient, Poster
 from .upstreams.local_model import LocalModelUnavailable
 from .upstreams.openai import OpenAIUpstream
-from .usage.wiring import open_usage
 
 log = logging.getLogger("embedding_gateway")
 
@@ -137,12 +136,19 @@ FAST_PATHS = (
 
 
 async def open_limits(settings: Settings, metrics: Metrics) -> Limits:
-    """Redis (limits_redis_url, else REDIS_URL) shared by every replica, or this process alone; limits that
-    fall back to this process are divided by the number of live processes (heartbeats in Redis)."""
-    s, url, shared, link = settings, settings.limits_url(), None, None
+    """Redis (limits_redis_url, else REDIS_URL) shared by every replica, or this process alone."""
+    s, url, link = settings, settings.limits_url(), None
     if url is not None:
         link = await open_link(url, "limits", timeout_s=s.limits_timeout_s, max_connections=s.limits_max_connections,
                                mode=s.redis_cluster, wait_s=s.request_deadline_s)  # fmt: skip
+    return limits_on(link, s, metrics)
+
+
+def limits_on(link: RedisLink | None, s: Settings, metrics: Metrics) -> Limits:
+    """The limits on `link` (None: this process alone); limits that fall back to this process are divided by
+    the number of live processes (heartbeats in Redis)."""
+    shared = None
+    if link is not None:
         shared = RedisStore(link, namespace=s.cache_namespace, window_s=s.limits_window_s, lease_s=s.limits_lease_s,
                             timeout_s=s.limits_timeout_s, budget_s=s.request_deadline_s)  # fmt: skip
     census = Census(link, namespace=s.cache_namespace, floor=s.replicas * s.workers,
@@ -211,21 +217,17 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     upstreams = Fleet(adapters, guards, metrics, quota, identities=identities)
     flights = open_flights(cache, upstreams, s, metrics, tracing)
     reads = cache if tracing is None else TracedCache(cache, tracing)
-    service = EmbeddingService(
-        reads, flights, metrics, namespace=s.cache_namespace, deadline_s=s.request_deadline_s, route=upstreams.identity
-    )
+    team_limits = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
+    if tracing is not None:
+        team_limits = traced_limiter(team_limits, tracing)
+    service = EmbeddingService(reads, flights, metrics, team_limits, quota, namespace=s.cache_namespace,
+                               deadline_s=s.request_deadline_s, route=upstreams.identity)  # fmt: skip
     stack.push_async_callback(service.close)
     fetcher = open_fetcher(s, metrics)
     if fetcher is not None:
         stack.push_async_callback(fetcher.close)
     kinds: dict[str, str] = {name: cfg.kind for name, cfg in p.configs.items()}
-    team_limits = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
-    if tracing is not None:
-        team_limits = traced_limiter(team_limits, tracing)
-    meter, reader = open_usage(s, p.catalog, p.metrics, p.auth, limits.census.link)
-    stack.push_async_callback(meter.ledger.close)  # before the limits' link closes: the last batch is written
-    return Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, meter, reader,
-                   fetcher=fetcher)  # fmt: skip
+    return Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, fetcher=fetcher)
 
 
 def announce(p: Plan, gw: Gateway) -> None:
@@ -292,5 +294,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
     if p.tracing is not None:  # the request's span, inside Observe (which logs its trace id)
         app.add_front(TraceRequests, tracing=p.tracing)
-    app.add_front(observe.Observe, metrics=p.metrics)  # outermost: ids, logs and counts every request
+    app.add_front(observe.Observe, metrics=p.metrics)  # ids, logs and counts every request
+    app.add_front(aliases.Aliases)  # outermost: /compatible-mode/v1/... are the /v1 routes for every layer
     return app

@@ -9,6 +9,8 @@ yet; the output so far is kept); failed (the input file is gone). `request_count
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +22,7 @@ from .records import Records, now
 from .runner import BatchRunner
 
 log = logging.getLogger("embedding_gateway.jobs")
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who runs a batch now (`jobs show`, the replica tests)
 ENDPOINTS = ("/v1/embeddings",)
 WINDOWS = {"24h": 86_400}
 FINAL = ("completed", "failed", "cancelled", "expired")
@@ -96,6 +99,7 @@ class Batches:
         await self.records.transition(bid, ["validating"], status="in_progress", in_progress_at=now())
         b = await self.records.batch(bid) or b
         if b["status"] == "in_progress":
+            await self.records.update(bid, worker=WORKER)
             team = self.runner.gw.auth.team(b["team"])
             try:
                 await self.runner.chunks(b, team, touch)

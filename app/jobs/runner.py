@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..api.openai import render
-from ..errors import GatewayError, RateLimited, Unavailable, UpstreamFailed
+from ..errors import GatewayError, OverLimit, RateLimited, Unavailable, UpstreamFailed
 from ..flights.batcher import apportion, group_key
 from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
 from ..storage.base import Storage, one
 from ..teams.team import Team
-from .background import TooLarge, embed_background, retry_delay
+from .background import embed_background, retry_delay
 from .files import FileStore
 from .lines import Line, error_line, ok_line, parse_line, split_lines
 from .records import Records
@@ -136,8 +136,8 @@ class BatchRunner:
                 req = EmbedRequest(first.spec, first.params, [it for ln in lines for it in ln.items])
                 result = await embed_background(self.gw, team, req)
                 return self._answers(lines, result), result.hits
-            except TooLarge:
-                err: GatewayError = RateLimited("this request is larger than the team's limit and can never pass")
+            except OverLimit as exc:  # before RETRYABLE: waiting cannot help
+                err: GatewayError = exc
             except RETRYABLE as exc:
                 attempt += 1
                 if attempt < ATTEMPTS:

@@ -3,7 +3,7 @@
 Why saq (compared with arq): saq keeps a job in its active list with a heartbeat, and every worker sweeps
 for jobs whose heartbeat stopped and queues them again; arq only learns that a worker died when the job's
 whole timeout has passed, and a re-index runs for hours. So with saq a killed replica's batch is running
-again on another one within `heartbeat_s + sweep_s` seconds (15 s by default). saq's Redis queue speaks
+again on another one within `heartbeat_s + sweep_s + 1` seconds (16 s by default). saq's Redis queue speaks
 redis-py's asyncio client, the one the gateway already uses; it is typed (py.typed).
 
 Workers run in the gateway processes (no second deployment to operate): each runs at most `concurrency`
@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
-from saq import Job, Queue, Worker
+from saq import Job, Worker
 from saq.queue.redis import RedisQueue
 
 from .batches import Batches
@@ -27,7 +27,16 @@ from .files import FileStore
 log = logging.getLogger("embedding_gateway.jobs")
 RUN = "run_batch"
 SWEEP = "sweep_files"
+ABORT_WAIT_S = 1.0
 RETRIES = 1000  # a job is retried after every lost worker: bounded by its expiry, not by a count
+
+
+class Queue(RedisQueue):
+    """saq's Redis queue, asking a stuck job's worker to stop for 1 s (saq waits 5) before running it again:
+    a worker that stopped beating is dead or far too late."""
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        return await super().sweep(lock, abort=min(abort, ABORT_WAIT_S))
 
 
 class QuietWorker(Worker):  # type: ignore[type-arg]
@@ -37,7 +46,7 @@ class QuietWorker(Worker):  # type: ignore[type-arg]
 class JobQueue:
     def __init__(self, redis: Redis, namespace: str, batches: Batches, files: FileStore, *, concurrency: int,
                  heartbeat_s: int, sweep_s: int) -> None:  # fmt: skip
-        self.queue: Queue = RedisQueue(redis, name=f"{namespace}:jobs")
+        self.queue = Queue(redis, name=f"{namespace}:jobs")
         self.batches = batches
         self.files = files
         self.heartbeat_s = heartbeat_s

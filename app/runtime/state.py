@@ -21,6 +21,7 @@ from ..teams.keys import Authenticator
 from ..upstreams.fleet import Fleet
 from ..usage.meter import Meter
 from ..usage.report import Reader
+from ..usage.wiring import open_usage
 from .budget import MemoryBudget
 
 if TYPE_CHECKING:
@@ -39,14 +40,14 @@ class Gateway:
     auth: Authenticator
     limits: TeamLimiter
     quota: UpstreamQuota
-    meter: Meter
-    reader: Reader
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only
     floats: VectorText = field(init=False)
     base64s: VectorText = field(init=False)
     memory: MemoryBudget = field(init=False)  # bodies and fetched media held at once (app/runtime/budget.py)
+    meter: Meter = field(init=False)  # the usage ledger, priced, and budgets (app/usage/), billed by the service
+    reader: Reader = field(init=False)  # the ledger read back (the usage and costs routes)
 
     def __post_init__(self) -> None:
         """The memos of vector text share `cache_text_max_bytes`: float text takes about twice the room of
@@ -56,6 +57,9 @@ class Gateway:
         self.base64s = VectorText(budget // 3, base64_json)
         s = self.settings
         self.memory = MemoryBudget(s.memory_budget_bytes, wait_s=s.memory_wait_s, counter=self.metrics.memory_waits)
+        # The usage ledger in the limits Redis; the service bills it, and writes its last batch when it closes.
+        self.meter, self.reader = open_usage(s, self.catalog, self.metrics, self.auth, self.quota.limits.census.link,
+                                             self.service)  # fmt: skip
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

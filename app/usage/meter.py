@@ -88,6 +88,9 @@ class Meter:
                     retry_after=max(1.0, ends - now),
                 )
 
+    async def close(self) -> None:
+        await self.ledger.close()
+
     def _export_budgets(self) -> None:
         """After each batch: every budgeted team's share spent and money left, per period (the alerts')."""
         m = self.metrics

@@ -15,7 +15,6 @@ from seaweedkit import SeaweedFS, start_seaweedfs
 from app.storage.base import Storage, read_all
 from app.storage.local import LocalStorage
 from app.storage.s3 import S3Storage
-from bench.procs import stop
 
 MB = 1024 * 1024
 
@@ -24,7 +23,7 @@ MB = 1024 * 1024
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     s = start_seaweedfs(tmp_path_factory.mktemp("seaweed"))
     yield s
-    stop(s.proc)
+    s.stop()
 
 
 def s3_of(seaweed: SeaweedFS, bucket: str) -> S3Storage:
