@@ -10,6 +10,7 @@ from ..config.catalog import ModelSpec
 from ..errors import Forbidden, Wire, wire_of
 from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
+from ..teams.keys import one_key_header_each
 from ..teams.team import Team
 from ..usage.rows import key_id
 from .asgi.exchange import Exchange, exchange_of
@@ -18,6 +19,7 @@ from .body import cache_control
 
 def authenticate(request: Request, gw: Gateway) -> Team | None:
     """The caller's team (None when auth is off); 401 in the caller's wire format otherwise."""
+    one_key_header_each(request.scope["headers"])
     team, key_hash = gw.auth.identify(request.headers, dashscope=wire_of(request.scope["path"]) is Wire.DASHSCOPE)
     if team is not None:
         exchange = exchange_of(request.scope)

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from conftest import Gateway, GatewayFactory, RedisServer, StandIn, stop
-from teamkit import write_config
+
+from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, stop
+from tests.support.teamkit import write_config
 
 MODEL = "text-embedding-v4"
 

@@ -12,10 +12,10 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from conftest import Gateway, GatewayFactory, RedisServer
-from teamkit import DS_TEXT, OPENAI, write_config
 
 from bench.standin import expected_vector
+from tests.support.processes import Gateway, GatewayFactory, RedisServer
+from tests.support.teamkit import DS_TEXT, OPENAI, write_config
 
 DIM = 64
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import yaml
-from conftest import GatewayFactory, RedisServer
-from teamkit import write_config
 
 from app.limits.shared import open_client
 from app.usage.report import Query, Reader
 from app.usage.rows import Keys
 from app.usage.store import RedisLedger
+from tests.support.processes import GatewayFactory, RedisServer
+from tests.support.teamkit import write_config
 
 IN_FLIGHT = 4
 FLUSH_S = 1.0  # the default usage.flush_s

@@ -22,12 +22,12 @@ import httpx
 import openai
 import pytest
 import yaml
-from conftest import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env, stop
-from teamkit import DS_TEXT
 
 from app.teams.keys import hash_key, new_key
 from app.usage.rows import key_id
 from bench.standin import text_tokens
+from tests.support.processes import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env, stop
+from tests.support.teamkit import DS_TEXT
 
 V4, SMALL = "text-embedding-v4", "text-embedding-3-small"
 RATE = {V4: 500, SMALL: 20}  # nanos per token: CNY 0.0005 and USD 0.00002 per 1K tokens (the built-in prices)

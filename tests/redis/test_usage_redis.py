@@ -8,7 +8,6 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from conftest import RedisServer
 from prometheus_client import CollectorRegistry
 
 from app.config.catalog import ModelSpec
@@ -24,6 +23,7 @@ from app.usage.meter import Meter
 from app.usage.prices import Price
 from app.usage.rows import Keys, Usage
 from app.usage.store import RedisLedger
+from tests.support.processes import RedisServer
 
 T0 = 1_798_761_600  # 2027-01-01 00:00 UTC: later than the real clock, which Redis expires keys by
 SPEC = ModelSpec(

@@ -58,7 +58,7 @@ def test_teams_carry_their_scope() -> None:
             "c": {"keys": [key.replace("ab", "ef", 1)], "cache_scope": "research"},
         }
     )
-    teams = teams_from(s)
+    teams = teams_from(s.teams)
     assert (teams["a"].scope, teams["b"].scope, teams["c"].scope) == (None, "team:b", "scope:research")
 
 
