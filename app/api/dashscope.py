@@ -23,14 +23,14 @@ from ..schemas.dashscope import (
     TextResponse,
 )
 from ..service import EmbedRequest, EmbedResult
-from . import tasks, tenancy
+from . import routes, tasks, tenancy
 from .asgi.exchange import lease_of
 from .body import parse
 from .docs import request_body
 from .openai import cache_headers
 from .rendering import request_id_of
 
-router = APIRouter(prefix="/api/v1/services/embeddings")
+router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
@@ -47,7 +47,7 @@ def _respond(request: Request, output: dict[str, Any], result: EmbedResult, usag
 
 
 @router.post(
-    "/multimodal-embedding/multimodal-embedding",
+    routes.MULTIMODAL,
     response_model=MultimodalResponse,
     responses=ERRORS,
     openapi_extra=request_body(MultimodalRequest),
@@ -77,7 +77,7 @@ async def multimodal_embedding(request: Request) -> Response:
 
 
 @router.post(
-    "/text-embedding/text-embedding",
+    routes.TEXT,
     response_model=TextResponse,
     responses=ERRORS,
     openapi_extra=request_body(TextRequest),
@@ -108,7 +108,7 @@ LOCAL_FILES = (
 
 
 @uploads.get(
-    "/api/v1/uploads",
+    routes.UPLOADS,
     responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}},
     summary="The dashscope SDK's upload policy for local files: answered with what to send instead",
 )

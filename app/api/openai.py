@@ -15,7 +15,7 @@ from ..inputs.params import resolve
 from ..runtime.state import gateway
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
-from . import tenancy
+from . import routes, tenancy
 from .asgi.exchange import lease_of
 from .body import parse
 from .docs import request_body
@@ -29,7 +29,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post(
-    "/v1/embeddings",
+    routes.EMBEDDINGS,
     response_model=EmbeddingResponse,
     responses=ERRORS,
     openapi_extra=request_body(EmbeddingRequest),
