@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from opentelemetry.util.types import AttributeValue
 
-from ..cache.store import VectorCache
+from ..cache.store import SharedRedis, VectorCache
 from ..config.catalog import ModelSpec
 from ..flights.coalescer import FlightResult
 from ..inputs.items import Item
@@ -57,6 +57,12 @@ class TracedCache:
 
     async def ping(self) -> bool:
         return await self.inner.ping()
+
+    def shared_redis(self) -> SharedRedis | None:
+        return self.inner.shared_redis()
+
+    async def status(self) -> dict[str, object]:
+        return await self.inner.status()
 
     async def close(self) -> None:
         await self.inner.close()
