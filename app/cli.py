@@ -18,6 +18,7 @@ import orjson
 from pydantic import ValidationError
 
 from .config.settings import CONFIG_ENV, MULTIPROC_ENV, TEAM_NAME, Settings
+from .jobs import operator
 from .runtime import oom
 from .teams.keys import auth_off_warning, hash_key, new_key
 
@@ -185,6 +186,10 @@ def create_key(args: argparse.Namespace) -> None:
     )
 
 
+def jobs(args: argparse.Namespace) -> None:
+    operator.main(args, _load(args.config))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="embedding-gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     k.add_argument("--team", required=True, help="the team's name in the config file")
     k.add_argument("--config", help="YAML settings file, to check that the team exists (it is never written)")
     k.set_defaults(func=create_key)
+    operator.add_parser(sub, jobs)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -18,6 +18,7 @@ from ..storage.local import LocalStorage
 from ..storage.s3 import S3Storage
 from .batches import Batches
 from .files import FileStore
+from .metrics import JobMetrics
 from .records import Records
 from .runner import BatchRunner
 from .settings import JobSettings
@@ -55,7 +56,7 @@ async def open_jobs(gw: Gateway, stack: AsyncExitStack) -> Jobs | None:
     stack.push_async_callback(storage.close)
     records = Records(redis, s.cache_namespace)
     files = FileStore(storage, records, s.jobs)
-    batches = Batches(records, files, BatchRunner(gw, files, records, storage))
+    batches = Batches(records, files, BatchRunner(gw, files, records, storage, JobMetrics(gw.metrics.registry)))
     fetcher = text_fetcher(s)
     stack.push_async_callback(fetcher.close)
     tasks = Tasks(records, files, batches, fetcher, s.jobs.result_url_ttl_s)
