@@ -139,6 +139,16 @@ class RateLimited(GatewayError):
             self.dashscope_code = RateLimited.dashscope_code
 
 
+class InsufficientQuota(GatewayError):
+    """A team's budget is spent (app/usage/budget.py): OpenAI's code for a spent account, DashScope's for
+    one in arrears. Clients that know the code stop retrying at once."""
+
+    status = 429
+    openai_type = "insufficient_quota"
+    openai_code = "insufficient_quota"
+    dashscope_code = "Arrearage"
+
+
 class OverLimit(RateLimited):
     """The request alone is larger than one of its team's limits: it can never pass, waiting cannot help
     (the caller splits it)."""

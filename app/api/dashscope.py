@@ -56,12 +56,12 @@ async def multimodal_embedding(request: Request) -> Response:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
     tasks.refuse_async(request)
-    body = await parse(request, MultimodalRequest, gw.settings.max_body_bytes, gw.memory)
+    body = await parse(request, MultimodalRequest, gw.caps.max_body_bytes, gw.memory)
     spec = tenancy.model_for(gw, team, body.model)
     if spec.endpoint != "multimodal" and gw.upstream_kinds[spec.upstream] == "dashscope":
         raise InvalidRequest(f"model: {spec.name} is a text model: use the text-embedding route", param="model")
     params = dashscope_params(gw, spec, body.parameters or {})
-    parse_contents = partial(parse_items.dashscope_contents, spec=spec, limit=gw.settings.max_input_items)
+    parse_contents = partial(parse_items.dashscope_contents, spec=spec, limit=gw.caps.max_input_items)
     lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
     items = await parse_fetching(gw.fetcher, spec, body.input.contents, "input.contents", parse_contents, lease)
     if params.fusion:
@@ -87,10 +87,10 @@ async def text_embedding(request: Request) -> Response:
     team = tenancy.authenticate(request, gw)
     if "x-dashscope-async" in request.headers:
         return await tasks.create_task(request, team)
-    body = await parse(request, TextRequest, gw.settings.max_body_bytes, gw.memory)
+    body = await parse(request, TextRequest, gw.caps.max_body_bytes, gw.memory)
     spec = tenancy.model_for(gw, team, body.model)
     params = dashscope_params(gw, spec, body.parameters or {})
-    items = parse_items.dashscope_texts(body.input.texts, spec, gw.settings.max_input_items)
+    items = parse_items.dashscope_texts(body.input.texts, spec, gw.caps.max_input_items)
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
     embeddings = [{"text_index": i, "embedding": gw.floats.fragment(v)} for i, v in enumerate(result.vectors)]
     return _respond(request, {"embeddings": embeddings}, result, {"total_tokens": result.billed_tokens})

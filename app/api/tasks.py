@@ -42,7 +42,7 @@ async def create_task(request: Request, team: Team | None) -> Response:
     gw = gateway(request)
     jobs, owner = jobs_of(request)
     try:
-        body = orjson.loads(await read_body(request, gw.settings.max_body_bytes, gw.memory))
+        body = orjson.loads(await read_body(request, gw.caps.max_body_bytes, gw.memory))
     except orjson.JSONDecodeError:
         raise InvalidRequest("body: not valid JSON", param="body") from None
     model, data = body.get("model") if isinstance(body, dict) else None, body if isinstance(body, dict) else {}

@@ -80,7 +80,7 @@ class BatchRunner:
         rec = await self.files.records.file(b["input_file_id"])
         if rec is None:
             raise FileNotFoundError(b["input_file_id"])
-        s = self.gw.settings.jobs
+        s = self.files.settings
         progress = Progress.of(b)
         pending: list[bytes | None] = []
         n = 0
@@ -138,15 +138,15 @@ class BatchRunner:
 
     async def _parse(self, b: dict[str, str], team: Team | None, first: int,
                      raws: list[bytes | None]) -> list[Line | bytes]:  # fmt: skip
+        limit = self.files.settings.max_line_bytes
         if b["kind"] == "openai":
-            return [await parse_line(self.gw, team, first + i, raw) for i, raw in enumerate(raws)]
+            return [await parse_line(self.gw, team, first + i, raw, limit) for i, raw in enumerate(raws)]
         try:
             spec = tenancy.model_for(self.gw, team, textlines.served_name(b["model"]))
             parameters = orjson.loads(b.get("parameters") or "{}")
             params = dashscope_options(spec, self.gw.upstream_kinds[spec.upstream], parameters)
         except GatewayError as err:
             return [textlines.error(first + i - 1, err) for i in range(len(raws))]
-        limit = self.gw.settings.jobs.max_line_bytes
         return [textlines.parse_text(spec, params, limit, first + i, raw) for i, raw in enumerate(raws)]
 
     async def group(self, kind: str, team: Team | None, lines: list[Line],

@@ -28,6 +28,7 @@ SCOPE_KEY = "gateway.exchange"
 class Exchange:
     request_id: str
     team: str | None = None
+    key_id: str = ""  # the caller's key id (usage ledger; never the key), '' while auth is off
     headers: Mapping[str, str] | None = None  # response headers the route adds
     model: str | None = None  # the fields below are set together, once the service answered
     items: int = 0

@@ -28,9 +28,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ...config.settings import Settings
 from ...errors import InvalidRequest, PayloadTooLarge
-from ...metrics import Metrics
 from ...runtime.budget import FETCH_WEIGHT, Lease
 from .addresses import parse_public
 from .formats import MIME_FORMATS, sniff_format
@@ -257,19 +255,3 @@ class Fetcher:
         if claimed is not None and claimed != real:
             raise FetchRefused(f"{param}: image URL answered {mime} but the bytes are {real}", param=param)
         return FetchedImage(raw, real)
-
-
-def open_fetcher(settings: Settings, metrics: Metrics) -> Fetcher | None:
-    if not settings.media_fetch:
-        return None
-    return Fetcher(
-        open_client(settings.media_fetch_concurrency),
-        max_bytes=settings.media_fetch_max_bytes,
-        timeout_s=settings.media_fetch_timeout_s,
-        max_redirects=settings.media_fetch_max_redirects,
-        allow_hosts=frozenset(settings.media_fetch_allow_hosts),
-        concurrency=settings.media_fetch_concurrency,
-        max_urls=settings.media_fetch_max_urls,
-        max_total_bytes=settings.media_fetch_max_total_bytes,
-        count=lambda outcome: metrics.media_fetches.labels(outcome).inc(),
-    )
