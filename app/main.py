@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors
-from .api import batches, dashscope, docs, openai, ops, tasks, usage
+from .api import batches, dashscope, docs, openai, ops, rendering, tasks, usage
 from .api.asgi import aliases, fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
@@ -205,7 +204,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Embeddings of text, images and video behind the OpenAI and DashScope wire formats.",
         lifespan=lifespan_of(p),
     )
-    errors.install_handlers(app)
+    rendering.install_handlers(app)
     app.include_router(openai.router)
     app.include_router(dashscope.router)
     app.include_router(dashscope.uploads)
