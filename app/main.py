@@ -245,6 +245,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Embeddings of text, images and video behind the OpenAI and DashScope wire formats.",
         lifespan=lifespan_of(p),
+        generate_unique_id_function=docs.operation_id,
     )
     errors.install_handlers(app)
     app.include_router(openai.router)

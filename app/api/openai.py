@@ -13,7 +13,7 @@ from .. import items as parse_items
 from ..media.inlining import parse_fetching
 from ..memory import lease_of
 from ..params import resolve
-from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
+from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, OpenAIError
 from ..service import EmbedRequest, EmbedResult
 from ..state import gateway
 from . import tenancy
@@ -24,7 +24,7 @@ from .vectortext import VectorText
 router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 431, 502, 503, 504)
+    s: {"model": OpenAIError} for s in (400, 401, 403, 404, 413, 429, 431, 502, 503, 504)
 }
 
 
