@@ -75,7 +75,14 @@ def more(
     keys = write_config(config, {"more": {}, "rpm2": {"rpm": 2}})  # the default window: a minute
     gateways.secrets.update(keys.values())
     gw = gateways.start(redis_url=redis_server.url, config=str(config), env={"GATEWAY_AUTH": "required"})
-    env = clean_env(TIKTOKEN_CACHE_DIR=str(offline_cache(tmp / "tiktoken")), LITELLM_LOCAL_MODEL_COST_MAP="True")
+    env = clean_env(
+        TIKTOKEN_CACHE_DIR=str(offline_cache(tmp / "tiktoken")),
+        LITELLM_LOCAL_MODEL_COST_MAP="True",  # litellm (under dspy) would fetch its price list at import
+        HAYSTACK_TELEMETRY_ENABLED="False",  # haystack and mem0 would send usage events to posthog
+        MEM0_TELEMETRY="False",
+        DSPY_CACHEDIR=str(tmp / "dspy"),
+        MEM0_DIR=str(tmp / "mem0"),
+    )
     m = More(gw, keys, env)
     if NODE.exists():
         m.limited_texts = tuple(salted("limited one", "limited two", "limited three"))
@@ -111,6 +118,14 @@ def test_javascript_clients(more: More, standin: StandIn, case: str) -> None:
     check(
         more.run([str(NODE), "frameworks.mjs", case, more.args(texts, query)], CLIENTS / "node"), texts, query, standin
     )
+
+
+@pytest.mark.parametrize("case", ["haystack", "dspy", "pydantic_ai", "mem0"])
+def test_python_frameworks(more: More, standin: StandIn, case: str) -> None:
+    need(PYTHON.exists(), "the client matrix's virtualenv .venv-clients")
+    texts, (query,) = salted(f"{case} one", f"{case} two"), salted(f"{case} query")
+    out = more.run([str(PYTHON), str(CLIENTS / "pyframeworks.py"), case, more.args(texts, query)], ROOT)
+    check(out, texts, query, standin)
 
 
 def _rejections(more: More, team: str) -> float:
