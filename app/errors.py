@@ -18,8 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .api.asgi.aliases import routes_under
 from .api.asgi.exchange import exchange_of
-from .masking import mask
+from .config.masking import mask
 
 log = logging.getLogger("embedding_gateway.errors")
 
@@ -124,6 +125,11 @@ class RateLimited(GatewayError):
             self.dashscope_code = RateLimited.dashscope_code
 
 
+class OverLimit(RateLimited):
+    """The request alone is larger than one of its team's limits: it can never pass, waiting cannot help
+    (the caller splits it)."""
+
+
 class UpstreamRejected(GatewayError):
     """The upstream answered 4xx: the status, code and message are the upstream's own."""
 
@@ -171,6 +177,12 @@ def request_id_of(request: Request) -> str:
     return exchange_of(request.scope).request_id
 
 
+def openai_body(err: GatewayError) -> dict[str, object]:
+    """The OpenAI wire's error body (also a batch job's error line, app/jobs/)."""
+    code = mask(err.code) if err.code else err.code
+    return {"error": {"message": mask(err.message), "type": err.openai_type, "param": err.param, "code": code}}
+
+
 def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
     if wire is Wire.DASHSCOPE:
         body: dict[str, object] = {
@@ -181,14 +193,7 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
         if err.param:
             body["param"] = err.param
     else:
-        body = {
-            "error": {
-                "message": mask(err.message),
-                "type": err.openai_type,
-                "param": err.param,
-                "code": mask(err.code) if err.code else err.code,
-            }
-        }
+        body = openai_body(err)
     headers: dict[str, str] = {}  # x-request-id is added to every response by the Observe middleware
     if err.retry_after is not None:
         # Whole seconds, rounded up: a client that waits exactly this long must not be refused again.
@@ -233,7 +238,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         err: GatewayError = NotFound(
-            f"no route {request.method} {request.url.path}", code="not_found", dashscope_code="NotFound"
+            f"no route {request.method} {request.url.path}{routes_under(request.url.path)}",
+            code="not_found",
+            dashscope_code="NotFound",
         )
     elif exc.status_code == 405:
         err = GatewayError(f"method {request.method} not allowed here", status=405, code="method_not_allowed")

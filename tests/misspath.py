@@ -1,14 +1,18 @@
-"""The miss path as create_app wires it (service -> flights -> upstream caller -> guard -> adapter), over
-given adapters, for the unit tests of the service and its metrics."""
+"""The request path as create_app wires it (service -> team limits, cache, flights -> upstream caller -> guard
+-> adapter), over given adapters and this process's limits, for the unit tests of the service and its
+metrics."""
 
 from __future__ import annotations
 
-from app.cache.memory import MemoryCache
+from app.cache.lru import MemoryCache
 from app.cache.store import VectorCache
+from app.config.settings import Settings
 from app.flights.wiring import open_flights
+from app.limits.admission import TeamLimiter
+from app.limits.quota import UpstreamQuota
+from app.main import limits_on
 from app.metrics import Metrics
 from app.service import EmbeddingService
-from app.settings import Settings
 from app.upstreams.adapter import Upstream
 from app.upstreams.breaker import CircuitBreaker
 from app.upstreams.caller import OpenGate, QuotaGate
@@ -35,6 +39,12 @@ def miss_path(
         )
         for name in adapters
     }
+    s = Settings()
+    limits = limits_on(None, s, metrics)
+    quota = UpstreamQuota(limits, metrics, window_s=s.limits_window_s, slack_s=0.0, max_wait_s=s.upstream_queue_s)
     caller = Fleet(adapters, guards, metrics, gate or OpenGate())
-    flights = open_flights(cache, caller, Settings(), metrics)
-    return EmbeddingService(cache, flights, metrics, namespace="t", deadline_s=30.0, route=caller.identity)
+    flights = open_flights(cache, caller, s, metrics)
+    teams = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
+    return EmbeddingService(
+        cache, flights, metrics, teams, quota, namespace="t", deadline_s=30.0, route=caller.identity
+    )

@@ -17,14 +17,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.asgi.exchange import exchange_of
-from app.catalog import ModelSpec
 from app.cli import prepare_metrics_dir
+from app.config.catalog import ModelSpec
+from app.config.settings import MULTIPROC_ENV
 from app.errors import RateLimited, UpstreamFailed, UpstreamTimeout
-from app.items import text_item
+from app.inputs.items import text_item
+from app.inputs.params import Params
+from app.limits.window import TeamQuota
 from app.metrics import FAILOVER_REASONS, LIMITS, Metrics
-from app.params import Params
 from app.service import EmbedRequest
-from app.settings import MULTIPROC_ENV
+from app.teams.team import Team
 from app.upstreams.adapter import Batch, Result
 from app.upstreams.caller import upstream_status
 from app.upstreams.failures import error_from_response
@@ -175,9 +177,10 @@ async def test_tokens_billed_and_saved_are_counted_for_the_team_and_model() -> N
     spec = ModelSpec(name="m1", upstream="dashscope", upstream_model="m1", dimensions=(4,), default_dimension=4)
     params = Params(dimension=4, send_dimension=False)
     items = [text_item(t, spec, "input") for t in ("one text", "another, longer text")]
-    await service.embed(EmbedRequest(spec, params, items, team="search"))  # 2 misses: 14 tokens billed
-    await service.embed(EmbedRequest(spec, params, items, team="search"))  # 2 hits: their estimate saved
-    await service.embed(EmbedRequest(spec, params, items[:1], team="not-configured"))
+    search, stranger = Team("search", None, TeamQuota()), Team("not-configured", None, TeamQuota())
+    await service.embed(search, EmbedRequest(spec, params, items))  # 2 misses: 14 tokens billed
+    await service.embed(search, EmbedRequest(spec, params, items))  # 2 hits: their estimate saved
+    await service.embed(stranger, EmbedRequest(spec, params, items[:1]))
     text = m.exposition()
     billed = values(text, "gateway_upstream_tokens_total")
     saved = values(text, "gateway_cache_saved_tokens_total")

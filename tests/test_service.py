@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
 from misspath import miss_path
 from prometheus_client import CollectorRegistry
 
-from app.cache.memory import MemoryCache
-from app.catalog import ModelSpec
-from app.errors import UpstreamFailed
-from app.items import Item, openai_items
+from app.cache.lru import MemoryCache
+from app.config.catalog import ModelSpec
+from app.errors import RateLimited, UpstreamFailed
+from app.inputs.items import Item, openai_items
+from app.inputs.params import Params
+from app.limits.window import TeamQuota
 from app.metrics import Metrics
-from app.params import Params
 from app.service import EmbeddingService, EmbedRequest
+from app.teams.team import Team
 from app.upstreams.adapter import Batch, Result
 from app.upstreams.caller import OpenGate, QuotaGate
 from app.upstreams.fleet import Fleet
@@ -90,7 +93,7 @@ def expected(texts: list[str]) -> list[np.ndarray]:
 async def test_misses_are_chunked_to_the_batch_limit_and_reassembled_in_order() -> None:
     up = FakeUpstream()
     texts = [f"t{i}" for i in range(10)]
-    result = await service(up).embed(request(texts))
+    result = await service(up).embed(None, request(texts))
     assert sorted(len(b) for b in up.batches) == [1, 3, 3, 3]
     assert sorted(t for b in up.batches for t in b) == sorted(texts)
     for got, want in zip(as_arrays(result.vectors), expected(texts), strict=True):
@@ -100,24 +103,24 @@ async def test_misses_are_chunked_to_the_batch_limit_and_reassembled_in_order() 
 
 async def test_chunks_are_concurrent_and_bounded() -> None:
     up = FakeUpstream(delay=0.05)
-    await service(up, concurrency=2).embed(request([f"t{i}" for i in range(15)]))
+    await service(up, concurrency=2).embed(None, request([f"t{i}" for i in range(15)]))
     assert len(up.batches) == 5 and up.max_in_flight == 2
     up = FakeUpstream(delay=0.05)
-    await service(up, concurrency=8).embed(request([f"t{i}" for i in range(15)]))
+    await service(up, concurrency=8).embed(None, request([f"t{i}" for i in range(15)]))
     assert up.max_in_flight == 5
 
 
 async def test_every_chunk_passes_the_gate() -> None:
     up, gate = FakeUpstream(), CountingGate()
     svc = service(up, gate=gate)
-    await svc.embed(request([f"t{i}" for i in range(7)]))
+    await svc.embed(None, request([f"t{i}" for i in range(7)]))
     assert sorted(gate.admitted) == [1, 3, 3]
 
 
 async def test_duplicates_are_sent_once_and_every_position_answered() -> None:
     up = FakeUpstream()
     texts = ["a", "b", "a", "c", "b", "a"]
-    result = await service(up).embed(request(texts))
+    result = await service(up).embed(None, request(texts))
     assert sorted(t for b in up.batches for t in b) == ["a", "b", "c"]
     for got, want in zip(as_arrays(result.vectors), expected(texts), strict=True):
         np.testing.assert_array_equal(got, want)
@@ -127,12 +130,12 @@ async def test_duplicates_are_sent_once_and_every_position_answered() -> None:
 async def test_hits_cost_nothing_and_mixed_batches_send_only_misses() -> None:
     up = FakeUpstream()
     svc = service(up)
-    await svc.embed(request(["a", "b"]))
+    await svc.embed(None, request(["a", "b"]))
     up.batches.clear()
-    full = await svc.embed(request(["b", "a", "b"]))
+    full = await svc.embed(None, request(["b", "a", "b"]))
     assert up.batches == [] and (full.hits, full.misses, full.billed_tokens) == (3, 0, 0)
     texts = ["x", "a", "y", "b", "x"]
-    mixed = await svc.embed(request(texts))
+    mixed = await svc.embed(None, request(texts))
     assert sorted(t for b in up.batches for t in b) == ["x", "y"]
     assert (mixed.hits, mixed.misses, mixed.billed_tokens) == (2, 3, 20)
     for got, want in zip(as_arrays(mixed.vectors), expected(texts), strict=True):
@@ -144,11 +147,11 @@ async def test_a_failed_chunk_raises_and_the_others_are_cached() -> None:
     svc = service(up)
     texts = [f"t{i}" for i in range(9)]
     with pytest.raises(UpstreamFailed):
-        await svc.embed(request(texts))
+        await svc.embed(None, request(texts))
     failed_chunk = next(b for b in up.batches if "t4" in b)
     up.batches.clear()
     up.fail = frozenset()
-    result = await svc.embed(request(texts))
+    result = await svc.embed(None, request(texts))
     assert [sorted(b) for b in up.batches] == [sorted(failed_chunk)]  # only the failed chunk is paid again
     assert result.hits == 6 and result.misses == 3
     for got, want in zip(as_arrays(result.vectors), expected(texts), strict=True):
@@ -159,11 +162,11 @@ async def test_cache_control() -> None:
     up = FakeUpstream()
     cache = MemoryCache(1 << 20)
     svc = service(up, cache)
-    await svc.embed(request(["a"], cache_write=False))
+    await svc.embed(None, request(["a"], cache_write=False))
     assert cache._data == {}
-    await svc.embed(request(["a"]))
+    await svc.embed(None, request(["a"]))
     up.batches.clear()
-    result = await svc.embed(request(["a"], cache_read=False))
+    result = await svc.embed(None, request(["a"], cache_read=False))
     assert up.batches == [["a"]] and result.hits == 0 and result.billed_tokens == 10
 
 
@@ -171,11 +174,11 @@ async def test_a_cached_value_of_the_wrong_size_is_a_miss() -> None:
     up = FakeUpstream()
     cache = MemoryCache(1 << 20)
     svc = service(up, cache)
-    await svc.embed(request(["a"]))
+    await svc.embed(None, request(["a"]))
     (key,) = cache._data
     await cache.set_many([(key, b"\x00" * 12)])
     up.batches.clear()
-    result = await svc.embed(request(["a"]))
+    result = await svc.embed(None, request(["a"]))
     assert up.batches == [["a"]] and result.hits == 0
     np.testing.assert_array_equal(as_arrays(result.vectors)[0], expected(["a"])[0])
 
@@ -184,3 +187,30 @@ def test_every_upstream_needs_its_guard() -> None:
     metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
     with pytest.raises(ValueError, match="no guard for upstream"):
         Fleet({"fake": FakeUpstream()}, {}, metrics, OpenGate())
+
+
+class Reply:
+    headers: Mapping[str, str] | None = None
+
+
+async def test_one_call_admits_the_misses_bills_them_and_sets_the_headers() -> None:
+    """The team's admission is inside the one call: misses reserve their estimate and are corrected to the
+    bill (10 tokens a text here), a whole hit is admitted with 0 tokens, and once the team's tokens are spent
+    a miss is refused before any upstream call, with the headers already on the reply."""
+    up = FakeUpstream()
+    svc = service(up)
+    team = Team("search", None, TeamQuota(tpm=20))
+    reply = Reply()
+    first = await svc.embed(team, request(["a", "b"]), reply)
+    assert first.billed_tokens == 20 and up.batches == [["a", "b"]]
+    assert reply.headers is not None and reply.headers["x-ratelimit-remaining-tokens"] == "0"
+    hit = Reply()
+    again = await svc.embed(team, request(["b", "a"]), hit)  # a whole hit: 0 tokens, passes
+    assert again.hits == 2 and again.billed_tokens == 0 and hit.headers == reply.headers
+    refused = Reply()
+    with pytest.raises(RateLimited):
+        await svc.embed(team, request(["c"]), refused)
+    assert up.batches == [["a", "b"]]  # the refused miss never went upstream
+    assert refused.headers is not None and refused.headers["x-ratelimit-limit-tokens"] == "20"
+    other = await svc.embed(Team("other", None, TeamQuota(tpm=20)), request(["c"]), None)
+    assert other.misses == 1  # another team's limits are its own

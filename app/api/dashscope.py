@@ -10,11 +10,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .. import items as parse_items
 from ..errors import InvalidRequest, request_id_of
-from ..media.inlining import parse_fetching
-from ..memory import lease_of
-from ..params import resolve
+from ..inputs import items as parse_items
+from ..inputs.media.inlining import parse_fetching
+from ..inputs.params import resolve
+from ..runtime.budget import lease_of
+from ..runtime.state import Gateway, gateway
 from ..schemas.dashscope import (
     DashScopeError,
     MultimodalRequest,
@@ -23,7 +24,6 @@ from ..schemas.dashscope import (
     TextResponse,
 )
 from ..service import EmbedRequest, EmbedResult
-from ..state import Gateway, gateway
 from . import tenancy
 from .body import parse
 from .docs import request_body

@@ -1,0 +1,61 @@
+"""Bypass: stands a failing dependency (a Redis) aside for a while, logging once per state change.
+
+Shared by the vector cache, the leases and the rate limits; each has its own instance and `target` name.
+Not the upstreams' circuit breaker (upstreams/breaker.py): that one counts consecutive failures and probes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from ..metrics import Metrics
+
+log = logging.getLogger("embedding_gateway.breaker")
+
+
+class Bypass:
+    """Open for `retry_after` seconds after a failure; logs once per state change, never per request."""
+
+    def __init__(
+        self, target: str, retry_after: float, metrics: Metrics | None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.target = target
+        self.retry_after = retry_after
+        self.metrics = metrics
+        self.clock = clock
+        self._open_until = 0.0
+        self._open = False
+        self.last_cause: str | None = None  # what the last failure was (for /readyz), while open
+        if metrics:
+            metrics.breaker_open.labels(target).set(0)  # the series exists (closed) from the start
+            metrics.redis_shared.labels(target).set(1)
+
+    @property
+    def is_open(self) -> bool:
+        """Stood aside since the last failure (until a call succeeds again)."""
+        return self._open
+
+    @property
+    def allows(self) -> bool:
+        return not self._open or self.clock() >= self._open_until
+
+    def failed(self, what: str) -> None:
+        self._open_until = self.clock() + self.retry_after
+        self.last_cause = what
+        if not self._open:
+            self._open = True
+            log.warning("%s unavailable (%s); bypassing it for %.1fs at a time", self.target, what, self.retry_after)
+            if self.metrics:
+                self.metrics.breaker_open.labels(self.target).set(1)
+                self.metrics.redis_shared.labels(self.target).set(0)
+
+    def succeeded(self) -> None:
+        if self._open:
+            self._open = False
+            self.last_cause = None
+            log.warning("%s available again", self.target)
+            if self.metrics:
+                self.metrics.breaker_open.labels(self.target).set(0)
+                self.metrics.redis_shared.labels(self.target).set(1)

@@ -1,0 +1,172 @@
+"""One memory budget per process for the large things requests hold: request bodies and fetched media.
+
+Per-request caps (max_body_bytes, media_fetch_max_total_bytes) bound one request, not many at once:
+four requests naming 21 images of 3 MB each held over a gigabyte. Here a request takes a Lease, and the
+lease takes bytes from the process's budget (a body past SMALL_BODY_BYTES; room for the largest image
+allowed before each fetch, the unused part given back after it; weighted for the copies made of them);
+when the budget is spent the request waits up to `wait_s` for others to finish, then gets 503 with
+Retry-After. The lease gives everything back when the request ends.
+
+Bytes given back are only freed memory if the allocator returns them: glibc keeps freed heap memory in
+the process (and raises its mmap threshold after large frees, so the next burst lands on the heap too).
+When the budget becomes idle after a burst, `malloc_trim` hands the free heap pages back to the system
+(at most once per `trim_every_s`; nothing on a C library without it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import heapq
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import Scope
+
+from ..api.asgi.exchange import exchange_of
+from ..errors import Unavailable
+
+SMALL_BODY_BYTES = 64 * 1024  # bodies up to this size are not counted: the connection cap bounds them
+# A fetched image is held as bytes, as its base64 data URI, decoded again to hash it, and in the upstream request.
+FETCH_WEIGHT = 4
+TRIM_AFTER_BYTES = 16 * 1024 * 1024  # a burst that held less than this is not worth a trim
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    return trim
+
+
+class MemoryBudget:
+    """Waiting requests are served oldest lease first: a request that has started taking is finished
+    before a younger one gets room, so a burst ends in some requests answered and the rest refused,
+    rather than all of them sharing the room and all running out of time."""
+
+    def __init__(self, max_bytes: int, *, wait_s: float, trim_every_s: float = 1.0, counter: Any = None) -> None:
+        """`counter`: a prometheus Counter labelled by outcome (waited, refused), or None."""
+        self.max_bytes = max_bytes
+        self.free = max_bytes
+        self.wait_s = wait_s
+        self.count: Callable[[str], None] = (lambda o: counter.labels(o).inc()) if counter else (lambda o: None)
+        self.peak_held = 0  # most bytes held since the last trim
+        self._leases = itertools.count()
+        self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []  # heap: (lease, arrival, n, future)
+        self._arrivals = itertools.count()
+        self._trim = _malloc_trim()
+        self._trim_every_s = trim_every_s
+        self._trim_handle: asyncio.TimerHandle | None = None
+
+    def lease(self) -> Lease:
+        return Lease(self, next(self._leases))
+
+    async def _take(self, n: int, seq: int, param: str) -> None:
+        if n <= self.free and (not self._waiters or seq < self._waiters[0][0]):
+            self.free -= n
+        elif n > self.max_bytes:
+            self._refuse(param)
+        else:
+            future = asyncio.get_running_loop().create_future()
+            entry = (seq, next(self._arrivals), n, future)
+            heapq.heappush(self._waiters, entry)
+            try:
+                async with asyncio.timeout(self.wait_s):
+                    await future  # the bytes are taken for us by _give
+            except TimeoutError:
+                if not (future.done() and not future.cancelled()):  # else served as the time ran out
+                    self._waiters.remove(entry)
+                    heapq.heapify(self._waiters)
+                    self._refuse(param)
+            self.count("waited")
+        self.peak_held = max(self.peak_held, self.max_bytes - self.free)
+
+    def _refuse(self, param: str) -> None:
+        self.count("refused")
+        raise Unavailable(
+            f"{param}: the gateway is holding as much request data as it may; retry shortly",
+            param=param,
+            code="memory_budget",
+            retry_after=1.0,
+        )
+
+    def _give(self, n: int) -> None:
+        self.free += n
+        while self._waiters and self._waiters[0][2] <= self.free:
+            _, _, size, future = heapq.heappop(self._waiters)
+            if not future.done():
+                self.free -= size
+                future.set_result(None)
+        if self.free == self.max_bytes and self.peak_held >= TRIM_AFTER_BYTES:
+            self._schedule_trim()
+
+    def _schedule_trim(self) -> None:
+        if self._trim_handle is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._trim_handle = loop.call_later(0.0, self._trim_now, loop)
+
+    def _trim_now(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.free == self.max_bytes:
+            gc.collect()  # refused requests leave cycles (exception, traceback, frames) holding their data
+            if self._trim is not None:
+                self._trim(0)
+            self.peak_held = 0
+        self._trim_handle = None
+        if self.peak_held >= TRIM_AFTER_BYTES:  # busy again: look again later
+            self._trim_handle = loop.call_later(self._trim_every_s, self._trim_now, loop)
+
+
+def lease_of(scope: Scope, budget: MemoryBudget) -> Lease:
+    """The request's lease, made at its first use and kept in its Exchange (api/asgi/exchange.py), which
+    Observe releases when the request ends."""
+    exchange = exchange_of(scope)
+    if exchange.lease is None:
+        exchange.lease = budget.lease()
+    return exchange.lease
+
+
+class Lease:
+    """The bytes one request holds; `release` (or leaving `async with`) gives them all back."""
+
+    __slots__ = ("budget", "held", "seq")
+
+    def __init__(self, budget: MemoryBudget, seq: int) -> None:
+        self.budget = budget
+        self.seq = seq  # the lease's age: older leases are served first
+        self.held = 0
+
+    async def take(self, n: int, param: str) -> None:
+        """Hold n more bytes, waiting for them up to the budget's wait_s; Unavailable (503) naming
+        `param` when they do not come."""
+        if n <= 0:
+            return
+        await self.budget._take(n, self.seq, param)
+        self.held += n
+
+    def give_back(self, n: int) -> None:
+        """Give back n of the bytes held (taken for more than was used)."""
+        n = min(n, self.held)
+        if n > 0:
+            self.held -= n
+            self.budget._give(n)
+
+    def release(self) -> None:
+        held, self.held = self.held, 0
+        if held:
+            self.budget._give(held)
+
+    async def __aenter__(self) -> Lease:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()

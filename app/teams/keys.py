@@ -1,0 +1,94 @@
+"""API keys: how they are made, stored (a SHA-256 hash only) and checked.
+
+A key is `eg-` + 32 random bytes (url-safe base64): 256 bits, so an unsalted SHA-256 is enough to store it
+(nothing to brute-force) and lets a request's key be found with one dict lookup by its hash; the stored
+hash is then compared with hmac.compare_digest. Keys arrive as `Authorization: Bearer <key>` on every
+route, or as `X-DashScope-ApiKey: <key>` on the DashScope routes. No key is ever logged or echoed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from collections.abc import Mapping
+
+from ..errors import Unauthorized
+from .team import Team
+
+KEY_PREFIX = "eg-"
+MAX_KEY_CHARS = 256
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def presented_key(headers: Mapping[str, str], dashscope: bool) -> str | None:
+    value = headers.get("authorization")
+    if value is not None:
+        scheme, _, token = value.strip().partition(" ")
+        token = token.strip()
+        return token if scheme.lower() == "bearer" and token else None
+    if dashscope:
+        token = headers.get("x-dashscope-apikey", "").strip()
+        return token or None
+    return None
+
+
+class Authenticator:
+    def __init__(self, teams: Mapping[str, Team], key_hashes: Mapping[str, list[str]], *, required: bool) -> None:
+        self.required = required
+        self.replace(teams, key_hashes)
+
+    def replace(self, teams: Mapping[str, Team], key_hashes: Mapping[str, list[str]]) -> None:
+        """New teams and keys at once (teams_reload.py): one assignment, so a request sees old or new."""
+        # hash -> (the stored hash, its team): found by the presented key's hash, then compared in constant time
+        self._by_hash = {h: (h, teams[name]) for name, hashes in key_hashes.items() for h in hashes}
+
+    @classmethod
+    def off(cls) -> Authenticator:
+        return cls({}, {}, required=False)
+
+    def team(self, name: str) -> Team | None:
+        """A team by name (a batch job runs as the team that created it), among the current teams."""
+        return next((team for _, team in self._by_hash.values() if team.name == name), None)
+
+    def team_of(self, headers: Mapping[str, str], *, dashscope: bool) -> Team | None:
+        """The caller's team; None when auth is off (keys are then ignored). Raises Unauthorized."""
+        if not self.required:
+            return None
+        key = presented_key(headers, dashscope)
+        if key is None:
+            where = "Authorization: Bearer <key>" + (" or X-DashScope-ApiKey: <key>" if dashscope else "")
+            raise Unauthorized(f"missing API key: send {where}")
+        digest = hash_key(key[: MAX_KEY_CHARS + 1])
+        entry = self._by_hash.get(digest)
+        if entry is None or not hmac.compare_digest(entry[0], digest):
+            raise Unauthorized("invalid API key")
+        return entry[1]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_off_warning(host: str) -> str | None:
+    """The warning to print when auth is off on a bind other clients can reach."""
+    if is_loopback(host):
+        return None
+    return (
+        f"WARNING: GATEWAY_AUTH=off while listening on {host}: ANY client that can reach this address can use "
+        "the gateway, its upstream keys and quotas, with no API key and no team limits. Set GATEWAY_AUTH=required "
+        "and configure teams (docs/limits.md), or bind 127.0.0.1."
+    )
