@@ -285,7 +285,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashscope.uploads)
     app.include_router(ops.router)
     app.include_router(batches.router)
-    docs.install(app, p.catalog.names())
+    docs.install(app, p.catalog.names(), auth_required=p.auth.required)
     fast = fastpath.routes_of(app, FAST_PATHS)
     for path in sorted(set(FAST_PATHS) - set(fast)):
         log.warning("POST %s is served by FastAPI's routing, not the fast path (it declares dependencies)", path)

@@ -52,13 +52,13 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def security_of(path: str) -> list[dict[str, list[str]]] | None:
-    """The schemes a route takes keys by: DashScope's under /api/v1, Bearer under /v1, none elsewhere."""
-    if path.startswith("/api/v1/"):
-        return DASHSCOPE_AUTH
-    if path.startswith("/v1/"):
-        return OPENAI_AUTH
-    return None
+def security_of(path: str, required: bool) -> list[dict[str, list[str]]] | None:
+    """The schemes a route takes keys by: DashScope's under /api/v1, Bearer under /v1, none elsewhere. With
+    auth off, `{}` among them: a request without a key is served too (what the document promises)."""
+    schemes = DASHSCOPE_AUTH if path.startswith("/api/v1/") else OPENAI_AUTH if path.startswith("/v1/") else None
+    if schemes is None or required:
+        return schemes
+    return [*schemes, {}]
 
 
 def without_null_defaults(node: Any) -> None:
@@ -91,16 +91,16 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def tidy_operations(paths: dict[str, Any]) -> None:
+def tidy_operations(paths: dict[str, Any], auth_required: bool) -> None:
     for path, operations in paths.items():
         for operation in operations.values():
             operation["responses"].pop("422", None)
-            security = security_of(path)
+            security = security_of(path, auth_required)
             if security is not None:
                 operation["security"] = security
 
 
-def document(app: FastAPI, names: list[str]) -> dict[str, Any]:
+def document(app: FastAPI, names: list[str], auth_required: bool) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
@@ -110,17 +110,18 @@ def document(app: FastAPI, names: list[str]) -> dict[str, Any]:
     plain_models(schemas, names)
     without_null_defaults(schemas)
     components["securitySchemes"] = SECURITY_SCHEMES
-    tidy_operations(schema["paths"])
+    tidy_operations(schema["paths"], auth_required)
     return schema
 
 
-def install(app: FastAPI, models: Iterable[str] = ()) -> None:
-    """Serve the document above, built once, with `models` (the served catalog) named in `model` fields."""
+def install(app: FastAPI, models: Iterable[str] = (), *, auth_required: bool = True) -> None:
+    """Serve the document above, built once, with `models` (the served catalog) named in `model` fields and
+    the keys optional when auth is off."""
     names = sorted(models)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document(app, names)
+            app.openapi_schema = document(app, names, auth_required)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
