@@ -24,6 +24,12 @@ from .config.masking import mask
 
 log = logging.getLogger("embedding_gateway.errors")
 
+# The longest Retry-After we send. Clients give up at once on a longer one (LangChain JS retries only when it
+# is at most 60 s; the openai SDKs ignore a longer one and back off on their own), and a sliding window of a
+# minute counted in one-second buckets frees room up to 61 s later. A client that waits this long and retries
+# gets its answer, or a fresh Retry-After for what is left of the wait: limits stay exact.
+MAX_RETRY_AFTER_S = 60.0
+
 
 class Wire(Enum):
     OPENAI = "openai"
@@ -196,9 +202,11 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
         body = openai_body(err)
     headers: dict[str, str] = {}  # x-request-id is added to every response by the Observe middleware
     if err.retry_after is not None:
-        # Whole seconds, rounded up: a client that waits exactly this long must not be refused again.
-        headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
-        headers["retry-after-ms"] = str(max(1, int(err.retry_after * 1000)))
+        # Whole seconds, rounded up (a client that waits exactly this long is not refused again for the same
+        # reason), and never above a minute (MAX_RETRY_AFTER_S).
+        seconds = min(err.retry_after, MAX_RETRY_AFTER_S)
+        headers["retry-after"] = str(max(1, math.ceil(seconds)))
+        headers["retry-after-ms"] = str(max(1, int(seconds * 1000)))
     return Response(orjson.dumps(body), status_code=err.status, headers=headers, media_type="application/json")
 
 

@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env
-from teamkit import write_config
 
 from bench.standin import expected_vector
+from tests.support.processes import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env
+from tests.support.teamkit import write_config
 
 CLIENTS = ROOT / "tests" / "clients"
 NODE_DIR = CLIENTS / "node"

@@ -24,11 +24,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env
-from teamkit import write_config
-from tiktokencache import offline_cache
 
 from bench.standin import canonical_digest, expected_vector
+from tests.support.processes import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env
+from tests.support.teamkit import write_config
+from tests.support.tiktokencache import offline_cache
 
 CLIENTS = ROOT / "tests" / "clients"
 NODE = CLIENTS / "node" / "node_modules" / ".bin" / "node"

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from conftest import Gateway, GatewayFactory, RedisServer, StandIn, start_redis, stop
 from openai import NotFoundError, OpenAI
-from teamkit import write_config
 
 from bench.standin import canonical_digest, expected_vector
+from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, start_redis, stop
+from tests.support.teamkit import write_config
 
 MODEL, DIM = "text-embedding-v4", 64
 LINES, DISTINCT, CACHED = 5000, 3000, 1000

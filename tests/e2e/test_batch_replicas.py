@@ -15,12 +15,12 @@ import numpy as np
 import orjson
 import pytest
 import redis
-from conftest import GatewayFactory, StandIn, start_redis, stop
 from openai import OpenAI
-from seaweedkit import start_seaweedfs
-from teamkit import write_config
 
 from bench.standin import canonical_digest, expected_vector
+from tests.support.processes import GatewayFactory, StandIn, start_redis, stop
+from tests.support.seaweedkit import start_seaweedfs
+from tests.support.teamkit import write_config
 
 MODEL, DIM, LINES, CHUNK = "text-embedding-v4", 64, 2400, 200
 HEARTBEAT_S, SWEEP_S = 2, 1

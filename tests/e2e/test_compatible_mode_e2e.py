@@ -12,10 +12,10 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from conftest import Gateway, GatewayFactory, RedisServer, StandIn
-from teamkit import write_config
 
 from bench.standin import canonical_digest, expected_vector
+from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn
+from tests.support.teamkit import write_config
 
 MODEL, DIM = "text-embedding-v4", 64
 

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from seaweedkit import SeaweedFS, start_seaweedfs
 
 from app.storage.base import Storage, read_all
 from app.storage.local import LocalStorage
 from app.storage.s3 import S3Storage
+from tests.support.seaweedkit import SeaweedFS, start_seaweedfs
 
 MB = 1024 * 1024
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from misspath import miss_path
 from prometheus_client import CollectorRegistry
-from test_service import DIM, FakeUpstream, as_arrays, expected, request
 
 from app.cache.checks import usable
 from app.cache.hot import HotCache
 from app.cache.lru import MemoryCache
 from app.metrics import Metrics
+from tests.support.misspath import miss_path
+from tests.unit.test_service import DIM, FakeUpstream, as_arrays, expected, request
 
 SIZE = 4 * DIM
 
