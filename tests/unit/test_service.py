@@ -191,6 +191,7 @@ def test_every_upstream_needs_its_guard() -> None:
 
 class Reply:
     headers: Mapping[str, str] | None = None
+    key_id = ""  # the caller's key id (the usage ledger), as the route's Exchange names it
 
 
 async def test_one_call_admits_the_misses_bills_them_and_sets_the_headers() -> None:
