@@ -219,9 +219,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.warning("POST %s is served by FastAPI's routing, not the fast path (it declares dependencies)", path)
     app.add_front(fastpath.FastPath, routes=fast, handlers=app.exception_handlers)
     app.add_front(CloseWhenDraining)
-    app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
-    if p.tracing is not None:  # the request's span, inside Observe (which logs its trace id)
+    if p.tracing is not None:  # the request's span: inside the header cap, inside Observe (which logs its trace id)
         app.add_front(TraceRequests, tracing=p.tracing)
+    app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
     app.add_front(observe.Observe, metrics=p.metrics)  # ids, logs and counts every request
     app.add_front(aliases.Aliases)  # outermost: /compatible-mode/v1/... are the /v1 routes for every layer
     return app
