@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from .api.vectortext import VectorText, base64_json, float_json
+from .api.turns import Turns
+from .api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
 from .auth import Authenticator
 from .cache.store import VectorCache
 from .catalog import Catalog, ModelSpec
@@ -38,15 +39,17 @@ class Gateway:
     floats: VectorText = field(init=False)
     base64s: VectorText = field(init=False)
     memory: MemoryBudget = field(init=False)  # bodies and fetched media held at once (app/memory.py)
+    turns: Turns = field(init=False)  # large requests take the event loop in turns (api/turns.py)
 
     def __post_init__(self) -> None:
         """The memos of vector text share `cache_text_max_bytes`: float text takes about twice the room of
         base64 text, so two thirds of the budget go to floats. The memory budget is the process's."""
         budget = self.settings.cache_text_max_bytes
-        self.floats = VectorText(budget * 2 // 3, float_json)
-        self.base64s = VectorText(budget // 3, base64_json)
+        self.floats = VectorText(budget * 2 // 3, float_json, FLOAT_RATIO)
+        self.base64s = VectorText(budget // 3, base64_json, BASE64_RATIO)
         s = self.settings
         self.memory = MemoryBudget(s.memory_budget_bytes, wait_s=s.memory_wait_s, counter=self.metrics.memory_waits)
+        self.turns = Turns()
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -17,9 +16,10 @@ from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
 from ..state import gateway
 from . import tenancy
+from .answer import answer
 from .body import parse
 from .docs import request_body
-from .vectortext import VectorText
+from .turns import is_large
 
 router = APIRouter()
 
@@ -51,22 +51,26 @@ async def create_embeddings(request: Request) -> Response:
     )
     parse_contents = partial(parse_items.openai_items, spec=spec, limit=gw.settings.max_input_items)
     lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
+    large = is_large(body.input)
+    if large:
+        await gw.turns.take()
     items = await parse_fetching(gw.fetcher, spec, body.input, "input", parse_contents, lease)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]
+    if large:
+        await gw.turns.take()
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
-    return Response(
-        render(result, spec.name, gw.base64s if body.encoding_format == "base64" else gw.floats),
-        media_type="application/json",
-        headers=cache_headers(result),
-    )
-
-
-def render(result: EmbedResult, model: str, text: VectorText) -> bytes:
-    """`text`: the gateway's float or base64 encoder of vectors (memoised, see vectortext.py)."""
-    data = [{"object": "embedding", "index": i, "embedding": text.fragment(v)} for i, v in enumerate(result.vectors)]
+    text = gw.base64s if body.encoding_format == "base64" else gw.floats
+    vectors = result.vectors
     usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
-    return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
+
+    def entry(i: int) -> dict[str, Any]:
+        return {"object": "embedding", "index": i, "embedding": text.fragment(vectors[i])}
+
+    def document(data: Any) -> dict[str, Any]:
+        return {"object": "list", "data": data, "model": spec.name, "usage": usage}
+
+    return await answer(request, gw.memory, document, entry, vectors, text, cache_headers(result))
 
 
 def cache_headers(result: EmbedResult) -> dict[str, str]:
