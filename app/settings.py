@@ -149,7 +149,9 @@ class Settings(BaseSettings):
     # The HTTP server layer (docs/operations.md, "Connections"): per worker process.
     http_head_timeout_s: float = Field(default=10.0, gt=0, le=300, description="to receive a whole request head")
     http_body_timeout_s: float = Field(default=10.0, gt=0, le=300, description="longest wait for more of a body")
-    http_keepalive_timeout_s: int = Field(default=5, ge=1, le=300, description="idle time between requests")
+    http_keepalive_timeout_s: int = Field(
+        default=75, ge=1, le=600, description="idle time between requests (longer than clients' own pool expiry)"
+    )
     http_write_timeout_s: float = Field(
         default=20.0, gt=0, le=600, description="for a reader to take an answer's unsent bytes, then aborted"
     )

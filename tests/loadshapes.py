@@ -78,6 +78,7 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, bool]:
 async def keepalive_one(args: argparse.Namespace, req: bytes, out: dict[str, list[float] | int], t0: float) -> None:
     end = t0 + args.duration
     conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    used = 0  # requests sent on the current connection
     next_at = time.monotonic()
     while next_at < end:
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
@@ -85,17 +86,21 @@ async def keepalive_one(args: argparse.Namespace, req: bytes, out: dict[str, lis
         if conn is None:
             try:
                 conn = await asyncio.open_connection(args.host, args.port)
+                used = 0
             except OSError:
                 out["connect_failed"] += 1  # type: ignore[operator]
                 continue
         reader, writer = conn
         start = time.monotonic()
         out["sent"] += 1  # type: ignore[operator]
+        used += 1
         try:
             writer.write(req)
             status, closing = await asyncio.wait_for(read_answer(reader), timeout=args.answer_timeout)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
             out["lost"] += 1  # type: ignore[operator]
+            kind = f"lost_{type(exc).__name__}_{'first' if used == 1 else 'later'}"
+            out[kind] = int(out.get(kind, 0)) + 1  # type: ignore[call-overload]
             writer.close()
             conn = None
             continue

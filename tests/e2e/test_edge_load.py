@@ -121,3 +121,41 @@ def test_big_answers_to_readers_that_never_read(gateways: GatewayFactory, standi
     assert probe.peak_rss < before + 300, (before, probe.peak_rss)
     wait_for(lambda: rss_mb(gw) <= before * 1.1, 30, f"RSS did not come back: {before:.0f} -> {rss_mb(gw):.0f} MB")
     print(f"RSS after {rss_mb(gw):.0f} MB")
+
+
+def test_slow_bodies_are_closed_by_the_rate_rule(gateways: GatewayFactory, standin: StandIn) -> None:
+    gw = gateways.start()  # the defaults: 240 B/s on average once past a 5 s grace
+    probe = Probe(gw)
+    probe.start()
+    port = gw.url.rsplit(":", 1)[1]
+    proc = subprocess.run(
+        [sys.executable, "tests/slowloris.py", "--port", port, "--connections", "5000", "--body", "--drip", "8",
+         "--hold", "40", "--batch", "500"],
+        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    p99 = probe.finish()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    print(summary)
+    assert summary["opened"] == 5000 and summary["closed_by_server"] == 5000, summary
+    assert float(summary["closed_after_max"]) < 5.0 + 4, summary  # the grace, then the next sweeps
+    assert closed_total(gw)["slow_body"] >= 5000
+    assert p99 < 1.0
+
+
+def test_thousands_of_kept_alive_clients_lose_nothing(
+    gateways: GatewayFactory, standin: StandIn, tmp_path: Path
+) -> None:
+    gw = gateways.start()
+    hit = {"model": MODEL, "input": "kept-alive client"}
+    httpx.post(gw.url + "/v1/embeddings", json=hit, timeout=10).raise_for_status()
+    probe = Probe(gw)
+    probe.start()
+    args = ("--connections", "5000", "--duration", "15", "--answer-timeout", "90")
+    summary = shape(gw, tmp_path, "keepalive", hit, *args, timeout=200)
+    p99 = probe.finish()
+    print(f"5,000 kept-alive clients at 1 request/s: probe p99 {p99 * 1000:.0f} ms; closes {closed_total(gw)}")
+    assert summary["lost"] == 0 and summary["connect_failed"] == 0 and summary["not_ok"] == 0, summary
+    assert int(summary["ok"]) >= 5000 * 3, summary  # type: ignore[call-overload]
+    closed = closed_total(gw)
+    assert closed["evicted"] == 0 and closed["refused"] == 0, closed
