@@ -65,7 +65,9 @@ class Rules:
     write_timeout_s: float = 20.0
     min_body_rate: float = 240.0  # bytes/s on average, once past body_grace_s
     body_grace_s: float = 5.0
-    head_grace_s: float = 1.0  # a head still coming after this long is a candidate for eviction at the cap
+    # A head still incomplete this long after the connection opened (or its first byte came) is a candidate for
+    # eviction at the cap: clients write a head at once, and it arrives in one flight of packets.
+    head_grace_s: float = 0.1
     max_open: int = 4096
     max_per_address: int = 0  # 0: no cap per client address
 
