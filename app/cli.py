@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from . import oom
-from .auth import auth_off_warning, hash_key, new_key
-from .settings import CONFIG_ENV, MULTIPROC_ENV, TEAM_NAME, Settings
+from .config.settings import CONFIG_ENV, MULTIPROC_ENV, TEAM_NAME, Settings
+from .runtime import oom
+from .teams.keys import auth_off_warning, hash_key, new_key
 
 log = logging.getLogger("embedding_gateway")
 
@@ -47,8 +47,8 @@ def log_config(level: str) -> dict[str, Any]:
         "formatter": "plain",
         "stream": "ext://sys.stderr",
     }
-    # Every configured secret is masked in what these handlers write (app/masking.py).
-    config.setdefault("filters", {})["secrets"] = {"()": "app.masking.SecretsFilter"}
+    # Every configured secret is masked in what these handlers write (app/config/masking.py).
+    config.setdefault("filters", {})["secrets"] = {"()": "app.config.masking.SecretsFilter"}
     for handler in ("default", "gateway"):
         config["handlers"][handler]["filters"] = ["secrets"]
     config["loggers"]["embedding_gateway"] = {"handlers": ["gateway"], "level": level.upper(), "propagate": False}
@@ -113,7 +113,7 @@ def serve(args: argparse.Namespace) -> None:
     raise_nofile()  # the connection cap of each worker is derived from it (app/server/descriptors.py)
     try:
         from .main import create_app
-        from .supervisor import supervise
+        from .runtime.supervisor import supervise
 
         try:
             create_app(settings)  # validate the catalog before forking workers

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from .api.asgi.exchange import exchange_of
-from .masking import mask
+from .config.masking import mask
 
 log = logging.getLogger("embedding_gateway.errors")
 

@@ -3,8 +3,10 @@ the parts together. Nothing happens at import time."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -12,42 +14,49 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors, masking, tokentext
+from . import errors
 from .api import dashscope, docs, openai, ops
 from .api.asgi import fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
-from .auth import Authenticator
-from .bypass import Bypass
 from .cache.hot import HotCache
-from .cache.memory import MemoryCache
+from .cache.lru import MemoryCache
 from .cache.redis import RedisCache
 from .cache.store import VectorCache
-from .catalog import Catalog, build_catalog
+from .config import masking
+from .config.catalog import Catalog, build_catalog
+from .config.settings import Settings, UpstreamConfig
 from .flights.wiring import open_flights
+from .inputs import tokentext
+from .inputs.media.fetcher import open_fetcher
 from .limits.admission import TeamLimiter
 from .limits.census import Census
 from .limits.failover import Limits
 from .limits.local import LocalStore
 from .limits.quota import UpstreamQuota
 from .limits.shared import RedisStore
-from .media.fetcher import open_fetcher
 from .metrics import Metrics, multiprocess_dir
-from .redislink import open_link
+from .redis.bypass import Bypass
+from .redis.link import open_link
+from .runtime.state import Gateway
 from .server.connections import for_worker
 from .server.protocol import STATE_KEY
 from .service import EmbeddingService
-from .settings import Settings, UpstreamConfig
-from .state import Gateway
-from .teams import Team, teams_from, unknown_models
-from .teams_reload import watch_teams
+from .teams.keys import Authenticator
+from .teams.reload import watch_teams
+from .teams.team import Team, teams_from, unknown_models
+from .telemetry import config as trace_config
+from .telemetry.incoming import TraceRequests
+from .telemetry.pipeline import TracedCache, traced_limiter
+from .telemetry.tracing import Tracing
+from .telemetry.upstream import TracedPoster, TracedUpstream
 from .upstreams import local
 from .upstreams.adapter import Upstream
 from .upstreams.breaker import CircuitBreaker
 from .upstreams.dashscope import DashScopeUpstream
 from .upstreams.fleet import Fleet
 from .upstreams.guard import Guard, RetryPolicy
-from .upstreams.http import HttpClient
+from .upstreams.http import HttpClient, Poster
 from .upstreams.local_model import LocalModelUnavailable
 from .upstreams.openai import OpenAIUpstream
 
@@ -74,22 +83,28 @@ def unavailable(name: str, cfg: UpstreamConfig, settings: Settings) -> str | Non
     return None
 
 
-def open_upstream(name: str, cfg: UpstreamConfig, settings: Settings) -> Upstream:
+def open_upstream(name: str, cfg: UpstreamConfig, settings: Settings, tracing: Tracing | None = None) -> Upstream:
+    """One upstream's adapter; with `tracing`, its attempts are spans and its HTTP calls carry `traceparent`."""
+    upstream: Upstream
     if cfg.kind == "local":
         upstream = local.LocalUpstream(name, local.model_path(cfg.model_path), threads=settings.local_threads)
         upstream.start()
-        return upstream
-    http = HttpClient(
-        name,
-        max_connections=cfg.max_connections,
-        keepalive_s=cfg.keepalive_s,
-        connect_s=cfg.connect_timeout_s,
-        read_s=cfg.timeout_s,
-        max_bytes=cfg.max_response_bytes,
-    )
-    if cfg.kind == "dashscope":
-        return DashScopeUpstream(name, http, cfg.base_url, cfg.key() or "", cfg.workspace)
-    return OpenAIUpstream(name, http, cfg.base_url, cfg.key())
+    else:
+        http: Poster = HttpClient(
+            name,
+            max_connections=cfg.max_connections,
+            keepalive_s=cfg.keepalive_s,
+            connect_s=cfg.connect_timeout_s,
+            read_s=cfg.timeout_s,
+            max_bytes=cfg.max_response_bytes,
+        )
+        if tracing is not None:
+            http = TracedPoster(http, tracing)
+        if cfg.kind == "dashscope":
+            upstream = DashScopeUpstream(name, http, cfg.base_url, cfg.key() or "", cfg.workspace)
+        else:
+            upstream = OpenAIUpstream(name, http, cfg.base_url, cfg.key())
+    return upstream if tracing is None else TracedUpstream(upstream, tracing)
 
 
 def open_guard(name: str, cfg: UpstreamConfig, settings: Settings, metrics: Metrics) -> Guard:
@@ -145,6 +160,7 @@ class Plan:
     teams: dict[str, Team]
     metrics: Metrics
     auth: Authenticator
+    tracing: Tracing | None  # traces on (the standard OTEL_* variables, app/telemetry/config.py)
 
 
 def plan(settings: Settings) -> Plan:
@@ -156,24 +172,29 @@ def plan(settings: Settings) -> Plan:
         if reason and configs[name].kind == "local" and settings.local_model:
             log.warning("local model not served: %s", reason)
     teams = teams_from(settings)
+    traces = trace_config.from_env(os.environ)
     metrics = Metrics(
         CollectorRegistry(), models=catalog.names(), upstreams=configs, teams=teams, multiprocess_dir=multiprocess_dir()
     )
+    metrics.openmetrics = traces is not None  # /metrics answers OpenMetrics when asked: the exemplars' format
     for spec in catalog:
         metrics.init_model([d.upstream for d in spec.deployments], spec.name, spec.modalities)
     keys = {name: cfg.keys for name, cfg in settings.teams.items()}
     auth = Authenticator(teams, keys, required=settings.gateway_auth == "required")
-    return Plan(settings, configs, catalog, teams, metrics, auth)
+    return Plan(settings, configs, catalog, teams, metrics, auth, None if traces is None else Tracing(traces))
 
 
 async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     """Everything the gateway opens, each close pushed on `stack` as soon as its part is open: they run in
     reverse order (the service finishes its upstream calls before the adapters and the cache close), and
     one close raising does not keep the others from running."""
-    s, metrics = p.settings, p.metrics
+    s, metrics, tracing = p.settings, p.metrics, p.tracing
+    if tracing is not None:  # the export thread, in this worker; its queue sent last, after the upstream calls
+        tracing.start()
+        stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
     adapters: dict[str, Upstream] = {}
     for name in sorted({d.upstream for spec in p.catalog for d in spec.deployments}):
-        adapters[name] = adapter = open_upstream(name, p.configs[name], s)
+        adapters[name] = adapter = open_upstream(name, p.configs[name], s, tracing)
         stack.push_async_callback(adapter.close)
     cache = await open_cache(s, metrics)
     stack.push_async_callback(cache.close)
@@ -186,9 +207,10 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     guards = {name: open_guard(name, p.configs[name], s, metrics) for name in adapters}
     identities = {name: p.configs[name].identity() for name in adapters}
     upstreams = Fleet(adapters, guards, metrics, quota, identities=identities)
-    flights = open_flights(cache, upstreams, s, metrics)
+    flights = open_flights(cache, upstreams, s, metrics, tracing)
+    reads = cache if tracing is None else TracedCache(cache, tracing)
     service = EmbeddingService(
-        cache, flights, metrics, namespace=s.cache_namespace, deadline_s=s.request_deadline_s, route=upstreams.identity
+        reads, flights, metrics, namespace=s.cache_namespace, deadline_s=s.request_deadline_s, route=upstreams.identity
     )
     stack.push_async_callback(service.close)
     fetcher = open_fetcher(s, metrics)
@@ -196,6 +218,8 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
         stack.push_async_callback(fetcher.close)
     kinds: dict[str, str] = {name: cfg.kind for name, cfg in p.configs.items()}
     team_limits = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
+    if tracing is not None:
+        team_limits = traced_limiter(team_limits, tracing)
     return Gateway(s, p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota, fetcher=fetcher)
 
 
@@ -258,5 +282,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_front(fastpath.FastPath, routes=fast, handlers=app.exception_handlers)
     app.add_front(CloseWhenDraining)
     app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
+    if p.tracing is not None:  # the request's span, inside Observe (which logs its trace id)
+        app.add_front(TraceRequests, tracing=p.tracing)
     app.add_front(observe.Observe, metrics=p.metrics)  # outermost: ids, logs and counts every request
     return app

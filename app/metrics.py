@@ -17,10 +17,11 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from .settings import MULTIPROC_ENV
+from .config.settings import MULTIPROC_ENV
 
 OTHER = "other"
 CONNECTION_CLOSES = (
@@ -51,6 +52,7 @@ class Metrics:
     ) -> None:
         self.registry = registry
         self.multiprocess_dir = multiprocess_dir
+        self.openmetrics = False  # whether /metrics may answer OpenMetrics (set when traces are on: exemplars)
         self._models = frozenset(models)
         self._upstreams = frozenset(upstreams)
         self._teams = frozenset(teams)
@@ -92,8 +94,20 @@ class Metrics:
             buckets=FAST_BUCKETS,
             registry=r,
         )
+        self.cache_invalid = Counter(
+            "gateway_cache_invalid_total",
+            "Cached values refused as misses (then fetched again and overwritten), by reason: length (not the "
+            "model's dimension), non_finite (NaN or infinity)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("length", "non_finite"):
+            self.cache_invalid.labels(reason)
         self.redis_errors = Counter(
-            "gateway_redis_errors_total", "Redis operations that failed or timed out", ["op"], registry=r
+            "gateway_redis_errors_total",
+            "Redis operations that failed or timed out: cache read, write, lease (claim, check, release)",
+            ["op"],
+            registry=r,
         )
         self.breaker_open = Gauge(
             "gateway_breaker_open",
@@ -242,6 +256,14 @@ class Metrics:
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
+
+    def negotiate(self, accept: str) -> tuple[bytes, str]:
+        """The exposition and its content type: OpenMetrics (the only format with exemplars) when traces are on
+        and the scraper asks for it (Prometheus does; exemplars only in one process), else the text format."""
+        if not self.openmetrics or "application/openmetrics-text" not in accept or self.multiprocess_dir:
+            return self.exposition(), CONTENT_TYPE_LATEST
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
     def model(self, name: str) -> str:
         return name if name in self._models else OTHER

@@ -12,14 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
+from .cache.checks import usable
 from .cache.keys import KeyMaker
 from .cache.store import VectorCache
-from .catalog import ModelSpec
-from .flights.coalescer import Coalescer, FlightResult
-from .items import Item
+from .config.catalog import ModelSpec
+from .flights.coalescer import FlightResult
+from .inputs.items import Item
+from .inputs.params import Params
 from .metrics import Metrics
-from .params import Params
 
 
 @dataclass(slots=True)
@@ -58,6 +60,17 @@ class Lookup:
         return sum(it.est_tokens for k, it in zip(self.keys, items, strict=True) if k not in self.found)
 
 
+class Flights(Protocol):
+    """What the service needs of the miss path (app/flights/: the coalescer, or it traced)."""
+
+    async def fetch(
+        self, spec: ModelSpec, params: Params, missing: list[tuple[str, Item]], *, deadline: float, write: bool,
+        shared: bool,
+    ) -> FlightResult: ...  # fmt: skip
+
+    async def close(self) -> None: ...
+
+
 def by_upstream_name(spec: ModelSpec) -> str:
     return spec.upstream
 
@@ -66,7 +79,7 @@ class EmbeddingService:
     def __init__(
         self,
         cache: VectorCache,
-        flights: Coalescer,
+        flights: Flights,
         metrics: Metrics,
         *,
         namespace: str,
@@ -89,11 +102,10 @@ class EmbeddingService:
         params = replace(req.params, identity=self.route(req.spec))
         keys = KeyMaker(self.namespace, params.identity, req.spec.upstream_model, params).keys(req.items)
         unique = list(dict.fromkeys(keys))
-        size = 4 * params.dimension
         found: dict[str, bytes] = {}
         if req.cache_read:
-            values = await self._timed_read(unique)
-            found = {k: v for k, v in zip(unique, values, strict=True) if v is not None and len(v) == size}
+            values = usable(await self._timed_read(unique), 4 * params.dimension, self.metrics)
+            found = {k: v for k, v in zip(unique, values, strict=True) if v is not None}
         return Lookup(params, keys, unique, found)
 
     async def complete(self, req: EmbedRequest, looked: Lookup) -> EmbedResult:

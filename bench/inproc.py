@@ -51,13 +51,13 @@ def scope_of(body: bytes) -> dict[str, Any]:
 
 
 async def measure(encoding: str, calls: int, rounds: int, token_ids: bool = False) -> list[float]:
+    from app.config.settings import Settings
     from app.main import create_app
-    from app.settings import Settings
 
     app = create_app(Settings())
     inputs: list[Any] = TEXTS
     if token_ids:
-        from app import tokentext
+        from app.inputs import tokentext
 
         enc = tokentext.encoding(tokentext.DEFAULT_ENCODING)
         assert enc is not None

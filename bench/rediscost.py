@@ -32,7 +32,7 @@ import httpx
 import redis
 import yaml
 
-from app.auth import hash_key, new_key
+from app.teams.keys import hash_key, new_key
 
 from .stack import KEY, Proc, Stack, free_port, stack, wait_ready
 

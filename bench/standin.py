@@ -298,6 +298,7 @@ class Config:
     jitter_ms: float = 0.0
     fail_rate: float = 0.0
     fail_modes: list[str] = field(default_factory=lambda: ["429", "500", "503"])
+    fail_next: int = 0  # the next this many embedding calls fail (with the first of fail_modes), then none
     down: bool = False
     seed: int | None = None
     retry_after: float | None = None
@@ -313,6 +314,7 @@ CONTROL_KEYS = (
     "jitter_ms",
     "fail_rate",
     "fail_modes",
+    "fail_next",
     "down",
     "seed",
     "retry_after",
@@ -447,6 +449,7 @@ class StandIn:
             "jitter_ms": lambda v: _is_num(v) and v >= 0,
             "fail_rate": lambda v: _is_num(v) and 0 <= v <= 1,
             "fail_modes": lambda v: isinstance(v, list) and bool(v) and set(v) <= set(FAIL_MODES),
+            "fail_next": lambda v: _is_int(v) and v >= 0,
             "down": lambda v: isinstance(v, bool),
             "shuffle": lambda v: isinstance(v, bool),
             "seed": lambda v: v is None or _is_int(v),
@@ -483,11 +486,16 @@ class StandIn:
             if delay > 0:
                 await asyncio.sleep(delay / 1000)
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            if "traceparent" in headers:  # W3C trace context, as a traced gateway sends it
+                record["traceparent"] = headers["traceparent"][:128]
             self._auth(headers)
             job = self._parse(kind, body, headers)
             digests = [_digest(job.model, job.dim, it, job.params) for it in job.items]
             record.update(model=job.model, n_items=job.n_inputs, digests=[d.hex() for d in digests])
             mode = "503" if cfg.down else None
+            if mode is None and cfg.fail_next > 0:
+                cfg.fail_next -= 1
+                mode = cfg.fail_modes[0]
             if mode is None and cfg.fail_rate > 0 and self.rng.random() < cfg.fail_rate:
                 mode = self.rng.choice(cfg.fail_modes)
             if mode == "reset":

@@ -299,7 +299,7 @@ def local_image(gateway_builds: dict[str, Future[Built]]) -> Built:
 
 def teams_dir(path: Path, team: str = "search", **limits: object) -> tuple[Path, str]:
     """A folder holding teams.yaml with one team and a new key (hash only in the file): (folder, key)."""
-    from app.auth import hash_key, new_key
+    from app.teams.keys import hash_key, new_key
 
     key = new_key()
     path.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from app.settings import CONFIG_ENV, MULTIPROC_ENV, Settings
+from app.config.settings import CONFIG_ENV, MULTIPROC_ENV, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI_ENV = {"HOST", "PORT", "WORKERS", MULTIPROC_ENV, CONFIG_ENV}

@@ -3,12 +3,12 @@ given adapters, for the unit tests of the service and its metrics."""
 
 from __future__ import annotations
 
-from app.cache.memory import MemoryCache
+from app.cache.lru import MemoryCache
 from app.cache.store import VectorCache
+from app.config.settings import Settings
 from app.flights.wiring import open_flights
 from app.metrics import Metrics
 from app.service import EmbeddingService
-from app.settings import Settings
 from app.upstreams.adapter import Upstream
 from app.upstreams.breaker import CircuitBreaker
 from app.upstreams.caller import OpenGate, QuotaGate

@@ -8,7 +8,7 @@ import base64
 import struct
 import zlib
 
-from app.catalog import BUILT_IN, ModelSpec
+from app.config.catalog import BUILT_IN, ModelSpec
 
 
 def spec(name: str, **override: object) -> ModelSpec:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
-from app.auth import hash_key, new_key
+from app.teams.keys import hash_key, new_key
 
 OPENAI = "/v1/embeddings"
 DS_TEXT = "/api/v1/services/embeddings/text-embedding/text-embedding"

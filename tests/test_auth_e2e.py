@@ -17,7 +17,7 @@ import yaml
 from conftest import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env, stop
 from teamkit import DS_TEXT, OPENAI
 
-from app.auth import auth_off_warning, hash_key, new_key, presented_key
+from app.teams.keys import auth_off_warning, hash_key, new_key, presented_key
 
 
 def create_key(team: str, config: Path | None = None) -> tuple[str, str, str]:

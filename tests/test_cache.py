@@ -15,10 +15,10 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from conftest import RedisServer, stop
 
-from app.bypass import Bypass
-from app.cache.memory import MemoryCache
+from app.cache.lru import MemoryCache
 from app.cache.redis import RedisCache
-from app.redislink import single
+from app.redis.bypass import Bypass
+from app.redis.link import single
 
 LOGGER = "embedding_gateway.breaker"
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from app.catalog import BUILT_IN, build_catalog
-from app.settings import Settings
+from app.config.catalog import BUILT_IN, build_catalog
+from app.config.settings import Settings
 
 DASHSCOPE_MODELS = {
     "tongyi-embedding-vision-plus",

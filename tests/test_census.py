@@ -10,7 +10,7 @@ from conftest import RedisServer
 from redisfarm import Cluster, redis_cluster
 
 from app.limits.census import Census
-from app.redislink import connect
+from app.redis.link import connect
 
 __all__ = ["redis_cluster"]
 

@@ -15,7 +15,7 @@ from conftest import GatewayFactory, RedisServer, StandIn
 from openai import OpenAI
 from teamkit import DS_TEXT, OPENAI, write_config
 
-from app import tokentext
+from app.inputs import tokentext
 from bench.standin import canonical_digest, expected_vector
 
 TEXT = "text-embedding-v4"

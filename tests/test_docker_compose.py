@@ -23,7 +23,7 @@ from composekit import Stack, fresh_clone, machine_files, readme_steps, set_env
 from conftest import UPSTREAM_KEY, StandIn, free_port
 from dockerkit import Built, Engine, report
 
-from app import tokentext
+from app.inputs import tokentext
 from bench.standin import canonical_digest, expected_vector
 
 pytestmark = pytest.mark.docker

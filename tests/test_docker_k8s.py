@@ -18,7 +18,7 @@ import yaml
 from conftest import UPSTREAM_KEY, RedisServer, StandIn, free_port
 from dockerkit import Built, Engine, wait_health
 
-from app.auth import hash_key, new_key
+from app.teams.keys import hash_key, new_key
 
 pytestmark = pytest.mark.docker
 K8S = Path(__file__).resolve().parents[1] / "deploy" / "k8s"

@@ -16,9 +16,9 @@ from openai import OpenAI
 from samples import V4, data_uri, jpeg, png
 
 from app.cache.keys import content_key
-from app.items import content_item
-from app.params import Params
-from app.settings import UpstreamConfig
+from app.config.settings import UpstreamConfig
+from app.inputs.items import content_item
+from app.inputs.params import Params
 from bench.standin import expected_vector
 
 URL = "https://example.com/bike.jpg"

@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 from app.api import dashscope, openai
 from app.api.asgi import fastpath
+from app.config.settings import Settings
 from app.main import FAST_PATHS, create_app
-from app.settings import Settings
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ import pytest
 import pytest_asyncio
 
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.media.addresses import is_public
-from app.media.fetcher import Fetcher, FetchRefused, open_client, system_resolve
-from app.media.inlining import image_urls, parse_fetching, substitute
+from app.inputs.media.addresses import is_public
+from app.inputs.media.fetcher import Fetcher, FetchRefused, open_client, system_resolve
+from app.inputs.media.inlining import image_urls, parse_fetching, substitute
 from bench.imageserver import JPEG_BYTES, ImageServer, png_bytes
 
 PNG = png_bytes(2, 2)

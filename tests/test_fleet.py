@@ -11,7 +11,7 @@ import pytest
 from faketime import FakeTime
 from prometheus_client import CollectorRegistry
 
-from app.catalog import ModelSpec
+from app.config.catalog import ModelSpec
 from app.errors import (
     GatewayError,
     RateLimited,
@@ -21,9 +21,9 @@ from app.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from app.items import Item
+from app.inputs.items import Item
+from app.inputs.params import Params
 from app.metrics import Metrics
-from app.params import Params
 from app.upstreams.adapter import Batch, Result
 from app.upstreams.breaker import CircuitBreaker
 from app.upstreams.fleet import Deployment, Fleet

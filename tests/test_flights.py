@@ -134,9 +134,9 @@ def test_batched_requests_keep_their_own_order_and_mixed_hits(batching_gateway: 
 def test_leases_against_a_real_redis(redis_server: RedisServer) -> None:
     import redis.asyncio as aioredis
 
-    from app.bypass import Bypass
     from app.flights.leases import RedisLeases
-    from app.redislink import single
+    from app.redis.bypass import Bypass
+    from app.redis.link import single
 
     async def go() -> None:
         client = aioredis.Redis.from_url(redis_server.url)

@@ -7,9 +7,9 @@ import base64
 import pytest
 from samples import DATED, PLUS, QWEN, SMALL, V4, data_uri, jpeg, png, spec
 
-from app.catalog import ModelSpec
+from app.config.catalog import ModelSpec
 from app.errors import GatewayError, InvalidRequest, PayloadTooLarge
-from app.items import content_item, dashscope_contents, dashscope_texts, fuse_all, openai_items
+from app.inputs.items import content_item, dashscope_contents, dashscope_texts, fuse_all, openai_items
 
 PNG = data_uri(png([1, 2, 3]))
 JPEG = data_uri(jpeg(77), "image/jpeg")

@@ -11,8 +11,8 @@ import yaml
 from fastapi.testclient import TestClient
 from manifests import ROOT, docker_env, dockerfile, settings_env
 
+from app.config.settings import Settings
 from app.main import create_app
-from app.settings import Settings
 
 K8S = ROOT / "deploy" / "k8s"
 TEAMS_CONFIGMAP = "embedding-gateway-teams"

@@ -17,8 +17,8 @@ from samples import DATED, PLUS, V4, data_uri, png
 
 from app.cache.keys import KEY_VERSION, KeyMaker, content_key
 from app.flights.leases import lease_key
-from app.items import Item, content_item, openai_items
-from app.params import Params
+from app.inputs.items import Item, content_item, openai_items
+from app.inputs.params import Params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,9 +118,9 @@ def test_same_image_bytes_same_key_whatever_the_uri(a: bytes, b: bytes) -> None:
 
 
 KEY_SCRIPT = """
-from app.items import content_item
+from app.inputs.items import content_item
 from app.cache.keys import content_key
-from app.params import Params
+from app.inputs.params import Params
 from samples import DATED
 print(content_key("eg", "dashscope", "m", Params(512, True, {"fps": 0.5, "instruct": "i"}),
                   content_item({"text": "same in every process", "image": "https://e.com/a.png"}, DATED, "p")))

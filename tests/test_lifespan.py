@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from app.api.asgi.drain import Drain
-from app.cache.memory import MemoryCache
+from app.cache.lru import MemoryCache
+from app.config.settings import Settings
+from app.inputs.media.fetcher import Fetcher
 from app.limits.failover import Limits
 from app.main import create_app
-from app.media.fetcher import Fetcher
 from app.service import EmbeddingService
-from app.settings import Settings
 from app.upstreams.dashscope import DashScopeUpstream
 
 

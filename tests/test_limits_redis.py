@@ -18,15 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from app.bypass import Bypass
+from app.config.settings import LimitFailurePolicy
 from app.limits.census import Census
 from app.limits.failover import Limits
 from app.limits.local import LocalStore
 from app.limits.shared import RedisStore, open_client
 from app.limits.store import StoreUnavailable, Ticket
 from app.limits.window import DAY_US, US, Pace, TeamQuota
-from app.redislink import RedisLink
-from app.settings import LimitFailurePolicy
+from app.redis.bypass import Bypass
+from app.redis.link import RedisLink
 
 WINDOW_S = 60.0
 LEASE_S = 300.0

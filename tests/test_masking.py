@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
-from app.masking import MASK, Masker, SecretsFilter, install, secrets_of
-from app.settings import Settings
+from app.config.masking import MASK, Masker, SecretsFilter, install, secrets_of
+from app.config.settings import Settings
 
 KEY = "k3y-without-prefix-7Qx9Zt2Lm"
 PASSWORD = "p@ss/w0rd+Redis=1"

@@ -9,8 +9,8 @@ import pytest
 from samples import bmp, data_uri, gif, jpeg, png, tiff, webp
 
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.media.checks import check_image, check_video
-from app.media.formats import sniff_format
+from app.inputs.media.checks import check_image, check_video
+from app.inputs.media.formats import sniff_format
 
 ALL = frozenset({"jpeg", "png", "bmp", "webp", "gif", "tiff"})
 CLASSIC = frozenset({"jpeg", "png", "bmp"})

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from app.errors import Unavailable
-from app.memory import MemoryBudget
+from app.runtime.budget import MemoryBudget
 
 
 async def test_a_lease_waits_for_bytes_given_back() -> None:

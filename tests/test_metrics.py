@@ -17,14 +17,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.asgi.exchange import exchange_of
-from app.catalog import ModelSpec
 from app.cli import prepare_metrics_dir
+from app.config.catalog import ModelSpec
+from app.config.settings import MULTIPROC_ENV
 from app.errors import RateLimited, UpstreamFailed, UpstreamTimeout
-from app.items import text_item
+from app.inputs.items import text_item
+from app.inputs.params import Params
 from app.metrics import FAILOVER_REASONS, LIMITS, Metrics
-from app.params import Params
 from app.service import EmbedRequest
-from app.settings import MULTIPROC_ENV
 from app.upstreams.adapter import Batch, Result
 from app.upstreams.caller import upstream_status
 from app.upstreams.failures import error_from_response

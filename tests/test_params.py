@@ -8,7 +8,7 @@ import pytest
 from samples import PLUS, QWEN, SMALL, V4, spec
 
 from app.errors import InvalidRequest
-from app.params import Params, resolve
+from app.inputs.params import Params, resolve
 
 MMV1 = spec("multimodal-embedding-v1")
 

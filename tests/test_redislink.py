@@ -9,7 +9,7 @@ import pytest
 from conftest import RedisServer
 from redisfarm import Cluster, SentinelSet, Single, redis_cluster, redis_password, redis_sentinel, redis_tls
 
-from app.redislink import RedisSetupError, connect, sentinel_parts
+from app.redis.link import RedisSetupError, connect, sentinel_parts
 
 __all__ = ["redis_cluster", "redis_password", "redis_sentinel", "redis_tls"]  # fixtures used below
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from app.cache.tickbatch import TickBatcher
-from app.catalog import ModelSpec
+from app.config.catalog import ModelSpec
 from app.errors import (
     GatewayError,
     RateLimited,
@@ -27,9 +27,9 @@ from app.errors import (
     UpstreamTimeout,
 )
 from app.flights.batcher import Batcher, Pending, apportion
-from app.items import Item
+from app.inputs.items import Item
+from app.inputs.params import Params
 from app.metrics import Metrics
-from app.params import Params
 from app.upstreams.adapter import Batch, Result
 from app.upstreams.breaker import CircuitBreaker
 from app.upstreams.fleet import Fleet
@@ -150,6 +150,7 @@ async def test_gives_up_at_once_when_retry_after_passes_the_deadline() -> None:
     [
         UpstreamRejected("bad", status=400),
         UpstreamFailed("key", code="upstream_auth"),
+        UpstreamFailed("moved", code="upstream_redirect"),
         UpstreamInvalid("answered vectors of the wrong length (expected 4)"),
     ],
 )

@@ -94,9 +94,9 @@ def test_nothing_a_gateway_of_this_session_wrote_or_serves_holds_a_secret(gatewa
     ],
 )
 def test_the_configured_key_in_an_upstream_message_is_masked(message: str) -> None:
-    """Masking is by value (app/masking.py): the key the settings hold, whatever the words around it."""
-    from app.masking import Masker, install
-    from app.settings import Settings
+    """Masking is by value (app/config/masking.py): the key the settings hold, whatever the words around it."""
+    from app.config.masking import Masker, install
+    from app.config.settings import Settings
     from app.upstreams.failures import error_from_response
     from app.upstreams.http import Answer
 

@@ -12,12 +12,12 @@ import pytest
 from misspath import miss_path
 from prometheus_client import CollectorRegistry
 
-from app.cache.memory import MemoryCache
-from app.catalog import ModelSpec
+from app.cache.lru import MemoryCache
+from app.config.catalog import ModelSpec
 from app.errors import UpstreamFailed
-from app.items import Item, openai_items
+from app.inputs.items import Item, openai_items
+from app.inputs.params import Params
 from app.metrics import Metrics
-from app.params import Params
 from app.service import EmbeddingService, EmbedRequest
 from app.upstreams.adapter import Batch, Result
 from app.upstreams.caller import OpenGate, QuotaGate

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, UPSTREAM_KEY, clean_env
 
 from app.cli import main
-from app.settings import CONFIG_ENV, Settings
+from app.config.settings import CONFIG_ENV, Settings
 
 
 @pytest.fixture(autouse=True)

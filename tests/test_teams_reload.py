@@ -15,7 +15,7 @@ import yaml
 from conftest import Gateway, GatewayFactory
 from teamkit import embedding
 
-from app.auth import hash_key, new_key
+from app.teams.keys import hash_key, new_key
 
 ENV = {"GATEWAY_AUTH": "required"}
 

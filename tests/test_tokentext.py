@@ -12,11 +12,11 @@ import tiktoken_ext.openai_public as openai_public
 from samples import SMALL, V4, spec
 from tiktokencache import offline_cache, shipped_file, source_of
 
-from app import tokentext
 from app.cache.keys import KeyMaker
 from app.errors import InvalidRequest
-from app.items import openai_items, text_item
-from app.params import Params
+from app.inputs import tokentext
+from app.inputs.items import openai_items, text_item
+from app.inputs.params import Params
 
 TEXTS = [
     "hello world",

@@ -16,8 +16,8 @@ import pytest
 from samples import PLUS, QWEN, SMALL, V4
 
 from app.errors import GatewayError, RateLimited, UpstreamFailed, UpstreamInvalid, UpstreamRejected
-from app.items import fuse_all, openai_items
-from app.params import Params
+from app.inputs.items import fuse_all, openai_items
+from app.inputs.params import Params
 from app.upstreams.adapter import Batch
 from app.upstreams.answers import usage_tokens
 from app.upstreams.caller import upstream_status

@@ -18,9 +18,9 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.asgi.accesslog import LOGGER
+from app.config.settings import Settings
 from app.errors import NotFound
 from app.main import FAST_PATHS, create_app
-from app.settings import Settings
 
 Sent = list[dict[str, Any]]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from app.items import TOKENS_PER_IMAGE
+from app.inputs.items import TOKENS_PER_IMAGE
 from bench.standin import IMAGE_TOKENS, text_tokens
 
 OPENAI = "/v1/embeddings"

@@ -7,7 +7,7 @@ answer whose estimated size passes SMALL_ANSWER_BYTES is rendered SLICE_BYTES at
 to the server as its own body message. uvicorn awaits the transport's drain before writing the next one
 (its buffer is past the high-water mark), so a stalled reader holds one slice rendered, one in the
 transport's buffer and the socket's buffers, and the server's write deadline (app/server/) ends the
-wait. The bytes one answer may hold (two slices) are taken from the memory budget (app/memory.py)
+wait. The bytes one answer may hold (two slices) are taken from the memory budget (app/runtime/budget.py)
 before the answer starts, so a flood of large answers waits for room, or gets a 503 with Retry-After,
 rather than growing the process. A last empty message ends the answer: its send waits for the drain of
 the last slice, so the budget is given back (when the request ends) only once the bytes are gone.
@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..memory import MemoryBudget, lease_of
+from ..runtime.budget import MemoryBudget, lease_of
 from .vectortext import VectorText
 
 SMALL_ANSWER_BYTES = 64 * 1024  # answers up to this size: one write, not counted (the connection cap bounds them)

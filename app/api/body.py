@@ -10,7 +10,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ClientClosed, InvalidRequest, PayloadTooLarge, field_path
-from ..memory import SMALL_BODY_BYTES, MemoryBudget, lease_of
+from ..runtime.budget import SMALL_BODY_BYTES, MemoryBudget, lease_of
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -9,11 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .. import items as parse_items
 from ..errors import InvalidRequest, request_id_of
-from ..media.inlining import parse_fetching
-from ..memory import lease_of
-from ..params import resolve
+from ..inputs import items as parse_items
+from ..inputs.media.inlining import parse_fetching
+from ..inputs.params import resolve
+from ..runtime.budget import lease_of
+from ..runtime.state import Gateway, gateway
 from ..schemas.dashscope import (
     ErrorResponse,
     MultimodalRequest,
@@ -22,7 +23,6 @@ from ..schemas.dashscope import (
     TextResponse,
 )
 from ..service import EmbedRequest, EmbedResult
-from ..state import Gateway, gateway
 from . import tenancy
 from .answer import Entry, answer
 from .body import parse

@@ -8,13 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .. import items as parse_items
-from ..media.inlining import parse_fetching
-from ..memory import lease_of
-from ..params import resolve
+from ..inputs import items as parse_items
+from ..inputs.media.inlining import parse_fetching
+from ..inputs.params import resolve
+from ..runtime.budget import lease_of
+from ..runtime.state import gateway
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
-from ..state import gateway
 from . import tenancy
 from .answer import answer
 from .body import parse

@@ -7,14 +7,13 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST
 
-from .. import oom
 from ..cache.redis import RedisCache
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import NotFound
+from ..runtime import oom
+from ..runtime.state import gateway
 from ..schemas.openai import ErrorResponse, ModelCard, ModelList
-from ..state import gateway
 from . import tenancy
 
 router = APIRouter()
@@ -102,4 +101,5 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    return Response(gateway(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = gateway(request).metrics.negotiate(request.headers.get("accept", ""))
+    return Response(body, media_type=content_type)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import Forbidden, Wire, wire_of
 from ..limits.admission import Admission
 from ..limits.window import US
+from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
-from ..state import Gateway
-from ..teams import Team
+from ..teams.team import Team
 from .asgi.exchange import Exchange, exchange_of
 from .body import cache_control
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .memory import MemoryCache
+from .lru import MemoryCache
 from .store import VectorCache
 from .tickbatch import TickBatcher
 

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import orjson
 
-from ..items import Item
-from ..params import Params
+from ..inputs.items import Item
+from ..inputs.params import Params
 
 KEY_VERSION = 3
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from ..bypass import Bypass
 from ..metrics import Metrics
-from ..rediscause import cause
-from ..redislink import FAILURES, RedisLink
+from ..redis.bypass import Bypass
+from ..redis.cause import cause
+from ..redis.link import FAILURES, RedisLink
 
 
 class RedisCache:

@@ -25,10 +25,10 @@ from typing import Protocol
 
 import orjson
 
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import UpstreamRejected
-from ..items import Item
-from ..params import Params
+from ..inputs.items import Item
+from ..inputs.params import Params
 from ..upstreams.adapter import Batch
 from ..upstreams.caller import UpstreamCaller
 

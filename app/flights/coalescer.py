@@ -22,11 +22,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from ..cache.checks import usable
 from ..cache.store import VectorCache
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import UpstreamTimeout
-from ..items import Item
-from ..params import Params
+from ..inputs.items import Item
+from ..inputs.params import Params
+from ..metrics import Metrics
 from .batcher import Answer, Batcher, Pending
 from .inflight import InFlight
 from .leases import Leases
@@ -51,6 +53,7 @@ class Coalescer:
         *,
         wait_s: float,
         lease_s: float,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.batcher = batcher
@@ -59,6 +62,7 @@ class Coalescer:
         self.leases = leases
         self.wait_s = wait_s
         self.lease_s = lease_s
+        self.metrics = metrics
         self.clock = clock
         self.tasks: set[asyncio.Task[None]] = set()
         self.requests = itertools.count(1)
@@ -131,14 +135,13 @@ class Coalescer:
     async def _claim_then_submit(self, spec: ModelSpec, params: Params, owned: list[Pending], deadline: float) -> None:
         try:
             mine, found = await self.leases.claim([p.key for p in owned], self.lease_s)
-            size = 4 * params.dimension
+            vectors = usable([found.get(p.key) for p in owned], 4 * params.dimension, self.metrics)
             go, others = [], []
-            for p in owned:
-                vector = found.get(p.key)
-                if vector is not None and len(vector) == size:  # fetched by another replica meanwhile
+            for p, vector in zip(owned, vectors, strict=True):
+                if vector is not None:  # fetched by another replica meanwhile
                     p.future.set_result((vector, REMOTE))
                     self.inflight.forget(p)
-                elif p.key in mine or vector is not None:
+                elif p.key in mine or p.key in found:  # ours, or a refused value there: fetched (and overwritten)
                     go.append(p)
                 else:
                     others.append(p)
@@ -156,7 +159,6 @@ class Coalescer:
         """Another replica holds the leases: poll until the vectors appear in the cache, a lease goes away
         without one, or the wait budget ends; what is still missing then, we fetch ourselves."""
         until = min(deadline, self.clock() + self.wait_s)
-        size = 4 * params.dimension
         waiting = {p.key: p for p in pendings}
         pause = 0.002
         while waiting and self.clock() + pause < until:
@@ -166,10 +168,10 @@ class Coalescer:
             # Leases first, then the cache: the owner writes before it releases, so a lease seen gone
             # means the vector (if any) is already readable.
             held = await self.leases.held(keys)
-            values = await self.cache.get_many(keys)
+            values = usable(await self.cache.get_many(keys), 4 * params.dimension, self.metrics)
             orphans = []
             for key, value in zip(keys, values, strict=True):
-                if value is not None and len(value) == size:
+                if value is not None:
                     p = waiting.pop(key)
                     if not p.future.done():
                         p.future.set_result((value, REMOTE))

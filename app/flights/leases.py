@@ -6,7 +6,8 @@ closes that gap), otherwise `<key>:lease` is set with SET NX PX; it returns the 
 and the vectors found. `held(keys)` says which leases still exist; `release(keys)` deletes the leases this
 process holds (compare-and-delete, so a lease that expired and was taken by another replica is left).
 Redis failing or stalling never blocks a request: a lease that cannot be taken counts as taken by us
-(we go upstream ourselves, as without coalescing), and the cache's breaker keeps us off a dead Redis.
+(we go upstream ourselves, as without coalescing), and the cache's breaker keeps us off a dead Redis. Every
+failure counts in `gateway_redis_errors_total{op="lease"}`, as the cache's own reads and writes do.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..bypass import Bypass
 from ..cache.tickbatch import TickBatcher
-from ..rediscause import cause
-from ..redislink import FAILURES, RedisLink
+from ..metrics import Metrics
+from ..redis.bypass import Bypass
+from ..redis.cause import cause
+from ..redis.link import FAILURES, RedisLink
 
 CLAIM = """
 local out = {}
@@ -77,10 +79,13 @@ class LocalLeases:
 class RedisLeases:
     shared = True
 
-    def __init__(self, link: RedisLink, breaker: Bypass, timeout_s: float) -> None:
+    def __init__(self, link: RedisLink, breaker: Bypass, timeout_s: float, metrics: Metrics | None = None) -> None:
         self.link = link
         self.breaker = breaker
         self.timeout_s = timeout_s
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.redis_errors.labels("lease")
         self.token = uuid.uuid4().hex
         self._claims: dict[int, TickBatcher[str, bytes | int]] = {}
 
@@ -99,7 +104,7 @@ class RedisLeases:
         try:
             answers = await asyncio.wait_for(self.link.eval_by_slot(CLAIM, keys, [self.token, px]), self.timeout_s)
         except FAILURES as exc:
-            self.breaker.failed(cause(exc))
+            self._failed(exc)
             return [1] * len(keys)
         return list(answers)
 
@@ -109,7 +114,7 @@ class RedisLeases:
         try:
             values = await asyncio.wait_for(self.link.mget([lease_key(k) for k in keys]), self.timeout_s)
         except FAILURES as exc:
-            self.breaker.failed(cause(exc))
+            self._failed(exc)
             return set()
         return {k for k, v in zip(keys, values, strict=True) if v is not None}
 
@@ -120,4 +125,9 @@ class RedisLeases:
             release = self.link.eval_by_slot(RELEASE, [lease_key(k) for k in keys], [self.token])
             await asyncio.wait_for(release, self.timeout_s)
         except FAILURES as exc:
-            self.breaker.failed(cause(exc))
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.redis_errors.labels("lease").inc()
+        self.breaker.failed(cause(exc))

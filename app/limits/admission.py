@@ -9,7 +9,7 @@ from types import TracebackType
 
 from ..errors import RateLimited, Unavailable
 from ..metrics import Metrics
-from ..teams import Team
+from ..teams.team import Team
 from .failover import Limits
 from .store import Ticket
 from .window import US, TeamQuota, Verdict

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 
 from ..metrics import Metrics
-from ..redislink import FAILURES, RedisLink
+from ..redis.link import FAILURES, RedisLink
 
 log = logging.getLogger("embedding_gateway.limits")
 

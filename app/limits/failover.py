@@ -17,8 +17,8 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
-from ..bypass import Bypass
-from ..settings import LimitFailurePolicy
+from ..config.settings import LimitFailurePolicy
+from ..redis.bypass import Bypass
 from .census import Census
 from .local import LocalStore
 from .store import LimitStore, StoreLate, StoreUnavailable, Ticket

@@ -18,7 +18,7 @@ from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import RateLimited, Unavailable
 from ..metrics import Metrics
 from .failover import Limits

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
-from ..rediscause import cause
-from ..redislink import FAILURES, RedisLink, single
+from ..redis.cause import cause
+from ..redis.link import FAILURES, RedisLink, single
 from .local import wall_clock_us
 from .store import StoreLate, StoreUnavailable, Ticket
 from .window import US, Grant, Pace, TeamQuota, Verdict

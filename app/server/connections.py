@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .descriptors import connection_cap
 
 if TYPE_CHECKING:
-    from ..catalog import ModelSpec
-    from ..settings import Settings, UpstreamConfig
+    from ..config.catalog import ModelSpec
+    from ..config.settings import Settings, UpstreamConfig
 
 log = logging.getLogger("embedding_gateway")
 CROWDED = 7 / 8  # of the cap: past it, answers say Connection: close

@@ -11,9 +11,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ..catalog import ModelSpec
-from ..items import Item
-from ..params import Params
+from ..config.catalog import ModelSpec
+from ..inputs.items import Item
+from ..inputs.params import Params
 
 
 @dataclass(frozen=True, slots=True)

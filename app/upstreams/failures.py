@@ -1,17 +1,19 @@
 """The map from an upstream's non-200 answers to gateway errors: upstream 4xx stays 4xx with its code and
-message, 401/403 (about the gateway's own key) and 5xx become 502, 429 keeps Retry-After (timeouts and
+message, 401/403 (about the gateway's own key), 3xx (a redirect: a configuration error, never followed) and
+5xx become 502, 429 keeps Retry-After (timeouts and
 connection failures are mapped where they happen, in http.py). Every configured secret is masked in
-messages (app/masking.py) before they are cut to length, so no cut leaves a part of one."""
+messages (app/config/masking.py) before they are cut to length, so no cut leaves a part of one."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
+from ..config.masking import mask
 from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamRejected
-from ..masking import mask
 from .http import Answer
 
 MAX_MESSAGE = 300
@@ -28,6 +30,16 @@ def _retry_after(resp: Answer) -> float | None:
             if math.isfinite(seconds) and seconds >= 0:
                 return min(seconds, 600.0)
     return None
+
+
+def _target(resp: Answer) -> str:
+    """' to scheme://host/path' of a redirect's Location (no query, no credentials: those may be secrets)."""
+    try:
+        parts = urlsplit(resp.headers.get("location", ""))
+        where = f"{parts.scheme}://{parts.hostname}{parts.path}" if parts.scheme and parts.hostname else parts.path
+    except ValueError:
+        return ""
+    return f" to {mask(where)[:MAX_MESSAGE]}" if where else ""
 
 
 def _clean(message: object) -> str:
@@ -61,6 +73,12 @@ def _error_for(resp: Answer, upstream: str, code: str | None, message: object) -
         limited = RateLimited(text, code=code or "Throttling", dashscope_code=code, retry_after=hint or 1.0)
         limited.upstream_retry_after = hint
         return limited
+    if 300 <= status < 400:
+        return UpstreamFailed(
+            f"upstream {upstream} answered {status}, a redirect{_target(resp)}: the gateway follows no redirect "
+            "(a configuration error: set the upstream's base URL to the address it redirects to)",
+            code="upstream_redirect",
+        )
     if status in (401, 403):
         return UpstreamFailed(
             f"upstream {upstream} refused the gateway's credentials ({code or status})", code="upstream_auth"

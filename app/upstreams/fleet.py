@@ -33,13 +33,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from ..catalog import ModelSpec
+from ..config.catalog import ModelSpec
 from ..errors import GatewayError, RateLimited, Unavailable, UpstreamFailed, UpstreamInvalid, UpstreamTimeout
 from ..limits.quota import account
 from ..metrics import Metrics
 from .adapter import Batch, Result, Upstream
 from .caller import QuotaGate, upstream_status
-from .guard import Guard, retryable
+from .guard import MISCONFIGURED, Guard, retryable
 
 log = logging.getLogger("embedding_gateway.fleet")
 THROTTLED_S = 1.0  # a deployment that answered 429 without Retry-After ranks last this long
@@ -215,7 +215,7 @@ class Fleet:
             return outcome
         state.attempts += 1
         state.last = outcome
-        if isinstance(outcome, UpstreamInvalid) or outcome.code == "upstream_auth":
+        if isinstance(outcome, UpstreamInvalid) or outcome.code in MISCONFIGURED:
             state.excluded.add(d.name)  # never again for this call; another deployment may serve it
             self._failover(batch.spec, d, "invalid_answer" if isinstance(outcome, UpstreamInvalid) else "failed")
             return None
@@ -241,6 +241,8 @@ class Fleet:
             m.child(m.upstream_errors, up, model, type(exc).__name__).inc()
             if isinstance(exc, UpstreamInvalid):
                 log.warning("upstream %s broke its contract for model %s: %s", d.name, model, exc.message)
+            elif exc.code in MISCONFIGURED:
+                log.warning("upstream %s is misconfigured: %s", d.name, exc.message)
             raise
         finally:
             m.child(m.upstream_duration, up, model).observe(time.perf_counter() - t0)

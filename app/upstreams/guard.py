@@ -7,7 +7,8 @@ A small loop (in the fleet) rather than tenacity: the decisions that matter here
 validation errors are never retried).
 
 What is retried: 429, 5xx, timeouts and connection errors (UpstreamFailed). What is not: upstream 4xx
-(UpstreamRejected: the same request would be refused again), refused credentials, poison answers
+(UpstreamRejected: the same request would be refused again), refused credentials and redirects (a
+deployment's configuration error: MISCONFIGURED), poison answers
 (UpstreamInvalid: the same batch would be answered the same way, and billed again), and anything the gate
 raises. What opens the breaker: consecutive failures of the upstream itself (5xx, timeouts, resets). A
 429, a 4xx or a poison answer shows the upstream alive, so it counts as success.
@@ -46,17 +47,22 @@ class RetryPolicy:
         return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
+# A deployment's configuration error (its key refused, its URL redirected): the same call to it would fail the
+# same way, and the upstream is up. Another deployment of the model may serve the call (fleet.py).
+MISCONFIGURED = frozenset({"upstream_auth", "upstream_redirect"})
+
+
 def retryable(exc: GatewayError) -> bool:
     """Whether the same call may succeed if sent again to the same upstream."""
     if isinstance(exc, RateLimited):
         return True
-    return isinstance(exc, UpstreamFailed) and not isinstance(exc, UpstreamInvalid) and exc.code != "upstream_auth"
+    return upstream_failure(exc)
 
 
 def upstream_failure(exc: GatewayError) -> bool:
-    """Whether `exc` says the upstream itself is failing (what the breaker counts): not a poison answer,
-    which says the upstream is up (and would open the breaker for its other models too)."""
-    return isinstance(exc, UpstreamFailed) and not isinstance(exc, UpstreamInvalid) and exc.code != "upstream_auth"
+    """Whether `exc` says the upstream itself is failing (what the breaker counts): not a poison answer or a
+    configuration error, which say the upstream is up (and would open the breaker for its other models too)."""
+    return isinstance(exc, UpstreamFailed) and not isinstance(exc, UpstreamInvalid) and exc.code not in MISCONFIGURED
 
 
 class Guard:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from app.api.answer import SLICE_BYTES, SMALL_ANSWER_BYTES, SlicedAnswer, answer
 from app.api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
 from app.errors import Unavailable
-from app.memory import MemoryBudget
+from app.runtime.budget import MemoryBudget
 
 
 def vectors(n: int, dim: int = 1024) -> list[bytes]:

@@ -2,11 +2,11 @@
 
 Observe (observe.py) makes it as a request comes in and keeps it in the ASGI scope under `SCOPE_KEY`; a
 route (or an error handler, or another front layer) reaches it with `exchange_of(scope)`. The route fills
-it: the caller's team (auth), its lease on the memory budget (bodies, fetched media: app/memory.py), the
+it: the caller's team (auth), its lease on the memory budget (bodies, fetched media: app/runtime/budget.py), the
 response headers it adds (the rate-limit headers, which go on every response, errors included) and the
 fields of the log line (model, items, hits, misses, tokens, and upstream_s, the time spent waiting on the
-upstream, which the overhead histogram subtracts). Observe reads it back when the response starts
-(headers) and when it ends (metrics, log line, the lease released).
+upstream, which the overhead histogram subtracts), and the trace id when traces are on. Observe reads it
+back when the response starts (headers) and when it ends (metrics, log line, the lease released).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import Scope
 
 if TYPE_CHECKING:
-    from ...memory import Lease
+    from ...runtime.budget import Lease
 
 SCOPE_KEY = "gateway.exchange"
 
@@ -36,6 +36,8 @@ class Exchange:
     tokens: int = 0
     upstream_s: float = 0.0
     lease: Lease | None = None  # the request's share of the memory budget, released when it ends
+    trace_id: str | None = None  # 32 hex digits when traces are on (app/telemetry/incoming.py)
+    sampled: bool = False  # whether its span is exported (then the trace id is an exemplar)
 
     def log_fields(self, line: dict[str, Any]) -> None:
         """Add this request's fields to its log line (never inputs, vectors or keys)."""
@@ -48,6 +50,8 @@ class Exchange:
             line["misses"] = self.misses
             line["tokens"] = self.tokens
             line["upstream_s"] = self.upstream_s
+        if self.trace_id is not None:
+            line["trace_id"] = self.trace_id
 
 
 def exchange_of(scope: Scope) -> Exchange:

@@ -58,6 +58,8 @@ class Observe:
         self.metrics = metrics
         self.request_id = RequestIds()
         self.access_log = AccessLog()
+        # prometheus-client keeps no exemplar in multiprocess mode (several workers): none is made then.
+        self.exemplars = metrics.multiprocess_dir is None
         metrics.init_routes(route for route in ROUTES.values() if route != "models")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -94,11 +96,14 @@ class Observe:
         finally:
             elapsed = time.perf_counter() - t0
             m.in_flight.dec()
-            if exchange.lease is not None:  # the bytes the request held from the memory budget (app/memory.py)
+            if exchange.lease is not None:  # the bytes the request held from the memory budget (app/runtime/budget.py)
                 exchange.lease.release()
             team = exchange.team
             m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)).inc()
-            m.child(m.request_duration, route).observe(elapsed)
+            if exchange.sampled and self.exemplars:  # the trace of this observation (app/telemetry/incoming.py)
+                m.child(m.request_duration, route).observe(elapsed, {"trace_id": exchange.trace_id or ""})
+            else:
+                m.child(m.request_duration, route).observe(elapsed)
             m.child(m.overhead, route).observe(max(0.0, elapsed - exchange.upstream_s))
             if self.access_log.enabled:
                 line: dict[str, Any] = {

@@ -26,8 +26,8 @@ from typing import Any
 
 from starlette.types import Scope
 
-from .api.asgi.exchange import exchange_of
-from .errors import Unavailable
+from ..api.asgi.exchange import exchange_of
+from ..errors import Unavailable
 
 SMALL_BODY_BYTES = 64 * 1024  # bodies up to this size are not counted: the connection cap bounds them
 # A fetched image is held as bytes, as its base64 data URI, decoded again to hash it, and in the upstream request.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .limits.window import TeamQuota
-from .settings import Settings
+from ..config.settings import Settings
+from ..limits.window import TeamQuota
 
 ALL_MODELS = "*"
 

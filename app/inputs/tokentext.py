@@ -18,8 +18,8 @@ from collections.abc import Iterable
 
 import tiktoken
 
-from .catalog import ModelSpec
-from .errors import InvalidRequest
+from ..config.catalog import ModelSpec
+from ..errors import InvalidRequest
 
 DEFAULT_ENCODING = "cl100k_base"  # what LangChain and LlamaIndex fall back to for a name tiktoken does not know
 # encoding -> the name under which a package registers it with its file on disk (a tiktoken_ext plugin)

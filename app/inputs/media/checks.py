@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..errors import InvalidRequest, PayloadTooLarge
+from ...errors import InvalidRequest, PayloadTooLarge
 from .formats import MIME_FORMATS, sniff_format
 
 MAX_URL_CHARS = 4096

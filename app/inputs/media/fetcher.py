@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..errors import InvalidRequest, PayloadTooLarge
-from ..memory import FETCH_WEIGHT, Lease
-from ..metrics import Metrics
-from ..settings import Settings
+from ...config.settings import Settings
+from ...errors import InvalidRequest, PayloadTooLarge
+from ...metrics import Metrics
+from ...runtime.budget import FETCH_WEIGHT, Lease
 from .addresses import parse_public
 from .formats import MIME_FORMATS, sniff_format
 
@@ -115,7 +115,7 @@ class Fetcher:
 
         With a lease, room for the largest image allowed is taken from the memory budget before any
         connection is made (so a fetch waiting for memory holds no connection), and what the image did not
-        use is given back once it is read (app/memory.py)."""
+        use is given back once it is read (app/runtime/budget.py)."""
         cap = min(self.max_bytes, max_bytes or self.max_bytes)
         outcome = "aborted"  # cancelled with its request
         if lease is not None:

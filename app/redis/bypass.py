@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .metrics import Metrics
+from ..metrics import Metrics
 
 log = logging.getLogger("embedding_gateway.breaker")
 

@@ -5,7 +5,9 @@ rename, `kubectl` updating a mounted ConfigMap (a symlink swapped to a new folde
 change it. SIGHUP reloads at once (the CLI's supervisor passes it on to every worker). A new file is
 validated as a whole, with the same rules as at start; then the teams and their key hashes are swapped in
 one assignment, so a request sees either the old teams or the new ones. A file that does not validate is
-refused with a log line and the old teams stay. Logs name teams, never keys.
+refused with a log line and the old teams stay; so is a file that vanishes (deleted, moved, unreadable): said
+once when the watch finds it gone (as SIGHUP says it), not on every poll, and read again when it is back.
+Logs name teams, never keys.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from .auth import Authenticator
-from .metrics import Metrics
-from .settings import CONFIG_ENV, Settings, TeamConfig
-from .teams import teams_from, unknown_models
+from ..config.settings import CONFIG_ENV, Settings, TeamConfig
+from ..metrics import Metrics
+from .keys import Authenticator
+from .team import teams_from, unknown_models
 
 log = logging.getLogger("embedding_gateway")
 
@@ -108,7 +110,10 @@ class TeamsReloader:
         while True:
             await asyncio.sleep(self.interval_s)
             digest = _digest(path)
-            if digest is not None and digest != self.digest:
+            if digest is None and self.digest is not None:
+                self.digest = None  # gone: said once; its return (any content) is a change
+                log.error("teams not reloaded (file changed): %s is gone or unreadable, the previous teams stay", path)
+            elif digest is not None and digest != self.digest:
                 self.reload(reason="file changed")
 
     def start(self) -> None:

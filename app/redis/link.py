@@ -37,7 +37,7 @@ from redis.exceptions import (
     RedisError,
 )
 
-from .rediscause import cause, place
+from .cause import cause, place
 
 log = logging.getLogger("embedding_gateway.redis")
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import ModelSpec
-from .errors import InvalidRequest
+from ..config.catalog import ModelSpec
+from ..errors import InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from ..catalog import ModelSpec
-from ..errors import GatewayError, InvalidRequest, PayloadTooLarge
+from ...config.catalog import ModelSpec
+from ...errors import GatewayError, InvalidRequest, PayloadTooLarge
+from ...runtime.budget import Lease
 from ..items import Item
-from ..memory import Lease
 from .fetcher import Fetcher
 
 Parse = Callable[[object], list[Item]]

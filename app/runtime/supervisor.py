@@ -2,7 +2,7 @@
 
 uvicorn answers SIGHUP by replacing every worker, which would drop their caches (and reload the local
 model in each). Here SIGHUP is passed on to the workers instead: each reloads its teams from the config
-file in place (app/teams_reload.py). A worker that dies is still replaced, as uvicorn does.
+file in place (app/teams/reload.py). A worker that dies is still replaced, as uvicorn does.
 """
 
 from __future__ import annotations

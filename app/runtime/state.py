@@ -6,20 +6,20 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from .api.turns import Turns
-from .api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
-from .auth import Authenticator
-from .cache.store import VectorCache
-from .catalog import Catalog, ModelSpec
-from .errors import NotFound
-from .limits.admission import TeamLimiter
-from .limits.quota import UpstreamQuota
-from .media.fetcher import Fetcher
-from .memory import MemoryBudget
-from .metrics import Metrics
-from .service import EmbeddingService
-from .settings import Settings
-from .upstreams.fleet import Fleet
+from ..api.turns import Turns
+from ..api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
+from ..cache.store import VectorCache
+from ..config.catalog import Catalog, ModelSpec
+from ..config.settings import Settings
+from ..errors import NotFound
+from ..inputs.media.fetcher import Fetcher
+from ..limits.admission import TeamLimiter
+from ..limits.quota import UpstreamQuota
+from ..metrics import Metrics
+from ..service import EmbeddingService
+from ..teams.keys import Authenticator
+from ..upstreams.fleet import Fleet
+from .budget import MemoryBudget
 
 
 @dataclass(slots=True)
@@ -38,7 +38,7 @@ class Gateway:
     fetcher: Fetcher | None = None  # set when media_fetch is on
     floats: VectorText = field(init=False)
     base64s: VectorText = field(init=False)
-    memory: MemoryBudget = field(init=False)  # bodies and fetched media held at once (app/memory.py)
+    memory: MemoryBudget = field(init=False)  # bodies and fetched media held at once (app/runtime/budget.py)
     turns: Turns = field(init=False)  # large requests take the event loop in turns (api/turns.py)
 
     def __post_init__(self) -> None:

@@ -14,8 +14,8 @@ import ipaddress
 import secrets
 from collections.abc import Mapping
 
-from .errors import Unauthorized
-from .teams import Team
+from ..errors import Unauthorized
+from .team import Team
 
 KEY_PREFIX = "eg-"
 MAX_KEY_CHARS = 256

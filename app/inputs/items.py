@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
+from ..config.catalog import ModelSpec
+from ..errors import InvalidRequest
 from . import tokentext
-from .catalog import ModelSpec
-from .errors import InvalidRequest
 from .media.checks import check_image, check_video
 
 MEDIA_KEYS = ("text", "image", "video", "multi_images")

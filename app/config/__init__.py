@@ -1,0 +1,1 @@
+"""Configuration: typed settings (environment, YAML file), the model catalog, secrets masked."""

@@ -1,0 +1,1 @@
+"""Inputs: wire input parsed into Items and checked against the model; params; token ids; media."""

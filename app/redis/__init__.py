@@ -1,0 +1,1 @@
+"""The Redis link (single, Cluster, Sentinel), what went wrong with it, and the bypass."""

@@ -1,0 +1,70 @@
+"""Issue 19, item 6: the teams file watch says once that the file is gone (as SIGHUP does), not on every
+poll, keeps the teams it has, and reads the file again when it comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from app.config.settings import CONFIG_ENV, Settings
+from app.metrics import Metrics
+from app.teams import reload as teams_reload
+from app.teams.keys import Authenticator, hash_key, new_key
+from app.teams.team import teams_from
+
+
+def write(path: Path, teams: list[str]) -> None:
+    path.write_text(yaml.safe_dump({"teams": {t: {"keys": [hash_key(new_key())]} for t in teams}}))
+
+
+async def until(check: Callable[[], object], deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not check():
+        assert time.monotonic() < end, "not within the deadline"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_vanished_teams_file_is_said_once_and_read_again_when_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    write(path, ["search"])
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    monkeypatch.setenv("TEAMS_RELOAD_S", "0.01")
+    settings = Settings()
+    auth = Authenticator(teams_from(settings), {n: c.keys for n, c in settings.teams.items()}, required=True)
+    polls = 0
+    real_digest = teams_reload._digest
+
+    def counted(p: Path) -> str | None:
+        nonlocal polls
+        polls += 1
+        return real_digest(p)
+
+    monkeypatch.setattr(teams_reload, "_digest", counted)  # counts the watch's polls; reads the file as it is
+    reloader = teams_reload.TeamsReloader(str(path), settings, auth, Metrics(CollectorRegistry()), set())
+    caplog.set_level(logging.INFO, logger="embedding_gateway")
+    reloader.start()
+    try:
+        path.unlink()
+
+        def gone() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if "is gone" in r.getMessage()]
+
+        await until(gone)
+        seen = polls
+        await until(lambda: polls >= seen + 30)  # 30 more polls of the missing file
+        assert len(gone()) == 1 and gone()[0].levelno == logging.ERROR
+        assert "the previous teams stay" in gone()[0].getMessage() and set(reloader.teams) == {"search"}
+        write(path, ["search", "ads"])
+        await until(lambda: set(reloader.teams) == {"search", "ads"})
+        assert len(gone()) == 1
+    finally:
+        await reloader.stop()
