@@ -24,9 +24,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from .config.settings import MULTIPROC_ENV
 
 OTHER = "other"
-CONNECTION_CLOSES = (
-    "head_timeout", "body_timeout", "slow_body", "write_timeout", "evicted_slow", "evicted", "refused"
-)  # fmt: skip
+CONNECTION_CLOSES = ("head_timeout", "body_timeout", "slow_body", "write_timeout", "evicted_slow", "evicted", "refused")
 FETCH_OUTCOMES = ("ok", "refused", "too_large", "timeout", "unreachable", "aborted")
 ANONYMOUS = "anonymous"
 # The limits a team can hit; their rejection counters exist (at 0) from the start for every known team.
