@@ -80,7 +80,7 @@ async def keepalive_one(args: argparse.Namespace, req: bytes, out: dict[str, lis
     conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
     used = 0  # requests sent on the current connection
     next_at = time.monotonic()
-    while next_at < end:
+    while next_at < end and time.monotonic() < end:
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         next_at += args.interval
         if conn is None:
