@@ -69,3 +69,11 @@ async def test_a_large_answer_without_room_in_the_budget_is_a_503() -> None:
     await budget.lease().take(budget.max_bytes - 1000, "input")
     with pytest.raises(Unavailable):
         await respond(vectors(300), VectorText(1 << 20, float_json, FLOAT_RATIO), budget)
+
+
+async def test_an_answer_of_one_slice_is_written_with_its_length_and_counted() -> None:
+    budget = MemoryBudget(64 << 20, wait_s=0)
+    response, parts, whole = await respond(vectors(8), VectorText(1 << 20, float_json, FLOAT_RATIO), budget)
+    assert isinstance(response, SlicedAnswer) and parts == [whole, b""]
+    assert dict(response.raw_headers)[b"content-length"] == str(len(whole)).encode()
+    assert SMALL_ANSWER_BYTES < len(whole) <= budget.max_bytes - budget.free
