@@ -86,7 +86,8 @@ class SlicedAnswer(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        for part in self.slices:
+        for n, part in enumerate(self.slices):
+            if n:
+                await asyncio.sleep(0)  # one slice per loop turn, however fast the reader
             await send({"type": "http.response.body", "body": part, "more_body": True})
-            await asyncio.sleep(0)  # one slice per loop turn, however fast the reader
         await send({"type": "http.response.body", "body": b"", "more_body": False})
