@@ -70,6 +70,7 @@ class Rules:
     head_grace_s: float = 0.1
     max_open: int = 4096
     max_per_address: int = 0  # 0: no cap per client address
+    max_head_bytes: int = 72 * 1024  # a head still incomplete past this gets 431 (max_header_bytes + the line)
 
 
 class Connections:
@@ -187,5 +188,6 @@ def for_worker(
         body_grace_s=settings.http_body_grace_s,
         max_open=cap,
         max_per_address=settings.http_max_connections_per_address,
+        max_head_bytes=settings.max_header_bytes + 8 * 1024,
     )
     return Connections(rules, count=lambda reason: counter.labels(reason).inc())

@@ -47,6 +47,14 @@ REFUSAL = (
     b"content-length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
 )
 
+_TOO_LARGE_BODY = orjson.dumps(
+    {"error": {"message": "request head too large", "type": "invalid_request_error", "code": "headers_too_large"}}
+)
+HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
+)
+
 
 class GatewayProtocol(HttpToolsProtocol):
     def __init__(
@@ -66,6 +74,8 @@ class GatewayProtocol(HttpToolsProtocol):
         self.body_started = 0.0
         self.body_bytes = 0
         self.head_started = 0.0
+        self.head_bytes = 0  # of the head being received (llhttp keeps no limit of its own)
+        self.refused_head = False
         self.idle_since = 0.0
         self.address: str | None = None
         self.reading_body = False
@@ -127,12 +137,20 @@ class GatewayProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.refused_head:
+            return  # dropped: the client reads the 431, then closes (or the head deadline closes)
         self._unset_keepalive_if_required()
         if self.reading_body:
             self.deadline = self.loop.time() + self.registry.rules.body_timeout_s
+        else:
+            self.head_bytes += len(data)
         while True:
             try:
                 self.parser.feed_data(data)
+                if self.head_bytes > self.registry.rules.max_head_bytes:  # still no end of head
+                    self.refused_head = True
+                    self.transport.write(HEAD_TOO_LARGE)
+                    self.transport.write_eof()  # a close with unread bytes would reset before the answer
                 return
             except httptools.HttpParserError:
                 self.logger.warning(_BAD_REQUEST)
@@ -163,6 +181,7 @@ class GatewayProtocol(HttpToolsProtocol):
             self.declined = True  # the body comes after the offer: parsed by the parser of the replay
             return
         self.reading_body = True
+        self.head_bytes = 0
         self.head_started = self.idle_since = 0.0
         self.body_started = self.loop.time()
         self.body_bytes = 0

@@ -11,7 +11,9 @@ this process measures its own requests throughout:
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -159,3 +161,23 @@ def test_thousands_of_kept_alive_clients_lose_nothing(
     assert int(summary["ok"]) >= 5000 * 3, summary  # type: ignore[call-overload]
     closed = closed_total(gw)
     assert closed["evicted"] == 0 and closed["refused"] == 0, closed
+
+
+def test_a_head_that_grows_past_the_header_cap_is_refused_before_it_ends(gateways: GatewayFactory) -> None:
+    """llhttp buffers a header without a limit of its own: a head that never ends would grow until the
+    head deadline. Past max_header_bytes (and the request line), it gets 431 and the connection closes."""
+    gw = gateways.start()
+    port = int(gw.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            for _ in range(40):
+                sock.sendall(b"a" * 4096)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b'"code":"headers_too_large"' in answer
+    with httpx.Client(base_url=gw.url, timeout=10) as client:  # a normal large body is not a large head
+        r = client.post("/v1/embeddings", json={"model": MODEL, "input": [f"{i} " + "x" * 20_000 for i in range(5)]})
+        assert r.status_code == 200, r.text[:300]
