@@ -24,7 +24,8 @@ RUN bash scripts/install.sh ${INSTALL_ARGS}
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 gateway \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin gateway
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin gateway \
+ && mkdir -p /data/files && chown 10001:10001 /data/files
 WORKDIR /opt/embedding-gateway
 # HOST/PORT/WORKERS are read by `embedding-gateway serve`; with WORKERS > 1 the metrics of all worker
 # processes are merged (prometheus-client multiprocess mode, in a directory under /tmp). Teams and their

@@ -18,10 +18,17 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .api.asgi.aliases import routes_under
 from .api.asgi.exchange import exchange_of
 from .config.masking import mask
 
 log = logging.getLogger("embedding_gateway.errors")
+
+# The longest Retry-After we send. Clients give up at once on a longer one (LangChain JS retries only when it
+# is at most 60 s; the openai SDKs ignore a longer one and back off on their own), and a sliding window of a
+# minute counted in one-second buckets frees room up to 61 s later. A client that waits this long and retries
+# gets its answer, or a fresh Retry-After for what is left of the wait: limits stay exact.
+MAX_RETRY_AFTER_S = 60.0
 
 
 class Wire(Enum):
@@ -78,6 +85,14 @@ class PayloadTooLarge(InvalidRequest):
     dashscope_code = "BadRequest.TooLarge"
 
 
+class UnsupportedEncoding(InvalidRequest):
+    """A request body in a Content-Encoding the gateway does not inflate (it takes gzip and deflate)."""
+
+    status = 415
+    openai_code = "unsupported_content_encoding"
+    dashscope_code = "BadRequest.UnsupportedEncoding"
+
+
 class ClientClosed(InvalidRequest):
     """The client went away before its whole body arrived (nginx's 499): nobody reads the answer; it is
     counted and logged as a 4xx, not as a fault of the gateway."""
@@ -122,6 +137,11 @@ class RateLimited(GatewayError):
         self.code = self.openai_code
         if not self.dashscope_code.startswith("Throttling"):
             self.dashscope_code = RateLimited.dashscope_code
+
+
+class OverLimit(RateLimited):
+    """The request alone is larger than one of its team's limits: it can never pass, waiting cannot help
+    (the caller splits it)."""
 
 
 class UpstreamRejected(GatewayError):
@@ -171,6 +191,12 @@ def request_id_of(request: Request) -> str:
     return exchange_of(request.scope).request_id
 
 
+def openai_body(err: GatewayError) -> dict[str, object]:
+    """The OpenAI wire's error body (also a batch job's error line, app/jobs/)."""
+    code = mask(err.code) if err.code else err.code
+    return {"error": {"message": mask(err.message), "type": err.openai_type, "param": err.param, "code": code}}
+
+
 def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
     if wire is Wire.DASHSCOPE:
         body: dict[str, object] = {
@@ -181,19 +207,14 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
         if err.param:
             body["param"] = err.param
     else:
-        body = {
-            "error": {
-                "message": mask(err.message),
-                "type": err.openai_type,
-                "param": err.param,
-                "code": mask(err.code) if err.code else err.code,
-            }
-        }
+        body = openai_body(err)
     headers: dict[str, str] = {}  # x-request-id is added to every response by the Observe middleware
     if err.retry_after is not None:
-        # Whole seconds, rounded up: a client that waits exactly this long must not be refused again.
-        headers["retry-after"] = str(max(1, math.ceil(err.retry_after)))
-        headers["retry-after-ms"] = str(max(1, int(err.retry_after * 1000)))
+        # Whole seconds, rounded up (a client that waits exactly this long is not refused again for the same
+        # reason), and never above a minute (MAX_RETRY_AFTER_S).
+        seconds = min(err.retry_after, MAX_RETRY_AFTER_S)
+        headers["retry-after"] = str(max(1, math.ceil(seconds)))
+        headers["retry-after-ms"] = str(max(1, int(seconds * 1000)))
     return Response(orjson.dumps(body), status_code=err.status, headers=headers, media_type="application/json")
 
 
@@ -233,7 +254,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 404:
         err: GatewayError = NotFound(
-            f"no route {request.method} {request.url.path}", code="not_found", dashscope_code="NotFound"
+            f"no route {request.method} {request.url.path}{routes_under(request.url.path)}",
+            code="not_found",
+            dashscope_code="NotFound",
         )
     elif exc.status_code == 405:
         err = GatewayError(f"method {request.method} not allowed here", status=405, code="method_not_allowed")

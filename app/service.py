@@ -1,16 +1,19 @@
-"""EmbeddingService: the path of one request from items to vectors, and nothing else.
+"""EmbeddingService: the whole path of one parsed request, from items to vectors, in one call (`embed`).
 
-keys -> one cache read -> misses (duplicates once) -> the flights (app/flights/: identical in-flight misses
-once, across replicas through Redis leases; misses of concurrent requests batched up to the model's limit;
-each chunk sent through the upstream caller: guard, quota gate, adapter; new vectors written to the cache)
--> vectors in input order. Each layer calls only the one below it and gets its answer back.
-The service sees no HTTP, Redis or httpx types: it talks to a VectorCache and the flights.
+keys -> one cache read -> the team's admission for the misses (hits are not billed, so a whole hit is
+admitted with 0 tokens: one script call, docs/limits.md) -> misses (duplicates once) -> the flights
+(app/flights/: identical in-flight misses once, across replicas through Redis leases; misses of concurrent
+requests batched up to the model's limit; each chunk sent through the upstream caller: guard, quota gate,
+adapter; new vectors written to the cache)
+-> vectors in input order, the team's admission corrected to the bill and the rate-limit headers set on the
+reply. Each layer calls only the one below it and gets its answer back. The service sees no HTTP, Redis or
+httpx types: it talks to a VectorCache, the team limits, the upstream quota and the flights.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -21,7 +24,11 @@ from .config.catalog import ModelSpec
 from .flights.coalescer import FlightResult
 from .inputs.items import Item
 from .inputs.params import Params
+from .limits.admission import TeamLimiter
+from .limits.headers import rate_headers
+from .limits.quota import UpstreamQuota
 from .metrics import Metrics
+from .teams.team import Team
 
 
 @dataclass(slots=True)
@@ -29,7 +36,6 @@ class EmbedRequest:
     spec: ModelSpec
     params: Params
     items: list[Item]
-    team: str | None = None
     cache_read: bool = True
     cache_write: bool = True
 
@@ -60,6 +66,17 @@ class Lookup:
         return sum(it.est_tokens for k, it in zip(self.keys, items, strict=True) if k not in self.found)
 
 
+class Reply(Protocol):
+    """What the service puts on the response, whatever the outcome: the rate-limit headers, set as soon as
+    the team is admitted (they go on a 429 or a 502 as on the 200). The route's Exchange is one."""
+
+    headers: Mapping[str, str] | None
+
+
+class NoReply:
+    headers: Mapping[str, str] | None = None
+
+
 class Flights(Protocol):
     """What the service needs of the miss path (app/flights/: the coalescer, or it traced)."""
 
@@ -75,12 +92,24 @@ def by_upstream_name(spec: ModelSpec) -> str:
     return spec.upstream
 
 
+def billed_tokens(result: EmbedResult, est: int) -> int:
+    """What the request costs its team: the upstream's bill (cache hits cost nothing); the estimate of the
+    items that went upstream when the upstream reports no usage."""
+    if result.upstream_items == 0:
+        return 0
+    if result.billed_tokens > 0:
+        return result.billed_tokens
+    return max(0, est - result.hit_tokens)
+
+
 class EmbeddingService:
     def __init__(
         self,
         cache: VectorCache,
         flights: Flights,
         metrics: Metrics,
+        limits: TeamLimiter,
+        quota: UpstreamQuota,
         *,
         namespace: str,
         deadline_s: float,
@@ -90,14 +119,31 @@ class EmbeddingService:
         self.cache = cache
         self.flights = flights
         self.metrics = metrics
+        self.limits = limits
+        self.quota = quota
         self.namespace = namespace
         self.deadline_s = deadline_s
         self.route = route
 
-    async def embed(self, req: EmbedRequest) -> EmbedResult:
-        return await self.complete(req, await self.lookup(req))
+    async def embed(self, team: Team | None, req: EmbedRequest, reply: Reply | None = None) -> EmbedResult:
+        """The vectors of `req` for `team` (None: auth off), within the team's limits; a refusal raises
+        RateLimited (or Unavailable) after the headers are on `reply`. At background priority
+        (`params.background`: batch jobs) the team's limits are waited for, not refused."""
+        reply = reply or NoReply()
+        looked = await self._lookup(req)
+        admit = self.limits.admit_waiting if req.params.background else self.limits.admit
+        adm = await admit(team, looked.miss_tokens(req.items))
+        reply.headers = rate_headers(adm)
+        adm.enforce()
+        name = team.name if team is not None else None
+        async with adm, self.quota.ledger(req.spec, name) as ledger:
+            result = await self._complete(name, req, looked)
+            adm.billed = billed_tokens(result, sum(it.est_tokens for it in req.items))
+            ledger.billed = result.billed_tokens
+        reply.headers = rate_headers(adm)
+        return result
 
-    async def lookup(self, req: EmbedRequest) -> Lookup:
+    async def _lookup(self, req: EmbedRequest) -> Lookup:
         """The request's keys and what the cache holds for them (one read), before its team's admission."""
         params = replace(req.params, identity=self.route(req.spec))
         keys = KeyMaker(self.namespace, params.identity, req.spec.upstream_model, params).keys(req.items)
@@ -108,7 +154,7 @@ class EmbeddingService:
             found = {k: v for k, v in zip(unique, values, strict=True) if v is not None}
         return Lookup(params, keys, unique, found)
 
-    async def complete(self, req: EmbedRequest, looked: Lookup) -> EmbedResult:
+    async def _complete(self, team_name: str | None, req: EmbedRequest, looked: Lookup) -> EmbedResult:
         """The vectors of a looked-up request: its misses fetched through the flights."""
         spec, params, keys, unique, found = req.spec, looked.params, looked.keys, looked.unique, dict(looked.found)
         deadline = time.monotonic() + self.deadline_s
@@ -131,7 +177,7 @@ class EmbeddingService:
             hit_items = [it for k, it in zip(keys, req.items, strict=True) if k not in missed]
         self._count_items(req, keys, missed, fetched.coalesced)
         hit_tokens = sum(it.est_tokens for it in hit_items)
-        team, model = self.metrics.team(req.team), self.metrics.model(spec.name)
+        team, model = self.metrics.team(team_name), self.metrics.model(spec.name)
         # Billed tokens are counted per request (a micro-batch may serve several teams: each request carries
         # its apportioned share of the bill); saved tokens are the estimate of the items the cache served.
         if fetched.billed:

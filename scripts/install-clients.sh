@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the client matrix of tests/test_clients.py (issue 15), each client from its own registry:
+# Installs the client matrix of tests/clients/test_clients.py (issue 15), each client from its own registry:
 # - Python clients (LangChain, LlamaIndex, litellm, openai, dashscope) into .venv-clients, from the pinned
 #   tests/clients/requirements.txt: a virtualenv of their own, because these frameworks pin many packages
 #   that the gateway's .venv pins differently;

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything the tests need and runs the linters, the dependency audit and the whole test suite:
 # - through apt-get when missing: redis-server (the cache in tests; also the cluster and, run as
-#   `redis-server --sentinel`, the Sentinel of tests/redisfarm.py), openssl (the TLS tests' CA),
+#   `redis-server --sentinel`, the Sentinel of tests/support/redisfarm.py), openssl (the TLS tests' CA),
 #   prometheus + promtool (the dashboards and alert rules are evaluated by a real Prometheus),
 #   docker-compose (runs docker-compose.yml), docker.io (dockerd: the tests marked `docker` start their
 #   own engine, on a socket of their own, and stop it) and debootstrap (the base images those tests
 #   build; no container registry is reachable in CI), default-jdk-headless and curl (clients that offer
-#   h2c: tests/test_upgrade_offers.py);
+#   h2c: tests/clients/test_upgrade_offers.py);
 # - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does);
 # - the client matrix (scripts/install-clients.sh): .venv-clients, the openai npm package, golang-go, a JDK.
 set -euo pipefail

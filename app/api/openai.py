@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -20,11 +21,12 @@ from .answer import answer
 from .body import parse
 from .docs import request_body
 from .turns import is_large
+from .vectortext import VectorText
 
 router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 431, 502, 503, 504)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
 }
 
 
@@ -38,7 +40,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 async def create_embeddings(request: Request) -> Response:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
-    body = await parse(request, EmbeddingRequest, gw.settings.max_body_bytes, gw.memory)
+    body = await parse(request, EmbeddingRequest, gw.caps.max_body_bytes, gw.memory)
     spec = tenancy.model_for(gw, team, body.model)
     params = resolve(
         spec,
@@ -49,7 +51,7 @@ async def create_embeddings(request: Request) -> Response:
         opt_prefix="",
         forward_unknown=False,
     )
-    parse_contents = partial(parse_items.openai_items, spec=spec, limit=gw.settings.max_input_items)
+    parse_contents = partial(parse_items.openai_items, spec=spec, limit=gw.caps.max_input_items)
     lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
     large = is_large(body.input)
     if large:
@@ -71,6 +73,13 @@ async def create_embeddings(request: Request) -> Response:
         return {"object": "list", "data": data, "model": spec.name, "usage": usage}
 
     return await answer(request, gw.memory, document, entry, vectors, text, cache_headers(result))
+
+
+def render(result: EmbedResult, model: str, text: VectorText) -> bytes:
+    """The whole answer at once, as bytes (a line of a batch's output file: app/jobs/)."""
+    data = [{"object": "embedding", "index": i, "embedding": text.fragment(v)} for i, v in enumerate(result.vectors)]
+    usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
+    return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
 
 
 def cache_headers(result: EmbedResult) -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ..jobs.settings import JobSettings
 from .yamlfile import YamlSource
 
 CONFIG_ENV = "EMBEDDING_GATEWAY_CONFIG"
@@ -244,6 +245,7 @@ class Settings(BaseSettings):
     )
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    jobs: JobSettings = Field(default_factory=JobSettings, description="batch jobs (app/jobs/settings.py)")
 
     @field_validator("dashscope_base_url", "openai_base_url")
     @classmethod

@@ -78,9 +78,13 @@ def apportion(total: int, weights: list[int]) -> list[int]:
     return shares
 
 
-def group_key(spec: ModelSpec, params: Params) -> tuple[str, str, int, bool, bytes]:
+GroupKey = tuple[str, str, int, bool, bytes, bool]
+
+
+def group_key(spec: ModelSpec, params: Params) -> GroupKey:
+    """Background (batch job) misses are batched among themselves: their calls wait for idle quota."""
     options = orjson.dumps(params.options, option=orjson.OPT_SORT_KEYS)
-    return spec.name, params.identity, params.dimension, params.send_dimension, options
+    return spec.name, params.identity, params.dimension, params.send_dimension, options, params.background
 
 
 class Batcher:
@@ -91,9 +95,9 @@ class Batcher:
         self.caller = caller
         self.landing = landing
         self.window_s = window_s
-        self.groups: dict[tuple[str, str, int, bool, bytes], _Group] = {}
+        self.groups: dict[GroupKey, _Group] = {}
         self.tasks: set[asyncio.Task[None]] = set()
-        self.busy: dict[tuple[str, str, int, bool, bytes], int] = {}  # calls in flight per group
+        self.busy: dict[GroupKey, int] = {}  # calls in flight per group
 
     def submit(self, spec: ModelSpec, params: Params, pendings: list[Pending]) -> None:
         gk = group_key(spec, params)
@@ -114,12 +118,12 @@ class Batcher:
             else:  # nothing of this group in flight: no one to wait for but this loop turn's requests
                 group.timer = loop.call_soon(self._flush, gk)
 
-    def _cancel_timer(self, gk: tuple[str, str, int, bool, bytes], group: _Group) -> None:
+    def _cancel_timer(self, gk: GroupKey, group: _Group) -> None:
         if group.timer is not None:
             group.timer.cancel()
         del self.groups[gk]
 
-    def _flush(self, gk: tuple[str, str, int, bool, bytes]) -> None:
+    def _flush(self, gk: GroupKey) -> None:
         group = self.groups.pop(gk, None)
         if group is not None and group.items:
             self._start(group, group.items)

@@ -22,6 +22,9 @@ class Params:
     # What computes the vector: the cache identity of the deployment the request is routed to (set by the
     # service from the fleet; upstreams/fleet.py). Part of the cache key and of the micro-batch group.
     identity: str = ""
+    # A batch job's call (app/jobs/): never queues for upstream quota ahead of interactive calls
+    # (upstreams/fleet.py). Part of the micro-batch group, not of the cache key.
+    background: bool = False
 
     @property
     def fusion(self) -> bool:
@@ -114,3 +117,10 @@ def resolve(
         if name == "enable_fusion" and value and not spec.enable_fusion:
             raise InvalidRequest(f"{param}: not supported by {spec.name}", param=param)
     return Params(dim, send, given)
+
+
+def dashscope_options(spec: ModelSpec, upstream_kind: str, parameters: dict[str, Any]) -> Params:
+    """DashScope's `parameters` (the native routes and async tasks): `dimension` and the options."""
+    options = {k: v for k, v in parameters.items() if k != "dimension"}
+    return resolve(spec, upstream_kind, parameters.get("dimension"), options, dim_param="parameters.dimension",
+                   opt_prefix="parameters.", forward_unknown=True)  # fmt: skip

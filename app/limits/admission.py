@@ -3,11 +3,12 @@ correction afterwards (its tokens become what the upstream billed: cache hits ar
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, replace
 from types import TracebackType
 
-from ..errors import RateLimited, Unavailable
+from ..errors import OverLimit, RateLimited, Unavailable
 from ..metrics import Metrics
 from ..teams.team import Team
 from .failover import Limits
@@ -25,6 +26,7 @@ DASHSCOPE_CODES = {"tokens": "Throttling.AllocationQuota", "daily_tokens": "Thro
 
 
 UNLIMITED = TeamQuota()
+LIMIT_WAIT_S = 60.0  # the longest one wait for the team's limits at background priority (then asked again)
 
 
 @dataclass(slots=True)
@@ -50,7 +52,7 @@ class Admission:
         kind = v.reason or "requests"
         limit = self.quota.by_kind().get(kind)
         if v.too_large:
-            raise RateLimited(
+            raise OverLimit(
                 f"team {self.team.name}: this request (about {self.est} tokens) is larger than the "
                 f"{WHAT[kind]} limit ({limit}) and can never pass: split it",
                 dashscope_code=DASHSCOPE_CODES.get(kind),
@@ -105,6 +107,16 @@ class TeamLimiter:
         if not verdict.ok:
             self.metrics.ratelimit_rejections.labels(self.metrics.team(team.name), verdict.reason or "other").inc()
         return adm
+
+    async def admit_waiting(self, team: Team | None, est: int) -> Admission:
+        """Background priority (batch jobs): the team's limits are waited for rather than refused. The
+        admission returned is admitted, or over the limit alone (its enforce() raises OverLimit)."""
+        while True:
+            adm = await self.admit(team, est)
+            v = adm.verdict
+            if v is None or v.ok or v.too_large:
+                return adm
+            await asyncio.sleep(1.0 if v.reason == "unavailable" else min(LIMIT_WAIT_S, max(0.05, v.retry_us / US)))
 
     async def finish(self, adm: Admission) -> None:
         assert adm.ticket is not None

@@ -28,15 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from .descriptors import connection_cap
-
-if TYPE_CHECKING:
-    from ..config.catalog import ModelSpec
-    from ..config.settings import Settings, UpstreamConfig
 
 log = logging.getLogger("embedding_gateway")
 CROWDED = 7 / 8  # of the cap: past it, answers say Connection: close
@@ -169,25 +165,10 @@ class Connections:
             self._sweeper = None
 
 
-def for_worker(
-    settings: Settings, configs: dict[str, UpstreamConfig], catalog: Iterable[ModelSpec], counter: Any
-) -> Connections:
-    """The worker's client connections: deadlines, and a cap that leaves descriptors for its own
-    connections (each served upstream's pool, the media fetcher, Redis and files: http_fd_reserve).
-    Closes are counted in `counter` (a labelled prometheus Counter: gateway_connections_closed_total)."""
-    used = {spec.upstream for spec in catalog}
-    reserve = settings.http_fd_reserve + sum(configs[name].max_connections for name in used)
-    reserve += settings.media_fetch_concurrency if settings.media_fetch else 0
-    cap = connection_cap(settings.http_max_connections, reserve)
+def for_worker(max_connections: int, reserve: int, rules: Rules, counter: Any) -> Connections:
+    """The worker's client connections under `rules`, with a cap (at most `max_connections`) that leaves
+    `reserve` descriptors for its own connections (each served upstream's pool, the media fetcher, Redis and
+    files). Closes are counted in `counter` (a labelled prometheus Counter: gateway_connections_closed_total)."""
+    cap = connection_cap(max_connections, reserve)
     log.info("connections: at most %d per worker (descriptor limit minus %d reserved)", cap, reserve)
-    rules = Rules(
-        head_timeout_s=settings.http_head_timeout_s,
-        body_timeout_s=settings.http_body_timeout_s,
-        write_timeout_s=settings.http_write_timeout_s,
-        min_body_rate=settings.http_min_body_rate,
-        body_grace_s=settings.http_body_grace_s,
-        max_open=cap,
-        max_per_address=settings.http_max_connections_per_address,
-        max_head_bytes=settings.max_header_bytes + 8 * 1024,
-    )
-    return Connections(rules, count=lambda reason: counter.labels(reason).inc())
+    return Connections(replace(rules, max_open=cap), count=lambda reason: counter.labels(reason).inc())

@@ -40,6 +40,7 @@ from ..metrics import Metrics
 from .adapter import Batch, Result, Upstream
 from .caller import QuotaGate, upstream_status
 from .guard import MISCONFIGURED, Guard, retryable
+from .idle import admit_idle
 
 log = logging.getLogger("embedding_gateway.fleet")
 THROTTLED_S = 1.0  # a deployment that answered 429 without Retry-After ranks last this long
@@ -160,7 +161,10 @@ class Fleet:
             order = self._order(spec, identity, state)
             if not order:
                 raise state.last or Unavailable(f"model {spec.name} has no upstream configured")
-            d = await self._admit(order, tokens)
+            if batch.params.background:
+                d = await admit_idle(self.gate, order, tokens, deadline, self.clock, self.sleep, self.rng)
+            else:
+                d = await self._admit(order, tokens)
             result = await self._try(d, batch, deadline, state, others=len(order) - 1)
             if result is not None:
                 return replace(result, identity=d.identity)

@@ -3,7 +3,7 @@
 Run with the client matrix's own virtualenv (.venv-clients, from tests/clients/requirements.txt), never the
 gateway's: `python pyclients.py CASE '{"base": "http://127.0.0.1:PORT", "key": "...", "model": "...",
 "texts": [...], "query": "..."}'`. Prints {"documents": [[...], ...], "query": [...]} (or what the case
-returns) as JSON on stdout; tests/test_clients.py compares it with the stand-in's vectors.
+returns) as JSON on stdout; tests/clients/test_clients.py compares it with the stand-in's vectors.
 """
 
 from __future__ import annotations

@@ -11,11 +11,11 @@ import httpx
 import numpy as np
 import pytest
 import redis
-from conftest import Gateway, GatewayFactory, RedisServer, StandIn
 from openai import OpenAI
-from teamkit import write_config
 
 from bench.standin import canonical_digest, expected_vector
+from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn
+from tests.support.teamkit import write_config
 
 MODEL, DIM = "text-embedding-v4", 64
 

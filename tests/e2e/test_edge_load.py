@@ -1,6 +1,6 @@
 """The server edge under production's load shapes (issue 19), each shape from its own process
-(tests/loadshapes.py, tests/slowloris.py), bounded in count and time, on loopback, while a probe client in
-this process measures its own requests throughout:
+(tests/support/loadshapes.py, slowloris.py), bounded in count and time, on loopback, while a probe client
+in this process measures its own requests throughout:
 
 - 200 connections ask for a 26 MB answer (2,048 cached 1,024-float vectors) and never read it: the
   answers are written in slices with backpressure, so memory stays bounded, the write deadline closes
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import httpx
 import orjson
-from conftest import ROOT, Gateway, GatewayFactory, StandIn, clean_env
+
+from tests.support.processes import ROOT, Gateway, GatewayFactory, StandIn, clean_env
 
 MODEL = "text-embedding-v4"  # the stand-in answers 1,024 floats by default
 BIG = 2048  # vectors in a big answer: max_input_items' default
@@ -84,7 +85,7 @@ def shape(
     body_file.write_bytes(orjson.dumps(body))
     port = gw.url.rsplit(":", 1)[1]
     proc = subprocess.run(
-        [sys.executable, "tests/loadshapes.py", mode, "--port", port, "--body-file", str(body_file), *args],
+        [sys.executable, "tests/support/loadshapes.py", mode, "--port", port, "--body-file", str(body_file), *args],
         cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -131,7 +132,7 @@ def test_slow_bodies_are_closed_by_the_rate_rule(gateways: GatewayFactory, stand
     probe.start()
     port = gw.url.rsplit(":", 1)[1]
     proc = subprocess.run(
-        [sys.executable, "tests/slowloris.py", "--port", port, "--connections", "5000", "--body", "--drip", "8",
+        [sys.executable, "tests/support/slowloris.py", "--port", port, "--connections", "5000", "--body", "--drip", "8",
          "--hold", "40", "--batch", "500"],
         cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import Gateway, GatewayFactory, RedisServer, StandIn, start_standin, stop
 from openai import OpenAI
-from teamkit import write_config
 
 from tests.support.otlp import Receiver, Span, start_receiver
+from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, start_standin, stop
+from tests.support.teamkit import write_config
 
 SINGLE, PAIRED = "text-embedding-v4", "text-embedding-v3"  # one deployment (ds-a); two (ds-a, ds-b)
 TEAM = "platform"

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Gateway, GatewayFactory
-from teamkit import DS_TEXT, OPENAI, write_config
+
+from tests.support.processes import Gateway, GatewayFactory
+from tests.support.teamkit import DS_TEXT, OPENAI, write_config
 
 SECRET = "sig-" + uuid.uuid4().hex
 TARGET = f"https://user:{SECRET}@dashscope.example.com/api/v1/services/x?token={SECRET}"

@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from conftest import RedisServer, start_redis, stop
-from misspath import miss_path
 from prometheus_client import CollectorRegistry
-from test_service import FakeUpstream, as_arrays, expected, request
 
 from app.cache.hot import HotCache
 from app.cache.redis import RedisCache
 from app.metrics import Metrics
 from app.redis.link import single
 from bench.procs import free_port
+from tests.support.misspath import miss_path
+from tests.support.processes import RedisServer, start_redis, stop
+from tests.unit.test_service import FakeUpstream, as_arrays, expected, request
 
 
 @pytest.fixture

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from misspath import miss_path
 from prometheus_client import CollectorRegistry
-from test_service import DIM, FakeUpstream, as_arrays, expected, request
 
 from app.cache.checks import usable
 from app.cache.hot import HotCache
 from app.cache.lru import MemoryCache
 from app.metrics import Metrics
+from tests.support.misspath import miss_path
+from tests.unit.test_service import DIM, FakeUpstream, as_arrays, expected, request
 
 SIZE = 4 * DIM
 
@@ -54,13 +54,13 @@ async def test_a_poisoned_entry_is_fetched_again_overwritten_and_never_served(ho
     cache = HotCache(shared, 1 << 20) if hot else shared
     metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
     svc = miss_path({"fake": up}, metrics, cache=cache)
-    await svc.embed(request(["a"]))
+    await svc.embed(None, request(["a"]))
     (key,) = shared._data
     await shared.set_many([(key, poison(np.nan))])
     if hot:
         await cache.hot.close()  # a worker that has not seen the key: the poisoned value is read from the shared store
     up.batches.clear()
-    result = await svc.embed(request(["a"]))
+    result = await svc.embed(None, request(["a"]))
     assert up.batches == [["a"]] and (result.hits, result.misses) == (0, 1)
     np.testing.assert_array_equal(as_arrays(result.vectors)[0], expected(["a"])[0])
     assert shared._data[key] == expected(["a"])[0].tobytes()  # overwritten
@@ -68,5 +68,5 @@ async def test_a_poisoned_entry_is_fetched_again_overwritten_and_never_served(ho
         assert cache.hot._data[key] == expected(["a"])[0].tobytes()
     assert refused(metrics, "non_finite") == 1
     up.batches.clear()
-    again = await svc.embed(request(["a"]))  # the good value now: a hit, nothing counted
+    again = await svc.embed(None, request(["a"]))  # the good value now: a hit, nothing counted
     assert up.batches == [] and again.hits == 1 and refused(metrics, "non_finite") == 1

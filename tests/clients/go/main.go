@@ -1,5 +1,5 @@
 // Go's standard net/http client calling the gateway's OpenAI route, as a Go service would without an SDK
-// (tests/test_clients.py runs it with Debian's golang-go).
+// (tests/clients/test_clients.py runs it with Debian's golang-go).
 //
 //	go run . '{"base": "http://127.0.0.1:PORT", "key": "...", "model": "...", "texts": [...], "query": "..."}'
 //

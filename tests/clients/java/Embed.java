@@ -1,5 +1,5 @@
 // Java's default java.net.http.HttpClient calling the gateway's OpenAI route, as a Java service would without
-// an SDK (tests/test_clients.py runs it as a single-file program: `java Embed.java BASE KEY BODY...`). The
+// an SDK (tests/clients/test_clients.py runs it as a single-file program: `java Embed.java BASE KEY BODY...`). The
 // default client offers HTTP/2 (an `Upgrade: h2c` header on plain HTTP), which the gateway must answer as
 // HTTP/1.1 with the body read. Prints a JSON array of the answers' bodies; exits 1 on a status other than 200.
 import java.net.URI;

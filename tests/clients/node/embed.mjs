@@ -1,4 +1,4 @@
-// The openai npm package pointed at the gateway, as its README shows (tests/test_clients.py runs this).
+// The openai npm package pointed at the gateway, as its README shows (tests/clients/test_clients.py runs this).
 // node embed.mjs CASE '{"base": "http://127.0.0.1:PORT", "key": "...", "model": "...", "texts": [...], "query": "..."}'
 // Prints the vectors (and what else the case returns) as JSON on stdout.
 import OpenAI from "openai";

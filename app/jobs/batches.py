@@ -1,0 +1,140 @@
+"""Batches: the OpenAI Batch API's operations on batch records (create, get, list, cancel), the batch
+object in OpenAI's shape, and the run of one batch by a worker (start, chunks, finalize).
+
+Statuses: validating (created, queued) -> in_progress (a worker runs it) -> finalizing (output files
+written) -> completed; cancelling (asked) -> cancelled (at the next chunk, or at once when no worker has it
+yet; the output so far is kept); failed (the input file is gone). `request_counts` move at every chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from ..errors import GatewayError, InvalidRequest, NotFound
+from .files import FileStore, new_id
+from .records import Records, now
+from .runner import BatchRunner
+
+log = logging.getLogger("embedding_gateway.jobs")
+WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who runs a batch now (`jobs show`, the replica tests)
+ENDPOINTS = ("/v1/embeddings",)
+WINDOWS = {"24h": 86_400}
+FINAL = ("completed", "failed", "cancelled", "expired")
+TIMES = ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at")
+
+
+def batch_object(b: dict[str, str]) -> dict[str, Any]:
+    counts = {k: int(b.get(k) or 0) for k in ("total", "completed", "failed")}
+    errors = orjson.loads(b["errors"]) if b.get("errors") else None
+    return {
+        "id": b["id"], "object": "batch", "endpoint": b["endpoint"], "errors": errors,
+        "input_file_id": b["input_file_id"], "completion_window": b["completion_window"], "status": b["status"],
+        "output_file_id": b.get("output_file_id") or None, "error_file_id": b.get("error_file_id") or None,
+        "created_at": int(b["created_at"]), "expires_at": int(b["expires_at"]),
+        **{k: int(b[k]) if b.get(k) else None for k in TIMES},
+        "request_counts": counts, "metadata": orjson.loads(b["metadata"]) if b.get("metadata") else None,
+    }  # fmt: skip
+
+
+class Batches:
+    def __init__(self, records: Records, files: FileStore, runner: BatchRunner) -> None:
+        self.records = records
+        self.files = files
+        self.runner = runner
+        self.enqueue: Callable[[str], Awaitable[None]] | None = None  # set by the worker (worker.py)
+        self.prepare: Callable[[dict[str, str]], Awaitable[str]] | None = None  # a task's input fetch (tasks.py)
+
+    async def create(self, team: str, body: dict[str, Any]) -> dict[str, str]:
+        fid, endpoint, window = body.get("input_file_id"), body.get("endpoint"), body.get("completion_window")
+        if endpoint not in ENDPOINTS:
+            raise InvalidRequest(f"endpoint: only {', '.join(ENDPOINTS)} is served here", param="endpoint")
+        if window not in WINDOWS:
+            raise InvalidRequest("completion_window: must be '24h'", param="completion_window")
+        if not isinstance(fid, str):
+            raise InvalidRequest("input_file_id: required", param="input_file_id")
+        metadata = body.get("metadata")
+        if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16
+                                     or any(not isinstance(v, str) or len(v) > 512 for v in metadata.values())):
+            raise InvalidRequest("metadata: at most 16 string values of 512 characters", param="metadata")  # fmt: skip
+        rec = await self.files.get(team, fid)
+        if rec["purpose"] != "batch":
+            raise InvalidRequest(f"input_file_id: {fid} was not uploaded with purpose 'batch'", param="input_file_id")
+        created = now()
+        b = {"id": new_id("batch_"), "team": team, "kind": "openai", "endpoint": endpoint, "input_file_id": fid,
+             "completion_window": window, "status": "validating", "created_at": created,
+             "expires_at": created + WINDOWS[window], "total": rec["lines"], "metadata": metadata}  # fmt: skip
+        await self.records.put_batch(b)
+        assert self.enqueue is not None
+        await self.enqueue(b["id"])
+        return await self.get(team, b["id"])
+
+    async def get(self, team: str, bid: str) -> dict[str, str]:
+        b = await self.records.batch(bid) if len(bid) < 80 else None
+        if b is None or b["team"] != team:
+            raise NotFound(f"batch_id: no batch {bid[:80]!r}", param="batch_id", code="not_found")
+        return b
+
+    async def page(self, team: str, after: str | None, limit: int) -> tuple[list[dict[str, str]], bool]:
+        ids = await self.records.batch_ids(team, after, limit + 1)
+        found = [b for b in [await self.records.batch(i) for i in ids[:limit]] if b is not None]
+        return found, len(ids) > limit
+
+    async def cancel(self, team: str | None, bid: str) -> dict[str, str]:
+        b = await self.get(team, bid) if team is not None else await self.records.batch(bid)
+        if b is None:
+            raise NotFound(f"batch_id: no batch {bid[:80]!r}", param="batch_id", code="not_found")
+        await self.records.transition(bid, ["validating", "in_progress"], status="cancelling", cancelling_at=now())
+        return await self.records.batch(bid) or b
+
+    async def run(self, bid: str, touch: Callable[[], Awaitable[None]]) -> None:
+        """The worker's whole job for one batch (any replica, any number of times: it resumes)."""
+        b = await self.records.batch(bid)
+        if b is None or b["status"] in FINAL:
+            return
+        await self.records.transition(bid, ["validating"], status="in_progress", in_progress_at=now())
+        b = await self.records.batch(bid) or b
+        if b["status"] == "in_progress":
+            await self.records.update(bid, worker=WORKER)
+            team = self.runner.gw.auth.team(b["team"])
+            try:
+                if not b.get("input_file_id") and self.prepare is not None:
+                    b["input_file_id"] = await self.prepare(b)
+                    await self.records.update(bid, input_file_id=b["input_file_id"])
+                await self.runner.chunks(b, team, touch)
+            except (FileNotFoundError, GatewayError) as exc:
+                why = exc.message if isinstance(exc, GatewayError) else "the input file is gone"
+                errors = {"object": "list", "data": [{"code": "invalid_input", "message": why,
+                                                      "param": "input_file_id", "line": None}]}  # fmt: skip
+                await self.records.transition(bid, ["in_progress"], status="failed", failed_at=now(), errors=errors)
+                return
+            await self.records.transition(bid, ["in_progress"], status="finalizing", finalizing_at=now())
+        await self.finalize(bid)
+
+    async def finalize(self, bid: str) -> None:
+        b = await self.records.batch(bid)
+        if b is None or b["status"] not in ("finalizing", "cancelling"):
+            return
+        parts, fields = int(b.get("parts") or 0), {}
+        base = bid.removeprefix("batch_")
+        for kind, count, size, name in (("out", "completed", "out_bytes", "output_file_id"),
+                                        ("err", "failed", "err_bytes", "error_file_id")):  # fmt: skip
+            if int(b.get(count) or 0) == 0:
+                continue
+            fid = f"file-{base}{kind}"
+            keys = [f"batches/{bid}/{kind}/{i:06d}" for i in range(parts)]
+            await self.files.create(b["team"], fid, f"{bid}_{kind}put.jsonl", "batch_output", keys,
+                                    int(b.get(size) or 0), int(b.get(count) or 0))  # fmt: skip
+            await self.records.add_bytes(b["team"], int(b.get(size) or 0))
+            fields[name] = fid
+        if b["status"] == "cancelling":
+            done = await self.records.transition(bid, ["cancelling"], status="cancelled", cancelled_at=now(), **fields)
+        else:
+            done = await self.records.transition(bid, ["finalizing"], status="completed", completed_at=now(), **fields)
+        if done:
+            log.info("batch %s %s", bid, "cancelled" if b["status"] == "cancelling" else "completed")

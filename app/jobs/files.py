@@ -1,0 +1,112 @@
+"""FileStore: the files of the OpenAI Files API as the batch jobs use them, owned by a team.
+
+A file is a record in Redis (records.py) and one or more objects in storage (an upload is one object; a
+job's output is one object per checkpointed chunk, served one after the other as one file, so a large
+output is never copied or concatenated). Files expire `file_ttl_s` after their creation (a sweep deletes
+them; an expired file not swept yet already answers 404). A team's stored bytes, inputs and outputs, are
+counted; an upload that would take them over `team_max_bytes` is refused (413) before it is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+from ..errors import InvalidRequest, NotFound, PayloadTooLarge
+from ..storage.base import Storage
+from .records import Records, now
+from .settings import JobSettings
+from .upload import MultipartFile
+
+log = logging.getLogger("embedding_gateway.jobs")
+PURPOSES = ("batch",)
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(12)
+
+
+def file_object(rec: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's file object."""
+    keys = ("id", "bytes", "created_at", "expires_at", "filename", "purpose")
+    return {"object": "file", **{k: rec[k] for k in keys}, "status": "processed", "status_details": None}
+
+
+class FileStore:
+    def __init__(self, storage: Storage, records: Records, settings: JobSettings) -> None:
+        self.storage = storage
+        self.records = records
+        self.settings = settings
+
+    async def upload(
+        self, team: str, content_type: str, declared: int | None, body: AsyncIterable[bytes]
+    ) -> dict[str, Any]:
+        s = self.settings
+        if declared is not None and declared > s.max_file_bytes + 64 * 1024:
+            raise PayloadTooLarge(f"file: larger than {s.max_file_bytes} bytes", param="file")
+        form = MultipartFile(content_type, max_bytes=s.max_file_bytes, max_lines=s.max_lines)
+        hold = min(declared or s.max_file_bytes, s.max_file_bytes)
+        if not await self.records.reserve_bytes(team, hold, s.team_max_bytes):
+            raise PayloadTooLarge(f"file: team {team} has {s.team_max_bytes} bytes of files stored at most; "
+                                  "delete some first", param="file", status=413)  # fmt: skip
+        fid = new_id("file-")
+        key = f"files/{fid}/0"
+        try:
+            size = await self.storage.put(key, form.file_chunks(body))
+            purpose = form.fields.get("purpose", "")
+            if purpose not in PURPOSES:
+                raise InvalidRequest(f"purpose: {purpose[:40]!r} is not supported here; use 'batch'", param="purpose")
+        except BaseException:
+            await self.records.release_bytes(team, hold)
+            await self.storage.delete(key)
+            raise
+        await self.records.release_bytes(team, hold - size)
+        created = now()
+        rec = {"id": fid, "team": team, "bytes": size, "lines": form.lines, "created_at": created,
+               "expires_at": created + int(s.file_ttl_s), "filename": form.filename or "upload.jsonl",
+               "purpose": purpose, "parts": [key]}  # fmt: skip
+        await self.records.put_file(rec)
+        return rec
+
+    async def get(self, team: str, fid: str) -> dict[str, Any]:
+        """The team's file; 404 for another team's, an unknown or an expired one."""
+        rec = await self.records.file(fid) if fid.startswith("file-") and len(fid) < 64 else None
+        if rec is None or rec["team"] != team or rec["expires_at"] <= now():
+            raise NotFound(f"file_id: no file {fid[:64]!r}", param="file_id", code="not_found")
+        return rec
+
+    async def content(self, rec: dict[str, Any]) -> AsyncIterator[bytes]:
+        for key in rec["parts"]:
+            async for chunk in self.storage.get(key):
+                yield chunk
+
+    async def delete(self, rec: dict[str, Any]) -> None:
+        if await self.records.drop_file(rec):
+            for key in rec["parts"]:
+                await self.storage.delete(key)
+
+    async def create(self, team: str, fid: str, filename: str, purpose: str, parts: list[str], size: int,
+                     lines: int) -> dict[str, Any]:  # fmt: skip
+        """The record of a file the gateway wrote (a job's output): its bytes already counted (add_bytes)."""
+        created = now()
+        rec = {"id": fid, "team": team, "bytes": size, "lines": lines, "created_at": created,
+               "expires_at": created + int(self.settings.file_ttl_s), "filename": filename, "purpose": purpose,
+               "parts": parts}  # fmt: skip
+        await self.records.put_file(rec)
+        return rec
+
+    async def sweep(self) -> int:
+        """Delete expired files (every replica runs it now and then: a file goes once)."""
+        gone = 0
+        for fid in await self.records.expired_files():
+            rec = await self.records.file(fid)
+            if rec is None:
+                await self.records.redis.zrem(f"{self.records.ns}:expiry", fid)
+                continue
+            await self.delete(rec)
+            gone += 1
+        if gone:
+            log.info("deleted %d expired job files", gone)
+        return gone

@@ -1,0 +1,137 @@
+"""The lines of a batch: input lines read from a stream (each at most `max_line_bytes`), parsed and checked
+as the OpenAI Batch API takes them, and output/error lines in OpenAI's shapes.
+
+An input line is `{"custom_id", "method": "POST", "url": "/v1/embeddings", "body": <an embeddings
+request>}`. A line that is not that (not JSON, no custom_id, another url) or whose body the gateway
+refuses (the same checks as `POST /v1/embeddings`, the error naming the field) goes to the error file and
+counts as failed; it never reaches the cache or the upstream.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from ..api import tenancy
+from ..config.catalog import ModelSpec
+from ..errors import GatewayError, InvalidRequest, field_path, openai_body
+from ..inputs import items as parse_items
+from ..inputs.items import Item
+from ..inputs.media.inlining import parse_fetching
+from ..inputs.params import Params, resolve
+from ..runtime.state import Gateway
+from ..schemas.openai import EmbeddingRequest
+from ..teams.team import Team
+
+ENDPOINT = "/v1/embeddings"
+
+
+@dataclass(slots=True)
+class Line:
+    """One valid request of the batch."""
+
+    custom_id: str
+    spec: ModelSpec
+    params: Params
+    items: list[Item]
+    base64: bool
+
+
+async def split_lines(chunks: AsyncIterable[bytes], max_bytes: int) -> AsyncIterator[bytes | None]:
+    """The non-blank lines of a stream; None for a line longer than `max_bytes` (its bytes dropped)."""
+    buf = bytearray()
+    skipping = False
+    async for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if skipping or len(buf) + end - start > max_bytes:
+                yield None
+            else:
+                buf += chunk[start:end]
+                if buf.strip():
+                    yield bytes(buf)
+            buf.clear()
+            skipping = False
+            start = end + 1
+        if not skipping:
+            buf += chunk[start:]
+            if len(buf) > max_bytes:
+                skipping = True
+                buf.clear()
+    if skipping:
+        yield None
+    elif buf.strip():
+        yield bytes(buf)
+
+
+def request_id() -> str:
+    return "req_" + secrets.token_hex(12)
+
+
+def error_line(custom_id: str | None, err: GatewayError) -> bytes:
+    """A refused request: OpenAI's error-file line with the status and body the endpoint would answer."""
+    response = {"status_code": err.status, "request_id": request_id(), "body": openai_body(err)}
+    return _line(custom_id, response, None)
+
+
+def format_error(custom_id: str | None, message: str) -> bytes:
+    """A line that is not a request at all."""
+    return _line(custom_id, None, {"code": "invalid_request", "message": message})
+
+
+def ok_line(custom_id: str, body: bytes) -> bytes:
+    """`body`: the embeddings response, rendered (app/api/openai.py render)."""
+    head = _line(custom_id, {"status_code": 200, "request_id": request_id(), "body": None}, None)
+    return head.replace(b'"body":null', b'"body":' + body, 1)
+
+
+def _line(custom_id: str | None, response: Any, error: Any) -> bytes:
+    doc = {"id": "batch_req_" + secrets.token_hex(12), "custom_id": custom_id, "response": response, "error": error}
+    return orjson.dumps(doc) + b"\n"
+
+
+async def parse_line(gw: Gateway, team: Team | None, n: int, raw: bytes | None, max_bytes: int) -> Line | bytes:
+    """A Line, or the error line that takes its place (`raw` None: longer than `max_bytes`)."""
+    if raw is None:
+        return format_error(None, f"line {n}: longer than {max_bytes} bytes")
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return format_error(None, f"line {n}: not valid JSON")
+    if not isinstance(doc, dict):
+        return format_error(None, f"line {n}: not a JSON object")
+    cid = doc.get("custom_id")
+    if not isinstance(cid, str) or not cid:
+        return format_error(None, f"line {n}: custom_id: required, a non-empty string")
+    if doc.get("method") != "POST" or doc.get("url") != ENDPOINT:
+        return format_error(cid, f"line {n}: method and url: must be POST {ENDPOINT} (the batch's endpoint)")
+    try:
+        return await _request(gw, team, cid, doc.get("body"))
+    except GatewayError as err:
+        return error_line(cid, err)
+
+
+async def _request(gw: Gateway, team: Team | None, cid: str, body: object) -> Line:
+    if not isinstance(body, dict):
+        raise InvalidRequest("body: required, a JSON object", param="body")
+    try:
+        req = EmbeddingRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = field_path(tuple(first.get("loc", ())))
+        raise InvalidRequest(f"{param}: {first.get('msg', 'invalid value')}", param=param) from None
+    spec = tenancy.model_for(gw, team, req.model)
+    kind = gw.upstream_kinds[spec.upstream]
+    params = resolve(spec, kind, req.dimensions, req.options(), dim_param="dimensions", opt_prefix="",
+                     forward_unknown=False)  # fmt: skip
+    parse = partial(parse_items.openai_items, spec=spec, limit=gw.caps.max_input_items)
+    items = await parse_fetching(gw.fetcher, spec, req.input, "input", parse)
+    if params.fusion:
+        items = [parse_items.fuse_all(items, spec, "input")]
+    return Line(cid, spec, params, items, req.encoding_format == "base64")

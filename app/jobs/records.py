@@ -1,0 +1,139 @@
+"""Records: the state of job files and batches in Redis, shared by every replica.
+
+Keys (under the cache namespace): `jobs:file:<id>` (a file's record, JSON), `jobs:batch:<id>` (a batch's
+fields, a hash: counters move with HINCRBY-free HSETs from the one worker running it), per team a sorted
+set of its files and of its batches by creation time (listing, pagination), per team its stored bytes,
+and one sorted set of every file by expiry time (the sweep). Status changes go through one script that
+changes the status only from the states it names, so a cancel and the end of a run never both win.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+TRANSITION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return -1 end
+for i = 1, tonumber(ARGV[1]) do
+  if ARGV[1 + i] == status then
+    redis.call('HSET', KEYS[1], unpack(ARGV, 2 + tonumber(ARGV[1])))
+    return 1
+  end
+end
+return 0
+"""
+
+RESERVE = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return -1 end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class Records:
+    def __init__(self, redis: Redis, namespace: str) -> None:
+        self.redis = redis
+        self.ns = f"{namespace}:jobs"
+        self._transition = redis.register_script(TRANSITION)
+        self._reserve = redis.register_script(RESERVE)
+
+    # Files
+    async def put_file(self, rec: dict[str, Any]) -> None:
+        team, fid = rec["team"], rec["id"]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(f"{self.ns}:file:{fid}", orjson.dumps(rec))
+            pipe.zadd(f"{self.ns}:files:{team}", {fid: rec["created_at"]})
+            pipe.zadd(f"{self.ns}:expiry", {fid: rec["expires_at"]})
+            await pipe.execute()
+
+    async def file(self, fid: str) -> dict[str, Any] | None:
+        raw = await self.redis.get(f"{self.ns}:file:{fid}")
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def drop_file(self, rec: dict[str, Any]) -> bool:
+        """The record gone and its bytes returned to the team; False when another replica got there first."""
+        team, fid = rec["team"], rec["id"]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(f"{self.ns}:file:{fid}")
+            pipe.zrem(f"{self.ns}:files:{team}", fid)
+            pipe.zrem(f"{self.ns}:expiry", fid)
+            deleted, _, _ = await pipe.execute()
+        if deleted:
+            await self.redis.decrby(f"{self.ns}:bytes:{team}", int(rec["bytes"]))
+        return bool(deleted)
+
+    async def expired_files(self, limit: int = 100) -> list[str]:
+        ids = await self.redis.zrangebyscore(f"{self.ns}:expiry", "-inf", now(), start=0, num=limit)
+        return [_s(i) for i in ids]
+
+    async def reserve_bytes(self, team: str, size: int, cap: int) -> bool:
+        return int(await self._reserve(keys=[f"{self.ns}:bytes:{team}"], args=[size, cap])) >= 0
+
+    async def release_bytes(self, team: str, size: int) -> None:
+        if size:
+            await self.redis.decrby(f"{self.ns}:bytes:{team}", size)
+
+    async def add_bytes(self, team: str, size: int) -> None:
+        await self.redis.incrby(f"{self.ns}:bytes:{team}", size)
+
+    async def team_bytes(self, team: str) -> int:
+        return int(await self.redis.get(f"{self.ns}:bytes:{team}") or 0)
+
+    # Batches
+    async def put_batch(self, fields: dict[str, Any]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(f"{self.ns}:batch:{fields['id']}", mapping={k: _text(v) for k, v in fields.items()})
+            order = time.time_ns() // 1000  # microseconds: batches created in one second keep their order
+            pipe.zadd(f"{self.ns}:batches:{fields['team']}", {fields["id"]: order})
+            pipe.zadd(f"{self.ns}:batches", {fields["id"]: order})
+            await pipe.execute()
+
+    async def batch(self, bid: str) -> dict[str, str] | None:
+        raw = await self.redis.hgetall(f"{self.ns}:batch:{bid}")
+        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
+
+    async def update(self, bid: str, **fields: Any) -> None:
+        await self.redis.hset(f"{self.ns}:batch:{bid}", mapping={k: _text(v) for k, v in fields.items()})
+
+    async def transition(self, bid: str, sources: Sequence[str], **fields: Any) -> bool:
+        """Set `fields` (a new `status` among them) only while the status is one of `sources`."""
+        flat = [x for k, v in fields.items() for x in (k, _text(v))]
+        done = await self._transition(keys=[f"{self.ns}:batch:{bid}"], args=[len(sources), *sources, *flat])
+        return int(done) == 1
+
+    async def batch_ids(self, team: str | None, after: str | None, limit: int) -> list[str]:
+        """Newest first; `after`: the id the previous page ended with. team None: every team's (operators)."""
+        key = f"{self.ns}:batches:{team}" if team is not None else f"{self.ns}:batches"
+        start = 0
+        if after is not None:
+            rank = await self.redis.zrevrank(key, after)
+            if rank is None:
+                return []
+            start = int(rank) + 1  # type: ignore[arg-type]
+        ids = await self.redis.zrevrange(key, start, start + limit - 1)
+        return [_s(i) for i in ids]
+
+
+def _s(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "1" if v else ""
+    if isinstance(v, int | float):
+        return str(v)
+    return orjson.dumps(v).decode()

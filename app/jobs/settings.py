@@ -1,0 +1,32 @@
+"""JobSettings: the `jobs:` section of the configuration (or the JOBS environment variable, as JSON)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class JobSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    storage: Literal["local", "s3"] = Field(default="local", description="where job files are kept")
+    storage_dir: str = Field(default="data/files", description="the local directory (a volume in compose)")
+    s3_bucket: str = ""
+    s3_endpoint: str | None = Field(default=None, description="unset: AWS; else e.g. http://seaweedfs:8333")
+    s3_region: str = "us-east-1"
+    s3_prefix: str = ""
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+
+    file_ttl_s: float = Field(default=30 * 86_400, gt=0, description="files expire this long after upload")
+    team_max_bytes: int = Field(default=10 * 1024**3, ge=1, description="stored bytes per team (all files)")
+    max_lines: int = Field(default=50_000, ge=1, description="requests per batch input file (OpenAI's limit)")
+    max_file_bytes: int = Field(default=200 * 1024**2, ge=1, description="bytes per input file (OpenAI's)")
+    max_line_bytes: int = Field(default=4 * 1024**2, ge=1, description="bytes per input line")
+
+    concurrency: int = Field(default=2, ge=0, le=64, description="jobs each gateway process runs at once")
+    chunk_lines: int = Field(default=500, ge=1, le=10_000, description="lines per checkpoint")
+    heartbeat_s: int = Field(default=10, ge=1, description="a job not heard of this long is another's to run")
+    sweep_s: int = Field(default=5, ge=1, description="how often each worker looks for abandoned jobs")
+    result_url_ttl_s: float = Field(default=86_400, gt=0, description="lifetime of a signed result URL")

@@ -1,0 +1,98 @@
+"""The job queue: saq on the gateway's Redis, its worker running inside every gateway process.
+
+Why saq (compared with arq): saq keeps a job in its active list with a heartbeat, and every worker sweeps
+for jobs whose heartbeat stopped and queues them again; arq only learns that a worker died when the job's
+whole timeout has passed, and a re-index runs for hours. So with saq a killed replica's batch is running
+again on another one within `heartbeat_s + sweep_s + 1` seconds (16 s by default). saq's Redis queue speaks
+redis-py's asyncio client, the one the gateway already uses; it is typed (py.typed).
+
+Workers run in the gateway processes (no second deployment to operate): each runs at most `concurrency`
+jobs at once, their upstream calls at background priority. On shutdown a job in progress is cancelled and
+queued again at once (saq's retry), and the next worker resumes it from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from redis.asyncio import Redis
+from saq import Job, Worker
+from saq.queue.redis import RedisQueue
+
+from .batches import Batches
+from .files import FileStore
+
+log = logging.getLogger("embedding_gateway.jobs")
+RUN = "run_batch"
+SWEEP = "sweep_files"
+ABORT_WAIT_S = 1.0
+RETRIES = 1000  # a job is retried after every lost worker: bounded by its expiry, not by a count
+
+
+class Queue(RedisQueue):
+    """saq's Redis queue, asking a stuck job's worker to stop for 1 s (saq waits 5) before running it again:
+    a worker that stopped beating is dead or far too late."""
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
+        return await super().sweep(lock, abort=min(abort, ABORT_WAIT_S))
+
+
+class QuietWorker(Worker):  # type: ignore[type-arg]
+    SIGNALS: list[Any] = []  # the server's signal handlers stay: it stops the worker in its lifespan
+
+
+class JobQueue:
+    def __init__(self, redis: Redis, namespace: str, batches: Batches, files: FileStore, *, concurrency: int,
+                 heartbeat_s: int, sweep_s: int) -> None:  # fmt: skip
+        self.queue = Queue(redis, name=f"{namespace}:jobs")
+        self.batches = batches
+        self.files = files
+        self.heartbeat_s = heartbeat_s
+        self.worker: Worker | None = None  # type: ignore[type-arg]
+        self.task: asyncio.Task[None] | None = None
+        if concurrency:
+            self.worker = QuietWorker(
+                self.queue, functions=[(RUN, self._run), (SWEEP, self._sweep)], concurrency=concurrency,
+                timers={"sweep": sweep_s, "abort": 1, "schedule": 60, "worker_info": 10},
+                shutdown_grace_period_s=0, dequeue_timeout=1,
+            )  # fmt: skip
+        batches.enqueue = self.enqueue
+
+    async def start(self) -> None:
+        await self.queue.connect()
+        if self.worker is not None:
+            self.task = asyncio.get_running_loop().create_task(self.worker.start())
+
+    async def enqueue(self, bid: str) -> None:
+        await self.queue.enqueue(Job(RUN, kwargs={"bid": bid}, key=bid, timeout=0, heartbeat=self.heartbeat_s,
+                                     retries=RETRIES, ttl=86_400))  # fmt: skip
+
+    async def _run(self, ctx: dict[str, Any], *, bid: str) -> None:
+        job: Job = ctx["job"]
+        beat = asyncio.get_running_loop().create_task(self._beat(job))
+        try:
+            await self.batches.run(bid, job.update)
+        finally:
+            beat.cancel()
+
+    async def _beat(self, job: Job) -> None:
+        """Heartbeats while the run waits (a long wait for quota is not a dead worker)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s / 3)
+            try:
+                await job.update()
+            except Exception as exc:  # Redis away for a moment: the next beat tries again
+                log.warning("job heartbeat failed: %s", type(exc).__name__)
+
+    async def _sweep(self, ctx: dict[str, Any]) -> int:
+        return await self.files.sweep()
+
+    async def close(self) -> None:
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.queue.disconnect()

@@ -1,0 +1,1 @@
+"""Where job files live (input uploads, output and error parts): one small interface, two backends."""

@@ -1,0 +1,67 @@
+"""A directory on local disk: the embedded default (a named volume in docker-compose.yml). Writes go to a
+temporary name and are renamed into place, so a reader never sees half an object; file I/O runs in a
+thread so the event loop never blocks on the disk."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+
+from .base import CHUNK_BYTES, StorageError
+
+
+class LocalStorage:
+    name = "local"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"storage key {key!r} leaves the storage directory")
+        return path
+
+    async def put(self, key: str, chunks: AsyncIterable[bytes]) -> int:
+        path = self._path(key)
+        tmp = path.with_name(path.name + f".{os.getpid()}.part")
+        try:
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            handle = await asyncio.to_thread(tmp.open, "wb")
+            size = 0
+            try:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    await asyncio.to_thread(handle.write, chunk)
+            finally:
+                await asyncio.to_thread(handle.close)
+            await asyncio.to_thread(os.replace, tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"local storage: {type(exc).__name__}") from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return size
+
+    async def get(self, key: str) -> AsyncIterator[bytes]:
+        path = self._path(key)
+        try:
+            handle = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"local storage: {type(exc).__name__}") from exc
+        try:
+            while chunk := await asyncio.to_thread(handle.read, CHUNK_BYTES):
+                yield chunk
+        finally:
+            handle.close()
+
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+
+    async def close(self) -> None:
+        return None

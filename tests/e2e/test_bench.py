@@ -1,0 +1,47 @@
+"""The benchmark's quick mode runs end to end, so that `python -m bench.run` never rots."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    measured = [r for r in results if "scenario" in r]
+    assert {r["scenario"] for r in measured} >= {"cache hit, 8 texts, float", "cache hit, 8 texts, base64"}
+    for r in measured:
+        for run in ("one", "many", "base_one", "base_many"):
+            assert r[run]["requests"] > 0 and r[run]["statuses"] == {"200": r[run]["requests"]}
+    counted = [r for r in results if "identical_items" in r]
+    assert counted and counted[0]["identical_items"] == 1
+    assert counted[0]["reindex_items"] == counted[0]["reindex_distinct"]
+    assert "| workers | scenario |" in done.stdout
+
+
+def test_in_process_benchmark_measures_whole_cache_hits() -> None:
+    """bench.inproc refuses to report unless its second call was a whole cache hit."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inproc", "--calls", "50", "--rounds", "2", "--encoding", "base64"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith("cache hit of 8 texts (base64), in process:") and " us per call " in line
+    assert float(line.split("in process: ")[1].split(" us")[0]) > 0

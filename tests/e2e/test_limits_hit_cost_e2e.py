@@ -1,0 +1,129 @@
+"""What a cache hit of a team with limits costs Redis: a gateway process on its own redis-server, called with
+the official openai client; the script calls are counted by the server itself (INFO commandstats).
+
+A whole hit of a team with rpm/tpm is exactly one script call (its admission, reserving 0 tokens: the cache
+is read first) and one MGET; a team with a concurrency limit adds the release of its lease; the token
+accounting stays exact (hits are not billed) and a refused request costs one MGET and one script call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+import pytest
+import redis
+
+from tests.support.processes import GatewayFactory, RedisServer, stop
+from tests.support.teamkit import write_config
+
+TEXTS = ["one cached text", "another cached text", "a third one"]
+
+
+@dataclass
+class Setup:
+    url: str
+    keys: dict[str, str]
+    redis: redis.Redis
+
+
+@pytest.fixture(scope="module")
+def setup(
+    gateways: GatewayFactory, own_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Setup]:
+    cfg = Path(tmp_path_factory.mktemp("hitcost")) / "gateway.yaml"
+    teams = {"limited": {"rpm": 1000, "tpm": 100000}, "leased": {"rpm": 1000, "concurrency": 1}, "tight": {"tpm": 100}}
+    keys = write_config(cfg, teams, limits_timeout_s=5.0)
+    env = {
+        "GATEWAY_AUTH": "required",
+        "CACHE_HOT_MAX_BYTES": "0",  # every hit reaches Redis
+        "LIMITS_HEARTBEAT_S": "300",  # one heartbeat (a script) at start, none while the test counts
+    }
+    gw = gateways.start(redis_url=own_redis.url, config=str(cfg), env=env)
+    client = redis.Redis.from_url(own_redis.url)
+    yield Setup(gw.url, keys, client)
+    client.close()
+    stop(gw.proc)
+
+
+def embed(s: Setup, team: str, texts: list[str]) -> openai.APIResponse:  # type: ignore[type-arg]
+    client = openai.OpenAI(api_key=s.keys[team], base_url=s.url + "/v1", max_retries=0)
+    return client.embeddings.with_raw_response.create(model="text-embedding-v4", input=texts, dimensions=64)
+
+
+def counted(s: Setup, team: str, texts: list[str]) -> tuple[openai.APIResponse, dict[str, int]]:  # type: ignore[type-arg]
+    """One request and the commands Redis ran for it (calls by name)."""
+    s.redis.config_resetstat()
+    reply = embed(s, team, texts)
+    stats = s.redis.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    return reply, {k: v for k, v in calls.items() if k not in ("info", "config|resetstat")}
+
+
+def scripts(calls: dict[str, int]) -> int:
+    return calls.get("evalsha", 0) + calls.get("eval", 0)
+
+
+def warm(s: Setup, team: str, texts: list[str]) -> None:
+    embed(s, team, texts)
+    for _ in range(50):  # the vectors are written after the answer
+        if embed(s, team, texts).headers["x-cache-misses"] == "0":
+            return
+    pytest.fail("the vectors never became cache hits")
+
+
+def test_a_whole_hit_of_a_limited_team_is_one_script_call(setup: Setup) -> None:
+    warm(setup, "limited", TEXTS)
+    before = embed(setup, "limited", TEXTS)
+    reply, calls = counted(setup, "limited", TEXTS)
+    assert reply.headers["x-cache-hits"] == "3" and reply.headers["x-cache-misses"] == "0"
+    assert scripts(calls) == 1, calls  # the admission; no finish: nothing to reconcile, no lease
+    assert calls.get("mget") == 1, calls
+    assert len(reply.parse().data) == 3
+    # rpm counted exactly (one more request), tpm unchanged: a hit is not billed
+    assert (
+        int(reply.headers["x-ratelimit-remaining-requests"])
+        == int(before.headers["x-ratelimit-remaining-requests"]) - 1
+    )
+    assert reply.headers["x-ratelimit-remaining-tokens"] == before.headers["x-ratelimit-remaining-tokens"]
+
+
+def test_a_partial_hit_reserves_and_reconciles_only_its_misses(setup: Setup) -> None:
+    warm(setup, "limited", TEXTS)
+    before = embed(setup, "limited", TEXTS)
+    reply, calls = counted(setup, "limited", [*TEXTS, "a text nobody sent before"])
+    assert reply.headers["x-cache-misses"] == "1"
+    assert scripts(calls) >= 2, calls  # admission, then the finish that turns the estimate into the bill
+    spent = int(before.headers["x-ratelimit-remaining-tokens"]) - int(reply.headers["x-ratelimit-remaining-tokens"])
+    assert spent == reply.parse().usage.total_tokens > 0  # the miss's bill, nothing for the three hits
+
+
+def test_a_team_with_a_concurrency_limit_releases_its_lease_after_a_hit(setup: Setup) -> None:
+    warm(setup, "leased", TEXTS)
+    reply, calls = counted(setup, "leased", TEXTS)
+    assert reply.headers["x-cache-misses"] == "0"
+    assert scripts(calls) == 2, calls  # the admission and the release of the lease
+    for _ in range(3):  # concurrency 1: each next request passes only if the lease was released
+        assert embed(setup, "leased", TEXTS).status_code == 200
+
+
+def test_hits_pass_a_spent_token_limit_and_a_refusal_costs_one_read_and_one_script(setup: Setup) -> None:
+    warm(setup, "tight", ["a cached text"])
+    for i in range(30):  # new texts until the team's tokens are spent
+        try:
+            embed(setup, "tight", [f"new text number {i} for the tight team"])
+        except openai.RateLimitError as exc:
+            assert float(exc.response.headers["retry-after"]) > 0
+            break
+    else:
+        pytest.fail("tpm 100 was never reached")
+    for _ in range(3):  # hits reserve 0 tokens: they pass whatever is left of the team's tokens
+        assert embed(setup, "tight", ["a cached text"]).headers["x-cache-misses"] == "0"
+    setup.redis.config_resetstat()
+    with pytest.raises(openai.RateLimitError):
+        embed(setup, "tight", ["yet another text nobody sent"])
+    stats = setup.redis.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    assert scripts(calls) == 1 and calls.get("mget") == 1, calls  # the cache read first, then the refusal

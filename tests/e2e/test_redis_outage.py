@@ -1,0 +1,106 @@
+"""Redis stopped mid-run: a gateway with its own redis-server keeps answering 200 with the right vectors
+while Redis is paused (SIGSTOP) and after it is killed, within a bounded time; caching resumes when Redis
+is back (resumed, or a new server on the same port)."""
+
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from bench.standin import expected_vector
+from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, start_redis, stop
+
+MODEL = "text-embedding-v4"
+DIM = 64
+BOUND_S = 2.0  # per request; Redis timeout 0.25 s, the stand-in answers in milliseconds
+
+
+@pytest.fixture
+def outage(gateways: GatewayFactory, tmp_path: Path) -> Iterator[tuple[RedisServer, Gateway, Path]]:
+    server = start_redis(tmp_path / "redis")
+    gw = gateways.start(
+        redis_url=server.url, env={"REDIS_TIMEOUT_S": "0.25", "REDIS_RETRY_AFTER_S": "0.5", "CACHE_HOT_MAX_BYTES": "0"}
+    )
+    yield server, gw, tmp_path
+    stop(gw.proc)
+    server.resume()
+    stop(server.proc)
+
+
+def embed(gw: Gateway, texts: list[str]) -> httpx.Response:
+    t0 = time.monotonic()
+    resp = httpx.post(
+        gw.url + "/v1/embeddings", json={"model": MODEL, "input": texts, "dimensions": DIM}, timeout=BOUND_S * 3
+    )
+    took = time.monotonic() - t0
+    assert resp.status_code == 200, resp.text
+    assert took < BOUND_S, f"took {took:.2f}s"
+    for row, text in zip(resp.json()["data"], texts, strict=True):
+        np.testing.assert_array_equal(np.asarray(row["embedding"], dtype=np.float32), expected_vector(MODEL, DIM, text))
+    return resp
+
+
+def hits(resp: httpx.Response) -> int:
+    return int(resp.headers["x-cache-hits"])
+
+
+def wait_for_cache(gw: Gateway, deadline_s: float = 15.0) -> None:
+    """Caching is back when a new item written by one request is a hit for the next."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        text = "probe " + uuid.uuid4().hex
+        embed(gw, [text])
+        if hits(embed(gw, [text])) == 1:
+            return
+        assert time.monotonic() < deadline, "caching did not resume"
+        time.sleep(0.2)
+
+
+def test_paused_then_killed_redis_never_fails_a_request(
+    outage: tuple[RedisServer, Gateway, Path], standin: StandIn
+) -> None:
+    server, gw, tmp_path = outage
+    salt = uuid.uuid4().hex
+    warm = [f"warm {i} {salt}" for i in range(3)]
+    embed(gw, warm)
+    assert hits(embed(gw, warm)) == 3
+
+    server.pause()
+    for i in range(6):  # a mix of items cached before the stall and new ones: all answered from upstream
+        resp = embed(gw, [*warm, f"paused {i} {salt}"])
+        assert hits(resp) == 0
+    t0 = time.monotonic()
+    ready = httpx.get(gw.url + "/readyz", timeout=BOUND_S * 3)
+    assert time.monotonic() - t0 < BOUND_S
+    cache = ready.json()["cache"]
+    assert ready.status_code == 200 and cache["backend"] == "redis" and cache["ok"] is False
+    assert cache["shared"] is False and cache["cause"]  # not shared right now, and why
+
+    server.resume()
+    wait_for_cache(gw)
+    assert hits(embed(gw, warm)) == 3  # what was stored before the stall is still served
+
+    stop(server.proc, signal.SIGKILL)
+    for i in range(6):
+        embed(gw, [*warm, f"killed {i} {salt}"])
+        time.sleep(0.1)  # spans the breaker's retry period: probes of a dead server stay fast
+
+    reborn = start_redis(tmp_path / "redis2", port=server.port)
+    try:
+        wait_for_cache(gw)
+        assert hits(embed(gw, warm)) == 0  # a new, empty Redis
+        assert hits(embed(gw, warm)) == 3
+    finally:
+        stop(reborn.proc)
+
+    log = gw.output()
+    assert "Traceback" not in log
+    down, up = log.count("redis cache unavailable"), log.count("redis cache available again")
+    assert 1 <= down <= 3 and up >= 1 and down - up in (0, 1), (down, up)  # once per state change

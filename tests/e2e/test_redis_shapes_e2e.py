@@ -1,0 +1,78 @@
+"""The gateway as a process on managed-Redis shapes: a password, TLS with a private CA, Sentinel. It caches
+through each; given a wrong password or an untrusted certificate it still serves (uncached), and its log
+and /readyz name the cause, never the password."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from tests.support.processes import Gateway, GatewayFactory, stop
+from tests.support.redisfarm import SentinelSet, Single, redis_password, redis_sentinel, redis_tls
+
+__all__ = ["redis_password", "redis_sentinel", "redis_tls"]
+
+
+def embed(gw: Gateway, texts: list[str]) -> httpx.Response:
+    body = {"model": "text-embedding-v4", "input": texts, "dimensions": 64}
+    r = httpx.post(gw.url + "/v1/embeddings", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def readyz(gw: Gateway) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(gw.url + "/readyz", timeout=10).json()
+    return body
+
+
+def shared_cache(gateways: GatewayFactory, url: str) -> None:
+    """Two gateways on `url` (hot cache off): what one fetched, the other serves from Redis."""
+    env = {"CACHE_HOT_MAX_BYTES": "0"}
+    a, b = gateways.start(redis_url=url, env=env), gateways.start(redis_url=url, env=env)
+    try:
+        texts = [f"shape {i} {uuid.uuid4()}" for i in range(3)]
+        assert embed(a, texts).headers["x-cache-misses"] == "3"
+        assert embed(b, texts).headers["x-cache-hits"] == "3"
+        assert readyz(b)["cache"]["shared"] is True
+    finally:
+        stop(a.proc)
+        stop(b.proc)
+
+
+def refused(gateways: GatewayFactory, url: str, secret: str | None, cause: str) -> None:
+    """A gateway on a Redis it cannot use: it serves every request uncached, and says why."""
+    gw = gateways.start(redis_url=url)
+    try:
+        texts = [f"refused {uuid.uuid4()}"]
+        assert embed(gw, texts).headers["x-cache-misses"] == "1"
+        assert embed(gw, texts).headers["x-cache-hits"] in ("0", "1")  # the per-worker hot cache may answer
+        state = readyz(gw)
+        assert state["cache"]["shared"] is False and cause in state["cache"]["cause"]
+        assert state["limits"]["shared"] is False and cause in state["limits"]["cause"]
+        deadline = time.monotonic() + 5
+        while cause not in gw.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        out = gw.output()
+        assert f"cache: Redis at 127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}: {cause}" in out
+        assert "ConnectionError" not in out and "Traceback" not in out
+        assert secret is None or secret not in out
+    finally:
+        stop(gw.proc)
+
+
+def test_password(gateways: GatewayFactory, redis_password: Single) -> None:
+    shared_cache(gateways, redis_password.url)
+    wrong = redis_password.url.replace(redis_password.password or "", "wrong-password-123456")
+    refused(gateways, wrong, "wrong-password-123456", "authentication failed")
+
+
+def test_tls_with_a_private_ca(gateways: GatewayFactory, redis_tls: Single) -> None:
+    shared_cache(gateways, f"{redis_tls.url}?ssl_ca_certs={redis_tls.ca}")
+    refused(gateways, redis_tls.url, redis_tls.password, "TLS verification failed")
+
+
+def test_sentinel(gateways: GatewayFactory, redis_sentinel: SentinelSet) -> None:
+    shared_cache(gateways, redis_sentinel.url)

@@ -1,0 +1,120 @@
+"""Teams reloaded without a restart, on a real gateway process with two workers: a rotated key in the
+config file, SIGHUP, new limits and models, and files that do not validate (the old teams stay)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from app.teams.keys import hash_key, new_key
+from tests.support.processes import Gateway, GatewayFactory
+from tests.support.teamkit import embedding
+
+ENV = {"GATEWAY_AUTH": "required"}
+
+
+def status(gw: Gateway, key: str, model: str = "text-embedding-v4", text: str = "reload") -> int:
+    """A new connection per call: the two workers take turns accepting them."""
+    reply = httpx.post(
+        gw.url + "/v1/embeddings", json=embedding(text, model), headers={"Authorization": f"Bearer {key}"}
+    )
+    return reply.status_code
+
+
+def eventually(check: Callable[[], bool], gw: Gateway, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, gw.output()[-3000:]
+        time.sleep(0.2)
+
+
+def settled(gw: Gateway, want: dict[str, int]) -> bool:
+    """Every key answers as wanted, ten times in a row (both workers)."""
+    return all(status(gw, key) == code for _ in range(10) for key, code in want.items())
+
+
+def write(path: Path, teams: dict[str, dict[str, object]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump({"teams": teams}))
+    os.replace(tmp, path)  # as an editor or the kubelet does: a new file in place of the old
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> tuple[Path, str]:
+    key = new_key()
+    path = tmp_path / "teams.yaml"
+    write(path, {"search": {"keys": [hash_key(key)]}})
+    return path, key
+
+
+def test_a_rotated_key_takes_effect_without_a_restart(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
+    path, old = config
+    gw = gateways.start(config=str(path), workers=2, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    assert settled(gw, {old: 200})
+    new = new_key()
+    write(path, {"search": {"keys": [hash_key(old), hash_key(new)]}})  # both, while the team switches
+    eventually(lambda: settled(gw, {old: 200, new: 200}), gw)
+    write(path, {"search": {"keys": [hash_key(new)]}})
+    eventually(lambda: settled(gw, {old: 401, new: 200}), gw)
+    assert gw.proc.poll() is None
+    log = gw.output()
+    assert log.count("teams reloaded (file changed)") >= 4 and "search (keys)" in log  # 2 changes x 2 workers
+    assert old not in log and new not in log and hash_key(new) not in log
+    assert "Child process" not in log and "died" not in log  # no worker was replaced
+
+
+def test_sighup_reloads_every_worker_at_once(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
+    path, old = config
+    gw = gateways.start(config=str(path), workers=2, env={**ENV, "TEAMS_RELOAD_S": "0"})  # no polling
+    assert settled(gw, {old: 200})
+    new = new_key()
+    write(
+        path,
+        {"search": {"keys": [hash_key(new)]}, "ops": {"keys": [hash_key(old)], "models": ["text-embedding-3-small"]}},
+    )
+    time.sleep(1)
+    assert settled(gw, {old: 200, new: 401}), "reloaded without SIGHUP"
+    gw.proc.send_signal(signal.SIGHUP)  # to the supervisor, which passes it on
+    eventually(lambda: settled(gw, {new: 200}), gw)
+    # the old key now belongs to team ops, which may use one model only
+    assert status(gw, old) == 403 and status(gw, old, model="text-embedding-3-small") == 200
+    log = gw.output()
+    assert log.count("teams reloaded (SIGHUP)") == 2 and "+ops" in log and "search (keys)" in log
+    assert gw.proc.poll() is None
+
+
+def test_new_limits_apply_without_a_restart(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
+    path, key = config
+    gw = gateways.start(config=str(path), workers=1, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    assert [status(gw, key, text=f"r{i}") for i in range(5)] == [200] * 5
+    write(path, {"search": {"keys": [hash_key(key)], "rpm": 2}})
+    eventually(lambda: "search (limits)" in gw.output(), gw)
+    assert [status(gw, key, text=f"s{i}") for i in range(3)] == [200, 200, 429]
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        ("teams: [unclosed\n", "not valid YAML"),
+        ("teams:\n  search:\n    keys: ['eg-PLAINTEXT-KEY-pasted-by-mistake-0123456789']\n", "key hash"),
+        ("teams:\n  search:\n    keys: []\n", "no team has a key"),
+        ("teams:\n  search:\n    rpm: -1\n", "rpm"),
+    ],
+)
+def test_a_bad_file_is_refused_and_the_old_teams_stay(
+    gateways: GatewayFactory, config: tuple[Path, str], body: str, why: str
+) -> None:
+    path, key = config
+    gw = gateways.start(config=str(path), workers=1, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    path.write_text(body)
+    eventually(lambda: "teams not reloaded" in gw.output(), gw)
+    line = next(x for x in gw.output().splitlines() if "teams not reloaded" in x)
+    assert "the previous teams stay" in line and why in line and "PLAINTEXT" not in gw.output()
+    assert settled(gw, {key: 200})

@@ -1,0 +1,100 @@
+"""connect() opens each Redis shape the tests can start (single, cluster, password, TLS, Sentinel) and names
+the cause when it cannot: a wrong password, an untrusted certificate, a plain client on a TLS port."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.redis.link import RedisSetupError, connect, sentinel_parts
+from tests.support.processes import RedisServer
+from tests.support.redisfarm import (
+    Cluster,
+    SentinelSet,
+    Single,
+    redis_cluster,
+    redis_password,
+    redis_sentinel,
+    redis_tls,
+)
+
+__all__ = ["redis_cluster", "redis_password", "redis_sentinel", "redis_tls"]  # fixtures used below
+
+
+def _open(url: str, **kw: object) -> None:
+    """Opens and closes: for the failures."""
+
+    async def go() -> None:
+        link = await connect(url, timeout_s=2.0, max_connections=4, **kw)  # type: ignore[arg-type]
+        await link.close()
+
+    asyncio.run(go())
+
+
+def _roundtrip(url: str, kind: str, **kw: object) -> list[object]:
+    async def go() -> list[object]:
+        link = await connect(url, timeout_s=2.0, max_connections=4, **kw)  # type: ignore[arg-type]
+        assert link.kind == kind
+        keys = [f"link:{{{i}}}" for i in range(24)]
+        await link.set_many([(k, k.encode()) for k in keys], 60)
+        got = await link.mget(keys)
+        script = "local out = {} for i, k in ipairs(KEYS) do out[i] = redis.call('GET', k) end return out"
+        evaluated = await link.eval_by_slot(script, keys, [])
+        assert evaluated == got
+        # more commands at once than connections: they wait for one instead of failing
+        many = await asyncio.gather(*(link.mget([k]) for k in keys * 4))
+        assert [m[0] for m in many] == got * 4
+        await link.close()
+        return [g.decode() if isinstance(g, bytes) else g for g in got]
+
+    return asyncio.run(go())
+
+
+def test_single_server(redis_server: RedisServer) -> None:
+    assert _roundtrip(redis_server.url, "single") == [f"link:{{{i}}}" for i in range(24)]
+
+
+def test_cluster_detected_from_one_node(redis_cluster: Cluster) -> None:
+    assert _roundtrip(redis_cluster.url, "cluster") == [f"link:{{{i}}}" for i in range(24)]
+
+
+def test_cluster_node_forced_single_names_the_misconfiguration(redis_cluster: Cluster) -> None:
+    with pytest.raises(RedisSetupError, match="cluster misconfiguration") as err:
+        _roundtrip(redis_cluster.url, "single", mode="single")
+    assert "127.0.0.1" in str(err.value)
+
+
+def test_password(redis_password: Single) -> None:
+    assert _roundtrip(redis_password.url, "single") == [f"link:{{{i}}}" for i in range(24)]
+    wrong = redis_password.url.replace(redis_password.password or "", "not-the-password")
+    with pytest.raises(RedisSetupError, match="authentication failed") as err:
+        _open(wrong)
+    assert "not-the-password" not in str(err.value)
+    with pytest.raises(RedisSetupError, match="authentication failed"):
+        _open(f"redis://127.0.0.1:{redis_password.node.port}/0")
+
+
+def test_tls(redis_tls: Single) -> None:
+    trusted = f"{redis_tls.url}?ssl_ca_certs={redis_tls.ca}"
+    assert _roundtrip(trusted, "single") == [f"link:{{{i}}}" for i in range(24)]
+    with pytest.raises(RedisSetupError, match="TLS verification failed"):
+        _open(redis_tls.url)
+    with pytest.raises(RedisSetupError, match="a TLS-only server reached with redis://"):
+        _open(redis_tls.url.replace("rediss://", "redis://"))
+
+
+def test_sentinel(redis_sentinel: SentinelSet) -> None:
+    assert _roundtrip(redis_sentinel.url, "single") == [f"link:{{{i}}}" for i in range(24)]
+    assert redis_sentinel.master.client().get("link:{0}") == b"link:{0}"
+
+
+def test_sentinel_url_parts() -> None:
+    assert sentinel_parts("redis+sentinel://:pw@h1:26379,h2:26380/mymaster/2") == (
+        [("h1", 26379), ("h2", 26380)],
+        "mymaster",
+        2,
+        "pw",
+    )
+    with pytest.raises(RedisSetupError):
+        sentinel_parts("redis+sentinel://h1:26379")

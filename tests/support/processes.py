@@ -1,0 +1,227 @@
+"""The real processes tests start: redis-server, the stand-in upstream, the gateway (fixtures in conftest.py).
+
+Every process listens on a free loopback port and is stopped at the end; nothing here touches a Redis
+the tests did not start. Process output goes to files under the session's log folder, so that tests
+can read everything the gateway wrote (see test_secrets).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from bench.procs import free_port, stop, wait_http, wait_redis
+
+ROOT = Path(__file__).resolve().parents[2]
+UPSTREAM_KEY = "sk-standin-0123456789abcdef"
+# Variables of the developer's own shell that would change what the gateway under test does.
+SCRUB = (
+    "REDIS_URL",
+    "DASHSCOPE_API_KEY",
+    "DASHSCOPE_BASE_URL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "EMBEDDING_GATEWAY_CONFIG",
+    "PROMETHEUS_MULTIPROC_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
+
+
+SECRET_NAME = re.compile(r"key|secret|token|password", re.IGNORECASE)
+
+
+def secrets_in(value: object, secret: bool = False) -> Iterator[str]:
+    """String values found under secret-looking names (api_key, keys, token, ...) in a config mapping."""
+    if isinstance(value, dict):
+        for name, inner in value.items():
+            yield from secrets_in(inner, secret or bool(SECRET_NAME.search(str(name))))
+    elif isinstance(value, list):
+        for inner in value:
+            yield from secrets_in(inner, secret)
+    elif secret and isinstance(value, str) and len(value) >= 8:
+        yield value
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SCRUB}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env.update(extra)
+    return env
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+
+def start_redis(workdir: Path, port: int | None = None) -> RedisServer:
+    """A redis-server of its own on a free port (or on `port`, to stand in for one that was killed)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: run the README's test command, which installs it")
+    port = port or free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--logfile",
+            str(workdir / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if wait_redis(port):
+        return RedisServer(port, proc, workdir)
+    stop(proc)
+    raise RuntimeError("redis-server did not start")
+
+
+@dataclass
+class StandIn:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def dashscope_base(self) -> str:
+        return self.url + "/api/v1"
+
+    @property
+    def openai_base(self) -> str:
+        return self.url + "/v1"
+
+    def reset(self) -> None:
+        httpx.post(self.url + "/_reset?control=1").raise_for_status()
+
+    def control(self, **values: Any) -> None:
+        httpx.post(self.url + "/_control", json=values).raise_for_status()
+
+    def calls(self) -> list[dict[str, Any]]:
+        return list(httpx.get(self.url + "/_stats").json()["calls"])
+
+    def digests(self) -> list[str]:
+        return [d for c in self.calls() if not c.get("failed") for d in c["digests"]]
+
+
+def start_standin(log: Path, *args: str) -> StandIn:
+    port = free_port()
+    out = log.open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", UPSTREAM_KEY, *args],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/_stats", proc)
+    return StandIn(url, proc)
+
+
+@dataclass
+class Gateway:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+class GatewayFactory:
+    """Starts `embedding-gateway serve` processes wired to the stand-in (and a Redis when given)."""
+
+    def __init__(self, standin: StandIn, logdir: Path) -> None:
+        self.standin = standin
+        self.logdir = logdir
+        self.started: list[Gateway] = []
+        # Every secret a gateway of this session was given (environment and config files): test_secrets
+        # greps everything the gateways wrote for them. Tests that pass secrets another way add them here.
+        self.secrets: set[str] = set()
+
+    def start(
+        self,
+        *,
+        redis_url: str | None = None,
+        config: str | None = None,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        upstream_key: str = UPSTREAM_KEY,
+        nofile: int | None = None,
+    ) -> Gateway:
+        port = free_port()
+        extra = {
+            "GATEWAY_AUTH": "off",  # tests of teams and keys turn it on through their config
+            "LOCAL_MODEL": "false",  # the local model has its own tests; loading torch costs seconds
+            "DASHSCOPE_API_KEY": upstream_key,
+            "DASHSCOPE_BASE_URL": self.standin.dashscope_base,
+            "OPENAI_API_KEY": upstream_key,
+            "OPENAI_BASE_URL": self.standin.openai_base,
+            **(env or {}),
+        }
+        if redis_url:
+            extra["REDIS_URL"] = redis_url
+        self.secrets.update(self._env_secrets(extra))
+        if config:
+            self.secrets.update(secrets_in(yaml.safe_load(Path(config).read_text())))
+        args = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
+        if config:
+            args += ["--config", config]
+        log = self.logdir / f"gateway-{port}.log"
+        limit = None if nofile is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=clean_env(**extra), stdout=log.open("ab"), stderr=subprocess.STDOUT, preexec_fn=limit
+        )
+        gw = Gateway(f"http://127.0.0.1:{port}", proc, log, extra)
+        self.started.append(gw)
+        wait_http(gw.url + "/healthz", proc)
+        return gw
+
+    @staticmethod
+    def _env_secrets(env: dict[str, str]) -> set[str]:
+        return {v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= 8}
+
+    def close(self) -> None:
+        for gw in self.started:
+            stop(gw.proc)

@@ -1,0 +1,216 @@
+"""EmbeddingService over the miss path as create_app wires it (flights, upstream caller, guard), unit-tested
+with a small fake Upstream adapter: chunking to the batch limit, bounded concurrency, order, duplicates sent
+once, partial failures cached. (End-to-end tests use the real stand-in instead.)"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from app.cache.lru import MemoryCache
+from app.config.catalog import ModelSpec
+from app.errors import RateLimited, UpstreamFailed
+from app.inputs.items import Item, openai_items
+from app.inputs.params import Params
+from app.limits.window import TeamQuota
+from app.metrics import Metrics
+from app.service import EmbeddingService, EmbedRequest
+from app.teams.team import Team
+from app.upstreams.adapter import Batch, Result
+from app.upstreams.caller import OpenGate, QuotaGate
+from app.upstreams.fleet import Fleet
+from tests.support.misspath import miss_path
+
+DIM = 8
+SPEC = ModelSpec(name="m", upstream="fake", upstream_model="m-1", dimensions=(DIM,), default_dimension=DIM, max_batch=3)
+
+
+def vector(item: Item) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(item.identity).digest()[:8], "little")
+    return np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+
+
+class FakeUpstream:
+    name = "fake"
+    kind = "dashscope"
+
+    def __init__(self, delay: float = 0.01, fail: frozenset[str] = frozenset()) -> None:
+        self.delay = delay
+        self.fail = fail
+        self.batches: list[list[str]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def embed(self, batch: Batch) -> Result:
+        texts = [it.parts["text"] for it in batch.items]
+        self.batches.append(texts)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        if self.fail & set(texts):
+            raise UpstreamFailed("upstream fake: failed")
+        return Result(np.stack([vector(it) for it in batch.items]), billed_tokens=10 * len(texts))
+
+    async def close(self) -> None:
+        return None
+
+
+class CountingGate:
+    def __init__(self) -> None:
+        self.admitted: list[int] = []
+
+    async def try_admit(self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool) -> None:
+        self.admitted.append(tokens)
+
+
+def service(
+    upstream: FakeUpstream, cache: MemoryCache | None = None, concurrency: int = 8, gate: QuotaGate | None = None
+) -> EmbeddingService:
+    metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
+    return miss_path({"fake": upstream}, metrics, cache=cache, concurrency=concurrency, gate=gate)
+
+
+def request(texts: list[str], **kw: bool) -> EmbedRequest:
+    return EmbedRequest(SPEC, Params(DIM, False), openai_items(texts, SPEC, 1000), **kw)
+
+
+def as_arrays(vectors: list[bytes]) -> list[np.ndarray]:
+    return [np.frombuffer(v, dtype="<f4") for v in vectors]
+
+
+def expected(texts: list[str]) -> list[np.ndarray]:
+    return [vector(it) for it in openai_items(texts, SPEC, 1000)]
+
+
+async def test_misses_are_chunked_to_the_batch_limit_and_reassembled_in_order() -> None:
+    up = FakeUpstream()
+    texts = [f"t{i}" for i in range(10)]
+    result = await service(up).embed(None, request(texts))
+    assert sorted(len(b) for b in up.batches) == [1, 3, 3, 3]
+    assert sorted(t for b in up.batches for t in b) == sorted(texts)
+    for got, want in zip(as_arrays(result.vectors), expected(texts), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert (result.hits, result.misses, result.billed_tokens, result.upstream_items) == (0, 10, 100, 10)
+
+
+async def test_chunks_are_concurrent_and_bounded() -> None:
+    up = FakeUpstream(delay=0.05)
+    await service(up, concurrency=2).embed(None, request([f"t{i}" for i in range(15)]))
+    assert len(up.batches) == 5 and up.max_in_flight == 2
+    up = FakeUpstream(delay=0.05)
+    await service(up, concurrency=8).embed(None, request([f"t{i}" for i in range(15)]))
+    assert up.max_in_flight == 5
+
+
+async def test_every_chunk_passes_the_gate() -> None:
+    up, gate = FakeUpstream(), CountingGate()
+    svc = service(up, gate=gate)
+    await svc.embed(None, request([f"t{i}" for i in range(7)]))
+    assert sorted(gate.admitted) == [1, 3, 3]
+
+
+async def test_duplicates_are_sent_once_and_every_position_answered() -> None:
+    up = FakeUpstream()
+    texts = ["a", "b", "a", "c", "b", "a"]
+    result = await service(up).embed(None, request(texts))
+    assert sorted(t for b in up.batches for t in b) == ["a", "b", "c"]
+    for got, want in zip(as_arrays(result.vectors), expected(texts), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert result.billed_tokens == 30 and result.upstream_items == 3
+
+
+async def test_hits_cost_nothing_and_mixed_batches_send_only_misses() -> None:
+    up = FakeUpstream()
+    svc = service(up)
+    await svc.embed(None, request(["a", "b"]))
+    up.batches.clear()
+    full = await svc.embed(None, request(["b", "a", "b"]))
+    assert up.batches == [] and (full.hits, full.misses, full.billed_tokens) == (3, 0, 0)
+    texts = ["x", "a", "y", "b", "x"]
+    mixed = await svc.embed(None, request(texts))
+    assert sorted(t for b in up.batches for t in b) == ["x", "y"]
+    assert (mixed.hits, mixed.misses, mixed.billed_tokens) == (2, 3, 20)
+    for got, want in zip(as_arrays(mixed.vectors), expected(texts), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+async def test_a_failed_chunk_raises_and_the_others_are_cached() -> None:
+    up = FakeUpstream(fail=frozenset({"t4"}))
+    svc = service(up)
+    texts = [f"t{i}" for i in range(9)]
+    with pytest.raises(UpstreamFailed):
+        await svc.embed(None, request(texts))
+    failed_chunk = next(b for b in up.batches if "t4" in b)
+    up.batches.clear()
+    up.fail = frozenset()
+    result = await svc.embed(None, request(texts))
+    assert [sorted(b) for b in up.batches] == [sorted(failed_chunk)]  # only the failed chunk is paid again
+    assert result.hits == 6 and result.misses == 3
+    for got, want in zip(as_arrays(result.vectors), expected(texts), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+async def test_cache_control() -> None:
+    up = FakeUpstream()
+    cache = MemoryCache(1 << 20)
+    svc = service(up, cache)
+    await svc.embed(None, request(["a"], cache_write=False))
+    assert cache._data == {}
+    await svc.embed(None, request(["a"]))
+    up.batches.clear()
+    result = await svc.embed(None, request(["a"], cache_read=False))
+    assert up.batches == [["a"]] and result.hits == 0 and result.billed_tokens == 10
+
+
+async def test_a_cached_value_of_the_wrong_size_is_a_miss() -> None:
+    up = FakeUpstream()
+    cache = MemoryCache(1 << 20)
+    svc = service(up, cache)
+    await svc.embed(None, request(["a"]))
+    (key,) = cache._data
+    await cache.set_many([(key, b"\x00" * 12)])
+    up.batches.clear()
+    result = await svc.embed(None, request(["a"]))
+    assert up.batches == [["a"]] and result.hits == 0
+    np.testing.assert_array_equal(as_arrays(result.vectors)[0], expected(["a"])[0])
+
+
+def test_every_upstream_needs_its_guard() -> None:
+    metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
+    with pytest.raises(ValueError, match="no guard for upstream"):
+        Fleet({"fake": FakeUpstream()}, {}, metrics, OpenGate())
+
+
+class Reply:
+    headers: Mapping[str, str] | None = None
+
+
+async def test_one_call_admits_the_misses_bills_them_and_sets_the_headers() -> None:
+    """The team's admission is inside the one call: misses reserve their estimate and are corrected to the
+    bill (10 tokens a text here), a whole hit is admitted with 0 tokens, and once the team's tokens are spent
+    a miss is refused before any upstream call, with the headers already on the reply."""
+    up = FakeUpstream()
+    svc = service(up)
+    team = Team("search", None, TeamQuota(tpm=20))
+    reply = Reply()
+    first = await svc.embed(team, request(["a", "b"]), reply)
+    assert first.billed_tokens == 20 and up.batches == [["a", "b"]]
+    assert reply.headers is not None and reply.headers["x-ratelimit-remaining-tokens"] == "0"
+    hit = Reply()
+    again = await svc.embed(team, request(["b", "a"]), hit)  # a whole hit: 0 tokens, passes
+    assert again.hits == 2 and again.billed_tokens == 0 and hit.headers == reply.headers
+    refused = Reply()
+    with pytest.raises(RateLimited):
+        await svc.embed(team, request(["c"]), refused)
+    assert up.batches == [["a", "b"]]  # the refused miss never went upstream
+    assert refused.headers is not None and refused.headers["x-ratelimit-limit-tokens"] == "20"
+    other = await svc.embed(Team("other", None, TeamQuota(tpm=20)), request(["c"]), None)
+    assert other.misses == 1  # another team's limits are its own
