@@ -1,8 +1,8 @@
 """Production's load shapes against the server edge, each run as its own process by tests/e2e/test_edge_load.py.
 
-- `stall`: `--connections` connections each ask for an answer of `--items` vectors (`--body-file`, an
-  OpenAI embeddings request) and never read it. After `--hold` seconds each connection reads what it
-  can: a connection is counted `complete` when the whole answer came (the chunked terminator), else
+- `stall`: `--connections` connections each ask for the answer of `--body-file` (an OpenAI embeddings
+  request) and do not read it. After `--hold` seconds, or once `--release-file` exists, each connection
+  reads what it can: a connection is counted `complete` when the whole answer came (the chunked terminator), else
   `cut` (the server closed or aborted it).
 - `keepalive`: `--connections` clients, each on one kept-alive connection, sending the request of
   `--body-file` every `--interval` seconds for `--duration` seconds and reading each answer. A request is
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import resource
 import time
 from pathlib import Path
@@ -35,7 +36,18 @@ def request_bytes(path: str, body: bytes) -> bytes:
     ).encode() + body
 
 
-async def stall_one(args: argparse.Namespace, req: bytes, out: dict[str, int]) -> None:
+def wait_for_file(path: str) -> None:
+    while not Path(path).exists():
+        time.sleep(0.2)
+
+
+async def watch(path: str | None, released: asyncio.Event) -> None:
+    if path:
+        await asyncio.to_thread(wait_for_file, path)
+        released.set()
+
+
+async def stall_one(args: argparse.Namespace, req: bytes, out: dict[str, int], released: asyncio.Event) -> None:
     try:
         reader, writer = await asyncio.open_connection(args.host, args.port, limit=1 << 20)
     except OSError:
@@ -44,7 +56,8 @@ async def stall_one(args: argparse.Namespace, req: bytes, out: dict[str, int]) -
     writer.transport.set_write_buffer_limits(high=1 << 22)
     writer.write(req)
     out["sent"] += 1
-    await asyncio.sleep(args.hold)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(released.wait(), timeout=args.hold)
     got = b""
     try:
         while True:
@@ -119,7 +132,10 @@ async def run(args: argparse.Namespace, body: bytes) -> dict[str, object]:
     t0 = time.monotonic()
     if args.mode == "stall":
         counts = dict.fromkeys(("connect_failed", "sent", "complete", "cut"), 0)
-        await asyncio.gather(*(stall_one(args, req, counts) for _ in range(args.connections)))
+        released = asyncio.Event()
+        watcher = asyncio.create_task(watch(args.release_file, released))
+        await asyncio.gather(*(stall_one(args, req, counts, released) for _ in range(args.connections)))
+        watcher.cancel()
         return {"mode": "stall", **counts, "elapsed": time.monotonic() - t0}
     out: dict[str, list[float] | int] = {
         "connect_failed": 0, "sent": 0, "ok": 0, "not_ok": 0, "lost": 0, "reconnects": 0, "latencies": []
@@ -142,7 +158,8 @@ if __name__ == "__main__":
     parser.add_argument("--path", default="/v1/embeddings")
     parser.add_argument("--body-file", required=True)
     parser.add_argument("--connections", type=int, default=200)
-    parser.add_argument("--hold", type=float, default=10.0, help="stall: seconds before reading")
+    parser.add_argument("--hold", type=float, default=10.0, help="stall: seconds before reading, at most")
+    parser.add_argument("--release-file", help="stall: read as soon as this file exists")
     parser.add_argument("--duration", type=float, default=20.0, help="keepalive: seconds of requests")
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--answer-timeout", type=float, default=30.0)
