@@ -161,9 +161,9 @@ def test_slow_bodies_are_closed_by_the_rate_rule(gateways: GatewayFactory, stand
     summary = orjson.loads(proc.stdout.strip().splitlines()[-1])
     print(summary)
     assert summary["opened"] == 5000 and summary["closed_by_server"] == 5000, summary
-    assert float(summary["closed_after_max"]) < 5.0 + 4, summary  # the grace, then the next sweeps
+    assert float(summary["closed_after_max"]) < 5.0 + quiet(4.0), summary  # the grace, then the next sweeps
     assert closed_total(gw)["slow_body"] >= 5000
-    assert p99 < 1.0
+    assert p99 < quiet(1.0)
 
 
 def test_thousands_of_kept_alive_clients_lose_nothing(
