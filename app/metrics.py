@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from .config.settings import MULTIPROC_ENV
+from .usage.metrics import UsageMetrics
 
 OTHER = "other"
 CONNECTION_CLOSES = ("head_timeout", "body_timeout", "slow_body", "write_timeout", "evicted_slow", "evicted", "refused")
@@ -33,8 +34,6 @@ _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-
-
 FAILOVER_REASONS = ("throttled", "failed", "timeout", "circuit_open", "invalid_answer")
 
 
@@ -169,6 +168,7 @@ class Metrics:
             ["team", "model"],
             registry=r,
         )
+        self.usage = UsageMetrics(r)  # money billed and saved, budgets (app/usage/metrics.py)
         self.media_fetches = Counter(
             "gateway_media_fetches_total",
             "Image URLs fetched by the gateway (media_fetch), by outcome "

@@ -29,7 +29,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..runtime.budget import MemoryBudget, lease_of
+from ..runtime.budget import MemoryBudget
+from .asgi.exchange import lease_of
 from .vectortext import VectorText
 
 SMALL_ANSWER_BYTES = 64 * 1024  # answers up to this size: one write, not counted (the connection cap bounds them)

@@ -9,11 +9,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ..errors import InvalidRequest, request_id_of
+from ..errors import InvalidRequest
 from ..inputs import items as parse_items
 from ..inputs.media.inlining import parse_fetching
 from ..inputs.params import dashscope_options
-from ..runtime.budget import lease_of
 from ..runtime.state import Gateway, gateway
 from ..schemas.dashscope import (
     ErrorResponse,
@@ -25,9 +24,11 @@ from ..schemas.dashscope import (
 from ..service import EmbedRequest, EmbedResult
 from . import tasks, tenancy
 from .answer import Entry, answer
+from .asgi.exchange import lease_of
 from .body import parse
 from .docs import request_body
 from .openai import cache_headers
+from .rendering import request_id_of
 from .turns import is_large
 
 router = APIRouter(prefix="/api/v1/services/embeddings")

@@ -12,12 +12,12 @@ from fastapi.responses import Response
 from ..inputs import items as parse_items
 from ..inputs.media.inlining import parse_fetching
 from ..inputs.params import resolve
-from ..runtime.budget import lease_of
 from ..runtime.state import gateway
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
 from ..service import EmbedRequest, EmbedResult
 from . import tenancy
 from .answer import answer
+from .asgi.exchange import lease_of
 from .body import parse
 from .docs import request_body
 from .turns import is_large

@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ..errors import Forbidden, InvalidRequest, request_id_of
+from ..errors import Forbidden, InvalidRequest
 from ..inputs.params import dashscope_options
 from ..jobs.textlines import served_name
 from ..runtime.state import gateway
@@ -20,6 +20,7 @@ from ..teams.team import Team
 from . import tenancy
 from .batches import ANONYMOUS, jobs_of
 from .body import read_body
+from .rendering import request_id_of
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 503)}

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ..jobs.settings import JobSettings
+from ..usage.config import AdminKeys, TeamUsage, UsageSettings
 from .yamlfile import YamlSource
 
 CONFIG_ENV = "EMBEDDING_GATEWAY_CONFIG"
@@ -65,7 +66,7 @@ class UpstreamConfig(BaseModel):
         return None
 
 
-class TeamConfig(BaseModel):
+class TeamConfig(TeamUsage):
     """One team: its API keys (hashes only), the models it may use and its limits (unset: no limit)."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
@@ -194,6 +195,8 @@ class Settings(BaseSettings):
         default="required", description="off: requests need no key (allowed quietly on a loopback bind only)"
     )
     teams: dict[str, TeamConfig] = Field(default_factory=dict)
+    admins: AdminKeys = Field(default_factory=list, description="hashes of keys that read every team's usage")
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     teams_reload_s: float = Field(
         default=5.0,
         ge=0,

@@ -19,6 +19,8 @@ from ..metrics import Metrics
 from ..service import EmbeddingService
 from ..teams.keys import Authenticator
 from ..upstreams.fleet import Fleet
+from ..usage.meter import Meter
+from ..usage.report import Reader
 from .budget import MemoryBudget
 
 if TYPE_CHECKING:
@@ -48,6 +50,8 @@ class Gateway:
     floats: VectorText  # the memos of served vectors' JSON text (api/vectortext.py)
     base64s: VectorText
     memory: MemoryBudget  # bodies and fetched media held at once (app/runtime/budget.py)
+    meter: Meter  # the usage ledger, priced, and budgets (app/usage/); the service bills it
+    reader: Reader  # the ledger read back (the usage and costs routes)
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only

@@ -1,4 +1,5 @@
-"""TraceRequests: the span of each request, as a front layer just inside Observe (app/api/asgi/observe.py).
+"""TraceRequests: the span of each request, as a front layer inside Observe (app/api/asgi/observe.py) and
+the header cap (a request whose headers are refused with 431 gets no span: its trace context is never read).
 
 The caller's W3C `traceparent` (and `tracestate`) is the parent when it is valid; the sampler decides from
 it and OTEL_TRACES_SAMPLER. The span is current while the route runs, so the pipeline's spans (cache read,

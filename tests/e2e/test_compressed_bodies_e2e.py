@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import Gateway, GatewayFactory, StandIn
-from teamkit import DS_MM, DS_TEXT, OPENAI, write_config
 
 from bench.standin import expected_vector
+from tests.support.processes import Gateway, GatewayFactory, StandIn
+from tests.support.teamkit import DS_MM, DS_TEXT, OPENAI, write_config
 
 DIM = 64
 MB = 1 << 20

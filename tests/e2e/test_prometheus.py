@@ -167,7 +167,10 @@ def run(tmp_path_factory: pytest.TempPathFactory, standin_session: StandIn, gate
     # One upstream answer per call (no retries, no circuit breaker): the traffic mix expects each request's
     # own status and compares the counters with what the stand-in saw.
     env = {"REDIS_RETRY_AFTER_S": "1", "RETRY_ATTEMPTS": "1", "BREAKER_FAILURES": "1000000"}
-    gw = gateways.start(redis_url=redis.url, workers=2, env=env)
+    # A team with a budget (auth stays off: the traffic is anonymous): its budget gauges are exported.
+    config = workdir / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"teams": {"budgeted": {"budget": {"daily": 100, "monthly": 1000}}}}))
+    gw = gateways.start(redis_url=redis.url, workers=2, env=env, config=str(config))
     prom, proc = start_prometheus(workdir, gw.url.removeprefix("http://"))
     try:
         prom.wait(lambda: prom.query('up{job="embedding-gateway"} == 1'), "a first scrape of the gateway")
