@@ -19,6 +19,7 @@ import orjson
 from pydantic import ValidationError
 
 from .config.settings import CONFIG_ENV, MULTIPROC_ENV, TEAM_NAME, Settings
+from .jobs import operator
 from .runtime import oom
 from .teams.keys import auth_off_warning, hash_key, new_key
 
@@ -186,6 +187,10 @@ def create_key(args: argparse.Namespace) -> None:
     )
 
 
+def jobs(args: argparse.Namespace) -> None:
+    operator.main(args, _load(args.config))
+
+
 def usage(args: argparse.Namespace) -> None:
     from .redis.link import RedisSetupError
     from .usage import table
@@ -222,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     k.add_argument("--team", required=True, help="the team's name in the config file")
     k.add_argument("--config", help="YAML settings file, to check that the team exists (it is never written)")
     k.set_defaults(func=create_key)
+    operator.add_parser(sub, jobs)
     u = sub.add_parser("usage", help="what each team spent and saved (the usage ledger in the limits Redis)")
     u.add_argument("--config", help="YAML settings file")
     u.add_argument("--since", default="30d", help="the period up to now: 90m, 12h, 30d")

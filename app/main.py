@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors
-from .api import batches, dashscope, docs, openai, ops, tasks, usage
+from .api import batches, dashscope, docs, openai, ops, rendering, tasks, usage
 from .api.asgi import aliases, fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
@@ -204,8 +203,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Embeddings of text, images and video behind the OpenAI and DashScope wire formats.",
         lifespan=lifespan_of(p),
+        generate_unique_id_function=docs.operation_id,
     )
-    errors.install_handlers(app)
+    rendering.install_handlers(app)
     app.include_router(openai.router)
     app.include_router(dashscope.router)
     app.include_router(dashscope.uploads)
@@ -213,15 +213,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(usage.router)
     app.include_router(batches.router)
     app.include_router(tasks.router)
-    docs.install(app, p.catalog.names())
+    docs.install(app, p.catalog.names(), auth_required=p.auth.required)
     fast = fastpath.routes_of(app, FAST_PATHS)
     for path in sorted(set(FAST_PATHS) - set(fast)):
         log.warning("POST %s is served by FastAPI's routing, not the fast path (it declares dependencies)", path)
     app.add_front(fastpath.FastPath, routes=fast, handlers=app.exception_handlers)
     app.add_front(CloseWhenDraining)
-    app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
-    if p.tracing is not None:  # the request's span, inside Observe (which logs its trace id)
+    if p.tracing is not None:  # the request's span: inside the header cap, inside Observe (which logs its trace id)
         app.add_front(TraceRequests, tracing=p.tracing)
+    app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
     app.add_front(observe.Observe, metrics=p.metrics)  # ids, logs and counts every request
     app.add_front(aliases.Aliases)  # outermost: /compatible-mode/v1/... are the /v1 routes for every layer
     return app

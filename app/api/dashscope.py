@@ -10,14 +10,13 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ..errors import InvalidRequest, request_id_of
+from ..errors import InvalidRequest
 from ..inputs import items as parse_items
 from ..inputs.media.inlining import parse_fetching
 from ..inputs.params import dashscope_options
-from ..runtime.budget import lease_of
 from ..runtime.state import Gateway, gateway
 from ..schemas.dashscope import (
-    ErrorResponse,
+    DashScopeError,
     MultimodalRequest,
     MultimodalResponse,
     TextRequest,
@@ -25,14 +24,16 @@ from ..schemas.dashscope import (
 )
 from ..service import EmbedRequest, EmbedResult
 from . import tasks, tenancy
+from .asgi.exchange import lease_of
 from .body import parse
 from .docs import request_body
 from .openai import cache_headers
+from .rendering import request_id_of
 
 router = APIRouter(prefix="/api/v1/services/embeddings")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
+    s: {"model": DashScopeError} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
 }
 
 
@@ -108,7 +109,7 @@ LOCAL_FILES = (
 
 @uploads.get(
     "/api/v1/uploads",
-    responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}},
+    responses={400: {"model": DashScopeError}, 401: {"model": DashScopeError}},
     summary="The dashscope SDK's upload policy for local files: answered with what to send instead",
 )
 async def upload_policy(request: Request) -> Response:

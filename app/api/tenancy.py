@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from ..config.catalog import ModelSpec
-from ..errors import Forbidden, Wire, wire_of
+from ..errors import Forbidden
 from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
 from ..teams.keys import one_key_header_each
@@ -15,6 +15,7 @@ from ..teams.team import Team
 from ..usage.rows import key_id
 from .asgi.exchange import Exchange, exchange_of
 from .body import cache_control
+from .rendering import Wire, wire_of
 
 
 def authenticate(request: Request, gw: Gateway) -> Team | None:

@@ -70,6 +70,7 @@ class Batches:
              "completion_window": window, "status": "validating", "created_at": created,
              "expires_at": created + WINDOWS[window], "total": rec["lines"], "metadata": metadata}  # fmt: skip
         await self.records.put_batch(b)
+        self.runner.metrics.entered("openai", "validating")
         assert self.enqueue is not None
         await self.enqueue(b["id"])
         return await self.get(team, b["id"])
@@ -97,7 +98,8 @@ class Batches:
         b = await self.records.batch(bid)
         if b is None or b["status"] in FINAL:
             return
-        await self.records.transition(bid, ["validating"], status="in_progress", in_progress_at=now())
+        if await self.records.transition(bid, ["validating"], status="in_progress", in_progress_at=now()):
+            self.runner.metrics.entered(b["kind"], "in_progress")
         b = await self.records.batch(bid) or b
         if b["status"] == "in_progress":
             await self.records.update(bid, worker=WORKER)
@@ -111,7 +113,8 @@ class Batches:
                 why = exc.message if isinstance(exc, GatewayError) else "the input file is gone"
                 errors = {"object": "list", "data": [{"code": "invalid_input", "message": why,
                                                       "param": "input_file_id", "line": None}]}  # fmt: skip
-                await self.records.transition(bid, ["in_progress"], status="failed", failed_at=now(), errors=errors)
+                if await self.records.transition(bid, ["in_progress"], status="failed", failed_at=now(), errors=errors):
+                    self.runner.metrics.entered(b["kind"], "failed")
                 return
             await self.records.transition(bid, ["in_progress"], status="finalizing", finalizing_at=now())
         await self.finalize(bid)
@@ -137,4 +140,6 @@ class Batches:
         else:
             done = await self.records.transition(bid, ["finalizing"], status="completed", completed_at=now(), **fields)
         if done:
-            log.info("batch %s %s", bid, "cancelled" if b["status"] == "cancelling" else "completed")
+            final = "cancelled" if b["status"] == "cancelling" else "completed"
+            self.runner.metrics.entered(b["kind"], final)
+            log.info("batch %s %s", bid, final)

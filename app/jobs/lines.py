@@ -19,8 +19,9 @@ import orjson
 from pydantic import ValidationError
 
 from ..api import tenancy
+from ..api.rendering import field_path, openai_body
 from ..config.catalog import ModelSpec
-from ..errors import GatewayError, InvalidRequest, field_path, openai_body
+from ..errors import GatewayError, InvalidRequest
 from ..inputs import items as parse_items
 from ..inputs.items import Item
 from ..inputs.media.inlining import parse_fetching

@@ -31,6 +31,7 @@ from . import textlines
 from .background import embed_background, retry_delay
 from .files import FileStore
 from .lines import Line, error_line, ok_line, parse_line, split_lines
+from .metrics import JobMetrics
 from .records import Records
 
 log = logging.getLogger("embedding_gateway.jobs")
@@ -67,8 +68,9 @@ class Chunk:
 
 
 class BatchRunner:
-    def __init__(self, gw: Gateway, files: FileStore, records: Records, storage: Storage) -> None:
+    def __init__(self, gw: Gateway, files: FileStore, records: Records, storage: Storage, metrics: JobMetrics) -> None:
         self.gw = gw
+        self.metrics = metrics
         self.files = files
         self.records = records
         self.storage = storage
@@ -110,6 +112,7 @@ class BatchRunner:
         p.out_bytes += len(out)
         p.err_bytes += len(err)
         await self.records.update(bid, **p.fields())
+        self.metrics.chunk(len(chunk.out), len(chunk.err), chunk.cached)
         await touch()
         return True
 

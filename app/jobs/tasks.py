@@ -54,6 +54,7 @@ class Tasks:
              "input_file_id": fid, "parameters": parameters, "status": "validating", "created_at": created,
              "expires_at": created + 86_400, "endpoint": "text-embedding", "completion_window": "24h"}  # fmt: skip
         await self.records.put_batch(b)
+        self.batches.runner.metrics.entered("dashscope", "validating")
         assert self.batches.enqueue is not None
         await self.batches.enqueue(b["id"])
         return {"task_id": b["id"], "task_status": "PENDING"}

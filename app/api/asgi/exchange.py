@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import Scope
 
 if TYPE_CHECKING:
-    from ...runtime.budget import Lease
+    from ...runtime.budget import Lease, MemoryBudget
 
 SCOPE_KEY = "gateway.exchange"
 
@@ -62,3 +62,12 @@ def exchange_of(scope: Scope) -> Exchange:
     if exchange is None:
         exchange = scope[SCOPE_KEY] = Exchange(uuid.uuid4().hex)
     return exchange
+
+
+def lease_of(scope: Scope, budget: MemoryBudget) -> Lease:
+    """The request's lease on the memory budget, made at its first use and kept in its Exchange, which
+    Observe releases when the request ends."""
+    exchange = exchange_of(scope)
+    if exchange.lease is None:
+        exchange.lease = budget.lease()
+    return exchange.lease
