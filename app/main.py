@@ -203,6 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Embeddings of text, images and video behind the OpenAI and DashScope wire formats.",
         lifespan=lifespan_of(p),
+        generate_unique_id_function=docs.operation_id,
     )
     rendering.install_handlers(app)
     app.include_router(openai.router)
@@ -212,7 +213,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(usage.router)
     app.include_router(batches.router)
     app.include_router(tasks.router)
-    docs.install(app, p.catalog.names())
+    docs.install(app, p.catalog.names(), auth_required=p.auth.required)
     fast = fastpath.routes_of(app, FAST_PATHS)
     for path in sorted(set(FAST_PATHS) - set(fast)):
         log.warning("POST %s is served by FastAPI's routing, not the fast path (it declares dependencies)", path)

@@ -13,7 +13,7 @@ from ..errors import InvalidRequest, Unavailable
 from ..jobs.batches import batch_object
 from ..jobs.files import file_object
 from ..runtime.state import gateway
-from ..schemas.openai import ErrorResponse
+from ..schemas.openai import OpenAIError
 from . import tenancy
 from .body import read_body
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ..jobs.wiring import Jobs
 
 router = APIRouter(tags=["batches"])
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 404, 413, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": OpenAIError} for s in (400, 401, 404, 413, 503)}
 UPLOAD = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file", "purpose"],
     "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string", "enum": ["batch"]}},

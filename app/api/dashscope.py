@@ -15,7 +15,7 @@ from ..inputs.media.inlining import parse_fetching
 from ..inputs.params import dashscope_options
 from ..runtime.state import Gateway, gateway
 from ..schemas.dashscope import (
-    ErrorResponse,
+    DashScopeError,
     MultimodalRequest,
     MultimodalResponse,
     TextRequest,
@@ -34,7 +34,7 @@ from .turns import is_large
 router = APIRouter(prefix="/api/v1/services/embeddings")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
+    s: {"model": DashScopeError} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
 }
 
 
@@ -131,7 +131,7 @@ LOCAL_FILES = (
 
 @uploads.get(
     "/api/v1/uploads",
-    responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}},
+    responses={400: {"model": DashScopeError}, 401: {"model": DashScopeError}},
     summary="The dashscope SDK's upload policy for local files: answered with what to send instead",
 )
 async def upload_policy(request: Request) -> Response:

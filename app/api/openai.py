@@ -13,7 +13,7 @@ from ..inputs import items as parse_items
 from ..inputs.media.inlining import parse_fetching
 from ..inputs.params import resolve
 from ..runtime.state import gateway
-from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, ErrorResponse
+from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, OpenAIError
 from ..service import EmbedRequest, EmbedResult
 from . import tenancy
 from .answer import answer
@@ -26,7 +26,7 @@ from .vectortext import VectorText
 router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
+    s: {"model": OpenAIError} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
 }
 
 

@@ -15,7 +15,7 @@ from ..errors import Forbidden, InvalidRequest
 from ..inputs.params import dashscope_options
 from ..jobs.textlines import served_name
 from ..runtime.state import gateway
-from ..schemas.dashscope import ErrorResponse
+from ..schemas.dashscope import DashScopeError
 from ..teams.team import Team
 from . import tenancy
 from .batches import ANONYMOUS, jobs_of
@@ -23,7 +23,7 @@ from .body import read_body
 from .rendering import request_id_of
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": DashScopeError} for s in (400, 401, 403, 404, 503)}
 SUPPORTED = (
     "X-DashScope-Async: enable is supported on the text-embedding route only, with input.url (a text "
     "file, one document per line, or a file id from POST /v1/files); send other requests without it"

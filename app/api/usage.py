@@ -13,12 +13,12 @@ from fastapi.responses import Response
 
 from ..errors import Forbidden
 from ..runtime.state import Gateway, gateway
-from ..schemas.openai import ErrorResponse
+from ..schemas.openai import OpenAIError
 from ..usage.report import Query, costs_page, parse_query, usage_page
 from .asgi.exchange import exchange_of
 
 router = APIRouter()
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": OpenAIError} for s in (400, 401, 403, 503)}
 
 
 def _param(name: str, kind: str, required: bool = False, **schema: Any) -> dict[str, Any]:

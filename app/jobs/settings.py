@@ -29,4 +29,5 @@ class JobSettings(BaseModel):
     chunk_lines: int = Field(default=500, ge=1, le=10_000, description="lines per checkpoint")
     heartbeat_s: int = Field(default=10, ge=1, description="a job not heard of this long is another's to run")
     sweep_s: int = Field(default=5, ge=1, description="how often each worker looks for abandoned jobs")
+    files_sweep_s: int = Field(default=60, ge=1, le=60, description="how often expired files are deleted")
     result_url_ttl_s: float = Field(default=86_400, gt=0, description="lifetime of a signed result URL")
