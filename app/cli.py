@@ -94,6 +94,9 @@ def _check_auth(settings: Settings, host: str) -> None:
         )
 
 
+BACKLOG = 4096  # the listen queue (the kernel caps it at net.core.somaxconn)
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -125,6 +128,7 @@ def serve(args: argparse.Namespace) -> None:
             loop="uvloop",
             http=GatewayProtocol,  # httptools with read deadlines, a connection cap, upgrade offers declined
             timeout_keep_alive=settings.http_keepalive_timeout_s,
+            backlog=BACKLOG,  # a burst of thousands of connects waits in the kernel's queue, not refused
             access_log=False,  # the gateway writes its own (api/asgi/accesslog.py)
             proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-For rewriting per request
             server_header=False,
