@@ -85,6 +85,14 @@ class PayloadTooLarge(InvalidRequest):
     dashscope_code = "BadRequest.TooLarge"
 
 
+class UnsupportedEncoding(InvalidRequest):
+    """A request body in a Content-Encoding the gateway does not inflate (it takes gzip and deflate)."""
+
+    status = 415
+    openai_code = "unsupported_content_encoding"
+    dashscope_code = "BadRequest.UnsupportedEncoding"
+
+
 class ClientClosed(InvalidRequest):
     """The client went away before its whole body arrived (nginx's 499): nobody reads the answer; it is
     counted and logged as a 4xx, not as a fault of the gateway."""

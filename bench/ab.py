@@ -3,11 +3,14 @@ change), in one run, on one Redis and one stand-in, measured in alternating roun
 noise falls on both alike:
 
     python -m bench.ab --other ../main-checkout --rounds 5 --duration 3
+    python -m bench.ab --other . --b-traces 0.01    # this checkout, traces off (A) and on at 1 % (B)
 
 Each round measures A (the other checkout) and B (this one), in alternating order, with one connection
 (p50 latency) and with `--connections` connections (requests per second), on the benchmark's
 "cache hit, 8 texts, float" body. Prints every round and the medians, and B/A ratios. Both gateways run
-with this checkout's Python environment; only the app code differs.
+with this checkout's Python environment; only the app code differs, and, with `--b-traces RATIO`, B's
+OpenTelemetry variables: traces on, sampled at RATIO (parentbased_traceidratio; the load sends no
+traceparent), exported over OTLP/HTTP to a sink on loopback (bench/otlpsink.py).
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
+from bench.inproc import trace_env
 from bench.procs import free_port
 from bench.scenarios import load, openai_body
 from bench.stack import KEY, Proc, Stack, env, stack, wait_ready
 
 
-def gateway(s: Stack, name: str, root: Path, standin: Proc, redis_url: str) -> Proc:
+def gateway(s: Stack, name: str, root: Path, standin: Proc, redis_url: str, traces: dict[str, str]) -> Proc:
     """`embedding-gateway serve` from the app code of checkout `root` (its working directory)."""
     port = free_port()
     extra = {
+        **traces,
         "GATEWAY_AUTH": "off",
         "LOCAL_MODEL": "false",
         "DASHSCOPE_API_KEY": KEY,
@@ -50,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--b-traces", type=float, default=None, metavar="RATIO", help="B with traces on at RATIO")
     a = ap.parse_args(argv)
     body = [openai_body([f"cached text {i} of the A/B run" for i in range(8)])]
     figures: dict[str, dict[str, list[float]]] = {"A": {"p50": [], "rps": []}, "B": {"p50": [], "rps": []}}
@@ -60,9 +68,15 @@ def main(argv: list[str] | None = None) -> None:
             "standin", [sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", KEY], port
         )
         wait_ready(standin, "/_stats")
+        traces, sink = {}, None
+        if a.b_traces is not None:
+            port = free_port()
+            sink = s.spawn("otlpsink", [sys.executable, "-m", "bench.otlpsink", "--port", str(port)], port)
+            wait_ready(sink, "/_stats")
+            traces = trace_env(sink.url, a.b_traces)
         gws = {
-            "A": gateway(s, "A", a.other.resolve(), standin, redis_url),
-            "B": gateway(s, "B", Path.cwd(), standin, redis_url),
+            "A": gateway(s, "A", a.other.resolve(), standin, redis_url, {}),
+            "B": gateway(s, "B", Path.cwd(), standin, redis_url, traces),
         }
         for gw in gws.values():
             load(gw.url, "/v1/embeddings", body, 1, 0.5)  # fills the cache
@@ -74,6 +88,8 @@ def main(argv: list[str] | None = None) -> None:
                 figures[name]["rps"].append(many["requests_per_s"])
                 print(f"round {r} {name}: 1 conn p50 {one['p50_ms']:.3f} ms, {a.connections} conns "
                       f"{many['requests_per_s']:,.0f} req/s", flush=True)  # fmt: skip
+        if sink is not None:
+            print(f"B's traces: {httpx.get(sink.url + '/_stats').json()} (OTLP posts and bytes the sink received)")
     med = {n: {k: statistics.median(v) for k, v in f.items()} for n, f in figures.items()}
     print(f"median A: p50 {med['A']['p50']:.3f} ms, {med['A']['rps']:,.0f} req/s")
     print(f"median B: p50 {med['B']['p50']:.3f} ms, {med['B']['rps']:,.0f} req/s")

@@ -1,6 +1,7 @@
 """The gateway's own time on a cache hit, without sockets: one process calls the ASGI app directly.
 
     python -m bench.inproc [--encoding float|base64] [--input texts|token-ids] [--calls 3000] [--rounds 5]
+                           [--traces RATIO]
 
 It starts the stand-in upstream (to fill the cache once), builds the app with `create_app` as `serve` does
 (auth off, in-process cache, access log on and written to /dev/null), then sends the same request of 8
@@ -8,7 +9,9 @@ texts `--calls` times per round and prints the microseconds per call of each rou
 kernel is on the measured path, so the figure moves little between runs of a noisy machine: it is the one
 to compare when changing the hot path (bench/README.md lists its history). `--input token-ids` sends the
 same texts as tiktoken ids (cl100k_base), as LangChain does: the gateway decodes them to the same texts.
-The full benchmark (`python -m bench.run`) remains the measure of throughput.
+`--traces RATIO` turns OpenTelemetry traces on (parentbased_traceidratio at RATIO, exported over OTLP/HTTP
+to bench/otlpsink.py on loopback). The full benchmark (`python -m bench.run`) remains the measure of
+throughput.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ def scope_of(body: bytes) -> dict[str, Any]:
     }
 
 
-async def measure(encoding: str, calls: int, rounds: int, token_ids: bool = False) -> list[float]:
+async def measure(encoding: str, calls: int, rounds: int, token_ids: bool = False) -> list[tuple[float, float]]:
+    """Per round: wall-clock and CPU (this process, every thread) microseconds per call."""
     from app.config.settings import Settings
     from app.main import create_app
 
@@ -84,12 +88,21 @@ async def measure(encoding: str, calls: int, rounds: int, token_ids: bool = Fals
                 raise SystemExit(f"unexpected answer: {start['status']} {headers}")
         out = []
         for _ in range(rounds):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(calls):
                 await call()
                 await asyncio.sleep(0)  # one loop turn per request, as under a server
-            out.append((time.perf_counter() - t0) / calls * 1e6)
+            out.append(((time.perf_counter() - t0) / calls * 1e6, (time.process_time() - c0) / calls * 1e6))
         return out
+
+
+def trace_env(endpoint: str, ratio: float) -> dict[str, str]:
+    """The OpenTelemetry variables of a gateway with traces on, sampled at `ratio`, exported to `endpoint`."""
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,22 +111,29 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--input", choices=("texts", "token-ids"), default="texts")
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--traces", type=float, default=None, metavar="RATIO", help="traces on, sampled at RATIO")
     a = ap.parse_args(argv)
-    port = free_port()
-    standin = subprocess.Popen(
-        [sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", KEY],
-        cwd=ROOT,
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port, sink_port = free_port(), free_port()
+    helpers = [[sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", KEY]]
+    if a.traces is not None:
+        helpers.append([sys.executable, "-m", "bench.otlpsink", "--port", str(sink_port)])
+    procs = [
+        subprocess.Popen(args, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for args in helpers
+    ]
+    standin = procs[0]
     try:
         wait_http(f"http://127.0.0.1:{port}/_stats", standin, 40.0)
+        traces = {}
+        if a.traces is not None:
+            wait_http(f"http://127.0.0.1:{sink_port}/_stats", procs[1], 40.0)
+            traces = trace_env(f"http://127.0.0.1:{sink_port}", a.traces)
         settings_env = env(
             GATEWAY_AUTH="off",
             LOCAL_MODEL="false",
             DASHSCOPE_API_KEY=KEY,
             DASHSCOPE_BASE_URL=f"http://127.0.0.1:{port}/api/v1",
+            **traces,
         )
         os.environ.clear()  # no REDIS_URL, config file or other key of the caller's environment
         os.environ.update(settings_env)
@@ -134,10 +154,13 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"cache hit of {len(TEXTS)} texts ({a.encoding}{', sent as token ids' if a.input == 'token-ids' else ''}), "
             "in process: "
-            f"{min(rounds):.1f} us per call (best round; rounds: {', '.join(f'{r:.1f}' for r in rounds)})"
+            f"{min(w for w, _ in rounds):.1f} us per call (best round; rounds: "
+            f"{', '.join(f'{w:.1f}' for w, _ in rounds)}); CPU {min(c for _, c in rounds):.1f} us per call (best "
+            f"round; median {sorted(c for _, c in rounds)[len(rounds) // 2]:.1f})"
         )
     finally:
-        stop(standin)
+        for proc in procs:
+            stop(proc)
 
 
 if __name__ == "__main__":

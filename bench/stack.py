@@ -36,7 +36,8 @@ def stop(p: Proc) -> None:
 
 
 def env(**extra: str) -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DASHSCOPE_", "OPENAI_", "EMBEDDING_"))}
+    ours = ("REDIS_", "DASHSCOPE_", "OPENAI_", "EMBEDDING_", "OTEL_")  # never the developer's own settings
+    out = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     out.update({"PYTHONUNBUFFERED": "1", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
     out.update(extra)
     return out

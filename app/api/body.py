@@ -1,5 +1,6 @@
-"""Request bodies: read within the size cap, parsed as JSON whatever the Content-Type (curl -d sends
-form encoding), validated into a wire model with errors that name the field."""
+"""Request bodies: read within the size cap (inflated first when sent with Content-Encoding gzip or deflate),
+parsed as JSON whatever the Content-Type (curl -d sends form encoding), validated into a wire model with
+errors that name the field."""
 
 from __future__ import annotations
 
@@ -11,24 +12,28 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import ClientClosed, InvalidRequest, PayloadTooLarge, field_path
 from ..runtime.budget import SMALL_BODY_BYTES, MemoryBudget, lease_of
+from .encodings import Inflater, coding_of
 
 M = TypeVar("M", bound=BaseModel)
 
 
 async def read_body(request: Request, limit: int, budget: MemoryBudget | None = None) -> bytes:
     """The body, read from the ASGI messages themselves (Starlette's `stream()` is an async generator:
-    measurable on a cache hit); refused as soon as it is known to be over `limit`. A body larger than
-    SMALL_BODY_BYTES is taken from the memory budget (twice: the bytes and what is parsed from them)."""
+    measurable on a cache hit); refused as soon as it is known to be over `limit`, as sent and, when it came
+    compressed (gzip, deflate: encodings.py), as inflated. A body larger than SMALL_BODY_BYTES is taken from
+    the memory budget (twice: the bytes and what is parsed from them; a compressed one by its inflated size)."""
+    coding = coding_of(value for name, value in request.scope["headers"] if name == b"content-encoding")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit():
         length = int(declared)
         if length > limit:
             raise PayloadTooLarge(f"body: larger than {limit} bytes", param="body")
-        if length > SMALL_BODY_BYTES and budget is not None:
+        if coding is None and length > SMALL_BODY_BYTES and budget is not None:
             await lease_of(request.scope, budget).take(2 * length, "body")
             budget = None  # taken
+    inflater = Inflater(coding, limit) if coding else None
     chunks: list[bytes] = []
-    size = 0
+    size = sent = 0
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
@@ -38,13 +43,18 @@ async def read_body(request: Request, limit: int, budget: MemoryBudget | None = 
                 code="client_closed_request",
             )
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
+        sent += len(chunk)
+        if sent > limit:
             raise PayloadTooLarge(f"body: larger than {limit} bytes", param="body")
-        if budget is not None and size > SMALL_BODY_BYTES:  # no length declared: taken as it comes
-            await lease_of(request.scope, budget).take(2 * len(chunk), "body")
-        chunks.append(chunk)
+        parts = [chunk] if inflater is None else inflater.feed(chunk)
+        for part in parts:
+            size += len(part)
+            if budget is not None and size > SMALL_BODY_BYTES:  # no length known: taken as it comes
+                await lease_of(request.scope, budget).take(2 * len(part), "body")
+        chunks += parts
         if not message.get("more_body", False):
+            if inflater is not None:
+                inflater.finish()
             return b"".join(chunks)  # one chunk (the usual case) is returned as it is, not copied
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import Response
 from ..errors import InvalidRequest, request_id_of
 from ..inputs import items as parse_items
 from ..inputs.media.inlining import parse_fetching
-from ..inputs.params import resolve
+from ..inputs.params import dashscope_options
 from ..runtime.budget import lease_of
 from ..runtime.state import Gateway, gateway
 from ..schemas.dashscope import (
@@ -24,7 +24,7 @@ from ..schemas.dashscope import (
     TextResponse,
 )
 from ..service import EmbedRequest, EmbedResult
-from . import tenancy
+from . import tasks, tenancy
 from .body import parse
 from .docs import request_body
 from .openai import cache_headers
@@ -32,21 +32,12 @@ from .openai import cache_headers
 router = APIRouter(prefix="/api/v1/services/embeddings")
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 431, 502, 503, 504)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
 }
 
 
-def _params(gw: Gateway, spec: Any, parameters: dict[str, Any]) -> Any:
-    options = {k: v for k, v in parameters.items() if k != "dimension"}
-    return resolve(
-        spec,
-        gw.upstream_kinds[spec.upstream],
-        parameters.get("dimension"),
-        options,
-        dim_param="parameters.dimension",
-        opt_prefix="parameters.",
-        forward_unknown=True,
-    )
+def dashscope_params(gw: Gateway, spec: Any, parameters: dict[str, Any]) -> Any:
+    return dashscope_options(spec, gw.upstream_kinds[spec.upstream], parameters)
 
 
 def _respond(request: Request, output: dict[str, Any], result: EmbedResult, usage: dict[str, int]) -> Response:
@@ -64,12 +55,13 @@ def _respond(request: Request, output: dict[str, Any], result: EmbedResult, usag
 async def multimodal_embedding(request: Request) -> Response:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
-    body = await parse(request, MultimodalRequest, gw.settings.max_body_bytes, gw.memory)
+    tasks.refuse_async(request)
+    body = await parse(request, MultimodalRequest, gw.caps.max_body_bytes, gw.memory)
     spec = tenancy.model_for(gw, team, body.model)
     if spec.endpoint != "multimodal" and gw.upstream_kinds[spec.upstream] == "dashscope":
         raise InvalidRequest(f"model: {spec.name} is a text model: use the text-embedding route", param="model")
-    params = _params(gw, spec, body.parameters or {})
-    parse_contents = partial(parse_items.dashscope_contents, spec=spec, limit=gw.settings.max_input_items)
+    params = dashscope_params(gw, spec, body.parameters or {})
+    parse_contents = partial(parse_items.dashscope_contents, spec=spec, limit=gw.caps.max_input_items)
     lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
     items = await parse_fetching(gw.fetcher, spec, body.input.contents, "input.contents", parse_contents, lease)
     if params.fusion:
@@ -93,10 +85,12 @@ async def multimodal_embedding(request: Request) -> Response:
 async def text_embedding(request: Request) -> Response:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
-    body = await parse(request, TextRequest, gw.settings.max_body_bytes, gw.memory)
+    if "x-dashscope-async" in request.headers:
+        return await tasks.create_task(request, team)
+    body = await parse(request, TextRequest, gw.caps.max_body_bytes, gw.memory)
     spec = tenancy.model_for(gw, team, body.model)
-    params = _params(gw, spec, body.parameters or {})
-    items = parse_items.dashscope_texts(body.input.texts, spec, gw.settings.max_input_items)
+    params = dashscope_params(gw, spec, body.parameters or {})
+    items = parse_items.dashscope_texts(body.input.texts, spec, gw.caps.max_input_items)
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
     embeddings = [{"text_index": i, "embedding": gw.floats.fragment(v)} for i, v in enumerate(result.vectors)]
     return _respond(request, {"embeddings": embeddings}, result, {"total_tokens": result.billed_tokens})

@@ -24,7 +24,7 @@ from .vectortext import VectorText
 router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 431, 502, 503, 504)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
 }
 
 
@@ -38,7 +38,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 async def create_embeddings(request: Request) -> Response:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
-    body = await parse(request, EmbeddingRequest, gw.settings.max_body_bytes, gw.memory)
+    body = await parse(request, EmbeddingRequest, gw.caps.max_body_bytes, gw.memory)
     spec = tenancy.model_for(gw, team, body.model)
     params = resolve(
         spec,
@@ -49,7 +49,7 @@ async def create_embeddings(request: Request) -> Response:
         opt_prefix="",
         forward_unknown=False,
     )
-    parse_contents = partial(parse_items.openai_items, spec=spec, limit=gw.settings.max_input_items)
+    parse_contents = partial(parse_items.openai_items, spec=spec, limit=gw.caps.max_input_items)
     lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
     items = await parse_fetching(gw.fetcher, spec, body.input, "input", parse_contents, lease)
     if params.fusion:

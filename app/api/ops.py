@@ -8,7 +8,6 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from ..cache.redis import RedisCache
 from ..config.catalog import ModelSpec
 from ..errors import NotFound
 from ..runtime import oom
@@ -76,13 +75,7 @@ async def healthz() -> Response:
 @router.get("/readyz", summary="Readiness: Redis and upstream configuration")
 async def readyz(request: Request) -> Response:
     gw = gateway(request)
-    cache_ok = await gw.cache.ping()
-    cache: dict[str, object] = {"backend": gw.cache.name, "ok": cache_ok}
-    redis = getattr(gw.cache, "inner", gw.cache)
-    if isinstance(redis, RedisCache):  # shared: in use right now by this process (not stood aside)
-        cache.update(shared=cache_ok and await redis.shared(), redis=redis.link.kind)
-        if not cache["shared"]:
-            cache["cause"] = redis.breaker.last_cause or redis.link.down_cause
+    cache = await gw.cache.status()
     states = gw.upstreams.states()
     ready = gw.ready and bool(states) and all(state != "loading" for state, _ in states.values())
     body = {

@@ -10,6 +10,7 @@ from ..config.catalog import ModelSpec
 from ..errors import Forbidden, Wire, wire_of
 from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
+from ..teams.keys import one_key_header_each
 from ..teams.team import Team
 from .asgi.exchange import Exchange, exchange_of
 from .body import cache_control
@@ -17,6 +18,7 @@ from .body import cache_control
 
 def authenticate(request: Request, gw: Gateway) -> Team | None:
     """The caller's team (None when auth is off); 401 in the caller's wire format otherwise."""
+    one_key_header_each(request.scope["headers"])
     team = gw.auth.team_of(request.headers, dashscope=wire_of(request.scope["path"]) is Wire.DASHSCOPE)
     if team is not None:
         exchange_of(request.scope).team = team.name

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .lru import MemoryCache
-from .store import VectorCache
+from .store import SharedRedis, VectorCache
 from .tickbatch import TickBatcher
 
 
@@ -44,6 +44,12 @@ class HotCache:
 
     async def ping(self) -> bool:
         return await self.inner.ping()
+
+    def shared_redis(self) -> SharedRedis | None:
+        return self.inner.shared_redis()
+
+    async def status(self) -> dict[str, object]:
+        return await self.inner.status()
 
     async def close(self) -> None:
         await self.hot.close()

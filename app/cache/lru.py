@@ -45,6 +45,12 @@ class MemoryCache:
     async def ping(self) -> bool:
         return True
 
+    def shared_redis(self) -> None:
+        return None
+
+    async def status(self) -> dict[str, object]:
+        return {"backend": self.name, "ok": True}
+
     async def close(self) -> None:
         self._data.clear()
         self._bytes = 0

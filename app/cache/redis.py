@@ -13,6 +13,7 @@ from ..metrics import Metrics
 from ..redis.bypass import Bypass
 from ..redis.cause import cause
 from ..redis.link import FAILURES, RedisLink
+from .store import SharedRedis
 
 
 class RedisCache:
@@ -70,6 +71,17 @@ class RedisCache:
             return False
         self.link.down_cause = None
         return ok
+
+    def shared_redis(self) -> SharedRedis:
+        return SharedRedis(self.link, self.breaker, self.metrics)
+
+    async def status(self) -> dict[str, object]:
+        ok = await self.ping()
+        shared = ok and await self.shared()
+        out: dict[str, object] = {"backend": self.name, "ok": ok, "shared": shared, "redis": self.link.kind}
+        if not shared:
+            out["cause"] = self.breaker.last_cause or self.link.down_cause
+        return out
 
     async def shared(self) -> bool:
         """Whether the cache is in use right now (not stood aside after a failure). Stood aside and due for

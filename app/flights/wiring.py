@@ -1,12 +1,11 @@
-"""The flights put together from the settings, bottom up: the leases (Redis when the cache is Redis, else
-this process alone), the in-flight table, the batcher over the injected upstream caller, the coalescer."""
+"""The flights put together, bottom up: the leases (in the cache's Redis when it has one, else this process
+alone), the in-flight table, the batcher over the injected upstream caller, the coalescer."""
 
 from __future__ import annotations
 
-from ..cache.hot import HotCache
-from ..cache.redis import RedisCache
+from dataclasses import dataclass
+
 from ..cache.store import VectorCache
-from ..config.settings import Settings
 from ..metrics import Metrics
 from ..service import Flights
 from ..telemetry.pipeline import TracedCache, TracedFlights
@@ -19,26 +18,38 @@ from .inflight import InFlight
 from .leases import Leases, LocalLeases, RedisLeases
 
 
-def open_leases(cache: VectorCache, settings: Settings) -> Leases:
-    redis = cache.inner if isinstance(cache, HotCache) else cache
-    if isinstance(redis, RedisCache):
-        return RedisLeases(redis.link, redis.breaker, settings.redis_timeout_s, redis.metrics)
-    return LocalLeases()
+@dataclass(frozen=True, slots=True)
+class FlightTimes:
+    """The flights' times, in seconds: how long concurrent misses are gathered into one call, how long an
+    identical miss in flight elsewhere is waited for, how long a lease lives, a lease command's timeout."""
+
+    batch_window_s: float
+    coalesce_wait_s: float
+    lease_s: float
+    redis_timeout_s: float
+
+
+def open_leases(cache: VectorCache, timeout_s: float) -> Leases:
+    """Beside the cache's vectors in its Redis (one slot: the claim checks the vector atomically; one bypass),
+    or this process alone."""
+    shared = cache.shared_redis()
+    if shared is None:
+        return LocalLeases()
+    return RedisLeases(shared.link, shared.breaker, timeout_s, shared.metrics)
 
 
 def open_flights(
-    cache: VectorCache, caller: UpstreamCaller, settings: Settings, metrics: Metrics, tracing: Tracing | None = None
+    cache: VectorCache, caller: UpstreamCaller, times: FlightTimes, metrics: Metrics, tracing: Tracing | None = None
 ) -> Flights:
     """The miss path below the service, built bottom up: the batcher sends chunks through `caller` and lands
     each call in the in-flight table; the coalescer sends only what no one is fetching yet. With `tracing`,
     the waits, upstream calls and cache writes are spans (app/telemetry/)."""
-    leases = open_leases(cache, settings)
+    leases = open_leases(cache, times.redis_timeout_s)
     writes = cache if tracing is None else TracedCache(cache, tracing)
     inflight = InFlight(writes, leases, metrics)
     caller = caller if tracing is None else TracedCaller(caller, tracing)
-    batcher = Batcher(caller, inflight, window_s=settings.batch_window_ms / 1000)
-    lease_s = settings.request_deadline_s + 1.0  # a lease outlives its holder's request by a second at most
+    batcher = Batcher(caller, inflight, window_s=times.batch_window_s)
     flights = Coalescer(
-        batcher, inflight, cache, leases, wait_s=settings.coalesce_wait_s, lease_s=lease_s, metrics=metrics
+        batcher, inflight, cache, leases, wait_s=times.coalesce_wait_s, lease_s=times.lease_s, metrics=metrics
     )
     return flights if tracing is None else TracedFlights(flights, tracing)

@@ -117,3 +117,10 @@ def resolve(
         if name == "enable_fusion" and value and not spec.enable_fusion:
             raise InvalidRequest(f"{param}: not supported by {spec.name}", param=param)
     return Params(dim, send, given)
+
+
+def dashscope_options(spec: ModelSpec, upstream_kind: str, parameters: dict[str, Any]) -> Params:
+    """DashScope's `parameters` (the native routes and async tasks): `dimension` and the options."""
+    options = {k: v for k, v in parameters.items() if k != "dimension"}
+    return resolve(spec, upstream_kind, parameters.get("dimension"), options, dim_param="parameters.dimension",
+                   opt_prefix="parameters.", forward_unknown=True)  # fmt: skip

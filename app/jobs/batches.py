@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import InvalidRequest, NotFound
+from ..errors import GatewayError, InvalidRequest, NotFound
 from .files import FileStore, new_id
 from .records import Records, now
 from .runner import BatchRunner
@@ -48,6 +48,7 @@ class Batches:
         self.files = files
         self.runner = runner
         self.enqueue: Callable[[str], Awaitable[None]] | None = None  # set by the worker (worker.py)
+        self.prepare: Callable[[dict[str, str]], Awaitable[str]] | None = None  # a task's input fetch (tasks.py)
 
     async def create(self, team: str, body: dict[str, Any]) -> dict[str, str]:
         fid, endpoint, window = body.get("input_file_id"), body.get("endpoint"), body.get("completion_window")
@@ -102,9 +103,13 @@ class Batches:
             await self.records.update(bid, worker=WORKER)
             team = self.runner.gw.auth.team(b["team"])
             try:
+                if not b.get("input_file_id") and self.prepare is not None:
+                    b["input_file_id"] = await self.prepare(b)
+                    await self.records.update(bid, input_file_id=b["input_file_id"])
                 await self.runner.chunks(b, team, touch)
-            except FileNotFoundError:
-                errors = {"object": "list", "data": [{"code": "file_not_found", "message": "the input file is gone",
+            except (FileNotFoundError, GatewayError) as exc:
+                why = exc.message if isinstance(exc, GatewayError) else "the input file is gone"
+                errors = {"object": "list", "data": [{"code": "invalid_input", "message": why,
                                                       "param": "input_file_id", "line": None}]}  # fmt: skip
                 await self.records.transition(bid, ["in_progress"], status="failed", failed_at=now(), errors=errors)
                 return

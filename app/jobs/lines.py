@@ -96,10 +96,10 @@ def _line(custom_id: str | None, response: Any, error: Any) -> bytes:
     return orjson.dumps(doc) + b"\n"
 
 
-async def parse_line(gw: Gateway, team: Team | None, n: int, raw: bytes | None) -> Line | bytes:
-    """A Line, or the error line that takes its place."""
+async def parse_line(gw: Gateway, team: Team | None, n: int, raw: bytes | None, max_bytes: int) -> Line | bytes:
+    """A Line, or the error line that takes its place (`raw` None: longer than `max_bytes`)."""
     if raw is None:
-        return format_error(None, f"line {n}: longer than {gw.settings.jobs.max_line_bytes} bytes")
+        return format_error(None, f"line {n}: longer than {max_bytes} bytes")
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -130,7 +130,7 @@ async def _request(gw: Gateway, team: Team | None, cid: str, body: object) -> Li
     kind = gw.upstream_kinds[spec.upstream]
     params = resolve(spec, kind, req.dimensions, req.options(), dim_param="dimensions", opt_prefix="",
                      forward_unknown=False)  # fmt: skip
-    parse = partial(parse_items.openai_items, spec=spec, limit=gw.settings.max_input_items)
+    parse = partial(parse_items.openai_items, spec=spec, limit=gw.caps.max_input_items)
     items = await parse_fetching(gw.fetcher, spec, req.input, "input", parse)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]

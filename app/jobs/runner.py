@@ -16,13 +16,18 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import orjson
+
+from ..api import tenancy
 from ..api.openai import render
 from ..errors import GatewayError, OverLimit, RateLimited, Unavailable, UpstreamFailed
 from ..flights.batcher import apportion, group_key
+from ..inputs.params import dashscope_options
 from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
 from ..storage.base import Storage, one
 from ..teams.team import Team
+from . import textlines
 from .background import embed_background, retry_delay
 from .files import FileStore
 from .lines import Line, error_line, ok_line, parse_line, split_lines
@@ -73,7 +78,7 @@ class BatchRunner:
         rec = await self.files.records.file(b["input_file_id"])
         if rec is None:
             raise FileNotFoundError(b["input_file_id"])
-        s = self.gw.settings.jobs
+        s = self.files.settings
         progress = Progress.of(b)
         pending: list[bytes | None] = []
         n = 0
@@ -93,7 +98,7 @@ class BatchRunner:
         bid = b["id"]
         if await self.records.redis.hget(f"{self.records.ns}:batch:{bid}", "status") != b"in_progress":
             return False
-        chunk = await self.chunk(team, p.lines + 1, raws, touch)
+        chunk = await self.chunk(b, team, p.lines + 1, raws, touch)
         out, err = b"".join(chunk.out), b"".join(chunk.err)
         await self.storage.put(f"batches/{bid}/out/{p.parts:06d}", one(out))
         await self.storage.put(f"batches/{bid}/err/{p.parts:06d}", one(err))
@@ -108,17 +113,19 @@ class BatchRunner:
         await touch()
         return True
 
-    async def chunk(self, team: Team | None, first: int, raws: list[bytes | None], touch: Touch) -> Chunk:
-        parsed = [await parse_line(self.gw, team, first + i, raw) for i, raw in enumerate(raws)]
+    async def chunk(self, b: dict[str, str], team: Team | None, first: int, raws: list[bytes | None],
+                    touch: Touch) -> Chunk:  # fmt: skip
+        parsed = await self._parse(b, team, first, raws)
         answers: list[tuple[bool, bytes]] = [(False, x) if isinstance(x, bytes) else (True, b"") for x in parsed]
         groups: dict[object, list[int]] = {}
         for i, x in enumerate(parsed):
             if isinstance(x, Line):
                 groups.setdefault(group_key(x.spec, x.params), []).append(i)
         result = Chunk()
+        kind = b["kind"]
         for idxs in groups.values():
             lines = [parsed[i] for i in idxs]
-            done, cached = await self.group(team, lines, touch)  # type: ignore[arg-type]
+            done, cached = await self.group(kind, team, lines, touch)  # type: ignore[arg-type]
             result.cached += cached
             for i, ans in zip(idxs, done, strict=True):
                 answers[i] = ans
@@ -126,7 +133,21 @@ class BatchRunner:
             (result.out if ok else result.err).append(line)
         return result
 
-    async def group(self, team: Team | None, lines: list[Line], touch: Touch) -> tuple[list[tuple[bool, bytes]], int]:
+    async def _parse(self, b: dict[str, str], team: Team | None, first: int,
+                     raws: list[bytes | None]) -> list[Line | bytes]:  # fmt: skip
+        limit = self.files.settings.max_line_bytes
+        if b["kind"] == "openai":
+            return [await parse_line(self.gw, team, first + i, raw, limit) for i, raw in enumerate(raws)]
+        try:
+            spec = tenancy.model_for(self.gw, team, textlines.served_name(b["model"]))
+            parameters = orjson.loads(b.get("parameters") or "{}")
+            params = dashscope_options(spec, self.gw.upstream_kinds[spec.upstream], parameters)
+        except GatewayError as err:
+            return [textlines.error(first + i - 1, err) for i in range(len(raws))]
+        return [textlines.parse_text(spec, params, limit, first + i, raw) for i, raw in enumerate(raws)]
+
+    async def group(self, kind: str, team: Team | None, lines: list[Line],
+                    touch: Touch) -> tuple[list[tuple[bool, bytes]], int]:  # fmt: skip
         """The answers of lines that share a model and parameters (one service call), and the items the
         cache served."""
         first = lines[0]
@@ -135,7 +156,7 @@ class BatchRunner:
             try:
                 req = EmbedRequest(first.spec, first.params, [it for ln in lines for it in ln.items])
                 result = await embed_background(self.gw, team, req)
-                return self._answers(lines, result), result.hits
+                return self._answers(kind, lines, result), result.hits
             except OverLimit as exc:  # before RETRYABLE: waiting cannot help
                 err: GatewayError = exc
             except RETRYABLE as exc:
@@ -144,17 +165,21 @@ class BatchRunner:
                     await touch()
                     await asyncio.sleep(retry_delay(exc, attempt))
                     continue
-                return [(False, error_line(ln.custom_id, exc)) for ln in lines], 0
+                return [(False, self._error(kind, ln, exc)) for ln in lines], 0
             except GatewayError as exc:
                 err = exc
             if len(lines) == 1:
-                return [(False, error_line(first.custom_id, err))], 0
+                return [(False, self._error(kind, first, err))], 0
             half = len(lines) // 2  # one line's refusal must not fail the others: halves, down to lines
-            a, ca = await self.group(team, lines[:half], touch)
-            b, cb = await self.group(team, lines[half:], touch)
+            a, ca = await self.group(kind, team, lines[:half], touch)
+            b, cb = await self.group(kind, team, lines[half:], touch)
             return a + b, ca + cb
 
-    def _answers(self, lines: list[Line], result: EmbedResult) -> list[tuple[bool, bytes]]:
+    @staticmethod
+    def _error(kind: str, line: Line, err: GatewayError) -> bytes:
+        return error_line(line.custom_id, err) if kind == "openai" else textlines.error(int(line.custom_id), err)
+
+    def _answers(self, kind: str, lines: list[Line], result: EmbedResult) -> list[tuple[bool, bytes]]:
         spec = lines[0].spec
         shares = apportion(result.billed_tokens, [sum(it.est_tokens for it in ln.items) for ln in lines])
         out: list[tuple[bool, bytes]] = []
@@ -162,6 +187,9 @@ class BatchRunner:
         for ln, share in zip(lines, shares, strict=True):
             vectors = result.vectors[start : start + len(ln.items)]
             start += len(ln.items)
+            if kind != "openai":
+                out.append((True, textlines.ok(self.gw, ln, vectors, share)))
+                continue
             mine = EmbedResult(vectors=vectors, hits=0, misses=0, billed_tokens=share)
             text = self.gw.base64s if ln.base64 else self.gw.floats
             out.append((True, ok_line(ln.custom_id, render(mine, spec.name, text))))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from ..inputs.media.fetcher import Fetcher
 from ..runtime.state import Gateway
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
@@ -19,6 +20,7 @@ from .files import FileStore
 from .records import Records
 from .runner import BatchRunner
 from .settings import JobSettings
+from .tasks import Tasks
 from .worker import JobQueue
 
 
@@ -29,6 +31,7 @@ class Jobs:
     files: FileStore
     batches: Batches
     queue: JobQueue
+    tasks: Tasks
 
 
 def open_storage(s: JobSettings) -> Storage:
@@ -40,20 +43,23 @@ def open_storage(s: JobSettings) -> Storage:
     return LocalStorage(s.storage_dir)
 
 
-async def open_jobs(gw: Gateway, stack: AsyncExitStack) -> Jobs | None:
-    s = gw.settings
-    url = s.limits_url()
-    if url is None:
-        return None
+async def open_jobs(
+    gw: Gateway, stack: AsyncExitStack, url: str, namespace: str, s: JobSettings, text_fetcher: Fetcher
+) -> Jobs:
+    """Batch jobs on the Redis at `url` (the limits' Redis). `text_fetcher` fetches the text files of
+    DashScope tasks (closed with the jobs)."""
     redis: Redis = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
     stack.push_async_callback(redis.aclose)
-    storage = open_storage(s.jobs)
+    storage = open_storage(s)
     stack.push_async_callback(storage.close)
-    records = Records(redis, s.cache_namespace)
-    files = FileStore(storage, records, s.jobs)
+    records = Records(redis, namespace)
+    files = FileStore(storage, records, s)
     batches = Batches(records, files, BatchRunner(gw, files, records, storage))
-    queue = JobQueue(redis, s.cache_namespace, batches, files, concurrency=s.jobs.concurrency,
-                     heartbeat_s=s.jobs.heartbeat_s, sweep_s=s.jobs.sweep_s)  # fmt: skip
+    tasks = Tasks(records, files, batches, text_fetcher, s.result_url_ttl_s)
+    stack.push_async_callback(text_fetcher.close)
+    batches.prepare = lambda b: tasks.fetch_input(b, s.max_file_bytes)
+    queue = JobQueue(redis, namespace, batches, files, concurrency=s.concurrency,
+                     heartbeat_s=s.heartbeat_s, sweep_s=s.sweep_s)  # fmt: skip
     await queue.start()
     stack.push_async_callback(queue.close)
-    return Jobs(storage, records, files, batches, queue)
+    return Jobs(storage, records, files, batches, queue, tasks)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fastapi import Request
 
-from ..api.vectortext import VectorText, base64_json, float_json
+from ..api.vectortext import VectorText
 from ..cache.store import VectorCache
 from ..config.catalog import Catalog, ModelSpec
-from ..config.settings import Settings
 from ..errors import NotFound
 from ..inputs.media.fetcher import Fetcher
 from ..limits.admission import TeamLimiter
@@ -25,9 +24,17 @@ if TYPE_CHECKING:
     from ..jobs.wiring import Jobs
 
 
+@dataclass(frozen=True, slots=True)
+class RequestCaps:
+    """What one request may hold: its body's bytes, its input items."""
+
+    max_body_bytes: int
+    max_input_items: int
+
+
 @dataclass(slots=True)
 class Gateway:
-    settings: Settings
+    caps: RequestCaps
     catalog: Catalog
     cache: VectorCache
     service: EmbeddingService
@@ -37,21 +44,12 @@ class Gateway:
     auth: Authenticator
     limits: TeamLimiter
     quota: UpstreamQuota
+    floats: VectorText  # the memos of served vectors' JSON text (api/vectortext.py)
+    base64s: VectorText
+    memory: MemoryBudget  # bodies and fetched media held at once (app/runtime/budget.py)
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only
-    floats: VectorText = field(init=False)
-    base64s: VectorText = field(init=False)
-    memory: MemoryBudget = field(init=False)  # bodies and fetched media held at once (app/runtime/budget.py)
-
-    def __post_init__(self) -> None:
-        """The memos of vector text share `cache_text_max_bytes`: float text takes about twice the room of
-        base64 text, so two thirds of the budget go to floats. The memory budget is the process's."""
-        budget = self.settings.cache_text_max_bytes
-        self.floats = VectorText(budget * 2 // 3, float_json)
-        self.base64s = VectorText(budget // 3, base64_json)
-        s = self.settings
-        self.memory = MemoryBudget(s.memory_budget_bytes, wait_s=s.memory_wait_s, counter=self.metrics.memory_waits)
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

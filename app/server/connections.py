@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .descriptors import connection_cap
-
-if TYPE_CHECKING:
-    from ..config.catalog import ModelSpec
-    from ..config.settings import Settings, UpstreamConfig
 
 log = logging.getLogger("embedding_gateway")
 
@@ -102,20 +98,17 @@ class Connections:
 
 
 def for_worker(
-    settings: Settings, configs: dict[str, UpstreamConfig], catalog: Iterable[ModelSpec], counter: Any
+    max_connections: int, reserve: int, *, head_timeout_s: float, body_timeout_s: float, counter: Any
 ) -> Connections:
-    """The worker's client connections: deadlines, and a cap that leaves descriptors for its own
-    connections (each served upstream's pool, the media fetcher, Redis and files: http_fd_reserve).
-    Closes are counted in `counter` (a labelled prometheus Counter: gateway_connections_closed_total)."""
-    used = {spec.upstream for spec in catalog}
-    reserve = settings.http_fd_reserve + sum(configs[name].max_connections for name in used)
-    reserve += settings.media_fetch_concurrency if settings.media_fetch else 0
-    cap = connection_cap(settings.http_max_connections, reserve)
-    if cap < settings.http_max_connections:
+    """The worker's client connections: deadlines, and a cap (at most `max_connections`) that leaves
+    `reserve` descriptors for its own connections (each served upstream's pool, the media fetcher, Redis and
+    files). Closes are counted in `counter` (a labelled prometheus Counter: gateway_connections_closed_total)."""
+    cap = connection_cap(max_connections, reserve)
+    if cap < max_connections:
         log.info("connections: at most %d per worker (descriptor limit minus %d reserved)", cap, reserve)
     return Connections(
-        head_timeout_s=settings.http_head_timeout_s,
-        body_timeout_s=settings.http_body_timeout_s,
+        head_timeout_s=head_timeout_s,
+        body_timeout_s=body_timeout_s,
         max_open=cap,
         count=lambda reason: counter.labels(reason).inc(),
     )

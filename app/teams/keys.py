@@ -12,9 +12,9 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from ..errors import Unauthorized
+from ..errors import InvalidRequest, Unauthorized
 from .team import Team
 
 KEY_PREFIX = "eg-"
@@ -27,6 +27,21 @@ def new_key() -> str:
 
 def hash_key(key: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+KEY_HEADERS = {b"authorization": "Authorization", b"x-dashscope-apikey": "X-DashScope-ApiKey"}
+
+
+def one_key_header_each(raw: Iterable[tuple[bytes, bytes]]) -> None:
+    """400 when a key header comes more than once: which one would win is a guess (a proxy that adds its own,
+    a client that sends two), so neither does. Checked whether or not auth is required."""
+    seen: set[bytes] = set()
+    for name, _ in raw:
+        if name in KEY_HEADERS:
+            if name in seen:
+                shown = KEY_HEADERS[name]
+                raise InvalidRequest(f"{shown}: sent more than once; send one key", param=shown.lower())
+            seen.add(name)
 
 
 def presented_key(headers: Mapping[str, str], dashscope: bool) -> str | None:

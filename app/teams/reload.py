@@ -16,15 +16,15 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import signal
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
-from ..config.settings import CONFIG_ENV, Settings, TeamConfig
+from ..config.settings import CONFIG_ENV, TeamConfig
 from ..metrics import Metrics
 from .keys import Authenticator
 from .team import teams_from, unknown_models
@@ -50,7 +50,7 @@ def _why(exc: Exception) -> str:
     return str(exc)
 
 
-def changes(old: dict[str, TeamConfig], new: dict[str, TeamConfig]) -> list[str]:
+def changes(old: Mapping[str, TeamConfig], new: Mapping[str, TeamConfig]) -> list[str]:
     """Team names with what changed about them: `+name`, `-name`, `name (keys, limits)`."""
     out = [f"+{name}" for name in sorted(new.keys() - old.keys())]
     out += [f"-{name}" for name in sorted(old.keys() - new.keys())]
@@ -65,13 +65,26 @@ def changes(old: dict[str, TeamConfig], new: dict[str, TeamConfig]) -> list[str]
 
 
 class TeamsReloader:
+    """`read` reads the config file's teams again (ValidationError, ValueError, OSError, YAMLError if it is
+    refused); `teams` are the ones in use."""
+
     def __init__(
-        self, path: str | None, settings: Settings, auth: Authenticator, metrics: Metrics, served: set[str]
+        self,
+        path: str | None,
+        teams: Mapping[str, TeamConfig],
+        read: Callable[[], Mapping[str, TeamConfig]],
+        *,
+        auth_required: bool,
+        interval_s: float,
+        auth: Authenticator,
+        metrics: Metrics,
+        served: set[str],
     ) -> None:
         self.path = Path(path) if path else None
-        self.teams = dict(settings.teams)
-        self.auth_required = settings.gateway_auth == "required"
-        self.interval_s = settings.teams_reload_s
+        self.teams = dict(teams)
+        self.read = read
+        self.auth_required = auth_required
+        self.interval_s = interval_s
         self.auth = auth
         self.metrics = metrics
         self.served = served
@@ -85,24 +98,24 @@ class TeamsReloader:
             return False
         self.digest = _digest(self.path)
         try:
-            settings = Settings()
-            if self.auth_required and not any(team.keys for team in settings.teams.values()):
+            configs = self.read()
+            if self.auth_required and not any(team.keys for team in configs.values()):
                 raise ValueError("no team has a key, so every request would be refused")
         except (ValidationError, ValueError, OSError, yaml.YAMLError) as exc:
             log.error(
                 "teams not reloaded (%s): %s is refused, the previous teams stay: %s", reason, self.path, _why(exc)
             )
             return False
-        changed = changes(self.teams, settings.teams)
+        changed = changes(self.teams, configs)
         if not changed:
             log.info("teams reloaded (%s): %s has no change to teams", reason, self.path)
             return False
-        teams = teams_from(settings)
+        teams = teams_from(configs)
         self.metrics.add_teams(teams)
-        self.auth.replace(teams, {name: cfg.keys for name, cfg in settings.teams.items()})
-        self.teams = dict(settings.teams)
+        self.auth.replace(teams, {name: cfg.keys for name, cfg in configs.items()})
+        self.teams = dict(configs)
         log.info("teams reloaded (%s) from %s: %s", reason, self.path, ", ".join(changed))
-        for entry in unknown_models(settings, self.served):
+        for entry in unknown_models(configs, self.served):
             log.warning("%s is not served here (unknown or disabled model)", entry)
         return True
 
@@ -134,10 +147,3 @@ class TeamsReloader:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-
-
-def watch_teams(settings: Settings, auth: Authenticator, metrics: Metrics, served: set[str]) -> TeamsReloader:
-    """Started in each worker's lifespan (app/main.py); stop() it at shutdown."""
-    reloader = TeamsReloader(os.environ.get(CONFIG_ENV), settings, auth, metrics, served)
-    reloader.start()
-    return reloader

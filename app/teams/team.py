@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..config.settings import Settings
+from ..config.settings import TeamConfig
 from ..limits.window import TeamQuota
 
 ALL_MODELS = "*"
@@ -20,19 +21,19 @@ class Team:
         return self.models is None or model in self.models
 
 
-def teams_from(settings: Settings) -> dict[str, Team]:
+def teams_from(configs: Mapping[str, TeamConfig]) -> dict[str, Team]:
     out = {}
-    for name, cfg in settings.teams.items():
+    for name, cfg in configs.items():
         models = None if ALL_MODELS in cfg.models else frozenset(cfg.models)
         out[name] = Team(name, models, TeamQuota(cfg.rpm, cfg.tpm, cfg.concurrency, cfg.daily_tokens))
     return out
 
 
-def unknown_models(settings: Settings, served: set[str]) -> list[str]:
+def unknown_models(configs: Mapping[str, TeamConfig], served: set[str]) -> list[str]:
     """`teams.NAME.models` entries that the catalog does not serve here (a typo, or a disabled model)."""
     return sorted(
         f"teams.{name}.models: {model}"
-        for name, cfg in settings.teams.items()
+        for name, cfg in configs.items()
         for model in cfg.models
         if model != ALL_MODELS and model not in served
     )

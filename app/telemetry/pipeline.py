@@ -9,7 +9,8 @@ off nothing here is made or called.
   `gateway.coalesced` counts the items another request paid for.
 - `TracedLimiter`: `admission` around the team's admission (tokens reserved for the misses, the verdict).
 
-Attributes carry counts, names and verdicts only: never inputs, vectors, keys or messages.
+Attributes carry counts, names and verdicts only: never inputs, vectors, keys or messages. Under a request
+the sampler left out (the current span not recording), each part is called directly: no span is made.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 from opentelemetry.util.types import AttributeValue
 
-from ..cache.store import VectorCache
+from ..cache.store import SharedRedis, VectorCache
 from ..config.catalog import ModelSpec
 from ..flights.coalescer import FlightResult
 from ..inputs.items import Item
@@ -38,20 +39,30 @@ class TracedCache:
         self.tracing = tracing
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not self.tracing.recording():
+            return await self.inner.get_many(keys)
         with self.tracing.span("cache.read") as span:
             values = await self.inner.get_many(keys)
-            if span.is_recording():
-                found = sum(v is not None for v in values)
-                span.set_attributes({"gateway.cache": self.name, "gateway.keys": len(keys), "gateway.found": found})
+            found = sum(v is not None for v in values)
+            span.set_attributes({"gateway.cache": self.name, "gateway.keys": len(keys), "gateway.found": found})
             return values
 
     async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+        if not self.tracing.recording():
+            await self.inner.set_many(entries)
+            return
         attributes: dict[str, AttributeValue] = {"gateway.cache": self.name, "gateway.entries": len(entries)}
         with self.tracing.span("cache.write", attributes):
             await self.inner.set_many(entries)
 
     async def ping(self) -> bool:
         return await self.inner.ping()
+
+    def shared_redis(self) -> SharedRedis | None:
+        return self.inner.shared_redis()
+
+    async def status(self) -> dict[str, object]:
+        return await self.inner.status()
 
     async def close(self) -> None:
         await self.inner.close()
@@ -74,6 +85,8 @@ class TracedFlights:
         write: bool,
         shared: bool,
     ) -> FlightResult:
+        if not self.tracing.recording():
+            return await self.inner.fetch(spec, params, missing, deadline=deadline, write=write, shared=shared)
         attributes: dict[str, AttributeValue] = {"gateway.model": spec.name, "gateway.missing": len(missing)}
         with self.tracing.span("flights.wait", attributes) as span:
             result = await self.inner.fetch(spec, params, missing, deadline=deadline, write=write, shared=shared)
@@ -90,14 +103,15 @@ class TracedLimiter(TeamLimiter):
     tracing: Tracing
 
     async def admit(self, team: Team | None, est: int) -> Admission:
+        if not self.tracing.recording():
+            return await super().admit(team, est)
         with self.tracing.span("admission") as span:
             adm = await super().admit(team, est)
-            if span.is_recording():
-                v = adm.verdict
-                span.set_attributes(
-                    {"gateway.tokens": est, "gateway.limited": v is not None,
-                     "gateway.admitted": v is None or v.ok, "gateway.refusal": "" if v is None else v.reason or ""}
-                )  # fmt: skip
+            v = adm.verdict
+            span.set_attributes(
+                {"gateway.tokens": est, "gateway.limited": v is not None,
+                 "gateway.admitted": v is None or v.ok, "gateway.refusal": "" if v is None else v.reason or ""}
+            )  # fmt: skip
             return adm
 
 

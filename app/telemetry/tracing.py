@@ -72,6 +72,12 @@ class Tracing:
         status but is not recorded as an event (its message may quote what a caller or an upstream sent)."""
         return self.tracer.start_as_current_span(name, kind=kind, attributes=attributes, record_exception=False)
 
+    @staticmethod
+    def recording() -> bool:
+        """Whether the current span is sampled: a child of one that is not would not be either, so the
+        wrappers call their part directly then (no span made for the requests the sampler left out)."""
+        return trace.get_current_span().is_recording()
+
     def extract(self, carrier: Mapping[str, str]) -> context.Context:
         return self.propagator.extract(carrier)
 

@@ -38,6 +38,8 @@ class TracedCaller:
         self.tracing = tracing
 
     async def call(self, batch: Batch, deadline: float) -> Result:
+        if not self.tracing.recording():
+            return await self.inner.call(batch, deadline)
         attributes: dict[str, AttributeValue] = {"gateway.model": batch.spec.name, "gateway.items": len(batch.items)}
         with self.tracing.span("upstream.call", attributes) as span:
             tried: list[str] = []
@@ -63,6 +65,8 @@ class TracedUpstream:
 
     async def embed(self, batch: Batch) -> Result:
         tried = _attempts.get()
+        if tried is None and not self.tracing.recording():
+            return await self.inner.embed(batch)
         attributes: dict[str, AttributeValue] = {"gateway.deployment": self.name, "gateway.upstream_kind": self.kind,
                                       "gateway.items": len(batch.items)}  # fmt: skip
         if tried is not None:

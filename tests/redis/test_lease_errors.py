@@ -46,7 +46,7 @@ async def test_a_failed_lease_claim_is_counted_and_the_miss_still_answered(reado
     up = FakeUpstream()
     svc = miss_path({"fake": up}, metrics, cache=HotCache(shared, 1 << 20))
     assert sample(metrics, "gateway_redis_errors_total", op="lease") == 0
-    result = await svc.embed(request(["a"]))
+    result = await svc.embed(None, request(["a"]))
     np.testing.assert_array_equal(as_arrays(result.vectors)[0], expected(["a"])[0])
     assert up.batches == [["a"]]
     assert sample(metrics, "gateway_redis_errors_total", op="read") == 0  # the read was answered

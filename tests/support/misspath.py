@@ -10,7 +10,6 @@ from app.config.settings import Settings
 from app.flights.wiring import open_flights
 from app.limits.admission import TeamLimiter
 from app.limits.quota import UpstreamQuota
-from app.main import limits_on
 from app.metrics import Metrics
 from app.service import EmbeddingService
 from app.upstreams.adapter import Upstream
@@ -18,6 +17,8 @@ from app.upstreams.breaker import CircuitBreaker
 from app.upstreams.caller import OpenGate, QuotaGate
 from app.upstreams.fleet import Fleet
 from app.upstreams.guard import Guard, RetryPolicy
+from app.wiring.parts import flight_times
+from app.wiring.stores import limits_on
 
 
 def miss_path(
@@ -43,7 +44,7 @@ def miss_path(
     limits = limits_on(None, s, metrics)
     quota = UpstreamQuota(limits, metrics, window_s=s.limits_window_s, slack_s=0.0, max_wait_s=s.upstream_queue_s)
     caller = Fleet(adapters, guards, metrics, gate or OpenGate())
-    flights = open_flights(cache, caller, s, metrics)
+    flights = open_flights(cache, caller, flight_times(s), metrics)
     teams = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
     return EmbeddingService(
         cache, flights, metrics, teams, quota, namespace="t", deadline_s=30.0, route=caller.identity

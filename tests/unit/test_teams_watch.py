@@ -39,7 +39,7 @@ async def test_a_vanished_teams_file_is_said_once_and_read_again_when_back(
     monkeypatch.setenv(CONFIG_ENV, str(path))
     monkeypatch.setenv("TEAMS_RELOAD_S", "0.01")
     settings = Settings()
-    auth = Authenticator(teams_from(settings), {n: c.keys for n, c in settings.teams.items()}, required=True)
+    auth = Authenticator(teams_from(settings.teams), {n: c.keys for n, c in settings.teams.items()}, required=True)
     polls = 0
     real_digest = teams_reload._digest
 
@@ -49,7 +49,16 @@ async def test_a_vanished_teams_file_is_said_once_and_read_again_when_back(
         return real_digest(p)
 
     monkeypatch.setattr(teams_reload, "_digest", counted)  # counts the watch's polls; reads the file as it is
-    reloader = teams_reload.TeamsReloader(str(path), settings, auth, Metrics(CollectorRegistry()), set())
+    reloader = teams_reload.TeamsReloader(
+        str(path),
+        settings.teams,
+        lambda: Settings().teams,
+        auth_required=True,
+        interval_s=settings.teams_reload_s,
+        auth=auth,
+        metrics=Metrics(CollectorRegistry()),
+        served=set(),
+    )
     caplog.set_level(logging.INFO, logger="embedding_gateway")
     reloader.start()
     try:

@@ -28,9 +28,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ...config.settings import Settings
 from ...errors import InvalidRequest, PayloadTooLarge
-from ...metrics import Metrics
 from ...runtime.budget import FETCH_WEIGHT, Lease
 from .addresses import parse_public
 from .formats import MIME_FORMATS, sniff_format
@@ -145,6 +143,20 @@ class Fetcher:
         finally:
             self.count(outcome)
 
+    async def open(self, url: str, param: str) -> httpx.Response:
+        """The final answer for `url`, redirects followed with every hop checked as fetch() checks them, not
+        read yet: the caller streams it (a batch task's text file, app/jobs/) and closes it."""
+        for _ in range(self.max_redirects + 1):
+            target = await self.check(url, param)
+            response = await self._send(target, param)
+            if response.status_code not in REDIRECTS:
+                return response
+            try:
+                url = self._location(response, target, param)
+            finally:
+                await response.aclose()
+        raise FetchRefused(f"{param}: URL redirected more than {self.max_redirects} times", param=param)
+
     async def _follow(self, url: str, param: str, cap: int) -> FetchedImage:
         for _ in range(self.max_redirects + 1):
             target = await self.check(url, param)
@@ -243,19 +255,3 @@ class Fetcher:
         if claimed is not None and claimed != real:
             raise FetchRefused(f"{param}: image URL answered {mime} but the bytes are {real}", param=param)
         return FetchedImage(raw, real)
-
-
-def open_fetcher(settings: Settings, metrics: Metrics) -> Fetcher | None:
-    if not settings.media_fetch:
-        return None
-    return Fetcher(
-        open_client(settings.media_fetch_concurrency),
-        max_bytes=settings.media_fetch_max_bytes,
-        timeout_s=settings.media_fetch_timeout_s,
-        max_redirects=settings.media_fetch_max_redirects,
-        allow_hosts=frozenset(settings.media_fetch_allow_hosts),
-        concurrency=settings.media_fetch_concurrency,
-        max_urls=settings.media_fetch_max_urls,
-        max_total_bytes=settings.media_fetch_max_total_bytes,
-        count=lambda outcome: metrics.media_fetches.labels(outcome).inc(),
-    )
