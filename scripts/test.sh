@@ -100,12 +100,15 @@ lint() {
 }
 docker_stage() {
   if [ -n "$docker_home" ]; then
-    wait "$docker_build" || echo "tests/support/dockerbuild.py failed: the tests build what is missing"
-    cat "$docker_home.log"
-    EG_TEST_DOCKER_HOME="$docker_home" EG_TEST_DOCKER_PREBUILT=1 python -m pytest tests/docker "$@"
-  else
-    python -m pytest tests/docker "$@"
+    if wait "$docker_build"; then
+      cat "$docker_home.log"
+      EG_TEST_DOCKER_HOME="$docker_home" EG_TEST_DOCKER_PREBUILT=1 python -m pytest tests/docker "$@"
+      return
+    fi
+    tail -40 "$docker_home.log"
+    echo "tests/support/dockerbuild.py failed (above): the tests start their own engine and build"
   fi
+  python -m pytest tests/docker "$@"
 }
 # The session-wide secrets check (every log a gateway of the session wrote) also runs after the clients.
 SECRETS_SCAN=tests/e2e/test_secrets.py::test_nothing_a_gateway_of_this_session_wrote_or_serves_holds_a_secret
