@@ -1,8 +1,9 @@
-"""`embedding-gateway serve | check-config | create-key | healthcheck`."""
+"""`embedding-gateway serve | check-config | create-key | healthcheck | usage`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import glob
 import logging
@@ -17,7 +18,9 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from .api import routes
 from .config.settings import CONFIG_ENV, MULTIPROC_ENV, TEAM_NAME, Settings
+from .jobs import operator
 from .runtime import oom
 from .teams.keys import auth_off_warning, hash_key, new_key
 
@@ -92,6 +95,9 @@ def _check_auth(settings: Settings, host: str) -> None:
         )
 
 
+BACKLOG = 4096  # the listen queue (the kernel caps it at net.core.somaxconn)
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -123,6 +129,7 @@ def serve(args: argparse.Namespace) -> None:
             loop="uvloop",
             http=GatewayProtocol,  # httptools with read deadlines, a connection cap, upgrade offers declined
             timeout_keep_alive=settings.http_keepalive_timeout_s,
+            backlog=BACKLOG,  # a burst of thousands of connects waits in the kernel's queue, not refused
             access_log=False,  # the gateway writes its own (api/asgi/accesslog.py)
             proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-For rewriting per request
             server_header=False,
@@ -155,7 +162,7 @@ def healthcheck(args: argparse.Namespace) -> None:
     """Exit 0 when the local gateway answers /healthz (the container's HEALTHCHECK), else 1."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(f"http://{args.host}:{args.port}/healthz", timeout=args.timeout) as resp:
+        with opener.open(f"http://{args.host}:{args.port}{routes.HEALTHZ}", timeout=args.timeout) as resp:
             ok = resp.status == 200
     except OSError:
         ok = False
@@ -185,6 +192,23 @@ def create_key(args: argparse.Namespace) -> None:
     )
 
 
+def jobs(args: argparse.Namespace) -> None:
+    operator.main(args, _load(args.config))
+
+
+def usage(args: argparse.Namespace) -> None:
+    from .redis.link import RedisSetupError
+    from .usage import table
+
+    settings = _load(args.config)
+    try:
+        since, by = table.since_seconds(args.since), table.groups(args.by)
+        rows = asyncio.run(table.rows(settings, since, by))
+    except (ValueError, RedisSetupError) as exc:
+        sys.exit(f"usage: {exc}")
+    sys.stdout.write(table.render(by, rows, args.csv))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="embedding-gateway")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,6 +232,13 @@ def main(argv: list[str] | None = None) -> None:
     k.add_argument("--team", required=True, help="the team's name in the config file")
     k.add_argument("--config", help="YAML settings file, to check that the team exists (it is never written)")
     k.set_defaults(func=create_key)
+    operator.add_parser(sub, jobs)
+    u = sub.add_parser("usage", help="what each team spent and saved (the usage ledger in the limits Redis)")
+    u.add_argument("--config", help="YAML settings file")
+    u.add_argument("--since", default="30d", help="the period up to now: 90m, 12h, 30d")
+    u.add_argument("--by", default="team,model", help="grouped by any of team, key, model (comma-separated)")
+    u.add_argument("--csv", action="store_true", help="CSV instead of an aligned table")
+    u.set_defaults(func=usage)
     args = parser.parse_args(argv)
     args.func(args)
 

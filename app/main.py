@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from . import errors
-from .api import batches, dashscope, docs, openai, ops, tasks
+from .api import batches, dashscope, docs, openai, ops, rendering, tasks, usage
 from .api.asgi import aliases, fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
+from .api.routes import FAST_PATHS
 from .config import masking
 from .config.catalog import Catalog, build_catalog
 from .config.settings import CONFIG_ENV, Settings, UpstreamConfig
@@ -41,6 +41,7 @@ from .telemetry.pipeline import TracedCache, traced_limiter
 from .telemetry.tracing import Tracing
 from .upstreams.adapter import Upstream
 from .upstreams.fleet import Fleet
+from .usage.wiring import open_usage
 from .wiring.parts import (
     caps_of,
     connections_of,
@@ -55,12 +56,6 @@ from .wiring.upstreams import open_guard, open_upstream, unavailable
 
 log = logging.getLogger("embedding_gateway")
 
-# Routes served past FastAPI's routing when they need nothing from it (see api/asgi/fastpath.py).
-FAST_PATHS = (
-    "/v1/embeddings",
-    "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding",
-    "/api/v1/services/embeddings/text-embedding/text-embedding",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +88,7 @@ def plan(settings: Settings) -> Plan:
     for spec in catalog:
         metrics.init_model([d.upstream for d in spec.deployments], spec.name, spec.modalities)
     keys = {name: cfg.keys for name, cfg in settings.teams.items()}
-    auth = Authenticator(teams, keys, required=settings.gateway_auth == "required")
+    auth = Authenticator(teams, keys, required=settings.gateway_auth == "required", admins=settings.admins)
     return Plan(settings, configs, catalog, teams, metrics, auth, None if traces is None else Tracing(traces))
 
 
@@ -133,8 +128,10 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
         stack.push_async_callback(fetcher.close)
     kinds: dict[str, str] = {name: cfg.kind for name, cfg in p.configs.items()}
     floats, base64s = vector_texts(s)
+    # The usage ledger in the limits Redis: the service bills it, and its close writes the last batch.
+    meter, reader = open_usage(s, p.catalog, metrics, p.auth, limits.census.link, service)
     return Gateway(caps_of(s), p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota,
-                   floats, base64s, memory_of(s, metrics), fetcher=fetcher)  # fmt: skip
+                   floats, base64s, memory_of(s, metrics), meter, reader, fetcher=fetcher)  # fmt: skip
 
 
 def announce(p: Plan, gw: Gateway) -> None:
@@ -201,23 +198,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Embeddings of text, images and video behind the OpenAI and DashScope wire formats.",
         lifespan=lifespan_of(p),
+        generate_unique_id_function=docs.operation_id,
     )
-    errors.install_handlers(app)
+    rendering.install_handlers(app)
     app.include_router(openai.router)
     app.include_router(dashscope.router)
     app.include_router(dashscope.uploads)
     app.include_router(ops.router)
+    app.include_router(usage.router)
     app.include_router(batches.router)
     app.include_router(tasks.router)
-    docs.install(app, p.catalog.names())
+    docs.install(app, p.catalog.names(), auth_required=p.auth.required)
     fast = fastpath.routes_of(app, FAST_PATHS)
     for path in sorted(set(FAST_PATHS) - set(fast)):
         log.warning("POST %s is served by FastAPI's routing, not the fast path (it declares dependencies)", path)
     app.add_front(fastpath.FastPath, routes=fast, handlers=app.exception_handlers)
     app.add_front(CloseWhenDraining)
-    app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
-    if p.tracing is not None:  # the request's span, inside Observe (which logs its trace id)
+    if p.tracing is not None:  # the request's span: inside the header cap, inside Observe (which logs its trace id)
         app.add_front(TraceRequests, tracing=p.tracing)
+    app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
     app.add_front(observe.Observe, metrics=p.metrics)  # ids, logs and counts every request
     app.add_front(aliases.Aliases)  # outermost: /compatible-mode/v1/... are the /v1 routes for every layer
     return app

@@ -22,9 +22,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from .config.settings import MULTIPROC_ENV
+from .usage.metrics import UsageMetrics
 
 OTHER = "other"
-CONNECTION_CLOSES = ("head_timeout", "body_timeout", "evicted", "refused")
+CONNECTION_CLOSES = ("head_timeout", "body_timeout", "slow_body", "write_timeout", "evicted_slow", "evicted", "refused")
 FETCH_OUTCOMES = ("ok", "refused", "too_large", "timeout", "unreachable", "aborted")
 ANONYMOUS = "anonymous"
 # The limits a team can hit; their rejection counters exist (at 0) from the start for every known team.
@@ -33,8 +34,6 @@ _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-
-
 FAILOVER_REASONS = ("throttled", "failed", "timeout", "circuit_open", "invalid_answer")
 
 
@@ -169,6 +168,7 @@ class Metrics:
             ["team", "model"],
             registry=r,
         )
+        self.usage = UsageMetrics(r)  # money billed and saved, budgets (app/usage/metrics.py)
         self.media_fetches = Counter(
             "gateway_media_fetches_total",
             "Image URLs fetched by the gateway (media_fetch), by outcome "
@@ -183,8 +183,9 @@ class Metrics:
         )
         self.connections_closed = Counter(
             "gateway_connections_closed_total",
-            "Client connections closed by the server layer: head_timeout, body_timeout, evicted (at the "
-            "connection cap), refused (at the cap, every connection busy)",
+            "Client connections closed by the server layer: head_timeout, body_timeout, slow_body (below the "
+            "minimum body rate), write_timeout (an answer not taken), evicted_slow and evicted (at the "
+            "connection cap: a slow request, an idle connection), refused (at the cap, none evictable)",
             ["reason"],
             registry=r,
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .cache.checks import usable
@@ -50,6 +50,11 @@ class EmbedResult:
     upstream_items: int = 0
     hit_tokens: int = 0
     coalesced: int = 0  # items answered by another request's upstream call
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (modality, hit|miss|coalesced) -> items
+
+    def by_modality(self, result: str) -> dict[str, int]:
+        """Items per modality that were a `result` (hit, miss, coalesced): what item-billed media cost."""
+        return {modality: n for (modality, r), n in self.counts.items() if r == result}
 
 
 @dataclass(slots=True)
@@ -61,6 +66,10 @@ class Lookup:
     unique: list[str]
     found: dict[str, bytes]
 
+    @property
+    def misses(self) -> bool:
+        return len(self.found) < len(self.unique)
+
     def miss_tokens(self, items: Sequence[Item]) -> int:
         """The estimated tokens of the items the cache did not hold: what the team's admission reserves."""
         return sum(it.est_tokens for k, it in zip(self.keys, items, strict=True) if k not in self.found)
@@ -68,13 +77,38 @@ class Lookup:
 
 class Reply(Protocol):
     """What the service puts on the response, whatever the outcome: the rate-limit headers, set as soon as
-    the team is admitted (they go on a 429 or a 502 as on the 200). The route's Exchange is one."""
+    the team is admitted (they go on a 429 or a 502 as on the 200). The route's Exchange is one; it also
+    names the caller's key id, for the usage ledger."""
 
     headers: Mapping[str, str] | None
+    key_id: str
 
 
 class NoReply:
     headers: Mapping[str, str] | None = None
+    key_id = ""  # batch jobs: in the ledger without a key id
+
+
+class Billing(Protocol):
+    """The usage ledger and budgets (app/usage/meter.py): a spent budget refuses a request's misses before
+    its admission; an answered request is priced and counted."""
+
+    def check_budget(self, team: Team | None, spec: ModelSpec) -> None: ...
+
+    def record(self, team: Team | None, key_id: str, spec: ModelSpec, result: EmbedResult, billed: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class NoBilling:
+    def check_budget(self, team: Team | None, spec: ModelSpec) -> None:
+        return None
+
+    def record(self, team: Team | None, key_id: str, spec: ModelSpec, result: EmbedResult, billed: int) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
 
 class Flights(Protocol):
@@ -124,13 +158,16 @@ class EmbeddingService:
         self.namespace = namespace
         self.deadline_s = deadline_s
         self.route = route
+        self.billing: Billing = NoBilling()  # the usage ledger, set once it is open (app/usage/wiring.py)
 
     async def embed(self, team: Team | None, req: EmbedRequest, reply: Reply | None = None) -> EmbedResult:
         """The vectors of `req` for `team` (None: auth off), within the team's limits; a refusal raises
         RateLimited (or Unavailable) after the headers are on `reply`. At background priority
         (`params.background`: batch jobs) the team's limits are waited for, not refused."""
         reply = reply or NoReply()
-        looked = await self._lookup(req)
+        looked = await self._lookup(req, team.scope if team is not None else None)
+        if looked.misses:
+            self.billing.check_budget(team, req.spec)  # a spent budget refuses misses; hits cost nothing and pass
         admit = self.limits.admit_waiting if req.params.background else self.limits.admit
         adm = await admit(team, looked.miss_tokens(req.items))
         reply.headers = rate_headers(adm)
@@ -138,15 +175,17 @@ class EmbeddingService:
         name = team.name if team is not None else None
         async with adm, self.quota.ledger(req.spec, name) as ledger:
             result = await self._complete(name, req, looked)
-            adm.billed = billed_tokens(result, sum(it.est_tokens for it in req.items))
+            adm.billed = billed = billed_tokens(result, sum(it.est_tokens for it in req.items))
             ledger.billed = result.billed_tokens
+        self.billing.record(team, reply.key_id, req.spec, result, billed)
         reply.headers = rate_headers(adm)
         return result
 
-    async def _lookup(self, req: EmbedRequest) -> Lookup:
-        """The request's keys and what the cache holds for them (one read), before its team's admission."""
+    async def _lookup(self, req: EmbedRequest, scope: str | None) -> Lookup:
+        """The request's keys in its team's cache scope (None: shared) and what the cache holds for them (one
+        read), before its team's admission."""
         params = replace(req.params, identity=self.route(req.spec))
-        keys = KeyMaker(self.namespace, params.identity, req.spec.upstream_model, params).keys(req.items)
+        keys = KeyMaker(self.namespace, params.identity, req.spec.upstream_model, params, scope).keys(req.items)
         unique = list(dict.fromkeys(keys))
         found: dict[str, bytes] = {}
         if req.cache_read:
@@ -175,7 +214,7 @@ class EmbeddingService:
             found.update(fetched.vectors)
             missed = {k for k, _ in missing}
             hit_items = [it for k, it in zip(keys, req.items, strict=True) if k not in missed]
-        self._count_items(req, keys, missed, fetched.coalesced)
+        counts = self._count_items(req, keys, missed, fetched.coalesced)
         hit_tokens = sum(it.est_tokens for it in hit_items)
         team, model = self.metrics.team(team_name), self.metrics.model(spec.name)
         # Billed tokens are counted per request (a micro-batch may serve several teams: each request carries
@@ -193,6 +232,7 @@ class EmbeddingService:
             upstream_items=len(missing) - len(fetched.coalesced),
             hit_tokens=hit_tokens,
             coalesced=len([k for k in keys if k in fetched.coalesced]) if fetched.coalesced else 0,
+            counts=counts,
         )
 
     async def _timed_read(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -201,7 +241,9 @@ class EmbeddingService:
         self.metrics.child(self.metrics.cache_duration, self.cache.name, "read").observe(time.perf_counter() - t0)
         return values
 
-    def _count_items(self, req: EmbedRequest, keys: list[str], missing: set[str], coalesced: set[str]) -> None:
+    def _count_items(
+        self, req: EmbedRequest, keys: list[str], missing: set[str], coalesced: set[str]
+    ) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}
         for k, it in zip(keys, req.items, strict=True):
             kind = it.modality, "coalesced" if k in coalesced else "miss" if k in missing else "hit"
@@ -210,7 +252,10 @@ class EmbeddingService:
         model = m.model(req.spec.name)
         for (modality, result), n in counts.items():
             m.child(m.items, model, modality, result).inc(n)
+        return counts
 
     async def close(self) -> None:
-        """Finish the upstream calls in flight (their requests are still waiting for them)."""
+        """Finish the upstream calls in flight (their requests are still waiting for them), then write the
+        usage ledger's last batch (before the limits' Redis link closes: it is closed after the service)."""
         await self.flights.close()
+        await self.billing.close()

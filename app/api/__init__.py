@@ -1,1 +1,2 @@
-"""HTTP routes: thin (parse, call the service, return). Errors are raised and rendered in errors.py."""
+"""HTTP routes: thin (parse, call the service, return). Errors are raised (app/errors.py), rendered in
+rendering.py."""

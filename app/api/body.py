@@ -10,9 +10,11 @@ import orjson
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from ..errors import ClientClosed, InvalidRequest, PayloadTooLarge, field_path
-from ..runtime.budget import SMALL_BODY_BYTES, MemoryBudget, lease_of
+from ..errors import ClientClosed, InvalidRequest, PayloadTooLarge
+from ..runtime.budget import SMALL_BODY_BYTES, MemoryBudget
+from .asgi.exchange import lease_of
 from .encodings import Inflater, coding_of
+from .rendering import field_path
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -12,8 +12,8 @@ from ..config.catalog import ModelSpec
 from ..errors import NotFound
 from ..runtime import oom
 from ..runtime.state import gateway
-from ..schemas.openai import ErrorResponse, ModelCard, ModelList
-from . import tenancy
+from ..schemas.openai import ModelCard, ModelList, OpenAIError
+from . import routes, tenancy
 
 router = APIRouter()
 
@@ -36,7 +36,9 @@ def _card(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/models", response_model=ModelList, summary="The model catalog")
+@router.get(
+    routes.MODELS, response_model=ModelList, responses={401: {"model": OpenAIError}}, summary="The model catalog"
+)
 async def list_models(request: Request) -> Response:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
@@ -45,9 +47,9 @@ async def list_models(request: Request) -> Response:
 
 
 @router.get(
-    "/v1/models/{model_id:path}",
+    routes.MODEL,
     response_model=ModelCard,
-    responses={404: {"model": ErrorResponse}},
+    responses={401: {"model": OpenAIError}, 404: {"model": OpenAIError}},
     summary="One model of the catalog (OpenAI's models.retrieve)",
 )
 async def retrieve_model(request: Request, model_id: str) -> Response:
@@ -60,7 +62,11 @@ async def retrieve_model(request: Request, model_id: str) -> Response:
     return _json(_card(spec))
 
 
-@router.get("/healthz", summary="Liveness: the process answers, and no process of it was killed for memory")
+@router.get(
+    routes.HEALTHZ,
+    responses={503: {"description": "a process was killed for memory"}},
+    summary="Liveness: the process answers, and no process of it was killed for memory",
+)
 async def healthz() -> Response:
     killed = oom.killed_since_start()
     if killed:
@@ -72,7 +78,9 @@ async def healthz() -> Response:
     return _json({"status": "ok"})
 
 
-@router.get("/readyz", summary="Readiness: Redis and upstream configuration")
+@router.get(
+    routes.READYZ, responses={503: {"description": "not ready"}}, summary="Readiness: Redis and upstream configuration"
+)
 async def readyz(request: Request) -> Response:
     gw = gateway(request)
     cache = await gw.cache.status()
@@ -92,7 +100,7 @@ async def readyz(request: Request) -> Response:
     return _json(body, 200 if ready else 503)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get(routes.METRICS, include_in_schema=False)
 async def metrics(request: Request) -> Response:
     body, content_type = gateway(request).metrics.negotiate(request.headers.get("accept", ""))
     return Response(body, media_type=content_type)

@@ -12,6 +12,11 @@ Version 2 introduced the tag; version 3 hashes the deployment's identity (its ca
 upstream's kind, base URL and workspace) where the upstream's configured name was, so that two servers
 never serve each other's vectors. Vectors cached under older keys are simply missed (fetched again once)
 and expire by their TTL.
+
+A team's cache scope (`cache_scope`: team, or a name; teams.cache_scope_of) is hashed last, and only when
+it is not `shared`: the keys of shared requests are exactly those of version 3 before scopes existed (no
+bump: a bump makes every cached vector a miss once, paid upstream again). Since the scope is in the key,
+everything keyed by it is scoped too: the hot cache, coalescing in the process and the Redis leases.
 """
 
 from __future__ import annotations
@@ -32,8 +37,12 @@ class KeyMaker:
 
     __slots__ = ("_base", "_prefix")
 
-    def __init__(self, namespace: str, identity: str, upstream_model: str, params: Params) -> None:
-        head = [KEY_VERSION, identity, upstream_model, params.dimension, sorted(params.options.items())]
+    def __init__(
+        self, namespace: str, identity: str, upstream_model: str, params: Params, scope: str | None = None
+    ) -> None:
+        head: list[object] = [KEY_VERSION, identity, upstream_model, params.dimension, sorted(params.options.items())]
+        if scope is not None:  # only then: a shared request's key is the one it had before scopes existed
+            head.append(scope)
         # Sorted keys: an option's value may be an object (a forwarded DashScope parameter), whose key order
         # does not change the vector.
         self._base = hashlib.blake2b(orjson.dumps(head, option=orjson.OPT_SORT_KEYS), digest_size=20)
@@ -50,5 +59,7 @@ class KeyMaker:
         return [self.key(it) for it in items]
 
 
-def content_key(namespace: str, identity: str, upstream_model: str, params: Params, item: Item) -> str:
-    return KeyMaker(namespace, identity, upstream_model, params).key(item)
+def content_key(
+    namespace: str, identity: str, upstream_model: str, params: Params, item: Item, scope: str | None = None
+) -> str:
+    return KeyMaker(namespace, identity, upstream_model, params, scope).key(item)

@@ -13,6 +13,7 @@ from ..metrics import Metrics
 from ..redis.bypass import Bypass
 from ..redis.cause import cause
 from ..redis.link import FAILURES, RedisLink
+from .checks import finite
 from .store import SharedRedis
 
 
@@ -51,7 +52,7 @@ class RedisCache:
             self._failed("read", exc)
             return [None] * len(keys)
         self.breaker.succeeded()
-        return [v if isinstance(v, bytes) else None for v in values]
+        return finite([v if isinstance(v, bytes) else None for v in values], self.metrics)
 
     async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         if not entries or not self.breaker.allows:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..usage.prices import BUILT_IN_PRICES, Price
 from .settings import Settings, UpstreamConfig
 
 Modality = Literal["text", "image", "video", "multi_images"]
@@ -62,6 +63,7 @@ class ModelSpec(BaseModel):
     )
     rpm: int | None = Field(default=None, ge=1, description="upstream account requests per minute")
     tpm: int | None = Field(default=None, ge=1, description="upstream account tokens per minute")
+    price: Price | None = Field(default=None, description="what the upstream bills; none: tokens without money")
     enabled: bool = True
 
     @model_validator(mode="before")
@@ -231,6 +233,11 @@ def build_catalog(settings: Settings, available: dict[str, str | None]) -> Catal
     merged: dict[str, dict[str, Any]] = {name: dict(fields) for name, fields in BUILT_IN.items()}
     for name, fields in settings.models.items():
         merged[name] = {**merged.get(name, {}), **fields}
+    for name, price in BUILT_IN_PRICES.items():
+        # A built-in price holds for the built-in upstream only: a model pointed elsewhere has none unless set.
+        moved = {"upstream", "deployments"} & settings.models.get(name, {}).keys()
+        if name in merged and "price" not in merged[name] and not moved:
+            merged[name]["price"] = price
     specs: dict[str, ModelSpec] = {}
     unavailable: dict[str, str] = {}
     for name, fields in merged.items():

@@ -1,5 +1,5 @@
 """Secrets masked by value in every text that leaves the process: error messages sent to clients
-(errors.render) and log lines (a filter on the log handlers, app/cli.py).
+(api/rendering.render) and log lines (a filter on the log handlers, app/cli.py).
 
 The gateway knows its secrets: the upstream keys and the Redis passwords of its settings. An upstream
 may echo one in an error message in any shape (bare, after "Bearer ", inside a URL, JSON-escaped,

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ..jobs.settings import JobSettings
+from ..usage.config import AdminKeys, TeamUsage, UsageSettings
 from .yamlfile import YamlSource
 
 CONFIG_ENV = "EMBEDDING_GATEWAY_CONFIG"
@@ -65,7 +66,7 @@ class UpstreamConfig(BaseModel):
         return None
 
 
-class TeamConfig(BaseModel):
+class TeamConfig(TeamUsage):
     """One team: its API keys (hashes only), the models it may use and its limits (unset: no limit)."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
@@ -150,10 +151,12 @@ class Settings(BaseSettings):
     # The HTTP server layer (docs/operations.md, "Connections"): per worker process.
     http_head_timeout_s: float = Field(default=10.0, gt=0, le=300, description="to receive a whole request head")
     http_body_timeout_s: float = Field(default=10.0, gt=0, le=300, description="longest wait for more of a body")
-    http_keepalive_timeout_s: int = Field(default=5, ge=1, le=300, description="idle time between requests")
-    http_max_connections: int = Field(
-        default=4096, ge=1, description="open client connections; fewer when the descriptor limit is lower"
-    )
+    http_keepalive_timeout_s: int = Field(default=75, ge=1, le=600, description="idle time between requests")
+    http_write_timeout_s: float = Field(default=20.0, gt=0, le=600, description="for a reader to take an answer")
+    http_min_body_rate: float = Field(default=240.0, ge=0, description="body bytes/s, on average, past the grace")
+    http_body_grace_s: float = Field(default=5.0, gt=0, le=300, description="before the body rate applies")
+    http_max_connections: int = Field(default=16384, ge=1, description="open client connections (fewer: descriptors)")
+    http_max_connections_per_address: int = Field(default=0, ge=0, description="per client address; 0: no cap")
     http_fd_reserve: int = Field(
         default=256,
         ge=16,
@@ -192,6 +195,8 @@ class Settings(BaseSettings):
         default="required", description="off: requests need no key (allowed quietly on a loopback bind only)"
     )
     teams: dict[str, TeamConfig] = Field(default_factory=dict)
+    admins: AdminKeys = Field(default_factory=list, description="hashes of keys that read every team's usage")
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     teams_reload_s: float = Field(
         default=5.0,
         ge=0,

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from ..cache.checks import usable
+from ..cache.checks import finite, usable
 from ..cache.store import VectorCache
 from ..config.catalog import ModelSpec
 from ..errors import UpstreamTimeout
@@ -135,7 +135,8 @@ class Coalescer:
     async def _claim_then_submit(self, spec: ModelSpec, params: Params, owned: list[Pending], deadline: float) -> None:
         try:
             mine, found = await self.leases.claim([p.key for p in owned], self.lease_s)
-            vectors = usable([found.get(p.key) for p in owned], 4 * params.dimension, self.metrics)
+            read = [found.get(p.key) for p in owned]  # read from Redis by the claim: checked whole
+            vectors = finite(usable(read, 4 * params.dimension, self.metrics), self.metrics)
             go, others = [], []
             for p, vector in zip(owned, vectors, strict=True):
                 if vector is not None:  # fetched by another replica meanwhile

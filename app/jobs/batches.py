@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ..api import routes
 from ..errors import GatewayError, InvalidRequest, NotFound
 from .files import FileStore, new_id
 from .records import Records, now
@@ -23,7 +24,7 @@ from .runner import BatchRunner
 
 log = logging.getLogger("embedding_gateway.jobs")
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who runs a batch now (`jobs show`, the replica tests)
-ENDPOINTS = ("/v1/embeddings",)
+ENDPOINTS = (routes.EMBEDDINGS,)
 WINDOWS = {"24h": 86_400}
 FINAL = ("completed", "failed", "cancelled", "expired")
 TIMES = ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at")
@@ -70,6 +71,7 @@ class Batches:
              "completion_window": window, "status": "validating", "created_at": created,
              "expires_at": created + WINDOWS[window], "total": rec["lines"], "metadata": metadata}  # fmt: skip
         await self.records.put_batch(b)
+        self.runner.metrics.entered("openai", "validating")
         assert self.enqueue is not None
         await self.enqueue(b["id"])
         return await self.get(team, b["id"])
@@ -97,7 +99,8 @@ class Batches:
         b = await self.records.batch(bid)
         if b is None or b["status"] in FINAL:
             return
-        await self.records.transition(bid, ["validating"], status="in_progress", in_progress_at=now())
+        if await self.records.transition(bid, ["validating"], status="in_progress", in_progress_at=now()):
+            self.runner.metrics.entered(b["kind"], "in_progress")
         b = await self.records.batch(bid) or b
         if b["status"] == "in_progress":
             await self.records.update(bid, worker=WORKER)
@@ -111,7 +114,8 @@ class Batches:
                 why = exc.message if isinstance(exc, GatewayError) else "the input file is gone"
                 errors = {"object": "list", "data": [{"code": "invalid_input", "message": why,
                                                       "param": "input_file_id", "line": None}]}  # fmt: skip
-                await self.records.transition(bid, ["in_progress"], status="failed", failed_at=now(), errors=errors)
+                if await self.records.transition(bid, ["in_progress"], status="failed", failed_at=now(), errors=errors):
+                    self.runner.metrics.entered(b["kind"], "failed")
                 return
             await self.records.transition(bid, ["in_progress"], status="finalizing", finalizing_at=now())
         await self.finalize(bid)
@@ -137,4 +141,6 @@ class Batches:
         else:
             done = await self.records.transition(bid, ["finalizing"], status="completed", completed_at=now(), **fields)
         if done:
-            log.info("batch %s %s", bid, "cancelled" if b["status"] == "cancelling" else "completed")
+            final = "cancelled" if b["status"] == "cancelling" else "completed"
+            self.runner.metrics.entered(b["kind"], final)
+            log.info("batch %s %s", bid, final)

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ..api import routes
 from ..errors import InvalidRequest, NotFound, PayloadTooLarge
 from ..inputs.media.fetcher import Fetcher
 from .batches import Batches
@@ -54,6 +55,7 @@ class Tasks:
              "input_file_id": fid, "parameters": parameters, "status": "validating", "created_at": created,
              "expires_at": created + 86_400, "endpoint": "text-embedding", "completion_window": "24h"}  # fmt: skip
         await self.records.put_batch(b)
+        self.batches.runner.metrics.entered("dashscope", "validating")
         assert self.batches.enqueue is not None
         await self.batches.enqueue(b["id"])
         return {"task_id": b["id"], "task_status": "PENDING"}
@@ -106,7 +108,7 @@ class Tasks:
     async def result_url(self, tid: str, base_url: str) -> str:
         expires = int(time.time() + self.ttl_s)
         signature = await self._sign(tid, expires)
-        return f"{base_url}/api/v1/tasks/{tid}/result.txt.gz?expires={expires}&signature={signature}"
+        return f"{base_url}{routes.TASK_RESULT.format(task_id=tid)}?expires={expires}&signature={signature}"
 
     async def signed(self, tid: str, expires: int, signature: str) -> bool:
         if not (time.time() < expires < time.time() + self.ttl_s + 60) or not signature.isascii():

@@ -17,6 +17,7 @@ from ..storage.local import LocalStorage
 from ..storage.s3 import S3Storage
 from .batches import Batches
 from .files import FileStore
+from .metrics import JobMetrics
 from .records import Records
 from .runner import BatchRunner
 from .settings import JobSettings
@@ -54,12 +55,12 @@ async def open_jobs(
     stack.push_async_callback(storage.close)
     records = Records(redis, namespace)
     files = FileStore(storage, records, s)
-    batches = Batches(records, files, BatchRunner(gw, files, records, storage))
+    batches = Batches(records, files, BatchRunner(gw, files, records, storage, JobMetrics(gw.metrics.registry)))
     tasks = Tasks(records, files, batches, text_fetcher, s.result_url_ttl_s)
     stack.push_async_callback(text_fetcher.close)
     batches.prepare = lambda b: tasks.fetch_input(b, s.max_file_bytes)
     queue = JobQueue(redis, namespace, batches, files, concurrency=s.concurrency,
-                     heartbeat_s=s.heartbeat_s, sweep_s=s.sweep_s)  # fmt: skip
+                     heartbeat_s=s.heartbeat_s, sweep_s=s.sweep_s, files_sweep_s=s.files_sweep_s)  # fmt: skip
     await queue.start()
     stack.push_async_callback(queue.close)
     return Jobs(storage, records, files, batches, queue, tasks)

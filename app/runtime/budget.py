@@ -24,9 +24,6 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from starlette.types import Scope
-
-from ..api.asgi.exchange import exchange_of
 from ..errors import Unavailable
 
 SMALL_BODY_BYTES = 64 * 1024  # bodies up to this size are not counted: the connection cap bounds them
@@ -124,15 +121,6 @@ class MemoryBudget:
         self._trim_handle = None
         if self.peak_held >= TRIM_AFTER_BYTES:  # busy again: look again later
             self._trim_handle = loop.call_later(self._trim_every_s, self._trim_now, loop)
-
-
-def lease_of(scope: Scope, budget: MemoryBudget) -> Lease:
-    """The request's lease, made at its first use and kept in its Exchange (api/asgi/exchange.py), which
-    Observe releases when the request ends."""
-    exchange = exchange_of(scope)
-    if exchange.lease is None:
-        exchange.lease = budget.lease()
-    return exchange.lease
 
 
 class Lease:

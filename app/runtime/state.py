@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from ..api.turns import Turns
 from ..api.vectortext import VectorText
 from ..cache.store import VectorCache
 from ..config.catalog import Catalog, ModelSpec
@@ -18,6 +19,8 @@ from ..metrics import Metrics
 from ..service import EmbeddingService
 from ..teams.keys import Authenticator
 from ..upstreams.fleet import Fleet
+from ..usage.meter import Meter
+from ..usage.report import Reader
 from .budget import MemoryBudget
 
 if TYPE_CHECKING:
@@ -47,9 +50,12 @@ class Gateway:
     floats: VectorText  # the memos of served vectors' JSON text (api/vectortext.py)
     base64s: VectorText
     memory: MemoryBudget  # bodies and fetched media held at once (app/runtime/budget.py)
+    meter: Meter  # the usage ledger, priced, and budgets (app/usage/); the service bills it
+    reader: Reader  # the ledger read back (the usage and costs routes)
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only
+    turns: Turns = field(default_factory=Turns)  # large requests take the event loop in turns (api/turns.py)
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

@@ -74,7 +74,7 @@ class TextResponse(BaseModel):
     request_id: str
 
 
-class ErrorResponse(BaseModel):
+class DashScopeError(BaseModel):
     code: str
     message: str
     request_id: str

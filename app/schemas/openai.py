@@ -98,15 +98,15 @@ class EmbeddingResponse(BaseModel):
     usage: Usage
 
 
-class ErrorDetail(BaseModel):
+class OpenAIErrorDetail(BaseModel):
     message: str
     type: str
     param: str | None = None
     code: str | None = None
 
 
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
+class OpenAIError(BaseModel):
+    error: OpenAIErrorDetail
 
 
 class ModelCard(BaseModel):

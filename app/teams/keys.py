@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from ..errors import InvalidRequest, Unauthorized
 from .team import Team
@@ -57,14 +57,24 @@ def presented_key(headers: Mapping[str, str], dashscope: bool) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, teams: Mapping[str, Team], key_hashes: Mapping[str, list[str]], *, required: bool) -> None:
+    def __init__(
+        self,
+        teams: Mapping[str, Team],
+        key_hashes: Mapping[str, list[str]],
+        *,
+        required: bool,
+        admins: Sequence[str] = (),
+    ) -> None:
+        """`admins`: hashes of keys of no team that read every team's usage and costs (and embed nothing)."""
         self.required = required
+        self.admins = {h: h for h in admins}
         self.replace(teams, key_hashes)
 
     def replace(self, teams: Mapping[str, Team], key_hashes: Mapping[str, list[str]]) -> None:
         """New teams and keys at once (teams_reload.py): one assignment, so a request sees old or new."""
         # hash -> (the stored hash, its team): found by the presented key's hash, then compared in constant time
         self._by_hash = {h: (h, teams[name]) for name, hashes in key_hashes.items() for h in hashes}
+        self.teams = dict(teams)
 
     @classmethod
     def off(cls) -> Authenticator:
@@ -76,17 +86,37 @@ class Authenticator:
 
     def team_of(self, headers: Mapping[str, str], *, dashscope: bool) -> Team | None:
         """The caller's team; None when auth is off (keys are then ignored). Raises Unauthorized."""
+        return self.identify(headers, dashscope=dashscope)[0]
+
+    def identify(self, headers: Mapping[str, str], *, dashscope: bool) -> tuple[Team | None, str]:
+        """The caller's team and the stored hash of its key ('' when auth is off). Raises Unauthorized."""
+        if not self.required:
+            return None, ""
+        digest = self._digest(headers, dashscope)
+        entry = self._by_hash.get(digest)
+        if entry is None or not hmac.compare_digest(entry[0], digest):
+            raise Unauthorized("invalid API key")
+        return entry[1], entry[0]
+
+    def reader_of(self, headers: Mapping[str, str]) -> Team | None:
+        """Who reads usage: a team (its own rows; all of them when the team is an admin), or None for an
+        admin key (and for anyone while auth is off). Raises Unauthorized."""
         if not self.required:
             return None
+        digest = self._digest(headers, False)
+        admin = self.admins.get(digest)
+        if admin is not None and hmac.compare_digest(admin, digest):
+            return None
+        team, _ = self.identify(headers, dashscope=False)
+        return None if team is not None and team.admin else team
+
+    @staticmethod
+    def _digest(headers: Mapping[str, str], dashscope: bool) -> str:
         key = presented_key(headers, dashscope)
         if key is None:
             where = "Authorization: Bearer <key>" + (" or X-DashScope-ApiKey: <key>" if dashscope else "")
             raise Unauthorized(f"missing API key: send {where}")
-        digest = hash_key(key[: MAX_KEY_CHARS + 1])
-        entry = self._by_hash.get(digest)
-        if entry is None or not hmac.compare_digest(entry[0], digest):
-            raise Unauthorized("invalid API key")
-        return entry[1]
+        return hash_key(key[: MAX_KEY_CHARS + 1])
 
 
 def is_loopback(host: str) -> bool:

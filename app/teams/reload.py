@@ -56,8 +56,9 @@ def changes(old: Mapping[str, TeamConfig], new: Mapping[str, TeamConfig]) -> lis
     out += [f"-{name}" for name in sorted(old.keys() - new.keys())]
     for name in sorted(old.keys() & new.keys()):
         a, b = old[name], new[name]
-        parts = [what for what, differs in (("keys", a.keys != b.keys), ("models", a.models != b.models)) if differs]
-        if a.model_dump(exclude={"keys", "models"}) != b.model_dump(exclude={"keys", "models"}):
+        named = {"keys": "keys", "models": "models", "cache_scope": "cache scope", "budget": "budget", "admin": "admin"}
+        parts = [what for field, what in named.items() if getattr(a, field) != getattr(b, field)]
+        if a.model_dump(exclude=set(named)) != b.model_dump(exclude=set(named)):
             parts.append("limits")
         if parts:
             out.append(f"{name} ({', '.join(parts)})")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..config.settings import TeamConfig
 from ..limits.window import TeamQuota
+from ..usage.config import BudgetConfig
 
 ALL_MODELS = "*"
 
@@ -16,6 +17,9 @@ class Team:
     name: str
     models: frozenset[str] | None  # None: every model of the catalog
     quota: TeamQuota
+    scope: str | None = None  # the cache scope: None shares every team's vectors (cache_scope_of)
+    budget: BudgetConfig | None = None
+    admin: bool = False  # its keys read every team's usage and costs
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -25,8 +29,18 @@ def teams_from(configs: Mapping[str, TeamConfig]) -> dict[str, Team]:
     out = {}
     for name, cfg in configs.items():
         models = None if ALL_MODELS in cfg.models else frozenset(cfg.models)
-        out[name] = Team(name, models, TeamQuota(cfg.rpm, cfg.tpm, cfg.concurrency, cfg.daily_tokens))
+        quota = TeamQuota(cfg.rpm, cfg.tpm, cfg.concurrency, cfg.daily_tokens)
+        out[name] = Team(name, models, quota, cache_scope_of(name, cfg.cache_scope), cfg.budget, cfg.admin)
     return out
+
+
+def cache_scope_of(team: str, scope: str) -> str | None:
+    """What goes into the content key for a team's `cache_scope`: nothing for `shared` (the keys of every
+    vector cached before scopes existed), `team:NAME` for `team`, `scope:NAME` for a named scope (the two
+    prefixes keep a scope named like a team apart from that team's own)."""
+    if scope == "shared":
+        return None
+    return f"team:{team}" if scope == "team" else f"scope:{scope}"
 
 
 def unknown_models(configs: Mapping[str, TeamConfig], served: set[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""TraceRequests: the span of each request, as a front layer just inside Observe (app/api/asgi/observe.py).
+"""TraceRequests: the span of each request, as a front layer inside Observe (app/api/asgi/observe.py) and
+the header cap (a request whose headers are refused with 431 gets no span: its trace context is never read).
 
 The caller's W3C `traceparent` (and `tracestate`) is the parent when it is valid; the sampler decides from
 it and OTEL_TRACES_SAMPLER. The span is current while the route runs, so the pipeline's spans (cache read,
@@ -14,14 +15,14 @@ Probes and scrapes (/healthz, /readyz, /metrics) get no span.
 
 from __future__ import annotations
 
-from typing import Any
-
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..api.asgi.exchange import Exchange, exchange_of
-from ..api.asgi.observe import OTHER_ROUTE, QUIET, ROUTES
+from ..api.asgi.observe import OTHER_ROUTE
+from ..api.routes import METRIC_ROUTES as ROUTES
+from ..api.routes import QUIET
 from .tracing import Tracing
 
 CARRIED = {b"traceparent": "traceparent", b"tracestate": "tracestate"}
@@ -41,16 +42,27 @@ class TraceRequests:
         parent = self.tracing.extract(carrier) if carrier else None
         route = ROUTES.get(path, OTHER_ROUTE)
         method = scope["method"]
-        attributes: dict[str, Any] = {"http.request.method": method, "gateway.route": route}
-        if route != OTHER_ROUTE:
-            attributes["http.route"] = attributes["url.path"] = path
         name = f"{method} {path}" if route != OTHER_ROUTE else method  # no span name per unknown path
-        span = self.tracing.tracer.start_span(name, parent, SpanKind.SERVER, attributes)
+        span = self.tracing.tracer.start_span(name, parent, SpanKind.SERVER)
         token = context.attach(trace.set_span_in_context(span, parent))
         exchange = exchange_of(scope)
         ids = span.get_span_context()
         exchange.trace_id = format(ids.trace_id, "032x")
         exchange.sampled = ids.trace_flags.sampled
+        try:
+            if span.is_recording():
+                attributes = {"http.request.method": method, "gateway.route": route}
+                if route != OTHER_ROUTE:
+                    attributes["http.route"] = attributes["url.path"] = path
+                span.set_attributes(attributes)
+                await self.recorded(span, exchange, scope, receive, send)
+            else:  # left out by the sampler: its ids only (log line, upstream traceparent)
+                await self.app(scope, receive, send)
+        finally:
+            span.end()
+            context.detach(token)
+
+    async def recorded(self, span: trace.Span, exchange: Exchange, scope: Scope, receive: Receive, send: Send) -> None:
         status = 500
 
         async def send_status(message: Message) -> None:
@@ -65,10 +77,7 @@ class TraceRequests:
             span.set_attribute("error.type", type(exc).__name__)
             raise
         finally:
-            if span.is_recording():
-                _finish(span, exchange, status)
-            span.end()
-            context.detach(token)
+            _finish(span, exchange, status)
 
 
 def _finish(span: trace.Span, exchange: Exchange, status: int) -> None:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from app.jobs.metrics import JobMetrics
 from app.metrics import Metrics
 from tests.support.promql import (
     ALERTS,
@@ -37,7 +38,9 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def defined_names() -> set[str]:
     """Every sample name the gateway's metrics can produce."""
     suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
-    families = Metrics(CollectorRegistry()).registry.collect()
+    registry = Metrics(CollectorRegistry()).registry
+    JobMetrics(registry)  # the batch jobs' metrics (app/jobs/metrics.py), in the same registry
+    families = registry.collect()
     return {f.name + s for f in families for s in suffixes[f.type]}
 
 

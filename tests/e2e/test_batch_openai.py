@@ -6,9 +6,12 @@ uncached texts go upstream; a cancelled batch keeps its partial output; another 
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +20,7 @@ import pytest
 from openai import NotFoundError, OpenAI
 
 from bench.standin import canonical_digest, expected_vector
-from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, start_redis, stop
+from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, clean_env, start_redis, stop
 from tests.support.teamkit import write_config
 
 MODEL, DIM = "text-embedding-v4", 64
@@ -27,14 +30,14 @@ LINES, DISTINCT, CACHED = 5000, 3000, 1000
 @pytest.fixture(scope="module")
 def setup(
     gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Gateway, dict[str, str], RedisServer]]:
+) -> Iterator[tuple[Gateway, dict[str, str], RedisServer, Path]]:
     tmp = tmp_path_factory.mktemp("batch")
     redis = start_redis(tmp / "redis")
     cfg = tmp / "gateway.yaml"
     jobs = {"storage_dir": str(tmp / "files"), "chunk_lines": 500, "heartbeat_s": 3, "sweep_s": 1}
     keys = write_config(cfg, {"alpha": {}, "beta": {}}, jobs=jobs)
     gw = gateways.start(redis_url=redis.url, config=str(cfg), env={"GATEWAY_AUTH": "required"})
-    yield gw, keys, redis
+    yield gw, keys, redis, cfg
     stop(gw.proc)
     stop(redis.proc)
 
@@ -81,7 +84,7 @@ def vector_of(embedding: Any) -> np.ndarray:
 
 
 def test_batch_completes_cache_first_with_exact_output_and_error_files(setup: Any, standin: StandIn) -> None:
-    gw, keys, _ = setup
+    gw, keys, *_ = setup
     c = client(gw, keys["alpha"])
     salt = uuid.uuid4().hex[:8]
     texts = [f"{salt} document number {i}" for i in range(DISTINCT)]
@@ -128,7 +131,7 @@ def test_batch_completes_cache_first_with_exact_output_and_error_files(setup: An
 
 
 def test_another_team_sees_nothing_and_listing_pages(setup: Any) -> None:
-    gw, keys, _ = setup
+    gw, keys, *_ = setup
     alpha, beta = client(gw, keys["alpha"]), client(gw, keys["beta"])
     f = alpha.files.create(file=("one.jsonl", orjson.dumps(request_line(0, "hello"))), purpose="batch")
     made = [alpha.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h").id
@@ -154,7 +157,7 @@ def test_another_team_sees_nothing_and_listing_pages(setup: Any) -> None:
 
 
 def test_cancel_midway_keeps_partial_output(setup: Any, standin: StandIn) -> None:
-    gw, keys, _ = setup
+    gw, keys, *_ = setup
     c = client(gw, keys["alpha"])
     salt = uuid.uuid4().hex[:8]
     standin.control(latency_ms=150)
@@ -176,3 +179,28 @@ def test_cancel_midway_keeps_partial_output(setup: Any, standin: StandIn) -> Non
     assert 1000 <= counts.completed < 20_000 and counts.total == 20_000
     out = c.files.content(done.output_file_id).content.splitlines()
     assert len(out) == counts.completed
+
+
+def test_operators_list_show_and_cancel_jobs(setup: Any) -> None:
+    gw, keys, redis, cfg = setup
+    c = client(gw, keys["alpha"])
+    body = b"\n".join(orjson.dumps(request_line(i, f"{uuid.uuid4().hex} {i}")) for i in range(20_000))
+    b = c.batches.create(input_file_id=c.files.create(file=("ops.jsonl", body), purpose="batch").id,
+                         endpoint="/v1/embeddings", completion_window="24h")  # fmt: skip
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        env = clean_env(REDIS_URL=redis.url)
+        return subprocess.run([sys.executable, "-m", "app.cli", "jobs", "--config", str(cfg), *args],
+                              capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+
+    listed = cli("list")
+    assert listed.returncode == 0 and b.id in listed.stdout and "alpha" in listed.stdout, listed
+    shown = cli("show", b.id)
+    assert shown.returncode == 0 and orjson.loads(shown.stdout)["team"] == "alpha"
+    cancelled = cli("cancel", b.id)
+    assert cancelled.returncode == 0 and orjson.loads(cancelled.stdout)["status"] == "cancelling", cancelled
+    done, _ = wait_status(c, b.id, {"cancelled"}, 60)
+    assert done.request_counts.completed < 20_000
+    again = cli("cancel", b.id)
+    assert again.returncode == 1 and "nothing to cancel" in again.stderr
+    assert cli("show", "batch_nothing").returncode == 1

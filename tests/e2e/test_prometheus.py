@@ -167,7 +167,10 @@ def run(tmp_path_factory: pytest.TempPathFactory, standin_session: StandIn, gate
     # One upstream answer per call (no retries, no circuit breaker): the traffic mix expects each request's
     # own status and compares the counters with what the stand-in saw.
     env = {"REDIS_RETRY_AFTER_S": "1", "RETRY_ATTEMPTS": "1", "BREAKER_FAILURES": "1000000"}
-    gw = gateways.start(redis_url=redis.url, workers=2, env=env)
+    # A team with a budget (auth stays off: the traffic is anonymous): its budget gauges are exported.
+    config = workdir / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"teams": {"budgeted": {"budget": {"daily": 100, "monthly": 1000}}}}))
+    gw = gateways.start(redis_url=redis.url, workers=2, env=env, config=str(config))
     prom, proc = start_prometheus(workdir, gw.url.removeprefix("http://"))
     try:
         prom.wait(lambda: prom.query('up{job="embedding-gateway"} == 1'), "a first scrape of the gateway")
@@ -207,7 +210,8 @@ def test_counters_equal_the_traffic_sent(run: Run) -> None:
     assert by(samples(text, "gateway_items_total"), "model", "modality", "cache") == +mix.items
     assert by(samples(text, "gateway_upstream_tokens_total"), "model") == {(m,): n for m, n in mix.billed.items()}
     assert by(samples(text, "gateway_cache_saved_tokens_total"), "model") == {(m,): n for m, n in mix.saved.items()}
-    assert {lab["team"] for lab, _ in samples(text, "gateway_requests_total")} == {"anonymous"}
+    # Auth is off: every request is anonymous (the configured team's series exist, at 0).
+    assert {lab["team"] for lab, v in samples(text, "gateway_requests_total") if v} == {"anonymous"}
     rejections = samples(text, "gateway_ratelimit_rejections_total")
     assert rejections and all(v == 0 for _, v in rejections)  # present, at 0: no limit refused anything
     assert sum(v for _, v in samples(text, "gateway_requests_in_flight")) == 0

@@ -218,6 +218,9 @@ def test_unsampled_and_malformed_trace_context_are_served_and_logged_but_not_exp
     lines = log_lines(gw)
     assert any(line.get("trace_id") == trace_id for line in lines)  # the caller's trace, though not sampled
     assert all(len(line.get("trace_id", "")) == 32 for line in lines if line.get("route") == "openai")
+    huge = {"authorization": f"Bearer {key}", "traceparent": traceparent, "tracestate": "k=" + "v" * 100_000}
+    refused = httpx.post(gw.url + "/v1/embeddings", json={"model": SINGLE, "input": "x"}, headers=huge)
+    assert refused.status_code == 431  # the header cap comes first: no span for it (checked with the others below)
     marker = caller_span()
     embed(gw, key, SINGLE, ["marker"], marker[2])  # exported after the two above, by the same exporter
     receiver.trace(marker[0], 1)

@@ -1,5 +1,7 @@
-"""Issue 19, item 6: a cached value of the right length holding NaN or an infinity is a miss: fetched again,
-overwritten, counted, never served (the in-process store, and the hot cache in front of a shared store)."""
+"""Issue 19, item 6: cached values are checked before use: the model's length on every read (`usable`),
+finite float32 numbers on every read from a shared store (`finite`); a refused value is counted.
+(The whole path, a poisoned Redis entry fetched again and overwritten: tests/redis/test_cached_values_redis.py
+and tests/e2e/test_cached_values_e2e.py.)"""
 
 from __future__ import annotations
 
@@ -7,13 +9,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from app.cache.checks import usable
-from app.cache.hot import HotCache
-from app.cache.lru import MemoryCache
+from app.cache.checks import CHUNK, finite, usable
 from app.metrics import Metrics
-from tests.support.misspath import miss_path
-from tests.unit.test_service import DIM, FakeUpstream, as_arrays, expected, request
 
+DIM = 8
 SIZE = 4 * DIM
 
 
@@ -34,39 +33,16 @@ def test_non_finite_and_wrong_length_values_become_misses_and_are_counted(bad: f
     metrics = Metrics(CollectorRegistry())
     good = np.arange(DIM, dtype="<f4").tobytes()
     values = [good, poison(bad), None, b"\x00" * (SIZE - 4), good]
-    assert usable(values, SIZE, metrics) == [good, None, None, None, good]
+    assert usable(values, SIZE, metrics) == [good, poison(bad), None, None, good]
+    assert finite(values, metrics) == [good, None, None, b"\x00" * (SIZE - 4), good]
+    assert finite([b"\x00" * 7], metrics) == [b"\x00" * 7]  # not whole float32 numbers: usable's to refuse
     assert (refused(metrics, "non_finite"), refused(metrics, "length")) == (1, 1)
 
 
 def test_a_bad_value_deep_in_a_big_read_is_found() -> None:
     metrics = Metrics(CollectorRegistry())
     good = np.ones(DIM, dtype="<f4").tobytes()
-    values: list[bytes | None] = [good] * 300
-    values[257] = poison(np.nan)
-    out = usable(values, SIZE, metrics)
-    assert [i for i, v in enumerate(out) if v is None] == [257] and refused(metrics, "non_finite") == 1
-
-
-@pytest.mark.parametrize("hot", [False, True], ids=["memory", "hot-over-shared"])
-async def test_a_poisoned_entry_is_fetched_again_overwritten_and_never_served(hot: bool) -> None:
-    up = FakeUpstream()
-    shared = MemoryCache(1 << 20)  # the in-process store, or the shared store behind the hot cache
-    cache = HotCache(shared, 1 << 20) if hot else shared
-    metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
-    svc = miss_path({"fake": up}, metrics, cache=cache)
-    await svc.embed(None, request(["a"]))
-    (key,) = shared._data
-    await shared.set_many([(key, poison(np.nan))])
-    if hot:
-        await cache.hot.close()  # a worker that has not seen the key: the poisoned value is read from the shared store
-    up.batches.clear()
-    result = await svc.embed(None, request(["a"]))
-    assert up.batches == [["a"]] and (result.hits, result.misses) == (0, 1)
-    np.testing.assert_array_equal(as_arrays(result.vectors)[0], expected(["a"])[0])
-    assert shared._data[key] == expected(["a"])[0].tobytes()  # overwritten
-    if hot:
-        assert cache.hot._data[key] == expected(["a"])[0].tobytes()
-    assert refused(metrics, "non_finite") == 1
-    up.batches.clear()
-    again = await svc.embed(None, request(["a"]))  # the good value now: a hit, nothing counted
-    assert up.batches == [] and again.hits == 1 and refused(metrics, "non_finite") == 1
+    values: list[bytes | None] = [good] * (4 * CHUNK + 3)
+    values[2 * CHUNK + 1] = poison(np.nan)
+    out = finite(values, metrics)
+    assert [i for i, v in enumerate(out) if v is None] == [2 * CHUNK + 1] and refused(metrics, "non_finite") == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.errors import MAX_RETRY_AFTER_S, RateLimited, Unavailable, Wire, render
+from app.api.rendering import MAX_RETRY_AFTER_S, Wire, render
+from app.errors import RateLimited, Unavailable
 from app.limits.window import US, TeamQuota, TeamWindow, admit
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import Scope
 
 if TYPE_CHECKING:
-    from ...runtime.budget import Lease
+    from ...runtime.budget import Lease, MemoryBudget
 
 SCOPE_KEY = "gateway.exchange"
 
@@ -28,6 +28,7 @@ SCOPE_KEY = "gateway.exchange"
 class Exchange:
     request_id: str
     team: str | None = None
+    key_id: str = ""  # the caller's key id (usage ledger; never the key), '' while auth is off
     headers: Mapping[str, str] | None = None  # response headers the route adds
     model: str | None = None  # the fields below are set together, once the service answered
     items: int = 0
@@ -61,3 +62,12 @@ def exchange_of(scope: Scope) -> Exchange:
     if exchange is None:
         exchange = scope[SCOPE_KEY] = Exchange(uuid.uuid4().hex)
     return exchange
+
+
+def lease_of(scope: Scope, budget: MemoryBudget) -> Lease:
+    """The request's lease on the memory budget, made at its first use and kept in its Exchange, which
+    Observe releases when the request ends."""
+    exchange = exchange_of(scope)
+    if exchange.lease is None:
+        exchange.lease = budget.lease()
+    return exchange.lease

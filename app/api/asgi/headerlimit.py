@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ...errors import GatewayError, render, wire_of
+from ...errors import GatewayError
+from ..rendering import render, wire_of
 from .exchange import exchange_of
 
 

@@ -1,0 +1,1 @@
+"""What each team spent and saved: prices, the usage ledger, budgets, and the usage and costs reports."""
