@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from .api import routes
 from .config.settings import CONFIG_ENV, MULTIPROC_ENV, TEAM_NAME, Settings
 from .jobs import operator
 from .runtime import oom
@@ -161,7 +162,7 @@ def healthcheck(args: argparse.Namespace) -> None:
     """Exit 0 when the local gateway answers /healthz (the container's HEALTHCHECK), else 1."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(f"http://{args.host}:{args.port}/healthz", timeout=args.timeout) as resp:
+        with opener.open(f"http://{args.host}:{args.port}{routes.HEALTHZ}", timeout=args.timeout) as resp:
             ok = resp.status == 200
     except OSError:
         ok = False

@@ -22,7 +22,7 @@ from ..schemas.dashscope import (
     TextResponse,
 )
 from ..service import EmbedRequest, EmbedResult
-from . import tasks, tenancy
+from . import routes, tasks, tenancy
 from .answer import Entry, answer
 from .asgi.exchange import lease_of
 from .body import parse
@@ -31,7 +31,7 @@ from .openai import cache_headers
 from .rendering import request_id_of
 from .turns import is_large
 
-router = APIRouter(prefix="/api/v1/services/embeddings")
+router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": DashScopeError} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
@@ -54,7 +54,7 @@ async def _respond(
 
 
 @router.post(
-    "/multimodal-embedding/multimodal-embedding",
+    routes.MULTIMODAL,
     response_model=MultimodalResponse,
     responses=ERRORS,
     openapi_extra=request_body(MultimodalRequest),
@@ -90,7 +90,7 @@ async def multimodal_embedding(request: Request) -> Response:
 
 
 @router.post(
-    "/text-embedding/text-embedding",
+    routes.TEXT,
     response_model=TextResponse,
     responses=ERRORS,
     openapi_extra=request_body(TextRequest),
@@ -130,7 +130,7 @@ LOCAL_FILES = (
 
 
 @uploads.get(
-    "/api/v1/uploads",
+    routes.UPLOADS,
     responses={400: {"model": DashScopeError}, 401: {"model": DashScopeError}},
     summary="The dashscope SDK's upload policy for local files: answered with what to send instead",
 )

@@ -15,7 +15,7 @@ from ..inputs.params import resolve
 from ..runtime.state import gateway
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, OpenAIError
 from ..service import EmbedRequest, EmbedResult
-from . import tenancy
+from . import routes, tenancy
 from .answer import answer
 from .asgi.exchange import lease_of
 from .body import parse
@@ -31,7 +31,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post(
-    "/v1/embeddings",
+    routes.EMBEDDINGS,
     response_model=EmbeddingResponse,
     responses=ERRORS,
     openapi_extra=request_body(EmbeddingRequest),

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from ..api import routes
 from ..errors import GatewayError, InvalidRequest, NotFound
 from ..storage.base import StorageError
 from .files import FileStore, new_id
@@ -26,7 +27,7 @@ from .runner import BatchRunner
 log = logging.getLogger("embedding_gateway.jobs")
 STORAGE_WAIT_S = 10.0
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who runs a batch now (`jobs show`, the replica tests)
-ENDPOINTS = ("/v1/embeddings",)
+ENDPOINTS = (routes.EMBEDDINGS,)
 WINDOWS = {"24h": 86_400}
 FINAL = ("completed", "failed", "cancelled", "expired")
 TIMES = ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at")
