@@ -202,3 +202,32 @@ def test_a_head_that_grows_past_the_header_cap_is_refused_before_it_ends(gateway
     with httpx.Client(base_url=gw.url, timeout=10) as client:  # a normal large body is not a large head
         r = client.post("/v1/embeddings", json={"model": MODEL, "input": [f"{i} " + "x" * 20_000 for i in range(5)]})
         assert r.status_code == 200, r.text[:300]
+
+
+def test_near_the_cap_answers_announce_the_close(gateways: GatewayFactory, standin: StandIn) -> None:
+    """Past 7/8 of the cap every answer says Connection: close, so clients reconnect and the cap is not
+    reached by kept-alive connections (eviction at the cap: tests/unit/test_edge_rules.py, test_slowloris)."""
+    gw = gateways.start(env={"HTTP_MAX_CONNECTIONS": "16"})
+    port = int(gw.url.rsplit(":", 1)[1])
+    body = orjson.dumps({"model": MODEL, "input": "near the cap"})
+    request = (
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    )
+    request %= (len(body), body)
+
+    def ask(sock: socket.socket) -> bytes:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        return answer.split(b"\r\n\r\n", 1)[0].lower()
+
+    opened = []
+    for n in range(1, 15):  # one at a time: each is open on the server's side once answered
+        opened.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        head = ask(opened[-1])
+        assert (b"connection: close" in head) == (n >= 14), (n, head)  # 7/8 of 16 = 14
+    closes = closed_total(gw)
+    assert closes["evicted"] == 0 and closes["refused"] == 0, closes
+    for s in opened:
+        s.close()
