@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from .api import routes
 from .config.settings import CONFIG_ENV, MULTIPROC_ENV, TEAM_NAME, Settings
 from .jobs import operator
 from .runtime import oom
@@ -94,6 +95,9 @@ def _check_auth(settings: Settings, host: str) -> None:
         )
 
 
+BACKLOG = 4096  # the listen queue (the kernel caps it at net.core.somaxconn)
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -125,6 +129,7 @@ def serve(args: argparse.Namespace) -> None:
             loop="uvloop",
             http=GatewayProtocol,  # httptools with read deadlines, a connection cap, upgrade offers declined
             timeout_keep_alive=settings.http_keepalive_timeout_s,
+            backlog=BACKLOG,  # a burst of thousands of connects waits in the kernel's queue, not refused
             access_log=False,  # the gateway writes its own (api/asgi/accesslog.py)
             proxy_headers=False,  # nothing reads the client's address: no X-Forwarded-For rewriting per request
             server_header=False,
@@ -157,7 +162,7 @@ def healthcheck(args: argparse.Namespace) -> None:
     """Exit 0 when the local gateway answers /healthz (the container's HEALTHCHECK), else 1."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(f"http://{args.host}:{args.port}/healthz", timeout=args.timeout) as resp:
+        with opener.open(f"http://{args.host}:{args.port}{routes.HEALTHZ}", timeout=args.timeout) as resp:
             ok = resp.status == 200
     except OSError:
         ok = False

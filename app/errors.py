@@ -153,6 +153,12 @@ class UpstreamInvalid(UpstreamFailed):
     upstream_status = 200
 
 
+class UpstreamMisconfigured(UpstreamFailed):
+    """The upstream refused the deployment's configuration: its credentials (401 or 403, code upstream_auth)
+    or its address (a 3xx, code upstream_redirect, never followed). The upstream is up: not a failure for its
+    breaker, never sent again to the same deployment; another deployment may serve the call."""
+
+
 class UpstreamTimeout(UpstreamFailed):
     status = 504
     openai_code = "upstream_timeout"

@@ -19,6 +19,7 @@ from .api import batches, dashscope, docs, openai, ops, rendering, tasks, usage
 from .api.asgi import aliases, fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
+from .api.routes import FAST_PATHS
 from .config import masking
 from .config.catalog import Catalog, build_catalog
 from .config.settings import CONFIG_ENV, Settings, UpstreamConfig
@@ -55,12 +56,6 @@ from .wiring.upstreams import open_guard, open_upstream, unavailable
 
 log = logging.getLogger("embedding_gateway")
 
-# Routes served past FastAPI's routing when they need nothing from it (see api/asgi/fastpath.py).
-FAST_PATHS = (
-    "/v1/embeddings",
-    "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding",
-    "/api/v1/services/embeddings/text-embedding/text-embedding",
-)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from .config.settings import MULTIPROC_ENV
 from .usage.metrics import UsageMetrics
 
 OTHER = "other"
-CONNECTION_CLOSES = ("head_timeout", "body_timeout", "evicted", "refused")
+CONNECTION_CLOSES = ("head_timeout", "body_timeout", "slow_body", "write_timeout", "evicted_slow", "evicted", "refused")
 FETCH_OUTCOMES = ("ok", "refused", "too_large", "timeout", "unreachable", "aborted")
 ANONYMOUS = "anonymous"
 # The limits a team can hit; their rejection counters exist (at 0) from the start for every known team.
@@ -183,8 +183,9 @@ class Metrics:
         )
         self.connections_closed = Counter(
             "gateway_connections_closed_total",
-            "Client connections closed by the server layer: head_timeout, body_timeout, evicted (at the "
-            "connection cap), refused (at the cap, every connection busy)",
+            "Client connections closed by the server layer: head_timeout, body_timeout, slow_body (below the "
+            "minimum body rate), write_timeout (an answer not taken), evicted_slow and evicted (at the "
+            "connection cap: a slow request, an idle connection), refused (at the cap, none evictable)",
             ["reason"],
             registry=r,
         )

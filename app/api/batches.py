@@ -14,7 +14,7 @@ from ..jobs.batches import batch_object
 from ..jobs.files import file_object
 from ..runtime.state import gateway
 from ..schemas.openai import OpenAIError
-from . import tenancy
+from . import routes, tenancy
 from .body import read_body
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ UPLOAD = {"requestBody": {"required": True, "content": {"multipart/form-data": {
 }}}}}  # fmt: skip
 CREATE = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
     "type": "object", "required": ["input_file_id", "endpoint", "completion_window"],
-    "properties": {"input_file_id": {"type": "string"}, "endpoint": {"type": "string", "enum": ["/v1/embeddings"]},
+    "properties": {"input_file_id": {"type": "string"}, "endpoint": {"type": "string", "enum": [routes.EMBEDDINGS]},
                    "completion_window": {"type": "string", "enum": ["24h"]},
                    "metadata": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 512},
                                 "maxProperties": 16}},
@@ -44,7 +44,7 @@ def jobs_of(request: Request) -> tuple[Jobs, str]:
     return gw.jobs, team.name if team is not None else ANONYMOUS
 
 
-@router.post("/v1/files", responses=ERRORS, openapi_extra=UPLOAD, summary="Upload a JSONL file (purpose batch)")
+@router.post(routes.FILES, responses=ERRORS, openapi_extra=UPLOAD, summary="Upload a JSONL file (purpose batch)")
 async def create_file(request: Request) -> JSONResponse:
     jobs, team = jobs_of(request)
     length = request.headers.get("content-length")
@@ -53,13 +53,13 @@ async def create_file(request: Request) -> JSONResponse:
     return JSONResponse(file_object(rec))
 
 
-@router.get("/v1/files/{file_id}", responses=ERRORS, summary="A file's metadata")
+@router.get(routes.FILE, responses=ERRORS, summary="A file's metadata")
 async def get_file(request: Request, file_id: str) -> JSONResponse:
     jobs, team = jobs_of(request)
     return JSONResponse(file_object(await jobs.files.get(team, file_id)))
 
 
-@router.get("/v1/files/{file_id}/content", responses=ERRORS, summary="A file's content, streamed")
+@router.get(routes.FILE_CONTENT, responses=ERRORS, summary="A file's content, streamed")
 async def file_content(request: Request, file_id: str) -> StreamingResponse:
     jobs, team = jobs_of(request)
     rec = await jobs.files.get(team, file_id)
@@ -67,14 +67,14 @@ async def file_content(request: Request, file_id: str) -> StreamingResponse:
                              headers={"content-length": str(rec["bytes"])})  # fmt: skip
 
 
-@router.delete("/v1/files/{file_id}", responses=ERRORS, summary="Delete a file")
+@router.delete(routes.FILE, responses=ERRORS, summary="Delete a file")
 async def delete_file(request: Request, file_id: str) -> JSONResponse:
     jobs, team = jobs_of(request)
     await jobs.files.delete(await jobs.files.get(team, file_id))
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})
 
 
-@router.post("/v1/batches", responses=ERRORS, openapi_extra=CREATE, summary="Create a batch from a file")
+@router.post(routes.BATCHES, responses=ERRORS, openapi_extra=CREATE, summary="Create a batch from a file")
 async def create_batch(request: Request) -> JSONResponse:
     jobs, team = jobs_of(request)
     body: Any = _json(await read_body(request, 64 * 1024))
@@ -83,19 +83,19 @@ async def create_batch(request: Request) -> JSONResponse:
     return JSONResponse(batch_object(await jobs.batches.create(team, body)))
 
 
-@router.get("/v1/batches/{batch_id}", responses=ERRORS, summary="A batch, with its progress")
+@router.get(routes.BATCH, responses=ERRORS, summary="A batch, with its progress")
 async def get_batch(request: Request, batch_id: str) -> JSONResponse:
     jobs, team = jobs_of(request)
     return JSONResponse(batch_object(await jobs.batches.get(team, batch_id)))
 
 
-@router.post("/v1/batches/{batch_id}/cancel", responses=ERRORS, summary="Cancel a batch (its output so far is kept)")
+@router.post(routes.BATCH_CANCEL, responses=ERRORS, summary="Cancel a batch (its output so far is kept)")
 async def cancel_batch(request: Request, batch_id: str) -> JSONResponse:
     jobs, team = jobs_of(request)
     return JSONResponse(batch_object(await jobs.batches.cancel(team, batch_id)))
 
 
-@router.get("/v1/batches", responses=ERRORS, summary="The team's batches, newest first")
+@router.get(routes.BATCHES, responses=ERRORS, summary="The team's batches, newest first")
 async def list_batches(
     request: Request, after: str | None = Query(None, max_length=80), limit: int = Query(20, ge=1, le=100)
 ) -> JSONResponse:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -23,14 +22,16 @@ from ..schemas.dashscope import (
     TextResponse,
 )
 from ..service import EmbedRequest, EmbedResult
-from . import tasks, tenancy
+from . import routes, tasks, tenancy
+from .answer import Entry, answer
 from .asgi.exchange import lease_of
 from .body import parse
 from .docs import request_body
 from .openai import cache_headers
 from .rendering import request_id_of
+from .turns import is_large
 
-router = APIRouter(prefix="/api/v1/services/embeddings")
+router = APIRouter()
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": DashScopeError} for s in (400, 401, 403, 404, 413, 415, 429, 431, 502, 503, 504)
@@ -41,13 +42,19 @@ def dashscope_params(gw: Gateway, spec: Any, parameters: dict[str, Any]) -> Any:
     return dashscope_options(spec, gw.upstream_kinds[spec.upstream], parameters)
 
 
-def _respond(request: Request, output: dict[str, Any], result: EmbedResult, usage: dict[str, int]) -> Response:
-    body = orjson.dumps({"output": output, "usage": usage, "request_id": request_id_of(request)})
-    return Response(body, media_type="application/json", headers=cache_headers(result))
+async def _respond(
+    request: Request, gw: Gateway, entry: Entry, result: EmbedResult, usage: dict[str, int]
+) -> Response:
+    request_id = request_id_of(request)
+
+    def document(embeddings: Any) -> dict[str, Any]:
+        return {"output": {"embeddings": embeddings}, "usage": usage, "request_id": request_id}
+
+    return await answer(request, gw.memory, document, entry, result.vectors, gw.floats, cache_headers(result))
 
 
 @router.post(
-    "/multimodal-embedding/multimodal-embedding",
+    routes.MULTIMODAL,
     response_model=MultimodalResponse,
     responses=ERRORS,
     openapi_extra=request_body(MultimodalRequest),
@@ -64,20 +71,26 @@ async def multimodal_embedding(request: Request) -> Response:
     params = dashscope_params(gw, spec, body.parameters or {})
     parse_contents = partial(parse_items.dashscope_contents, spec=spec, limit=gw.caps.max_input_items)
     lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
+    large = is_large(body.input.contents)
+    if large:
+        await gw.turns.take()
     items = await parse_fetching(gw.fetcher, spec, body.input.contents, "input.contents", parse_contents, lease)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input.contents")]
+    if large:
+        await gw.turns.take()
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
-    embeddings = [
-        {"index": i, "embedding": gw.floats.fragment(v), "type": _type(it.modality)}
-        for i, (v, it) in enumerate(zip(result.vectors, items, strict=True))
-    ]
+    vectors, fragment = result.vectors, gw.floats.fragment
+
+    def entry(i: int) -> dict[str, Any]:
+        return {"index": i, "embedding": fragment(vectors[i]), "type": _type(items[i].modality)}
+
     usage = {"input_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
-    return _respond(request, {"embeddings": embeddings}, result, usage)
+    return await _respond(request, gw, entry, result, usage)
 
 
 @router.post(
-    "/text-embedding/text-embedding",
+    routes.TEXT,
     response_model=TextResponse,
     responses=ERRORS,
     openapi_extra=request_body(TextRequest),
@@ -91,10 +104,19 @@ async def text_embedding(request: Request) -> Response:
     body = await parse(request, TextRequest, gw.caps.max_body_bytes, gw.memory)
     spec = tenancy.model_for(gw, team, body.model)
     params = dashscope_params(gw, spec, body.parameters or {})
+    large = is_large(body.input.texts)
+    if large:
+        await gw.turns.take()
     items = parse_items.dashscope_texts(body.input.texts, spec, gw.caps.max_input_items)
+    if large:
+        await gw.turns.take()
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
-    embeddings = [{"text_index": i, "embedding": gw.floats.fragment(v)} for i, v in enumerate(result.vectors)]
-    return _respond(request, {"embeddings": embeddings}, result, {"total_tokens": result.billed_tokens})
+    vectors, fragment = result.vectors, gw.floats.fragment
+
+    def entry(i: int) -> dict[str, Any]:
+        return {"text_index": i, "embedding": fragment(vectors[i])}
+
+    return await _respond(request, gw, entry, result, {"total_tokens": result.billed_tokens})
 
 
 # The dashscope SDK, given a local file (`file://...`), asks this route for an upload policy, posts the file to
@@ -108,7 +130,7 @@ LOCAL_FILES = (
 
 
 @uploads.get(
-    "/api/v1/uploads",
+    routes.UPLOADS,
     responses={400: {"model": DashScopeError}, 401: {"model": DashScopeError}},
     summary="The dashscope SDK's upload policy for local files: answered with what to send instead",
 )

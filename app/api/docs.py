@@ -23,6 +23,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from . import routes
+
 REF = "#/components/schemas/{model}"
 _DEFS: dict[str, Any] = {}
 
@@ -55,7 +57,9 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
 def security_of(path: str, required: bool) -> list[dict[str, list[str]]] | None:
     """The schemes a route takes keys by: DashScope's under /api/v1, Bearer under /v1, none elsewhere. With
     auth off, `{}` among them: a request without a key is served too (what the document promises)."""
-    schemes = DASHSCOPE_AUTH if path.startswith("/api/v1/") else OPENAI_AUTH if path.startswith("/v1/") else None
+    schemes = OPENAI_AUTH if path.startswith(routes.OPENAI_ROOT) else None
+    if path.startswith(routes.DASHSCOPE):
+        schemes = DASHSCOPE_AUTH
     if schemes is None or required:
         return schemes
     return [*schemes, {}]

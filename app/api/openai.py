@@ -15,10 +15,12 @@ from ..inputs.params import resolve
 from ..runtime.state import gateway
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, OpenAIError
 from ..service import EmbedRequest, EmbedResult
-from . import tenancy
+from . import routes, tenancy
+from .answer import answer
 from .asgi.exchange import lease_of
 from .body import parse
 from .docs import request_body
+from .turns import is_large
 from .vectortext import VectorText
 
 router = APIRouter()
@@ -29,7 +31,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post(
-    "/v1/embeddings",
+    routes.EMBEDDINGS,
     response_model=EmbeddingResponse,
     responses=ERRORS,
     openapi_extra=request_body(EmbeddingRequest),
@@ -51,19 +53,30 @@ async def create_embeddings(request: Request) -> Response:
     )
     parse_contents = partial(parse_items.openai_items, spec=spec, limit=gw.caps.max_input_items)
     lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
+    large = is_large(body.input)
+    if large:
+        await gw.turns.take()
     items = await parse_fetching(gw.fetcher, spec, body.input, "input", parse_contents, lease)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]
+    if large:
+        await gw.turns.take()
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
-    return Response(
-        render(result, spec.name, gw.base64s if body.encoding_format == "base64" else gw.floats),
-        media_type="application/json",
-        headers=cache_headers(result),
-    )
+    text = gw.base64s if body.encoding_format == "base64" else gw.floats
+    vectors = result.vectors
+    usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
+
+    def entry(i: int) -> dict[str, Any]:
+        return {"object": "embedding", "index": i, "embedding": text.fragment(vectors[i])}
+
+    def document(data: Any) -> dict[str, Any]:
+        return {"object": "list", "data": data, "model": spec.name, "usage": usage}
+
+    return await answer(request, gw.memory, document, entry, vectors, text, cache_headers(result))
 
 
 def render(result: EmbedResult, model: str, text: VectorText) -> bytes:
-    """`text`: the gateway's float or base64 encoder of vectors (memoised, see vectortext.py)."""
+    """The whole answer at once, as bytes (a line of a batch's output file: app/jobs/)."""
     data = [{"object": "embedding", "index": i, "embedding": text.fragment(v)} for i, v in enumerate(result.vectors)]
     usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
     return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})

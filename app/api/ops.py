@@ -13,7 +13,7 @@ from ..errors import NotFound
 from ..runtime import oom
 from ..runtime.state import gateway
 from ..schemas.openai import ModelCard, ModelList, OpenAIError
-from . import tenancy
+from . import routes, tenancy
 
 router = APIRouter()
 
@@ -37,7 +37,7 @@ def _card(spec: ModelSpec) -> dict[str, Any]:
 
 
 @router.get(
-    "/v1/models", response_model=ModelList, responses={401: {"model": OpenAIError}}, summary="The model catalog"
+    routes.MODELS, response_model=ModelList, responses={401: {"model": OpenAIError}}, summary="The model catalog"
 )
 async def list_models(request: Request) -> Response:
     gw = gateway(request)
@@ -47,7 +47,7 @@ async def list_models(request: Request) -> Response:
 
 
 @router.get(
-    "/v1/models/{model_id:path}",
+    routes.MODEL,
     response_model=ModelCard,
     responses={401: {"model": OpenAIError}, 404: {"model": OpenAIError}},
     summary="One model of the catalog (OpenAI's models.retrieve)",
@@ -63,7 +63,7 @@ async def retrieve_model(request: Request, model_id: str) -> Response:
 
 
 @router.get(
-    "/healthz",
+    routes.HEALTHZ,
     responses={503: {"description": "a process was killed for memory"}},
     summary="Liveness: the process answers, and no process of it was killed for memory",
 )
@@ -79,7 +79,7 @@ async def healthz() -> Response:
 
 
 @router.get(
-    "/readyz", responses={503: {"description": "not ready"}}, summary="Readiness: Redis and upstream configuration"
+    routes.READYZ, responses={503: {"description": "not ready"}}, summary="Readiness: Redis and upstream configuration"
 )
 async def readyz(request: Request) -> Response:
     gw = gateway(request)
@@ -100,7 +100,7 @@ async def readyz(request: Request) -> Response:
     return _json(body, 200 if ready else 503)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get(routes.METRICS, include_in_schema=False)
 async def metrics(request: Request) -> Response:
     body, content_type = gateway(request).metrics.negotiate(request.headers.get("accept", ""))
     return Response(body, media_type=content_type)

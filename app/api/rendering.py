@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from ..config.masking import mask
 from ..errors import GatewayError, InvalidRequest, NotFound
+from . import routes
 from .asgi.aliases import routes_under
 from .asgi.exchange import exchange_of
 
@@ -35,7 +36,7 @@ class Wire(Enum):
 
 def wire_of(path: str) -> Wire:
     """DashScope-native routes live under /api/v1; everything else speaks OpenAI."""
-    return Wire.DASHSCOPE if path.startswith("/api/") else Wire.OPENAI
+    return Wire.DASHSCOPE if path.startswith(routes.DASHSCOPE) else Wire.OPENAI
 
 
 def request_id_of(request: Request) -> str:

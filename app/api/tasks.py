@@ -17,12 +17,12 @@ from ..jobs.textlines import served_name
 from ..runtime.state import gateway
 from ..schemas.dashscope import DashScopeError
 from ..teams.team import Team
-from . import tenancy
+from . import routes, tenancy
 from .batches import ANONYMOUS, jobs_of
 from .body import read_body
 from .rendering import request_id_of
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+router = APIRouter(tags=["tasks"])
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": DashScopeError} for s in (400, 401, 403, 404, 503)}
 SUPPORTED = (
     "X-DashScope-Async: enable is supported on the text-embedding route only, with input.url (a text "
@@ -61,7 +61,7 @@ async def create_task(request: Request, team: Team | None) -> Response:
     return JSONResponse({"output": output, "request_id": request_id_of(request)})
 
 
-@router.get("/{task_id}", responses=ERRORS, summary="A DashScope async task: status, counts, result URL")
+@router.get(routes.TASK, responses=ERRORS, summary="A DashScope async task: status, counts, result URL")
 async def get_task(request: Request, task_id: str) -> JSONResponse:
     jobs, team = jobs_of(request)
     b = await jobs.tasks.get(team, task_id)
@@ -70,14 +70,14 @@ async def get_task(request: Request, task_id: str) -> JSONResponse:
     return JSONResponse({"request_id": request_id_of(request), "output": output, "usage": usage})
 
 
-@router.post("/{task_id}/cancel", responses=ERRORS, summary="Cancel a PENDING DashScope task")
+@router.post(routes.TASK_CANCEL, responses=ERRORS, summary="Cancel a PENDING DashScope task")
 async def cancel_task(request: Request, task_id: str) -> JSONResponse:
     jobs, team = jobs_of(request)
     await jobs.tasks.cancel(team, task_id)
     return JSONResponse({"request_id": request_id_of(request)})
 
 
-@router.get("", responses=ERRORS, summary="The team's DashScope tasks, newest first (the SDK's filters)")
+@router.get(routes.TASKS, responses=ERRORS, summary="The team's DashScope tasks, newest first (the SDK's filters)")
 async def list_tasks(
     request: Request,
     status: str | None = Query(None, max_length=20),
@@ -97,7 +97,7 @@ async def list_tasks(
                          "total_page": -(-total // page_size), "page_no": page_no, "page_size": page_size})  # fmt: skip
 
 
-@router.get("/{task_id}/result.txt.gz", responses=ERRORS, summary="A task's result file (a signed URL)")
+@router.get(routes.TASK_RESULT, responses=ERRORS, summary="A task's result file (a signed URL)")
 async def task_result(
     request: Request, task_id: str, expires: int = Query(0), signature: str = Query("", max_length=128)
 ) -> StreamingResponse:

@@ -15,6 +15,7 @@ from ..errors import Forbidden
 from ..runtime.state import Gateway, gateway
 from ..schemas.openai import OpenAIError
 from ..usage.report import Query, costs_page, parse_query, usage_page
+from . import routes
 from .asgi.exchange import exchange_of
 
 router = APIRouter()
@@ -68,7 +69,7 @@ def exchange_team(request: Request, team: str) -> None:
 
 
 @router.get(
-    "/v1/organization/usage/embeddings",
+    routes.USAGE,
     summary="Embeddings usage per time bucket (OpenAI's shape)",
     responses=ERRORS,
     openapi_extra=_params(
@@ -84,7 +85,7 @@ async def usage_embeddings(request: Request) -> Response:
 
 
 @router.get(
-    "/v1/organization/costs",
+    routes.COSTS,
     summary="Money billed per time bucket (OpenAI's shape)",
     responses=ERRORS,
     openapi_extra=_params(["1h", "1d"], ["project_id", "line_item"], "project_ids"),

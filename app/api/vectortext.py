@@ -22,14 +22,20 @@ def float_json(vector: bytes) -> bytes:
     return orjson.dumps(np.frombuffer(vector, dtype="<f4"), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+FLOAT_RATIO = 3.25  # a float32 (4 bytes) as JSON: up to 12 characters and a comma
+BASE64_RATIO = 1.34
+
+
 def base64_json(vector: bytes) -> bytes:
     return b'"' + base64.b64encode(vector) + b'"'
 
 
 class VectorText:
-    def __init__(self, max_bytes: int, encode: Callable[[bytes], bytes]) -> None:
+    def __init__(self, max_bytes: int, encode: Callable[[bytes], bytes], ratio: float) -> None:
+        """`ratio`: the text's bytes per vector byte, at most (an estimate: answer.py sizes answers by it)."""
         self.max_bytes = max_bytes
         self.encode = encode
+        self.ratio = ratio
         self._data: OrderedDict[bytes, orjson.Fragment] = OrderedDict()
         self._sizes: dict[bytes, int] = {}
         self._bytes = 0

@@ -151,10 +151,12 @@ class Settings(BaseSettings):
     # The HTTP server layer (docs/operations.md, "Connections"): per worker process.
     http_head_timeout_s: float = Field(default=10.0, gt=0, le=300, description="to receive a whole request head")
     http_body_timeout_s: float = Field(default=10.0, gt=0, le=300, description="longest wait for more of a body")
-    http_keepalive_timeout_s: int = Field(default=5, ge=1, le=300, description="idle time between requests")
-    http_max_connections: int = Field(
-        default=4096, ge=1, description="open client connections; fewer when the descriptor limit is lower"
-    )
+    http_keepalive_timeout_s: int = Field(default=75, ge=1, le=600, description="idle time between requests")
+    http_write_timeout_s: float = Field(default=20.0, gt=0, le=600, description="for a reader to take an answer")
+    http_min_body_rate: float = Field(default=240.0, ge=0, description="body bytes/s, on average, past the grace")
+    http_body_grace_s: float = Field(default=5.0, gt=0, le=300, description="before the body rate applies")
+    http_max_connections: int = Field(default=16384, ge=1, description="open client connections (fewer: descriptors)")
+    http_max_connections_per_address: int = Field(default=0, ge=0, description="per client address; 0: no cap")
     http_fd_reserve: int = Field(
         default=256,
         ge=16,

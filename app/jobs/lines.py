@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from ..api import tenancy
+from ..api import routes, tenancy
 from ..api.rendering import field_path, openai_body
 from ..config.catalog import ModelSpec
 from ..errors import GatewayError, InvalidRequest
@@ -30,7 +30,7 @@ from ..runtime.state import Gateway
 from ..schemas.openai import EmbeddingRequest
 from ..teams.team import Team
 
-ENDPOINT = "/v1/embeddings"
+ENDPOINT = routes.EMBEDDINGS
 
 
 @dataclass(slots=True)

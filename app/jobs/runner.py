@@ -35,6 +35,7 @@ from .metrics import JobMetrics
 from .records import Records
 
 log = logging.getLogger("embedding_gateway.jobs")
+CHUNK_BYTES = 8 * 1024 * 1024  # a chunk ends at chunk_lines lines or this many bytes of them, whichever first
 ATTEMPTS = 8  # retryable failures of one group before its lines are failed
 RETRYABLE = (RateLimited, Unavailable, UpstreamFailed)
 Touch = Callable[[], Awaitable[None]]
@@ -83,16 +84,17 @@ class BatchRunner:
         s = self.files.settings
         progress = Progress.of(b)
         pending: list[bytes | None] = []
-        n = 0
+        n = held = 0
         async for raw in split_lines(self.files.content(rec), s.max_line_bytes):
             n += 1
             if n <= progress.lines:
                 continue
             pending.append(raw)
-            if len(pending) >= s.chunk_lines:
+            held += len(raw or b"")
+            if len(pending) >= s.chunk_lines or held >= CHUNK_BYTES:  # a chunk's lines held at once: bounded
                 if not await self._step(b, team, progress, pending, touch):
                     return False
-                pending = []
+                pending, held = [], 0
         return not pending or await self._step(b, team, progress, pending, touch)
 
     async def _step(self, b: dict[str, str], team: Team | None, p: Progress, raws: list[bytes | None],

@@ -23,10 +23,11 @@ class JobSettings(BaseModel):
     team_max_bytes: int = Field(default=10 * 1024**3, ge=1, description="stored bytes per team (all files)")
     max_lines: int = Field(default=50_000, ge=1, description="requests per batch input file (OpenAI's limit)")
     max_file_bytes: int = Field(default=200 * 1024**2, ge=1, description="bytes per input file (OpenAI's)")
-    max_line_bytes: int = Field(default=4 * 1024**2, ge=1, description="bytes per input line")
+    max_line_bytes: int = Field(default=2 * 1024**2, ge=1, le=8 * 1024**2, description="bytes per input line")
 
     concurrency: int = Field(default=2, ge=0, le=64, description="jobs each gateway process runs at once")
     chunk_lines: int = Field(default=500, ge=1, le=10_000, description="lines per checkpoint")
     heartbeat_s: int = Field(default=10, ge=1, description="a job not heard of this long is another's to run")
     sweep_s: int = Field(default=5, ge=1, description="how often each worker looks for abandoned jobs")
+    files_sweep_s: int = Field(default=60, ge=1, le=60, description="how often expired files are deleted")
     result_url_ttl_s: float = Field(default=86_400, gt=0, description="lifetime of a signed result URL")

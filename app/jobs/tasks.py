@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import orjson
 
+from ..api import routes
 from ..errors import InvalidRequest, NotFound, PayloadTooLarge
 from ..inputs.media.fetcher import Fetcher
 from .batches import Batches
@@ -107,7 +108,7 @@ class Tasks:
     async def result_url(self, tid: str, base_url: str) -> str:
         expires = int(time.time() + self.ttl_s)
         signature = await self._sign(tid, expires)
-        return f"{base_url}/api/v1/tasks/{tid}/result.txt.gz?expires={expires}&signature={signature}"
+        return f"{base_url}{routes.TASK_RESULT.format(task_id=tid)}?expires={expires}&signature={signature}"
 
     async def signed(self, tid: str, expires: int, signature: str) -> bool:
         if not (time.time() < expires < time.time() + self.ttl_s + 60) or not signature.isascii():

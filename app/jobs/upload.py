@@ -54,7 +54,9 @@ class MultipartFile:
         if not self._seen_file:
             raise InvalidRequest("file: the form has no `file` part", param="file")
         if self._last != b"\n":
-            self.lines += 1
+            self.lines += 1  # a last line without its newline
+        if self.lines > self.max_lines:
+            raise InvalidRequest(f"file: more than {self.max_lines} lines (requests)", param="file")
 
     def _begin(self) -> None:
         self._headers, self._field, self._name = {}, bytearray(), None

@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
-from saq import Job, Worker
+from saq import CronJob, Job, Worker
 from saq.queue.redis import RedisQueue
 
 from .batches import Batches
@@ -26,9 +26,13 @@ from .files import FileStore
 
 log = logging.getLogger("embedding_gateway.jobs")
 RUN = "run_batch"
-SWEEP = "sweep_files"
 ABORT_WAIT_S = 1.0
-RETRIES = 1000  # a job is retried after every lost worker: bounded by its expiry, not by a count
+RETRIES = 1000  # a job is retried after every lost worker or storage outage (runs wait 10 s after one)
+
+
+def every(seconds: int) -> str:
+    """A cron line (croniter's, seconds last) for every `seconds` seconds, at most a minute."""
+    return "* * * * *" if seconds >= 60 else f"* * * * * */{seconds}"
 
 
 class Queue(RedisQueue):
@@ -45,7 +49,7 @@ class QuietWorker(Worker):  # type: ignore[type-arg]
 
 class JobQueue:
     def __init__(self, redis: Redis, namespace: str, batches: Batches, files: FileStore, *, concurrency: int,
-                 heartbeat_s: int, sweep_s: int) -> None:  # fmt: skip
+                 heartbeat_s: int, sweep_s: int, files_sweep_s: int = 60) -> None:  # fmt: skip
         self.queue = Queue(redis, name=f"{namespace}:jobs")
         self.batches = batches
         self.files = files
@@ -54,8 +58,9 @@ class JobQueue:
         self.task: asyncio.Task[None] | None = None
         if concurrency:
             self.worker = QuietWorker(
-                self.queue, functions=[(RUN, self._run), (SWEEP, self._sweep)], concurrency=concurrency,
-                timers={"sweep": sweep_s, "abort": 1, "schedule": 60, "worker_info": 10},
+                self.queue, functions=[(RUN, self._run)], concurrency=concurrency,
+                cron_jobs=[CronJob(self._sweep, cron=every(files_sweep_s), timeout=300)],  # expired files
+                timers={"sweep": sweep_s, "abort": 1, "schedule": min(30, files_sweep_s), "worker_info": 10},
                 shutdown_grace_period_s=0, dequeue_timeout=1,
             )  # fmt: skip
         batches.enqueue = self.enqueue

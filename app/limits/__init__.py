@@ -4,7 +4,7 @@ window.py     the arithmetic and why these algorithms (sliding-window log for te
 *.lua         the same arithmetic as atomic Redis scripts on Redis's clock
 local.py      in-process store (no Redis, or the fallback while Redis fails)
 shared.py     Redis store
-failover.py   Redis while it answers, else the per-limit failure policy
+decider.py    LimitDecider: Redis while it answers, else the per-limit failure policy
 admission.py  a team's admission and reconciliation around one request
 headers.py    the rate-limit response headers of an admission
 quota.py      the upstream gate the service awaits before every upstream call

@@ -11,7 +11,7 @@ from types import TracebackType
 from ..errors import OverLimit, RateLimited, Unavailable
 from ..metrics import Metrics
 from ..teams.team import Team
-from .failover import Limits
+from .decider import LimitDecider
 from .store import Ticket
 from .window import US, TeamQuota, Verdict
 
@@ -85,7 +85,7 @@ class Admission:
 
 
 class TeamLimiter:
-    def __init__(self, limits: Limits, metrics: Metrics, *, window_s: float) -> None:
+    def __init__(self, limits: LimitDecider, metrics: Metrics, *, window_s: float) -> None:
         self.limits = limits
         self.metrics = metrics
         self.window_s = window_s

@@ -21,7 +21,7 @@ from types import TracebackType
 from ..config.catalog import ModelSpec
 from ..errors import RateLimited, Unavailable
 from ..metrics import Metrics
-from .failover import Limits
+from .decider import LimitDecider
 from .window import US, Pace
 
 
@@ -70,7 +70,9 @@ def account(upstream: str, upstream_model: str) -> str:
 class UpstreamQuota:
     """The quota gate of the fleet (upstreams/fleet.py QuotaGate)."""
 
-    def __init__(self, limits: Limits, metrics: Metrics, *, window_s: float, slack_s: float, max_wait_s: float) -> None:
+    def __init__(
+        self, limits: LimitDecider, metrics: Metrics, *, window_s: float, slack_s: float, max_wait_s: float
+    ) -> None:
         self.limits = limits
         self.metrics = metrics
         self.window_s = window_s

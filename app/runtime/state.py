@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from ..api.turns import Turns
 from ..api.vectortext import VectorText
 from ..cache.store import VectorCache
 from ..config.catalog import Catalog, ModelSpec
@@ -54,6 +55,7 @@ class Gateway:
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only
+    turns: Turns = field(default_factory=Turns)  # large requests take the event loop in turns (api/turns.py)
 
     def model(self, name: str, param: str = "model") -> ModelSpec:
         spec = self.catalog.get(name)

@@ -2,8 +2,12 @@
 
 Two things change; the parsing stays llhttp's (through httptools) and the ASGI cycle stays uvicorn's:
 
-- Read deadlines and the connection cap (app/server/connections.py): a connection registers when it
-  opens (or is refused with a 503 beyond the cap) and keeps `deadline` up to date as it reads.
+- Deadlines, the rate rule and the connection cap (app/server/connections.py): a connection registers
+  when it opens (or is refused with a 503 beyond the cap) and keeps its read deadline, its body's start
+  and size, and its write deadline up to date: the write deadline is armed when the transport's buffer
+  passes its high-water mark (uvicorn then awaits the drain before the next part of an answer) and
+  cleared when it drains; a connection that misses it is aborted, its unsent bytes dropped. When the
+  registry is crowded, each answer says `Connection: close` (uvicorn adds it when keep_alive is off).
 - Upgrade offers the server does not take are declined, and the request is served as HTTP/1.1 with its
   body. llhttp stops at the end of a head that offers an upgrade (`Connection: Upgrade` + `Upgrade: h2c`,
   as Java's HttpClient and `curl --http2` send on plain HTTP) and reports the offset where the other
@@ -43,6 +47,14 @@ REFUSAL = (
     b"content-length: %d\r\n\r\n%s" % (len(_REFUSAL_BODY), _REFUSAL_BODY)
 )
 
+_TOO_LARGE_BODY = orjson.dumps(
+    {"error": {"message": "request head too large", "type": "invalid_request_error", "code": "headers_too_large"}}
+)
+HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: %d\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
+)
+
 
 class GatewayProtocol(HttpToolsProtocol):
     def __init__(
@@ -58,40 +70,87 @@ class GatewayProtocol(HttpToolsProtocol):
             raise RuntimeError(f"the app's lifespan state has no {STATE_KEY!r} (app.server.Connections)")
         self.registry = connections
         self.deadline = 0.0  # loop time by which the current read must be done; 0: none
+        self.write_deadline = 0.0  # loop time by which the unsent bytes must be taken; 0: none
+        self.body_started = 0.0
+        self.body_bytes = 0
+        self.head_started = 0.0
+        self.head_bytes = 0  # of the head being received (llhttp keeps no limit of its own)
+        self.refused_head = False
+        self.idle_since = 0.0
+        self.address: str | None = None
         self.reading_body = False
         self.declined = False  # the head just parsed offered an upgrade that is not taken
 
     # The registry's view of the connection (connections.Conn).
-    def in_request(self) -> bool:
-        return self.cycle is not None and not self.cycle.response_complete
-
     def reading_paused(self) -> bool:
         return self.flow is not None and self.flow.read_paused
 
     def expire(self) -> None:
-        if not self.transport.is_closing():
+        """Close; abort when bytes are still unsent (a close would wait for a reader that does not read)."""
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        elif not self.transport.is_closing():
             self.transport.close()
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.address = self.client[0] if self.client else None
         if not self.registry.admit(self):
             transport.write(REFUSAL)
             transport.close()
             return
-        self.deadline = self.loop.time() + self.registry.head_timeout_s
+        self.head_started = self.loop.time()
+        self.deadline = self.head_started + self.registry.rules.head_timeout_s
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.write_deadline = self.loop.time() + self.registry.rules.write_timeout_s
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.write_deadline = 0.0
+
+    def on_response_complete(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:  # else a pipelined request has begun
+            self.idle_since = self.loop.time()
+        super().on_response_complete()
+
+    def timeout_keep_alive_handler(self) -> None:
+        self._close_gently()
+
+    def shutdown(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:
+            self._close_gently()
+        else:
+            self.cycle.keep_alive = False
+
+    def _close_gently(self) -> None:
+        """Close, leaving the reader write_timeout_s to take what is still unsent (then the sweep aborts)."""
+        if self.transport.get_write_buffer_size() and not self.write_deadline:
+            self.write_deadline = self.loop.time() + self.registry.rules.write_timeout_s
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.registry.leave(self)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.refused_head:
+            return  # dropped: the client reads the 431, then closes (or the head deadline closes)
         self._unset_keepalive_if_required()
         if self.reading_body:
-            self.deadline = self.loop.time() + self.registry.body_timeout_s
+            self.deadline = self.loop.time() + self.registry.rules.body_timeout_s
+        else:
+            self.head_bytes += len(data)
         while True:
             try:
                 self.parser.feed_data(data)
+                if self.head_bytes > self.registry.rules.max_head_bytes:  # still no end of head
+                    self.refused_head = True
+                    self.transport.write(HEAD_TOO_LARGE)
+                    self.transport.write_eof()  # a close with unread bytes would reset before the answer
                 return
             except httptools.HttpParserError:
                 self.logger.warning(_BAD_REQUEST)
@@ -111,8 +170,10 @@ class GatewayProtocol(HttpToolsProtocol):
     # httptools parser callbacks
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.idle_since = 0.0
         if not self.deadline:
-            self.deadline = self.loop.time() + self.registry.head_timeout_s
+            self.head_started = self.loop.time()
+            self.deadline = self.head_started + self.registry.rules.head_timeout_s
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -120,14 +181,24 @@ class GatewayProtocol(HttpToolsProtocol):
             self.declined = True  # the body comes after the offer: parsed by the parser of the replay
             return
         self.reading_body = True
-        self.deadline = self.loop.time() + self.registry.body_timeout_s
+        self.head_bytes = 0
+        self.head_started = self.idle_since = 0.0
+        self.body_started = self.loop.time()
+        self.body_bytes = 0
+        self.deadline = self.body_started + self.registry.rules.body_timeout_s
         super().on_headers_complete()
+        if self.registry.crowded() and self.cycle is not None:
+            self.cycle.keep_alive = False  # its answer says Connection: close, then the connection closes
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         if self.declined:
             return
         self.reading_body = False
-        self.deadline = 0.0
+        self.deadline = self.body_started = 0.0
         super().on_message_complete()
 
     def _replay_head(self) -> bytes:

@@ -20,7 +20,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..api.asgi.exchange import Exchange, exchange_of
-from ..api.asgi.observe import OTHER_ROUTE, QUIET, ROUTES
+from ..api.asgi.observe import OTHER_ROUTE
+from ..api.routes import METRIC_ROUTES as ROUTES
+from ..api.routes import QUIET
 from .tracing import Tracing
 
 CARRIED = {b"traceparent": "traceparent", b"tracestate": "tracestate"}

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ..config.masking import mask
-from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamRejected
+from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamMisconfigured, UpstreamRejected
 from .http import Answer
 
 MAX_MESSAGE = 300
@@ -74,13 +74,13 @@ def _error_for(resp: Answer, upstream: str, code: str | None, message: object) -
         limited.upstream_retry_after = hint
         return limited
     if 300 <= status < 400:
-        return UpstreamFailed(
+        return UpstreamMisconfigured(
             f"upstream {upstream} answered {status}, a redirect{_target(resp)}: the gateway follows no redirect "
             "(a configuration error: set the upstream's base URL to the address it redirects to)",
             code="upstream_redirect",
         )
     if status in (401, 403):
-        return UpstreamFailed(
+        return UpstreamMisconfigured(
             f"upstream {upstream} refused the gateway's credentials ({code or status})", code="upstream_auth"
         )
     if 400 <= status < 500:

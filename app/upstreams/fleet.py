@@ -39,7 +39,7 @@ from ..limits.quota import account
 from ..metrics import Metrics
 from .adapter import Batch, Result, Upstream
 from .caller import QuotaGate, upstream_status
-from .guard import MISCONFIGURED, Guard, retryable
+from .guard import Guard, misconfigured, retryable
 from .idle import admit_idle
 
 log = logging.getLogger("embedding_gateway.fleet")
@@ -219,7 +219,7 @@ class Fleet:
             return outcome
         state.attempts += 1
         state.last = outcome
-        if isinstance(outcome, UpstreamInvalid) or outcome.code in MISCONFIGURED:
+        if isinstance(outcome, UpstreamInvalid) or misconfigured(outcome):
             state.excluded.add(d.name)  # never again for this call; another deployment may serve it
             self._failover(batch.spec, d, "invalid_answer" if isinstance(outcome, UpstreamInvalid) else "failed")
             return None
@@ -245,7 +245,7 @@ class Fleet:
             m.child(m.upstream_errors, up, model, type(exc).__name__).inc()
             if isinstance(exc, UpstreamInvalid):
                 log.warning("upstream %s broke its contract for model %s: %s", d.name, model, exc.message)
-            elif exc.code in MISCONFIGURED:
+            elif misconfigured(exc):
                 log.warning("upstream %s is misconfigured: %s", d.name, exc.message)
             raise
         finally:

@@ -8,7 +8,7 @@ validation errors are never retried).
 
 What is retried: 429, 5xx, timeouts and connection errors (UpstreamFailed). What is not: upstream 4xx
 (UpstreamRejected: the same request would be refused again), refused credentials and redirects (a
-deployment's configuration error: MISCONFIGURED), poison answers
+deployment's configuration error: UpstreamMisconfigured), poison answers
 (UpstreamInvalid: the same batch would be answered the same way, and billed again), and anything the gate
 raises. What opens the breaker: consecutive failures of the upstream itself (5xx, timeouts, resets). A
 429, a 4xx or a poison answer shows the upstream alive, so it counts as success.
@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamInvalid, UpstreamTimeout
+from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamInvalid, UpstreamMisconfigured, UpstreamTimeout
 from .breaker import CircuitBreaker
 
 log = logging.getLogger("embedding_gateway.resilience")
@@ -49,9 +49,6 @@ class RetryPolicy:
 
 # A deployment's configuration error (its key refused, its URL redirected): the same call to it would fail the
 # same way, and the upstream is up. Another deployment of the model may serve the call (fleet.py).
-MISCONFIGURED = frozenset({"upstream_auth", "upstream_redirect"})
-
-
 def retryable(exc: GatewayError) -> bool:
     """Whether the same call may succeed if sent again to the same upstream."""
     if isinstance(exc, RateLimited):
@@ -59,10 +56,15 @@ def retryable(exc: GatewayError) -> bool:
     return upstream_failure(exc)
 
 
+def misconfigured(exc: GatewayError) -> bool:
+    """A deployment's configuration error (credentials refused, a redirect): another deployment may serve."""
+    return isinstance(exc, UpstreamMisconfigured)
+
+
 def upstream_failure(exc: GatewayError) -> bool:
     """Whether `exc` says the upstream itself is failing (what the breaker counts): not a poison answer or a
     configuration error, which say the upstream is up (and would open the breaker for its other models too)."""
-    return isinstance(exc, UpstreamFailed) and not isinstance(exc, UpstreamInvalid) and exc.code not in MISCONFIGURED
+    return isinstance(exc, UpstreamFailed) and not isinstance(exc, UpstreamInvalid | UpstreamMisconfigured)
 
 
 class Guard:

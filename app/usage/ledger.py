@@ -73,17 +73,15 @@ class Ledger:
         self._lock = asyncio.Lock()
 
     def record(self, u: Usage) -> None:
-        if (
-            len(self.current.rows) >= MAX_ROWS
-            and (int(self.clock()) // 60, u.team, u.key, u.model) not in self.current.rows
-        ):
+        minute = int(self.clock()) // 60 * 60
+        if len(self.current.rows) >= MAX_ROWS and (minute, u.team, u.key, u.model) not in self.current.rows:
             self.dropped += 1
             if self.dropped == 1:
                 log.error(
-                    "usage ledger: %d rows wait for the store; new requests are not counted until it answers", MAX_ROWS
+                    "usage ledger: %d rows wait for the store; new rows are not counted until it answers", MAX_ROWS
                 )
             return
-        self.current.add(int(self.clock()) // 60 * 60, u)
+        self.current.add(minute, u)
 
     def spent(self, team: str, currency: str) -> tuple[int, int]:
         """The team's money billed this UTC day and this month in `currency`, in nanos: all replicas as of

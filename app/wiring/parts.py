@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..api.vectortext import VectorText, base64_json, float_json
+from ..api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
 from ..config.catalog import ModelSpec
 from ..config.settings import Settings, UpstreamConfig
 from ..flights.wiring import FlightTimes
@@ -13,7 +13,7 @@ from ..inputs.media.fetcher import Fetcher, open_client
 from ..metrics import Metrics
 from ..runtime.budget import MemoryBudget
 from ..runtime.state import RequestCaps
-from ..server.connections import Connections, for_worker
+from ..server.connections import Connections, Rules, for_worker
 
 
 def flight_times(s: Settings) -> FlightTimes:
@@ -46,8 +46,11 @@ def connections_of(
     used = {spec.upstream for spec in catalog}
     reserve = s.http_fd_reserve + sum(configs[name].max_connections for name in used)
     reserve += s.media_fetch_concurrency if s.media_fetch else 0
-    return for_worker(s.http_max_connections, reserve, head_timeout_s=s.http_head_timeout_s,
-                      body_timeout_s=s.http_body_timeout_s, counter=metrics.connections_closed)  # fmt: skip
+    rules = Rules(head_timeout_s=s.http_head_timeout_s, body_timeout_s=s.http_body_timeout_s,
+                  write_timeout_s=s.http_write_timeout_s, min_body_rate=s.http_min_body_rate,
+                  body_grace_s=s.http_body_grace_s, max_per_address=s.http_max_connections_per_address,
+                  max_head_bytes=s.max_header_bytes + 8 * 1024)  # fmt: skip
+    return for_worker(s.http_max_connections, reserve, rules, counter=metrics.connections_closed)
 
 
 def caps_of(s: Settings) -> RequestCaps:
@@ -63,7 +66,7 @@ def vector_texts(s: Settings) -> tuple[VectorText, VectorText]:
     """The memos of vector text (float, base64) share `cache_text_max_bytes`: float text takes about twice
     the room of base64 text, so two thirds of the budget go to floats."""
     budget = s.cache_text_max_bytes
-    return VectorText(budget * 2 // 3, float_json), VectorText(budget // 3, base64_json)
+    return VectorText(budget * 2 // 3, float_json, FLOAT_RATIO), VectorText(budget // 3, base64_json, BASE64_RATIO)
 
 
 def text_fetcher_of(s: Settings) -> Fetcher:

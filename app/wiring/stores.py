@@ -9,7 +9,7 @@ from ..cache.redis import RedisCache
 from ..cache.store import VectorCache
 from ..config.settings import Settings
 from ..limits.census import Census
-from ..limits.failover import Limits
+from ..limits.decider import LimitDecider
 from ..limits.local import LocalStore
 from ..limits.shared import RedisStore
 from ..metrics import Metrics
@@ -28,7 +28,7 @@ async def open_cache(settings: Settings, metrics: Metrics) -> VectorCache:
     return HotCache(redis, s.cache_hot_max_bytes) if s.cache_hot_max_bytes else redis
 
 
-async def open_limits(settings: Settings, metrics: Metrics) -> Limits:
+async def open_limits(settings: Settings, metrics: Metrics) -> LimitDecider:
     """Redis (limits_redis_url, else REDIS_URL) shared by every replica, or this process alone."""
     s, url, link = settings, settings.limits_url(), None
     if url is not None:
@@ -37,7 +37,7 @@ async def open_limits(settings: Settings, metrics: Metrics) -> Limits:
     return limits_on(link, s, metrics)
 
 
-def limits_on(link: RedisLink | None, s: Settings, metrics: Metrics) -> Limits:
+def limits_on(link: RedisLink | None, s: Settings, metrics: Metrics) -> LimitDecider:
     """The limits on `link` (None: this process alone); limits that fall back to this process are divided by
     the number of live processes (heartbeats in Redis)."""
     shared = None
@@ -48,4 +48,4 @@ def limits_on(link: RedisLink | None, s: Settings, metrics: Metrics) -> Limits:
                     interval_s=s.limits_heartbeat_s, metrics=metrics)  # fmt: skip
     local = LocalStore(window_s=s.limits_window_s, lease_s=s.limits_lease_s)
     bypass = Bypass("redis limits", s.limits_retry_after_s, metrics)
-    return Limits(shared, local, census=census, policy=s.limits_on_redis_failure, breaker=bypass)
+    return LimitDecider(shared, local, census=census, policy=s.limits_on_redis_failure, breaker=bypass)

@@ -112,3 +112,9 @@ def test_other_uses_of_the_async_header_say_what_is_supported(gw: Any) -> None:
     private = {"model": MODEL, "input": {"url": "http://10.1.2.3/docs.txt"}}
     r = httpx.post(g.url + DS_TEXT, json=private, headers=headers)
     assert r.status_code == 400 and r.json()["param"] == "input.url", r.text
+
+
+def test_a_text_file_that_cannot_be_read_fails_the_task_saying_why(gw: Any, served: tuple[str, Path]) -> None:
+    r = BatchTextEmbedding.call(model=MODEL, url=f"http://{served[0]}/missing-{uuid.uuid4().hex}.txt")
+    assert r.status_code == 200 and r.output.task_status == "FAILED", r
+    assert "HTTP 404" in r.output.message

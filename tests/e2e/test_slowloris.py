@@ -114,7 +114,7 @@ def test_beyond_the_descriptor_budget_idle_connections_are_evicted(gateways: Gat
     assert summary["still_open"] == 0 and summary["closed_by_server"] == ATTACK, summary
     counts = closed_total(gw)
     print(counts)
-    assert counts.get("evicted", 0) >= ATTACK - 1024, counts
+    assert counts.get("evicted_slow", 0) >= ATTACK - 1024, counts  # partial heads: slow after 0.1 s
     assert counts.get("refused", 0) == 0, counts
     assert not breaker_open(gw)
     assert "Too many open files" not in gw.output()

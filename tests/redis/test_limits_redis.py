@@ -19,7 +19,7 @@ from redis.crc import key_slot
 
 from app.config.settings import LimitFailurePolicy
 from app.limits.census import Census
-from app.limits.failover import Limits
+from app.limits.decider import LimitDecider
 from app.limits.local import LocalStore
 from app.limits.shared import RedisStore, open_client
 from app.limits.store import StoreUnavailable, Ticket
@@ -148,13 +148,13 @@ async def test_decisions_use_the_redis_clock_and_one_cluster_slot(redis_server: 
 # ------------------------------------------------------------------ Redis paused: the failover layer
 
 
-def failover(url: str, policy: LimitFailurePolicy, shares: int = 2) -> Limits:
+def failover(url: str, policy: LimitFailurePolicy, shares: int = 2) -> LimitDecider:
     shared = RedisStore(
         open_client(url, 0.2), namespace="fo" + uuid.uuid4().hex[:8], window_s=60, lease_s=60, timeout_s=0.2
     )
     local = LocalStore(window_s=60, lease_s=60)
     census = Census(None, namespace="fo", floor=shares, interval_s=1.0)
-    return Limits(shared, local, census=census, policy=policy, breaker=Bypass("redis limits", 0.5, None))
+    return LimitDecider(shared, local, census=census, policy=policy, breaker=Bypass("redis limits", 0.5, None))
 
 
 async def test_paused_redis_local_policy_divides_and_never_hangs(

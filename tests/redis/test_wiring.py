@@ -17,9 +17,10 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.asgi.accesslog import LOGGER
+from app.api.routes import FAST_PATHS
 from app.config.settings import Settings
 from app.errors import NotFound
-from app.main import FAST_PATHS, create_app
+from app.main import create_app
 from tests.support.processes import UPSTREAM_KEY, RedisServer, StandIn
 
 Sent = list[dict[str, Any]]

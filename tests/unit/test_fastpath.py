@@ -8,8 +8,9 @@ from fastapi.testclient import TestClient
 
 from app.api import dashscope, openai
 from app.api.asgi import fastpath
+from app.api.routes import FAST_PATHS
 from app.config.settings import Settings
-from app.main import FAST_PATHS, create_app
+from app.main import create_app
 
 
 @pytest.fixture

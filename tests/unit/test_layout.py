@@ -1,7 +1,9 @@
 """The layout, kept true: the README's Layout tree names every package and module of app/ (one line each,
 nothing that is not there), no module is over 300 lines and no function over 60 (design.md: "a module past
 ~300 lines is two"). A metric's declaration (`self.x = Counter(...)`, Gauge, Histogram, Summary) does not
-count against its function: Metrics declares every metric in one place on purpose."""
+count against its function: Metrics declares every metric in one place on purpose. The structure too: a
+handful of modules at the top of app/, no import cycle, every route path written once, in app/api/routes.py
+(issue 20); each check is tried against a small package that breaks it."""
 
 from __future__ import annotations
 
@@ -85,3 +87,141 @@ def test_the_readme_layout_names_every_package_and_module() -> None:
     named = readme_tree()
     assert named - actual == set(), "the README's Layout names what app/ does not hold"
     assert actual - named == set(), "add these to the README's Layout tree, one line each"
+
+
+# The top level of app/ holds a handful of modules (main, cli, service, errors, metrics); every other
+# concept lives in a package named by what it is (issue 20).
+MAX_TOP_LEVEL_MODULES = 6
+ROUTE_TABLE = APP / "api" / "routes.py"
+ROUTE_PREFIXES = ("/v1/", "/api/", "/compatible-mode")
+OPERATION_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def top_level_modules(app: Path) -> list[str]:
+    return sorted(p.name for p in app.glob("*.py") if p.name != "__init__.py")
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_at_load(path: Path, root: Path, known: set[str]) -> set[str]:
+    """The modules of `known` that `path` imports when it is loaded: module-level imports, also under if/try,
+    not those under `if TYPE_CHECKING:` nor inside functions (those run later, and cannot close a cycle)."""
+    name = module_name(path, root)
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                visit(node.orelse)
+                continue
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                mod = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                for alias in node.names:
+                    found.add(f"{mod}.{alias.name}" if f"{mod}.{alias.name}" in known else mod)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.If | ast.Try | ast.With):
+                for field in ("body", "orelse", "finalbody"):
+                    visit(getattr(node, field, []))
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+
+    visit(ast.parse(path.read_text()).body)
+    return found & known
+
+
+def import_cycles(root: Path, package: str = "app") -> list[list[str]]:
+    """Every import cycle among the modules of `package` under `root` (strongly connected components of the
+    import graph, Tarjan's algorithm)."""
+    paths = {module_name(p, root): p for p in sorted((root / package).rglob("*.py"))}
+    graph = {m: sorted(imported_at_load(p, root, set(paths))) for m, p in paths.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def connect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                connect(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            if component or v in graph[v]:
+                cycles.append(sorted([v, *component]))
+
+    for v in graph:
+        if v not in index:
+            connect(v)
+    return cycles
+
+
+def route_paths_outside_the_table(app: Path, table: Path) -> list[str]:
+    """String literals (docstrings aside) that are a route path or a route prefix, outside the route table."""
+    found = []
+    for path in sorted(app.rglob("*.py")):
+        if path == table:
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                text = node.value
+                if text.startswith(ROUTE_PREFIXES) or text in OPERATION_PATHS:
+                    found.append(f"{path.relative_to(app.parent)}:{node.lineno} {text!r}")
+    return found
+
+
+def test_the_top_level_of_app_holds_a_handful_of_modules() -> None:
+    top = top_level_modules(APP)
+    assert len(top) <= MAX_TOP_LEVEL_MODULES, f"put these in a package named by what they hold: {top}"
+
+
+def test_app_has_no_import_cycle() -> None:
+    assert import_cycles(ROOT) == [], "break these import cycles (a type-only import goes under TYPE_CHECKING)"
+
+
+def test_route_paths_are_written_only_in_the_route_table() -> None:
+    assert route_paths_outside_the_table(APP, ROUTE_TABLE) == [], "name these paths from app/api/routes.py"
+
+
+def test_the_structure_checks_catch_a_violation(tmp_path: Path) -> None:
+    """Each check above, against a small package that breaks it (so the checks can fail)."""
+    pkg = tmp_path / "app"
+    (pkg / "api").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""p"""\n')
+    (pkg / "api" / "__init__.py").write_text("")
+    (pkg / "api" / "routes.py").write_text('HEALTHZ = "/healthz"\n')
+    (pkg / "a.py").write_text("from . import b\n")
+    (pkg / "b.py").write_text("from .api import routes\nfrom .c import x\n")
+    (pkg / "c.py").write_text('from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import b\nx = "/v1/x"\n')
+    assert import_cycles(tmp_path) == []  # a type-only import closes no cycle
+    (pkg / "c.py").write_text('"""/v1/x in a docstring is prose"""\nfrom .a import y\nx = 1\n')
+    assert import_cycles(tmp_path) == [["app.a", "app.b", "app.c"]]
+    assert route_paths_outside_the_table(pkg, pkg / "api" / "routes.py") == []
+    (pkg / "d.py").write_text('def f():\n    return "/api/v1/tasks", "/readyz"\n')
+    assert route_paths_outside_the_table(pkg, pkg / "api" / "routes.py") == [
+        "app/d.py:2 '/api/v1/tasks'",
+        "app/d.py:2 '/readyz'",
+    ]
+    for i in range(5):
+        (pkg / f"m{i}.py").write_text("")
+    assert len(top_level_modules(pkg)) == 9 > MAX_TOP_LEVEL_MODULES

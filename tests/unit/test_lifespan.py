@@ -12,7 +12,7 @@ from app.api.asgi.drain import Drain
 from app.cache.lru import MemoryCache
 from app.config.settings import Settings
 from app.inputs.media.fetcher import Fetcher
-from app.limits.failover import Limits
+from app.limits.decider import LimitDecider
 from app.main import create_app
 from app.service import EmbeddingService
 from app.upstreams.dashscope import DashScopeUpstream
@@ -47,7 +47,7 @@ def closed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     out: list[str] = []
     for cls, name in (
         (DashScopeUpstream, "upstream"),
-        (Limits, "limits"),
+        (LimitDecider, "limits"),
         (EmbeddingService, "service"),
         (Fetcher, "fetcher"),
     ):
@@ -73,10 +73,10 @@ async def test_everything_closes_in_reverse_order_even_when_one_close_raises(
 async def test_a_failed_start_closes_what_it_had_opened(monkeypatch: pytest.MonkeyPatch, closed: list[str]) -> None:
     record(monkeypatch, closed, MemoryCache, "cache")
 
-    async def unreachable(self: Limits) -> None:
+    async def unreachable(self: LimitDecider) -> None:
         raise ConnectionError("limits store unreachable at start")
 
-    monkeypatch.setattr(Limits, "start", unreachable)
+    monkeypatch.setattr(LimitDecider, "start", unreachable)
     app = create_app(settings())
     with pytest.raises(ConnectionError):
         async with app.router.lifespan_context(app):

@@ -22,6 +22,7 @@ from app.errors import (
     Unavailable,
     UpstreamFailed,
     UpstreamInvalid,
+    UpstreamMisconfigured,
     UpstreamRejected,
     UpstreamTimeout,
 )
@@ -149,8 +150,8 @@ async def test_gives_up_at_once_when_retry_after_passes_the_deadline() -> None:
     "error",
     [
         UpstreamRejected("bad", status=400),
-        UpstreamFailed("key", code="upstream_auth"),
-        UpstreamFailed("moved", code="upstream_redirect"),
+        UpstreamMisconfigured("key", code="upstream_auth"),
+        UpstreamMisconfigured("moved", code="upstream_redirect"),
         UpstreamInvalid("answered vectors of the wrong length (expected 4)"),
     ],
 )

@@ -14,7 +14,14 @@ import numpy as np
 import orjson
 import pytest
 
-from app.errors import GatewayError, RateLimited, UpstreamFailed, UpstreamInvalid, UpstreamRejected
+from app.errors import (
+    GatewayError,
+    RateLimited,
+    UpstreamFailed,
+    UpstreamInvalid,
+    UpstreamMisconfigured,
+    UpstreamRejected,
+)
 from app.inputs.items import fuse_all, openai_items
 from app.inputs.params import Params
 from app.upstreams.adapter import Batch
@@ -184,11 +191,11 @@ def fail(status: int, body: Any, headers: dict[str, str] | None = None) -> Handl
         (fail(404, {"code": "ModelNotFound", "message": "no model"}), UpstreamRejected, 404, "ModelNotFound"),
         (
             fail(401, {"code": "InvalidApiKey", "message": f"Invalid API-key provided: {KEY}"}),
-            UpstreamFailed,
+            UpstreamMisconfigured,
             502,
             "upstream_auth",
         ),
-        (fail(403, {"code": "AccessDenied", "message": "no"}), UpstreamFailed, 502, "upstream_auth"),
+        (fail(403, {"code": "AccessDenied", "message": "no"}), UpstreamMisconfigured, 502, "upstream_auth"),
         (fail(500, {"code": "InternalError", "message": "oops"}), UpstreamFailed, 502, "InternalError"),
         (fail(503, {"code": "ModelUnavailable", "message": "later"}), UpstreamFailed, 502, "ModelUnavailable"),
         (lambda req: httpx.Response(502, content=b"<html>bad gateway</html>"), UpstreamFailed, 502, "upstream_error"),

@@ -175,3 +175,14 @@ def test_report_shapes_groups_filters_and_pages() -> None:
         assert first_day[1]["cache_saved_amount"] == {"value": 3 * 500 / 1e9, "currency": "cny"}
 
     asyncio.run(run())
+
+
+def test_rows_waiting_are_bounded_and_existing_rows_still_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("app.usage.ledger.MAX_ROWS", 2)
+    ledger = Ledger(MemoryLedger(), Keys("t", 400), flush_s=1, clock=Clock(T0 + 10))
+    ledger.record(usage("a"))
+    ledger.record(usage("b"))
+    ledger.record(usage("c"))  # a third row while two wait: not counted (and logged once)
+    ledger.record(usage("a"))  # an existing row still counts
+    assert ledger.dropped == 1 and len(ledger.current.rows) == 2
+    assert ledger.current.rows[(T0, "a", "key_1", "m")]["requests"] == 2

@@ -12,17 +12,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-COMPATIBLE = "/compatible-mode/v1"
+from ..routes import COMPATIBLE, ROUTES_UNDER
+
 ALIASED = ("/embeddings", "/models")
-# Known prefixes, longest first, and what a caller lost under one of them should use instead.
-ROUTES_UNDER = (
-    (COMPATIBLE + "/", f"POST {COMPATIBLE}/embeddings, GET {COMPATIBLE}/models, GET {COMPATIBLE}/models/{{id}}"
-     " (the same routes as /v1)"),
-    ("/compatible-mode/", f"the OpenAI-compatible mode is served under {COMPATIBLE}: POST {COMPATIBLE}/embeddings"),
-    ("/api/", "POST /api/v1/services/embeddings/multimodal-embedding/multimodal-embedding, "
-     "POST /api/v1/services/embeddings/text-embedding/text-embedding"),
-    ("/v1/", "POST /v1/embeddings, GET /v1/models, GET /v1/models/{id}"),
-)  # fmt: skip
 
 
 class Aliases:

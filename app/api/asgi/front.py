@@ -57,7 +57,7 @@ class Fronted(FastAPI):
             f"middleware {names} would never run for POST {', '.join(paths)}: these routes are served by the "
             "fast path, in front of FastAPI's middleware stack (app/api/asgi/fastpath.py). Add it as a front "
             "layer instead, app.add_front(cls, **options) in app/main.py (a pure ASGI class; it runs for "
-            "every HTTP request), or take those paths out of FAST_PATHS in app/main.py."
+            "every HTTP request), or take those paths out of FAST_PATHS in app/api/routes.py."
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -16,17 +16,11 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ...metrics import ANONYMOUS, Metrics
+from ..routes import METRIC_ROUTES, QUIET
 from .accesslog import AccessLog
 from .exchange import SCOPE_KEY, Exchange
 
-ROUTES = {
-    "/v1/embeddings": "openai",
-    "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding": "dashscope_multimodal",
-    "/api/v1/services/embeddings/text-embedding/text-embedding": "dashscope_text",
-    "/v1/models": "models",
-}
-# Probes and scrapes: neither counted nor logged. Any other path is counted and logged as route "other".
-QUIET = frozenset({"/healthz", "/readyz", "/metrics"})
+ROUTES = METRIC_ROUTES  # any other path is counted and logged as route "other"; QUIET ones neither
 OTHER_ROUTE = "other"
 STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx"}  # anything else counts as 5xx
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

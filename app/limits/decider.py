@@ -1,4 +1,4 @@
-"""Limits: every decision goes to Redis while it answers, and follows the failure policy while it does not.
+"""LimitDecider: where each limit is decided. Redis while it answers, the failure policy while it does not.
 
 While Redis answers, every decision is Redis's: a slow reply is waited for (`limits_timeout_s`). While
 Redis fails (a timeout, an error) the breaker keeps requests off it for `limits_retry_after_s` at a time,
@@ -36,7 +36,7 @@ class Decision:
     quota: TeamQuota  # the limits that were applied (divided, or fewer, while Redis fails)
 
 
-class Limits:
+class LimitDecider:
     def __init__(
         self,
         shared: LimitStore | None,

@@ -1,0 +1,233 @@
+"""The server edge under production's load shapes (issue 19), each shape from its own process
+(tests/support/loadshapes.py, slowloris.py), bounded in count and time, on loopback, while a probe client
+in this process measures its own requests throughout:
+
+- 200 connections ask for a 26 MB answer (2,048 cached 1,024-float vectors) and never read it: the
+  answers are written in slices with backpressure, so memory stays bounded, the write deadline closes
+  every stalled connection, the probe is served within 250 ms (p99), and RSS comes back down after;
+- 5,000 connections drip a body one byte every 8 s: the rate rule closes them, the probe is served;
+- 5,000 kept-alive clients send a cache hit each second: no request is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+from tests.support.processes import ROOT, Gateway, GatewayFactory, StandIn, clean_env
+
+MODEL = "text-embedding-v4"  # the stand-in answers 1,024 floats by default
+BIG = 2048  # vectors in a big answer: max_input_items' default
+
+
+def closed_total(gw: Gateway) -> dict[str, float]:
+    text = httpx.get(gw.url + "/metrics", timeout=10).text
+    found = re.findall(r'gateway_connections_closed_total\{reason="(\w+)"\} ([0-9.e+]+)', text)
+    return {reason: float(v) for reason, v in found}
+
+
+def rss_mb(gw: Gateway) -> float:
+    status = Path(f"/proc/{gw.proc.pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+class Probe(threading.Thread):
+    """A client of its own: a small cache hit every 50 ms on a kept-alive connection, each timed; also
+    samples the gateway's RSS."""
+
+    def __init__(self, gw: Gateway) -> None:
+        super().__init__(daemon=True)
+        self.gw = gw
+        self.stop = threading.Event()
+        self.times: list[float] = []
+        self.failures: list[str] = []
+        self.peak_rss = 0.0
+        self.client = httpx.Client(base_url=gw.url, timeout=10)
+        self.client.post("/v1/embeddings", json={"model": MODEL, "input": "probe"}).raise_for_status()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.peak_rss = max(self.peak_rss, rss_mb(self.gw))
+            t = time.monotonic()
+            try:
+                r = self.client.post("/v1/embeddings", json={"model": MODEL, "input": "probe"})
+                if r.status_code != 200:
+                    self.failures.append(f"{r.status_code} {r.text[:200]}")
+            except httpx.HTTPError as exc:
+                self.failures.append(repr(exc))
+            self.times.append(time.monotonic() - t)
+            self.stop.wait(0.05)
+
+    def finish(self) -> float:
+        self.stop.set()
+        self.join(15)
+        self.client.close()
+        times = sorted(self.times)
+        p99 = times[int(len(times) * 0.99)]
+        print(f"probe: {len(times)} requests, p50 {times[len(times) // 2] * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+        assert len(times) >= 20 and not self.failures, (len(times), self.failures[:5])
+        return p99
+
+
+def shape_process(gw: Gateway, tmp_path: Path, mode: str, body: dict[str, object], *args: str) -> subprocess.Popen[str]:
+    body_file = tmp_path / f"{mode}.json"
+    body_file.write_bytes(orjson.dumps(body))
+    port = gw.url.rsplit(":", 1)[1]
+    return subprocess.Popen(
+        [sys.executable, "tests/support/loadshapes.py", mode, "--port", port, "--body-file", str(body_file), *args],
+        cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def summary_of(proc: subprocess.Popen[str], timeout: float) -> dict[str, object]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-2000:]
+    summary: dict[str, object] = orjson.loads(out.strip().splitlines()[-1])
+    print(summary)
+    return summary
+
+
+def quiet(bound_s: float) -> float:
+    """`bound_s` on a machine whose cores are not oversubscribed; four times it when the load average is
+    over two runnable processes per core (the probe's time is then mostly waiting for a core)."""
+    busy = os.getloadavg()[0] / (os.cpu_count() or 1) > 2
+    if busy:
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: bound {bound_s * 4:.2f} s")
+    return bound_s * 4 if busy else bound_s
+
+
+def wait_for(check, deadline_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + deadline_s
+    while not check():
+        assert time.monotonic() < end, what
+        time.sleep(0.2)
+
+
+def test_big_answers_to_readers_that_never_read(gateways: GatewayFactory, standin: StandIn, tmp_path: Path) -> None:
+    write_timeout = 3.0  # the rule is the same at the default (20 s), the test is shorter
+    gw = gateways.start(env={"HTTP_WRITE_TIMEOUT_S": str(write_timeout)})
+    big = {"model": MODEL, "input": [f"big answer item {i}" for i in range(BIG)]}
+    with httpx.Client(base_url=gw.url, timeout=120) as client:
+        first = client.post("/v1/embeddings", json=big)  # fills the cache: the attack asks for hits
+        assert first.status_code == 200 and len(first.json()["data"]) == BIG
+        assert len(first.content) > 20_000_000
+    probe = Probe(gw)
+    time.sleep(1.0)
+    before = rss_mb(gw)
+    probe.start()
+    release = tmp_path / "read-now"
+    proc = shape_process(
+        gw, tmp_path, "stall", big, "--connections", "200", "--hold", "150", "--release-file", str(release)
+    )
+    wait_for(lambda: closed_total(gw)["write_timeout"] >= 200, 150, "the stalled connections were not all closed")
+    release.touch()
+    summary = summary_of(proc, 60)
+    p99 = probe.finish()
+    print(f"RSS before {before:.0f} MB, peak {probe.peak_rss:.0f} MB")
+    assert summary["sent"] == 200 and summary["cut"] == 200 and summary["complete"] == 0, summary
+    assert closed_total(gw)["write_timeout"] >= 200
+    assert p99 < quiet(0.25)
+    # Each stalled answer holds two slices (about 0.5 MB, taken from the memory budget), its request's
+    # state (2,048 parsed items and keys, the body) and allocator slack: 1.5 MB per connection at most.
+    assert probe.peak_rss < before + 300, (before, probe.peak_rss)
+    # Handed back once the budget is idle (gc, malloc_trim): within 10 % on a quiet machine (8 % measured);
+    # on a loaded one the residue measured up to 18 %: the bound here is 20 % (docs/operations.md).
+    wait_for(lambda: rss_mb(gw) <= before * 1.2, 30, f"RSS did not come back: {before:.0f} -> {rss_mb(gw):.0f} MB")
+    print(f"RSS after {rss_mb(gw):.0f} MB")
+
+
+def test_slow_bodies_are_closed_by_the_rate_rule(gateways: GatewayFactory, standin: StandIn) -> None:
+    gw = gateways.start()  # the defaults: 240 B/s on average once past a 5 s grace
+    probe = Probe(gw)
+    probe.start()
+    port = gw.url.rsplit(":", 1)[1]
+    proc = subprocess.run(
+        [sys.executable, "tests/support/slowloris.py", "--port", port, "--connections", "5000", "--body", "--drip", "8",
+         "--hold", "40", "--batch", "500"],
+        cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    p99 = probe.finish()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    print(summary)
+    assert summary["opened"] == 5000 and summary["closed_by_server"] == 5000, summary
+    assert float(summary["closed_after_max"]) < 5.0 + quiet(4.0), summary  # the grace, then the next sweeps
+    assert closed_total(gw)["slow_body"] >= 5000
+    assert p99 < quiet(1.0)
+
+
+def test_thousands_of_kept_alive_clients_lose_nothing(
+    gateways: GatewayFactory, standin: StandIn, tmp_path: Path
+) -> None:
+    gw = gateways.start()
+    hit = {"model": MODEL, "input": "kept-alive client"}
+    httpx.post(gw.url + "/v1/embeddings", json=hit, timeout=10).raise_for_status()
+    probe = Probe(gw)
+    probe.start()
+    args = ("--connections", "5000", "--duration", "15", "--answer-timeout", "90")
+    summary = summary_of(shape_process(gw, tmp_path, "keepalive", hit, *args), 200)
+    p99 = probe.finish()
+    print(f"5,000 kept-alive clients at 1 request/s: probe p99 {p99 * 1000:.0f} ms; closes {closed_total(gw)}")
+    assert summary["lost"] == 0 and summary["connect_failed"] == 0 and summary["not_ok"] == 0, summary
+    assert int(summary["ok"]) >= 5000 * 3, summary  # type: ignore[call-overload]
+    closed = closed_total(gw)
+    assert closed["evicted"] == 0 and closed["refused"] == 0, closed
+
+
+def test_a_head_that_grows_past_the_header_cap_is_refused_before_it_ends(gateways: GatewayFactory) -> None:
+    """llhttp buffers a header without a limit of its own: a head that never ends would grow until the
+    head deadline. Past max_header_bytes (and the request line), it gets 431 and the connection closes."""
+    gw = gateways.start()
+    port = int(gw.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            for _ in range(40):
+                sock.sendall(b"a" * 4096)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b'"code":"headers_too_large"' in answer
+    with httpx.Client(base_url=gw.url, timeout=10) as client:  # a normal large body is not a large head
+        r = client.post("/v1/embeddings", json={"model": MODEL, "input": [f"{i} " + "x" * 20_000 for i in range(5)]})
+        assert r.status_code == 200, r.text[:300]
+
+
+def test_near_the_cap_answers_announce_the_close(gateways: GatewayFactory, standin: StandIn) -> None:
+    """Past 7/8 of the cap every answer says Connection: close, so clients reconnect and the cap is not
+    reached by kept-alive connections (eviction at the cap: tests/unit/test_edge_rules.py, test_slowloris)."""
+    gw = gateways.start(env={"HTTP_MAX_CONNECTIONS": "16"})
+    port = int(gw.url.rsplit(":", 1)[1])
+    body = orjson.dumps({"model": MODEL, "input": "near the cap"})
+    request = (
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    )
+    request %= (len(body), body)
+
+    def ask(sock: socket.socket) -> bytes:
+        sock.sendall(request)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        return answer.split(b"\r\n\r\n", 1)[0].lower()
+
+    opened = []
+    for n in range(1, 15):  # one at a time: each is open on the server's side once answered
+        opened.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+        head = ask(opened[-1])
+        assert (b"connection: close" in head) == (n >= 14), (n, head)  # 7/8 of 16 = 14
+    closes = closed_total(gw)
+    assert closes["evicted"] == 0 and closes["refused"] == 0, closes
+    for s in opened:
+        s.close()

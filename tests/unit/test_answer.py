@@ -1,0 +1,79 @@
+"""Answers (app/api/answer.py): small ones written at once; large ones in slices that join into the same
+bytes, each slice bounded, with the bytes they may hold taken from the memory budget first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from starlette.requests import Request
+
+from app.api.answer import SLICE_BYTES, SMALL_ANSWER_BYTES, SlicedAnswer, answer
+from app.api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
+from app.errors import Unavailable
+from app.runtime.budget import MemoryBudget
+
+
+def vectors(n: int, dim: int = 1024) -> list[bytes]:
+    rng = np.random.default_rng(n)
+    return [rng.standard_normal(dim).astype("<f4").tobytes() for _ in range(n)]
+
+
+async def respond(vecs: list[bytes], text: VectorText, budget: MemoryBudget) -> tuple[Any, list[bytes], bytes]:
+    request = Request({"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []})
+
+    def entry(i: int) -> dict[str, Any]:
+        return {"object": "embedding", "index": i, "embedding": text.fragment(vecs[i])}
+
+    def document(data: Any) -> dict[str, Any]:
+        return {"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 3, "total_tokens": 3}}
+
+    response = await answer(request, budget, document, entry, vecs, text, {"x-cache-hits": "1"})
+    whole = {"object": "list", "data": [entry(i) for i in range(len(vecs))], "model": "m",
+             "usage": {"prompt_tokens": 3, "total_tokens": 3}}  # fmt: skip
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    await response({"type": "http"}, receive, send)
+    return response, [m.get("body", b"") for m in sent[1:]], orjson.dumps(whole)
+
+
+@pytest.mark.parametrize(("encode", "ratio"), [(float_json, FLOAT_RATIO), (base64_json, BASE64_RATIO)])
+async def test_a_large_answer_is_the_same_bytes_in_bounded_slices(encode: Any, ratio: float) -> None:
+    budget = MemoryBudget(64 << 20, wait_s=0)
+    response, parts, whole = await respond(vectors(300), VectorText(1 << 20, encode, ratio), budget)
+    assert isinstance(response, SlicedAnswer)
+    assert b"content-length" not in dict(response.raw_headers)
+    assert b"".join(parts) == whole
+    assert len(parts) > 3 and parts[-1] == b""  # the last, empty, message waits for the drain
+    assert max(len(p) for p in parts) < SLICE_BYTES + 20_000
+    assert budget.max_bytes - budget.free >= 2 * SLICE_BYTES * 0.9  # two slices held until the request ends
+
+
+async def test_a_small_answer_is_one_write_outside_the_budget() -> None:
+    budget = MemoryBudget(64 << 20, wait_s=0)
+    response, parts, whole = await respond(vectors(2), VectorText(1 << 20, float_json, FLOAT_RATIO), budget)
+    assert not isinstance(response, SlicedAnswer) and parts == [whole] and len(whole) < SMALL_ANSWER_BYTES
+    assert budget.free == budget.max_bytes
+
+
+async def test_a_large_answer_without_room_in_the_budget_is_a_503() -> None:
+    budget = MemoryBudget(1 << 20, wait_s=0)
+    await budget.lease().take(budget.max_bytes - 1000, "input")
+    with pytest.raises(Unavailable):
+        await respond(vectors(300), VectorText(1 << 20, float_json, FLOAT_RATIO), budget)
+
+
+async def test_an_answer_of_one_slice_is_written_with_its_length_and_counted() -> None:
+    budget = MemoryBudget(64 << 20, wait_s=0)
+    response, parts, whole = await respond(vectors(8), VectorText(1 << 20, float_json, FLOAT_RATIO), budget)
+    assert isinstance(response, SlicedAnswer) and parts == [whole, b""]
+    assert dict(response.raw_headers)[b"content-length"] == str(len(whole)).encode()
+    assert SMALL_ANSWER_BYTES < len(whole) <= budget.max_bytes - budget.free
