@@ -4,7 +4,10 @@
 (another replica fetched it between our cache read and this claim: checking again in the same atomic step
 closes that gap), otherwise `<key>:lease` is set with SET NX PX; it returns the keys this process now holds
 and the vectors found. `held(keys)` says which leases still exist; `release(keys)` deletes the leases this
-process holds (compare-and-delete, so a lease that expired and was taken by another replica is left).
+process holds (compare-and-delete, so a lease that expired and was taken by another replica is left);
+`drop(keys)`, for keys whose vectors were just written, deletes their leases with one plain DEL: whoever
+holds such a lease (us, or another replica after ours expired), it only delays waiters, who find the
+vector in the cache once it is gone (one DEL of 8 keys instead of a script of 8 GET and 8 DEL).
 Redis failing or stalling never blocks a request: a lease that cannot be taken counts as taken by us
 (we go upstream ourselves, as without coalescing), and the cache's breaker keeps us off a dead Redis. Every
 failure counts in `gateway_redis_errors_total{op="lease"}`, as the cache's own reads and writes do.
@@ -60,6 +63,8 @@ class Leases(Protocol):
 
     async def release(self, keys: Sequence[str]) -> None: ...
 
+    async def drop(self, keys: Sequence[str]) -> None: ...
+
 
 class LocalLeases:
     """No shared store: every key is ours (coalescing stays within the process)."""
@@ -73,6 +78,9 @@ class LocalLeases:
         return set()
 
     async def release(self, keys: Sequence[str]) -> None:
+        return None
+
+    async def drop(self, keys: Sequence[str]) -> None:
         return None
 
 
@@ -117,6 +125,11 @@ class RedisLeases:
         if keys:
             leases = [lease_key(k) for k in keys]
             await self._guarded(lambda: self.link.eval_by_slot(RELEASE, leases, [self.token]), None)
+
+    async def drop(self, keys: Sequence[str]) -> None:
+        if keys:
+            leases = [lease_key(k) for k in keys]
+            await self._guarded(lambda: self.link.delete(leases), None)
 
     async def _guarded(self, command: Callable[[], Awaitable[T]], fallback: T) -> T:
         """A lease command through the cache's bypass (its successes do not close it: the cache's do)."""

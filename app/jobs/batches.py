@@ -8,6 +8,7 @@ yet; the output so far is kept); failed (the input file is gone). `request_count
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -18,11 +19,13 @@ import orjson
 
 from ..api import routes
 from ..errors import GatewayError, InvalidRequest, NotFound
+from ..storage.base import StorageError
 from .files import FileStore, new_id
 from .records import Records, now
 from .runner import BatchRunner
 
 log = logging.getLogger("embedding_gateway.jobs")
+STORAGE_WAIT_S = 10.0
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who runs a batch now (`jobs show`, the replica tests)
 ENDPOINTS = (routes.EMBEDDINGS,)
 WINDOWS = {"24h": 86_400}
@@ -110,6 +113,9 @@ class Batches:
                     b["input_file_id"] = await self.prepare(b)
                     await self.records.update(bid, input_file_id=b["input_file_id"])
                 await self.runner.chunks(b, team, touch)
+            except StorageError:
+                await asyncio.sleep(STORAGE_WAIT_S)  # storage away: saq runs the job again, from its checkpoint
+                raise
             except (FileNotFoundError, GatewayError) as exc:
                 why = exc.message if isinstance(exc, GatewayError) else "the input file is gone"
                 errors = {"object": "list", "data": [{"code": "invalid_input", "message": why,

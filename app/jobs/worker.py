@@ -27,7 +27,7 @@ from .files import FileStore
 log = logging.getLogger("embedding_gateway.jobs")
 RUN = "run_batch"
 ABORT_WAIT_S = 1.0
-RETRIES = 1000  # a job is retried after every lost worker: bounded by its expiry, not by a count
+RETRIES = 1000  # a job is retried after every lost worker or storage outage (runs wait 10 s after one)
 
 
 def every(seconds: int) -> str:

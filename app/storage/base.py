@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
+from ..errors import Unavailable
+
 CHUNK_BYTES = 256 * 1024  # what a read hands over at a time
 
 
-class StorageError(Exception):
-    """The backend failed (disk full, S3 unreachable): the caller answers 503, the job retries later."""
+class StorageError(Unavailable):
+    """The backend failed (disk full, S3 unreachable): a 503 to the caller; a job retries later."""
 
 
 class Storage(Protocol):
