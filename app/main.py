@@ -25,7 +25,7 @@ from .config.catalog import Catalog, build_catalog
 from .config.settings import CONFIG_ENV, Settings, UpstreamConfig
 from .flights.wiring import open_flights
 from .inputs import tokentext
-from .jobs.wiring import Jobs, open_jobs
+from .jobs.wiring import JobsPlan, start_jobs
 from .limits.admission import TeamLimiter
 from .limits.quota import UpstreamQuota
 from .metrics import Metrics, multiprocess_dir
@@ -158,12 +158,12 @@ def teams_reloader(p: Plan) -> TeamsReloader:
                          metrics=p.metrics, served=set(p.catalog.names()))  # fmt: skip
 
 
-async def jobs_of(p: Plan, gw: Gateway, stack: AsyncExitStack) -> Jobs | None:
-    """Batch jobs, on the limits' Redis (without one the batch routes answer 503 saying so)."""
+async def jobs_of(p: Plan, gw: Gateway, stack: AsyncExitStack) -> None:
+    """Batch jobs, on the limits' Redis (without one, or on a cluster, the batch routes answer 503 saying so)."""
     s, url = p.settings, p.settings.limits_url()
-    if url is None:
-        return None
-    return await open_jobs(gw, stack, url, s.cache_namespace, s.jobs, text_fetcher_of(s))
+    if url is not None:
+        jobs = JobsPlan(url, s.redis_cluster, s.limits_timeout_s, s.cache_namespace, s.jobs, lambda: text_fetcher_of(s))
+        await start_jobs(gw, stack, jobs)
 
 
 def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict[str, object]]]:
@@ -173,7 +173,7 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict
             connections = connections_of(p.settings, p.configs, p.catalog, p.metrics)
             stack.callback(connections.close)
             gw = app.state.gateway = await open_gateway(p, stack)
-            gw.jobs = await jobs_of(p, gw, stack)
+            await jobs_of(p, gw, stack)
             drain = Drain(gw, p.settings.shutdown_drain_s)
             drain.install()
             stack.callback(drain.uninstall)

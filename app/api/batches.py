@@ -40,7 +40,7 @@ def jobs_of(request: Request) -> tuple[Jobs, str]:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
     if gw.jobs is None:
-        raise Unavailable("batch jobs need Redis: set REDIS_URL (their state is shared by the replicas)")
+        raise Unavailable(gw.jobs_off)
     return gw.jobs, team.name if team is not None else ANONYMOUS
 
 

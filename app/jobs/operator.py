@@ -10,10 +10,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import orjson
-from redis.asyncio import Redis
 
 from ..config.settings import Settings
 from .records import Records, now
+from .wiring import JobsOff, jobs_redis
 
 COLUMNS = "id kind team status done/total failed cached created worker"
 
@@ -34,11 +34,16 @@ def main(args: argparse.Namespace, settings: Settings) -> None:
     url = settings.limits_url()
     if url is None:
         sys.exit("batch jobs need Redis: set REDIS_URL (or LIMITS_REDIS_URL)")
-    sys.exit(asyncio.run(_run(args, Redis.from_url(url), settings.cache_namespace)))
+    sys.exit(asyncio.run(_run(args, settings, url)))
 
 
-async def _run(args: argparse.Namespace, redis: Redis, namespace: str) -> int:
-    records = Records(redis, namespace)
+async def _run(args: argparse.Namespace, settings: Settings, url: str) -> int:
+    try:
+        redis = await jobs_redis(url, settings.redis_cluster, settings.limits_timeout_s, settings.jobs)
+    except JobsOff as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    records = Records(redis, settings.cache_namespace)
     try:
         if args.op == "list":
             print(COLUMNS)

@@ -1,16 +1,22 @@
 """open_jobs: the storage, records, files, batches and the worker of one gateway process (main.py calls it
 once the gateway is open). Jobs need Redis (their state is shared by the replicas): without REDIS_URL the
 batch routes answer 503 saying so. Their state goes to the limits' Redis (LIMITS_REDIS_URL, else REDIS_URL):
-a Redis that never evicts, unlike a cache's (allkeys-lru)."""
+a Redis that never evicts, unlike a cache's (allkeys-lru), opened as the limits open it (app/redis/link.py:
+a password, TLS, Sentinel's master). saq needs one Redis: on a Redis Cluster the jobs stay off (JobsOff).
+A Redis that cannot be opened at start leaves them off too, naming the cause; main.py tries again later."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from ..inputs.media.fetcher import Fetcher
+from ..redis.link import Mode, RedisSetupError, connect
 from ..runtime.state import Gateway
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
@@ -23,6 +29,19 @@ from .runner import BatchRunner
 from .settings import JobSettings
 from .tasks import Tasks
 from .worker import JobQueue
+
+REPLY_WAIT_S = 10.0  # above saq's 1 s blocking dequeue
+RETRY_S = 10.0  # a Redis that refused the jobs at start is asked again this often
+log = logging.getLogger("embedding_gateway.jobs")
+
+
+class JobsOff(Exception):
+    """The jobs cannot run on this Redis (the message says why, never the URL or a password); `retry`: it may
+    answer later (refused, authentication, TLS), not when it is a cluster."""
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        super().__init__(message)
+        self.retry = retry
 
 
 @dataclass(slots=True)
@@ -44,12 +63,24 @@ def open_storage(s: JobSettings) -> Storage:
     return LocalStorage(s.storage_dir)
 
 
+async def jobs_redis(url: str, mode: Mode, timeout_s: float, s: JobSettings) -> Redis:
+    """A single-node client: the server's, or the Sentinel's current master. Raises JobsOff."""
+    try:
+        link = await connect(url, timeout_s=timeout_s, max_connections=2 * s.concurrency + 16, mode=mode,
+                             wait_s=REPLY_WAIT_S)  # fmt: skip
+    except RedisSetupError as exc:
+        raise JobsOff(f"batch jobs are off: {exc}", retry=True) from None
+    if link.cluster or not isinstance(link.client, Redis):
+        await link.close()
+        raise JobsOff(f"batch jobs need a single Redis or Sentinel; {link.where} is a Redis Cluster", retry=False)
+    return link.client
+
+
 async def open_jobs(
-    gw: Gateway, stack: AsyncExitStack, url: str, namespace: str, s: JobSettings, text_fetcher: Fetcher
+    gw: Gateway, stack: AsyncExitStack, redis: Redis, namespace: str, s: JobSettings, text_fetcher: Fetcher
 ) -> Jobs:
-    """Batch jobs on the Redis at `url` (the limits' Redis). `text_fetcher` fetches the text files of
+    """Batch jobs on `redis` (jobs_redis() of the limits' Redis). `text_fetcher` fetches the text files of
     DashScope tasks (closed with the jobs)."""
-    redis: Redis = Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
     stack.push_async_callback(redis.aclose)
     storage = open_storage(s)
     stack.push_async_callback(storage.close)
@@ -64,3 +95,52 @@ async def open_jobs(
     await queue.start()
     stack.push_async_callback(queue.close)
     return Jobs(storage, records, files, batches, queue, tasks)
+
+
+@dataclass(slots=True)
+class JobsPlan:
+    """Where and how the jobs open: the limits' Redis URL and mode, the start-up timeout, their settings."""
+
+    url: str
+    mode: Mode
+    timeout_s: float
+    namespace: str
+    settings: JobSettings
+    text_fetcher: Callable[[], Fetcher]
+
+
+async def start_jobs(gw: Gateway, stack: AsyncExitStack, plan: JobsPlan) -> None:
+    """Sets gw.jobs; or, when the jobs cannot run, gw.jobs_off (the batch routes' 503) and one log line, and
+    while Redis may answer later (not a cluster), asks it again every RETRY_S in the background."""
+    try:
+        redis = await jobs_redis(plan.url, plan.mode, plan.timeout_s, plan.settings)
+    except JobsOff as exc:
+        gw.jobs_off = str(exc)
+        log.warning("%s%s", exc, f"; trying again every {RETRY_S:g} s" if exc.retry else "")
+        if exc.retry:
+            retry = asyncio.get_running_loop().create_task(_retry(gw, stack, plan))
+            stack.push_async_callback(_cancel, retry)
+        return
+    gw.jobs = await open_jobs(gw, stack, redis, plan.namespace, plan.settings, plan.text_fetcher())
+
+
+async def _retry(gw: Gateway, stack: AsyncExitStack, plan: JobsPlan) -> None:
+    while True:
+        await asyncio.sleep(RETRY_S)
+        try:
+            redis = await jobs_redis(plan.url, plan.mode, plan.timeout_s, plan.settings)
+        except JobsOff as exc:
+            if str(exc) != gw.jobs_off:
+                gw.jobs_off = str(exc)
+                log.warning("%s", exc)
+            if not exc.retry:
+                return
+            continue
+        gw.jobs = await open_jobs(gw, stack, redis, plan.namespace, plan.settings, plan.text_fetcher())
+        log.info("batch jobs: on, Redis answers")
+        return
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

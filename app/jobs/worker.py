@@ -21,13 +21,16 @@ from redis.asyncio import Redis
 from saq import CronJob, Job, Worker
 from saq.queue.redis import RedisQueue
 
+from ..redis.link import FAILURES
 from .batches import Batches
 from .files import FileStore
+from .outage import Outage
 
 log = logging.getLogger("embedding_gateway.jobs")
 RUN = "run_batch"
 ABORT_WAIT_S = 1.0
 RETRIES = 1000  # a job is retried after every lost worker or storage outage (runs wait 10 s after one)
+AWAY_WAIT_S = 1.0  # a worker loop waits this long after Redis failed to answer, before asking again
 
 
 def every(seconds: int) -> str:
@@ -37,7 +40,23 @@ def every(seconds: int) -> str:
 
 class Queue(RedisQueue):
     """saq's Redis queue, asking a stuck job's worker to stop for 1 s (saq waits 5) before running it again:
-    a worker that stopped beating is dead or far too late."""
+    a worker that stopped beating is dead or far too late. A dequeue that fails waits a second and finds no
+    job (saq's worker would ask again at once, silently, in a busy loop, while Redis is away)."""
+
+    def __init__(self, redis: Redis, name: str) -> None:
+        super().__init__(redis, name=name)
+        self.outage = Outage()
+
+    async def dequeue(self, timeout: float = 0.0, poll_interval: float = 0.0) -> Job | None:  # noqa: ASYNC109 (saq's)
+        try:
+            job = await super().dequeue(timeout, poll_interval)
+        except FAILURES as exc:
+            if self.outage.failed(exc):
+                log.warning("batch jobs: Redis failed: %s (taking jobs)", self.outage.cause)
+            await asyncio.sleep(AWAY_WAIT_S)
+            return None
+        self.outage.answered()
+        return job
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> list[str]:
         return await super().sweep(lock, abort=min(abort, ABORT_WAIT_S))
@@ -51,6 +70,7 @@ class JobQueue:
     def __init__(self, redis: Redis, namespace: str, batches: Batches, files: FileStore, *, concurrency: int,
                  heartbeat_s: int, sweep_s: int, files_sweep_s: int = 60) -> None:  # fmt: skip
         self.queue = Queue(redis, name=f"{namespace}:jobs")
+        self.outage = self.queue.outage
         self.batches = batches
         self.files = files
         self.heartbeat_s = heartbeat_s
@@ -66,6 +86,7 @@ class JobQueue:
         batches.enqueue = self.enqueue
 
     async def start(self) -> None:
+        logging.getLogger("saq").addFilter(self.outage)
         await self.queue.connect()
         if self.worker is not None:
             self.task = asyncio.get_running_loop().create_task(self.worker.start())
@@ -89,7 +110,8 @@ class JobQueue:
             try:
                 await job.update()
             except Exception as exc:  # Redis away for a moment: the next beat tries again
-                log.warning("job heartbeat failed: %s", type(exc).__name__)
+                if self.outage.failed(exc):
+                    log.warning("batch jobs: Redis failed: %s (job heartbeat)", self.outage.cause)
 
     async def _sweep(self, ctx: dict[str, Any]) -> int:
         return await self.files.sweep()
@@ -101,3 +123,4 @@ class JobQueue:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
         await self.queue.disconnect()
+        logging.getLogger("saq").removeFilter(self.outage)

@@ -55,6 +55,7 @@ class Gateway:
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only
+    jobs_off: str = "batch jobs need Redis: set REDIS_URL (their state is shared by the replicas)"  # why not
     turns: Turns = field(default_factory=Turns)  # large requests take the event loop in turns (api/turns.py)
 
     def model(self, name: str, param: str = "model") -> ModelSpec:

@@ -37,6 +37,8 @@ def shared_cache(gateways: GatewayFactory, url: str) -> None:
         assert embed(a, texts).headers["x-cache-misses"] == "3"
         assert embed(b, texts).headers["x-cache-hits"] == "3"
         assert readyz(b)["cache"]["shared"] is True
+        listed = httpx.get(a.url + "/v1/batches", timeout=10)  # the jobs run on the same Redis
+        assert listed.status_code == 200, listed.text
     finally:
         stop(a.proc)
         stop(b.proc)
@@ -52,12 +54,16 @@ def refused(gateways: GatewayFactory, url: str, secret: str | None, cause: str) 
         state = readyz(gw)
         assert state["cache"]["shared"] is False and cause in state["cache"]["cause"]
         assert state["limits"]["shared"] is False and cause in state["limits"]["cause"]
+        jobs = httpx.get(gw.url + "/v1/batches", timeout=10)  # off, saying why
+        assert jobs.status_code == 503 and cause in jobs.text, jobs.text
+        assert secret is None or secret not in jobs.text
         deadline = time.monotonic() + 5
         while cause not in gw.output() and time.monotonic() < deadline:
             time.sleep(0.1)
         out = gw.output()
         assert f"cache: Redis at 127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}: {cause}" in out
         assert "ConnectionError" not in out and "Traceback" not in out
+        assert out.count("batch jobs are off") == 1, out
         assert secret is None or secret not in out
     finally:
         stop(gw.proc)
