@@ -94,6 +94,12 @@ def test_cluster_detected_and_shared(three: Three) -> None:
         metrics = httpx.get(url + "/metrics").text
         assert 'gateway_redis_shared{target="redis cache"} 1.0' in metrics
         assert "gateway_limits_processes 3.0" in metrics
+        auth = {"Authorization": f"Bearer {three.keys['free']}"}
+        jobs = httpx.get(url + "/v1/batches", headers=auth, timeout=10)  # saq needs one Redis: jobs stay off
+        assert jobs.status_code == 503 and "batch jobs need a single Redis or Sentinel" in jobs.text, jobs.text
+    for log in three.logs:
+        text = log.read_text()
+        assert text.count("batch jobs need a single Redis or Sentinel") == 1 and "Traceback" not in text
 
 
 def test_vectors_on_every_master_served_by_a_gateway_that_never_saw_them(
