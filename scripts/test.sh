@@ -1,35 +1,126 @@
 #!/usr/bin/env bash
-# Installs everything the tests need and runs the linters, the dependency audit and the whole test suite:
-# - through apt-get when missing: redis-server (the cache in tests; also the cluster and, run as
-#   `redis-server --sentinel`, the Sentinel of tests/support/redisfarm.py), openssl (the TLS tests' CA),
-#   prometheus + promtool (the dashboards and alert rules are evaluated by a real Prometheus),
-#   docker-compose (runs docker-compose.yml), docker.io (dockerd: the tests marked `docker` start their
-#   own engine, on a socket of their own, and stop it) and debootstrap (the base images those tests
-#   build; no container registry is reachable in CI), default-jdk-headless and curl (clients that offer
-#   h2c: tests/clients/test_upgrade_offers.py);
-# - the package with its local and dev extras, into .venv (scripts/install.sh, as the Dockerfile does);
-# - the client matrix (scripts/install-clients.sh): .venv-clients, the openai npm package, golang-go, a JDK.
+# Installs everything the tests need, then runs the stages in order and prints each one's time:
+#   lint     ruff, mypy and the dependency audit (scripts/audit_deps.py)
+#   unit     tests/unit: in-process, nothing but the package
+#   redis    tests/redis: a real redis-server of the tests' own
+#   e2e      tests/e2e: gateway, stand-in, bench and tool processes
+#   clients  tests/clients: the client matrix and the README's examples
+#   docker   tests/docker: a Docker engine of the run's own
+# Usage: bash scripts/test.sh [--fast] [pytest options...]
+#   --fast   lint (ruff only), unit and redis: the inner loop (about 3 minutes on a 2-core machine)
+# Every stage runs even when an earlier one failed; the exit status is the first failure's.
+#
+# Installed when missing, through apt-get: redis-server (the cache in tests; also the cluster and, run as
+# `redis-server --sentinel`, the Sentinel of tests/support/redisfarm.py), openssl (the TLS tests' CA),
+# prometheus + promtool (the dashboards and alert rules are evaluated by a real Prometheus),
+# docker-compose (runs docker-compose.yml), docker.io (dockerd: tests/docker start their own engine, on a
+# socket of their own, and stop it) and debootstrap (the base images those tests build; no container
+# registry is reachable in CI), default-jdk-headless and curl (clients that offer h2c:
+# tests/clients/test_upgrade_offers.py); the package with its local and dev extras into .venv
+# (scripts/install.sh, as the Dockerfile does); the client matrix (scripts/install-clients.sh):
+# .venv-clients, the openai npm package, golang-go, a JDK. --fast installs only what its stages need.
+#
+# The Docker images (the run's biggest cost: on vfs every build step copies the whole image) are built in
+# the background from the start of the run (tests/support/dockerbuild.py), while the other stages run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fast=0
+if [ "${1:-}" = "--fast" ]; then fast=1; shift; fi
+
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
-{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
-command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)  # the TLS Redis tests make their own CA
-command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
-command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
-command -v java >/dev/null 2>&1 || need+=(default-jdk-headless)  # the JDK's own HttpClient (h2c offers)
-command -v curl >/dev/null 2>&1 || need+=(curl)  # curl --http2 (h2c offers)
+if [ $fast -eq 0 ]; then
+  { command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need+=(prometheus)
+  command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+  command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+  command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+  command -v java >/dev/null 2>&1 || need+=(default-jdk-headless)  # the JDK's own HttpClient (h2c offers)
+  command -v curl >/dev/null 2>&1 || need+=(curl)  # curl --http2 (h2c offers)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-bash scripts/install.sh --local --dev
-bash scripts/install-clients.sh
+# --fast skips the install when nothing it reads changed since the last one (the inner loop's seconds).
+stamp=.venv/.test-sh-installed
+if [ $fast -eq 0 ] || [ ! -f $stamp ] || [ pyproject.toml -nt $stamp ] || [ constraints.txt -nt $stamp ]; then
+  bash scripts/install.sh --local --dev
+  touch $stamp
+fi
 . .venv/bin/activate
-ruff check app bench tests
-mypy -p app
-# Known vulnerabilities in the pinned versions fail the run (policy in scripts/audit_deps.py).
-python scripts/audit_deps.py
-python -m pytest "$@"
+
+docker_home=""
+cleanup() {
+  rm -f "${times_file:-}"
+  if [ -n "$docker_home" ]; then
+    [ -f "$docker_home/docker.pid" ] && kill "$(cat "$docker_home/docker.pid")" 2>/dev/null || true
+    for _ in $(seq 60); do [ -S "$docker_home/docker.sock" ] || break; sleep 1; done
+    rm -rf "$docker_home" "$docker_home.log"
+  fi
+}
+trap cleanup EXIT
+if [ $fast -eq 0 ] && [ "$(id -u)" -eq 0 ] && command -v dockerd >/dev/null 2>&1; then
+  docker_home=$(mktemp -d /tmp/eg-docker-XXXXXX)
+  python -m tests.support.dockerbuild "$docker_home" >"$docker_home.log" 2>&1 &
+  docker_build=$!
+fi
+[ $fast -eq 1 ] || bash scripts/install-clients.sh
+
+status=0
+summary=()
+times_file=$(mktemp)
+cpu() {  # CPU seconds (user + system) of the children this shell has waited for, from `times` run in it
+  tail -1 "$times_file" | awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } } END { print t }'
+}
+stage() {  # stage NAME COMMAND...: runs it; records its wall and CPU seconds and the load average after it
+  local name=$1 rc=0 t0 c0 line
+  shift
+  echo "=== stage $name: $*"
+  t0=$(date +%s.%N)
+  times >"$times_file"
+  c0=$(cpu)
+  "$@" || rc=$?
+  times >"$times_file"
+  line=$(awk -v n="$name" -v t0="$t0" -v t1="$(date +%s.%N)" -v c0="$c0" -v c1="$(cpu)" -v rc="$rc" \
+    -v la="$(cut -d' ' -f1-3 /proc/loadavg)" \
+    'BEGIN { printf "%-8s %6.0f s wall %6.0f s cpu   load %s   %s", n, t1 - t0, c1 - c0, la, rc ? "FAILED" : "ok" }')
+  echo "=== $line"
+  summary+=("$line")
+  if [ "$rc" -ne 0 ] && [ $status -eq 0 ]; then status=$rc; fi
+}
+lint() {
+  local rc=0
+  ruff check app bench tests || rc=1
+  [ $fast -eq 1 ] && return $rc
+  mypy -p app || rc=1
+  python scripts/audit_deps.py || rc=1  # known vulnerabilities in the pinned versions fail the run
+  return $rc
+}
+docker_stage() {
+  if [ -n "$docker_home" ]; then
+    if wait "$docker_build"; then
+      cat "$docker_home.log"
+      EG_TEST_DOCKER_HOME="$docker_home" EG_TEST_DOCKER_PREBUILT=1 python -m pytest tests/docker "$@"
+      return
+    fi
+    tail -40 "$docker_home.log"
+    echo "tests/support/dockerbuild.py failed (above): the tests start their own engine and build"
+  fi
+  python -m pytest tests/docker "$@"
+}
+# The session-wide secrets check (every log a gateway of the session wrote) also runs after the clients.
+SECRETS_SCAN=tests/e2e/test_secrets.py::test_nothing_a_gateway_of_this_session_wrote_or_serves_holds_a_secret
+
+stage lint lint
+stage unit python -m pytest tests/unit "$@"
+stage redis python -m pytest tests/redis "$@"
+if [ $fast -eq 0 ]; then
+  stage e2e python -m pytest tests/e2e "$@"
+  stage clients python -m pytest tests/clients "$SECRETS_SCAN" "$@"
+  stage docker docker_stage "$@"
+fi
+echo "=== stages (wall and CPU seconds, load average at the end of each):"
+printf '%s\n' "${summary[@]}"
+exit $status

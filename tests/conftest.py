@@ -63,9 +63,48 @@ def standin(standin_session: StandIn) -> StandIn:
     return standin_session
 
 
+# The fixtures being set up, innermost last (pytest_fixture_setup), and the gateways the running test
+# started itself: every gateway is stopped when the scope of what started it ends, so that no module's
+# gateway lives on into (and calls the stand-in during) the next module's tests.
+SETTING_UP: list[pytest.FixtureDef[object]] = []
+STARTED_BY_TEST: list[Gateway] = []
+
+
+class FixtureSetups:
+    """A plugin of its own: a conftest's hooks see only the nodes under its folder, and the session's
+    fixtures are set up by the session node."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef: pytest.FixtureDef[object]) -> Iterator[object]:
+        SETTING_UP.append(fixturedef)
+        try:
+            return (yield)
+        finally:
+            SETTING_UP.pop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(FixtureSetups(), "fixture-setups")
+
+
+def stop_with_its_scope(gw: Gateway) -> None:
+    if SETTING_UP:
+        SETTING_UP[-1].addfinalizer(lambda: stop(gw.proc))
+    else:
+        STARTED_BY_TEST.append(gw)
+
+
+@pytest.fixture(autouse=True)
+def _stop_gateways_the_test_started() -> Iterator[None]:
+    yield
+    while STARTED_BY_TEST:
+        stop(STARTED_BY_TEST.pop().proc)
+
+
 @pytest.fixture(scope="session")
 def gateways(standin_session: StandIn, logdir: Path) -> Iterator[GatewayFactory]:
     factory = GatewayFactory(standin_session, logdir)
+    factory.on_start = stop_with_its_scope
     yield factory
     factory.close()
 

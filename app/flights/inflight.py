@@ -33,12 +33,19 @@ class InFlight:
     async def land(self, pendings: list[Pending], ok: bool) -> None:
         """After a call: write the new vectors, release the leases, drop the in-flight entries."""
         try:
+            written: set[str] = set()
             if ok:
                 entries = [(p.key, p.future.result()[0]) for p in pendings if p.write and _answered(p.future)]
                 if entries:
                     await self._write(entries)
+                    written = {k for k, _ in entries}
             if self.leases.shared:
-                await self.leases.release([p.key for p in pendings])
+                # Written keys: the vector is readable now, so their leases go with one DEL (see leases.py).
+                if written:
+                    await self.leases.drop(list(written))
+                rest = [p.key for p in pendings if p.key not in written]
+                if rest:
+                    await self.leases.release(rest)
         finally:
             for p in pendings:
                 self.forget(p)

@@ -2,28 +2,36 @@
 -- so that a decision reads a few fields whatever the number of buckets. Fields: 'b<number>' =
 -- '<requests>:<tokens>' per bucket (a 1/60 slice of the window), the running totals 'n' and 't' of the
 -- buckets kept, 'lo' the oldest bucket kept, 'day', 'day_used'. Buckets leave (HDEL) once their last
--- microsecond is a window old; each leaves once, so the walk below is short on average.
+-- microsecond is a whole window old; each leaves once, so the walk below is short on average.
+-- Cost: a decision in a second that already has its bucket is TIME, one HMGET (the totals and the current
+-- bucket together) and one HSET (every changed field at once); the walk over buckets that leave, the
+-- PEXPIRE and the retry walk happen only when something changed (about once a second, or on a refusal).
 -- Mirrors window._expire, _retry, _totals, _reset.
 local function fmt(x) return string.format('%.0f', x) end
 local BUCKETS = 60
 
-local function counts(meta, b)
-  local v = redis.call('HGET', meta, 'b' .. fmt(b))
+local function parse(v)
   if not v then return nil end
   local n, t = string.match(v, '^(%d+):(%d+)$')
   return tonumber(n), tonumber(t)
 end
 
+local function counts(meta, b) return parse(redis.call('HGET', meta, 'b' .. fmt(b))) end
+
 local function gone_at(w, b) return (b + 1) * w.size + w.window - 1 end
 
--- The team's totals with the buckets that left the window taken out.
+-- The team's totals with the buckets that left the window taken out, and the current bucket's counts.
 local function load_team(meta, now, window)
   local size = math.ceil(window / BUCKETS)
-  local v = redis.call('HMGET', meta, 'n', 't', 'lo', 'day', 'day_used')
-  local w = {meta = meta, size = size, window = window, n = tonumber(v[1]) or 0, t = tonumber(v[2]) or 0,
-             lo = tonumber(v[3]), day = tonumber(v[4]) or -1, day_used = tonumber(v[5]) or 0}
   local cb = math.floor(now / size)
+  local v = redis.call('HMGET', meta, 'n', 't', 'lo', 'day', 'day_used', 'b' .. fmt(cb))
+  local w = {meta = meta, size = size, window = window, n = tonumber(v[1]) or 0, t = tonumber(v[2]) or 0,
+             lo = tonumber(v[3]), day = tonumber(v[4]) or -1, day_used = tonumber(v[5]) or 0, cb = cb,
+             fresh = not v[3], out = {}}
+  w.cn, w.ct = parse(v[6])
+  w.was = {w.n, w.t, w.lo}
   local fb = math.floor((now - window + 1) / size)  -- the oldest bucket still counting
+  local moved = false
   if w.n == 0 or not w.lo then
     w.n, w.t, w.lo = 0, 0, cb
   elseif w.lo < fb then
@@ -39,10 +47,13 @@ local function load_team(meta, now, window)
         end
       end
     end
-    w.lo = fb
+    w.lo, moved = fb, true
   end
   if w.n == 0 then w.t, w.lo = 0, cb end
-  while w.lo < cb and redis.call('HEXISTS', meta, 'b' .. fmt(w.lo)) == 0 do w.lo = w.lo + 1 end
+  -- Without buckets leaving, 'lo' already names a bucket that exists (every decision leaves it so).
+  if moved then
+    while w.lo < cb and redis.call('HEXISTS', meta, 'b' .. fmt(w.lo)) == 0 do w.lo = w.lo + 1 end
+  end
   return w
 end
 
@@ -64,13 +75,26 @@ local function reset_in(w, now)
   return gone_at(w, w.lo) - now
 end
 
--- Adds (requests, tokens) to bucket b, and to the totals.
-local function add(w, b, dn, dt)
-  local n, t = counts(w.meta, b)
-  n, t = (n or 0) + dn, math.max(0, (t or 0) + dt)
-  redis.call('HSET', w.meta, 'b' .. fmt(b), fmt(n) .. ':' .. fmt(t))
+-- Queues a field to write with save (one HSET for every change of the decision).
+local function put(w, field, value)
+  w.out[#w.out + 1] = field
+  w.out[#w.out + 1] = value
 end
 
+-- Adds (requests, tokens) to the current bucket, and to the totals; true when the bucket is new.
+local function add(w, dn, dt)
+  local n, t = (w.cn or 0) + dn, math.max(0, (w.ct or 0) + dt)
+  put(w, 'b' .. fmt(w.cb), fmt(n) .. ':' .. fmt(t))
+  w.n, w.t = w.n + dn, w.t + dt
+  return w.cn == nil
+end
+
+-- Writes the totals (when they changed) and whatever was queued, in one HSET.
 local function save(w)
-  redis.call('HSET', w.meta, 'n', fmt(w.n), 't', fmt(w.t), 'lo', fmt(w.lo))
+  if w.n ~= w.was[1] or w.t ~= w.was[2] or w.lo ~= w.was[3] then
+    put(w, 'n', fmt(w.n))
+    put(w, 't', fmt(w.t))
+    put(w, 'lo', fmt(w.lo))
+  end
+  if #w.out > 0 then redis.call('HSET', w.meta, unpack(w.out)) end
 end

@@ -18,9 +18,9 @@ local DAY = 86400000000
 local w = load_team(meta, now, window)
 if conc > 0 then redis.call('ZREMRANGEBYSCORE', leases, '-inf', fmt(now)) end
 local day = math.floor(now / DAY)
-local used = 0
+local used, new_day = 0, false
 if daily > 0 then
-  if w.day == day then used = w.day_used else redis.call('HSET', meta, 'day', day, 'day_used', 0) end
+  if w.day == day then used = w.day_used else new_day = true end
 end
 
 local count, tokens = w.n, w.t
@@ -43,22 +43,30 @@ if daily > 0 and used + est > daily then
 end
 
 local ok = (#refused == 0) and 1 or 0
+local new_bucket = false
 if ok == 1 then
   if rpm > 0 or tpm > 0 then
-    add(w, math.floor(now / w.size), 1, est)
-    w.n, w.t = w.n + 1, w.t + est
+    new_bucket = add(w, 1, est)
     count, tokens = w.n, w.t
   end
   if conc > 0 then
     redis.call('ZADD', leases, fmt(now + lease), rid)
     redis.call('PEXPIRE', leases, math.ceil(lease / 1000) + 1000)
   end
-  if daily > 0 then redis.call('HSET', meta, 'day_used', used + est) end
+  if daily > 0 then used = used + est end
+end
+if new_day or (ok == 1 and daily > 0) then
+  put(w, 'day', day)
+  put(w, 'day_used', fmt(used))
 end
 save(w)
-local keep = math.ceil((window + w.size) / 1000) + 1000
-if daily > 0 then keep = math.max(keep, math.ceil(((day + 1) * DAY - now) / 1000) + 60000) end
-redis.call('PEXPIRE', meta, keep)
+-- The hash must outlive its newest bucket by a window (and the day's tokens their day): set when the key
+-- is new, a bucket or a day begins (later writes of the same bucket or day are covered by that expiry).
+if w.fresh or new_bucket or new_day then
+  local keep = math.ceil((window + w.size) / 1000) + 1000
+  if daily > 0 then keep = math.max(keep, math.ceil(((day + 1) * DAY - now) / 1000) + 60000) end
+  redis.call('PEXPIRE', meta, keep)
+end
 
 local reset = reset_in(w, now)
 if ok == 1 then return {1, '', 0, 0, count, tokens, reset, now, day} end

@@ -16,9 +16,9 @@ if b >= w.lo then
   if n then
     local fixed = math.max(0, t + billed - est)
     w.t = w.t + fixed - t
-    redis.call('HSET', meta, 'b' .. fmt(b), fmt(n) .. ':' .. fmt(fixed))
+    put(w, 'b' .. fmt(b), fmt(n) .. ':' .. fmt(fixed))
   end
 end
+if w.day == day then put(w, 'day_used', fmt(math.max(0, w.day_used + billed - est))) end
 save(w)
-if w.day == day then redis.call('HSET', meta, 'day_used', math.max(0, w.day_used + billed - est)) end
 return {w.n, w.t, reset_in(w, now)}

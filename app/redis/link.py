@@ -116,6 +116,11 @@ class RedisLink:
         async with self._using():
             await pipe.execute()
 
+    async def delete(self, keys: Sequence[str]) -> None:
+        """One DEL of the keys (one per slot on a cluster, redis-py splits them)."""
+        async with self._using():
+            await self.client.delete(*keys)
+
     async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script whose keys share one slot (EVALSHA, loading it where the node does not know it)."""
         async with self._using():

