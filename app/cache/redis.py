@@ -7,7 +7,7 @@ answered from the upstream."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..metrics import Metrics
 from ..redis.bypass import Bypass
@@ -38,31 +38,23 @@ class RedisCache:
             for op in ("read", "write"):
                 metrics.redis_errors.labels(op)
 
-    def _failed(self, op: str, exc: BaseException) -> None:
-        if self.metrics:
-            self.metrics.redis_errors.labels(op).inc()
-        self.breaker.failed(cause(exc))
+    def _count(self, op: str) -> Callable[[], None] | None:
+        metrics = self.metrics
+        return None if metrics is None else metrics.redis_errors.labels(op).inc
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        if not keys or not self.breaker.allows:
+        if not keys:
+            return []
+        read = lambda: self.link.mget(keys)  # noqa: E731
+        values = await self.breaker.call(read, None, timeout_s=self.timeout_s, failed=self._count("read"))
+        if values is None:
             return [None] * len(keys)
-        try:
-            values = await asyncio.wait_for(self.link.mget(keys), self.timeout_s)
-        except FAILURES as exc:
-            self._failed("read", exc)
-            return [None] * len(keys)
-        self.breaker.succeeded()
         return finite([v if isinstance(v, bytes) else None for v in values], self.metrics)
 
     async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
-        if not entries or not self.breaker.allows:
-            return
-        try:
-            await asyncio.wait_for(self.link.set_many(entries, self.ttl_s), self.timeout_s)
-        except FAILURES as exc:
-            self._failed("write", exc)
-            return
-        self.breaker.succeeded()
+        if entries:
+            write = lambda: self.link.set_many(entries, self.ttl_s)  # noqa: E731
+            await self.breaker.call(write, None, timeout_s=self.timeout_s, failed=self._count("write"))
 
     async def ping(self) -> bool:
         try:

@@ -15,16 +15,16 @@ failure counts in `gateway_redis_errors_total{op="lease"}`, as the cache's own r
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 
 from ..cache.tickbatch import TickBatcher
 from ..metrics import Metrics
 from ..redis.bypass import Bypass
-from ..redis.cause import cause
-from ..redis.link import FAILURES, RedisLink
+from ..redis.link import RedisLink
+
+T = TypeVar("T")
 
 CLAIM = """
 local out = {}
@@ -109,41 +109,30 @@ class RedisLeases:
         return {k for k, a in zip(keys, answers, strict=True) if a == 1}, found
 
     async def _claim_now(self, keys: list[str], px: int) -> list[bytes | int]:
-        try:
-            answers = await asyncio.wait_for(self.link.eval_by_slot(CLAIM, keys, [self.token, px]), self.timeout_s)
-        except FAILURES as exc:
-            self._failed(exc)
-            return [1] * len(keys)
-        return list(answers)
+        claim = lambda: self.link.eval_by_slot(CLAIM, keys, [self.token, px])  # noqa: E731
+        answers = await self._guarded(claim, None)
+        return [1] * len(keys) if answers is None else list(answers)
 
     async def held(self, keys: Sequence[str]) -> set[str]:
-        if not keys or not self.breaker.allows:
+        if not keys:
             return set()
-        try:
-            values = await asyncio.wait_for(self.link.mget([lease_key(k) for k in keys]), self.timeout_s)
-        except FAILURES as exc:
-            self._failed(exc)
+        values = await self._guarded(lambda: self.link.mget([lease_key(k) for k in keys]), None)
+        if values is None:
             return set()
         return {k for k, v in zip(keys, values, strict=True) if v is not None}
 
     async def release(self, keys: Sequence[str]) -> None:
-        if not keys or not self.breaker.allows:
-            return
-        try:
-            release = self.link.eval_by_slot(RELEASE, [lease_key(k) for k in keys], [self.token])
-            await asyncio.wait_for(release, self.timeout_s)
-        except FAILURES as exc:
-            self._failed(exc)
+        if keys:
+            leases = [lease_key(k) for k in keys]
+            await self._guarded(lambda: self.link.eval_by_slot(RELEASE, leases, [self.token]), None)
 
     async def drop(self, keys: Sequence[str]) -> None:
-        if not keys or not self.breaker.allows:
-            return
-        try:
-            await asyncio.wait_for(self.link.delete([lease_key(k) for k in keys]), self.timeout_s)
-        except FAILURES as exc:
-            self._failed(exc)
+        if keys:
+            leases = [lease_key(k) for k in keys]
+            await self._guarded(lambda: self.link.delete(leases), None)
 
-    def _failed(self, exc: BaseException) -> None:
-        if self.metrics is not None:
-            self.metrics.redis_errors.labels("lease").inc()
-        self.breaker.failed(cause(exc))
+    async def _guarded(self, command: Callable[[], Awaitable[T]], fallback: T) -> T:
+        """A lease command through the cache's bypass (its successes do not close it: the cache's do)."""
+        metrics = self.metrics
+        count = None if metrics is None else metrics.redis_errors.labels("lease").inc
+        return await self.breaker.call(command, fallback, timeout_s=self.timeout_s, failed=count, close=False)

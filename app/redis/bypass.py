@@ -6,11 +6,17 @@ Not the upstreams' circuit breaker (upstreams/breaker.py): that one counts conse
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ..metrics import Metrics
+from .cause import cause
+from .link import FAILURES
+
+T = TypeVar("T")
 
 log = logging.getLogger("embedding_gateway.breaker")
 
@@ -59,3 +65,29 @@ class Bypass:
             if self.metrics:
                 self.metrics.breaker_open.labels(self.target).set(0)
                 self.metrics.redis_shared.labels(self.target).set(1)
+
+    async def call(
+        self,
+        command: Callable[[], Awaitable[T]],
+        fallback: T,
+        *,
+        timeout_s: float,
+        failed: Callable[[], None] | None = None,
+        close: bool = True,
+    ) -> T:
+        """The one guarded Redis call: `command()` within `timeout_s` while not stood aside, else `fallback`.
+        A timeout or a Redis error calls `failed` (its error counter), stands Redis aside (naming the cause)
+        and answers `fallback`; a success closes the bypass (unless `close` is False: a caller whose successes
+        say nothing of the others' commands)."""
+        if not self.allows:
+            return fallback
+        try:
+            value = await asyncio.wait_for(command(), timeout_s)
+        except FAILURES as exc:
+            if failed is not None:
+                failed()
+            self.failed(cause(exc))
+            return fallback
+        if close:
+            self.succeeded()
+        return value
