@@ -20,6 +20,7 @@ from .api.asgi import aliases, fastpath, headerlimit, observe
 from .api.asgi.drain import CloseWhenDraining, Drain
 from .api.asgi.front import Fronted
 from .api.routes import FAST_PATHS
+from .api.turns import Turns
 from .config import masking
 from .config.catalog import Catalog, build_catalog
 from .config.settings import CONFIG_ENV, Settings, UpstreamConfig
@@ -123,6 +124,8 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     service = EmbeddingService(reads, flights, metrics, team_limits, quota, namespace=s.cache_namespace,
                                deadline_s=s.request_deadline_s, route=upstreams.identity)  # fmt: skip
     stack.push_async_callback(service.close)
+    turns = Turns()  # large requests' slices, one per loop turn: parsing (api/) and keys (the service)
+    service.pause = turns.take
     fetcher = fetcher_of(s, metrics)
     if fetcher is not None:
         stack.push_async_callback(fetcher.close)
@@ -131,7 +134,7 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     # The usage ledger in the limits Redis: the service bills it, and its close writes the last batch.
     meter, reader = open_usage(s, p.catalog, metrics, p.auth, limits.census.link, service)
     return Gateway(caps_of(s), p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota,
-                   floats, base64s, memory_of(s, metrics), meter, reader, fetcher=fetcher)  # fmt: skip
+                   floats, base64s, memory_of(s, metrics), meter, reader, fetcher=fetcher, turns=turns)  # fmt: skip
 
 
 def announce(p: Plan, gw: Gateway) -> None:

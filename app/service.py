@@ -28,6 +28,7 @@ from .limits.admission import TeamLimiter
 from .limits.headers import rate_headers
 from .limits.quota import UpstreamQuota
 from .metrics import Metrics
+from .runtime.slices import Pause, collect, loop_turn
 from .teams.team import Team
 
 
@@ -159,6 +160,8 @@ class EmbeddingService:
         self.deadline_s = deadline_s
         self.route = route
         self.billing: Billing = NoBilling()  # the usage ledger, set once it is open (app/usage/wiring.py)
+        self.pause: Pause = loop_turn  # between slices of a large request's keys (runtime/slices.py); main.py
+        # sets the gateway's turns
 
     async def embed(self, team: Team | None, req: EmbedRequest, reply: Reply | None = None) -> EmbedResult:
         """The vectors of `req` for `team` (None: auth off), within the team's limits; a refusal raises
@@ -185,7 +188,8 @@ class EmbeddingService:
         """The request's keys in its team's cache scope (None: shared) and what the cache holds for them (one
         read), before its team's admission."""
         params = replace(req.params, identity=self.route(req.spec))
-        keys = KeyMaker(self.namespace, params.identity, req.spec.upstream_model, params, scope).keys(req.items)
+        maker = KeyMaker(self.namespace, params.identity, req.spec.upstream_model, params, scope)
+        keys = await collect(map(maker.key, req.items), self.pause)
         unique = list(dict.fromkeys(keys))
         found: dict[str, bytes] = {}
         if req.cache_read:

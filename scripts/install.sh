@@ -22,7 +22,10 @@ if [[ " ${extras[*]} " == *" local "* ]]; then
   # wheel (a wheel directory, a mirror).
   torch_index=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}
   if ! python -c "import torch" 2>/dev/null; then
-    pip install -q "torch==2.13.0+cpu" ${torch_index:+--extra-index-url "$torch_index"}
+    # --retries 1: where the index cannot be reached (a mirror-only or offline machine whose pip
+    # configuration finds the wheel elsewhere) pip moves on at once instead of backing off five times per
+    # package (minutes in all).
+    pip install -q --retries 1 "torch==2.13.0+cpu" ${torch_index:+--extra-index-url "$torch_index"}
   fi
 fi
 spec="."

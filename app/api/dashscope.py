@@ -13,6 +13,7 @@ from ..errors import InvalidRequest
 from ..inputs import items as parse_items
 from ..inputs.media.inlining import parse_fetching
 from ..inputs.params import dashscope_options
+from ..runtime.slices import collect
 from ..runtime.state import Gateway, gateway
 from ..schemas.dashscope import (
     DashScopeError,
@@ -69,12 +70,14 @@ async def multimodal_embedding(request: Request) -> Response:
     if spec.endpoint != "multimodal" and gw.upstream_kinds[spec.upstream] == "dashscope":
         raise InvalidRequest(f"model: {spec.name} is a text model: use the text-embedding route", param="model")
     params = dashscope_params(gw, spec, body.parameters or {})
-    parse_contents = partial(parse_items.dashscope_contents, spec=spec, limit=gw.caps.max_input_items)
+    parse_contents = partial(parse_items.each_dashscope_content, spec=spec, limit=gw.caps.max_input_items)
     lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
     large = is_large(body.input.contents)
     if large:
         await gw.turns.take()
-    items = await parse_fetching(gw.fetcher, spec, body.input.contents, "input.contents", parse_contents, lease)
+    items = await parse_fetching(
+        gw.fetcher, spec, body.input.contents, "input.contents", parse_contents, lease, gw.turns.take
+    )
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input.contents")]
     if large:
@@ -107,7 +110,8 @@ async def text_embedding(request: Request) -> Response:
     large = is_large(body.input.texts)
     if large:
         await gw.turns.take()
-    items = parse_items.dashscope_texts(body.input.texts, spec, gw.caps.max_input_items)
+    texts = parse_items.each_dashscope_text(body.input.texts, spec, gw.caps.max_input_items)
+    items = await collect(texts, gw.turns.take)
     if large:
         await gw.turns.take()
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))

@@ -51,12 +51,12 @@ async def create_embeddings(request: Request) -> Response:
         opt_prefix="",
         forward_unknown=False,
     )
-    parse_contents = partial(parse_items.openai_items, spec=spec, limit=gw.caps.max_input_items)
+    parse_contents = partial(parse_items.each_openai_item, spec=spec, limit=gw.caps.max_input_items)
     lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
     large = is_large(body.input)
     if large:
         await gw.turns.take()
-    items = await parse_fetching(gw.fetcher, spec, body.input, "input", parse_contents, lease)
+    items = await parse_fetching(gw.fetcher, spec, body.input, "input", parse_contents, lease, gw.turns.take)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]
     if large:

@@ -9,6 +9,7 @@ cache key hashes: the text, the URL string, or the SHA-256 of decoded media byte
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,34 +159,47 @@ def _check_count(n: int, limit: int, param: str) -> None:
 
 def openai_items(raw: object, spec: ModelSpec, limit: int) -> list[Item]:
     """OpenAI `input`: a string, a list of strings/objects, a token list, or a list of token lists."""
+    return list(each_openai_item(raw, spec, limit))
+
+
+def each_openai_item(raw: object, spec: ModelSpec, limit: int) -> Iterator[Item]:
+    """openai_items one item at a time (runtime/slices.py parses a large request in slices)."""
     if isinstance(raw, str):
-        return [content_item(raw, spec, "input")]
+        yield content_item(raw, spec, "input")
+        return
     if not isinstance(raw, list):
         raise InvalidRequest("input: must be a string or a list", param="input")
     _check_count(len(raw), limit, "input")
     if all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
-        return [token_item(raw, spec, "input")]
-    out = []
+        yield token_item(raw, spec, "input")
+        return
     for i, value in enumerate(raw):
         param = f"input[{i}]"
-        out.append(token_item(value, spec, param) if isinstance(value, list) else content_item(value, spec, param))
-    return out
+        yield token_item(value, spec, param) if isinstance(value, list) else content_item(value, spec, param)
 
 
 def dashscope_contents(raw: object, spec: ModelSpec, limit: int) -> list[Item]:
+    return list(each_dashscope_content(raw, spec, limit))
+
+
+def each_dashscope_content(raw: object, spec: ModelSpec, limit: int) -> Iterator[Item]:
     if not isinstance(raw, list):
         raise InvalidRequest("input.contents: must be a list", param="input.contents")
     _check_count(len(raw), limit, "input.contents")
-    return [content_item(v, spec, f"input.contents[{i}]") for i, v in enumerate(raw)]
+    return (content_item(v, spec, f"input.contents[{i}]") for i, v in enumerate(raw))
 
 
 def dashscope_texts(raw: object, spec: ModelSpec, limit: int) -> list[Item]:
+    return list(each_dashscope_text(raw, spec, limit))
+
+
+def each_dashscope_text(raw: object, spec: ModelSpec, limit: int) -> Iterator[Item]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list):
         raise InvalidRequest("input.texts: must be a string or a list of strings", param="input.texts")
     _check_count(len(raw), limit, "input.texts")
-    return [text_item(v, spec, f"input.texts[{i}]") for i, v in enumerate(raw)]
+    return (text_item(v, spec, f"input.texts[{i}]") for i, v in enumerate(raw))
 
 
 def fuse_all(items: list[Item], spec: ModelSpec, param: str) -> Item:

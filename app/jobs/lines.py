@@ -131,7 +131,7 @@ async def _request(gw: Gateway, team: Team | None, cid: str, body: object) -> Li
     kind = gw.upstream_kinds[spec.upstream]
     params = resolve(spec, kind, req.dimensions, req.options(), dim_param="dimensions", opt_prefix="",
                      forward_unknown=False)  # fmt: skip
-    parse = partial(parse_items.openai_items, spec=spec, limit=gw.caps.max_input_items)
+    parse = partial(parse_items.each_openai_item, spec=spec, limit=gw.caps.max_input_items)
     items = await parse_fetching(gw.fetcher, spec, req.input, "input", parse)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]

@@ -13,6 +13,14 @@ carries a deadline in Redis time (half of `timeout_s` after it was sent, on Redi
 earlier replies), so a script that Redis reaches only after the caller may have given up (a stalled or
 paused server) charges nothing. A script that finds its deadline passed charged nothing and answers
 "late": it is sent again while the budget lasts. A call that failed or was abandoned is never retried.
+
+A team refused for its requests limit is refused again by this process, without asking Redis, until the
+time Redis named (envoy's ratelimit keeps such a cache of keys over their limit): a window's request count
+only goes down when its buckets leave the window, so no request would pass in Redis before then either
+(nothing is ever admitted here, so "never more than N in any window" holds as before). That time is
+compared on an estimate of Redis's clock that runs ahead of it (the offset learnt is an upper bound), so
+the local refusals end no later than Redis's would. Keyed by the team and its rpm (a reload that changes
+the limit asks Redis again). A flooding team then costs Redis nothing per refused request.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -69,6 +78,7 @@ class RedisStore:
         self.clock = clock  # tests only: decisions then use this clock instead of Redis TIME
         self._scripts = {n: script_source(n) for n in SCRIPTS}
         self._offset: int | None = None  # Redis time minus this process's time, learnt from replies
+        self._over: dict[tuple[str, int], Verdict] = {}  # (team, rpm) -> refusal, until now_us + retry_us
 
     def team_keys(self, team: str) -> list[str]:
         tag = f"{{{self.namespace}:team:{team}}}"
@@ -133,21 +143,36 @@ class RedisStore:
         return True
 
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Verdict:
+        over = self._still_over(team, quota.rpm)
+        if over is not None:
+            return over
         limits = [v or 0 for v in (quota.rpm, quota.tpm, quota.concurrency, quota.daily_tokens)]
         r, sent = await self._run("team_admit", self.team_keys(team), [self.window, self.lease, rid, est, *limits])
-        ok, reason, large, retry, requests, tokens, reset, now, day = r
+        ok, reason, large, retry, requests, tokens, reset, now, day, rpm_retry = (*r, 0)[:10]
         self._learn(now, sent)
-        return Verdict(
-            ok == 1,
-            reason.decode() if reason else None,
-            large == 1,
-            retry,
-            requests,
-            tokens,
-            reset,
-            now,
-            day,
+        verdict = Verdict(
+            ok == 1, reason.decode() if reason else None, large == 1, retry, requests, tokens, reset, now, day
         )
+        if rpm_retry > 0 and quota.rpm and self.clock is None:
+            if len(self._over) >= 1024:
+                self._over.clear()
+            self._over[(team, quota.rpm)] = replace(verdict, reason="requests", too_large=False, retry_us=rpm_retry)
+        return verdict
+
+    def _still_over(self, team: str, rpm: int | None) -> Verdict | None:
+        """The last refusal of the team for its requests limit, while it lasts (on Redis's clock, estimated
+        ahead of it), with the time left."""
+        if not rpm or self._offset is None:
+            return None
+        was = self._over.get((team, rpm))
+        if was is None:
+            return None
+        now = wall_clock_us() + self._offset
+        left = was.now_us + was.retry_us - now
+        if left <= 0:
+            del self._over[(team, rpm)]
+            return None
+        return replace(was, retry_us=left, reset_us=max(0, was.reset_us - (now - was.now_us)), now_us=now)
 
     async def finish(self, ticket: Ticket, billed: int) -> tuple[int, int, int]:
         args = [self.window, ticket.rid, ticket.est, ticket.at_us, ticket.day, billed]

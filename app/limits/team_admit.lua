@@ -6,7 +6,8 @@
 -- ARGV: 1 now in us ('' = Redis TIME; tests inject a clock), 2 deadline in Redis time (0: none; a caller
 --       that has given up is never charged), 3 window us, 4 lease us, 5 rid, 6 estimated tokens,
 --       7 rpm, 8 tpm, 9 concurrency, 10 daily tokens (0: not limited).
--- Returns {ok, reason, too_large, retry_us, requests, tokens, reset_us, now, day}, or {-1} when stale.
+-- Returns {ok, reason, too_large, retry_us, requests, tokens, reset_us, now, day, requests_retry_us} (the
+-- last: until the requests limit alone would admit again, 0 when it did not refuse), or {-1} when stale.
 
 -- `now` and the stale check come from clock.lua, the buckets' helpers from buckets.lua (both prepended).
 local window, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -70,10 +71,11 @@ end
 
 local reset = reset_in(w, now)
 if ok == 1 then return {1, '', 0, 0, count, tokens, reset, now, day} end
-local reason, large, wait = refused[1][1], 0, 0
+local reason, large, wait, rpm_wait = refused[1][1], 0, 0, 0
+if reason == 'requests' then rpm_wait = refused[1][3] end
 for i = 1, #refused do
   if refused[i][2] == 1 and large == 0 then reason, large = refused[i][1], 1 end
   wait = math.max(wait, refused[i][3])
 end
 if large == 1 then wait = 0 end
-return {0, reason, large, wait, count, tokens, reset, now, day}
+return {0, reason, large, wait, count, tokens, reset, now, day, rpm_wait}

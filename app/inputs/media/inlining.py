@@ -11,16 +11,17 @@ upstream receives the data URI. Video URLs are left as URLs (the upstream fetche
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ...config.catalog import ModelSpec
 from ...errors import GatewayError, InvalidRequest, PayloadTooLarge
 from ...runtime.budget import Lease
+from ...runtime.slices import Pause, collect, loop_turn
 from ..items import Item
 from .fetcher import Fetcher
 
-Parse = Callable[[object], list[Item]]
+Parse = Callable[[object], Iterable[Item]]  # items.each_*: parsed in slices (runtime/slices.py)
 
 
 def _is_url(value: object) -> bool:
@@ -87,11 +88,18 @@ async def fetch_all(
 
 
 async def parse_fetching(
-    fetcher: Fetcher | None, spec: ModelSpec, contents: object, where: str, parse: Parse, lease: Lease | None = None
+    fetcher: Fetcher | None,
+    spec: ModelSpec,
+    contents: object,
+    where: str,
+    parse: Parse,
+    lease: Lease | None = None,
+    pause: Pause = loop_turn,
 ) -> list[Item]:
     """parse(contents), with image URLs fetched and inlined first when the gateway fetches media; the
-    fetched bytes are taken from the request's memory lease."""
-    items = parse(contents)
+    fetched bytes are taken from the request's memory lease. A large request is parsed in slices, `pause`
+    awaited between them."""
+    items = await collect(parse(contents), pause)
     if fetcher is None:
         return items
     urls = image_urls(contents, where)
@@ -104,4 +112,4 @@ async def parse_fetching(
         )
     assert isinstance(contents, list)
     inline = await fetch_all(fetcher, urls, spec.max_image_bytes, lease)
-    return parse(substitute(contents, inline))
+    return await collect(parse(substitute(contents, inline)), pause)

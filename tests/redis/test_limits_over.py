@@ -1,0 +1,69 @@
+"""A team refused for its requests limit is refused again by the same process without asking Redis, and
+never longer than Redis would refuse it (shared.RedisStore._still_over), on a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import redis.asyncio as aioredis
+
+from app.limits.shared import RedisStore, open_client
+from app.limits.window import US, TeamQuota
+from tests.support.processes import RedisServer
+
+WINDOW_S = 3.0  # buckets of 50 ms: the refusal ends within seconds
+
+
+def store(url: str, ns: str) -> RedisStore:
+    return RedisStore(open_client(url, 2.0), namespace=ns, window_s=WINDOW_S, lease_s=60, timeout_s=2.0)
+
+
+async def scripts(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+async def test_a_requests_refusal_is_kept_locally_until_redis_would_admit(redis_server: RedisServer) -> None:
+    ns = "over" + uuid.uuid4().hex[:8]
+    a, b = store(redis_server.url, ns), store(redis_server.url, ns)
+    watch = aioredis.Redis.from_url(redis_server.url)
+    quota = TeamQuota(rpm=2)
+    try:
+        assert await a.sync_clock() and await b.sync_clock()
+        assert (await a.admit("t", quota, 0, "r1")).ok and (await a.admit("t", quota, 0, "r2")).ok
+        first = await a.admit("t", quota, 0, "r3")
+        assert not first.ok and first.reason == "requests" and 0 < first.retry_us <= (WINDOW_S + 0.05) * US
+        before = await scripts(watch)
+        again = [await a.admit("t", quota, 0, f"x{i}") for i in range(20)]
+        assert await scripts(watch) == before  # refused here, Redis not asked
+        assert all(not v.ok and v.reason == "requests" and 0 < v.retry_us <= first.retry_us for v in again)
+        assert not (await b.admit("t", quota, 0, "b1")).ok  # Redis refuses the other process alike
+        # A changed limit (a teams reload) asks Redis again.
+        assert (await a.admit("t", TeamQuota(rpm=4), 0, "r4")).ok
+        # Once the time Redis named has passed, the next request is Redis's decision again, and passes.
+        await asyncio.sleep(first.retry_us / US + 0.05)
+        calls = await scripts(watch)
+        assert (await a.admit("t", quota, 0, "r5")).ok
+        assert await scripts(watch) == calls + 1
+    finally:
+        await a.close()
+        await b.close()
+        await watch.aclose()
+
+
+async def test_a_tokens_refusal_is_always_asked_again(redis_server: RedisServer) -> None:
+    ns = "over" + uuid.uuid4().hex[:8]
+    a = store(redis_server.url, ns)
+    watch = aioredis.Redis.from_url(redis_server.url)
+    quota = TeamQuota(rpm=100, tpm=100)
+    try:
+        assert await a.sync_clock()
+        assert (await a.admit("t", quota, 90, "r1")).ok
+        assert not (await a.admit("t", quota, 50, "r2")).ok  # tokens: a smaller request may still pass
+        calls = await scripts(watch)
+        assert (await a.admit("t", quota, 10, "r3")).ok
+        assert await scripts(watch) == calls + 1
+    finally:
+        await a.close()
+        await watch.aclose()
