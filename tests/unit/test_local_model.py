@@ -109,7 +109,9 @@ async def test_event_loop_stays_responsive_during_a_long_batch(encoder: LocalEnc
     await tick_task
     assert vectors.shape == (32, 384)
     assert ticks >= elapsed / 0.02  # the loop kept ticking all along
-    assert max_lag < 0.05, f"event loop lagged {max_lag * 1000:.0f} ms during a {elapsed:.1f} s batch"
+    # Inference on the loop would hold it for the whole batch (seconds); 0.25 s leaves room for a busy
+    # machine (CI builds the Docker images beside this stage) while still failing on any blocking encode.
+    assert max_lag < 0.25, f"event loop lagged {max_lag * 1000:.0f} ms during a {elapsed:.1f} s batch"
 
 
 @pytest.mark.asyncio
