@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from tests.support.processes import Gateway, GatewayFactory, stop
-from tests.support.redisfarm import SentinelSet, Single, redis_password, redis_sentinel, redis_tls
+from tests.support.redisfarm import SentinelSet, Single, redis_password, redis_sentinel, redis_tls, start_password
 
 __all__ = ["redis_password", "redis_sentinel", "redis_tls"]
 
@@ -82,3 +83,24 @@ def test_tls_with_a_private_ca(gateways: GatewayFactory, redis_tls: Single) -> N
 
 def test_sentinel(gateways: GatewayFactory, redis_sentinel: SentinelSet) -> None:
     shared_cache(gateways, redis_sentinel.url)
+
+
+def test_jobs_redis_lost_later(gateways: GatewayFactory, tmp_path: Path) -> None:
+    """The jobs' Redis goes away while the gateway runs: saq's loops say so in a line or two (one per change
+    of cause), no traceback, no busy loop of log lines; embeddings are still served."""
+    farm = start_password(tmp_path)
+    gw = gateways.start(redis_url=farm.url)
+    try:
+        assert httpx.get(gw.url + "/v1/batches", timeout=10).status_code == 200
+        farm.node.kill()
+        deadline = time.monotonic() + 20
+        while "batch jobs: Redis failed" not in gw.output() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(3)  # saq's abort loop runs every second: three more rounds
+        embed(gw, [f"lost {uuid.uuid4()}"])
+        out = gw.output()
+        assert 1 <= out.count("batch jobs: Redis failed") <= 3, out
+        assert "Traceback" not in out and (farm.password or "") not in out
+    finally:
+        stop(gw.proc)
+        farm.close()
