@@ -59,6 +59,14 @@ class PayloadTooLarge(InvalidRequest):
     dashscope_code = "BadRequest.TooLarge"
 
 
+class HeadersTooLarge(InvalidRequest):
+    """A request head over the header caps (too many headers, too many bytes, or a head that never ends)."""
+
+    status = 431
+    openai_code = "headers_too_large"
+    dashscope_code = "BadRequest.TooLarge"
+
+
 class UnsupportedEncoding(InvalidRequest):
     """A request body in a Content-Encoding the gateway does not inflate (it takes gzip and deflate)."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from enum import Enum
 
 import orjson
@@ -15,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from ..config.masking import mask
-from ..errors import GatewayError, InvalidRequest, NotFound
+from ..errors import GatewayError, HeadersTooLarge, InvalidRequest, NotFound
 from . import routes
 from .asgi.aliases import routes_under
 from .asgi.exchange import exchange_of
@@ -68,6 +69,21 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
         headers["retry-after"] = str(max(1, math.ceil(seconds)))
         headers["retry-after-ms"] = str(max(1, int(seconds * 1000)))
     return Response(orjson.dumps(body), status_code=err.status, headers=headers, media_type="application/json")
+
+
+def head_too_large(target: bytes) -> bytes:
+    """The whole HTTP answer the server layer writes for a request head that never ends within its cap
+    (app/server/protocol.py): a 431 in the wire format of the request line's target, with a new request id
+    (the head, and any id in it, was never parsed whole). `target` is the request line's target, b"" when
+    even that was not read."""
+    err = HeadersTooLarge("request head too large")
+    request_id = uuid.uuid4().hex
+    response = render(err, wire_of(target.decode("latin-1")), request_id)
+    return (
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+        b"x-request-id: %s\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+        % (request_id.encode(), len(response.body), bytes(response.body))
+    )
 
 
 # pydantic puts the member of a union that failed into `loc` ("fps", "float"); not a field of the request.

@@ -67,6 +67,9 @@ class Rules:
     max_open: int = 4096
     max_per_address: int = 0  # 0: no cap per client address
     max_head_bytes: int = 72 * 1024  # a head still incomplete past this gets 431 (max_header_bytes + the line)
+    # The whole 431 answer for such a head, from the request line's target (the caller's wire format: the
+    # wiring passes app.api.rendering.head_too_large); None: a fixed OpenAI-shaped answer.
+    head_refusal: Callable[[bytes], bytes] | None = None
 
 
 class Connections:

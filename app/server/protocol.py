@@ -149,7 +149,8 @@ class GatewayProtocol(HttpToolsProtocol):
                 self.parser.feed_data(data)
                 if self.head_bytes > self.registry.rules.max_head_bytes:  # still no end of head
                     self.refused_head = True
-                    self.transport.write(HEAD_TOO_LARGE)
+                    refusal = self.registry.rules.head_refusal
+                    self.transport.write(refusal(self.url) if refusal else HEAD_TOO_LARGE)
                     self.transport.write_eof()  # a close with unread bytes would reset before the answer
                 return
             except httptools.HttpParserError:

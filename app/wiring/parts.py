@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..api.rendering import head_too_large
 from ..api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
 from ..config.catalog import ModelSpec
 from ..config.settings import Settings, UpstreamConfig
@@ -49,7 +50,7 @@ def connections_of(
     rules = Rules(head_timeout_s=s.http_head_timeout_s, body_timeout_s=s.http_body_timeout_s,
                   write_timeout_s=s.http_write_timeout_s, min_body_rate=s.http_min_body_rate,
                   body_grace_s=s.http_body_grace_s, max_per_address=s.http_max_connections_per_address,
-                  max_head_bytes=s.max_header_bytes + 8 * 1024)  # fmt: skip
+                  max_head_bytes=s.max_header_bytes + 8 * 1024, head_refusal=head_too_large)  # fmt: skip
     return for_worker(s.http_max_connections, reserve, rules, counter=metrics.connections_closed)
 
 

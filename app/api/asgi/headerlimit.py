@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ...errors import GatewayError
+from ...errors import HeadersTooLarge
 from ..rendering import render, wire_of
 from .exchange import exchange_of
 
@@ -25,13 +25,7 @@ class HeaderLimit:
             headers = scope["headers"]
             size = sum(len(name) + len(value) for name, value in headers)
             if size > self.max_bytes or len(headers) > self.max_count:
-                err = GatewayError(
-                    f"request headers: more than {self.max_count} headers or {self.max_bytes} bytes",
-                    status=431,
-                    code="headers_too_large",
-                )
-                err.openai_type = "invalid_request_error"
-                err.dashscope_code = "BadRequest.TooLarge"
+                err = HeadersTooLarge(f"request headers: more than {self.max_count} headers or {self.max_bytes} bytes")
                 await render(err, wire_of(scope["path"]), exchange_of(scope).request_id)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
