@@ -10,12 +10,14 @@ when the fixture's scope ends; nothing here touches a Redis the tests did not st
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.processes import (
+    SHARED_LOGS,
     Gateway,
     GatewayFactory,
     RedisServer,
@@ -31,7 +33,12 @@ KINDS = ("unit", "redis", "e2e", "clients", "docker")
 
 @pytest.fixture(scope="session")
 def logdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("logs")
+    shared = os.environ.get(SHARED_LOGS)
+    if not shared:
+        return tmp_path_factory.mktemp("logs")
+    folder = Path(shared) / os.environ.get("PYTEST_XDIST_WORKER", f"session-{os.getpid()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -107,6 +114,8 @@ def gateways(standin_session: StandIn, logdir: Path) -> Iterator[GatewayFactory]
     factory.on_start = stop_with_its_scope
     yield factory
     factory.close()
+    if os.environ.get(SHARED_LOGS):
+        (logdir / "secrets.txt").write_text("\n".join(sorted(factory.secrets)))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ grep covers every gateway log of the session."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ import orjson
 import pytest
 import yaml
 
-from tests.support.processes import ROOT, UPSTREAM_KEY, GatewayFactory, StandIn, clean_env, free_port
+from tests.support.processes import ROOT, SHARED_LOGS, UPSTREAM_KEY, GatewayFactory, StandIn, clean_env, free_port
 
 pytestmark = pytest.mark.run_last
 
@@ -77,6 +78,11 @@ def test_the_settings_dump_masks_every_secret(tmp_path: Path) -> None:
 def test_nothing_a_gateway_of_this_session_wrote_or_serves_holds_a_secret(gateways: GatewayFactory) -> None:
     secrets = gateways.secrets | {UPSTREAM_KEY}
     logs = sorted(gateways.logdir.glob("gateway*.log"))
+    shared = os.environ.get(SHARED_LOGS)
+    if shared:  # the e2e stage's workers (tests/conftest.py): every worker's logs and secrets
+        logs = sorted(Path(shared).glob("*/gateway*.log"))
+        for listed in Path(shared).glob("*/secrets.txt"):
+            secrets |= set(filter(None, listed.read_text().splitlines()))
     assert logs, "no gateway ran in this session"
     for log in logs:
         assert not leaks(log.read_text(errors="replace"), secrets), log.name

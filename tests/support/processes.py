@@ -26,6 +26,11 @@ import yaml
 from bench.procs import free_port, stop, wait_http, wait_redis
 
 ROOT = Path(__file__).resolve().parents[2]
+# Set by scripts/test.sh for the e2e stage, whose files run on several pytest-xdist workers: each worker's
+# gateways write their logs (and, at the end, the secrets they were given) under this folder, one subfolder
+# per worker (tests/conftest.py), so that the secrets scan run after the workers sees everything every
+# gateway wrote (tests/e2e/test_secrets.py).
+SHARED_LOGS = "EG_TEST_LOGS"
 UPSTREAM_KEY = "sk-standin-0123456789abcdef"
 # Variables of the developer's own shell that would change what the gateway under test does.
 SCRUB = (
