@@ -57,7 +57,11 @@ cleanup() {
   if [ -n "$docker_home" ]; then
     [ -f "$docker_home/docker.pid" ] && kill "$(cat "$docker_home/docker.pid")" 2>/dev/null || true
     for _ in $(seq 60); do [ -S "$docker_home/docker.sock" ] || break; sleep 1; done
-    rm -rf "$docker_home" "$docker_home.log"
+    # dockerd leaves its network namespace (exec/netns/default) mounted: unmount what is left under the
+    # folder, deepest first, so that it can be removed; a cleanup never changes the run's exit status.
+    awk -v d="$docker_home/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
+      while read -r mnt; do umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true; done
+    rm -rf "$docker_home" "$docker_home.log" 2>/dev/null || true
   fi
 }
 trap cleanup EXIT
