@@ -14,6 +14,7 @@ import redis
 from openai import OpenAI
 
 from bench.standin import canonical_digest, expected_vector
+from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn
 from tests.support.teamkit import write_config
 
@@ -56,7 +57,8 @@ def test_a_nan_vector_in_redis_is_fetched_again_overwritten_and_never_served(
     want = expected_vector(MODEL, DIM, text)
     before = set(r.scan_iter(count=1000))
     OpenAI(base_url=first.url + "/v1", api_key=key).embeddings.create(model=MODEL, input=text, dimensions=DIM)
-    entry = only_vector_key(r, text, before)
+    # The vector is written to Redis once the upstream call lands, which may be just after the answer.
+    entry = eventually(lambda: only_vector_key(r, text, before), what="the vector written to Redis")
     assert r.get(entry) == want.tobytes()
     bad = want.copy()
     bad[3] = np.nan
