@@ -245,9 +245,9 @@ class EmbeddingService:
         # Billed tokens are counted per request (a micro-batch may serve several teams: each request carries
         # its apportioned share of the bill); saved tokens are the estimate of the items the cache served.
         if fetched.billed:
-            self.metrics.child(self.metrics.tokens_billed, team, model).inc(fetched.billed)
+            self.metrics.tally.inc(self.metrics.child(self.metrics.tokens_billed, team, model), fetched.billed)
         if hit_tokens:
-            self.metrics.child(self.metrics.tokens_saved, team, model).inc(hit_tokens)
+            self.metrics.tally.inc(self.metrics.child(self.metrics.tokens_saved, team, model), hit_tokens)
         return EmbedResult(
             vectors=[found[k] for k in keys],
             hits=len(hit_items),
@@ -263,7 +263,8 @@ class EmbeddingService:
     async def _timed_read(self, keys: Sequence[str]) -> list[bytes | None]:
         t0 = time.perf_counter()
         values = await self.cache.get_many(keys)
-        self.metrics.child(self.metrics.cache_duration, self.cache.name, "read").observe(time.perf_counter() - t0)
+        m = self.metrics
+        m.tally.observe(m.child(m.cache_duration, self.cache.name, "read"), time.perf_counter() - t0)
         return values
 
     def _count_items(
@@ -276,7 +277,7 @@ class EmbeddingService:
         m = self.metrics
         model = m.model(req.spec.name)
         for (modality, result), n in counts.items():
-            m.child(m.items, model, modality, result).inc(n)
+            m.tally.inc(m.child(m.items, model, modality, result), n)
         return counts
 
     async def close(self) -> None:

@@ -63,9 +63,9 @@ class Meter:
             u.saved = price.nanos(result.hit_tokens, counts.get(("image", "hit"), 0), counts.get(("video", "hit"), 0))
             m, labels = self.metrics, (self.metrics.team(u.team or None), self.metrics.model(spec.name), price.currency)
             if u.cost:
-                m.child(m.usage.money_billed, *labels).inc(amount(u.cost))
+                m.tally.inc(m.child(m.usage.money_billed, *labels), amount(u.cost))
             if u.saved:
-                m.child(m.usage.money_saved, *labels).inc(amount(u.saved))
+                m.tally.inc(m.child(m.usage.money_saved, *labels), amount(u.saved))
         self.ledger.record(u)
 
     def check_budget(self, team: Team | None, spec: ModelSpec) -> None:
