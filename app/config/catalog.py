@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..errors import NotFound
 from ..usage.prices import BUILT_IN_PRICES, Price
 from .settings import Settings, UpstreamConfig
 
@@ -211,6 +212,17 @@ class Catalog:
 
     def get(self, name: str) -> ModelSpec | None:
         return self._specs.get(name)
+
+    def served(self, name: str, param: str = "model") -> ModelSpec:
+        """The model `name`; 404 naming `param` (and what would enable it) when it is not served here."""
+        spec = self._specs.get(name)
+        if spec is None:
+            reason = self.why_unavailable(name)
+            hint = f"it is not enabled: {reason}" if reason else "see GET /v1/models"
+            raise NotFound(
+                f"{param}: model {name[:100]!r} is not served here ({hint})", param=param, code="model_not_found"
+            )
+        return spec
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())
