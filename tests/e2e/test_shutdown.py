@@ -37,7 +37,7 @@ def test_sigterm_during_load_finishes_every_accepted_request(
 
     async def client_loop(n: int) -> None:
         i = 0
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=gw.headers) as client:
             while time.monotonic() < stop_at:
                 text = f"shutdown-{n}-{i}-{run}"
                 i += 1
