@@ -124,7 +124,7 @@ def test_a_request_on_a_connection_accepted_before_sigterm_is_served(gateways: G
     port = int(gw.url.rsplit(":", 1)[1])
     body = json.dumps({"model": MODEL, "input": ["late-" + uuid.uuid4().hex]}).encode()
     head = (
-        f"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{gw.header_lines}"
         f"content-length: {len(body)}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", port)) as late, socket.create_connection(("127.0.0.1", port)) as mute:
