@@ -126,7 +126,7 @@ def test_a_failed_probe_opens_the_breaker_again(breaker_gateway: Gateway, standi
     with breaker_gateway.client() as client:
         for i in range(5):  # open it (or keep it open from the previous test)
             _post(client, breaker_gateway, f"open {i} {run}")
-        time.sleep(2.1)
+        time.sleep(2.1)  # waits out BREAKER_OPEN_S (2 s): the next call is the one probe
         before = len(standin.calls())
         probe, _ = _post(client, breaker_gateway, f"probe {run}")
         assert probe.status_code == 503
@@ -135,7 +135,7 @@ def test_a_failed_probe_opens_the_breaker_again(breaker_gateway: Gateway, standi
         assert r.status_code == 503 and took < 0.5
         assert len(standin.calls()) == before + 1
     standin.control(down=False)
-    time.sleep(2.1)
+    time.sleep(2.1)  # waits out BREAKER_OPEN_S again: the next call probes the upstream that is back
     assert (
         breaker_gateway.post("/v1/embeddings", json={"model": MODEL, "input": [f"back {run}"]}, timeout=30).status_code
         == 200
