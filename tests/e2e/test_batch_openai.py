@@ -181,25 +181,29 @@ def test_cancel_midway_keeps_partial_output(setup: Any, standin: StandIn) -> Non
     assert len(out) == counts.completed
 
 
-def test_operators_list_show_and_cancel_jobs(setup: Any) -> None:
+def test_operators_list_show_and_cancel_jobs(setup: Any, standin: StandIn) -> None:
     gw, keys, redis, cfg = setup
     c = client(gw, keys["alpha"])
     body = b"\n".join(orjson.dumps(request_line(i, f"{uuid.uuid4().hex} {i}")) for i in range(20_000))
-    b = c.batches.create(input_file_id=c.files.create(file=("ops.jsonl", body), purpose="batch").id,
-                         endpoint="/v1/embeddings", completion_window="24h")  # fmt: skip
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         env = clean_env(REDIS_URL=redis.url)
         return subprocess.run([sys.executable, "-m", "app.cli", "jobs", "--config", str(cfg), *args],
                               capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
 
-    listed = cli("list")
-    assert listed.returncode == 0 and b.id in listed.stdout and "alpha" in listed.stdout, listed
-    shown = cli("show", b.id)
-    assert shown.returncode == 0 and orjson.loads(shown.stdout)["team"] == "alpha"
-    cancelled = cli("cancel", b.id)
-    assert cancelled.returncode == 0 and orjson.loads(cancelled.stdout)["status"] == "cancelling", cancelled
-    done, _ = wait_status(c, b.id, {"cancelled"}, 60)
+    standin.control(latency_ms=150)  # the batch still runs when `cancel` comes (it once completed before)
+    try:
+        b = c.batches.create(input_file_id=c.files.create(file=("ops.jsonl", body), purpose="batch").id,
+                             endpoint="/v1/embeddings", completion_window="24h")  # fmt: skip
+        listed = cli("list")
+        assert listed.returncode == 0 and b.id in listed.stdout and "alpha" in listed.stdout, listed
+        shown = cli("show", b.id)
+        assert shown.returncode == 0 and orjson.loads(shown.stdout)["team"] == "alpha"
+        cancelled = cli("cancel", b.id)
+        assert cancelled.returncode == 0 and orjson.loads(cancelled.stdout)["status"] == "cancelling", cancelled
+        done, _ = wait_status(c, b.id, {"cancelled"}, 60)
+    finally:
+        standin.control(latency_ms=0)
     assert done.request_counts.completed < 20_000
     again = cli("cancel", b.id)
     assert again.returncode == 1 and "nothing to cancel" in again.stderr

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -10,6 +9,7 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.polling import eventually
 from tests.support.processes import Gateway, StandIn
 
 OPENAI = "/v1/embeddings"
@@ -17,16 +17,15 @@ DS_TEXT = "/api/v1/services/embeddings/text-embedding/text-embedding"
 
 
 def log_line(gw: Gateway, rid: str, timeout: float = 5.0) -> dict[str, Any]:
-    """The JSON log line of request `rid` (written just after the response, so wait a little)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [line for line in gw.output().splitlines() if line.startswith("{") and f'"{rid}"' in line]
-        if found:
-            assert len(found) == 1, found
-            entry: dict[str, Any] = orjson.loads(found[0])
-            return entry
-        assert time.monotonic() < deadline, f"no log line for request {rid}"
-        time.sleep(0.05)
+    """The JSON log line of request `rid` (written just after the response: polled for)."""
+
+    def found() -> list[str]:
+        return [line for line in gw.output().splitlines() if line.startswith("{") and f'"{rid}"' in line]
+
+    lines = eventually(found, within=timeout, what=f"a log line for request {rid}")
+    assert len(lines) == 1, lines
+    entry: dict[str, Any] = orjson.loads(lines[0])
+    return entry
 
 
 def metric(gw: Gateway, name: str, **labels: str) -> float:
@@ -90,7 +89,9 @@ def test_errors_and_unknown_paths_are_logged_and_counted_probes_are_not(gateway_
     probe = uuid.uuid4().hex
     for path in ("/healthz", "/readyz", "/metrics"):
         assert httpx.get(url + path, headers={"x-request-id": probe}).status_code == 200
-    time.sleep(0.3)
+    marker = uuid.uuid4().hex
+    assert httpx.get(url + "/wp-login.php", headers={"x-request-id": marker}).status_code == 404
+    log_line(gateway_memory, marker)  # logged after the probes were answered: their lines would be out by now
     assert probe not in gateway_memory.output()
 
 

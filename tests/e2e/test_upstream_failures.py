@@ -124,7 +124,7 @@ def test_a_failed_probe_opens_the_breaker_again(breaker_gateway: Gateway, standi
     with httpx.Client(timeout=30) as client:
         for i in range(5):  # open it (or keep it open from the previous test)
             _post(client, breaker_gateway, f"open {i} {run}")
-        time.sleep(2.1)
+        time.sleep(2.1)  # waits out BREAKER_OPEN_S (2 s): the next call is the one probe
         before = len(standin.calls())
         probe, _ = _post(client, breaker_gateway, f"probe {run}")
         assert probe.status_code == 503
@@ -133,7 +133,7 @@ def test_a_failed_probe_opens_the_breaker_again(breaker_gateway: Gateway, standi
         assert r.status_code == 503 and took < 0.5
         assert len(standin.calls()) == before + 1
     standin.control(down=False)
-    time.sleep(2.1)
+    time.sleep(2.1)  # waits out BREAKER_OPEN_S again: the next call probes the upstream that is back
     assert (
         httpx.post(
             breaker_gateway.url + "/v1/embeddings", json={"model": MODEL, "input": [f"back {run}"]}, timeout=30

@@ -26,6 +26,7 @@ from app.limits.store import StoreUnavailable, Ticket
 from app.limits.window import DAY_US, US, Pace, TeamQuota
 from app.redis.bypass import Bypass
 from app.redis.link import RedisLink
+from tests.support.polling import eventually_async
 from tests.support.processes import RedisServer
 
 WINDOW_S = 60.0
@@ -236,9 +237,12 @@ async def test_paused_redis_local_policy_divides_and_never_hangs(
     again = await limits.admit("t", quota, 5, "after")
     assert again.store == "redis" and again.verdict.ok
     assert again.verdict.requests == 2  # the paused attempts reached Redis late and charged nothing
-    await asyncio.sleep(0.2)  # the queued finish is flushed
     lease_key = limits.shared.team_keys("t")[1]  # type: ignore[union-attr]
-    assert await limits.shared.client.zscore(lease_key, "before") is None  # type: ignore[union-attr]
+
+    async def flushed() -> bool:  # the queued finish reaches Redis once it answers again
+        return await limits.shared.client.zscore(lease_key, "before") is None  # type: ignore[union-attr]
+
+    await eventually_async(flushed, within=5)
     assert sum("available again" in r.getMessage() for r in caplog.records) == 1
     await limits.close()
 
