@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from bench.standin import expected_vector
+from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, start_redis, stop
 
 MODEL = "text-embedding-v4"
@@ -53,14 +54,13 @@ def hits(resp: httpx.Response) -> int:
 
 def wait_for_cache(gw: Gateway, deadline_s: float = 15.0) -> None:
     """Caching is back when a new item written by one request is a hit for the next."""
-    deadline = time.monotonic() + deadline_s
-    while True:
+
+    def cached() -> bool:
         text = "probe " + uuid.uuid4().hex
         embed(gw, [text])
-        if hits(embed(gw, [text])) == 1:
-            return
-        assert time.monotonic() < deadline, "caching did not resume"
-        time.sleep(0.2)
+        return hits(embed(gw, [text])) == 1
+
+    eventually(cached, within=deadline_s, interval=0.2, what="caching resumed")
 
 
 def test_paused_then_killed_redis_never_fails_a_request(

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory, stop
 from tests.support.redisfarm import SentinelSet, Single, redis_password, redis_sentinel, redis_tls, start_password
 
@@ -58,9 +59,7 @@ def refused(gateways: GatewayFactory, url: str, secret: str | None, cause: str) 
         jobs = httpx.get(gw.url + "/v1/batches", timeout=10)  # off, saying why
         assert jobs.status_code == 503 and cause in jobs.text, jobs.text
         assert secret is None or secret not in jobs.text
-        deadline = time.monotonic() + 5
-        while cause not in gw.output() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        eventually(lambda: cause in gw.output(), within=5, interval=0.1, what=f"{cause!r} logged")
         out = gw.output()
         assert f"cache: Redis at 127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}: {cause}" in out
         assert "ConnectionError" not in out and "Traceback" not in out
@@ -93,9 +92,7 @@ def test_jobs_redis_lost_later(gateways: GatewayFactory, tmp_path: Path) -> None
     try:
         assert httpx.get(gw.url + "/v1/batches", timeout=10).status_code == 200
         farm.node.kill()
-        deadline = time.monotonic() + 20
-        while "batch jobs: Redis failed" not in gw.output() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        eventually(lambda: "batch jobs: Redis failed" in gw.output(), within=20, interval=0.2)
         time.sleep(3)  # saq's abort loop runs every second: three more rounds
         embed(gw, [f"lost {uuid.uuid4()}"])
         out = gw.output()
