@@ -91,7 +91,8 @@ class Bypass:
         if not self.allows:
             return fallback
         try:
-            value = await asyncio.wait_for(command(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: that runs the command in a task of its own
+                value = await command()
         except FAILURES as exc:
             what = cause(exc)
         except Failing as exc:
