@@ -193,17 +193,20 @@ def create_key(args: argparse.Namespace) -> None:
 
 
 def jobs(args: argparse.Namespace) -> None:
-    operator.main(args, _load(args.config))
+    s = _load(args.config)
+    operator.main(args, s.limits_url(), s.redis_cluster, s.limits_timeout_s, s.cache_namespace, s.jobs)
 
 
 def usage(args: argparse.Namespace) -> None:
     from .redis.link import RedisSetupError
     from .usage import table
+    from .usage.rows import Keys
 
-    settings = _load(args.config)
+    s = _load(args.config)
+    keys = Keys(s.cache_namespace, s.usage.retention_days)
     try:
         since, by = table.since_seconds(args.since), table.groups(args.by)
-        rows = asyncio.run(table.rows(settings, since, by))
+        rows = asyncio.run(table.rows(s.limits_url(), s.redis_cluster, s.limits_timeout_s, keys, since, by))
     except (ValueError, RedisSetupError) as exc:
         sys.exit(f"usage: {exc}")
     sys.stdout.write(table.render(by, rows, args.csv))

@@ -42,6 +42,7 @@ from .telemetry.pipeline import TracedCache, traced_limiter
 from .telemetry.tracing import Tracing
 from .upstreams.adapter import Upstream
 from .upstreams.fleet import Fleet
+from .usage.rows import Keys
 from .usage.wiring import open_usage
 from .wiring.parts import (
     caps_of,
@@ -76,7 +77,7 @@ def plan(settings: Settings) -> Plan:
     masking.install(masking.Masker.from_settings(settings))  # every secret masked in errors and logs
     configs = settings.upstream_configs()
     available = {name: unavailable(name, cfg, settings) for name, cfg in configs.items()}
-    catalog = build_catalog(settings, available)
+    catalog = build_catalog(settings.models, configs, available)
     for name, reason in available.items():
         if reason and configs[name].kind == "local" and settings.local_model:
             log.warning("local model not served: %s", reason)
@@ -132,7 +133,8 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     kinds: dict[str, str] = {name: cfg.kind for name, cfg in p.configs.items()}
     floats, base64s = vector_texts(s)
     # The usage ledger in the limits Redis: the service bills it, and its close writes the last batch.
-    meter, reader = open_usage(s, p.catalog, metrics, p.auth, limits.census.link, service)
+    keys = Keys(s.cache_namespace, s.usage.retention_days)
+    meter, reader = open_usage(keys, s.usage.flush_s, p.catalog, metrics, p.auth, limits.census.link, service)
     return Gateway(caps_of(s), p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota,
                    floats, base64s, memory_of(s, metrics), meter, reader, fetcher=fetcher, turns=turns)  # fmt: skip
 

@@ -3,7 +3,7 @@ Files and batches belong to the caller's team: another team's id is a 404."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -12,13 +12,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from ..errors import InvalidRequest, Unavailable
 from ..jobs.batches import batch_object
 from ..jobs.files import file_object
+from ..jobs.parts import Jobs
 from ..runtime.state import gateway
 from ..schemas.openai import OpenAIError
 from . import routes, tenancy
 from .body import read_body
-
-if TYPE_CHECKING:
-    from ..jobs.wiring import Jobs
 
 router = APIRouter(tags=["batches"])
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": OpenAIError} for s in (400, 401, 404, 413, 503)}

@@ -23,6 +23,7 @@ from ..schemas.dashscope import (
     TextResponse,
 )
 from ..service import EmbedRequest, EmbedResult
+from ..teams.team import model_for
 from . import routes, tasks, tenancy
 from .answer import Entry, answer
 from .asgi.exchange import lease_of
@@ -43,9 +44,7 @@ def dashscope_params(gw: Gateway, spec: Any, parameters: dict[str, Any]) -> Any:
     return dashscope_options(spec, gw.upstream_kinds[spec.upstream], parameters)
 
 
-async def _respond(
-    request: Request, gw: Gateway, entry: Entry, result: EmbedResult, usage: dict[str, int]
-) -> Response:
+async def _respond(request: Request, gw: Gateway, entry: Entry, result: EmbedResult, usage: dict[str, int]) -> Response:
     request_id = request_id_of(request)
 
     def document(embeddings: Any) -> dict[str, Any]:
@@ -66,7 +65,7 @@ async def multimodal_embedding(request: Request) -> Response:
     team = tenancy.authenticate(request, gw)
     tasks.refuse_async(request)
     body = await parse(request, MultimodalRequest, gw.caps.max_body_bytes, gw.memory)
-    spec = tenancy.model_for(gw, team, body.model)
+    spec = model_for(gw.catalog, team, body.model)
     if spec.endpoint != "multimodal" and gw.upstream_kinds[spec.upstream] == "dashscope":
         raise InvalidRequest(f"model: {spec.name} is a text model: use the text-embedding route", param="model")
     params = dashscope_params(gw, spec, body.parameters or {})
@@ -105,7 +104,7 @@ async def text_embedding(request: Request) -> Response:
     if "x-dashscope-async" in request.headers:
         return await tasks.create_task(request, team)
     body = await parse(request, TextRequest, gw.caps.max_body_bytes, gw.memory)
-    spec = tenancy.model_for(gw, team, body.model)
+    spec = model_for(gw.catalog, team, body.model)
     params = dashscope_params(gw, spec, body.parameters or {})
     large = is_large(body.input.texts)
     if large:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -15,13 +14,13 @@ from ..inputs.params import resolve
 from ..runtime.state import gateway
 from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, OpenAIError, plain_request
 from ..service import EmbedRequest, EmbedResult
+from ..teams.team import model_for
 from . import routes, tenancy
 from .answer import answer
 from .asgi.exchange import lease_of
 from .body import read_object, validated
 from .docs import request_body
 from .turns import is_large
-from .vectortext import VectorText
 
 router = APIRouter()
 
@@ -42,7 +41,7 @@ async def create_embeddings(request: Request) -> Response:
     team = tenancy.authenticate(request, gw)
     data = await read_object(request, gw.caps.max_body_bytes, gw.memory)
     body = plain_request(data) or validated(EmbeddingRequest, data)
-    spec = tenancy.model_for(gw, team, body.model)
+    spec = model_for(gw.catalog, team, body.model)
     params = resolve(
         spec,
         gw.upstream_kinds[spec.upstream],
@@ -74,13 +73,6 @@ async def create_embeddings(request: Request) -> Response:
         return {"object": "list", "data": data, "model": spec.name, "usage": usage}
 
     return await answer(request, gw.memory, document, entry, vectors, text, cache_headers(result))
-
-
-def render(result: EmbedResult, model: str, text: VectorText) -> bytes:
-    """The whole answer at once, as bytes (a line of a batch's output file: app/jobs/)."""
-    data = [{"object": "embedding", "index": i, "embedding": text.fragment(v)} for i, v in enumerate(result.vectors)]
-    usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
-    return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
 
 
 def cache_headers(result: EmbedResult) -> dict[str, str]:

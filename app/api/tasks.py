@@ -16,8 +16,8 @@ from ..inputs.params import dashscope_options
 from ..jobs.textlines import served_name
 from ..runtime.state import gateway
 from ..schemas.dashscope import DashScopeError
-from ..teams.team import Team
-from . import routes, tenancy
+from ..teams.team import Team, model_for
+from . import routes
 from .batches import ANONYMOUS, jobs_of
 from .body import read_body
 from .rendering import request_id_of
@@ -55,7 +55,7 @@ async def create_task(request: Request, team: Team | None) -> Response:
         raise InvalidRequest(f"input.url: required with the async header ({SUPPORTED})", param="input.url")
     if not isinstance(parameters, dict):
         raise InvalidRequest("parameters: must be an object", param="parameters")
-    spec = tenancy.model_for(gw, team, served_name(model))
+    spec = model_for(gw.catalog, team, served_name(model))
     dashscope_options(spec, gw.upstream_kinds[spec.upstream], parameters)  # a bad option: 400 now, not later
     output = await jobs.tasks.create(owner, model, url, parameters)
     return JSONResponse({"output": output, "request_id": request_id_of(request)})

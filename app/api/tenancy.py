@@ -1,13 +1,11 @@
 """What the embedding routes share around the service call: the caller's key -> team (before the body is
-read), the models the team may use, the one call into the service (its limits, the cache, the misses, the
+read), the one call into the service (its limits, the cache, the misses, the
 bill and the rate-limit headers are the service's) and the log fields of its answer."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
-from ..config.catalog import ModelSpec
-from ..errors import Forbidden
 from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
 from ..teams.keys import one_key_header_each
@@ -26,13 +24,6 @@ def authenticate(request: Request, gw: Gateway) -> Team | None:
         exchange = exchange_of(request.scope)
         exchange.team, exchange.key_id = team.name, key_id(key_hash)
     return team
-
-
-def model_for(gw: Gateway, team: Team | None, name: str, param: str = "model") -> ModelSpec:
-    spec = gw.model(name, param)
-    if team is not None and not team.allows(spec.name):
-        raise Forbidden(f"{param}: team {team.name} may not use model {spec.name}", param=param)
-    return spec
 
 
 async def embed(request: Request, gw: Gateway, team: Team | None, req: EmbedRequest) -> EmbedResult:

@@ -8,13 +8,14 @@ of built-in ones; an entry with `enabled: false` removes one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..errors import NotFound
 from ..usage.prices import BUILT_IN_PRICES, Price
-from .settings import Settings, UpstreamConfig
+from .settings import UpstreamConfig
 
 Modality = Literal["text", "image", "video", "multi_images"]
 Endpoint = Literal["multimodal", "text"]
@@ -212,6 +213,17 @@ class Catalog:
     def get(self, name: str) -> ModelSpec | None:
         return self._specs.get(name)
 
+    def served(self, name: str, param: str = "model") -> ModelSpec:
+        """The model `name`; 404 naming `param` (and what would enable it) when it is not served here."""
+        spec = self._specs.get(name)
+        if spec is None:
+            reason = self.why_unavailable(name)
+            hint = f"it is not enabled: {reason}" if reason else "see GET /v1/models"
+            raise NotFound(
+                f"{param}: model {name[:100]!r} is not served here ({hint})", param=param, code="model_not_found"
+            )
+        return spec
+
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())
 
@@ -222,20 +234,22 @@ class Catalog:
         return list(self._specs)
 
 
-def build_catalog(settings: Settings, available: dict[str, str | None]) -> Catalog:
-    """Merge built-ins with the file's entries; keep only models whose upstream is available.
+def build_catalog(
+    models: Mapping[str, Mapping[str, Any]], upstreams: Mapping[str, UpstreamConfig], available: dict[str, str | None]
+) -> Catalog:
+    """Merge built-ins with the file's entries (`models`: the `models:` section); keep only models whose
+    upstream (of `upstreams`, every configured one) is available.
 
     `available` maps each upstream name to None when it can serve (a key is set, the local model is
     installed), else to what would enable it.
     Raises ValueError with the model's name and field when an entry is wrong.
     """
-    upstreams: dict[str, UpstreamConfig] = settings.upstream_configs()
     merged: dict[str, dict[str, Any]] = {name: dict(fields) for name, fields in BUILT_IN.items()}
-    for name, fields in settings.models.items():
+    for name, fields in models.items():
         merged[name] = {**merged.get(name, {}), **fields}
     for name, price in BUILT_IN_PRICES.items():
         # A built-in price holds for the built-in upstream only: a model pointed elsewhere has none unless set.
-        moved = {"upstream", "deployments"} & settings.models.get(name, {}).keys()
+        moved = {"upstream", "deployments"} & models.get(name, {}).keys()
         if name in merged and "price" not in merged[name] and not moved:
             merged[name]["price"] = price
     specs: dict[str, ModelSpec] = {}
@@ -259,7 +273,7 @@ def build_catalog(settings: Settings, available: dict[str, str | None]) -> Catal
     return Catalog(specs, unavailable)
 
 
-def check_deployments(name: str, spec: ModelSpec, upstreams: dict[str, UpstreamConfig]) -> None:
+def check_deployments(name: str, spec: ModelSpec, upstreams: Mapping[str, UpstreamConfig]) -> None:
     """Every deployment names a configured upstream, all of one kind (they take the same parameters)."""
     where = "upstream" if len(spec.deployments) == 1 else "deployments"
     for i, d in enumerate(spec.deployments):

@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..cache.checks import finite, usable
 from ..cache.store import VectorCache
@@ -41,6 +41,16 @@ class FlightResult:
     vectors: dict[str, bytes]
     billed: int = 0
     coalesced: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class Claim:
+    """A request's own misses, waiting for this loop turn's lease claim."""
+
+    spec: ModelSpec
+    params: Params
+    owned: list[Pending]
+    deadline: float
 
 
 class Coalescer:
@@ -65,6 +75,7 @@ class Coalescer:
         self.metrics = metrics
         self.clock = clock
         self.tasks: set[asyncio.Task[None]] = set()
+        self.claims: list[Claim] = []  # this loop turn's misses waiting for their leases
         self.requests = itertools.count(1)
 
     async def fetch(
@@ -96,7 +107,7 @@ class Coalescer:
             futures[key] = fut
         if owned:
             if shared and self.leases.shared:
-                self._spawn(self._claim_then_submit(spec, params, owned, deadline))
+                self._claim_later(Claim(spec, params, owned, deadline))
             else:
                 self.batcher.submit(spec, params, owned)
         return await self._collect(futures, joined, {p.key for p in owned}, deadline, spec.name)
@@ -132,29 +143,64 @@ class Coalescer:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _claim_then_submit(self, spec: ModelSpec, params: Params, owned: list[Pending], deadline: float) -> None:
+    def _claim_later(self, claim: Claim) -> None:
+        """Queue a request's own misses for this loop turn's one lease claim (a task per turn, not per
+        request: the claim goes on even when the request that queued it is cancelled)."""
+        if not self.claims:
+            asyncio.get_running_loop().call_soon(self._claim_turn)
+        self.claims.append(claim)
+
+    def _claim_turn(self) -> None:
+        claims, self.claims = self.claims, []
+        if claims:
+            self._spawn(self._claim_then_submit(claims))
+
+    async def _claim_then_submit(self, claims: list[Claim]) -> None:
+        """One claim for the misses of every request of a loop turn (their keys are distinct: a key already
+        in flight is joined, never owned twice); each request's share is then sent, or waited for."""
         try:
-            mine, found = await self.leases.claim([p.key for p in owned], self.lease_s)
-            read = [found.get(p.key) for p in owned]  # read from Redis by the claim: checked whole
-            vectors = finite(usable(read, 4 * params.dimension, self.metrics), self.metrics)
-            go, others = [], []
-            for p, vector in zip(owned, vectors, strict=True):
-                if vector is not None:  # fetched by another replica meanwhile
-                    p.future.set_result((vector, REMOTE))
-                    self.inflight.forget(p)
-                elif p.key in mine or p.key in found:  # ours, or a refused value there: fetched (and overwritten)
-                    go.append(p)
-                else:
-                    others.append(p)
-            if go:
-                self.batcher.submit(spec, params, go)
-            if others:
-                await self._wait_remote(spec, params, others, deadline)
+            mine, found = await self.leases.claim([p.key for c in claims for p in c.owned], self.lease_s)
         except Exception as exc:  # a bug or a cache failure here must not leave requests waiting
-            for p in owned:
-                if not p.future.done():
-                    p.future.set_exception(exc)
-                    self.inflight.forget(p)
+            for c in claims:
+                self._fail(c.owned, exc)
+            return
+        for c in claims:
+            try:
+                others = self._submit_claimed(c, mine, found)
+                if others:  # another replica holds them: polled for in a task of their own (rare)
+                    self._spawn(self._wait_remote_or_fail(replace(c, owned=others)))
+            except Exception as exc:
+                self._fail(c.owned, exc)
+
+    def _submit_claimed(self, c: Claim, mine: set[str], found: dict[str, bytes]) -> list[Pending]:
+        """Send what this process now holds (or found refused in the cache); answer what another replica
+        wrote meanwhile; return what another replica is fetching."""
+        read = [found.get(p.key) for p in c.owned]  # read from Redis by the claim: checked whole
+        vectors = finite(usable(read, 4 * c.params.dimension, self.metrics), self.metrics)
+        go, others = [], []
+        for p, vector in zip(c.owned, vectors, strict=True):
+            if vector is not None:  # fetched by another replica meanwhile
+                p.future.set_result((vector, REMOTE))
+                self.inflight.forget(p)
+            elif p.key in mine or p.key in found:  # ours, or a refused value there: fetched (and overwritten)
+                go.append(p)
+            else:
+                others.append(p)
+        if go:
+            self.batcher.submit(c.spec, c.params, go)
+        return others
+
+    async def _wait_remote_or_fail(self, c: Claim) -> None:
+        try:
+            await self._wait_remote(c.spec, c.params, c.owned, c.deadline)
+        except Exception as exc:
+            self._fail(c.owned, exc)
+
+    def _fail(self, owned: list[Pending], exc: Exception) -> None:
+        for p in owned:
+            if not p.future.done():
+                p.future.set_exception(exc)
+                self.inflight.forget(p)
 
     async def _wait_remote(self, spec: ModelSpec, params: Params, pendings: list[Pending], deadline: float) -> None:
         """Another replica holds the leases: poll until the vectors appear in the cache, a lease goes away
@@ -185,6 +231,7 @@ class Coalescer:
             self.batcher.submit(spec, params, list(waiting.values()))
 
     async def close(self) -> None:
+        self._claim_turn()  # claims queued in this very turn
         await self.batcher.close()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)

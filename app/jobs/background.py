@@ -9,16 +9,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import RateLimited
-from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
 from ..teams.team import Team
+from .host import Host
 
 
-async def embed_background(gw: Gateway, team: Team | None, req: EmbedRequest) -> EmbedResult:
+async def embed_background(host: Host, team: Team | None, req: EmbedRequest) -> EmbedResult:
     """The service's one call at background priority: the team's limits waited for (a request larger than
     one of them alone raises OverLimit), upstream calls on idle quota."""
     req.params = replace(req.params, background=True)
-    return await gw.service.embed(team, req)
+    return await host.service.embed(team, req)
 
 
 def retry_delay(exc: Exception, attempt: int) -> float:

@@ -63,8 +63,11 @@ class Batches:
         if not isinstance(fid, str):
             raise InvalidRequest("input_file_id: required", param="input_file_id")
         metadata = body.get("metadata")
-        if metadata is not None and (not isinstance(metadata, dict) or len(metadata) > 16
-                                     or any(not isinstance(v, str) or len(v) > 512 for v in metadata.values())):
+        if metadata is not None and (
+            not isinstance(metadata, dict)
+            or len(metadata) > 16
+            or any(not isinstance(v, str) or len(v) > 512 for v in metadata.values())
+        ):
             raise InvalidRequest("metadata: at most 16 string values of 512 characters", param="metadata")  # fmt: skip
         rec = await self.files.get(team, fid)
         if rec["purpose"] != "batch":
@@ -107,7 +110,7 @@ class Batches:
         b = await self.records.batch(bid) or b
         if b["status"] == "in_progress":
             await self.records.update(bid, worker=WORKER)
-            team = self.runner.gw.auth.team(b["team"])
+            team = self.runner.host.auth.team(b["team"])
             try:
                 if not b.get("input_file_id") and self.prepare is not None:
                     b["input_file_id"] = await self.prepare(b)

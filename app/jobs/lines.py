@@ -18,17 +18,19 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from ..api import routes, tenancy
+from ..api import routes
 from ..api.rendering import field_path, openai_body
+from ..api.vectortext import VectorText
 from ..config.catalog import ModelSpec
 from ..errors import GatewayError, InvalidRequest
 from ..inputs import items as parse_items
 from ..inputs.items import Item
 from ..inputs.media.inlining import parse_fetching
 from ..inputs.params import Params, resolve
-from ..runtime.state import Gateway
 from ..schemas.openai import EmbeddingRequest
-from ..teams.team import Team
+from ..service import EmbedResult
+from ..teams.team import Team, model_for
+from .host import Host
 
 ENDPOINT = routes.EMBEDDINGS
 
@@ -86,8 +88,15 @@ def format_error(custom_id: str | None, message: str) -> bytes:
     return _line(custom_id, None, {"code": "invalid_request", "message": message})
 
 
+def render(result: EmbedResult, model: str, text: VectorText) -> bytes:
+    """The whole answer at once, as bytes (a line of a batch's output file: app/jobs/)."""
+    data = [{"object": "embedding", "index": i, "embedding": text.fragment(v)} for i, v in enumerate(result.vectors)]
+    usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
+    return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
+
+
 def ok_line(custom_id: str, body: bytes) -> bytes:
-    """`body`: the embeddings response, rendered (app/api/openai.py render)."""
+    """`body`: the embeddings response, rendered (render above)."""
     head = _line(custom_id, {"status_code": 200, "request_id": request_id(), "body": None}, None)
     return head.replace(b'"body":null', b'"body":' + body, 1)
 
@@ -97,7 +106,7 @@ def _line(custom_id: str | None, response: Any, error: Any) -> bytes:
     return orjson.dumps(doc) + b"\n"
 
 
-async def parse_line(gw: Gateway, team: Team | None, n: int, raw: bytes | None, max_bytes: int) -> Line | bytes:
+async def parse_line(host: Host, team: Team | None, n: int, raw: bytes | None, max_bytes: int) -> Line | bytes:
     """A Line, or the error line that takes its place (`raw` None: longer than `max_bytes`)."""
     if raw is None:
         return format_error(None, f"line {n}: longer than {max_bytes} bytes")
@@ -113,12 +122,12 @@ async def parse_line(gw: Gateway, team: Team | None, n: int, raw: bytes | None, 
     if doc.get("method") != "POST" or doc.get("url") != ENDPOINT:
         return format_error(cid, f"line {n}: method and url: must be POST {ENDPOINT} (the batch's endpoint)")
     try:
-        return await _request(gw, team, cid, doc.get("body"))
+        return await _request(host, team, cid, doc.get("body"))
     except GatewayError as err:
         return error_line(cid, err)
 
 
-async def _request(gw: Gateway, team: Team | None, cid: str, body: object) -> Line:
+async def _request(host: Host, team: Team | None, cid: str, body: object) -> Line:
     if not isinstance(body, dict):
         raise InvalidRequest("body: required, a JSON object", param="body")
     try:
@@ -127,12 +136,12 @@ async def _request(gw: Gateway, team: Team | None, cid: str, body: object) -> Li
         first = exc.errors()[0]
         param = field_path(tuple(first.get("loc", ())))
         raise InvalidRequest(f"{param}: {first.get('msg', 'invalid value')}", param=param) from None
-    spec = tenancy.model_for(gw, team, req.model)
-    kind = gw.upstream_kinds[spec.upstream]
+    spec = model_for(host.catalog, team, req.model)
+    kind = host.upstream_kinds[spec.upstream]
     params = resolve(spec, kind, req.dimensions, req.options(), dim_param="dimensions", opt_prefix="",
                      forward_unknown=False)  # fmt: skip
-    parse = partial(parse_items.each_openai_item, spec=spec, limit=gw.caps.max_input_items)
-    items = await parse_fetching(gw.fetcher, spec, req.input, "input", parse)
+    parse = partial(parse_items.each_openai_item, spec=spec, limit=host.caps.max_input_items)
+    items = await parse_fetching(host.fetcher, spec, req.input, "input", parse)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]
     return Line(cid, spec, params, items, req.encoding_format == "base64")

@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 
 import orjson
 
-from ..config.settings import Settings
+from ..redis.link import Mode
 from .records import Records, now
+from .settings import JobSettings
 from .wiring import JobsOff, jobs_redis
 
 COLUMNS = "id kind team status done/total failed cached created worker"
@@ -30,20 +31,22 @@ def add_parser(sub: argparse._SubParsersAction, run: Callable[[argparse.Namespac
     j.set_defaults(func=run)
 
 
-def main(args: argparse.Namespace, settings: Settings) -> None:
-    url = settings.limits_url()
+def main(
+    args: argparse.Namespace, url: str | None, mode: Mode, timeout_s: float, namespace: str, s: JobSettings
+) -> None:
+    """`url`: the limits' Redis (None: none configured), opened as the gateway opens it for the jobs."""
     if url is None:
         sys.exit("batch jobs need Redis: set REDIS_URL (or LIMITS_REDIS_URL)")
-    sys.exit(asyncio.run(_run(args, settings, url)))
+    sys.exit(asyncio.run(_run(args, url, mode, timeout_s, namespace, s)))
 
 
-async def _run(args: argparse.Namespace, settings: Settings, url: str) -> int:
+async def _run(args: argparse.Namespace, url: str, mode: Mode, timeout_s: float, namespace: str, s: JobSettings) -> int:
     try:
-        redis = await jobs_redis(url, settings.redis_cluster, settings.limits_timeout_s, settings.jobs)
+        redis = await jobs_redis(url, mode, timeout_s, s)
     except JobsOff as exc:
         print(exc, file=sys.stderr)
         return 1
-    records = Records(redis, settings.cache_namespace)
+    records = Records(redis, namespace)
     try:
         if args.op == "list":
             print(COLUMNS)

@@ -18,19 +18,17 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from ..api import tenancy
-from ..api.openai import render
 from ..errors import GatewayError, OverLimit, RateLimited, Unavailable, UpstreamFailed
 from ..flights.batcher import apportion, group_key
 from ..inputs.params import dashscope_options
-from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
 from ..storage.base import Storage, one
-from ..teams.team import Team
+from ..teams.team import Team, model_for
 from . import textlines
 from .background import embed_background, retry_delay
 from .files import FileStore
-from .lines import Line, error_line, ok_line, parse_line, split_lines
+from .host import Host
+from .lines import Line, error_line, ok_line, parse_line, render, split_lines
 from .metrics import JobMetrics
 from .records import Records
 
@@ -69,8 +67,8 @@ class Chunk:
 
 
 class BatchRunner:
-    def __init__(self, gw: Gateway, files: FileStore, records: Records, storage: Storage, metrics: JobMetrics) -> None:
-        self.gw = gw
+    def __init__(self, host: Host, files: FileStore, records: Records, storage: Storage, metrics: JobMetrics) -> None:
+        self.host = host
         self.metrics = metrics
         self.files = files
         self.records = records
@@ -142,11 +140,11 @@ class BatchRunner:
                      raws: list[bytes | None]) -> list[Line | bytes]:  # fmt: skip
         limit = self.files.settings.max_line_bytes
         if b["kind"] == "openai":
-            return [await parse_line(self.gw, team, first + i, raw, limit) for i, raw in enumerate(raws)]
+            return [await parse_line(self.host, team, first + i, raw, limit) for i, raw in enumerate(raws)]
         try:
-            spec = tenancy.model_for(self.gw, team, textlines.served_name(b["model"]))
+            spec = model_for(self.host.catalog, team, textlines.served_name(b["model"]))
             parameters = orjson.loads(b.get("parameters") or "{}")
-            params = dashscope_options(spec, self.gw.upstream_kinds[spec.upstream], parameters)
+            params = dashscope_options(spec, self.host.upstream_kinds[spec.upstream], parameters)
         except GatewayError as err:
             return [textlines.error(first + i - 1, err) for i in range(len(raws))]
         return [textlines.parse_text(spec, params, limit, first + i, raw) for i, raw in enumerate(raws)]
@@ -160,7 +158,7 @@ class BatchRunner:
         while True:
             try:
                 req = EmbedRequest(first.spec, first.params, [it for ln in lines for it in ln.items])
-                result = await embed_background(self.gw, team, req)
+                result = await embed_background(self.host, team, req)
                 return self._answers(kind, lines, result), result.hits
             except OverLimit as exc:  # before RETRYABLE: waiting cannot help
                 err: GatewayError = exc
@@ -193,9 +191,9 @@ class BatchRunner:
             vectors = result.vectors[start : start + len(ln.items)]
             start += len(ln.items)
             if kind != "openai":
-                out.append((True, textlines.ok(self.gw, ln, vectors, share)))
+                out.append((True, textlines.ok(self.host, ln, vectors, share)))
                 continue
             mine = EmbedResult(vectors=vectors, hits=0, misses=0, billed_tokens=share)
-            text = self.gw.base64s if ln.base64 else self.gw.floats
+            text = self.host.base64s if ln.base64 else self.host.floats
             out.append((True, ok_line(ln.custom_id, render(mine, spec.name, text))))
         return out

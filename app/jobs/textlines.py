@@ -14,7 +14,7 @@ from ..config.catalog import ModelSpec
 from ..errors import GatewayError, InvalidRequest
 from ..inputs import items as parse_items
 from ..inputs.params import Params
-from ..runtime.state import Gateway
+from .host import Host
 from .lines import Line
 
 ASYNC_MODELS = {"text-embedding-async-v1": "text-embedding-v1", "text-embedding-async-v2": "text-embedding-v2"}
@@ -39,9 +39,9 @@ def parse_text(spec: ModelSpec, params: Params, max_bytes: int, n: int, raw: byt
     return Line(str(index), spec, params, items, False)
 
 
-def ok(gw: Gateway, line: Line, vectors: list[bytes], share: int) -> bytes:
+def ok(host: Host, line: Line, vectors: list[bytes], share: int) -> bytes:
     output: dict[str, Any] = {"code": 200, "message": "Success", "text_index": int(line.custom_id),
-                              "embedding": gw.floats.fragment(vectors[0])}  # fmt: skip
+                              "embedding": host.floats.fragment(vectors[0])}  # fmt: skip
     return orjson.dumps({"output": output, "usage": {"total_tokens": share}}) + b"\n"
 
 

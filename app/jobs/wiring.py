@@ -24,6 +24,7 @@ from ..storage.s3 import S3Storage
 from .batches import Batches
 from .files import FileStore
 from .metrics import JobMetrics
+from .parts import Jobs
 from .records import Records
 from .runner import BatchRunner
 from .settings import JobSettings
@@ -42,16 +43,6 @@ class JobsOff(Exception):
     def __init__(self, message: str, *, retry: bool) -> None:
         super().__init__(message)
         self.retry = retry
-
-
-@dataclass(slots=True)
-class Jobs:
-    storage: Storage
-    records: Records
-    files: FileStore
-    batches: Batches
-    queue: JobQueue
-    tasks: Tasks
 
 
 def open_storage(s: JobSettings) -> Storage:

@@ -15,17 +15,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 from ..config.settings import LimitFailurePolicy
 from ..redis.bypass import Bypass
 from .census import Census
 from .local import LocalStore
-from .store import LimitStore, StoreLate, StoreUnavailable, Ticket
+from .store import LimitStore, Ticket
 from .window import US, Grant, Pace, TeamQuota, Verdict
 
 log = logging.getLogger("embedding_gateway.limits")
 
+T = TypeVar("T")
 MAX_PENDING = 10_000  # finishes waiting for Redis to come back; older ones are dropped (their leases expire)
 
 
@@ -74,24 +78,29 @@ class LimitDecider:
     def shares(self) -> int:
         return self.census.shares
 
-    def _failed(self, exc: StoreUnavailable) -> None:
-        if not isinstance(exc, StoreLate):
-            self.breaker.failed(str(exc))
+    async def _shared(self, command: Callable[[], Awaitable[T]]) -> T | None:
+        """The shared store's answer through the one guarded Redis call (Bypass.call; the store keeps its own
+        deadlines): None while Redis is stood aside, when it fails (then stood aside) or answers late."""
+        value = await self.breaker.call(command, None, timeout_s=None)
+        if value is not None:
+            self._flush_pending()
+        return value
 
     def _succeeded(self) -> None:
         self.breaker.succeeded()
+        self._flush_pending()
+
+    def _flush_pending(self) -> None:
         if self._pending and self._flushing is None:
             self._flushing = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         try:
-            while self._pending and self.shared is not None:
+            while self._pending and (shared := self.shared) is not None:
                 ticket, billed = self._pending[0]
-                try:
-                    await self.shared.finish(ticket, billed)
-                except StoreUnavailable as exc:
-                    self._failed(exc)
-                    return
+                finished = partial(shared.finish, ticket, billed)
+                if await self.breaker.call(finished, None, timeout_s=None, close=False) is None:
+                    return  # stood aside or failing: the rest waits for Redis's next answer
                 self._pending.popleft()
         finally:
             self._flushing = None
@@ -107,14 +116,9 @@ class LimitDecider:
         if self.shared is None:
             local = quota.divided(self.shares)
             return Decision(await self.local.admit(team, local, est, rid), self.local.name, local)
-        if self.breaker.allows:
-            try:
-                verdict = await self.shared.admit(team, quota, est, rid)
-            except StoreUnavailable as exc:
-                self._failed(exc)
-            else:
-                self._succeeded()
-                return Decision(verdict, self.shared.name, quota)
+        verdict = await self._shared(partial(self.shared.admit, team, quota, est, rid))
+        if verdict is not None:
+            return Decision(verdict, self.shared.name, quota)
         return await self._admit_degraded(team, quota, est, rid)
 
     async def _admit_degraded(self, team: str, quota: TeamQuota, est: int, rid: str) -> Decision:
@@ -134,28 +138,18 @@ class LimitDecider:
             return await self.local.finish(ticket, billed)
         if self.shared is None:
             return None
-        if self.breaker.allows:
-            try:
-                usage = await self.shared.finish(ticket, billed)
-            except StoreUnavailable as exc:
-                self._failed(exc)
-            else:
-                self._succeeded()
-                return usage
+        usage = await self._shared(partial(self.shared.finish, ticket, billed))
+        if usage is not None:
+            return usage
         self._pending.append((ticket, billed))
         return None
 
     async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant:
         if self.shared is None:
             return await self.local.reserve(account, pace.slower(self.shares), tokens, max_wait_us)
-        if self.breaker.allows:
-            try:
-                grant = await self.shared.reserve(account, pace, tokens, max_wait_us)
-            except StoreUnavailable as exc:
-                self._failed(exc)
-            else:
-                self._succeeded()
-                return grant
+        grant = await self._shared(partial(self.shared.reserve, account, pace, tokens, max_wait_us))
+        if grant is not None:
+            return grant
         if self.policy.upstream == "open":
             return Grant(True, 0)
         if self.policy.upstream == "closed":
@@ -163,14 +157,16 @@ class LimitDecider:
         return await self.local.reserve(account, pace.slower(self.shares), tokens, max_wait_us)
 
     async def adjust(self, account: str, pace: Pace, delta_tokens: int) -> None:
-        if self.shared is not None and self.breaker.allows:
-            try:
-                await self.shared.adjust(account, pace, delta_tokens)
-            except StoreUnavailable as exc:
-                self._failed(exc)
-            else:
+        shared = self.shared
+        if shared is not None:
+
+            async def adjusted() -> bool:
+                await shared.adjust(account, pace, delta_tokens)
+                return True
+
+            if await self._shared(adjusted):
                 return
-        if self.shared is None or self.policy.upstream == "local":
+        if shared is None or self.policy.upstream == "local":
             await self.local.adjust(account, pace.slower(self.shares), delta_tokens)
 
     async def close(self) -> None:

@@ -6,16 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..redis.bypass import Failing
 from .window import Grant, Pace, TeamQuota, Verdict
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(Failing):
     """The store did not decide in time (or failed): the caller applies its failure policy."""
 
 
 class StoreLate(StoreUnavailable):
     """The store answers, but every attempt reached it past its deadline (charging nothing): this process is
     too slow, not the store, so this one decision follows the failure policy and the store stays in use."""
+
+    late = True
 
 
 @dataclass(frozen=True, slots=True)

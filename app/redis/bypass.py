@@ -21,6 +21,14 @@ T = TypeVar("T")
 log = logging.getLogger("embedding_gateway.breaker")
 
 
+class Failing(Exception):
+    """Raised by a command that judged Redis failing itself (its message names the cause): Bypass.call then
+    stands Redis aside as for a Redis error. `late`: Redis answered, but every time past this process's
+    deadline (this process is slow, not Redis): the call answers its fallback and Redis stays in use."""
+
+    late = False
+
+
 class Bypass:
     """Open for `retry_after` seconds after a failure; logs once per state change, never per request."""
 
@@ -71,23 +79,31 @@ class Bypass:
         command: Callable[[], Awaitable[T]],
         fallback: T,
         *,
-        timeout_s: float,
+        timeout_s: float | None,
         failed: Callable[[], None] | None = None,
         close: bool = True,
     ) -> T:
-        """The one guarded Redis call: `command()` within `timeout_s` while not stood aside, else `fallback`.
-        A timeout or a Redis error calls `failed` (its error counter), stands Redis aside (naming the cause)
-        and answers `fallback`; a success closes the bypass (unless `close` is False: a caller whose successes
-        say nothing of the others' commands)."""
+        """The one guarded Redis call: `command()` within `timeout_s` (None: the command keeps its own
+        deadlines) while not stood aside, else `fallback`. A timeout, a Redis error or Failing calls `failed`
+        (its error counter), stands Redis aside (naming the cause) and answers `fallback` (a late Failing
+        only answers `fallback`); a success closes the bypass (unless `close` is False: a caller whose
+        successes say nothing of the others' commands)."""
         if not self.allows:
             return fallback
         try:
-            value = await asyncio.wait_for(command(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: that runs the command in a task of its own
+                value = await command()
         except FAILURES as exc:
-            if failed is not None:
-                failed()
-            self.failed(cause(exc))
-            return fallback
-        if close:
-            self.succeeded()
-        return value
+            what = cause(exc)
+        except Failing as exc:
+            if exc.late:
+                return fallback
+            what = str(exc)
+        else:
+            if close:
+                self.succeeded()
+            return value
+        if failed is not None:
+            failed()
+        self.failed(what)
+        return fallback

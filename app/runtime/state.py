@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from ..api.turns import Turns
 from ..api.vectortext import VectorText
 from ..cache.store import VectorCache
-from ..config.catalog import Catalog, ModelSpec
-from ..errors import NotFound
+from ..config.catalog import Catalog
 from ..inputs.media.fetcher import Fetcher
+from ..jobs.parts import Jobs
 from ..limits.admission import TeamLimiter
 from ..limits.quota import UpstreamQuota
 from ..metrics import Metrics
@@ -22,9 +21,6 @@ from ..upstreams.fleet import Fleet
 from ..usage.meter import Meter
 from ..usage.report import Reader
 from .budget import MemoryBudget
-
-if TYPE_CHECKING:
-    from ..jobs.wiring import Jobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +53,6 @@ class Gateway:
     jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only
     jobs_off: str = "batch jobs need Redis: set REDIS_URL (their state is shared by the replicas)"  # why not
     turns: Turns = field(default_factory=Turns)  # large requests take the event loop in turns (api/turns.py)
-
-    def model(self, name: str, param: str = "model") -> ModelSpec:
-        spec = self.catalog.get(name)
-        if spec is None:
-            reason = self.catalog.why_unavailable(name)
-            hint = f"it is not enabled: {reason}" if reason else "see GET /v1/models"
-            raise NotFound(
-                f"{param}: model {name[:100]!r} is not served here ({hint})",
-                param=param,
-                code="model_not_found",
-            )
-        return spec
 
 
 def gateway(request: Request) -> Gateway:

@@ -40,6 +40,8 @@ from uvicorn.server import ServerState
 from .connections import Connections
 
 STATE_KEY = "connections"
+# At shutdown, how long a connection accepted but not yet sending is given for its request to arrive.
+SHUTDOWN_GRACE_S = 1.0
 # Hop-by-hop words of an upgrade offer, dropped when the head is replayed.
 _OFFER_HEADERS = frozenset({b"upgrade", b"http2-settings"})
 _OFFER_TOKENS = frozenset({b"upgrade", b"http2-settings"})
@@ -122,6 +124,8 @@ class GatewayProtocol(HttpToolsProtocol):
         self.address: str | None = None
         self.reading_body = False
         self.declined = False  # the head just parsed offered an upgrade that is not taken
+        self.requests_begun = 0
+        self.closing = False  # the server is shutting down: the request being sent is the last one
 
     # The registry's view of the connection (connections.Conn).
     def reading_paused(self) -> bool:
@@ -162,10 +166,24 @@ class GatewayProtocol(HttpToolsProtocol):
         self._close_gently()
 
     def shutdown(self) -> None:
-        if self.cycle is None or self.cycle.response_complete:
-            self._close_gently()
-        else:
+        """uvicorn's shutdown closes every connection without a request in flight. Two of those are most
+        likely carrying one: a head partly received, and a connection accepted moments ago whose request
+        has not arrived yet (a client that connects writes its request at once). Closing those loses a
+        request the client has sent; they get until the head deadline, at most SHUTDOWN_GRACE_S for the
+        fresh one, and their answer says `Connection: close`. uvicorn waits for them (within its graceful
+        timeout); the sweep closes them if nothing comes."""
+        if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False
+            return
+        if self.transport.is_closing() or self.refused_head:
+            return
+        if self.head_bytes:  # a head partly received: its deadline stands
+            self.closing = True
+        elif self.requests_begun == 0:  # accepted, nothing received yet
+            self.closing = True
+            self.deadline = min(self.deadline or float("inf"), self.loop.time() + SHUTDOWN_GRACE_S)
+        else:
+            self._close_gently()
 
     def _close_gently(self) -> None:
         """Close, leaving the reader write_timeout_s to take what is still unsent (then the sweep aborts)."""
@@ -213,6 +231,7 @@ class GatewayProtocol(HttpToolsProtocol):
     # httptools parser callbacks
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.requests_begun += 1
         self.idle_since = 0.0
         if not self.deadline:
             self.head_started = self.loop.time()
@@ -232,7 +251,7 @@ class GatewayProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not None:
             self.cycle.transport = HeadWithBody(self.transport, self.cycle, self.loop)  # type: ignore[assignment]
-            if self.registry.crowded():
+            if self.closing or self.registry.crowded():
                 self.cycle.keep_alive = False  # its answer says Connection: close, then the connection closes
 
     def on_body(self, body: bytes) -> None:

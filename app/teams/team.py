@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ..config.catalog import Catalog, ModelSpec
 from ..config.settings import TeamConfig
+from ..errors import Forbidden
 from ..limits.window import TeamQuota
 from ..usage.config import BudgetConfig
 
@@ -23,6 +25,15 @@ class Team:
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
+
+
+def model_for(catalog: Catalog, team: Team | None, name: str, param: str = "model") -> ModelSpec:
+    """The model `name` of `catalog` for `team` (None: auth off): 404 when it is not served, 403 when the team
+    may not use it."""
+    spec = catalog.served(name, param)
+    if team is not None and not team.allows(spec.name):
+        raise Forbidden(f"{param}: team {team.name} may not use model {spec.name}", param=param)
+    return spec
 
 
 def teams_from(configs: Mapping[str, TeamConfig]) -> dict[str, Team]:

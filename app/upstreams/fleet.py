@@ -39,27 +39,12 @@ from ..limits.quota import account
 from ..metrics import Metrics
 from .adapter import Batch, Result, Upstream
 from .caller import QuotaGate, upstream_status
+from .deployment import Deployment
 from .guard import Guard, misconfigured, retryable
 from .idle import admit_idle
 
 log = logging.getLogger("embedding_gateway.fleet")
 THROTTLED_S = 1.0  # a deployment that answered 429 without Retry-After ranks last this long
-
-
-@dataclass(slots=True)
-class Deployment:
-    """One upstream serving one model."""
-
-    name: str  # the upstream's configured name: the `upstream` metric label
-    upstream: Upstream
-    guard: Guard
-    identity: str
-    account: str
-    rpm: int | None
-    tpm: int | None
-    weight: float
-    inflight: int = 0
-    throttled_until: float = 0.0
 
 
 @dataclass(slots=True)

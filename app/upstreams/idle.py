@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from ..errors import RateLimited
 from .caller import QuotaGate
-
-if TYPE_CHECKING:
-    from .fleet import Deployment
+from .deployment import Deployment
 
 
 async def admit_idle(

@@ -9,8 +9,7 @@ import re
 import time
 from decimal import Decimal
 
-from ..config.settings import Settings
-from ..redis.link import RedisSetupError, connect
+from ..redis.link import Mode, RedisSetupError, connect
 from .report import Query, Reader
 from .rows import Keys
 from .store import RedisLedger
@@ -35,18 +34,20 @@ def groups(text: str) -> list[str]:
     return names
 
 
-async def rows(settings: Settings, since_s: int, by: list[str], now: float | None = None) -> list[list[str]]:
-    """One row per group and currency, summed over the hours from `since_s` ago to now."""
-    url = settings.limits_url()
+async def rows(
+    url: str | None, mode: Mode, timeout_s: float, keys: Keys, since_s: int, by: list[str], now: float | None = None
+) -> list[list[str]]:
+    """One row per group and currency, summed over the hours from `since_s` ago to now, from the ledger in
+    the limits' Redis at `url` (None: none configured)."""
     if url is None:
         raise RedisSetupError("no LIMITS_REDIS_URL or REDIS_URL: the ledger lives in each gateway process")
-    link = await connect(url, timeout_s=settings.limits_timeout_s, max_connections=4, mode=settings.redis_cluster)
+    link = await connect(url, timeout_s=timeout_s, max_connections=4, mode=mode)
     try:
         end = int(now if now is not None else time.time())
         start = end - since_s
         hours = (end - start // 3600 * 3600 + 3599) // 3600
         q = Query(start, end, "1h", hours, frozenset(), None, None, None)
-        reader = Reader(RedisLedger(link), Keys(settings.cache_namespace, settings.usage.retention_days))
+        reader = Reader(RedisLedger(link), keys)
         buckets, _ = await reader.buckets(q, start // 3600 * 3600, [GROUPS[g] for g in by])
     finally:
         await link.close()

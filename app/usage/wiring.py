@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from ..config.catalog import Catalog
-from ..config.settings import Settings
 from ..metrics import Metrics
 from ..redis.link import RedisLink
 from ..service import EmbeddingService
@@ -20,15 +19,14 @@ log = logging.getLogger("embedding_gateway.usage")
 
 
 def open_usage(
-    s: Settings, catalog: Catalog, metrics: Metrics, auth: Authenticator, link: RedisLink | None,
+    keys: Keys, flush_s: float, catalog: Catalog, metrics: Metrics, auth: Authenticator, link: RedisLink | None,
     service: EmbeddingService,
 ) -> tuple[Meter, Reader]:  # fmt: skip
-    """The ledger in the limits Redis (every replica's; noeviction), or in this process without one, billed
-    by the service; its batches start at once. The service's close writes the last batch (before the link
-    closes)."""
+    """The ledger (its rows under `keys`, written every `flush_s`) in the limits Redis (every replica's;
+    noeviction), or in this process without one, billed by the service; its batches start at once. The
+    service's close writes the last batch (before the link closes)."""
     store: LedgerStore = MemoryLedger() if link is None else RedisLedger(link)
-    keys = Keys(s.cache_namespace, s.usage.retention_days)
-    ledger = Ledger(store, keys, flush_s=s.usage.flush_s)
+    ledger = Ledger(store, keys, flush_s=flush_s)
     meter = Meter(ledger, metrics, lambda: auth.teams, currencies(catalog))
     service.billing = meter
     ledger.start()

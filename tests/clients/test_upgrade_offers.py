@@ -126,7 +126,7 @@ def test_split_body_keep_alive_and_pipelined_requests_after_an_offer(
     with socket.create_connection((gw.url.split("//")[1].split(":")[0], int(gw.url.rsplit(":", 1)[1]))) as sock:
         head, body = request(embed_body(texts[0]), key, offer=True, chunked=True)
         sock.sendall(head + body[:7])  # the head, the chunk size and part of the chunk
-        time.sleep(0.3)
+        time.sleep(0.3)  # the rest of the body comes in a later read (the split is the behaviour under test)
         sock.sendall(body[7:])
         assert read_responses(sock, 1)[0][0] == 200  # keep-alive: the same connection goes on
         second = b"".join(request(embed_body(texts[1]), key, offer=False))

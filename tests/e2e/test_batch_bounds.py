@@ -15,6 +15,7 @@ import orjson
 import pytest
 from openai import OpenAI
 
+from tests.support.polling import eventually
 from tests.support.processes import GatewayFactory, start_redis, stop
 from tests.support.teamkit import write_config
 
@@ -59,10 +60,13 @@ def test_line_and_byte_caps(gw: Any) -> None:
     long = line(1, "y" * LINE_BYTES)
     f = c.files.create(file=("long.jsonl", line(0) + b"\n" + long + b"\n" + line(2)), purpose="batch")
     b = c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
-    end = time.monotonic() + 30
-    while (b := c.batches.retrieve(b.id)).status != "completed":
-        assert time.monotonic() < end, b
-        time.sleep(0.2)
+
+    def completed() -> Any:
+        done = c.batches.retrieve(b.id)
+        assert done.status == "completed", done
+        return done
+
+    b = eventually(completed, within=30, interval=0.2)
     assert b.request_counts.completed == 2 and b.request_counts.failed == 1  # type: ignore[union-attr]
     err = orjson.loads(c.files.content(b.error_file_id).content)  # type: ignore[arg-type]
     assert "longer than" in err["error"]["message"]
@@ -95,7 +99,5 @@ def test_files_expire(gw: Any) -> None:
         c.files.retrieve(f.id)
     with pytest.raises(openai.NotFoundError):
         c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
-    end = time.monotonic() + 30  # the sweep runs every files_sweep_s (2 s here) on some worker
-    while stored.exists():
-        assert time.monotonic() < end, "the expired file was not deleted"
-        time.sleep(1)
+    # the sweep runs every files_sweep_s (2 s here) on some worker
+    eventually(lambda: not stored.exists(), within=30, interval=0.5, what="the expired file deleted")

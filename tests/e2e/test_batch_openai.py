@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from openai import NotFoundError, OpenAI
 
 from bench.standin import canonical_digest, expected_vector
+from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, clean_env, start_redis, stop
 from tests.support.teamkit import write_config
 
@@ -66,15 +66,16 @@ BAD: dict[int, tuple[bytes, str]] = {
 
 
 def wait_status(c: OpenAI, bid: str, statuses: set[str], deadline_s: float) -> Any:
-    end = time.monotonic() + deadline_s
+    """The batch once its status is one of `statuses`, and the (status, lines done) seen on the way."""
     seen: list[tuple[str, int]] = []
-    while time.monotonic() < end:
+
+    def reached() -> Any:
         b = c.batches.retrieve(bid)
         seen.append((b.status, b.request_counts.completed if b.request_counts else 0))
-        if b.status in statuses:
-            return b, seen
-        time.sleep(0.3)
-    raise AssertionError(f"batch {bid} still {seen[-1:]} after {deadline_s}s")
+        assert b.status in statuses, f"batch {bid} still {seen[-1]}"
+        return b
+
+    return eventually(reached, within=deadline_s, interval=0.3), seen
 
 
 def vector_of(embedding: Any) -> np.ndarray:
@@ -165,10 +166,11 @@ def test_cancel_midway_keeps_partial_output(setup: Any, standin: StandIn) -> Non
         body = b"\n".join(orjson.dumps(request_line(i, f"{salt} cancel me {i}")) for i in range(20_000))
         f = c.files.create(file=("big.jsonl", body), purpose="batch")
         b = c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
-        end = time.monotonic() + 60
-        while (r := c.batches.retrieve(b.id)).request_counts.completed < 1000:  # type: ignore[union-attr]
-            assert time.monotonic() < end, r
-            time.sleep(0.2)
+
+        def lines_done() -> int:
+            return c.batches.retrieve(b.id).request_counts.completed  # type: ignore[union-attr]
+
+        eventually(lambda: lines_done() >= 1000, within=60, interval=0.2, what="1,000 lines done")
         cancelling = c.batches.cancel(b.id)
         assert cancelling.status in ("cancelling", "cancelled")
         done, _ = wait_status(c, b.id, {"cancelled", "completed"}, 60)
@@ -181,25 +183,29 @@ def test_cancel_midway_keeps_partial_output(setup: Any, standin: StandIn) -> Non
     assert len(out) == counts.completed
 
 
-def test_operators_list_show_and_cancel_jobs(setup: Any) -> None:
+def test_operators_list_show_and_cancel_jobs(setup: Any, standin: StandIn) -> None:
     gw, keys, redis, cfg = setup
     c = client(gw, keys["alpha"])
     body = b"\n".join(orjson.dumps(request_line(i, f"{uuid.uuid4().hex} {i}")) for i in range(20_000))
-    b = c.batches.create(input_file_id=c.files.create(file=("ops.jsonl", body), purpose="batch").id,
-                         endpoint="/v1/embeddings", completion_window="24h")  # fmt: skip
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         env = clean_env(REDIS_URL=redis.url)
         return subprocess.run([sys.executable, "-m", "app.cli", "jobs", "--config", str(cfg), *args],
                               capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
 
-    listed = cli("list")
-    assert listed.returncode == 0 and b.id in listed.stdout and "alpha" in listed.stdout, listed
-    shown = cli("show", b.id)
-    assert shown.returncode == 0 and orjson.loads(shown.stdout)["team"] == "alpha"
-    cancelled = cli("cancel", b.id)
-    assert cancelled.returncode == 0 and orjson.loads(cancelled.stdout)["status"] == "cancelling", cancelled
-    done, _ = wait_status(c, b.id, {"cancelled"}, 60)
+    standin.control(latency_ms=150)  # the batch still runs when `cancel` comes (it once completed before)
+    try:
+        b = c.batches.create(input_file_id=c.files.create(file=("ops.jsonl", body), purpose="batch").id,
+                             endpoint="/v1/embeddings", completion_window="24h")  # fmt: skip
+        listed = cli("list")
+        assert listed.returncode == 0 and b.id in listed.stdout and "alpha" in listed.stdout, listed
+        shown = cli("show", b.id)
+        assert shown.returncode == 0 and orjson.loads(shown.stdout)["team"] == "alpha"
+        cancelled = cli("cancel", b.id)
+        assert cancelled.returncode == 0 and orjson.loads(cancelled.stdout)["status"] == "cancelling", cancelled
+        done, _ = wait_status(c, b.id, {"cancelled"}, 60)
+    finally:
+        standin.control(latency_ms=0)
     assert done.request_counts.completed < 20_000
     again = cli("cancel", b.id)
     assert again.returncode == 1 and "nothing to cancel" in again.stderr

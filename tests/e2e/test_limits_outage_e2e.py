@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.polling import eventually_async
 from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, stop
 from tests.support.teamkit import Reply, embedding, fire, write_config
 
@@ -63,14 +66,15 @@ async def test_redis_paused_and_resumed_under_load(
     assert all(int(r.headers["retry-after"]) > 30 for r in refused)  # the window opened before the outage
 
     # Both processes counted again: a heartbeat (every 0.5 s here) after the resume finds both members.
+    async def both_counted(client: httpx.AsyncClient, g: Gateway) -> dict[str, Any]:
+        limits: dict[str, Any] = (await client.get(g.url + "/readyz")).json()["limits"]
+        assert limits["processes"] == 2, limits
+        return limits
+
     async with httpx.AsyncClient() as client:
         for g in gws:
-            for _ in range(50):
-                limits = (await client.get(g.url + "/readyz")).json()["limits"]
-                if limits["processes"] == 2:
-                    break
-                await asyncio.sleep(0.1)
-            assert limits["backend"] == "redis" and limits["shared"] is True and limits["processes"] == 2
+            limits = await eventually_async(partial(both_counted, client, g), within=5, interval=0.1)
+            assert limits["backend"] == "redis" and limits["shared"] is True
     for g in gws:
         out = g.output()
         assert out.count("redis limits unavailable") == 1  # logged once per state change, not per request

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from bench.standin import expected_vector
+from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, start_redis, stop
 
 MODEL = "text-embedding-v4"
@@ -36,9 +37,7 @@ def outage(gateways: GatewayFactory, tmp_path: Path) -> Iterator[tuple[RedisServ
 
 def embed(gw: Gateway, texts: list[str]) -> httpx.Response:
     t0 = time.monotonic()
-    resp = httpx.post(
-        gw.url + "/v1/embeddings", json={"model": MODEL, "input": texts, "dimensions": DIM}, timeout=BOUND_S * 3
-    )
+    resp = gw.post("/v1/embeddings", json={"model": MODEL, "input": texts, "dimensions": DIM}, timeout=BOUND_S * 3)
     took = time.monotonic() - t0
     assert resp.status_code == 200, resp.text
     assert took < BOUND_S, f"took {took:.2f}s"
@@ -53,14 +52,13 @@ def hits(resp: httpx.Response) -> int:
 
 def wait_for_cache(gw: Gateway, deadline_s: float = 15.0) -> None:
     """Caching is back when a new item written by one request is a hit for the next."""
-    deadline = time.monotonic() + deadline_s
-    while True:
+
+    def cached() -> bool:
         text = "probe " + uuid.uuid4().hex
         embed(gw, [text])
-        if hits(embed(gw, [text])) == 1:
-            return
-        assert time.monotonic() < deadline, "caching did not resume"
-        time.sleep(0.2)
+        return hits(embed(gw, [text])) == 1
+
+    eventually(cached, within=deadline_s, interval=0.2, what="caching resumed")
 
 
 def test_paused_then_killed_redis_never_fails_a_request(

@@ -21,6 +21,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.support.polling import eventually
 from tests.support.processes import ROOT, Gateway, GatewayFactory, StandIn, clean_env
 
 HEAD_TIMEOUT_S = 10.0  # the default of http_head_timeout_s
@@ -60,18 +61,18 @@ class RealClient(threading.Thread):
                     if path == "/readyz":
                         status = httpx.get(self.gw.url + path, timeout=5).status_code
                     else:
-                        status = httpx.post(self.gw.url + path, json=body, timeout=5).status_code
+                        status = self.gw.post(path, json=body, timeout=5).status_code
                 except httpx.HTTPError:
                     status = 0
                 self.results.append((path, status, time.monotonic() - t))
-            time.sleep(0.2)
+            time.sleep(0.2)  # paced: a client asking a few times a second, not a load test
 
 
 def attack(gw: Gateway, *args: str) -> tuple[dict[str, object], RealClient]:
     port = gw.url.rsplit(":", 1)[1]
     client = RealClient(gw)
     client.start()
-    time.sleep(0.5)
+    eventually(lambda: client.results, what="the real client's first answer")  # served before the attack
     proc = subprocess.run(
         [sys.executable, SLOWLORIS, "--port", port, "--connections", str(ATTACK), "--hold", "60", *args],
         cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=110,

@@ -4,10 +4,7 @@ Redis and in the hot cache, counted, never served; the hot cache never keeps it.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -20,27 +17,20 @@ from app.cache.store import VectorCache
 from app.metrics import Metrics
 from app.redis.link import single
 from tests.support.misspath import miss_path
+from tests.support.polling import eventually_async
 from tests.support.processes import RedisServer
 from tests.unit.test_service import DIM, FakeUpstream, as_arrays, expected, request
 
 
 async def written(spy: redis.Redis, before: set[bytes]) -> bytes:
     """The one new vector key (the cache write lands just after the answer: polled, within a deadline)."""
-    end = time.monotonic() + 10
-    while True:
-        new = [k for k in spy.scan_iter(match="t:*", count=1000) if k not in before and not k.endswith(b":lease")]
-        if new:
-            assert len(new) == 1, new
-            return bytes(new[0])
-        assert time.monotonic() < end, "the vector was not written to Redis"
-        await asyncio.sleep(0.01)
 
+    def new() -> list[bytes]:
+        return [k for k in spy.scan_iter(match="t:*", count=1000) if k not in before and not k.endswith(b":lease")]
 
-async def until(check: Callable[[], bool]) -> None:
-    end = time.monotonic() + 10
-    while not check():
-        assert time.monotonic() < end, "not within the deadline"
-        await asyncio.sleep(0.01)
+    keys = await eventually_async(new, interval=0.01, what="the vector written to Redis")
+    assert len(keys) == 1, keys
+    return bytes(keys[0])
 
 
 def refused(metrics: Metrics) -> float:
@@ -74,7 +64,7 @@ async def test_a_nan_entry_in_redis_is_fetched_again_overwritten_and_never_serve
     result = await svc.embed(None, request([text]))
     assert up.batches == [[text]] and (result.hits, result.misses) == (0, 1)  # fetched again
     np.testing.assert_array_equal(as_arrays(result.vectors)[0], expected([text])[0])
-    await until(lambda: spy.get(key) == want)  # overwritten
+    await eventually_async(lambda: spy.get(key) == want, interval=0.01)  # overwritten
     assert refused(metrics) >= 1
     if isinstance(cache, HotCache):
         assert cache.hot._data[key.decode()] == want  # the hot cache holds the good value, never the bad one

@@ -8,6 +8,7 @@ import uuid
 
 from app.limits.census import Census
 from app.redis.link import connect
+from tests.support.polling import eventually_async
 from tests.support.processes import RedisServer
 from tests.support.redisfarm import Cluster, redis_cluster
 
@@ -21,15 +22,12 @@ async def _count_follows_processes(url: str) -> None:
     try:
         for p in procs:
             await p.start()
-        await asyncio.sleep(0.5)
-        assert [p.shares for p in procs] == [3, 3, 3]
+        await eventually_async(lambda: [p.shares for p in procs] == [3, 3, 3], within=5)
         await procs[0].close()  # leaves at once
-        await asyncio.sleep(0.5)
-        assert procs[1].shares == procs[2].shares == 2
+        await eventually_async(lambda: procs[1].shares == procs[2].shares == 2, within=5)
         assert procs[1]._task is not None
         procs[1]._task.cancel()  # stops beating without leaving (a killed process)
-        await asyncio.sleep(1.2)
-        assert procs[2].shares == 1
+        await eventually_async(lambda: procs[2].shares == 1, within=5)  # once its beat expires (3 x 0.2 s)
         assert Census(links[0], namespace=ns, floor=4, interval_s=0.2).shares == 4  # the floor, before any beat
     finally:
         for p in procs[1:]:

@@ -11,6 +11,7 @@ A bare sleep is either too short on a loaded machine (a flaky test) or too long 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -43,14 +44,17 @@ def eventually(check: Callable[[], T], within: float = 10.0, interval: float = 0
 
 
 async def eventually_async(
-    check: Callable[[], Awaitable[T]], within: float = 10.0, interval: float = 0.05, what: str = ""
+    check: Callable[[], Awaitable[T]] | Callable[[], T], within: float = 10.0, interval: float = 0.05, what: str = ""
 ) -> T:
-    """`eventually` for a coroutine function, awaited in the running loop (which keeps serving meanwhile)."""
+    """`eventually` in the running loop (which keeps serving meanwhile): `check` a coroutine function, or a
+    plain one (a condition on what the loop's other tasks change)."""
     deadline = time.monotonic() + within
     last: object = None
     while True:
         try:
-            value = await check()
+            value = check()
+            if inspect.isawaitable(value):
+                value = await value
             if value:
                 return value
             last = value

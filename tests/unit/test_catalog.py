@@ -29,7 +29,9 @@ def no_config(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def catalog(models: dict[str, Any] | None = None, available: frozenset[str] = frozenset({"dashscope"})) -> Any:
     names = ("dashscope", "openai", "local")
-    return build_catalog(Settings(models=models or {}), {n: None if n in available else "off" for n in names})
+    return build_catalog(
+        models or {}, Settings().upstream_configs(), {n: None if n in available else "off" for n in names}
+    )
 
 
 def test_models_are_enabled_by_their_upstream() -> None:
@@ -73,7 +75,7 @@ def test_file_adds_a_model_on_an_operator_upstream() -> None:
             }
         },
     )
-    bge = build_catalog(settings, {"vllm": None}).get("bge")
+    bge = build_catalog(settings.models, settings.upstream_configs(), {"vllm": None}).get("bge")
     assert bge is not None and bge.upstream == "vllm" and bge.upstream_model == "BAAI/bge-small"
 
 
@@ -110,7 +112,9 @@ def fleet_catalog(models: dict[str, Any], available: set[str]) -> Any:
     }
     settings = Settings(upstreams=upstreams, models=models)
     names = ("dashscope", "openai", "local", *upstreams)
-    return build_catalog(settings, {n: None if n in available else "off" for n in names})
+    return build_catalog(
+        settings.models, settings.upstream_configs(), {n: None if n in available else "off" for n in names}
+    )
 
 
 def test_deployments_shape_and_shorthand() -> None:

@@ -25,7 +25,8 @@ from app.inputs.params import Params
 from app.metrics import Metrics
 from app.upstreams.adapter import Batch, Result
 from app.upstreams.breaker import CircuitBreaker
-from app.upstreams.fleet import Deployment, Fleet
+from app.upstreams.deployment import Deployment
+from app.upstreams.fleet import Fleet
 from app.upstreams.guard import Guard, RetryPolicy
 from tests.support.faketime import FakeTime
 

@@ -2,8 +2,9 @@
 nothing that is not there), no module is over 300 lines and no function over 60 (design.md: "a module past
 ~300 lines is two"). A metric's declaration (`self.x = Counter(...)`, Gauge, Histogram, Summary) does not
 count against its function: Metrics declares every metric in one place on purpose. The structure too: a
-handful of modules at the top of app/, no import cycle, every route path written once, in app/api/routes.py
-(issue 20); each check is tried against a small package that breaks it."""
+handful of modules at the top of app/, no import cycle (type-only imports count), every route path written
+once, in app/api/routes.py, Settings read only at the wiring point (issue 20); each check is tried against a
+small package that breaks it."""
 
 from __future__ import annotations
 
@@ -106,21 +107,24 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def imported_module(node: ast.ImportFrom, package: list[str]) -> str:
+    """The absolute name of the module `from X import ...` names, in the module of package `package`."""
+    base = package[: len(package) - node.level + 1] if node.level else []
+    return ".".join([*base, *(node.module.split(".") if node.module else [])])
+
+
 def imported_at_load(path: Path, root: Path, known: set[str]) -> set[str]:
-    """The modules of `known` that `path` imports when it is loaded: module-level imports, also under if/try,
-    not those under `if TYPE_CHECKING:` nor inside functions (those run later, and cannot close a cycle)."""
+    """The modules of `known` that `path` imports at module level, also under if/try and `if TYPE_CHECKING:`
+    (a type-only import is still a dependency: a cycle through one is a cycle of concepts; break it with a
+    protocol or a module that owns the shared type), not those inside functions."""
     name = module_name(path, root)
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     found: set[str] = set()
 
     def visit(body: list[ast.stmt]) -> None:
         for node in body:
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-                visit(node.orelse)
-                continue
             if isinstance(node, ast.ImportFrom):
-                base = package[: len(package) - node.level + 1] if node.level else []
-                mod = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                mod = imported_module(node, package)
                 for alias in node.names:
                     found.add(f"{mod}.{alias.name}" if f"{mod}.{alias.name}" in known else mod)
             elif isinstance(node, ast.Import):
@@ -167,6 +171,32 @@ def import_cycles(root: Path, package: str = "app") -> list[list[str]]:
     return cycles
 
 
+# One wiring point: Settings is read where the process is put together (create_app in main.py, app/wiring/,
+# the command line) and in its own package; every component takes values (issue 20).
+SETTINGS_MODULE = "app.config.settings"
+SETTINGS_READERS = ("app.config", "app.wiring", "app.main", "app.cli")
+
+
+def settings_readers(root: Path, package: str = "app") -> list[str]:
+    """The modules outside SETTINGS_READERS that import the name Settings from app/config/settings.py, or
+    that module itself (its Settings then within reach), at any depth (functions and TYPE_CHECKING too)."""
+    found = []
+    for path in sorted((root / package).rglob("*.py")):
+        name = module_name(path, root)
+        if any(name == r or name.startswith(r + ".") for r in SETTINGS_READERS):
+            continue
+        package_parts = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                mod = imported_module(node, package_parts)
+                targets = {f"{mod}.{alias.name}" for alias in node.names}
+                if {SETTINGS_MODULE, f"{SETTINGS_MODULE}.Settings"} & targets:
+                    found.append(f"{name}:{node.lineno}")
+            elif isinstance(node, ast.Import) and any(a.name == SETTINGS_MODULE for a in node.names):
+                found.append(f"{name}:{node.lineno}")
+    return found
+
+
 def route_paths_outside_the_table(app: Path, table: Path) -> list[str]:
     """String literals (docstrings aside) that are a route path or a route prefix, outside the route table."""
     found = []
@@ -196,7 +226,11 @@ def test_the_top_level_of_app_holds_a_handful_of_modules() -> None:
 
 
 def test_app_has_no_import_cycle() -> None:
-    assert import_cycles(ROOT) == [], "break these import cycles (a type-only import goes under TYPE_CHECKING)"
+    assert import_cycles(ROOT) == [], "break these import cycles (a protocol, or a module that owns the shared type)"
+
+
+def test_settings_are_read_only_at_the_wiring_point() -> None:
+    assert settings_readers(ROOT) == [], "pass these components values: only create_app and app/wiring read Settings"
 
 
 def test_route_paths_are_written_only_in_the_route_table() -> None:
@@ -213,7 +247,9 @@ def test_the_structure_checks_catch_a_violation(tmp_path: Path) -> None:
     (pkg / "a.py").write_text("from . import b\n")
     (pkg / "b.py").write_text("from .api import routes\nfrom .c import x\n")
     (pkg / "c.py").write_text('from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import b\nx = "/v1/x"\n')
-    assert import_cycles(tmp_path) == []  # a type-only import closes no cycle
+    assert import_cycles(tmp_path) == [["app.b", "app.c"]]  # a type-only import closes a cycle too
+    (pkg / "c.py").write_text('x = "/v1/x"\n')
+    assert import_cycles(tmp_path) == []
     (pkg / "c.py").write_text('"""/v1/x in a docstring is prose"""\nfrom .a import y\nx = 1\n')
     assert import_cycles(tmp_path) == [["app.a", "app.b", "app.c"]]
     assert route_paths_outside_the_table(pkg, pkg / "api" / "routes.py") == []
@@ -222,6 +258,16 @@ def test_the_structure_checks_catch_a_violation(tmp_path: Path) -> None:
         "app/d.py:2 '/api/v1/tasks'",
         "app/d.py:2 '/readyz'",
     ]
+    (pkg / "config").mkdir()
+    (pkg / "config" / "__init__.py").write_text("")
+    (pkg / "config" / "settings.py").write_text("class Settings: ...\nLEVEL = 1\n")
+    (pkg / "config" / "catalog.py").write_text("from .settings import Settings\n")  # its own package may
+    (pkg / "api" / "ops.py").write_text("from ..config.settings import LEVEL\n")  # a value of it, not Settings
+    assert settings_readers(tmp_path) == []
+    (pkg / "api" / "usage.py").write_text("def f():\n    from ..config.settings import LEVEL, Settings\n")
+    (pkg / "api" / "jobs.py").write_text("from ..config import settings\n")
+    (pkg / "e.py").write_text("import app.config.settings\n")
+    assert settings_readers(tmp_path) == ["app.api.jobs:1", "app.api.usage:2", "app.e:1"]
     for i in range(5):
         (pkg / f"m{i}.py").write_text("")
-    assert len(top_level_modules(pkg)) == 9 > MAX_TOP_LEVEL_MODULES
+    assert len(top_level_modules(pkg)) == 10 > MAX_TOP_LEVEL_MODULES

@@ -3,6 +3,7 @@ and fails at its deadline naming what it saw last."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -47,6 +48,10 @@ async def test_the_async_form_polls_a_coroutine() -> None:
         return len(seen) if len(seen) > 2 else 0
 
     assert await eventually_async(check, interval=0) == 3
+    state: list[int] = []
+    filler = asyncio.get_running_loop().call_later(0.05, state.append, 1)  # another part of the loop
+    assert await eventually_async(lambda: state, interval=0.01) == [1]  # a plain condition
+    filler.cancel()
     with pytest.raises(AssertionError, match=r"not true within 0\.1 s"):
         await eventually_async(never, within=0.1)
 

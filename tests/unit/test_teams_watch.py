@@ -3,10 +3,7 @@ poll, keeps the teams it has, and reads the file again when it comes back."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,17 +15,11 @@ from app.metrics import Metrics
 from app.teams import reload as teams_reload
 from app.teams.keys import Authenticator, hash_key, new_key
 from app.teams.team import teams_from
+from tests.support.polling import eventually_async
 
 
 def write(path: Path, teams: list[str]) -> None:
     path.write_text(yaml.safe_dump({"teams": {t: {"keys": [hash_key(new_key())]} for t in teams}}))
-
-
-async def until(check: Callable[[], object], deadline_s: float = 10.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not check():
-        assert time.monotonic() < end, "not within the deadline"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_vanished_teams_file_is_said_once_and_read_again_when_back(
@@ -67,13 +58,13 @@ async def test_a_vanished_teams_file_is_said_once_and_read_again_when_back(
         def gone() -> list[logging.LogRecord]:
             return [r for r in caplog.records if "is gone" in r.getMessage()]
 
-        await until(gone)
+        await eventually_async(gone)
         seen = polls
-        await until(lambda: polls >= seen + 30)  # 30 more polls of the missing file
+        await eventually_async(lambda: polls >= seen + 30)  # 30 more polls of the missing file
         assert len(gone()) == 1 and gone()[0].levelno == logging.ERROR
         assert "the previous teams stay" in gone()[0].getMessage() and set(reloader.teams) == {"search"}
         write(path, ["search", "ads"])
-        await until(lambda: set(reloader.teams) == {"search", "ads"})
+        await eventually_async(lambda: set(reloader.teams) == {"search", "ads"})
         assert len(gone()) == 1
     finally:
         await reloader.stop()

@@ -15,6 +15,7 @@ import pytest
 
 from app.errors import UpstreamFailed, UpstreamTimeout
 from app.upstreams.http import AnswerTooLarge, HttpClient
+from tests.support.polling import eventually_async
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 MB = 1024 * 1024
@@ -220,8 +221,8 @@ async def test_oversized_answers_are_refused_without_reading_them(client: HttpCl
         await post(client, server.url, b"length")
     with pytest.raises(AnswerTooLarge):
         await post(client, server.url, b"chunked")
-    await asyncio.sleep(0.2)
-    assert len(sent) == 2 and max(sent) < 8 * MB  # the client stopped reading and closed
+    await eventually_async(lambda: len(sent) == 2, within=5)  # both handlers saw the client go
+    assert max(sent) < 8 * MB  # the client stopped reading and closed
     await server.__aexit__()
 
 
@@ -305,7 +306,7 @@ async def test_post_is_never_sent_twice_on_a_dropped_connection(client: HttpClie
     assert (await post(client, server.url, b"one"))[0] == 200
     with pytest.raises(UpstreamFailed, match="closed before the answer"):
         await post(client, server.url, b"two")
-    await asyncio.sleep(0.05)
+    await eventually_async(lambda: len(server.requests) == 2, within=5)
     assert [r.rsplit(b"\r\n\r\n", 1)[1] for r in server.requests] == [b"one", b"two"]
     assert server.connections == 1
     await server.__aexit__()

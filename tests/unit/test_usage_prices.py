@@ -17,7 +17,7 @@ AVAILABLE = {"dashscope": None, "openai": None, "local": "off", "vllm": None}
 
 def catalog(models: dict[str, Any] | None = None, **settings: Any) -> Any:
     s = Settings(models=models or {}, **settings)
-    return build_catalog(s, AVAILABLE)
+    return build_catalog(s.models, s.upstream_configs(), AVAILABLE)
 
 
 def test_built_in_prices_cite_known_amounts_and_other_models_have_none() -> None:
