@@ -45,8 +45,10 @@ def load(
     duration: float,
     unique: bool = False,
     headers: dict[str, str] | None = None,
+    warmup: float | None = None,
+    want: int = 200,
 ) -> dict[str, Any]:
-    """One load-generator run in its own process; returns its JSON result."""
+    """One load-generator run in its own process; returns its JSON result (every answer `want`)."""
     host, port = url.removeprefix("http://").split(":")
     job = {
         "host": host,
@@ -55,7 +57,7 @@ def load(
         "bodies": bodies,
         "connections": connections,
         "duration_s": duration,
-        "warmup_s": min(0.5, duration / 3),
+        "warmup_s": min(0.5, duration / 3) if warmup is None else warmup,
         "unique": unique,
         "headers": headers or {},
     }
@@ -68,7 +70,7 @@ def load(
         timeout=duration + 60,
     )
     result: dict[str, Any] = json.loads(out.stdout)
-    good = result["statuses"].get("200", 0)
+    good = result["statuses"].get(str(want), 0)
     if result["requests"] and good < result["requests"]:
         raise RuntimeError(f"non-200 answers from {url}{path}: {result['statuses']} errors={result['errors']}")
     return result

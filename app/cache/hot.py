@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 from .lru import MemoryCache
 from .store import SharedRedis, VectorCache
-from .tickbatch import TickBatcher
 
 
 class HotCache:
@@ -21,14 +20,13 @@ class HotCache:
         self.inner = inner
         self.hot = MemoryCache(max_bytes)
         self.name = inner.name
-        self.read = TickBatcher(inner.get_many)  # the misses of one loop turn's requests: one MGET
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         values = await self.hot.get_many(keys)
         missing = [i for i, v in enumerate(values) if v is None]
         if not missing:
             return values
-        found = await self.read([keys[i] for i in missing])
+        found = await self.inner.get_many([keys[i] for i in missing])  # one MGET per loop turn (redis.py)
         fill = []
         for i, v in zip(missing, found, strict=True):
             if v is not None:

@@ -4,8 +4,9 @@
 -- buckets kept, 'lo' the oldest bucket kept, 'day', 'day_used'. Buckets leave (HDEL) once their last
 -- microsecond is a whole window old; each leaves once, so the walk below is short on average.
 -- Cost: a decision in a second that already has its bucket is TIME, one HMGET (the totals and the current
--- bucket together) and one HSET (every changed field at once); the walk over buckets that leave, the
--- PEXPIRE and the retry walk happen only when something changed (about once a second, or on a refusal).
+-- bucket together) and one HSET (every changed field at once), whatever the number of requests it decides;
+-- the walk over buckets that leave, the PEXPIRE and the retry walk happen only when something changed
+-- (about once a second, or on a refusal).
 -- Mirrors window._expire, _retry, _totals, _reset.
 local function fmt(x) return string.format('%.0f', x) end
 local BUCKETS = 60
@@ -57,11 +58,18 @@ local function load_team(meta, now, window)
   return w
 end
 
+-- A bucket's counts as the decision sees them: the current bucket as this script left it so far (an
+-- admission of several requests changes it before it is saved), any other as stored.
+local function bucket(w, b)
+  if b == w.cb then return w.cn, w.ct end
+  return counts(w.meta, b)
+end
+
 -- Until the oldest buckets leaving the window free `need` (slot 1: requests, 2: tokens).
 local function retry(w, slot, need, now)
   local freed = 0
   for b = w.lo, math.floor(now / w.size) do
-    local n, t = counts(w.meta, b)
+    local n, t = bucket(w, b)
     if n then
       if slot == 1 then freed = freed + n else freed = freed + t end
       if freed >= need then return gone_at(w, b) - now end
@@ -81,16 +89,20 @@ local function put(w, field, value)
   w.out[#w.out + 1] = value
 end
 
--- Adds (requests, tokens) to the current bucket, and to the totals; true when the bucket is new.
+-- Adds (requests, tokens) to the current bucket (written by save), and to the totals; true when the
+-- bucket is new.
 local function add(w, dn, dt)
-  local n, t = (w.cn or 0) + dn, math.max(0, (w.ct or 0) + dt)
-  put(w, 'b' .. fmt(w.cb), fmt(n) .. ':' .. fmt(t))
+  local new = w.cn == nil
+  w.cn, w.ct = (w.cn or 0) + dn, math.max(0, (w.ct or 0) + dt)
+  w.added = true
   w.n, w.t = w.n + dn, w.t + dt
-  return w.cn == nil
+  return new
 end
 
--- Writes the totals (when they changed) and whatever was queued, in one HSET.
+-- Writes the current bucket (when added to), the totals (when they changed) and whatever was queued, in
+-- one HSET.
 local function save(w)
+  if w.added then put(w, 'b' .. fmt(w.cb), fmt(w.cn) .. ':' .. fmt(w.ct)) end
   if w.n ~= w.was[1] or w.t ~= w.was[2] or w.lo ~= w.was[3] then
     put(w, 'n', fmt(w.n))
     put(w, 't', fmt(w.t))

@@ -1,62 +1,87 @@
--- One team's admission decision: requests and tokens counted per bucket (a 1/60 slice of the window, so
--- the state is at most 60 counters whatever the rate), concurrency leases, daily token budget; all
--- limits checked and reserved at once. Mirrors window.admit (read it first).
+-- One team's admission decisions, for the requests of one event-loop turn of a process, in their order: each
+-- decided as if alone, after the ones before it (window.admit, once per request, at one `now`; read it
+-- first). Requests and tokens counted per bucket (a 1/60 slice of the window, so the state is at most 60
+-- counters whatever the rate), concurrency leases, daily token budget; all limits checked and reserved at
+-- once. The team's state is read once and written once whatever the number of requests.
 -- KEYS: 1 meta (hash: buckets, day, day_used), 2 leases (zset: rid scored by expiry). Both share one
 --       hash tag (one Redis Cluster slot).
 -- ARGV: 1 now in us ('' = Redis TIME; tests inject a clock), 2 deadline in Redis time (0: none; a caller
---       that has given up is never charged), 3 window us, 4 lease us, 5 rid, 6 estimated tokens,
---       7 rpm, 8 tpm, 9 concurrency, 10 daily tokens (0: not limited).
--- Returns {ok, reason, too_large, retry_us, requests, tokens, reset_us, now, day, requests_retry_us} (the
--- last: until the requests limit alone would admit again, 0 when it did not refuse), or {-1} when stale.
+--       that has given up is never charged), 3 window us, 4 lease us, 5 rpm, 6 tpm, 7 concurrency,
+--       8 daily tokens (0: not limited), then per request: rid, estimated tokens.
+-- Returns {now, day, per request {ok, reason, too_large, retry_us, requests, tokens, reset_us,
+-- requests_retry_us}} (the last: until the requests limit alone would admit again, 0 when it did not
+-- refuse), or {-1} when stale.
 
 -- `now` and the stale check come from clock.lua, the buckets' helpers from buckets.lua (both prepended).
 local window, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
-local rid, est = ARGV[5], tonumber(ARGV[6])
-local rpm, tpm, conc, daily = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local rpm, tpm, conc, daily = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local meta, leases = KEYS[1], KEYS[2]
 local DAY = 86400000000
 
 local w = load_team(meta, now, window)
-if conc > 0 then redis.call('ZREMRANGEBYSCORE', leases, '-inf', fmt(now)) end
+local held = 0
+if conc > 0 then
+  redis.call('ZREMRANGEBYSCORE', leases, '-inf', fmt(now))
+  held = redis.call('ZCARD', leases)
+end
 local day = math.floor(now / DAY)
 local used, new_day = 0, false
 if daily > 0 then
   if w.day == day then used = w.day_used else new_day = true end
 end
 
-local count, tokens = w.n, w.t
-local refused = {}
-if rpm > 0 and count >= rpm then
-  refused[#refused + 1] = {'requests', 0, retry(w, 1, count - rpm + 1, now)}
-end
-if tpm > 0 and tokens + est > tpm then
-  if est > tpm then
-    refused[#refused + 1] = {'tokens', 1, 0}
-  else
-    refused[#refused + 1] = {'tokens', 0, retry(w, 2, tokens + est - tpm, now)}
+local out = {now, day}
+local new_bucket, spent, taken = false, false, {}
+for i = 9, #ARGV, 2 do
+  local rid, est = ARGV[i], tonumber(ARGV[i + 1])
+  local count, tokens = w.n, w.t
+  local refused = {}
+  if rpm > 0 and count >= rpm then
+    refused[#refused + 1] = {'requests', 0, retry(w, 1, count - rpm + 1, now)}
   end
-end
-if conc > 0 and redis.call('ZCARD', leases) >= conc then
-  refused[#refused + 1] = {'concurrency', 0, 1000000}
-end
-if daily > 0 and used + est > daily then
-  refused[#refused + 1] = {'daily_tokens', (est > daily) and 1 or 0, (day + 1) * DAY - now}
+  if tpm > 0 and tokens + est > tpm then
+    if est > tpm then
+      refused[#refused + 1] = {'tokens', 1, 0}
+    else
+      refused[#refused + 1] = {'tokens', 0, retry(w, 2, tokens + est - tpm, now)}
+    end
+  end
+  if conc > 0 and held >= conc then
+    refused[#refused + 1] = {'concurrency', 0, 1000000}
+  end
+  if daily > 0 and used + est > daily then
+    refused[#refused + 1] = {'daily_tokens', (est > daily) and 1 or 0, (day + 1) * DAY - now}
+  end
+
+  if #refused == 0 then
+    if rpm > 0 or tpm > 0 then
+      if add(w, 1, est) then new_bucket = true end
+      count, tokens = w.n, w.t
+    end
+    if conc > 0 then
+      taken[#taken + 1] = fmt(now + lease)
+      taken[#taken + 1] = rid
+      held = held + 1
+    end
+    if daily > 0 then used, spent = used + est, true end
+    out[#out + 1] = {1, '', 0, 0, count, tokens, reset_in(w, now), 0}
+  else
+    local reason, large, wait, rpm_wait = refused[1][1], 0, 0, 0
+    if reason == 'requests' then rpm_wait = refused[1][3] end
+    for j = 1, #refused do
+      if refused[j][2] == 1 and large == 0 then reason, large = refused[j][1], 1 end
+      wait = math.max(wait, refused[j][3])
+    end
+    if large == 1 then wait = 0 end
+    out[#out + 1] = {0, reason, large, wait, count, tokens, reset_in(w, now), rpm_wait}
+  end
 end
 
-local ok = (#refused == 0) and 1 or 0
-local new_bucket = false
-if ok == 1 then
-  if rpm > 0 or tpm > 0 then
-    new_bucket = add(w, 1, est)
-    count, tokens = w.n, w.t
-  end
-  if conc > 0 then
-    redis.call('ZADD', leases, fmt(now + lease), rid)
-    redis.call('PEXPIRE', leases, math.ceil(lease / 1000) + 1000)
-  end
-  if daily > 0 then used = used + est end
+if #taken > 0 then
+  redis.call('ZADD', leases, unpack(taken))
+  redis.call('PEXPIRE', leases, math.ceil(lease / 1000) + 1000)
 end
-if new_day or (ok == 1 and daily > 0) then
+if new_day or spent then
   put(w, 'day', day)
   put(w, 'day_used', fmt(used))
 end
@@ -68,14 +93,4 @@ if w.fresh or new_bucket or new_day then
   if daily > 0 then keep = math.max(keep, math.ceil(((day + 1) * DAY - now) / 1000) + 60000) end
   redis.call('PEXPIRE', meta, keep)
 end
-
-local reset = reset_in(w, now)
-if ok == 1 then return {1, '', 0, 0, count, tokens, reset, now, day} end
-local reason, large, wait, rpm_wait = refused[1][1], 0, 0, 0
-if reason == 'requests' then rpm_wait = refused[1][3] end
-for i = 1, #refused do
-  if refused[i][2] == 1 and large == 0 then reason, large = refused[i][1], 1 end
-  wait = math.max(wait, refused[i][3])
-end
-if large == 1 then wait = 0 end
-return {0, reason, large, wait, count, tokens, reset, now, day, rpm_wait}
+return out

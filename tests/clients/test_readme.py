@@ -49,7 +49,7 @@ def team_gateway(
 def local_gateway(gateways: GatewayFactory) -> Gateway:
     gw = gateways.start(
         env={
-            "GATEWAY_AUTH": "off",
+            "GATEWAY_AUTH": "off",  # as scripts/serve-local.sh runs it: the README's local example sends no key
             "LOCAL_MODEL": "true",
             "DASHSCOPE_API_KEY": "",
             "OPENAI_API_KEY": "",

@@ -129,9 +129,9 @@ ROWS: list[tuple[str, Any, int, str]] = [
 ]
 
 
-def post(url: str, body: Any, content_type: str = "application/json") -> httpx.Response:
+def post(gw: Gateway, route: str, body: Any, content_type: str = "application/json") -> httpx.Response:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    return httpx.post(url, content=raw, headers={"Content-Type": content_type}, timeout=30)
+    return gw.post(route, content=raw, headers={"Content-Type": content_type}, timeout=30)
 
 
 def assert_error(resp: httpx.Response, route: str, status: int, param: str) -> None:
@@ -158,7 +158,7 @@ def assert_error(resp: httpx.Response, route: str, status: int, param: str) -> N
 
 @pytest.mark.parametrize(("route", "body", "status", "param"), ROWS)
 def test_bad_input(gateway_redis: Gateway, standin: StandIn, route: str, body: Any, status: int, param: str) -> None:
-    assert_error(post(gateway_redis.url + route, body), route, status, param)
+    assert_error(post(gateway_redis, route, body), route, status, param)
     assert standin.calls() == []
 
 
@@ -172,28 +172,26 @@ def small_body_gateway(gateways: GatewayFactory) -> Gateway:
 )
 def test_body_over_the_cap_is_413(small_body_gateway: Gateway, standin: StandIn, route: str, make: Any) -> None:
     body = make("x" * 3000)
-    assert_error(post(small_body_gateway.url + route, body), route, 413, "body")
+    assert_error(post(small_body_gateway, route, body), route, 413, "body")
 
     def chunks() -> Any:  # no Content-Length: the cap holds while streaming
         raw = orjson.dumps(body)
         for i in range(0, len(raw), 500):
             yield raw[i : i + 500]
 
-    streamed = httpx.post(
-        small_body_gateway.url + route, content=chunks(), headers={"Content-Type": "application/json"}
-    )
+    streamed = small_body_gateway.post(route, content=chunks(), headers={"Content-Type": "application/json"})
     assert_error(streamed, route, 413, "body")
     assert standin.calls() == []
-    assert post(small_body_gateway.url + route, make("x" * 1000)).status_code == 200  # under the cap
+    assert post(small_body_gateway, route, make("x" * 1000)).status_code == 200  # under the cap
 
 
 @pytest.mark.parametrize(
     ("route", "body"), [(OPENAI, oa(input=["form encoded"])), (MM, mm(["form encoded"])), (TEXT, tx(["form encoded"]))]
 )
 def test_form_encoded_content_type_with_a_json_body_works(gateway_redis: Gateway, route: str, body: Any) -> None:
-    resp = post(gateway_redis.url + route, body, "application/x-www-form-urlencoded")  # what curl -d sends
+    resp = post(gateway_redis, route, body, "application/x-www-form-urlencoded")  # what curl -d sends
     assert resp.status_code == 200, resp.text
-    resp = post(gateway_redis.url + route, body, "text/plain")
+    resp = post(gateway_redis, route, body, "text/plain")
     assert resp.status_code == 200, resp.text
 
 

@@ -79,13 +79,13 @@ def texts_seen(standin: StandIn) -> int:
     return sum(c["n_items"] for c in standin.calls() if not c["failed"])
 
 
-async def burst(url: str, model: str, texts: list[str]) -> list[tuple[httpx.Response, float]]:
-    async with httpx.AsyncClient(timeout=60) as client:
+async def burst(gw: Gateway, model: str, texts: list[str]) -> list[tuple[httpx.Response, float]]:
+    async with httpx.AsyncClient(base_url=gw.url, headers=gw.headers, timeout=60) as client:
 
         async def one(text: str) -> tuple[httpx.Response, float]:
             t0 = time.monotonic()
             dim = 512 if model == "text-embedding-v3" else 64
-            r = await client.post(url + OPENAI, json={"model": model, "input": [text], "dimensions": dim})
+            r = await client.post(OPENAI, json={"model": model, "input": [text], "dimensions": dim})
             return r, time.monotonic() - t0
 
         return await asyncio.gather(*(one(t) for t in texts))
@@ -100,7 +100,7 @@ def test_one_deployment_failing_the_other_serves(
         broken.control(**trouble)
         healthy.control(down=False, fail_rate=0)
         run = uuid.uuid4().hex
-        replies = asyncio.run(burst(failover_gw.url, "text-embedding-v4", [f"{run} {i}" for i in range(40)]))
+        replies = asyncio.run(burst(failover_gw, "text-embedding-v4", [f"{run} {i}" for i in range(40)]))
         assert [r.status_code for r, _ in replies] == [200] * 40, [r.text for r, _ in replies if r.status_code != 200]
         assert max(took for _, took in replies) < DEADLINE_S
         assert texts_seen(healthy) >= 40 and texts_seen(broken) == 0
@@ -122,7 +122,7 @@ def test_one_deployment_stopped_the_other_serves(
     try:
         stop(gone.proc)
         pair[1].reset()
-        replies = asyncio.run(burst(gw.url, "text-embedding-v4", [f"{uuid.uuid4().hex}" for _ in range(30)]))
+        replies = asyncio.run(burst(gw, "text-embedding-v4", [f"{uuid.uuid4().hex}" for _ in range(30)]))
         assert [r.status_code for r, _ in replies] == [200] * 30
         assert max(took for _, took in replies) < DEADLINE_S and texts_seen(pair[1]) >= 30
     finally:
@@ -137,18 +137,18 @@ def test_cache_shared_only_between_declared_equivalents(failover_gw: Gateway, fr
     run = uuid.uuid4().hex
     b.control(fail_rate=1, fail_modes=["429"], retry_after=2)
     for model in ("text-embedding-v3", "text-embedding-v4"):
-        replies = asyncio.run(burst(failover_gw.url, model, [f"{model} {run} {i}" for i in range(5)]))
+        replies = asyncio.run(burst(failover_gw, model, [f"{model} {run} {i}" for i in range(5)]))
         assert [r.status_code for r, _ in replies] == [200] * 5
     assert texts_seen(a) == 10
     b.control(fail_rate=0)
     a.control(fail_rate=1, fail_modes=["429"], retry_after=30)
     time.sleep(2.5)  # B's Retry-After has passed
     for i in range(20):  # one by one: the first routed to A learns that A throttles
-        r = httpx.post(failover_gw.url + OPENAI, json={"model": "text-embedding-v4", "input": [f"warm {run} {i}"]})
+        r = failover_gw.post(OPENAI, json={"model": "text-embedding-v4", "input": [f"warm {run} {i}"]})
         assert r.status_code == 200
     b.reset()
     for model in ("text-embedding-v3", "text-embedding-v4"):
-        replies = asyncio.run(burst(failover_gw.url, model, [f"{model} {run} {i}" for i in range(5)]))
+        replies = asyncio.run(burst(failover_gw, model, [f"{model} {run} {i}" for i in range(5)]))
         assert [r.status_code for r, _ in replies] == [200] * 5
     calls = [c for c in b.calls() if not c["failed"]]
     assert {c["model"] for c in calls} == {"text-embedding-v4"} and sum(c["n_items"] for c in calls) == 5
@@ -168,7 +168,7 @@ def test_two_gateways_sharing_a_redis_never_serve_each_others_vectors(
     try:
         texts = [f"shared redis {uuid.uuid4().hex}"]
         for gw in started:
-            r = httpx.post(gw.url + OPENAI, json={"model": "text-embedding-3-small", "input": texts}, timeout=30)
+            r = gw.post(OPENAI, json={"model": "text-embedding-3-small", "input": texts}, timeout=30)
             assert r.status_code == 200
         assert texts_seen(a) == 1 and texts_seen(b) == 1
     finally:
@@ -202,7 +202,7 @@ def test_traffic_splits_by_quota_and_no_deployment_passes_its_own(
     statuses: list[int] = []
 
     async def offer() -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=started[0].headers) as client:  # one team, three replicas
 
             async def one(i: int) -> None:
                 body = {"model": "paced-v4", "input": f"paced {uuid.uuid4().hex}", "dimensions": 64}

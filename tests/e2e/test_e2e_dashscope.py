@@ -30,7 +30,7 @@ MM_PATH = "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding
 @pytest.fixture(autouse=True)
 def sdk(gateway_redis: Gateway, standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(dashscope, "base_http_api_url", gateway_redis.url + "/api/v1")
-    monkeypatch.setattr(dashscope, "api_key", "anything")
+    monkeypatch.setattr(dashscope, "api_key", gateway_redis.key)
     yield
 
 
@@ -158,7 +158,7 @@ def test_form_encoded_content_type_is_read_as_json(gateway_redis: Gateway) -> No
     resp = httpx.post(
         gateway_redis.url + "/api/v1/services/embeddings/text-embedding/text-embedding",
         content=body,
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        headers={**gateway_redis.headers, "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
     assert len(resp.json()["output"]["embeddings"][0]["embedding"]) == 1024
@@ -170,6 +170,7 @@ def test_null_parameters_are_the_same_as_none(gateway_redis: Gateway, standin: S
         resp = httpx.post(
             gateway_redis.url + "/api/v1/services/embeddings/text-embedding/text-embedding",
             json={"model": "text-embedding-v4", "input": {"texts": [text]}, "parameters": parameters},
+            headers=gateway_redis.headers,
         )
         assert resp.status_code == 200, resp.text
         got = np.asarray(resp.json()["output"]["embeddings"][0]["embedding"], dtype=np.float32)

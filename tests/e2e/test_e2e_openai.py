@@ -27,7 +27,7 @@ VIDEO = "https://example.com/clip.mp4"
 
 @pytest.fixture
 def client(gateway_redis: Gateway, standin: StandIn) -> Iterator[OpenAI]:
-    with OpenAI(base_url=gateway_redis.url + "/v1", api_key="unused", max_retries=0, timeout=30) as c:
+    with OpenAI(base_url=gateway_redis.url + "/v1", api_key=gateway_redis.key, max_retries=0, timeout=30) as c:
         yield c
 
 
@@ -153,13 +153,13 @@ def test_enable_fusion_gives_one_vector(client: OpenAI, standin: StandIn) -> Non
 
 
 def test_models_health_and_readiness(gateway_redis: Gateway) -> None:
-    models = httpx.get(gateway_redis.url + "/v1/models").json()
+    models = httpx.get(gateway_redis.url + "/v1/models", headers=gateway_redis.headers).json()
     cards = {m["id"]: m for m in models["data"]}
     assert {"tongyi-embedding-vision-plus", "text-embedding-v4", "qwen3-vl-embedding"} <= set(cards)
     assert cards["text-embedding-v4"]["dimensions"] == [2048, 1536, 1024, 768, 512, 256, 128, 64]
     assert cards["text-embedding-v4"]["default_dimension"] == 1024 and cards["text-embedding-v4"]["max_batch"] == 10
     assert set(cards["tongyi-embedding-vision-plus"]["modalities"]) == {"text", "image", "video", "multi_images"}
-    with OpenAI(base_url=gateway_redis.url + "/v1", api_key="unused") as c:
+    with OpenAI(base_url=gateway_redis.url + "/v1", api_key=gateway_redis.key) as c:
         assert "text-embedding-v4" in {m.id for m in c.models.list()}
     assert httpx.get(gateway_redis.url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(gateway_redis.url + "/readyz")
@@ -187,7 +187,7 @@ def test_openapi_documents_the_three_embedding_routes(gateway_redis: Gateway) ->
 
 def test_without_redis_the_in_process_cache_serves(gateway_memory: Gateway, standin: StandIn) -> None:
     texts = salted("memory one", "memory two")
-    with OpenAI(base_url=gateway_memory.url + "/v1", api_key="unused", max_retries=0) as c:
+    with OpenAI(base_url=gateway_memory.url + "/v1", api_key=gateway_memory.key, max_retries=0) as c:
         first = c.embeddings.with_raw_response.create(model="text-embedding-v4", input=texts)
         second = c.embeddings.with_raw_response.create(model="text-embedding-v4", input=texts[::-1])
     assert first.headers["x-cache-misses"] == "2" and second.headers["x-cache-hits"] == "2"

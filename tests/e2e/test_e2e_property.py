@@ -81,7 +81,7 @@ def test_vectors_are_per_item_and_each_item_goes_upstream_once(
     want = [expected_vector(MODEL, DIM, item) for item in pool]
     digests = [canonical_digest(MODEL, DIM, item) for item in pool]
     used: set[int] = set()
-    with httpx.Client(base_url=gateway_redis.url, timeout=30) as client:
+    with gateway_redis.client() as client:
         for positions, route, as_base64 in requests:
             got = embed(client, [pool[p] for p in positions], route, as_base64)
             for p, vector in zip(positions, got, strict=True):

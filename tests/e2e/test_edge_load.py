@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from tests.support.loadshapes import KEY_ENV
 from tests.support.processes import ROOT, Gateway, GatewayFactory, StandIn, clean_env
 
 MODEL = "text-embedding-v4"  # the stand-in answers 1,024 floats by default
@@ -52,7 +53,7 @@ class Probe(threading.Thread):
         self.times: list[float] = []
         self.failures: list[str] = []
         self.peak_rss = 0.0
-        self.client = httpx.Client(base_url=gw.url, timeout=10)
+        self.client = gw.client(timeout=10)
         self.client.post("/v1/embeddings", json={"model": MODEL, "input": "probe"}).raise_for_status()
 
     def run(self) -> None:
@@ -85,7 +86,7 @@ def shape_process(gw: Gateway, tmp_path: Path, mode: str, body: dict[str, object
     port = gw.url.rsplit(":", 1)[1]
     return subprocess.Popen(
         [sys.executable, "tests/support/loadshapes.py", mode, "--port", port, "--body-file", str(body_file), *args],
-        cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=clean_env(**{KEY_ENV: gw.key or ""}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
 
@@ -117,7 +118,7 @@ def test_big_answers_to_readers_that_never_read(gateways: GatewayFactory, standi
     write_timeout = 3.0  # the rule is the same at the default (20 s), the test is shorter
     gw = gateways.start(env={"HTTP_WRITE_TIMEOUT_S": str(write_timeout)})
     big = {"model": MODEL, "input": [f"big answer item {i}" for i in range(BIG)]}
-    with httpx.Client(base_url=gw.url, timeout=120) as client:
+    with gw.client(timeout=120) as client:
         first = client.post("/v1/embeddings", json=big)  # fills the cache: the attack asks for hits
         assert first.status_code == 200 and len(first.json()["data"]) == BIG
         assert len(first.content) > 20_000_000
@@ -171,7 +172,7 @@ def test_thousands_of_kept_alive_clients_lose_nothing(
 ) -> None:
     gw = gateways.start()
     hit = {"model": MODEL, "input": "kept-alive client"}
-    httpx.post(gw.url + "/v1/embeddings", json=hit, timeout=10).raise_for_status()
+    gw.post("/v1/embeddings", json=hit, timeout=10).raise_for_status()
     probe = Probe(gw)
     probe.start()
     args = ("--connections", "5000", "--duration", "15", "--answer-timeout", "90")
@@ -199,7 +200,7 @@ def test_a_head_that_grows_past_the_header_cap_is_refused_before_it_ends(gateway
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
     assert b'"code":"headers_too_large"' in answer
-    with httpx.Client(base_url=gw.url, timeout=10) as client:  # a normal large body is not a large head
+    with gw.client(timeout=10) as client:  # a normal large body is not a large head
         r = client.post("/v1/embeddings", json={"model": MODEL, "input": [f"{i} " + "x" * 20_000 for i in range(5)]})
         assert r.status_code == 200, r.text[:300]
 
@@ -211,9 +212,9 @@ def test_near_the_cap_answers_announce_the_close(gateways: GatewayFactory, stand
     port = int(gw.url.rsplit(":", 1)[1])
     body = orjson.dumps({"model": MODEL, "input": "near the cap"})
     request = (
-        b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s"
     )
-    request %= (len(body), body)
+    request %= (gw.header_lines.encode(), len(body), body)
 
     def ask(sock: socket.socket) -> bytes:
         sock.sendall(request)

@@ -27,12 +27,16 @@ def vector_of(body: dict[str, object], i: int = 0) -> np.ndarray:
     return np.asarray(emb, dtype=np.float32)
 
 
-async def embed_all(urls: list[str], texts: list[str]) -> list[httpx.Response]:
-    """One request per text, all at once, spread over `urls` in turn, each on its own connection."""
+async def embed_all(gws: list[Gateway], texts: list[str]) -> list[httpx.Response]:
+    """One request per text, all at once, spread over the gateways in turn, each on its own connection."""
     limits = httpx.Limits(max_connections=len(texts), max_keepalive_connections=len(texts))
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         calls = [
-            client.post(urls[i % len(urls)] + "/v1/embeddings", json={"model": MODEL, "input": [t]})
+            client.post(
+                gws[i % len(gws)].url + "/v1/embeddings",
+                json={"model": MODEL, "input": [t]},
+                headers=gws[i % len(gws)].headers,
+            )
             for i, t in enumerate(texts)
         ]
         return list(await asyncio.gather(*calls))
@@ -58,7 +62,7 @@ def test_same_new_item_from_50_clients_over_3_replicas_goes_upstream_once(
 ) -> None:
     standin.control(latency_ms=300)
     text = f"one item, fifty clients {uuid.uuid4()}"
-    responses = asyncio.run(embed_all([gw.url for gw in three], [text] * 50))
+    responses = asyncio.run(embed_all(three, [text] * 50))
     assert [r.status_code for r in responses] == [200] * 50
     want = expected_vector(MODEL, DIM, text)
     for r in responses:
@@ -75,7 +79,7 @@ def test_same_new_item_from_50_clients_over_3_replicas_goes_upstream_once(
 
 def test_100_identical_single_item_requests_cost_one_upstream_item(gateway_redis: Gateway, standin: StandIn) -> None:
     text = f"a hundred at once {uuid.uuid4()}"
-    responses = asyncio.run(embed_all([gateway_redis.url], [text] * 100))
+    responses = asyncio.run(embed_all([gateway_redis], [text] * 100))
     assert {r.status_code for r in responses} == {200}
     assert standin.digests() == [canonical_digest(MODEL, DIM, text)]
 
@@ -90,7 +94,7 @@ def batching_gateway(gateways: GatewayFactory, redis_server: RedisServer) -> Gat
 def test_64_concurrent_single_item_requests_share_upstream_calls(batching_gateway: Gateway, standin: StandIn) -> None:
     run = uuid.uuid4().hex
     texts = [f"item {i} of a burst {run}" for i in range(64)]
-    responses = asyncio.run(embed_all([batching_gateway.url], texts))
+    responses = asyncio.run(embed_all([batching_gateway], texts))
     assert [r.status_code for r in responses] == [200] * 64
     for text, r in zip(texts, responses, strict=True):
         np.testing.assert_allclose(vector_of(r.json()), expected_vector(MODEL, DIM, text), rtol=1e-6)
@@ -105,11 +109,11 @@ def test_64_concurrent_single_item_requests_share_upstream_calls(batching_gatewa
 def test_batched_requests_keep_their_own_order_and_mixed_hits(batching_gateway: Gateway, standin: StandIn) -> None:
     run = uuid.uuid4().hex
     warm = [f"warm {i} {run}" for i in range(3)]
-    assert httpx.post(batching_gateway.url + "/v1/embeddings", json={"model": MODEL, "input": warm}).status_code == 200
+    assert batching_gateway.post("/v1/embeddings", json={"model": MODEL, "input": warm}).status_code == 200
     batches = [[warm[i % 3], f"new {i} a {run}", f"new {i} b {run}", warm[(i + 1) % 3]] for i in range(12)]
 
     async def go() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=batching_gateway.headers) as client:
             return list(
                 await asyncio.gather(
                     *(
@@ -166,7 +170,7 @@ def test_an_item_the_upstream_refuses_fails_only_its_own_request(batching_gatewa
     too_long = "word " * 9000  # the stand-in refuses more than 8,192 tokens
 
     async def go() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=batching_gateway.headers) as client:
 
             def post(text: str) -> Any:
                 return client.post(batching_gateway.url + "/v1/embeddings", json={"model": MODEL, "input": [text]})

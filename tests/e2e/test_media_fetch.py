@@ -51,7 +51,7 @@ def gw(gateways: GatewayFactory, origin: ImageServer, internal: ImageServer) -> 
 
 def embed(gw: Gateway, images: list[str], **extra: object) -> httpx.Response:
     body = {"model": MODEL, "input": [{"image": u} for u in images], "encoding_format": "float", **extra}
-    return httpx.post(gw.url + "/v1/embeddings", json=body, timeout=30)
+    return gw.post("/v1/embeddings", json=body, timeout=30)
 
 
 def test_two_urls_of_one_image_give_one_upstream_item_and_equal_vectors(
@@ -80,7 +80,7 @@ def test_dashscope_route_fetches_multi_images_too(gw: Gateway, standin: StandIn,
     model = "tongyi-embedding-vision-plus-2026-03-06"
     contents = [{"multi_images": [origin.url("/a.png"), origin.url("/copies/b?v=2")]}]
     body = {"model": model, "input": {"contents": contents}, "parameters": {"dimension": 64}}
-    r = httpx.post(gw.url + "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding", json=body)
+    r = gw.post("/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding", json=body)
     assert r.status_code == 200, r.text
     want = expected_vector(model, 64, {"multi_images": [DATA_URI, DATA_URI]})
     assert np.allclose(r.json()["output"]["embeddings"][0]["embedding"], want, atol=1e-6)
@@ -102,7 +102,7 @@ def test_refused_urls_answer_400_in_the_callers_wire_and_reach_nothing(url: str,
     err = r.json()["error"]
     assert err["param"] == "input[0].image" and "non-public address" in err["message"]
     body = {"model": MODEL, "input": {"contents": [{"text": "a"}, {"image": url}]}, "parameters": {}}
-    r = httpx.post(gw.url + "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding", json=body)
+    r = gw.post("/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding", json=body)
     assert r.status_code == 400
     assert r.json()["code"] == "InvalidParameter" and r.json()["param"] == "input.contents[1].image"
     assert standin.calls() == []
@@ -121,9 +121,7 @@ def test_invalid_requests_fetch_nothing(gw: Gateway, standin: StandIn, origin: I
     before = len(origin.hits)
     r = embed(gw, [origin.url("/a.png")], dimensions=7)  # a dimension the model does not allow
     assert r.status_code == 400 and r.json()["error"]["param"] == "dimensions"
-    r = httpx.post(
-        gw.url + "/v1/embeddings", json={"model": "text-embedding-v4", "input": [{"image": origin.url("/a.png")}]}
-    )
+    r = gw.post("/v1/embeddings", json={"model": "text-embedding-v4", "input": [{"image": origin.url("/a.png")}]})
     assert r.status_code == 400
     assert len(origin.hits) == before and standin.calls() == []
 

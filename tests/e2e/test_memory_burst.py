@@ -63,7 +63,7 @@ def burst(gw: Gateway, origin: ImageServer, salt: str) -> list[httpx.Response]:
         urls = [origin.url(f"/img{k * IMAGES + i}.jpg") + f"?{salt}" for i in range(IMAGES)]
         body = {"model": MODEL, "input": [{"image": u} for u in urls], "dimensions": 64}
         assert len(json.dumps(body)) < 4096
-        return httpx.post(gw.url + "/v1/embeddings", json=body, timeout=120)
+        return gw.post("/v1/embeddings", json=body, timeout=120)
 
     with ThreadPoolExecutor(4) as pool:
         return list(pool.map(one, range(4)))
@@ -74,7 +74,7 @@ def test_four_requests_of_21_images_of_3_mb_stay_within_the_budget(
 ) -> None:
     pid = gw.proc.pid
     small = {"model": MODEL, "input": [{"image": origin.url("/img0.jpg") + "?warm"}], "dimensions": 64}
-    assert httpx.post(gw.url + "/v1/embeddings", json=small, timeout=60).status_code == 200
+    assert gw.post("/v1/embeddings", json=small, timeout=60).status_code == 200
     before = status_kib(pid, "VmRSS")
     statuses = []
     for _ in range(2):

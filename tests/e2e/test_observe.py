@@ -10,7 +10,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.polling import eventually
-from tests.support.processes import Gateway, StandIn
+from tests.support.processes import DEFAULT_TEAM, Gateway, StandIn
 
 OPENAI = "/v1/embeddings"
 DS_TEXT = "/api/v1/services/embeddings/text-embedding/text-embedding"
@@ -41,19 +41,17 @@ def metric(gw: Gateway, name: str, **labels: str) -> float:
 def test_one_json_line_per_request_without_inputs_vectors_or_keys(gateway_memory: Gateway, standin: StandIn) -> None:
     rid = f"req-{uuid.uuid4().hex}"
     secret_text = f"private text {uuid.uuid4().hex}"
-    client_key = f"sk-client-{uuid.uuid4().hex}"
     body = {"model": "text-embedding-v4", "input": [secret_text, "hello there"]}
-    headers = {"x-request-id": rid, "authorization": f"Bearer {client_key}"}
-    resp = httpx.post(gateway_memory.url + OPENAI, json=body, headers=headers, timeout=10)
+    resp = gateway_memory.post(OPENAI, json=body, headers={"x-request-id": rid}, timeout=10)
     assert resp.status_code == 200
     assert resp.headers["x-request-id"] == rid
     entry = log_line(gateway_memory, rid)
-    assert entry["route"] == "openai" and entry["status"] == 200 and entry["team"] == "anonymous"
+    assert entry["route"] == "openai" and entry["status"] == 200 and entry["team"] == DEFAULT_TEAM
     assert entry["model"] == "text-embedding-v4" and entry["items"] == 2
     assert entry["hits"] + entry["misses"] == 2 and entry["tokens"] == resp.json()["usage"]["total_tokens"]
     assert 0 < entry["upstream_s"] <= entry["duration_s"]
     output = gateway_memory.output()
-    assert secret_text not in output and client_key not in output
+    assert secret_text not in output and str(gateway_memory.key) not in output
     first = resp.json()["data"][0]["embedding"][0]
     assert repr(first) not in output and "embedding" not in entry
 
@@ -61,14 +59,14 @@ def test_one_json_line_per_request_without_inputs_vectors_or_keys(gateway_memory
 def test_request_id_accepted_or_replaced_and_sent_once(gateway_memory: Gateway) -> None:
     url = gateway_memory.url
     rid = "abc.DEF_123:4-5"
-    resp = httpx.post(url + OPENAI, json={"model": "no-such-model", "input": "x"}, headers={"x-request-id": rid})
+    resp = gateway_memory.post(OPENAI, json={"model": "no-such-model", "input": "x"}, headers={"x-request-id": rid})
     assert resp.status_code == 404
     assert resp.headers.get_list("x-request-id") == [rid]  # once, even on an error answer
     for unsafe in ("has space", "x" * 129, 'quote"d', "<script>", "a;b"):
-        resp = httpx.get(url + "/v1/models", headers={"x-request-id": unsafe})
+        resp = httpx.get(url + "/v1/models", headers={**gateway_memory.headers, "x-request-id": unsafe})
         got = resp.headers.get_list("x-request-id")
         assert len(got) == 1 and got[0] != unsafe and len(got[0]) == 32
-    resp = httpx.post(url + DS_TEXT, json={"model": "text-embedding-v4", "input": {"texts": []}})
+    resp = gateway_memory.post(DS_TEXT, json={"model": "text-embedding-v4", "input": {"texts": []}})
     assert resp.status_code == 400
     assert resp.json()["request_id"] == resp.headers["x-request-id"]
 
@@ -78,7 +76,7 @@ def test_errors_and_unknown_paths_are_logged_and_counted_probes_are_not(gateway_
     model = f"made-up-{uuid.uuid4().hex}"
     rid = uuid.uuid4().hex
     before = metric(gateway_memory, "gateway_requests_total", route="other", status_class="4xx")
-    httpx.post(url + OPENAI, json={"model": model, "input": "x"}, headers={"x-request-id": rid})
+    gateway_memory.post(OPENAI, json={"model": model, "input": "x"}, headers={"x-request-id": rid})
     entry = log_line(gateway_memory, rid)
     assert (entry["route"], entry["status"]) == ("openai", 404)
     assert model not in gateway_memory.output()  # a client's model name is input: not logged
@@ -101,7 +99,7 @@ def test_overhead_excludes_time_waiting_on_the_upstream(gateway_memory: Gateway,
     overhead0 = metric(gateway_memory, "gateway_overhead_seconds_sum", **labels)
     standin.control(latency_ms=400)
     body = {"model": "text-embedding-v4", "input": f"slow {uuid.uuid4().hex}"}
-    assert httpx.post(gateway_memory.url + OPENAI, json=body, timeout=10).status_code == 200
+    assert gateway_memory.post(OPENAI, json=body, timeout=10).status_code == 200
     duration = metric(gateway_memory, "gateway_request_duration_seconds_sum", **labels) - duration0
     overhead = metric(gateway_memory, "gateway_overhead_seconds_sum", **labels) - overhead0
     assert duration >= 0.4

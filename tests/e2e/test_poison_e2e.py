@@ -55,7 +55,7 @@ def poison_gw(
 
 
 def post(gw: Gateway, model: str, texts: list[str], **extra: Any) -> httpx.Response:
-    return httpx.post(gw.url + OPENAI, json={"model": model, "input": texts, **extra}, timeout=30)
+    return gw.post(OPENAI, json={"model": model, "input": texts, **extra}, timeout=30)
 
 
 def message(resp: httpx.Response) -> str:
@@ -108,5 +108,5 @@ def test_the_resolved_dimension_is_always_sent(poison_gw: Gateway, standin: Stan
     resp = post(poison_gw, "text-embedding-v4", [f"default dim {uuid.uuid4().hex}"])
     assert resp.status_code == 200 and len(resp.json()["data"][0]["embedding"]) == 1024
     body = {"model": "text-embedding-v4", "input": {"texts": [f"native {uuid.uuid4().hex}"]}}
-    resp = httpx.post(poison_gw.url + TEXT, json=body, timeout=30)
+    resp = poison_gw.post(TEXT, json=body, timeout=30)
     assert resp.status_code == 200 and len(resp.json()["output"]["embeddings"][0]["embedding"]) == 1024

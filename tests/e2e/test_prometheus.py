@@ -27,6 +27,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.processes import (
+    DEFAULT_TEAM,
     Gateway,
     GatewayFactory,
     RedisServer,
@@ -141,7 +142,7 @@ def send_traffic(mix: Mix, standin: StandIn, redis: RedisServer) -> None:
 
 def flood(mix: Mix) -> tuple[set[str], set[str]]:
     """Requests with random model names, paths and request ids: the series before and after."""
-    with httpx.Client(base_url=mix.url, timeout=10) as client:
+    with httpx.Client(base_url=mix.url, headers=mix.headers, timeout=10) as client:
         mix.other(client, "/no-such-route")  # the first of its kind creates its series
         before = series(client.get("/metrics").text)
         for i in range(20):
@@ -167,14 +168,14 @@ def run(tmp_path_factory: pytest.TempPathFactory, standin_session: StandIn, gate
     # One upstream answer per call (no retries, no circuit breaker): the traffic mix expects each request's
     # own status and compares the counters with what the stand-in saw.
     env = {"REDIS_RETRY_AFTER_S": "1", "RETRY_ATTEMPTS": "1", "BREAKER_FAILURES": "1000000"}
-    # A team with a budget (auth stays off: the traffic is anonymous): its budget gauges are exported.
+    # A team with a budget (and no key: the traffic is the factory's team's): its budget gauges are exported.
     config = workdir / "gateway.yaml"
     config.write_text(yaml.safe_dump({"teams": {"budgeted": {"budget": {"daily": 100, "monthly": 1000}}}}))
     gw = gateways.start(redis_url=redis.url, workers=2, env=env, config=str(config))
     prom, proc = start_prometheus(workdir, gw.url.removeprefix("http://"))
     try:
         prom.wait(lambda: prom.query('up{job="embedding-gateway"} == 1'), "a first scrape of the gateway")
-        mix = Mix(gw.url)
+        mix = Mix(gw.url, gw.headers)
         send_traffic(mix, standin_session, redis)
         before, after = flood(mix)
         exposition = httpx.get(gw.url + "/metrics").text
@@ -210,8 +211,10 @@ def test_counters_equal_the_traffic_sent(run: Run) -> None:
     assert by(samples(text, "gateway_items_total"), "model", "modality", "cache") == +mix.items
     assert by(samples(text, "gateway_upstream_tokens_total"), "model") == {(m,): n for m, n in mix.billed.items()}
     assert by(samples(text, "gateway_cache_saved_tokens_total"), "model") == {(m,): n for m, n in mix.saved.items()}
-    # Auth is off: every request is anonymous (the configured team's series exist, at 0).
-    assert {lab["team"] for lab, v in samples(text, "gateway_requests_total") if v} == {"anonymous"}
+    # Every embedding request is the key's team's (the configured team's series exist, at 0); a path that
+    # is no route is counted before any key is read.
+    teams = {(lab["route"], lab["team"]) for lab, v in samples(text, "gateway_requests_total") if v}
+    assert teams == {(route, DEFAULT_TEAM) for route in ROUTE_LABELS.values()} | {("other", "anonymous")}, teams
     rejections = samples(text, "gateway_ratelimit_rejections_total")
     assert rejections and all(v == 0 for _, v in rejections)  # present, at 0: no limit refused anything
     assert sum(v for _, v in samples(text, "gateway_requests_in_flight")) == 0
@@ -246,7 +249,7 @@ def test_prometheus_sees_the_same_counts(run: Run) -> None:
 def test_random_model_names_add_no_series(run: Run) -> None:
     assert run.series_after_flood == run.series_before_flood
     names = {line.split('model="')[1].split('"')[0] for line in run.series_after_flood if 'model="' in line}
-    catalog = {m["id"] for m in httpx.get(run.gateway.url + "/v1/models").json()["data"]}
+    catalog = {m["id"] for m in httpx.get(run.gateway.url + "/v1/models", headers=run.gateway.headers).json()["data"]}
     assert {V4, SMALL, PLUS} <= names <= catalog | {"other"}
 
 

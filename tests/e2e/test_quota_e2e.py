@@ -50,7 +50,7 @@ def paced(
 
 async def test_upstream_never_sees_more_than_its_quota(paced: list[Gateway], standin: StandIn) -> None:
     replies: list[httpx.Response] = []
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=paced[0].headers) as client:  # one team, three replicas
 
         async def one(i: int) -> None:
             url = paced[i % 3].url

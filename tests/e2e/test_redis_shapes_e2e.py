@@ -20,7 +20,7 @@ __all__ = ["redis_password", "redis_sentinel", "redis_tls"]
 
 def embed(gw: Gateway, texts: list[str]) -> httpx.Response:
     body = {"model": "text-embedding-v4", "input": texts, "dimensions": 64}
-    r = httpx.post(gw.url + "/v1/embeddings", json=body, timeout=30)
+    r = gw.post("/v1/embeddings", json=body, timeout=30)
     assert r.status_code == 200, r.text
     return r
 
@@ -39,7 +39,7 @@ def shared_cache(gateways: GatewayFactory, url: str) -> None:
         assert embed(a, texts).headers["x-cache-misses"] == "3"
         assert embed(b, texts).headers["x-cache-hits"] == "3"
         assert readyz(b)["cache"]["shared"] is True
-        listed = httpx.get(a.url + "/v1/batches", timeout=10)  # the jobs run on the same Redis
+        listed = httpx.get(a.url + "/v1/batches", headers=a.headers, timeout=10)  # the jobs run on the same Redis
         assert listed.status_code == 200, listed.text
     finally:
         stop(a.proc)
@@ -56,7 +56,7 @@ def refused(gateways: GatewayFactory, url: str, secret: str | None, cause: str) 
         state = readyz(gw)
         assert state["cache"]["shared"] is False and cause in state["cache"]["cause"]
         assert state["limits"]["shared"] is False and cause in state["limits"]["cause"]
-        jobs = httpx.get(gw.url + "/v1/batches", timeout=10)  # off, saying why
+        jobs = httpx.get(gw.url + "/v1/batches", headers=gw.headers, timeout=10)  # off, saying why
         assert jobs.status_code == 503 and cause in jobs.text, jobs.text
         assert secret is None or secret not in jobs.text
         eventually(lambda: cause in gw.output(), within=5, interval=0.1, what=f"{cause!r} logged")
@@ -90,7 +90,7 @@ def test_jobs_redis_lost_later(gateways: GatewayFactory, tmp_path: Path) -> None
     farm = start_password(tmp_path)
     gw = gateways.start(redis_url=farm.url)
     try:
-        assert httpx.get(gw.url + "/v1/batches", timeout=10).status_code == 200
+        assert httpx.get(gw.url + "/v1/batches", headers=gw.headers, timeout=10).status_code == 200
         farm.node.kill()
         eventually(lambda: "batch jobs: Redis failed" in gw.output(), within=20, interval=0.2)
         time.sleep(3)  # saq's abort loop runs every second: three more rounds

@@ -91,14 +91,14 @@ def test_an_upstream_echoing_every_secret_leaks_none(gateways: GatewayFactory, e
     ]
     statuses = set()
     for path, body in calls:
-        r = httpx.post(gw.url + path, json=body, timeout=60)
+        r = gw.post(path, json=body, timeout=60)
         statuses.add(r.status_code)
         assert r.status_code in (400, 502), r.text
         assert "***" in r.text, r.text  # the message came through, masked
         assert not leaks(r.text) and not leaks(str(r.headers)), (path, r.text)
     assert statuses == {400, 502}
     for path in ("/metrics", "/readyz", "/v1/models"):
-        assert not leaks(httpx.get(gw.url + path, timeout=30).text), path
+        assert not leaks(httpx.get(gw.url + path, headers=gw.headers, timeout=30).text), path
     log = gw.output()
     assert '"status":502' in log and '"status":400' in log  # the access log saw them
     assert not leaks(log), leaks(log)

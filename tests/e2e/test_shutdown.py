@@ -71,7 +71,10 @@ def test_sigterm_during_load_finishes_every_accepted_request(
         nonlocal stop_at
         # One client, one connection per loop (16 at most): 16 clients would build 16 TLS contexts first.
         limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
-        async with httpx.AsyncClient(timeout=30, limits=limits) as client, httpx.AsyncClient(timeout=5) as probe:
+        async with (
+            httpx.AsyncClient(timeout=30, limits=limits, headers=gw.headers) as client,
+            httpx.AsyncClient(timeout=5) as probe,
+        ):
             loops = [asyncio.create_task(client_loop(client, n)) for n in range(16)]
             await asyncio.wait_for(all_answered.wait(), 60)
             await asyncio.sleep(0.2)  # every client has a request in flight, waiting on the slow upstream
@@ -121,7 +124,7 @@ def test_a_request_on_a_connection_accepted_before_sigterm_is_served(gateways: G
     port = int(gw.url.rsplit(":", 1)[1])
     body = json.dumps({"model": MODEL, "input": ["late-" + uuid.uuid4().hex]}).encode()
     head = (
-        f"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{gw.header_lines}"
         f"content-length: {len(body)}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", port)) as late, socket.create_connection(("127.0.0.1", port)) as mute:

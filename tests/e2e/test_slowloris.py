@@ -61,7 +61,7 @@ class RealClient(threading.Thread):
                     if path == "/readyz":
                         status = httpx.get(self.gw.url + path, timeout=5).status_code
                     else:
-                        status = httpx.post(self.gw.url + path, json=body, timeout=5).status_code
+                        status = self.gw.post(path, json=body, timeout=5).status_code
                 except httpx.HTTPError:
                     status = 0
                 self.results.append((path, status, time.monotonic() - t))

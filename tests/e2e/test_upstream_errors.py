@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from tests.support.polling import eventually
 from tests.support.processes import UPSTREAM_KEY, Gateway, GatewayFactory, StandIn
 
 OPENAI = "/v1/embeddings"
@@ -38,7 +39,7 @@ def body(route: str, model: str = "text-embedding-v4") -> dict[str, Any]:
 
 
 def call(gw: Gateway, route: str, model: str = "text-embedding-v4") -> httpx.Response:
-    return httpx.post(gw.url + route, json=body(route, model), timeout=30)
+    return gw.post(route, json=body(route, model), timeout=30)
 
 
 def error_of(resp: httpx.Response, route: str) -> tuple[str | None, str]:
@@ -66,7 +67,7 @@ def test_upstream_429_keeps_retry_after(mapping_gw: Gateway, standin: StandIn, r
 
 def test_openai_sdk_sees_a_rate_limit_error(mapping_gw: Gateway, standin: StandIn) -> None:
     standin.control(fail_rate=1, fail_modes=["429"], retry_after=2)
-    client = openai.OpenAI(base_url=mapping_gw.url + "/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=mapping_gw.url + "/v1", api_key=mapping_gw.key, max_retries=0)
     with client, pytest.raises(openai.RateLimitError) as info:
         client.embeddings.create(model="text-embedding-v4", input="throttled " + uuid.uuid4().hex)
     assert info.value.response.headers["retry-after"] == "2"
@@ -96,9 +97,9 @@ def test_upstream_down_is_502_and_recovers(mapping_gw: Gateway, standin: StandIn
 def test_a_failure_is_not_cached(mapping_gw: Gateway, standin: StandIn) -> None:
     payload = body(OPENAI)
     standin.control(fail_rate=1, fail_modes=["500"])
-    assert httpx.post(mapping_gw.url + OPENAI, json=payload).status_code == 502
+    assert mapping_gw.post(OPENAI, json=payload).status_code == 502
     standin.control(fail_rate=0)
-    ok = httpx.post(mapping_gw.url + OPENAI, json=payload)
+    ok = mapping_gw.post(OPENAI, json=payload)
     assert ok.status_code == 200 and ok.headers["x-cache-misses"] == "1"
 
 
@@ -129,10 +130,7 @@ def test_upstream_slower_than_its_timeout_is_504(slow_gateway: Gateway, standin:
     assert time.monotonic() - t0 < 2.0  # the gateway gave up after its 0.5 s, not after the upstream's 2.5 s
     code, _ = error_of(resp, route)
     assert code == ("RequestTimeOut" if route == TEXT else "upstream_timeout")
-    deadline = time.monotonic() + 5
-    while not standin.calls():  # let the abandoned upstream call finish, so that it lands in this test
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    eventually(standin.calls, within=5)  # the abandoned upstream call finished, so it lands in this test
     standin.control(latency_ms=100)
     assert call(slow_gateway, route).status_code == 200
 

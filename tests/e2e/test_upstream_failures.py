@@ -48,7 +48,9 @@ def test_30_percent_failing_upstream_is_absorbed(flaky_gateway: Gateway, standin
 
     async def go() -> None:
         slots = asyncio.Semaphore(50)
-        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=50)) as client:
+        async with httpx.AsyncClient(
+            timeout=30, limits=httpx.Limits(max_connections=50), headers=flaky_gateway.headers
+        ) as client:
             await asyncio.gather(*(one(client, t, slots) for t in texts))
 
     asyncio.run(go())
@@ -63,7 +65,7 @@ def test_30_percent_failing_upstream_is_absorbed(flaky_gateway: Gateway, standin
 
 def test_validation_errors_from_the_upstream_are_not_retried(flaky_gateway: Gateway, standin: StandIn) -> None:
     long_text = "word " * 9000  # 45,000 characters: within this gateway's limit, over the stand-in's 8,192 tokens
-    r = httpx.post(flaky_gateway.url + "/v1/embeddings", json={"model": MODEL, "input": [long_text]}, timeout=30)
+    r = flaky_gateway.post("/v1/embeddings", json={"model": MODEL, "input": [long_text]}, timeout=30)
     assert r.status_code == 400
     assert len(standin.calls()) == 1
 
@@ -90,7 +92,7 @@ def _post(client: httpx.Client, gw: Gateway, text: str) -> tuple[httpx.Response,
 def test_dead_upstream_is_reported_fast_once_the_breaker_opens(breaker_gateway: Gateway, standin: StandIn) -> None:
     standin.control(down=True)
     run = uuid.uuid4().hex
-    with httpx.Client(timeout=30) as client:
+    with breaker_gateway.client() as client:
         first, _ = _post(client, breaker_gateway, f"first {run}")
         assert first.status_code == 503  # retried, then the breaker opened and cut the retries short
         assert first.json()["error"]["code"] == "upstream_unavailable"
@@ -121,7 +123,7 @@ def test_dead_upstream_is_reported_fast_once_the_breaker_opens(breaker_gateway: 
 def test_a_failed_probe_opens_the_breaker_again(breaker_gateway: Gateway, standin: StandIn) -> None:
     standin.control(down=True)
     run = uuid.uuid4().hex
-    with httpx.Client(timeout=30) as client:
+    with breaker_gateway.client() as client:
         for i in range(5):  # open it (or keep it open from the previous test)
             _post(client, breaker_gateway, f"open {i} {run}")
         time.sleep(2.1)  # waits out BREAKER_OPEN_S (2 s): the next call is the one probe
@@ -135,9 +137,7 @@ def test_a_failed_probe_opens_the_breaker_again(breaker_gateway: Gateway, standi
     standin.control(down=False)
     time.sleep(2.1)  # waits out BREAKER_OPEN_S again: the next call probes the upstream that is back
     assert (
-        httpx.post(
-            breaker_gateway.url + "/v1/embeddings", json={"model": MODEL, "input": [f"back {run}"]}, timeout=30
-        ).status_code
+        breaker_gateway.post("/v1/embeddings", json={"model": MODEL, "input": [f"back {run}"]}, timeout=30).status_code
         == 200
     )
 
@@ -150,9 +150,7 @@ def impatient_gateway(gateways: GatewayFactory, redis_server: RedisServer) -> Ga
 def test_a_slow_upstream_is_cut_off_at_the_request_deadline(impatient_gateway: Gateway, standin: StandIn) -> None:
     standin.control(latency_ms=4000)
     t0 = time.monotonic()
-    r = httpx.post(
-        impatient_gateway.url + "/v1/embeddings", json={"model": MODEL, "input": [f"slow {uuid.uuid4()}"]}, timeout=30
-    )
+    r = impatient_gateway.post("/v1/embeddings", json={"model": MODEL, "input": [f"slow {uuid.uuid4()}"]}, timeout=30)
     took = time.monotonic() - t0
     assert r.status_code == 504 and r.json()["error"]["type"] == "upstream_error"
     assert 0.9 < took < 2.5
@@ -165,7 +163,11 @@ def test_a_client_that_leaves_does_not_cancel_the_call_others_share(
     text = f"shared by a leaver {uuid.uuid4()}"
 
     async def go() -> httpx.Response:
-        async with httpx.AsyncClient() as leaver, httpx.AsyncClient(timeout=10) as stayer:
+        headers = impatient_gateway.headers
+        async with (
+            httpx.AsyncClient(headers=headers) as leaver,
+            httpx.AsyncClient(timeout=10, headers=headers) as stayer,
+        ):
             body = {"model": MODEL, "input": [text]}
             leaving = asyncio.ensure_future(
                 leaver.post(impatient_gateway.url + "/v1/embeddings", json=body, timeout=0.2)

@@ -83,7 +83,7 @@ def test_a_url_that_does_not_parse_is_a_4xx_naming_the_field(
     gateway_memory: Gateway, standin: StandIn, route: str, url: str
 ) -> None:
     for item in items_of(url):
-        resp = httpx.post(gateway_memory.url + route, json=body_for(route, item), timeout=30)
+        resp = gateway_memory.post(route, json=body_for(route, item), timeout=30)
         assert resp.status_code == 400, (item, resp.text)
         message, param = message_of(route, resp)
         assert param == field_of(route, item) and message.startswith(param), resp.text
@@ -97,7 +97,7 @@ def test_with_fetching_on_a_bad_host_name_is_a_4xx_also_as_a_redirect(
     redirects = [origin.url(f"/r{i}") for i in range(len(BAD_LOCATIONS))]
     for url in BAD_NAMES + BAD_URLS + redirects:
         for item in ({"image": url}, {"multi_images": [url]}):
-            resp = httpx.post(fetching.url + route, json=body_for(route, item), timeout=30)
+            resp = fetching.post(route, json=body_for(route, item), timeout=30)
             assert resp.status_code == 400, (item, resp.text)
             assert message_of(route, resp)[1] == field_of(route, item), resp.text
     assert calls_for_model(standin) == []
@@ -128,7 +128,7 @@ ITEM = st.one_of(
 def check_one(gw: Gateway, standin: StandIn, client: httpx.Client, route: str, items: list[Any]) -> None:
     before = len(standin.calls())
     body = {"model": MODEL, "input": items} if route == OPENAI else {"model": MODEL, "input": {"contents": items}}
-    resp = client.post(gw.url + route, json=body)
+    resp = client.post(route, json=body)
     assert resp.status_code < 500, (items, resp.status_code, resp.text)
     called = len(standin.calls()) > before
     if resp.status_code >= 400:
@@ -144,7 +144,7 @@ def check_one(gw: Gateway, standin: StandIn, client: httpx.Client, route: str, i
 def test_property_never_a_5xx_and_no_upstream_call_for_a_refused_item(
     gateway_memory: Gateway, standin: StandIn, route: str, items: list[Any]
 ) -> None:
-    with httpx.Client(timeout=30) as client:
+    with gateway_memory.client() as client:
         check_one(gateway_memory, standin, client, route, items)
 
 
@@ -166,5 +166,5 @@ FETCH_URLS = st.builds(
 @given(route=st.sampled_from([OPENAI, MM]), urls=st.lists(FETCH_URLS, min_size=1, max_size=3))
 def test_property_with_fetching_on(fetching: Gateway, standin: StandIn, route: str, urls: list[str]) -> None:
     """Hosts here never need a DNS answer: IP literals (refused as not public) or names that fail to parse."""
-    with httpx.Client(timeout=30) as client:
+    with fetching.client() as client:
         check_one(fetching, standin, client, route, [{"image": u} for u in urls])

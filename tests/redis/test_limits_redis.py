@@ -94,6 +94,54 @@ def test_team_script_decides_like_the_reference(
     asyncio.run(replay())
 
 
+turns = st.lists(
+    st.tuples(st.integers(0, 15 * US), st.lists(st.integers(0, 500), min_size=1, max_size=6), st.integers(0, 700)),
+    min_size=1,
+    max_size=20,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(turns, quotas)
+def test_a_turns_admissions_decide_in_order_like_the_reference(
+    redis_server: RedisServer, seq: list[tuple[int, list[int], int]], quota: TeamQuota
+) -> None:
+    """The admissions of one event-loop turn go to Redis as one script call (one per team), each decided as
+    if alone after the ones before it: as many admits in a row at one time on the reference."""
+
+    async def replay() -> None:
+        clock = Clock(20_000 * DAY_US - 30 * US)
+        local, shared = stores(redis_server.url, clock)
+        tickets: list[Ticket] = []
+        try:
+            await shared.admit("another team", quota, 0, "r")  # the script is loaded: EVALSHA from now on
+            for i, (delay, estimates, billed) in enumerate(seq):
+                clock.now += delay
+                rids = [f"r{i}.{j}" for j in range(len(estimates))]
+                mine = [await local.admit("team", quota, est, rid) for est, rid in zip(estimates, rids, strict=True)]
+                calls = await script_calls(shared)
+                theirs = await asyncio.gather(
+                    *(shared.admit("team", quota, e, r) for e, r in zip(estimates, rids, strict=True))
+                )
+                assert await script_calls(shared) - calls == 1  # the whole turn: one call
+                assert mine == list(theirs), i
+                for v, e, r in zip(mine, estimates, rids, strict=True):
+                    if v.ok:
+                        tickets.append(Ticket("team", r, e, v.now_us, v.day, "x"))
+                if tickets:  # some finish between turns
+                    ticket = tickets.pop(billed % len(tickets))
+                    assert await local.finish(ticket, billed) == await shared.finish(ticket, billed), i
+        finally:
+            await shared.close()
+
+    asyncio.run(replay())
+
+
+async def script_calls(store: RedisStore) -> int:
+    stats = await store.client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0)) + int(stats.get("cmdstat_eval", {}).get("calls", 0))
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(st.tuples(st.integers(0, 3 * US), st.integers(1, 3000), st.integers(-500, 500)), min_size=1, max_size=40),

@@ -9,7 +9,8 @@
   `lost` when its connection fails before its answer while no earlier answer on that connection said
   `Connection: close`; after an answer saying it, the client opens a new connection (`reconnects`).
 
-Prints one JSON line of counts and latencies. Raises its own descriptor limit to the hard limit first.
+Sends the key in EG_TEST_GATEWAY_KEY when set. Prints one JSON line of counts and latencies. Raises its
+own descriptor limit to the hard limit first.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import resource
 import time
 from pathlib import Path
@@ -29,10 +31,15 @@ except ImportError:  # pragma: no cover
     uvloop = None  # type: ignore[assignment]
 
 
+KEY_ENV = "EG_TEST_GATEWAY_KEY"  # the gateway's key, sent as a bearer token when set (not on the command line)
+
+
 def request_bytes(path: str, body: bytes) -> bytes:
+    key = os.environ.get(KEY_ENV)
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        + (f"Authorization: Bearer {key}\r\n" if key else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
 

@@ -23,6 +23,7 @@ import httpx
 import pytest
 import yaml
 
+from app.teams.keys import hash_key, new_key
 from bench.procs import free_port, stop, wait_http, wait_redis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # gateway wrote (tests/e2e/test_secrets.py).
 SHARED_LOGS = "EG_TEST_LOGS"
 UPSTREAM_KEY = "sk-standin-0123456789abcdef"
+DEFAULT_TEAM = "default"  # the team the factory adds to a config without keys (GatewayFactory.start)
 # Variables of the developer's own shell that would change what the gateway under test does.
 SCRUB = (
     "REDIS_URL",
@@ -169,13 +171,37 @@ class Gateway:
     proc: subprocess.Popen[bytes]
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    # The key of the team the factory added (auth is on unless the test turned it off); None when the
+    # test's own config has teams with keys (it sends its own) or auth is off.
+    key: str | None = field(default=None, repr=False)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a client sends to be let in: the factory's team key (nothing when it made none)."""
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    @property
+    def header_lines(self) -> str:
+        """The same headers as lines of a request head, for tests that write HTTP by hand."""
+        return "".join(f"{name}: {value}\r\n" for name, value in self.headers.items())
+
+    def client(self, **options: Any) -> httpx.Client:
+        """An httpx client for this gateway that sends its key."""
+        return httpx.Client(base_url=self.url, headers=self.headers, **{"timeout": 30.0, **options})
+
+    def post(self, path: str, **options: Any) -> httpx.Response:
+        """One POST to `path` with the key (httpx.post's options)."""
+        return httpx.post(self.url + path, headers={**self.headers, **options.pop("headers", {})}, **options)
+
 
 class GatewayFactory:
-    """Starts `embedding-gateway serve` processes wired to the stand-in (and a Redis when given)."""
+    """Starts `embedding-gateway serve` processes wired to the stand-in (and a Redis when given), with the
+    product's defaults otherwise: auth required (the factory's team and key unless the config has keyed
+    teams: `Gateway.key`, `.headers`, `.client()`), the hot cache on, the local model served when installed.
+    A test of what a setting changes says so in `env` (GATEWAY_AUTH=off, with its reason)."""
 
     def __init__(self, standin: StandIn, logdir: Path) -> None:
         self.standin = standin
@@ -187,6 +213,10 @@ class GatewayFactory:
         # Called with each gateway as it starts: conftest ties it to the fixture (or test) that started it,
         # which stops it when its scope ends.
         self.on_start: Callable[[Gateway], None] = lambda gw: None
+        # The key of the team the factory adds to a config without keyed teams: one for the session, so that
+        # gateways started from one config serve one team, as replicas do.
+        self.key = new_key()
+        self.secrets.add(self.key)
 
     def start(
         self,
@@ -200,7 +230,6 @@ class GatewayFactory:
     ) -> Gateway:
         port = free_port()
         extra = {
-            "GATEWAY_AUTH": "off",  # tests of teams and keys turn it on through their config
             "LOCAL_MODEL": "false",  # the local model has its own tests; loading torch costs seconds
             "DASHSCOPE_API_KEY": upstream_key,
             "DASHSCOPE_BASE_URL": self.standin.dashscope_base,
@@ -210,6 +239,9 @@ class GatewayFactory:
         }
         if redis_url:
             extra["REDIS_URL"] = redis_url
+        key = None
+        if extra.get("GATEWAY_AUTH", "required") != "off":
+            config, key = self._with_a_team(config, self.logdir / f"gateway-{port}.yaml")
         self.secrets.update(self._env_secrets(extra))
         if config:
             self.secrets.update(secrets_in(yaml.safe_load(Path(config).read_text())))
@@ -221,11 +253,21 @@ class GatewayFactory:
         proc = subprocess.Popen(
             args, cwd=ROOT, env=clean_env(**extra), stdout=log.open("ab"), stderr=subprocess.STDOUT, preexec_fn=limit
         )
-        gw = Gateway(f"http://127.0.0.1:{port}", proc, log, extra)
+        gw = Gateway(f"http://127.0.0.1:{port}", proc, log, extra, key)
         self.started.append(gw)
         self.on_start(gw)
         wait_http(gw.url + "/healthz", proc)
         return gw
+
+    def _with_a_team(self, config: str | None, path: Path) -> tuple[str | None, str | None]:
+        """Auth is on, as users run it: a config whose teams hold no key gets the factory's team (in a copy
+        at `path`), whose key the Gateway carries; a config with keyed teams is the test's own."""
+        body = (yaml.safe_load(Path(config).read_text()) or {}) if config else {}
+        if any(team.get("keys") for team in (body.get("teams") or {}).values()):
+            return config, None
+        body["teams"] = {**(body.get("teams") or {}), DEFAULT_TEAM: {"keys": [hash_key(self.key)]}}
+        path.write_text(yaml.safe_dump(body))
+        return str(path), self.key
 
     @staticmethod
     def _env_secrets(env: dict[str, str]) -> set[str]:

@@ -65,6 +65,7 @@ class Mix:
     """Sends calls and keeps what the counters must be."""
 
     url: str
+    headers: dict[str, str] = field(default_factory=dict)  # what lets the traffic in (Gateway.headers)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     items: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (model, modality, cache)
     billed: Counter[str] = field(default_factory=Counter)  # model -> tokens
@@ -73,7 +74,7 @@ class Mix:
     def send(self, calls: list[Call], *, cache: str = "miss", concurrency: int = 8) -> None:
         """Send concurrently, over new connections each time (so that every worker process gets some)."""
         limits = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(base_url=self.url, timeout=30, limits=limits) as client:
+        with httpx.Client(base_url=self.url, headers=self.headers, timeout=30, limits=limits) as client:
 
             def one(call: Call) -> None:
                 resp = client.post(call.path, json=call.body)
