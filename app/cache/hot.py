@@ -36,9 +36,9 @@ class HotCache:
             await self.hot.set_many(fill)
         return values
 
-    async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+    async def set_many(self, entries: Sequence[tuple[str, bytes]], release: Sequence[str] = ()) -> None:
         await self.hot.set_many(entries)
-        await self.inner.set_many(entries)
+        await self.inner.set_many(entries, release)
 
     async def ping(self) -> bool:
         return await self.inner.ping()

@@ -57,9 +57,9 @@ class RedisCache:
             return [None] * len(keys)
         return [v if isinstance(v, bytes) else None for v in values]
 
-    async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
+    async def set_many(self, entries: Sequence[tuple[str, bytes]], release: Sequence[str] = ()) -> None:
         if entries:
-            write = lambda: self.link.set_many(entries, self.ttl_s)  # noqa: E731
+            write = lambda: self.link.set_many(entries, self.ttl_s, release)  # noqa: E731
             await self.breaker.call(write, None, timeout_s=self.timeout_s, failed=self._count("write"))
 
     async def ping(self) -> bool:

@@ -5,7 +5,8 @@
 closes that gap), otherwise `<key>:lease` is set with SET NX PX; it returns the keys this process now holds
 and the vectors found. `held(keys)` says which leases still exist; `release(keys)` deletes the leases this
 process holds (compare-and-delete, so a lease that expired and was taken by another replica is left);
-`drop(keys)`, for keys whose vectors were just written, deletes their leases with one plain DEL: whoever
+`dropped_with(keys)`, for keys whose vectors are being written, names their leases, which the cache write
+deletes with one plain DEL in its own round trip, after the values (cache/store.py `release`): whoever
 holds such a lease (us, or another replica after ours expired), it only delays waiters, who find the
 vector in the cache once it is gone (one DEL of 8 keys instead of a script of 8 GET and 8 DEL).
 Redis failing or stalling never blocks a request: a lease that cannot be taken counts as taken by us
@@ -63,7 +64,7 @@ class Leases(Protocol):
 
     async def release(self, keys: Sequence[str]) -> None: ...
 
-    async def drop(self, keys: Sequence[str]) -> None: ...
+    def dropped_with(self, keys: Sequence[str]) -> list[str]: ...
 
 
 class LocalLeases:
@@ -80,8 +81,8 @@ class LocalLeases:
     async def release(self, keys: Sequence[str]) -> None:
         return None
 
-    async def drop(self, keys: Sequence[str]) -> None:
-        return None
+    def dropped_with(self, keys: Sequence[str]) -> list[str]:
+        return []
 
 
 class RedisLeases:
@@ -126,10 +127,8 @@ class RedisLeases:
             leases = [lease_key(k) for k in keys]
             await self._guarded(lambda: self.link.eval_by_slot(RELEASE, leases, [self.token]), None)
 
-    async def drop(self, keys: Sequence[str]) -> None:
-        if keys:
-            leases = [lease_key(k) for k in keys]
-            await self._guarded(lambda: self.link.delete(leases), None)
+    def dropped_with(self, keys: Sequence[str]) -> list[str]:
+        return [lease_key(k) for k in keys]
 
     async def _guarded(self, command: Callable[[], Awaitable[T]], fallback: T) -> T:
         """A lease command through the cache's bypass (its successes do not close it: the cache's do)."""

@@ -109,10 +109,17 @@ class RedisLink:
                 return list(await self.client.mget_nonatomic(list(keys)))
             return list(await self.client.mget(keys))
 
-    async def set_many(self, entries: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
+    async def set_many(self, entries: Sequence[tuple[str, bytes]], ttl_s: int, delete: Sequence[str] = ()) -> None:
+        """SET EX of every entry, then DEL of `delete`, in one pipeline: one round trip (per node on a
+        cluster), run in that order on each connection (a key and its lease share a slot, keys.py)."""
         pipe = self.client.pipeline(transaction=False)
         for k, v in entries:
             pipe.set(k, v, ex=ttl_s)
+        if delete and isinstance(self.client, RedisCluster):
+            for k in delete:  # one DEL per key: a cluster pipeline routes each command by its key's slot
+                pipe.delete(k)
+        elif delete:
+            pipe.delete(*delete)
         async with self._using():
             await pipe.execute()
 

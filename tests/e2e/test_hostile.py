@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import time
 from collections.abc import Callable
 
 import httpx
 import pytest
 
 from bench.imageserver import JPEG_BYTES, png_bytes
+from tests.support.polling import eventually
 from tests.support.processes import Gateway, StandIn
 
 OPENAI = "/v1/embeddings"
@@ -219,9 +219,7 @@ def test_a_client_leaving_mid_body_is_a_499_not_a_fault(gateway_redis: Gateway, 
     )
     with socket.create_connection((host, int(port)), timeout=10) as s:
         s.sendall(head.encode() + b'{"model": "text-embedding-v4", "input": "abc')
-    deadline = time.monotonic() + 10
-    while rid not in gateway_redis.output() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    eventually(lambda: rid in gateway_redis.output(), what="the access log line of the request left mid-body")
     lines = [json.loads(x) for x in gateway_redis.output().splitlines() if rid in x and x.startswith("{")]
     assert [line["status"] for line in lines] == [499]
     assert "unhandled" not in gateway_redis.output()

@@ -26,6 +26,7 @@ import yaml
 from app.teams.keys import hash_key, new_key
 from app.usage.rows import key_id
 from bench.standin import text_tokens
+from tests.support.polling import eventually
 from tests.support.processes import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env, stop
 from tests.support.teamkit import DS_TEXT
 
@@ -183,14 +184,15 @@ def until_landed(f: Fleet) -> dict[tuple[str, ...], dict[str, int]]:
     """The usage of the watched teams once every batch landed (each process writes once a second)."""
     want = {k: {m: v for m, v in row.items() if m in ("requests", "items", "hits", "tokens", "saved")}
             for k, row in expected(f, GROUP).items()}  # fmt: skip
-    deadline = time.monotonic() + 20
-    while True:
+
+    def landed() -> dict[tuple[str, ...], dict[str, int]]:
         r = read_usage(f, "admin")
         assert r.status_code == 200, r.text
         got = {k: v for k, v in usage_rows(r.json()["data"]).items() if k[0] in WATCHED}
-        if got == want or time.monotonic() > deadline:
-            return got
-        time.sleep(0.3)
+        assert got == want
+        return got
+
+    return eventually(landed, within=20, interval=0.3)
 
 
 def test_usage_per_team_key_and_model_is_exactly_the_traffic(traffic: Fleet) -> None:
@@ -289,11 +291,12 @@ def test_a_spent_daily_budget_refuses_misses_on_every_replica_and_serves_hits(fl
     assert refused.value.code == "insufficient_quota"
     assert int(refused.value.response.headers["retry-after"]) <= 86400
     assert send(f, 0, "delta", "delta", V4, [paid]).status_code == 200  # a hit costs nothing: served
-    deadline = time.monotonic() + 15  # the other replica learns the spend from its next batch
-    while True:
+
+    def refused_elsewhere() -> httpx.Response:  # the other replica learns the spend from its next batch
         other = send(f, 1, "delta", "delta", V4, [new("elsewhere")], dashscope=True)
-        if other.status_code == 429 or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert other.status_code == 429 and other.json()["code"] == "Arrearage"
+        assert other.status_code == 429, other.text
+        return other
+
+    other = eventually(refused_elsewhere, within=15, interval=0.3)
+    assert other.json()["code"] == "Arrearage"
     assert send(f, 1, "delta", "delta", V4, [paid], dashscope=True).status_code == 200

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -101,6 +102,58 @@ async def test_one_round_trip_each_way(cache: tuple[RedisCache, str], redis_serv
     assert calls(after, "mget") - calls(before, "mget") == 1
     assert calls(after, "get") - calls(before, "get") == 0
     assert calls(after, "set") - calls(before, "set") == 20  # one pipeline, 20 SET EX
+
+
+async def test_a_write_releases_its_leases_in_the_same_round_trip_after_the_values(
+    cache: tuple[RedisCache, str], redis_server: RedisServer
+) -> None:
+    """The miss path's landing (flights/inflight.py): new vectors written and their leases deleted in one
+    pipeline, values first. Watched from outside with MONITOR: every SET comes before the DEL, and the
+    client sent them as one write (redis-py's pipeline); a store of this process alone ignores `release`."""
+    c, prefix = cache
+    vectors = [(f"{prefix}{{v{i}}}", np.full(4, i, dtype="<f4").tobytes()) for i in range(3)]
+    leases = [k + ":lease" for k, _ in vectors]
+    await c.link.client.mset({k: b"token" for k in leases})
+    executed: list[int] = []  # the commands of each pipeline sent
+    client: Any = c.link.client
+    pipeline = client.pipeline
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def run(*a: Any, **k: Any) -> Any:
+            executed.append(len(pipe.command_stack))
+            return await execute(*a, **k)
+
+        pipe.execute = run
+        return pipe
+
+    client.pipeline = counted
+    spy = aioredis.Redis.from_url(redis_server.url)
+    async with spy.monitor() as monitor:
+        seen: list[str] = []
+
+        async def watch() -> None:
+            async for event in monitor.listen():
+                command = str(event.get("command", ""))
+                if prefix in command:
+                    seen.append(command.split()[0].upper())
+                if len(seen) == len(vectors) + 1:
+                    return
+
+        watching = asyncio.create_task(watch())
+        await asyncio.sleep(0.1)
+        await c.set_many(vectors, leases)
+        await asyncio.wait_for(watching, 5)
+    await spy.aclose()
+    assert executed == [len(vectors) + 1]  # one pipeline: 3 SET EX and 1 DEL, one round trip
+    assert seen == ["SET", "SET", "SET", "DEL"]  # the values before their leases go
+    assert await c.get_many([k for k, _ in vectors]) == [v for _, v in vectors]
+    assert await c.link.client.exists(*leases) == 0
+    memory = MemoryCache(1 << 10)
+    await memory.set_many(vectors, leases)
+    assert await memory.get_many([k for k, _ in vectors]) == [v for _, v in vectors]
 
 
 async def timed(coro: object) -> tuple[object, float]:
