@@ -2,9 +2,10 @@
 
 The coalescer registers one future per key it sends upstream; a request that misses the same key while
 it is in flight awaits that future instead. The batcher lands every call here once its answers (or its
-error) are in the futures: the new vectors are written to the cache in one pipelined write, then the
-leases are released, then the entries are dropped, in that order, so that a request that comes later
-finds the vector in the cache or the entry still in flight, never neither.
+error) are in the futures: the new vectors are written to the cache in one pipelined write (which also ends
+their leases), then the leases of keys not written are released, then the entries are dropped, in that
+order, so that a request that comes later finds the vector in the cache or the entry still in flight, never
+neither.
 """
 
 from __future__ import annotations
@@ -40,9 +41,8 @@ class InFlight:
                     await self._write(entries)
                     written = {k for k, _ in entries}
             if self.leases.shared:
-                # Written keys: the vector is readable now, so their leases go with one DEL (see leases.py).
-                if written:
-                    await self.leases.drop(list(written))
+                # A written vector took its lease's place (the lease lives in its key: leases.py); the
+                # leases of keys not written are released.
                 rest = [p.key for p in pendings if p.key not in written]
                 if rest:
                     await self.leases.release(rest)

@@ -21,7 +21,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -110,16 +110,19 @@ class RedisLink:
             return list(await self.client.mget(keys))
 
     async def set_many(self, entries: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for k, v in entries:
-            pipe.set(k, v, ex=ttl_s)
-        async with self._using():
-            await pipe.execute()
+        def commands(pipe: Any) -> None:
+            for k, v in entries:
+                pipe.set(k, v, ex=ttl_s)
 
-    async def delete(self, keys: Sequence[str]) -> None:
-        """One DEL of the keys (one per slot on a cluster, redis-py splits them)."""
+        await self.pipelined(commands)
+
+    async def pipelined(self, commands: Callable[[Any], None]) -> list[Any]:
+        """The replies to what `commands(pipe)` queues on a pipeline: one round trip (one per node on a
+        cluster), single-key commands only."""
+        pipe = self.client.pipeline(transaction=False)
+        commands(pipe)
         async with self._using():
-            await self.client.delete(*keys)
+            return list(await pipe.execute())
 
     async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script whose keys share one slot (EVALSHA, loading it where the node does not know it)."""

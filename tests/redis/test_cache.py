@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from app.cache.lru import MemoryCache
 from app.cache.redis import RedisCache
+from app.flights.leases import RedisLeases
+from app.metrics import Metrics
 from app.redis.bypass import Bypass
 from app.redis.link import single
 from tests.support.polling import eventually_async
@@ -101,6 +104,38 @@ async def test_one_round_trip_each_way(cache: tuple[RedisCache, str], redis_serv
     assert calls(after, "mget") - calls(before, "mget") == 1
     assert calls(after, "get") - calls(before, "get") == 0
     assert calls(after, "set") - calls(before, "set") == 20  # one pipeline, 20 SET EX
+
+
+async def test_a_lease_reads_as_a_miss_and_the_vectors_write_ends_it(
+    cache: tuple[RedisCache, str], redis_server: RedisServer
+) -> None:
+    """A miss's lease lives in its vector's key (flights/leases.py): the cache reads it as a miss (never as
+    an invalid value), and the vector's write, one pipelined SET EX per key and nothing else, replaces it:
+    no command of the lease's own. Another replica polling sees the lease, then the vector."""
+    c, prefix = cache
+    metrics = Metrics(CollectorRegistry())
+    c.metrics = metrics
+    leases = RedisLeases(c.link, c.breaker, 1.0)
+    vectors = [(f"{prefix}{{v{i}}}", np.full(4, i, dtype="<f4").tobytes()) for i in range(3)]
+    keys = [k for k, _ in vectors]
+    assert await leases.claim(keys, 10) == (set(keys), {})
+    assert await c.get_many(keys) == [None, None, None]
+    invalid = [s.value for s in metrics.cache_invalid.collect()[0].samples if s.name.endswith("_total")]
+    assert invalid and not any(invalid)  # a lease is not an invalid value
+    other = RedisLeases(c.link, c.breaker, 1.0)
+    assert await other.claim(keys, 10) == (set(), {})  # held: the other replica waits
+    assert await other.poll(keys) == (set(keys), {})
+    spy = aioredis.Redis.from_url(redis_server.url)
+    before = await spy.info("commandstats")
+    await c.set_many(vectors)
+    after = await spy.info("commandstats")
+    await spy.aclose()
+    commands = {k: v["calls"] - before.get(k, {}).get("calls", 0) for k, v in after.items() if k != "cmdstat_info"}
+    assert {k: n for k, n in commands.items() if n} == {"cmdstat_set": 3}
+    assert await c.get_many(keys) == [v for _, v in vectors]
+    assert await other.poll(keys) == (set(), dict(vectors))
+    for key in keys:
+        assert 110 <= await c.link.client.ttl(key) <= 120  # the vector's expiry, not the lease's
 
 
 async def timed(coro: object) -> tuple[object, float]:

@@ -10,9 +10,7 @@ from app.limits.census import Census
 from app.redis.link import connect
 from tests.support.polling import eventually_async
 from tests.support.processes import RedisServer
-from tests.support.redisfarm import Cluster, redis_cluster
-
-__all__ = ["redis_cluster"]
+from tests.support.redisfarm import Cluster
 
 
 async def _count_follows_processes(url: str) -> None:

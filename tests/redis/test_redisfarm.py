@@ -7,17 +7,7 @@ from __future__ import annotations
 import redis
 from redis.sentinel import Sentinel
 
-from tests.support.redisfarm import (
-    Cluster,
-    SentinelSet,
-    Single,
-    redis_cluster,
-    redis_password,
-    redis_sentinel,
-    redis_tls,
-)
-
-__all__ = ["redis_cluster", "redis_password", "redis_sentinel", "redis_tls"]  # fixtures used below
+from tests.support.redisfarm import Cluster, SentinelSet, Single
 
 
 def test_cluster_has_three_masters_with_a_replica_each(redis_cluster: Cluster) -> None:

@@ -9,17 +9,7 @@ import pytest
 
 from app.redis.link import RedisSetupError, connect, sentinel_parts
 from tests.support.processes import RedisServer
-from tests.support.redisfarm import (
-    Cluster,
-    SentinelSet,
-    Single,
-    redis_cluster,
-    redis_password,
-    redis_sentinel,
-    redis_tls,
-)
-
-__all__ = ["redis_cluster", "redis_password", "redis_sentinel", "redis_tls"]  # fixtures used below
+from tests.support.redisfarm import Cluster, SentinelSet, Single
 
 
 def _open(url: str, **kw: object) -> None:
