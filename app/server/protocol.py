@@ -29,6 +29,7 @@ The ASGI app puts the worker's Connections in the lifespan state under STATE_KEY
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 import httptools
@@ -71,7 +72,7 @@ class HeadWithBody:
 
     def __init__(self, transport: asyncio.Transport, cycle: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.transport = transport
-        self.cycle = cycle
+        self.cycle = weakref.ref(cycle)  # the cycle holds this transport: no reference cycle (garbage for the GC)
         self.loop = loop
         self.head: bytes | None = None
         self.started = False  # the head was written or is held
@@ -80,8 +81,8 @@ class HeadWithBody:
         if self.head is not None:
             head, self.head = self.head, None
             self.transport.writelines((head, data))
-        elif not self.started and self.cycle.response_started:  # uvicorn's first write after the start: the head
-            self.started = True
+        elif not self.started and getattr(self.cycle(), "response_started", False):
+            self.started = True  # uvicorn's first write after the response started: the head
             self.head = data
             self.loop.call_soon(self.flush)
         else:  # a 100 Continue before the answer, a body part
