@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import orjson
 
 from ..redis.link import Mode
+from .connection import JobsOff, jobs_redis
 from .records import Records, now
 from .settings import JobSettings
-from .wiring import JobsOff, jobs_redis
 
 COLUMNS = "id kind team status done/total failed cached created worker"
 

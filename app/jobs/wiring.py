@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from ..inputs.media.fetcher import Fetcher
-from ..redis.link import Mode, RedisSetupError, connect
+from ..redis.link import Mode
 from ..runtime.state import Gateway
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
 from ..storage.s3 import S3Storage
 from .batches import Batches
+from .connection import JobsOff, jobs_redis
 from .files import FileStore
 from .metrics import JobMetrics
 from .parts import Jobs
@@ -31,18 +32,8 @@ from .settings import JobSettings
 from .tasks import Tasks
 from .worker import JobQueue
 
-REPLY_WAIT_S = 10.0  # above saq's 1 s blocking dequeue
 RETRY_S = 10.0  # a Redis that refused the jobs at start is asked again this often
 log = logging.getLogger("embedding_gateway.jobs")
-
-
-class JobsOff(Exception):
-    """The jobs cannot run on this Redis (the message says why, never the URL or a password); `retry`: it may
-    answer later (refused, authentication, TLS), not when it is a cluster."""
-
-    def __init__(self, message: str, *, retry: bool) -> None:
-        super().__init__(message)
-        self.retry = retry
 
 
 def open_storage(s: JobSettings) -> Storage:
@@ -52,19 +43,6 @@ def open_storage(s: JobSettings) -> Storage:
                          access_key_id=key.get_secret_value() if key else None,
                          secret_access_key=secret.get_secret_value() if secret else None)  # fmt: skip
     return LocalStorage(s.storage_dir)
-
-
-async def jobs_redis(url: str, mode: Mode, timeout_s: float, s: JobSettings) -> Redis:
-    """A single-node client: the server's, or the Sentinel's current master. Raises JobsOff."""
-    try:
-        link = await connect(url, timeout_s=timeout_s, max_connections=2 * s.concurrency + 16, mode=mode,
-                             wait_s=REPLY_WAIT_S)  # fmt: skip
-    except RedisSetupError as exc:
-        raise JobsOff(f"batch jobs are off: {exc}", retry=True) from None
-    if link.cluster or not isinstance(link.client, Redis):
-        await link.close()
-        raise JobsOff(f"batch jobs need a single Redis or Sentinel; {link.where} is a Redis Cluster", retry=False)
-    return link.client
 
 
 async def open_jobs(
