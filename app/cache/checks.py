@@ -17,6 +17,11 @@ import numpy as np
 
 from ..metrics import Metrics
 
+# What a vector's key holds while some replica fetches it (flights/leases.py): this prefix, then the holder's
+# token. Its first four bytes are a NaN and its length is never a multiple of 4: no vector is ever taken for
+# it; the cache reads it as a miss, not as an invalid value.
+LEASE = b"\xff\xff\xff\xfflease:"
+
 CHUNK = 64  # values checked together: one numpy call for many small vectors, a bounded copy for big reads
 
 

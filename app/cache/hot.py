@@ -36,9 +36,9 @@ class HotCache:
             await self.hot.set_many(fill)
         return values
 
-    async def set_many(self, entries: Sequence[tuple[str, bytes]], release: Sequence[str] = ()) -> None:
+    async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         await self.hot.set_many(entries)
-        await self.inner.set_many(entries, release)
+        await self.inner.set_many(entries)
 
     async def ping(self) -> bool:
         return await self.inner.ping()

@@ -6,12 +6,12 @@ every forwarded option (sorted), the item's modality and its identity (text, URL
 decoded media bytes). Bump KEY_VERSION whenever what goes into the hash changes meaning: old entries then
 simply stop matching and age out by their TTL.
 
-The hash is a Redis Cluster hash tag (`NS:v3:{HEX}`): the vector key and its lease (`NS:v3:{HEX}:lease`)
-share one slot, so the lease script can check the vector and take the lease atomically on a cluster too.
-Version 2 introduced the tag; version 3 hashes the deployment's identity (its cache group, or its
-upstream's kind, base URL and workspace) where the upstream's configured name was, so that two servers
-never serve each other's vectors. Vectors cached under older keys are simply missed (fetched again once)
-and expire by their TTL.
+The hash is a Redis Cluster hash tag (`NS:v3:{HEX}`; it kept a separate lease key in the vector's slot;
+leases now live in the vector's key itself, flights/leases.py, and the tag stays: a key change would miss
+every cached vector once). Version 2 introduced the tag; version 3 hashes the deployment's identity (its
+cache group, or its upstream's kind, base URL and workspace) where the upstream's configured name was, so
+that two servers never serve each other's vectors. Vectors cached under older keys are simply missed
+(fetched again once) and expire by their TTL.
 
 A team's cache scope (`cache_scope`: team, or a name; teams.cache_scope_of) is hashed last, and only when
 it is not `shared`: the keys of shared requests are exactly those of version 3 before scopes existed (no

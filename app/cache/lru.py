@@ -29,7 +29,7 @@ class MemoryCache:
             out.append(v)
         return out
 
-    async def set_many(self, entries: Sequence[tuple[str, bytes]], release: Sequence[str] = ()) -> None:
+    async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         for k, v in entries:
             old = self._data.pop(k, None)
             if old is not None:

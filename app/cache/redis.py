@@ -13,7 +13,7 @@ from ..metrics import Metrics
 from ..redis.bypass import Bypass
 from ..redis.cause import cause
 from ..redis.link import FAILURES, RedisLink
-from .checks import finite
+from .checks import LEASE, finite
 from .store import SharedRedis
 from .tickbatch import TickBatcher
 
@@ -55,11 +55,11 @@ class RedisCache:
         values = await self.breaker.call(read, None, timeout_s=self.timeout_s, failed=self._count("read"))
         if values is None:
             return [None] * len(keys)
-        return [v if isinstance(v, bytes) else None for v in values]
+        return [v if isinstance(v, bytes) and not v.startswith(LEASE) else None for v in values]
 
-    async def set_many(self, entries: Sequence[tuple[str, bytes]], release: Sequence[str] = ()) -> None:
+    async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         if entries:
-            write = lambda: self.link.set_many(entries, self.ttl_s, release)  # noqa: E731
+            write = lambda: self.link.set_many(entries, self.ttl_s)  # noqa: E731
             await self.breaker.call(write, None, timeout_s=self.timeout_s, failed=self._count("write"))
 
     async def ping(self) -> bool:

@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 
 from ..cache.checks import finite, usable
-from ..cache.store import VectorCache
 from ..config.catalog import ModelSpec
 from ..errors import UpstreamTimeout
 from ..inputs.items import Item
@@ -58,7 +57,6 @@ class Coalescer:
         self,
         batcher: Batcher,
         inflight: InFlight,
-        cache: VectorCache,
         leases: Leases,
         *,
         wait_s: float,
@@ -68,7 +66,6 @@ class Coalescer:
     ) -> None:
         self.batcher = batcher
         self.inflight = inflight
-        self.cache = cache
         self.leases = leases
         self.wait_s = wait_s
         self.lease_s = lease_s
@@ -212,10 +209,10 @@ class Coalescer:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
             keys = list(waiting)
-            # Leases first, then the cache: the owner writes before it releases, so a lease seen gone
-            # means the vector (if any) is already readable.
-            held = await self.leases.held(keys)
-            values = usable(await self.cache.get_many(keys), 4 * params.dimension, self.metrics)
+            # One read: the lease lives in the vector's key, which holds the vector once written.
+            held, found = await self.leases.poll(keys)
+            read = [found.get(k) for k in keys]
+            values = finite(usable(read, 4 * params.dimension, self.metrics), self.metrics)
             orphans = []
             for key, value in zip(keys, values, strict=True):
                 if value is not None:

@@ -2,10 +2,10 @@
 
 The coalescer registers one future per key it sends upstream; a request that misses the same key while
 it is in flight awaits that future instead. The batcher lands every call here once its answers (or its
-error) are in the futures: the new vectors are written to the cache in one pipelined write that deletes
-their leases after them (one round trip), the leases of keys not written are released, then the entries
-are dropped, in that order, so that a request that comes later finds the vector in the cache or the entry
-still in flight, never neither.
+error) are in the futures: the new vectors are written to the cache in one pipelined write (which also ends
+their leases), then the leases of keys not written are released, then the entries are dropped, in that
+order, so that a request that comes later finds the vector in the cache or the entry still in flight, never
+neither.
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ class InFlight:
             if ok:
                 entries = [(p.key, p.future.result()[0]) for p in pendings if p.write and _answered(p.future)]
                 if entries:
-                    # Their leases go with the write, one DEL after the values in the same round trip: a
-                    # lease seen gone means the vector is readable (see leases.py).
-                    await self._write(entries, self.leases.dropped_with([k for k, _ in entries]))
+                    await self._write(entries)
                     written = {k for k, _ in entries}
             if self.leases.shared:
+                # A written vector took its lease's place (the lease lives in its key: leases.py); the
+                # leases of keys not written are released.
                 rest = [p.key for p in pendings if p.key not in written]
                 if rest:
                     await self.leases.release(rest)
@@ -50,9 +50,9 @@ class InFlight:
             for p in pendings:
                 self.forget(p)
 
-    async def _write(self, entries: Sequence[tuple[str, bytes]], release: Sequence[str]) -> None:
+    async def _write(self, entries: Sequence[tuple[str, bytes]]) -> None:
         t0 = time.perf_counter()
-        await self.cache.set_many(entries, release)
+        await self.cache.set_many(entries)
         m = self.metrics
         m.child(m.cache_duration, self.cache.name, "write").observe(time.perf_counter() - t0)
 

@@ -1,14 +1,18 @@
 """Short Redis leases that tell the other replicas "this content key is being fetched: wait for it".
 
-`claim(keys)` runs one script for all keys: a key whose vector is in the cache by now is answered with it
-(another replica fetched it between our cache read and this claim: checking again in the same atomic step
-closes that gap), otherwise `<key>:lease` is set with SET NX PX; it returns the keys this process now holds
-and the vectors found. `held(keys)` says which leases still exist; `release(keys)` deletes the leases this
-process holds (compare-and-delete, so a lease that expired and was taken by another replica is left);
-`dropped_with(keys)`, for keys whose vectors are being written, names their leases, which the cache write
-deletes with one plain DEL in its own round trip, after the values (cache/store.py `release`): whoever
-holds such a lease (us, or another replica after ours expired), it only delays waiters, who find the
-vector in the cache once it is gone (one DEL of 8 keys instead of a script of 8 GET and 8 DEL).
+A lease lives in the vector's own key: a marker value (`LEASE` then this process's token, never the length
+of a vector nor finite float32 numbers: cache readers take it for a miss, checks.py) set with NX and a
+short expiry. So the vector's write, a plain SET EX, is also the lease's release: a miss costs Redis its
+read, its claim and its write, with no command of its own for the lease (before: a script of a GET and a SET
+per key to claim, and a DEL of the lease keys once written).
+`claim(keys)` sends, per key and pipelined, `SET key marker NX PX ttl` then `GET key`: a key whose SET
+passed is ours; one whose GET answers a vector was written by another replica since our cache read (it is
+answered with it); one holding another marker is being fetched elsewhere. It returns the keys this process
+now holds and the vectors found. `poll(keys)` reads the keys once (one MGET): the markers still there and
+the vectors written. `release(keys)`, for keys whose vectors were not written (a failed call), deletes the
+markers that are still ours (compare-and-delete in a script: a marker that expired and was taken by another
+replica is left). Plain commands, no script on the way of a miss: they pipeline per node on a cluster and
+run on any Redis.
 Redis failing or stalling never blocks a request: a lease that cannot be taken counts as taken by us
 (we go upstream ourselves, as without coalescing), and the cache's breaker keeps us off a dead Redis. Every
 failure counts in `gateway_redis_errors_total{op="lease"}`, as the cache's own reads and writes do.
@@ -18,8 +22,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from ..cache.checks import LEASE
 from ..cache.tickbatch import TickBatcher
 from ..metrics import Metrics
 from ..redis.bypass import Bypass
@@ -27,20 +32,6 @@ from ..redis.link import RedisLink
 
 T = TypeVar("T")
 
-CLAIM = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
-  if v then
-    out[i] = v
-  elseif redis.call('SET', key .. ':lease', ARGV[1], 'NX', 'PX', ARGV[2]) then
-    out[i] = 1
-  else
-    out[i] = 0
-  end
-end
-return out
-"""
 RELEASE = """
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -51,20 +42,14 @@ return out
 """
 
 
-def lease_key(key: str) -> str:
-    return key + ":lease"
-
-
 class Leases(Protocol):
     shared: bool  # whether other processes see these leases
 
     async def claim(self, keys: Sequence[str], ttl_s: float) -> tuple[set[str], dict[str, bytes]]: ...
 
-    async def held(self, keys: Sequence[str]) -> set[str]: ...
+    async def poll(self, keys: Sequence[str]) -> tuple[set[str], dict[str, bytes]]: ...
 
     async def release(self, keys: Sequence[str]) -> None: ...
-
-    def dropped_with(self, keys: Sequence[str]) -> list[str]: ...
 
 
 class LocalLeases:
@@ -75,14 +60,11 @@ class LocalLeases:
     async def claim(self, keys: Sequence[str], ttl_s: float) -> tuple[set[str], dict[str, bytes]]:
         return set(keys), {}
 
-    async def held(self, keys: Sequence[str]) -> set[str]:
-        return set()
+    async def poll(self, keys: Sequence[str]) -> tuple[set[str], dict[str, bytes]]:
+        return set(), {}
 
     async def release(self, keys: Sequence[str]) -> None:
         return None
-
-    def dropped_with(self, keys: Sequence[str]) -> list[str]:
-        return []
 
 
 class RedisLeases:
@@ -95,7 +77,7 @@ class RedisLeases:
         self.metrics = metrics
         if metrics is not None:
             metrics.redis_errors.labels("lease")
-        self.token = uuid.uuid4().hex
+        self.marker = LEASE + uuid.uuid4().hex.encode()
         self._claims: dict[int, TickBatcher[str, bytes | int]] = {}
 
     async def claim(self, keys: Sequence[str], ttl_s: float) -> tuple[set[str], dict[str, bytes]]:
@@ -110,25 +92,46 @@ class RedisLeases:
         return {k for k, a in zip(keys, answers, strict=True) if a == 1}, found
 
     async def _claim_now(self, keys: list[str], px: int) -> list[bytes | int]:
-        claim = lambda: self.link.eval_by_slot(CLAIM, keys, [self.token, px])  # noqa: E731
-        answers = await self._guarded(claim, None)
-        return [1] * len(keys) if answers is None else list(answers)
+        """Per key 1 (ours now), the value found there (a vector), or 0 (another replica's lease)."""
 
-    async def held(self, keys: Sequence[str]) -> set[str]:
+        def commands(pipe: Any) -> None:
+            for k in keys:
+                pipe.set(k, self.marker, nx=True, px=px)
+                pipe.get(k)
+
+        replies = await self._guarded(lambda: self.link.pipelined(commands), None)
+        if replies is None:
+            return [1] * len(keys)
+        out: list[bytes | int] = []
+        for i in range(len(keys)):
+            took, value = replies[2 * i], replies[2 * i + 1]
+            if took:
+                out.append(1)
+            elif isinstance(value, bytes) and not value.startswith(LEASE):
+                out.append(value)
+            else:  # another replica's lease (or gone between the two commands: polled, then fetched)
+                out.append(0)
+        return out
+
+    async def poll(self, keys: Sequence[str]) -> tuple[set[str], dict[str, bytes]]:
         if not keys:
-            return set()
-        values = await self._guarded(lambda: self.link.mget([lease_key(k) for k in keys]), None)
+            return set(), {}
+        values = await self._guarded(lambda: self.link.mget(keys), None)
         if values is None:
-            return set()
-        return {k for k, v in zip(keys, values, strict=True) if v is not None}
+            return set(), {}
+        held: set[str] = set()
+        found: dict[str, bytes] = {}
+        for k, v in zip(keys, values, strict=True):
+            if isinstance(v, bytes):
+                if v.startswith(LEASE):
+                    held.add(k)
+                else:
+                    found[k] = v
+        return held, found
 
     async def release(self, keys: Sequence[str]) -> None:
         if keys:
-            leases = [lease_key(k) for k in keys]
-            await self._guarded(lambda: self.link.eval_by_slot(RELEASE, leases, [self.token]), None)
-
-    def dropped_with(self, keys: Sequence[str]) -> list[str]:
-        return [lease_key(k) for k in keys]
+            await self._guarded(lambda: self.link.eval_by_slot(RELEASE, keys, [self.marker]), None)
 
     async def _guarded(self, command: Callable[[], Awaitable[T]], fallback: T) -> T:
         """A lease command through the cache's bypass (its successes do not close it: the cache's do)."""

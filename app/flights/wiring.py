@@ -49,7 +49,5 @@ def open_flights(
     inflight = InFlight(writes, leases, metrics)
     caller = caller if tracing is None else TracedCaller(caller, tracing)
     batcher = Batcher(caller, inflight, window_s=times.batch_window_s)
-    flights = Coalescer(
-        batcher, inflight, cache, leases, wait_s=times.coalesce_wait_s, lease_s=times.lease_s, metrics=metrics
-    )
+    flights = Coalescer(batcher, inflight, leases, wait_s=times.coalesce_wait_s, lease_s=times.lease_s, metrics=metrics)
     return flights if tracing is None else TracedFlights(flights, tracing)

@@ -21,7 +21,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -109,24 +109,20 @@ class RedisLink:
                 return list(await self.client.mget_nonatomic(list(keys)))
             return list(await self.client.mget(keys))
 
-    async def set_many(self, entries: Sequence[tuple[str, bytes]], ttl_s: int, delete: Sequence[str] = ()) -> None:
-        """SET EX of every entry, then DEL of `delete`, in one pipeline: one round trip (per node on a
-        cluster), run in that order on each connection (a key and its lease share a slot, keys.py)."""
-        pipe = self.client.pipeline(transaction=False)
-        for k, v in entries:
-            pipe.set(k, v, ex=ttl_s)
-        if delete and isinstance(self.client, RedisCluster):
-            for k in delete:  # one DEL per key: a cluster pipeline routes each command by its key's slot
-                pipe.delete(k)
-        elif delete:
-            pipe.delete(*delete)
-        async with self._using():
-            await pipe.execute()
+    async def set_many(self, entries: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
+        def commands(pipe: Any) -> None:
+            for k, v in entries:
+                pipe.set(k, v, ex=ttl_s)
 
-    async def delete(self, keys: Sequence[str]) -> None:
-        """One DEL of the keys (one per slot on a cluster, redis-py splits them)."""
+        await self.pipelined(commands)
+
+    async def pipelined(self, commands: Callable[[Any], None]) -> list[Any]:
+        """The replies to what `commands(pipe)` queues on a pipeline: one round trip (one per node on a
+        cluster), single-key commands only."""
+        pipe = self.client.pipeline(transaction=False)
+        commands(pipe)
         async with self._using():
-            await self.client.delete(*keys)
+            return list(await pipe.execute())
 
     async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script whose keys share one slot (EVALSHA, loading it where the node does not know it)."""

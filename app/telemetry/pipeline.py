@@ -47,13 +47,13 @@ class TracedCache:
             span.set_attributes({"gateway.cache": self.name, "gateway.keys": len(keys), "gateway.found": found})
             return values
 
-    async def set_many(self, entries: Sequence[tuple[str, bytes]], release: Sequence[str] = ()) -> None:
+    async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         if not self.tracing.recording():
-            await self.inner.set_many(entries, release)
+            await self.inner.set_many(entries)
             return
         attributes: dict[str, AttributeValue] = {"gateway.cache": self.name, "gateway.entries": len(entries)}
         with self.tracing.span("cache.write", attributes):
-            await self.inner.set_many(entries, release)
+            await self.inner.set_many(entries)
 
     async def ping(self) -> bool:
         return await self.inner.ping()

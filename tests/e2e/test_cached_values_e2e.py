@@ -41,8 +41,8 @@ def pair(
 
 
 def only_vector_key(r: redis.Redis, text_marker: str, before: set[bytes]) -> bytes:
-    new = [k for k in r.scan_iter(count=1000) if k not in before and not k.endswith(b":lease")]
-    found = [k for k in new if r.type(k) == b"string" and r.strlen(k) == 4 * DIM]
+    new = [k for k in r.scan_iter(count=1000) if k not in before]
+    found = [k for k in new if r.type(k) == b"string" and r.strlen(k) == 4 * DIM]  # not a fetch's lease
     assert len(found) == 1, (text_marker, new)
     return found[0]
 

@@ -138,6 +138,7 @@ def test_batched_requests_keep_their_own_order_and_mixed_hits(batching_gateway: 
 def test_leases_against_a_real_redis(redis_server: RedisServer) -> None:
     import redis.asyncio as aioredis
 
+    from app.cache.checks import LEASE
     from app.flights.leases import RedisLeases
     from app.redis.bypass import Bypass
     from app.redis.link import single
@@ -151,14 +152,21 @@ def test_leases_against_a_real_redis(redis_server: RedisServer) -> None:
         await client.set(cached, b"vector")
         assert await a.claim([fresh, cached], 10) == ({fresh}, {cached: b"vector"})
         assert await b.claim([fresh], 10) == (set(), {})  # held by a: b waits
-        assert await b.held([fresh, cached]) == {fresh}
+        assert await b.poll([fresh, cached]) == ({fresh}, {cached: b"vector"})
+        assert (await client.get(fresh)).startswith(LEASE)  # the lease lives in the vector's own key
         await b.release([fresh])  # not b's lease: stays
-        assert await a.held([fresh]) == {fresh}
+        assert await a.poll([fresh]) == ({fresh}, {})
         await a.release([fresh])
-        assert await b.held([fresh]) == set()
-        assert await b.claim([fresh], 0.05) == ({fresh}, {})
+        assert await b.poll([fresh]) == (set(), {})
+        assert await b.claim([fresh], 10) == ({fresh}, {})
+        await client.set(fresh, b"written")  # the vector's write is the lease's end: no command of its own
+        assert await a.poll([fresh]) == (set(), {fresh: b"written"})
+        await a.release([fresh])  # a vector is never deleted as a lease
+        assert await client.get(fresh) == b"written"
+        other = f"t:{run}:other"
+        assert await b.claim([other], 0.05) == ({other}, {})
         await asyncio.sleep(0.1)  # a lease ends by itself (its holder died)
-        assert await a.held([fresh]) == set()
+        assert await a.poll([other]) == (set(), {})
         await client.aclose()
 
     asyncio.run(go())

@@ -1,6 +1,8 @@
 """Redis stopped mid-run: a gateway with its own redis-server keeps answering 200 with the right vectors
 while Redis is paused (SIGSTOP) and after it is killed, within a bounded time; caching resumes when Redis
-is back (resumed, or a new server on the same port)."""
+is back (resumed, or a new server on the same port). With the hot cache off (every lookup reaches Redis) and
+on, as users run it: then what the worker holds is served through the outage, and only the rest is
+answered from upstream."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import redis
 
 from bench.standin import expected_vector
 from tests.support.polling import eventually
@@ -23,13 +26,16 @@ DIM = 64
 BOUND_S = 2.0  # per request; Redis timeout 0.25 s, the stand-in answers in milliseconds
 
 
-@pytest.fixture
-def outage(gateways: GatewayFactory, tmp_path: Path) -> Iterator[tuple[RedisServer, Gateway, Path]]:
+@pytest.fixture(params=[False, True], ids=["hot-cache-off", "hot-cache-on"])
+def outage(
+    gateways: GatewayFactory, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[RedisServer, Gateway, Path, bool]]:
     server = start_redis(tmp_path / "redis")
-    gw = gateways.start(
-        redis_url=server.url, env={"REDIS_TIMEOUT_S": "0.25", "REDIS_RETRY_AFTER_S": "0.5", "CACHE_HOT_MAX_BYTES": "0"}
-    )
-    yield server, gw, tmp_path
+    env = {"REDIS_TIMEOUT_S": "0.25", "REDIS_RETRY_AFTER_S": "0.5"}
+    if not request.param:
+        env["CACHE_HOT_MAX_BYTES"] = "0"  # every lookup reaches Redis: the outage is felt by every item
+    gw = gateways.start(redis_url=server.url, env=env)
+    yield server, gw, tmp_path, request.param
     stop(gw.proc)
     server.resume()
     stop(server.proc)
@@ -50,30 +56,37 @@ def hits(resp: httpx.Response) -> int:
     return int(resp.headers["x-cache-hits"])
 
 
-def wait_for_cache(gw: Gateway, deadline_s: float = 15.0) -> None:
-    """Caching is back when a new item written by one request is a hit for the next."""
+def vectors_in(server: RedisServer) -> int:
+    """The vectors stored in this Redis (the hot cache would answer a repeated item either way)."""
+    with redis.Redis.from_url(server.url) as r:
+        return sum(1 for k in r.scan_iter(count=1000) if r.type(k) == b"string" and r.strlen(k) == 4 * DIM)
+
+
+def wait_for_cache(gw: Gateway, server: RedisServer, deadline_s: float = 15.0) -> None:
+    """Caching is back when the vector of a new item lands in Redis."""
+    before = vectors_in(server)
 
     def cached() -> bool:
-        text = "probe " + uuid.uuid4().hex
-        embed(gw, [text])
-        return hits(embed(gw, [text])) == 1
+        embed(gw, ["probe " + uuid.uuid4().hex])
+        return vectors_in(server) > before
 
     eventually(cached, within=deadline_s, interval=0.2, what="caching resumed")
 
 
 def test_paused_then_killed_redis_never_fails_a_request(
-    outage: tuple[RedisServer, Gateway, Path], standin: StandIn
+    outage: tuple[RedisServer, Gateway, Path, bool], standin: StandIn
 ) -> None:
-    server, gw, tmp_path = outage
+    server, gw, tmp_path, hot = outage
+    held = 3 if hot else 0  # the warm items this worker holds in its hot cache
     salt = uuid.uuid4().hex
     warm = [f"warm {i} {salt}" for i in range(3)]
     embed(gw, warm)
     assert hits(embed(gw, warm)) == 3
 
     server.pause()
-    for i in range(6):  # a mix of items cached before the stall and new ones: all answered from upstream
+    for i in range(6):  # items cached before the stall and a new one: what is not held comes from upstream
         resp = embed(gw, [*warm, f"paused {i} {salt}"])
-        assert hits(resp) == 0
+        assert (hits(resp), resp.headers["x-cache-misses"]) == (held, str(4 - held))
     t0 = time.monotonic()
     ready = httpx.get(gw.url + "/readyz", timeout=BOUND_S * 3)
     assert time.monotonic() - t0 < BOUND_S
@@ -82,18 +95,18 @@ def test_paused_then_killed_redis_never_fails_a_request(
     assert cache["shared"] is False and cache["cause"]  # not shared right now, and why
 
     server.resume()
-    wait_for_cache(gw)
+    wait_for_cache(gw, server)
     assert hits(embed(gw, warm)) == 3  # what was stored before the stall is still served
 
     stop(server.proc, signal.SIGKILL)
     for i in range(6):
-        embed(gw, [*warm, f"killed {i} {salt}"])
+        assert hits(embed(gw, [*warm, f"killed {i} {salt}"])) == held
         time.sleep(0.1)  # spans the breaker's retry period: probes of a dead server stay fast
 
     reborn = start_redis(tmp_path / "redis2", port=server.port)
     try:
-        wait_for_cache(gw)
-        assert hits(embed(gw, warm)) == 0  # a new, empty Redis
+        wait_for_cache(gw, reborn)
+        assert hits(embed(gw, warm)) == held  # a new, empty Redis: only the worker's hot cache has them
         assert hits(embed(gw, warm)) == 3
     finally:
         stop(reborn.proc)

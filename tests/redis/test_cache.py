@@ -8,15 +8,17 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import numpy as np
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from app.cache.lru import MemoryCache
 from app.cache.redis import RedisCache
+from app.flights.leases import RedisLeases
+from app.metrics import Metrics
 from app.redis.bypass import Bypass
 from app.redis.link import single
 from tests.support.polling import eventually_async
@@ -104,56 +106,36 @@ async def test_one_round_trip_each_way(cache: tuple[RedisCache, str], redis_serv
     assert calls(after, "set") - calls(before, "set") == 20  # one pipeline, 20 SET EX
 
 
-async def test_a_write_releases_its_leases_in_the_same_round_trip_after_the_values(
+async def test_a_lease_reads_as_a_miss_and_the_vectors_write_ends_it(
     cache: tuple[RedisCache, str], redis_server: RedisServer
 ) -> None:
-    """The miss path's landing (flights/inflight.py): new vectors written and their leases deleted in one
-    pipeline, values first. Watched from outside with MONITOR: every SET comes before the DEL, and the
-    client sent them as one write (redis-py's pipeline); a store of this process alone ignores `release`."""
+    """A miss's lease lives in its vector's key (flights/leases.py): the cache reads it as a miss (never as
+    an invalid value), and the vector's write, one pipelined SET EX per key and nothing else, replaces it:
+    no command of the lease's own. Another replica polling sees the lease, then the vector."""
     c, prefix = cache
+    metrics = Metrics(CollectorRegistry())
+    c.metrics = metrics
+    leases = RedisLeases(c.link, c.breaker, 1.0)
     vectors = [(f"{prefix}{{v{i}}}", np.full(4, i, dtype="<f4").tobytes()) for i in range(3)]
-    leases = [k + ":lease" for k, _ in vectors]
-    await c.link.client.mset({k: b"token" for k in leases})
-    executed: list[int] = []  # the commands of each pipeline sent
-    client: Any = c.link.client
-    pipeline = client.pipeline
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        pipe = pipeline(*args, **kwargs)
-        execute = pipe.execute
-
-        async def run(*a: Any, **k: Any) -> Any:
-            executed.append(len(pipe.command_stack))
-            return await execute(*a, **k)
-
-        pipe.execute = run
-        return pipe
-
-    client.pipeline = counted
+    keys = [k for k, _ in vectors]
+    assert await leases.claim(keys, 10) == (set(keys), {})
+    assert await c.get_many(keys) == [None, None, None]
+    invalid = [s.value for s in metrics.cache_invalid.collect()[0].samples if s.name.endswith("_total")]
+    assert invalid and not any(invalid)  # a lease is not an invalid value
+    other = RedisLeases(c.link, c.breaker, 1.0)
+    assert await other.claim(keys, 10) == (set(), {})  # held: the other replica waits
+    assert await other.poll(keys) == (set(keys), {})
     spy = aioredis.Redis.from_url(redis_server.url)
-    async with spy.monitor() as monitor:
-        seen: list[str] = []
-
-        async def watch() -> None:
-            async for event in monitor.listen():
-                command = str(event.get("command", ""))
-                if prefix in command:
-                    seen.append(command.split()[0].upper())
-                if len(seen) == len(vectors) + 1:
-                    return
-
-        watching = asyncio.create_task(watch())
-        await asyncio.sleep(0.1)
-        await c.set_many(vectors, leases)
-        await asyncio.wait_for(watching, 5)
+    before = await spy.info("commandstats")
+    await c.set_many(vectors)
+    after = await spy.info("commandstats")
     await spy.aclose()
-    assert executed == [len(vectors) + 1]  # one pipeline: 3 SET EX and 1 DEL, one round trip
-    assert seen == ["SET", "SET", "SET", "DEL"]  # the values before their leases go
-    assert await c.get_many([k for k, _ in vectors]) == [v for _, v in vectors]
-    assert await c.link.client.exists(*leases) == 0
-    memory = MemoryCache(1 << 10)
-    await memory.set_many(vectors, leases)
-    assert await memory.get_many([k for k, _ in vectors]) == [v for _, v in vectors]
+    commands = {k: v["calls"] - before.get(k, {}).get("calls", 0) for k, v in after.items() if k != "cmdstat_info"}
+    assert {k: n for k, n in commands.items() if n} == {"cmdstat_set": 3}
+    assert await c.get_many(keys) == [v for _, v in vectors]
+    assert await other.poll(keys) == (set(), dict(vectors))
+    for key in keys:
+        assert 110 <= await c.link.client.ttl(key) <= 120  # the vector's expiry, not the lease's
 
 
 async def timed(coro: object) -> tuple[object, float]:

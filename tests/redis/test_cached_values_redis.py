@@ -11,6 +11,7 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
+from app.cache.checks import LEASE
 from app.cache.hot import HotCache
 from app.cache.redis import RedisCache
 from app.cache.store import VectorCache
@@ -23,10 +24,12 @@ from tests.unit.test_service import DIM, FakeUpstream, as_arrays, expected, requ
 
 
 async def written(spy: redis.Redis, before: set[bytes]) -> bytes:
-    """The one new vector key (the cache write lands just after the answer: polled, within a deadline)."""
+    """The one new vector key (the cache write lands just after the answer: polled, within a deadline; until
+    then the key holds the fetch's lease)."""
 
     def new() -> list[bytes]:
-        return [k for k in spy.scan_iter(match="t:*", count=1000) if k not in before and not k.endswith(b":lease")]
+        fresh = [k for k in spy.scan_iter(match="t:*", count=1000) if k not in before]
+        return [k for k in fresh if not (spy.get(k) or LEASE).startswith(LEASE)]
 
     keys = await eventually_async(new, interval=0.01, what="the vector written to Redis")
     assert len(keys) == 1, keys

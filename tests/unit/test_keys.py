@@ -12,10 +12,8 @@ from typing import Any
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from redis.crc import key_slot
 
 from app.cache.keys import KEY_VERSION, KeyMaker, content_key
-from app.flights.leases import lease_key
 from app.inputs.items import Item, content_item, openai_items
 from app.inputs.params import Params
 from tests.support.samples import DATED, PLUS, V4, data_uri, png
@@ -38,7 +36,6 @@ def test_stable_and_versioned(text: str, dim: int, opts: dict[str, Any]) -> None
     k = key(item, dim=dim, **opts)
     assert k == key(item, dim=dim, **opts)
     assert k.startswith(f"eg:v{KEY_VERSION}:{{") and k.endswith("}")
-    assert key_slot(k.encode()) == key_slot(lease_key(k).encode())  # one cluster slot: vector and lease
     assert k == KeyMaker("eg", "dashscope", "m", Params(dim, True, opts)).keys([item, item])[1]
 
 
