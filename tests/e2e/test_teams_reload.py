@@ -17,8 +17,6 @@ from app.teams.keys import hash_key, new_key
 from tests.support.processes import Gateway, GatewayFactory
 from tests.support.teamkit import embedding
 
-ENV = {"GATEWAY_AUTH": "required"}
-
 
 def status(gw: Gateway, key: str, model: str = "text-embedding-v4", text: str = "reload") -> int:
     """A new connection per call: the two workers take turns accepting them."""
@@ -56,7 +54,7 @@ def config(tmp_path: Path) -> tuple[Path, str]:
 
 def test_a_rotated_key_takes_effect_without_a_restart(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
     path, old = config
-    gw = gateways.start(config=str(path), workers=2, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    gw = gateways.start(config=str(path), workers=2, env={"TEAMS_RELOAD_S": "0.2"})
     assert settled(gw, {old: 200})
     new = new_key()
     write(path, {"search": {"keys": [hash_key(old), hash_key(new)]}})  # both, while the team switches
@@ -72,7 +70,7 @@ def test_a_rotated_key_takes_effect_without_a_restart(gateways: GatewayFactory, 
 
 def test_sighup_reloads_every_worker_at_once(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
     path, old = config
-    gw = gateways.start(config=str(path), workers=2, env={**ENV, "TEAMS_RELOAD_S": "0"})  # no polling
+    gw = gateways.start(config=str(path), workers=2, env={"TEAMS_RELOAD_S": "0"})  # no polling
     assert settled(gw, {old: 200})
     new = new_key()
     write(
@@ -92,7 +90,7 @@ def test_sighup_reloads_every_worker_at_once(gateways: GatewayFactory, config: t
 
 def test_new_limits_apply_without_a_restart(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
     path, key = config
-    gw = gateways.start(config=str(path), workers=1, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    gw = gateways.start(config=str(path), workers=1, env={"TEAMS_RELOAD_S": "0.2"})
     assert [status(gw, key, text=f"r{i}") for i in range(5)] == [200] * 5
     write(path, {"search": {"keys": [hash_key(key)], "rpm": 2}})
     eventually(lambda: "search (limits)" in gw.output(), gw)
@@ -112,7 +110,7 @@ def test_a_bad_file_is_refused_and_the_old_teams_stay(
     gateways: GatewayFactory, config: tuple[Path, str], body: str, why: str
 ) -> None:
     path, key = config
-    gw = gateways.start(config=str(path), workers=1, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    gw = gateways.start(config=str(path), workers=1, env={"TEAMS_RELOAD_S": "0.2"})
     path.write_text(body)
     eventually(lambda: "teams not reloaded" in gw.output(), gw)
     line = next(x for x in gw.output().splitlines() if "teams not reloaded" in x)
