@@ -39,8 +39,7 @@ def pair(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) -> 
             "chunk_lines": CHUNK, "heartbeat_s": HEARTBEAT_S, "sweep_s": SWEEP_S}  # fmt: skip
     cfg = tmp / "gateway.yaml"
     keys = write_config(cfg, {"alpha": {}}, jobs=jobs)
-    env = {"GATEWAY_AUTH": "required"}
-    started = [gateways.start(redis_url=server.url, config=str(cfg), env=env) for _ in range(2)]
+    started = [gateways.start(redis_url=server.url, config=str(cfg)) for _ in range(2)]
     namespace = __import__("yaml").safe_load(cfg.read_text())["cache_namespace"]
     yield {"gateways": started, "key": keys["alpha"], "redis": server, "ns": namespace}
     for g in started:

@@ -50,7 +50,7 @@ def three(
     teams = {"free": {}, "limited": {"rpm": 20}, "after": {"rpm": 10}}
     keys = write_config(cfg, teams, limits_window_s=WINDOW_S)
     namespace = yaml.safe_load(cfg.read_text())["cache_namespace"]
-    env = {"GATEWAY_AUTH": "required", "LIMITS_HEARTBEAT_S": "0.5"}
+    env = {"LIMITS_HEARTBEAT_S": "0.5"}
     started = [gateways.start(redis_url=redis_cluster.url, config=str(cfg), env=env) for _ in range(3)]
     yield Three([g.url for g in started], keys, namespace, [g.log for g in started])
     for g in started:

@@ -38,9 +38,9 @@ def setup(
     teams = {"limited": {"rpm": 1000, "tpm": 100000}, "leased": {"rpm": 1000, "concurrency": 1}, "tight": {"tpm": 100}}
     keys = write_config(cfg, teams, limits_timeout_s=5.0)
     env = {
-        "GATEWAY_AUTH": "required",
         "CACHE_HOT_MAX_BYTES": "0",  # every hit reaches Redis
         "LIMITS_HEARTBEAT_S": "300",  # one heartbeat (a script) at start, none while the test counts
+        "JOBS": '{"concurrency": 0}',  # no batch-job worker: its queue's scripts (saq) would be counted too
     }
     gw = gateways.start(redis_url=own_redis.url, config=str(cfg), env=env)
     client = redis.Redis.from_url(own_redis.url)

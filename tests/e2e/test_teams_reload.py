@@ -18,8 +18,6 @@ from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory
 from tests.support.teamkit import embedding
 
-ENV = {"GATEWAY_AUTH": "required"}
-
 
 def status(gw: Gateway, key: str, model: str = "text-embedding-v4", text: str = "reload") -> int:
     """A new connection per call: the two workers take turns accepting them."""
@@ -60,7 +58,7 @@ def config(tmp_path: Path) -> tuple[Path, str]:
 
 def test_a_rotated_key_takes_effect_without_a_restart(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
     path, old = config
-    gw = gateways.start(config=str(path), workers=2, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    gw = gateways.start(config=str(path), workers=2, env={"TEAMS_RELOAD_S": "0.2"})
     assert settled(gw, {old: 200})
     new = new_key()
     write(path, {"search": {"keys": [hash_key(old), hash_key(new)]}})  # both, while the team switches
@@ -76,7 +74,7 @@ def test_a_rotated_key_takes_effect_without_a_restart(gateways: GatewayFactory, 
 
 def test_sighup_reloads_every_worker_at_once(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
     path, old = config
-    gw = gateways.start(config=str(path), workers=2, env={**ENV, "TEAMS_RELOAD_S": "0"})  # no polling
+    gw = gateways.start(config=str(path), workers=2, env={"TEAMS_RELOAD_S": "0"})  # no polling
     assert settled(gw, {old: 200})
     new = new_key()
     write(
@@ -96,7 +94,7 @@ def test_sighup_reloads_every_worker_at_once(gateways: GatewayFactory, config: t
 
 def test_new_limits_apply_without_a_restart(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
     path, key = config
-    gw = gateways.start(config=str(path), workers=1, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    gw = gateways.start(config=str(path), workers=1, env={"TEAMS_RELOAD_S": "0.2"})
     assert [status(gw, key, text=f"r{i}") for i in range(5)] == [200] * 5
     write(path, {"search": {"keys": [hash_key(key)], "rpm": 2}})
     until(lambda: "search (limits)" in gw.output(), gw)
@@ -116,7 +114,7 @@ def test_a_bad_file_is_refused_and_the_old_teams_stay(
     gateways: GatewayFactory, config: tuple[Path, str], body: str, why: str
 ) -> None:
     path, key = config
-    gw = gateways.start(config=str(path), workers=1, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    gw = gateways.start(config=str(path), workers=1, env={"TEAMS_RELOAD_S": "0.2"})
     path.write_text(body)
     until(lambda: "teams not reloaded" in gw.output(), gw)
     line = next(x for x in gw.output().splitlines() if "teams not reloaded" in x)
