@@ -1,6 +1,7 @@
 """Redis CPU per request: what one cache hit, one miss and one limited request cost the Redis server.
 
-    python -m bench.rediscost [--requests 400] [--connections 16] [--repeat 3] [--seconds 2] [--json FILE]
+    python -m bench.rediscost [--requests 400] [--connections 16] [--repeat 3] [--seconds 2] [--cluster]
+                              [--json FILE]
 
 Starts its own redis-server, the stand-in upstream and one gateway (1 worker, a team config with keys),
 resets Redis's statistics (CONFIG RESETSTAT) before each scenario, sends the scenario's requests at
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -43,15 +45,63 @@ from .scenarios import load
 from .stack import KEY, Proc, Stack, free_port, stack, wait_ready
 
 ITEMS = 8
-TOP_LEVEL = ("evalsha", "eval", "mget", "ping")
+# Commands the gateway sends itself (the rest run inside its scripts, whose time includes theirs).
+TOP_LEVEL = ("evalsha", "eval", "mget", "ping", "set", "get")
 # Before issue 13 (one Redis, same machine): hit ~30 us, miss ~320 us, limited ~70 us on top of the hit.
 BEFORE_US = {"hit": 30.0, "miss": 320.0, "limited hit": 100.0, "refused": None}
 
 
-def commandstats(client: redis.Redis) -> dict[str, tuple[int, int]]:
-    """command -> (calls, usec) since the last CONFIG RESETSTAT."""
-    stats = client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for name, v in stats.items()}
+class Servers:
+    """The Redis servers whose work is counted: one, or every master of a cluster."""
+
+    def __init__(self, clients: list[redis.Redis]) -> None:
+        self.clients = clients
+
+    def reset(self) -> None:
+        for c in self.clients:
+            c.config_resetstat()
+
+    def cpu_us(self) -> list[float]:
+        """Each server's CPU time so far (user + system: what caps its core, network handling included)."""
+        out = []
+        for c in self.clients:
+            info = c.info("cpu")
+            out.append((float(info["used_cpu_user"]) + float(info["used_cpu_sys"])) * 1e6)
+        return out
+
+    def reads(self) -> int:
+        """Socket reads that brought commands: about one per round trip (a pipeline's commands in one)."""
+        return sum(int(c.info("stats")["total_reads_processed"]) for c in self.clients)
+
+    def commandstats(self) -> dict[str, tuple[int, int]]:
+        """command -> (calls, usec) since the last reset, summed over the servers."""
+        out: dict[str, tuple[int, int]] = {}
+        for c in self.clients:
+            for name, v in c.info("commandstats").items():
+                k = name.removeprefix("cmdstat_")
+                calls, usec = out.get(k, (0, 0))
+                out[k] = (calls + int(v["calls"]), usec + int(v["usec"]))
+        return {k: v for k, v in out.items() if k not in ("info", "config|resetstat")}
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+
+
+def measured(servers: Servers, cpu0: list[float], reads0: int, n: int) -> dict[str, Any]:
+    """Per request since (cpu0, reads0): CPU of all servers and of the busiest, round trips, commands."""
+    cpu = [after - before for after, before in zip(servers.cpu_us(), cpu0, strict=True)]
+    reads = servers.reads() - reads0
+    stats = servers.commandstats()
+    top = sum(u for k, (_, u) in stats.items() if k in TOP_LEVEL)
+    return {
+        "requests": n,
+        "cpu_us_per_request": sum(cpu) / n,
+        "busiest_us_per_request": max(cpu) / n,
+        "round_trips_per_request": reads / n,
+        "commands_us_per_request": top / n,
+        "commands": {k: {"calls_per_request": c / n, "usec_per_request": u / n} for k, (c, u) in stats.items()},
+    }
 
 
 def body(texts: list[str]) -> dict[str, Any]:
@@ -71,45 +121,26 @@ async def send(url: str, key: str, bodies: list[dict[str, Any]], conns: int, wan
         await asyncio.gather(*(one(b) for b in bodies))
 
 
-def cpu_us(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return (float(info["used_cpu_user"]) + float(info["used_cpu_sys"])) * 1e6
-
-
-def scenario(client: redis.Redis, url: str, key: str, bodies: list[dict[str, Any]], conns: int, want: int) -> dict:
-    client.config_resetstat()
-    before, started = cpu_us(client), time.monotonic()
+def scenario(servers: Servers, url: str, key: str, bodies: list[dict[str, Any]], conns: int, want: int) -> dict:
+    servers.reset()
+    cpu0, reads0, started = servers.cpu_us(), servers.reads(), time.monotonic()
     asyncio.run(send(url, key, bodies, conns, want))
     time.sleep(0.3)  # the writes and lease releases after the last answers
-    cpu = cpu_us(client) - before
     seconds = time.monotonic() - started  # the usage ledger's batches: one script per second, whatever the requests
-    n = len(bodies)
-    stats = {k: v for k, v in commandstats(client).items() if k not in ("info", "config|resetstat")}
-    top = sum(u for k, (_, u) in stats.items() if k in TOP_LEVEL)
-    if "set" in stats:  # a miss's SETs: the pipelined vector writes; the lease SETs (one per item) are in scripts
-        calls, usec = stats["set"]
-        written = max(0, calls - stats.get("get", (0, 0))[0] // 2)
-        top += usec * written / calls if calls else 0
-    per = {k: {"calls_per_request": c / n, "usec_per_request": u / n} for k, (c, u) in stats.items()}
-    out = {"requests": n, "cpu_us_per_request": cpu / n, "commands_us_per_request": top / n, "commands": per}
-    return {**out, "seconds": seconds}
+    return {**measured(servers, cpu0, reads0, len(bodies)), "seconds": seconds}
 
 
 def full_load(
-    client: redis.Redis, url: str, key: str, bodies: list[str], conns: int, want: int, seconds: float
+    servers: Servers, url: str, key: str, bodies: list[str], conns: int, want: int, seconds: float
 ) -> dict[str, Any]:
     """The scenario's bodies (cycled; `@@N@@` made unique) from the load generator's process for `seconds`,
     every request counted; Redis's CPU and commands divided by the requests."""
     unique = any("@@N@@" in b for b in bodies)
-    client.config_resetstat()
-    before = cpu_us(client)
+    servers.reset()
+    cpu0, reads0 = servers.cpu_us(), servers.reads()
     r = load(url, "/v1/embeddings", bodies, conns, seconds, unique, {"Authorization": f"Bearer {key}"}, 0.0, want)
-    time.sleep(0.3)  # the writes and lease releases after the last answers
-    cpu = cpu_us(client) - before
-    n = r["requests"]
-    stats = {k: v for k, v in commandstats(client).items() if k not in ("info", "config|resetstat")}
-    per = {k: {"calls_per_request": c / n, "usec_per_request": u / n} for k, (c, u) in stats.items()}
-    return {"requests": n, "requests_per_s": r["requests_per_s"], "cpu_us_per_request": cpu / n, "commands": per}
+    time.sleep(0.3)  # the writes after the last answers
+    return {**measured(servers, cpu0, reads0, r["requests"]), "requests_per_s": r["requests_per_s"]}
 
 
 def gateway(s: Stack, standin: Proc, redis_url: str, config: Path) -> Proc:
@@ -129,11 +160,11 @@ def gateway(s: Stack, standin: Proc, redis_url: str, config: Path) -> Proc:
     return s.spawn("gateway-rediscost", args, port, extra)
 
 
-def measure(requests: int, conns: int, repeat: int = 3, seconds: float = 2.0) -> dict[str, Any]:
+def measure(requests: int, conns: int, repeat: int = 3, seconds: float = 2.0, cluster: bool = False) -> dict[str, Any]:
     keys = {name: new_key() for name in ("free", "limited", "tiny")}
     teams = {"free": {}, "limited": {"rpm": 10**6, "tpm": 10**9}, "tiny": {"rpm": 1}}
     run = uuid.uuid4().hex[:8]
-    with stack() as s, tempfile.TemporaryDirectory() as tmp:
+    with stack() as s, tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as cleanup:
         config = Path(tmp) / "gateway.yaml"
         config.write_text(
             yaml.safe_dump(
@@ -143,7 +174,16 @@ def measure(requests: int, conns: int, repeat: int = 3, seconds: float = 2.0) ->
                 }
             )
         )
-        redis_url = s.redis()
+        if cluster:  # 3 masters, no replicas: the gateway finds the others from one node, as in production
+            from tests.support.redisfarm import start_cluster
+
+            farm = start_cluster(Path(tmp) / "cluster", masters=3, replicas=0)
+            cleanup.callback(farm.close)
+            redis_url = farm.url
+            servers = Servers([n.client() for n in farm.nodes])
+        else:
+            redis_url = s.redis()
+            servers = Servers([redis.Redis.from_url(redis_url)])
         port = free_port()
         standin = s.spawn(
             "standin", [sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", KEY], port
@@ -151,7 +191,6 @@ def measure(requests: int, conns: int, repeat: int = 3, seconds: float = 2.0) ->
         wait_ready(standin, "/_stats")
         gw = gateway(s, standin, redis_url, config)
         wait_ready(gw, "/healthz")
-        client = redis.Redis.from_url(redis_url)
         warm = [body([f"hit {run} {i} {j}" for j in range(ITEMS)]) for i in range(20)]
         asyncio.run(send(gw.url, keys["free"], warm, conns, 200))
         hits = [warm[i % len(warm)] for i in range(requests)]
@@ -172,47 +211,48 @@ def measure(requests: int, conns: int, repeat: int = 3, seconds: float = 2.0) ->
             for name, (key, want) in teams.items():
                 if key == keys["tiny"]:  # its one request of the window (the whole run lasts more than a window)
                     asyncio.run(send(gw.url, key, [body(["tiny"])], 1, None))
-                runs[-1][name] = scenario(client, gw.url, key, misses if name == "miss" else hits, conns, want)
+                runs[-1][name] = scenario(servers, gw.url, key, misses if name == "miss" else hits, conns, want)
         for _ in range(repeat):
             fulls.append({})
             for name, (key, want) in teams.items():
                 if key == keys["tiny"]:
                     asyncio.run(send(gw.url, key, [body(["tiny"])], 1, None))
-                fulls[-1][name] = full_load(client, gw.url, key, full[name], conns, want, seconds)
+                fulls[-1][name] = full_load(servers, gw.url, key, full[name], conns, want, seconds)
         out = {name: min((r[name] for r in runs), key=lambda x: x["cpu_us_per_request"]) for name in runs[0]}
         for name in out:
             out[name]["full_load"] = min((f[name] for f in fulls), key=lambda x: x["cpu_us_per_request"])
-        client.close()
+        servers.close()
         return out
 
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        f"| request ({ITEMS} items) | Redis CPU (us) | in commands (us) | before issue 13 (us) "
-        "| commands per request | at full load: Redis CPU (us) | req/s | commands per request |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| request ({ITEMS} items) | Redis CPU (us) | in commands (us) | round trips | before issue 13 (us) "
+        "| commands per request | at full load: Redis CPU (us) | busiest server (us) | round trips | req/s "
+        "| commands per request |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         before = BEFORE_US.get(name)
-        cmds = ", ".join(
-            f"{k} x{v['calls_per_request']:.2f} ({v['usec_per_request']:.1f} us)"
-            for k, v in sorted(r["commands"].items(), key=lambda kv: -kv[1]["usec_per_request"])
-            if v["calls_per_request"] >= 0.05
-        )
         was = f"~{before:.0f}" if before else "-"
+        row = f"| {name} | {r['cpu_us_per_request']:.1f} | {r['commands_us_per_request']:.1f} "
+        row += f"| {r['round_trips_per_request']:.2f} | {was} | {commands(r, True)} "
         full = r.get("full_load")
-        at_full = "| - | - | - |"
         if full:
-            fcmds = ", ".join(
-                f"{k} x{v['calls_per_request']:.2f}"
-                for k, v in sorted(full["commands"].items(), key=lambda kv: -kv[1]["usec_per_request"])
-                if v["calls_per_request"] >= 0.05
-            )
-            at_full = f"| {full['cpu_us_per_request']:.1f} | {full['requests_per_s']:.0f} | {fcmds} |"
-        lines.append(
-            f"| {name} | {r['cpu_us_per_request']:.1f} | {r['commands_us_per_request']:.1f} | {was} | {cmds} {at_full}"
-        )
+            row += f"| {full['cpu_us_per_request']:.1f} | {full['busiest_us_per_request']:.1f} "
+            row += f"| {full['round_trips_per_request']:.2f} | {full['requests_per_s']:.0f} | {commands(full, False)} |"
+        else:
+            row += "| - | - | - | - | - |"
+        lines.append(row)
     return "\n".join(lines)
+
+
+def commands(r: dict[str, Any], usec: bool) -> str:
+    return ", ".join(
+        f"{k} x{v['calls_per_request']:.2f}" + (f" ({v['usec_per_request']:.1f} us)" if usec else "")
+        for k, v in sorted(r["commands"].items(), key=lambda kv: -kv[1]["usec_per_request"])
+        if v["calls_per_request"] >= 0.05
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -221,9 +261,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each scenario; the least is reported")
     ap.add_argument("--seconds", type=float, default=2.0, help="of each full-load run")
+    ap.add_argument("--cluster", action="store_true", help="a Redis Cluster of 3 masters instead of one Redis")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
-    results = measure(a.requests, a.connections, a.repeat, a.seconds)
+    results = measure(a.requests, a.connections, a.repeat, a.seconds, a.cluster)
     print(table(results))
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))

@@ -7,7 +7,7 @@
 #   clients  tests/clients: the client matrix and the README's examples
 #   docker   tests/docker: a Docker engine of the run's own
 # Usage: bash scripts/test.sh [--fast] [pytest options...]
-#   --fast   lint (ruff only), unit and redis: the inner loop (about 3 minutes on a 2-core machine)
+#   --fast   lint (ruff only), unit and redis: the inner loop (about 1.5 minutes on a 2-core machine)
 # Every stage runs even when an earlier one failed; the exit status is the first failure's.
 #
 # Installed when missing, through apt-get: redis-server (the cache in tests; also the cluster and, run as

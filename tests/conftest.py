@@ -14,8 +14,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.support.polling import eventually
 from tests.support.processes import (
     SHARED_LOGS,
     Gateway,
@@ -120,14 +122,21 @@ def gateways(standin_session: StandIn, logdir: Path) -> Iterator[GatewayFactory]
 
 @pytest.fixture(scope="session")
 def gateway_redis(gateways: GatewayFactory, redis_server: RedisServer) -> Gateway:
-    """The shared gateway of the end-to-end tests: one worker, the session's redis-server."""
-    return gateways.start(redis_url=redis_server.url)
+    """The shared gateway of the end-to-end tests: one worker, the session's redis-server, the local model as
+    installed (ready before the first test)."""
+    return ready(gateways.start(redis_url=redis_server.url, local_model=True))
 
 
 @pytest.fixture(scope="session")
 def gateway_memory(gateways: GatewayFactory) -> Gateway:
-    """A gateway with no REDIS_URL: the in-process cache serves."""
-    return gateways.start()
+    """A gateway with no REDIS_URL: the in-process cache serves; the local model as installed."""
+    return ready(gateways.start(local_model=True))
+
+
+def ready(gw: Gateway) -> Gateway:
+    """`gw` once its /readyz says so (the local model, when installed, loads in the background)."""
+    eventually(lambda: httpx.get(gw.url + "/readyz").status_code == 200, within=120, what="the gateway ready")
+    return gw
 
 
 def kind_of(item: pytest.Item) -> str | None:

@@ -60,7 +60,7 @@ def keyed(
             }
         )
     )
-    gw = gateways.start(redis_url=redis_server.url, config=str(config), env={"GATEWAY_AUTH": "required"})
+    gw = gateways.start(redis_url=redis_server.url, config=str(config))
     yield Keyed(gw, config, alpha, beta, [alpha, beta])
     stop(gw.proc)
 

@@ -30,7 +30,7 @@ def gw(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) -> It
     jobs = {"storage_dir": str(tmp / "files"), "max_lines": LINES, "max_file_bytes": BYTES, "files_sweep_s": 2,
             "team_max_bytes": TEAM_BYTES, "max_line_bytes": LINE_BYTES, "file_ttl_s": TTL_S}  # fmt: skip
     keys = write_config(cfg, {"alpha": {}, "beta": {}}, jobs=jobs)
-    g = gateways.start(redis_url=server.url, config=str(cfg), env={"GATEWAY_AUTH": "required"})
+    g = gateways.start(redis_url=server.url, config=str(cfg))
     yield g, keys, tmp / "files"
     stop(g.proc)
     stop(server.proc)

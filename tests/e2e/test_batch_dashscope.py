@@ -51,7 +51,7 @@ def gw(gateways: GatewayFactory, served: tuple[str, Path], tmp_path_factory: pyt
     cfg = tmp / "gateway.yaml"
     keys = write_config(cfg, {"alpha": {}}, media_fetch_allow_hosts=[served[0]],
                         jobs={"storage_dir": str(tmp / "files"), "chunk_lines": 100})  # fmt: skip
-    g = gateways.start(redis_url=server.url, config=str(cfg), env={"GATEWAY_AUTH": "required"})
+    g = gateways.start(redis_url=server.url, config=str(cfg))
     dashscope.base_http_api_url = g.url + "/api/v1"
     dashscope.api_key = keys["alpha"]
     yield g, keys["alpha"]

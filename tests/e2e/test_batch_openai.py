@@ -36,7 +36,7 @@ def setup(
     cfg = tmp / "gateway.yaml"
     jobs = {"storage_dir": str(tmp / "files"), "chunk_lines": 500, "heartbeat_s": 3, "sweep_s": 1}
     keys = write_config(cfg, {"alpha": {}, "beta": {}}, jobs=jobs)
-    gw = gateways.start(redis_url=redis.url, config=str(cfg), env={"GATEWAY_AUTH": "required"})
+    gw = gateways.start(redis_url=redis.url, config=str(cfg))
     yield gw, keys, redis, cfg
     stop(gw.proc)
     stop(redis.proc)

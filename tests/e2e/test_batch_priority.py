@@ -36,7 +36,7 @@ def paced(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) ->
              "default_dimension": 64, "rpm": QUOTA}  # fmt: skip
     keys = write_config(cfg, {"alpha": {}}, limits_window_s=WINDOW_S, upstream_queue_s=1.0, models={MODEL: model},
                         jobs={"storage_dir": str(tmp / "files"), "chunk_lines": 100})  # fmt: skip
-    gw = gateways.start(redis_url=server.url, config=str(cfg), env={"GATEWAY_AUTH": "required"})
+    gw = gateways.start(redis_url=server.url, config=str(cfg))
     yield gw, keys["alpha"]
     stop(gw.proc)
     stop(server.proc)

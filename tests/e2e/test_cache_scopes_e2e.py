@@ -39,7 +39,7 @@ def scoped(
         "delta": {"cache_scope": "research"},
     }
     keys = write_config(cfg, teams)
-    gw = gateways.start(redis_url=redis_server.url, config=str(cfg), env={"GATEWAY_AUTH": "required"})
+    gw = gateways.start(redis_url=redis_server.url, config=str(cfg))
     yield Scoped(gw, keys)
     stop(gw.proc)
 

@@ -35,8 +35,7 @@ def pair(
     config: Path = tmp_path_factory.mktemp("poison") / "gateway.yaml"
     keys = write_config(config, {"team": {}})
     gateways.secrets.update(keys.values())
-    env = {"GATEWAY_AUTH": "required"}
-    first, second = (gateways.start(redis_url=redis_server.url, config=str(config), env=env) for _ in range(2))
+    first, second = (gateways.start(redis_url=redis_server.url, config=str(config)) for _ in range(2))
     return first, second, keys["team"], redis_server.url
 
 

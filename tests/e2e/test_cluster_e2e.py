@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from bench.standin import canonical_digest
+from tests.support.polling import eventually
 from tests.support.processes import GatewayFactory, StandIn, stop
 from tests.support.redisfarm import Cluster, redis_cluster
 from tests.support.teamkit import embedding, fire, statuses, write_config
@@ -49,7 +50,7 @@ def three(
     teams = {"free": {}, "limited": {"rpm": 20}, "after": {"rpm": 10}}
     keys = write_config(cfg, teams, limits_window_s=WINDOW_S)
     namespace = yaml.safe_load(cfg.read_text())["cache_namespace"]
-    env = {"GATEWAY_AUTH": "required", "LIMITS_HEARTBEAT_S": "0.5"}
+    env = {"LIMITS_HEARTBEAT_S": "0.5"}
     started = [gateways.start(redis_url=redis_cluster.url, config=str(cfg), env=env) for _ in range(3)]
     yield Three([g.url for g in started], keys, namespace, [g.log for g in started])
     for g in started:
@@ -62,13 +63,12 @@ def ready(url: str) -> dict[str, Any]:
 
 
 def wait_shared(urls: list[str], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def shared() -> bool:
         states = [ready(u) for u in urls]
-        if all(s["cache"].get("shared") and s["limits"]["shared"] for s in states):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"not shared again: {states}")
+        assert all(s["cache"].get("shared") and s["limits"]["shared"] for s in states), f"not shared: {states}"
+        return True
+
+    eventually(shared, within=timeout, interval=0.3)
 
 
 def batch(texts: list[str]) -> dict[str, Any]:
@@ -84,9 +84,7 @@ def keys_per_master(cluster: Cluster, namespace: str) -> list[int]:
 
 
 def test_cluster_detected_and_shared(three: Three) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(ready(u)["limits"]["processes"] != 3 for u in three.urls):
-        time.sleep(0.2)
+    eventually(lambda: all(ready(u)["limits"]["processes"] == 3 for u in three.urls), within=10, interval=0.2)
     for url in three.urls:
         state = ready(url)
         assert state["cache"]["redis"] == "cluster" and state["cache"]["shared"] is True
@@ -162,10 +160,7 @@ def test_master_failover_during_load(three: Three, standin: StandIn, redis_clust
         first, second = redis_cluster.masters()[:2]
         replica = redis_cluster.replica_of(first)
         replica.client().execute_command("CLUSTER", "FAILOVER")
-        deadline = time.monotonic() + 15
-        while redis_cluster.roles().get(replica.port) != "master" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert redis_cluster.roles()[replica.port] == "master"
+        eventually(lambda: redis_cluster.roles().get(replica.port) == "master", within=15, interval=0.1)
         time.sleep(1.0)
         second.kill()  # its replica takes over after the node timeout (2 s)
         redis_cluster.wait_ok(timeout=30)
@@ -187,13 +182,14 @@ def test_master_failover_during_load(three: Three, standin: StandIn, redis_clust
 
     wait_shared(three.urls)
     key = three.keys["free"]
-    deadline = time.monotonic() + 30  # the bound: shared again within seconds of the cluster being whole
-    while True:
+
+    def shared_again() -> bool:
         texts = [f"after failover {i} {uuid.uuid4()}" for i in range(12)]
-        assert post(three.urls[0], key, batch(texts)).headers["x-cache-misses"] == "12"
-        if post(three.urls[2], key, batch(texts)).headers["x-cache-hits"] == "12":
-            break
-        assert time.monotonic() < deadline, "the cache is not shared again"
-        time.sleep(0.5)
+        if post(three.urls[0], key, batch(texts)).headers["x-cache-misses"] != "12":
+            pytest.fail("new texts were not all misses")  # at once, not at the deadline
+        return post(three.urls[2], key, batch(texts)).headers["x-cache-hits"] == "12"
+
+    # the bound: shared again within seconds of the cluster being whole
+    eventually(shared_again, within=30, interval=0.5, what="the cache shared again")
     replies = asyncio.run(fire(three.urls, 60, three.keys["after"], lambda i: embedding(f"after {i}"), in_flight=60))
     assert statuses(replies) == {200: 10, 429: 50}

@@ -39,7 +39,7 @@ def api(gateways: GatewayFactory, redis_server: RedisServer, tmp_path_factory: p
     teams = {"wide": {}, "narrow": {"models": [TEXT]}, "slow": {"rpm": 1}, "frugal": {"tpm": 10}}
     keys = write_config(config, teams, limits_window_s=30)
     gateways.secrets.update(keys.values())
-    gw = gateways.start(redis_url=redis_server.url, config=str(config), env={"GATEWAY_AUTH": "required"})
+    gw = gateways.start(redis_url=redis_server.url, config=str(config))
     return Api(gw.url, keys)
 
 

@@ -27,7 +27,7 @@ def compat(
     config = tmp_path_factory.mktemp("compatmode") / "gateway.yaml"
     keys = write_config(config, {"wide": {}, "slow": {"rpm": 1}}, limits_window_s=30)
     gateways.secrets.update(keys.values())
-    return gateways.start(redis_url=redis_server.url, config=str(config), env={"GATEWAY_AUTH": "required"}), keys
+    return gateways.start(redis_url=redis_server.url, config=str(config)), keys
 
 
 def client(gw: Gateway, key: str, base: str = "/compatible-mode/v1") -> openai.OpenAI:

@@ -31,7 +31,7 @@ def api(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) -> t
     config = tmp_path_factory.mktemp("gzip") / "gateway.yaml"
     keys = write_config(config, {"team": {}})
     gateways.secrets.update(keys.values())
-    return gateways.start(config=str(config), env={"GATEWAY_AUTH": "required"}), keys["team"]
+    return gateways.start(config=str(config)), keys["team"]
 
 
 def body_of(route: str, text: str) -> tuple[dict[str, Any], np.ndarray]:

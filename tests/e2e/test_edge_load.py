@@ -25,6 +25,7 @@ import httpx
 import orjson
 
 from tests.support.loadshapes import KEY_ENV
+from tests.support.polling import eventually
 from tests.support.processes import ROOT, Gateway, GatewayFactory, StandIn, clean_env
 
 MODEL = "text-embedding-v4"  # the stand-in answers 1,024 floats by default
@@ -107,13 +108,6 @@ def quiet(bound_s: float) -> float:
     return bound_s * 4 if busy else bound_s
 
 
-def wait_for(check, deadline_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    end = time.monotonic() + deadline_s
-    while not check():
-        assert time.monotonic() < end, what
-        time.sleep(0.2)
-
-
 def test_big_answers_to_readers_that_never_read(gateways: GatewayFactory, standin: StandIn, tmp_path: Path) -> None:
     write_timeout = 3.0  # the rule is the same at the default (20 s), the test is shorter
     gw = gateways.start(env={"HTTP_WRITE_TIMEOUT_S": str(write_timeout)})
@@ -130,7 +124,7 @@ def test_big_answers_to_readers_that_never_read(gateways: GatewayFactory, standi
     proc = shape_process(
         gw, tmp_path, "stall", big, "--connections", "200", "--hold", "150", "--release-file", str(release)
     )
-    wait_for(lambda: closed_total(gw)["write_timeout"] >= 200, 150, "the stalled connections were not all closed")
+    eventually(lambda: closed_total(gw)["write_timeout"] >= 200, within=150, interval=0.2, what="all closed")
     release.touch()
     summary = summary_of(proc, 60)
     p99 = probe.finish()
@@ -143,8 +137,13 @@ def test_big_answers_to_readers_that_never_read(gateways: GatewayFactory, standi
     assert probe.peak_rss < before + 300, (before, probe.peak_rss)
     # Handed back once the budget is idle (gc, malloc_trim): within 10 % on a quiet machine (8 % measured);
     # on a loaded one the residue measured up to 18 %: the bound here is 20 % (docs/operations.md).
-    wait_for(lambda: rss_mb(gw) <= before * 1.2, 30, f"RSS did not come back: {before:.0f} -> {rss_mb(gw):.0f} MB")
-    print(f"RSS after {rss_mb(gw):.0f} MB")
+
+    def given_back() -> float:
+        rss = rss_mb(gw)
+        assert rss <= before * 1.2, f"RSS did not come back: {before:.0f} -> {rss:.0f} MB"  # the last figure
+        return rss
+
+    print(f"RSS after {eventually(given_back, within=30, interval=0.2):.0f} MB")
 
 
 def test_slow_bodies_are_closed_by_the_rate_rule(gateways: GatewayFactory, standin: StandIn) -> None:

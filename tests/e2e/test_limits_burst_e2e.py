@@ -33,8 +33,7 @@ def pair(
 ) -> Iterator[Pair]:
     cfg = Path(tmp_path_factory.mktemp("burst")) / "gateway.yaml"
     keys = write_config(cfg, {f"burst{i}": {"rpm": 30} for i in range(ROUNDS)})
-    env = {"GATEWAY_AUTH": "required"}
-    started = [gateways.start(redis_url=redis_server.url, config=str(cfg), workers=w, env=env) for w in (2, 1)]
+    started = [gateways.start(redis_url=redis_server.url, config=str(cfg), workers=w) for w in (2, 1)]
     yield Pair([g.url for g in started], keys, [g.log for g in started])
     for g in started:
         stop(g.proc)

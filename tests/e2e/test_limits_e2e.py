@@ -46,8 +46,7 @@ def cluster(
         limits_timeout_s=5.0,  # a loaded shared machine must not make a healthy Redis look failed
         replicas=3,
     )
-    env = {"GATEWAY_AUTH": "required"}
-    started = [gateways.start(redis_url=redis_server.url, config=str(cfg), workers=w, env=env) for w in (2, 2, 1)]
+    started = [gateways.start(redis_url=redis_server.url, config=str(cfg), workers=w) for w in (2, 2, 1)]
     yield Cluster([g.url for g in started], keys, [str(g.log) for g in started])
     for g in started:
         stop(g.proc)

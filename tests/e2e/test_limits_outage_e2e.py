@@ -29,8 +29,7 @@ def pair(
     cfg = Path(tmp_path_factory.mktemp("outage")) / "gateway.yaml"
     limits = {"limits_timeout_s": 0.2, "limits_retry_after_s": 1.0, "limits_heartbeat_s": 0.5, "replicas": 2}
     keys = write_config(cfg, {"outage": {"rpm": LIMIT}}, **limits)
-    env = {"GATEWAY_AUTH": "required"}
-    started = [gateways.start(redis_url=own_redis.url, config=str(cfg), env=env) for _ in range(2)]
+    started = [gateways.start(redis_url=own_redis.url, config=str(cfg)) for _ in range(2)]
     yield started, keys["outage"]
     for g in started:
         stop(g.proc)

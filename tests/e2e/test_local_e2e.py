@@ -13,6 +13,7 @@ import pytest
 from openai import OpenAI
 
 from tests.support.needs import need_modules
+from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory
 
 # Checked without importing: torch in the test process would make its own GC pauses part of the timings.
@@ -32,10 +33,7 @@ def local_gw(gateways: GatewayFactory):  # type: ignore[no-untyped-def]
             "OPENAI_BASE_URL": "https://api.openai.com/v1",
         }
     )
-    deadline = time.monotonic() + 60
-    while httpx.get(gw.url + "/readyz").status_code != 200:
-        assert time.monotonic() < deadline, "local model did not load within 60 s"
-        time.sleep(0.2)
+    eventually(lambda: httpx.get(gw.url + "/readyz").status_code == 200, within=60, what="the local model loaded")
     return gw
 
 

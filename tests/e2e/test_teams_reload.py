@@ -14,10 +14,9 @@ import pytest
 import yaml
 
 from app.teams.keys import hash_key, new_key
+from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory
 from tests.support.teamkit import embedding
-
-ENV = {"GATEWAY_AUTH": "required"}
 
 
 def status(gw: Gateway, key: str, model: str = "text-embedding-v4", text: str = "reload") -> int:
@@ -28,11 +27,14 @@ def status(gw: Gateway, key: str, model: str = "text-embedding-v4", text: str = 
     return reply.status_code
 
 
-def eventually(check: Callable[[], bool], gw: Gateway, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, gw.output()[-3000:]
-        time.sleep(0.2)
+def until(check: Callable[[], bool], gw: Gateway, within: float = 15) -> None:
+    """Polls `check` (tests/support/polling.py); a failure shows the end of the gateway's output."""
+
+    def holds() -> bool:
+        assert check(), gw.output()[-3000:]
+        return True
+
+    eventually(holds, within=within, interval=0.2)
 
 
 def settled(gw: Gateway, want: dict[str, int]) -> bool:
@@ -56,13 +58,13 @@ def config(tmp_path: Path) -> tuple[Path, str]:
 
 def test_a_rotated_key_takes_effect_without_a_restart(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
     path, old = config
-    gw = gateways.start(config=str(path), workers=2, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    gw = gateways.start(config=str(path), workers=2, env={"TEAMS_RELOAD_S": "0.2"})
     assert settled(gw, {old: 200})
     new = new_key()
     write(path, {"search": {"keys": [hash_key(old), hash_key(new)]}})  # both, while the team switches
-    eventually(lambda: settled(gw, {old: 200, new: 200}), gw)
+    until(lambda: settled(gw, {old: 200, new: 200}), gw)
     write(path, {"search": {"keys": [hash_key(new)]}})
-    eventually(lambda: settled(gw, {old: 401, new: 200}), gw)
+    until(lambda: settled(gw, {old: 401, new: 200}), gw)
     assert gw.proc.poll() is None
     log = gw.output()
     assert log.count("teams reloaded (file changed)") >= 4 and "search (keys)" in log  # 2 changes x 2 workers
@@ -72,17 +74,17 @@ def test_a_rotated_key_takes_effect_without_a_restart(gateways: GatewayFactory, 
 
 def test_sighup_reloads_every_worker_at_once(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
     path, old = config
-    gw = gateways.start(config=str(path), workers=2, env={**ENV, "TEAMS_RELOAD_S": "0"})  # no polling
+    gw = gateways.start(config=str(path), workers=2, env={"TEAMS_RELOAD_S": "0"})  # no polling
     assert settled(gw, {old: 200})
     new = new_key()
     write(
         path,
         {"search": {"keys": [hash_key(new)]}, "ops": {"keys": [hash_key(old)], "models": ["text-embedding-3-small"]}},
     )
-    time.sleep(1)
+    time.sleep(1)  # a while with the file changed and no SIGHUP: nothing may reload (the behaviour)
     assert settled(gw, {old: 200, new: 401}), "reloaded without SIGHUP"
     gw.proc.send_signal(signal.SIGHUP)  # to the supervisor, which passes it on
-    eventually(lambda: settled(gw, {new: 200}), gw)
+    until(lambda: settled(gw, {new: 200}), gw)
     # the old key now belongs to team ops, which may use one model only
     assert status(gw, old) == 403 and status(gw, old, model="text-embedding-3-small") == 200
     log = gw.output()
@@ -92,10 +94,10 @@ def test_sighup_reloads_every_worker_at_once(gateways: GatewayFactory, config: t
 
 def test_new_limits_apply_without_a_restart(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
     path, key = config
-    gw = gateways.start(config=str(path), workers=1, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    gw = gateways.start(config=str(path), workers=1, env={"TEAMS_RELOAD_S": "0.2"})
     assert [status(gw, key, text=f"r{i}") for i in range(5)] == [200] * 5
     write(path, {"search": {"keys": [hash_key(key)], "rpm": 2}})
-    eventually(lambda: "search (limits)" in gw.output(), gw)
+    until(lambda: "search (limits)" in gw.output(), gw)
     assert [status(gw, key, text=f"s{i}") for i in range(3)] == [200, 200, 429]
 
 
@@ -112,9 +114,9 @@ def test_a_bad_file_is_refused_and_the_old_teams_stay(
     gateways: GatewayFactory, config: tuple[Path, str], body: str, why: str
 ) -> None:
     path, key = config
-    gw = gateways.start(config=str(path), workers=1, env={**ENV, "TEAMS_RELOAD_S": "0.2"})
+    gw = gateways.start(config=str(path), workers=1, env={"TEAMS_RELOAD_S": "0.2"})
     path.write_text(body)
-    eventually(lambda: "teams not reloaded" in gw.output(), gw)
+    until(lambda: "teams not reloaded" in gw.output(), gw)
     line = next(x for x in gw.output().splitlines() if "teams not reloaded" in x)
     assert "the previous teams stay" in line and why in line and "PLAINTEXT" not in gw.output()
     assert settled(gw, {key: 200})

@@ -68,7 +68,6 @@ def traced(
     }
     keys = write_config(path, {TEAM: {"rpm": 1000}}, upstreams=upstreams, models=models)
     env = {
-        "GATEWAY_AUTH": "required",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
         "OTEL_SERVICE_NAME": "gateway-under-test",
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",

@@ -53,7 +53,7 @@ def redirected(
     config: Path = tmp_path_factory.mktemp("redirect") / "gateway.yaml"
     keys = write_config(config, {"team": {}})
     gateways.secrets.update(keys.values())
-    env = {"GATEWAY_AUTH": "required", "DASHSCOPE_BASE_URL": redirector + "/api/v1", "BREAKER_FAILURES": "3"}
+    env = {"DASHSCOPE_BASE_URL": redirector + "/api/v1", "BREAKER_FAILURES": "3"}
     return gateways.start(config=str(config), env=env), keys["team"]
 
 

@@ -56,7 +56,7 @@ def test_a_killed_process_never_overcounts_and_loses_at_most_its_last_batch(
     cfg = tmp_path / "gateway.yaml"
     keys = write_config(cfg, {"echo": {}})
     ns = yaml.safe_load(cfg.read_text())["cache_namespace"]
-    gw = gateways.start(redis_url=redis_server.url, config=str(cfg), env={"GATEWAY_AUTH": "required"})
+    gw = gateways.start(redis_url=redis_server.url, config=str(cfg))
     stop_at: list[float] = []
 
     async def run() -> list[tuple[float, int, int]]:

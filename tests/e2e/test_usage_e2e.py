@@ -69,8 +69,7 @@ def fleet(
         },
     }
     cfg.write_text(yaml.safe_dump(body))
-    env = {"GATEWAY_AUTH": "required"}
-    gws = [gateways.start(redis_url=redis_server.url, config=str(cfg), env=env) for _ in range(2)]
+    gws = [gateways.start(redis_url=redis_server.url, config=str(cfg)) for _ in range(2)]
     yield Fleet(gws, keys, cfg, redis_server.url)
     for g in gws:
         stop(g.proc)

@@ -34,6 +34,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED_LOGS = "EG_TEST_LOGS"
 UPSTREAM_KEY = "sk-standin-0123456789abcdef"
 DEFAULT_TEAM = "default"  # the team the factory adds to a config without keys (GatewayFactory.start)
+# The local model: the factory starts gateways with LOCAL_MODEL=false unless asked (`local_model=True`). As
+# installed, it costs every gateway process 5.3 s of CPU (importing torch, loading the model, in the background)
+# and 400 MB (535 against 138 MB of RSS), and its /readyz says 503 until then; measured per start, median of
+# 3, on a 2-core machine. The e2e stage starts about a hundred gateway processes, many several at a time for
+# Redis, limits and load tests the model does not touch: with it on, test_limits_e2e's burst took 47 s
+# where the window allows 18. The session's shared gateways (tests/conftest.py) and the local model's own
+# tests run it as installed.
 # Variables of the developer's own shell that would change what the gateway under test does.
 SCRUB = (
     "REDIS_URL",
@@ -200,8 +207,9 @@ class Gateway:
 class GatewayFactory:
     """Starts `embedding-gateway serve` processes wired to the stand-in (and a Redis when given), with the
     product's defaults otherwise: auth required (the factory's team and key unless the config has keyed
-    teams: `Gateway.key`, `.headers`, `.client()`), the hot cache on, the local model served when installed.
-    A test of what a setting changes says so in `env` (GATEWAY_AUTH=off, with its reason)."""
+    teams: `Gateway.key`, `.headers`, `.client()`), the hot cache on. The local model as installed (the
+    product's default) with `local_model=True`, else off: "The local model" above says why. A test of what a
+    setting changes says so in `env` (GATEWAY_AUTH=off, with its reason)."""
 
     def __init__(self, standin: StandIn, logdir: Path) -> None:
         self.standin = standin
@@ -227,10 +235,11 @@ class GatewayFactory:
         env: dict[str, str] | None = None,
         upstream_key: str = UPSTREAM_KEY,
         nofile: int | None = None,
+        local_model: bool = False,
     ) -> Gateway:
         port = free_port()
         extra = {
-            "LOCAL_MODEL": "false",  # the local model has its own tests; loading torch costs seconds
+            **({} if local_model else {"LOCAL_MODEL": "false"}),  # see "The local model" above
             "DASHSCOPE_API_KEY": upstream_key,
             "DASHSCOPE_BASE_URL": self.standin.dashscope_base,
             "OPENAI_API_KEY": upstream_key,
