@@ -173,6 +173,7 @@ class EmbeddingService:
         admit = self.limits.admit_waiting if req.params.background else self.limits.admit
         adm = await admit(team, looked.miss_tokens(req.items))
         reply.headers = rate_headers(adm)
+        admitted = adm.verdict
         adm.enforce()
         name = team.name if team is not None else None
         async with adm, self.quota.ledger(req.spec, name) as ledger:
@@ -180,7 +181,8 @@ class EmbeddingService:
             adm.billed = billed = billed_tokens(result, sum(it.est_tokens for it in req.items))
             ledger.billed = result.billed_tokens
         self.billing.record(team, reply.key_id, req.spec, result, billed)
-        reply.headers = rate_headers(adm)
+        if adm.verdict is not admitted:  # corrected by the admission's finish: the headers say where it stands now
+            reply.headers = rate_headers(adm)
         return result
 
     async def _lookup(self, req: EmbedRequest, scope: str | None) -> Lookup:
