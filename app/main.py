@@ -59,7 +59,6 @@ from .wiring.upstreams import open_guard, open_upstream, unavailable
 log = logging.getLogger("embedding_gateway")
 
 
-
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What create_app decides without any I/O: the catalog, the teams, the metrics and auth."""

@@ -11,17 +11,17 @@ that directory, and `exposition()` merges the files of all workers (gauges by th
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .config.settings import MULTIPROC_ENV
+from .metricfiles import forget_dead_workers
+from .runtime.tally import Tally
 from .usage.metrics import UsageMetrics
 
 OTHER = "other"
@@ -30,7 +30,6 @@ FETCH_OUTCOMES = ("ok", "refused", "too_large", "timeout", "unreachable", "abort
 ANONYMOUS = "anonymous"
 # The limits a team can hit; their rejection counters exist (at 0) from the start for every known team.
 LIMITS = ("requests", "tokens")
-_LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -54,6 +53,7 @@ class Metrics:
         self._upstreams = frozenset(upstreams)
         self._teams = frozenset(teams)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        self.tally = Tally()  # the hot path's updates, applied once per loop turn
         r = registry
         self.requests = Counter(
             "gateway_requests_total",
@@ -248,6 +248,7 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text format of every metric: this process's registry, or all workers' files merged."""
+        self.tally.flush()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
         forget_dead_workers(self.multiprocess_dir)
@@ -261,6 +262,7 @@ class Metrics:
         if not self.openmetrics or "application/openmetrics-text" not in accept or self.multiprocess_dir:
             return self.exposition(), CONTENT_TYPE_LATEST
         encoder, content_type = choose_encoder(accept)
+        self.tally.flush()
         return encoder(self.registry), content_type
 
     def model(self, name: str) -> str:
@@ -278,23 +280,3 @@ class Metrics:
 def multiprocess_dir() -> str | None:
     """The directory of multiprocess mode when the CLI (or the operator) turned it on, else None."""
     return os.environ.get(MULTIPROC_ENV) or None
-
-
-def forget_dead_workers(path: str) -> None:
-    """Drop the live gauges (in flight, breaker state) of workers that died without a clean shutdown: a
-    restarted worker has a new pid, and its predecessor's last values must not be summed in forever.
-    Counters and histograms of dead workers stay: their counts happened."""
-    for file in glob.glob(os.path.join(path, "gauge_live*.db")):
-        match = _LIVE_GAUGE_FILE.match(os.path.basename(file))
-        if match and not _alive(int(match.group(1))):
-            mark_process_dead(int(match.group(1)), path)  # type: ignore[no-untyped-call]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, under another user
-    return True

@@ -28,8 +28,10 @@ from .limits.admission import TeamLimiter
 from .limits.headers import rate_headers
 from .limits.quota import UpstreamQuota
 from .metrics import Metrics
-from .runtime.slices import Pause, collect, loop_turn
+from .runtime.slices import SLICE, Pause, collect, loop_turn
 from .teams.team import Team
+
+MAX_KEYINGS = 1024  # (identity, model, dimension, scope) combinations whose params and key maker are kept
 
 
 @dataclass(slots=True)
@@ -52,10 +54,6 @@ class EmbedResult:
     hit_tokens: int = 0
     coalesced: int = 0  # items answered by another request's upstream call
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (modality, hit|miss|coalesced) -> items
-
-    def by_modality(self, result: str) -> dict[str, int]:
-        """Items per modality that were a `result` (hit, miss, coalesced): what item-billed media cost."""
-        return {modality: n for (modality, r), n in self.counts.items() if r == result}
 
 
 @dataclass(slots=True)
@@ -162,6 +160,7 @@ class EmbeddingService:
         self.billing: Billing = NoBilling()  # the usage ledger, set once it is open (app/usage/wiring.py)
         self.pause: Pause = loop_turn  # between slices of a large request's keys (runtime/slices.py); main.py
         # sets the gateway's turns
+        self._keyings: dict[tuple[object, ...], tuple[Params, KeyMaker]] = {}
 
     async def embed(self, team: Team | None, req: EmbedRequest, reply: Reply | None = None) -> EmbedResult:
         """The vectors of `req` for `team` (None: auth off), within the team's limits; a refusal raises
@@ -187,15 +186,37 @@ class EmbeddingService:
     async def _lookup(self, req: EmbedRequest, scope: str | None) -> Lookup:
         """The request's keys in its team's cache scope (None: shared) and what the cache holds for them (one
         read), before its team's admission."""
-        params = replace(req.params, identity=self.route(req.spec))
-        maker = KeyMaker(self.namespace, params.identity, req.spec.upstream_model, params, scope)
-        keys = await collect(map(maker.key, req.items), self.pause)
+        params, maker = self._keying(req, scope)
+        items = req.items
+        if len(items) <= SLICE:
+            keys = [maker.key(it) for it in items]
+        else:
+            keys = await collect(map(maker.key, items), self.pause)
         unique = list(dict.fromkeys(keys))
         found: dict[str, bytes] = {}
         if req.cache_read:
             values = usable(await self._timed_read(unique), 4 * params.dimension, self.metrics)
             found = {k: v for k, v in zip(unique, values, strict=True) if v is not None}
         return Lookup(params, keys, unique, found)
+
+    def _keying(self, req: EmbedRequest, scope: str | None) -> tuple[Params, KeyMaker]:
+        """The request's params with the identity it is routed to, and the key maker of its cache keys: derived
+        once per (identity, model, dimension, scope) and kept, when the request forwards no option."""
+        p, identity = req.params, self.route(req.spec)
+        if p.options:  # any JSON value: derived for this request alone
+            params = replace(p, identity=identity)
+            return params, KeyMaker(self.namespace, identity, req.spec.upstream_model, params, scope)
+        memo = (identity, req.spec.upstream_model, p.dimension, p.send_dimension, p.background, scope)
+        found = self._keyings.get(memo)
+        if found is None:
+            if len(self._keyings) >= MAX_KEYINGS:  # bounded: team scopes come and go with reloads
+                self._keyings.clear()
+            params = replace(p, identity=identity)
+            found = self._keyings[memo] = (
+                params,
+                KeyMaker(self.namespace, identity, req.spec.upstream_model, params, scope),
+            )
+        return found
 
     async def _complete(self, team_name: str | None, req: EmbedRequest, looked: Lookup) -> EmbedResult:
         """The vectors of a looked-up request: its misses fetched through the flights."""
@@ -224,9 +245,9 @@ class EmbeddingService:
         # Billed tokens are counted per request (a micro-batch may serve several teams: each request carries
         # its apportioned share of the bill); saved tokens are the estimate of the items the cache served.
         if fetched.billed:
-            self.metrics.child(self.metrics.tokens_billed, team, model).inc(fetched.billed)
+            self.metrics.tally.inc(self.metrics.child(self.metrics.tokens_billed, team, model), fetched.billed)
         if hit_tokens:
-            self.metrics.child(self.metrics.tokens_saved, team, model).inc(hit_tokens)
+            self.metrics.tally.inc(self.metrics.child(self.metrics.tokens_saved, team, model), hit_tokens)
         return EmbedResult(
             vectors=[found[k] for k in keys],
             hits=len(hit_items),
@@ -242,7 +263,8 @@ class EmbeddingService:
     async def _timed_read(self, keys: Sequence[str]) -> list[bytes | None]:
         t0 = time.perf_counter()
         values = await self.cache.get_many(keys)
-        self.metrics.child(self.metrics.cache_duration, self.cache.name, "read").observe(time.perf_counter() - t0)
+        m = self.metrics
+        m.tally.observe(m.child(m.cache_duration, self.cache.name, "read"), time.perf_counter() - t0)
         return values
 
     def _count_items(
@@ -255,7 +277,7 @@ class EmbeddingService:
         m = self.metrics
         model = m.model(req.spec.name)
         for (modality, result), n in counts.items():
-            m.child(m.items, model, modality, result).inc(n)
+            m.tally.inc(m.child(m.items, model, modality, result), n)
         return counts
 
     async def close(self) -> None:

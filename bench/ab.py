@@ -31,7 +31,7 @@ import httpx
 from bench.inproc import trace_env
 from bench.procs import free_port
 from bench.scenarios import MISS_CONNECTIONS, MISS_TEXTS, load, openai_body
-from bench.stack import KEY, Proc, Stack, env, stack, wait_ready
+from bench.stack import AUTH, KEY, Proc, Stack, env, gateway_env, stack, team_config, wait_ready
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -45,16 +45,15 @@ def cpu_s(pid: int) -> float:
 def gateway(s: Stack, name: str, root: Path, standin: Proc, redis_url: str, traces: dict[str, str]) -> Proc:
     """`embedding-gateway serve` from the app code of checkout `root` (its working directory)."""
     port = free_port()
-    extra = {
+    extra = gateway_env(
+        team_config(s.workdir),
         **traces,
-        "GATEWAY_AUTH": "off",
-        "LOCAL_MODEL": "false",
-        "DASHSCOPE_API_KEY": KEY,
-        "DASHSCOPE_BASE_URL": standin.url + "/api/v1",
-        "OPENAI_API_KEY": KEY,
-        "OPENAI_BASE_URL": standin.url + "/v1",
-        "REDIS_URL": redis_url,
-    }
+        DASHSCOPE_API_KEY=KEY,
+        DASHSCOPE_BASE_URL=standin.url + "/api/v1",
+        OPENAI_API_KEY=KEY,
+        OPENAI_BASE_URL=standin.url + "/v1",
+        REDIS_URL=redis_url,
+    )
     args = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"]
     log = (s.workdir / f"{name}.log").open("ab")
     proc = subprocess.Popen(args, cwd=root, env=env(**extra), stdout=log, stderr=subprocess.STDOUT)
@@ -98,13 +97,13 @@ def main(argv: list[str] | None = None) -> None:
             "B": gateway(s, "B", Path.cwd(), standin, redis_url, traces),
         }
         for gw in gws.values():
-            load(gw.url, "/v1/embeddings", body, 1, 0.5, miss)  # fills the cache (misses: warms the gateway)
+            load(gw.url, "/v1/embeddings", body, 1, 0.5, miss, AUTH)  # fills the cache (misses: warms the gateway)
         for r in range(a.rounds):
             for name in "AB" if r % 2 == 0 else "BA":
                 pid = gws[name].proc.pid
-                one = load(gws[name].url, "/v1/embeddings", body, 1, a.duration, miss)
+                one = load(gws[name].url, "/v1/embeddings", body, 1, a.duration, miss, AUTH)
                 c0 = cpu_s(pid)
-                many = load(gws[name].url, "/v1/embeddings", body, conns, a.duration, miss)
+                many = load(gws[name].url, "/v1/embeddings", body, conns, a.duration, miss, AUTH)
                 served = many["requests_per_s"] * (a.duration + min(0.5, a.duration / 3))  # the warm-up's too
                 cpu_us = (cpu_s(pid) - c0) / max(1.0, served) * 1e6
                 figures[name]["p50"].append(one["p50_ms"])

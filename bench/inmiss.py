@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from bench.inproc import scope_of
-from bench.stack import KEY, env, free_port, stack, wait_ready
+from bench.stack import KEY, env, free_port, gateway_env, stack, team_config, wait_ready
 
 TEXTS = ("miss a", "miss b")
 
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         wait_ready(standin, "/_stats")
         settings = env(
-            GATEWAY_AUTH="off",
-            LOCAL_MODEL="false",
+            **gateway_env(team_config(s.workdir)),
             DASHSCOPE_API_KEY=KEY,
             DASHSCOPE_BASE_URL=f"{standin.url}/api/v1",
             **({} if a.no_redis else {"REDIS_URL": redis_url}),

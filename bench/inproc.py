@@ -21,13 +21,15 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bench.procs import free_port, stop, wait_http
-from bench.stack import KEY, ROOT, env
+from bench.stack import AUTH, KEY, ROOT, env, gateway_env, team_config
 
 TEXTS = [f"cached text {i} of the in-process benchmark" for i in range(8)]
 
@@ -47,6 +49,7 @@ def scope_of(body: bytes) -> dict[str, Any]:
             (b"host", b"127.0.0.1:8000"),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            (b"authorization", AUTH["Authorization"].encode()),
         ],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         for args in helpers
     ]
     standin = procs[0]
+    workdir = tempfile.TemporaryDirectory(prefix="bench-inproc-")
     try:
         wait_http(f"http://127.0.0.1:{port}/_stats", standin, 40.0)
         traces = {}
@@ -129,8 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             wait_http(f"http://127.0.0.1:{sink_port}/_stats", procs[1], 40.0)
             traces = trace_env(f"http://127.0.0.1:{sink_port}", a.traces)
         settings_env = env(
-            GATEWAY_AUTH="off",
-            LOCAL_MODEL="false",
+            **gateway_env(team_config(Path(workdir.name))),
             DASHSCOPE_API_KEY=KEY,
             DASHSCOPE_BASE_URL=f"http://127.0.0.1:{port}/api/v1",
             **traces,
@@ -161,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for proc in procs:
             stop(proc)
+        workdir.cleanup()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from .stack import KEY, ROOT, Proc
+from .stack import AUTH, KEY, ROOT, Proc
 
 MODEL, IMAGE_MODEL = "text-embedding-v4", "tongyi-embedding-vision-plus"
 TEXT_ROUTE = "/api/v1/services/embeddings/text-embedding/text-embedding"
@@ -89,7 +89,7 @@ def native_mm_body(contents: list[Any]) -> str:
 
 
 def response_size(url: str, body: str, path: str = "/v1/embeddings") -> int:
-    r = httpx.post(url + path, content=body, headers={"content-type": "application/json"}, timeout=60)
+    r = httpx.post(url + path, content=body, headers={"content-type": "application/json", **AUTH}, timeout=60)
     r.raise_for_status()
     return len(r.content)
 
@@ -187,12 +187,12 @@ def measure(sc: Scenario, gw: Proc, baseline: Proc, standin: Proc, conns: int, d
     conns = sc.connections or conns
     for body in sc.warm:
         response_size(gw.url, body)
-    one = load(gw.url, sc.path, sc.bodies, 1, duration, sc.unique)
-    many = load(gw.url, sc.path, sc.bodies, conns, duration, sc.unique)
+    one = load(gw.url, sc.path, sc.bodies, 1, duration, sc.unique, AUTH)
+    many = load(gw.url, sc.path, sc.bodies, conns, duration, sc.unique, AUTH)
     if sc.baseline == "asgi":
         size = response_size(gw.url, sc.bodies[0])
         base_path, base_url, base_bodies, base_unique = f"/?size={size}", baseline.url, sc.bodies, False
-        headers = None
+        headers = AUTH  # the same request, head included
     else:
         base_path, base_url, base_bodies, base_unique = sc.upstream_path, standin.url, sc.upstream_bodies, sc.unique
         headers = {"Authorization": f"Bearer {KEY}"}
@@ -223,14 +223,14 @@ def calls_per_item(gw: Proc, standin: Proc, run: str, clients: int) -> dict[str,
 
     async def identical() -> None:
         limits = httpx.Limits(max_connections=clients)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as c:
+        async with httpx.AsyncClient(timeout=60, limits=limits, headers=AUTH) as c:
             body = openai_body([f"identical {run}"])
             rs = await asyncio.gather(*(c.post(gw.url + "/v1/embeddings", content=body) for _ in range(clients)))
             assert all(r.status_code == 200 for r in rs)
 
     async def reindex() -> None:
         texts = [f"reindex {i} {run}" for i in range(200)]
-        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as c:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64), headers=AUTH) as c:
 
             async def worker(w: int) -> None:
                 order = texts[w * 25 :] + texts[: w * 25]

@@ -3,6 +3,7 @@ on a free loopback port, each stopped at the end (`with stack() as s: ...`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,11 +14,34 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.config.settings import CONFIG_ENV
 from bench.procs import free_port, wait_http, wait_redis
 from bench.procs import stop as stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "sk-bench"
+KEY = "sk-bench"  # the stand-in upstream's key
+# The benchmark's team: auth and limits are on in every measured scenario (nothing gets faster by doing
+# less). Its limits are far above any load here, so every request is admitted, and every admission is made.
+GATEWAY_KEY = "sk-bench-team-0123456789abcdef"  # a benchmark value, not a secret
+AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+TEAM_LIMITS = {"rpm": 10**8, "tpm": 10**13}
+
+
+def team_config(workdir: Path) -> Path:
+    """The gateway's config file: one team, keyed by GATEWAY_KEY, with TEAM_LIMITS."""
+    from app.teams.keys import hash_key
+
+    path = workdir / "gateway-team.yaml"
+    if not path.exists():
+        teams = {"bench": {"keys": [hash_key(GATEWAY_KEY)], **TEAM_LIMITS}}
+        path.write_text(json.dumps({"teams": teams}))  # JSON is YAML
+    return path
+
+
+def gateway_env(config: Path, **extra: str) -> dict[str, str]:
+    """What every benchmarked gateway runs with: auth required, the team's config, the local model off
+    (not benchmarked; its background load, importing torch, would share the cores)."""
+    return {"GATEWAY_AUTH": "required", "LOCAL_MODEL": "false", CONFIG_ENV: str(config), **extra}
 
 
 @dataclass
@@ -70,15 +94,14 @@ class Stack:
 
     def gateway(self, name: str, standin: Proc, redis_url: str, workers: int) -> Proc:
         port = free_port()
-        extra = {
-            "GATEWAY_AUTH": "off",
-            "LOCAL_MODEL": "false",  # not benchmarked; its background load (importing torch) would share the core
-            "DASHSCOPE_API_KEY": KEY,
-            "DASHSCOPE_BASE_URL": standin.url + "/api/v1",
-            "OPENAI_API_KEY": KEY,
-            "OPENAI_BASE_URL": standin.url + "/v1",
-            "REDIS_URL": redis_url,
-        }
+        extra = gateway_env(
+            team_config(self.workdir),
+            DASHSCOPE_API_KEY=KEY,
+            DASHSCOPE_BASE_URL=standin.url + "/api/v1",
+            OPENAI_API_KEY=KEY,
+            OPENAI_BASE_URL=standin.url + "/v1",
+            REDIS_URL=redis_url,
+        )
         args = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
         return self.spawn(name, args, port, extra)
 

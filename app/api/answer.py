@@ -54,8 +54,7 @@ async def answer(
     per_vector = ENTRY_BYTES + int(len(vectors[0]) * text.ratio) if vectors else ENTRY_BYTES
     size = per_vector * len(vectors)
     if size <= SMALL_ANSWER_BYTES:
-        body = orjson.dumps(document([entry(i) for i in range(len(vectors))]))
-        return Response(body, media_type="application/json", headers=headers)
+        return JSONAnswer(orjson.dumps(document([entry(i) for i in range(len(vectors))])), headers)
     lease = lease_of(request.scope, budget)
     if size <= SLICE_BYTES:  # one slice: its length is known
         await lease.take(size, "input")  # 503 + Retry-After when there is no room
@@ -74,15 +73,37 @@ def _slices(head: bytes, tail: bytes, entry: Entry, count: int, per_slice: int) 
     yield b"]" + tail
 
 
+def raw_headers(headers: Mapping[str, str], length: int | None) -> list[tuple[bytes, bytes]]:
+    """The head of a 200 JSON answer, as Starlette's Response makes it (the route's headers, lower-cased;
+    then content-length when known, content-type), without its per-request checks."""
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    if length is not None:
+        raw.append((b"content-length", b"%d" % length))
+    raw.append((b"content-type", b"application/json"))
+    return raw
+
+
+class JSONAnswer(Response):
+    """A whole 200 JSON answer: Starlette's Response with its head made by `raw_headers`."""
+
+    def __init__(self, body: bytes, headers: Mapping[str, str]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = raw_headers(headers, len(body))
+
+
 class SlicedAnswer(Response):
     """A 200 answer written as the slices come (chunked transfer encoding unless `length` is known), each
     send awaiting the transport's drain (uvicorn's flow control)."""
 
     def __init__(self, slices: Iterator[bytes], headers: Mapping[str, str], length: int | None = None) -> None:
-        super().__init__(None, media_type="application/json", headers=headers)
-        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+        self.status_code = 200
+        self.background = None
+        self.body = b""
+        self.raw_headers = raw_headers(headers, None)
         if length is not None:
-            self.raw_headers.append((b"content-length", str(length).encode()))
+            self.raw_headers.append((b"content-length", b"%d" % length))
         self.slices = slices
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,7 +4,7 @@ errors that name the field."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
@@ -61,6 +61,11 @@ async def read_body(request: Request, limit: int, budget: MemoryBudget | None = 
 
 
 async def parse(request: Request, model: type[M], limit: int, budget: MemoryBudget | None = None) -> M:
+    return validated(model, await read_object(request, limit, budget))
+
+
+async def read_object(request: Request, limit: int, budget: MemoryBudget | None = None) -> dict[str, Any]:
+    """The body as a JSON object, not yet validated."""
     raw = await read_body(request, limit, budget)
     if not raw:
         raise InvalidRequest("body: a JSON object is required", param="body")
@@ -70,6 +75,11 @@ async def parse(request: Request, model: type[M], limit: int, budget: MemoryBudg
         raise InvalidRequest("body: not valid JSON (or not UTF-8)", param="body") from None
     if not isinstance(data, dict):
         raise InvalidRequest("body: must be a JSON object", param="body")
+    return data
+
+
+def validated(model: type[M], data: dict[str, Any]) -> M:
+    """`data` validated into `model`; the first error names its field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -12,13 +12,13 @@ from ..inputs import items as parse_items
 from ..inputs.media.inlining import parse_fetching
 from ..inputs.params import resolve
 from ..runtime.state import gateway
-from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, OpenAIError
+from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, OpenAIError, plain_request
 from ..service import EmbedRequest, EmbedResult
 from ..teams.team import model_for
 from . import routes, tenancy
 from .answer import answer
 from .asgi.exchange import lease_of
-from .body import parse
+from .body import read_object, validated
 from .docs import request_body
 from .turns import is_large
 
@@ -39,7 +39,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 async def create_embeddings(request: Request) -> Response:
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
-    body = await parse(request, EmbeddingRequest, gw.caps.max_body_bytes, gw.memory)
+    data = await read_object(request, gw.caps.max_body_bytes, gw.memory)
+    body = plain_request(data) or validated(EmbeddingRequest, data)
     spec = model_for(gw.catalog, team, body.model)
     params = resolve(
         spec,

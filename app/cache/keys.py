@@ -35,7 +35,7 @@ KEY_VERSION = 3
 class KeyMaker:
     """Hashes the request-wide part once; each item's key then costs one copy and one update."""
 
-    __slots__ = ("_base", "_prefix")
+    __slots__ = ("_base", "_by_modality", "_prefix")
 
     def __init__(
         self, namespace: str, identity: str, upstream_model: str, params: Params, scope: str | None = None
@@ -46,12 +46,17 @@ class KeyMaker:
         # Sorted keys: an option's value may be an object (a forwarded DashScope parameter), whose key order
         # does not change the vector.
         self._base = hashlib.blake2b(orjson.dumps(head, option=orjson.OPT_SORT_KEYS), digest_size=20)
+        self._by_modality: dict[str, hashlib.blake2b] = {}  # the base with the modality hashed in, per modality
         self._prefix = f"{namespace}:v{KEY_VERSION}:"
 
     def key(self, item: Item) -> str:
-        h = self._base.copy()
-        h.update(item.modality.encode())
-        h.update(b"\0")
+        base = self._by_modality.get(item.modality)
+        if base is None:
+            base = self._base.copy()
+            base.update(item.modality.encode())
+            base.update(b"\0")
+            self._by_modality[item.modality] = base
+        h = base.copy()
         h.update(item.identity)
         return f"{self._prefix}{{{h.hexdigest()}}}"
 

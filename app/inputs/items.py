@@ -54,7 +54,10 @@ def _require(spec: ModelSpec, modality: str, param: str) -> None:
 
 
 def text_item(value: object, spec: ModelSpec, param: str) -> Item:
-    text = _text(value, spec, param)
+    return _text_item(_text(value, spec, param))
+
+
+def _text_item(text: str) -> Item:
     return Item("text", {"text": text}, b"t\0" + text.encode(), max(1, len(text) // 3))
 
 
@@ -173,7 +176,11 @@ def each_openai_item(raw: object, spec: ModelSpec, limit: int) -> Iterator[Item]
     if all(isinstance(t, int) and not isinstance(t, bool) for t in raw):
         yield token_item(raw, spec, "input")
         return
+    texts, longest = "text" in spec.modalities, spec.max_text_chars
     for i, value in enumerate(raw):
+        if texts and type(value) is str and 0 < len(value) <= longest and not value.isspace():
+            yield _text_item(value)  # the common case, as content_item makes it, without naming its place
+            continue
         param = f"input[{i}]"
         yield token_item(value, spec, param) if isinstance(value, list) else content_item(value, spec, param)
 

@@ -6,6 +6,7 @@ The options (`text_type`, `instruct`, `fps`, `enable_fusion`, `output_type`, `re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -78,6 +79,44 @@ class EmbeddingRequest(BaseModel):
         """The DashScope options that were sent (read directly: model_dump costs more than the request's
         other validation on a cache hit)."""
         return {name: value for name in OPTIONS if (value := getattr(self, name)) is not None}
+
+
+PLAIN_KEYS = frozenset({"model", "input", "dimensions", "encoding_format", "user"})
+ENCODINGS = ("float", "base64")
+
+
+@dataclass(slots=True)
+class PlainRequest:
+    """An EmbeddingRequest without DashScope options, as pydantic would make it of the same body (the same
+    values; `plain_request` accepts only what EmbeddingRequest accepts). Made by a few checks instead of a
+    model validation: the body of nearly every request, and ~10 us less on a cache hit."""
+
+    model: str
+    input: Any
+    dimensions: int | None
+    encoding_format: str | None
+    user: str | None
+
+    def options(self) -> dict[str, Any]:
+        return {}
+
+
+def plain_request(data: dict[str, Any]) -> PlainRequest | None:
+    """`data` as a PlainRequest when it has none of the DashScope options and EmbeddingRequest would accept it;
+    None for any other body, which EmbeddingRequest then validates (and whose error names the field)."""
+    if "input" not in data or not data.keys() <= PLAIN_KEYS:
+        return None
+    model, dimensions = data.get("model"), data.get("dimensions")
+    encoding, user = data.get("encoding_format"), data.get("user")
+    if type(model) is not str or not model:  # StrictStr, min_length=1
+        return None
+    if dimensions is not None and (type(dimensions) is not int or dimensions < 1):  # StrictInt (no bool), ge=1
+        return None
+    if encoding is not None and (type(encoding) is not str or encoding not in ENCODINGS):
+        return None
+    if user is not None and type(user) is not str:
+        return None
+    return PlainRequest(model, data["input"], dimensions, encoding, user)
 
 
 class Embedding(BaseModel):

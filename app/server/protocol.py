@@ -1,6 +1,6 @@
 """uvicorn's httptools protocol with the gateway's connection hygiene, given to uvicorn as `http=`.
 
-Two things change; the parsing stays llhttp's (through httptools) and the ASGI cycle stays uvicorn's:
+Three things change; the parsing stays llhttp's (through httptools) and the ASGI cycle stays uvicorn's:
 
 - Deadlines, the rate rule and the connection cap (app/server/connections.py): a connection registers
   when it opens (or is refused with a 503 beyond the cap) and keeps its read deadline, its body's start
@@ -17,6 +17,11 @@ Two things change; the parsing stays llhttp's (through httptools) and the ASGI c
   behind it, are parsed by llhttp like those of any request. WebSocket upgrades (when a WebSocket library
   is installed) keep uvicorn's path; CONNECT, which llhttp also reports as an upgrade, is not replayed
   (it would offer again) and keeps uvicorn's answer.
+- An answer's head and its first body part leave in one system call (`HeadWithBody`): uvicorn writes the
+  head when the app starts the response and the body when it sends it, two writes, two packets and two
+  wake-ups of the reader for every answer; here the head is held until the body's first part and both are
+  handed to the transport together (one writev). A head whose body has not come by the end of the loop turn
+  (a streamed answer still waiting for its first part) is written alone then, as uvicorn would have.
 
 The ASGI app puts the worker's Connections in the lifespan state under STATE_KEY (app/main.py).
 """
@@ -24,6 +29,7 @@ The ASGI app puts the worker's Connections in the lifespan state under STATE_KEY
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 import httptools
@@ -56,6 +62,43 @@ HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
     b"content-length: %d\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
 )
+
+
+class HeadWithBody:
+    """The transport as one response cycle sees it: its answer's head is held until the first body part (or
+    the end of the loop turn, or a close) and written with it in one call. Everything else is the transport's."""
+
+    __slots__ = ("cycle", "head", "loop", "started", "transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.cycle = weakref.ref(cycle)  # the cycle holds this transport: no reference cycle (garbage for the GC)
+        self.loop = loop
+        self.head: bytes | None = None
+        self.started = False  # the head was written or is held
+
+    def write(self, data: bytes) -> None:
+        if self.head is not None:
+            head, self.head = self.head, None
+            self.transport.writelines((head, data))
+        elif not self.started and getattr(self.cycle(), "response_started", False):
+            self.started = True  # uvicorn's first write after the response started: the head
+            self.head = data
+            self.loop.call_soon(self.flush)
+        else:  # a 100 Continue before the answer, a body part
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        if self.head is not None:
+            head, self.head = self.head, None
+            self.transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 class GatewayProtocol(HttpToolsProtocol):
@@ -207,8 +250,10 @@ class GatewayProtocol(HttpToolsProtocol):
         self.body_bytes = 0
         self.deadline = self.body_started + self.registry.rules.body_timeout_s
         super().on_headers_complete()
-        if (self.closing or self.registry.crowded()) and self.cycle is not None:
-            self.cycle.keep_alive = False  # its answer says Connection: close, then the connection closes
+        if self.cycle is not None:
+            self.cycle.transport = HeadWithBody(self.transport, self.cycle, self.loop)  # type: ignore[assignment]
+            if self.closing or self.registry.crowded():
+                self.cycle.keep_alive = False  # its answer says Connection: close, then the connection closes
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)

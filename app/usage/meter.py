@@ -57,15 +57,15 @@ class Meter:
                   result.hit_tokens)  # fmt: skip
         price = spec.price
         if price is not None:
-            missed, hit = result.by_modality("miss"), result.by_modality("hit")
+            counts = result.counts
             u.currency = price.currency
-            u.cost = price.nanos(billed, missed.get("image", 0), missed.get("video", 0))
-            u.saved = price.nanos(result.hit_tokens, hit.get("image", 0), hit.get("video", 0))
+            u.cost = price.nanos(billed, counts.get(("image", "miss"), 0), counts.get(("video", "miss"), 0))
+            u.saved = price.nanos(result.hit_tokens, counts.get(("image", "hit"), 0), counts.get(("video", "hit"), 0))
             m, labels = self.metrics, (self.metrics.team(u.team or None), self.metrics.model(spec.name), price.currency)
             if u.cost:
-                m.child(m.usage.money_billed, *labels).inc(amount(u.cost))
+                m.tally.inc(m.child(m.usage.money_billed, *labels), amount(u.cost))
             if u.saved:
-                m.child(m.usage.money_saved, *labels).inc(amount(u.saved))
+                m.tally.inc(m.child(m.usage.money_saved, *labels), amount(u.saved))
         self.ledger.record(u)
 
     def check_budget(self, team: Team | None, spec: ModelSpec) -> None:

@@ -12,6 +12,7 @@ with HINCRBY): CNY 0.0005 per 1,000 tokens is 500 nanos a token, so sums are exa
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,15 +28,30 @@ class Price(BaseModel):
     per_image: Decimal = Field(default=Decimal(0), ge=0, description="per image sent upstream (item-billed media)")
     per_video: Decimal = Field(default=Decimal(0), ge=0, description="per video sent upstream (item-billed media)")
 
+    # Nanos per token, image and video when each is a whole number (every price with at most 6 decimals per
+    # 1,000 tokens and 9 per item): then a request's money is integer arithmetic, exactly what the Decimal
+    # formula gives, without its cost on every request.
+    @cached_property
+    def _whole(self) -> tuple[int, int, int] | None:
+        rates = (self.per_1k_tokens * NANO / 1000, self.per_image * NANO, self.per_video * NANO)
+        if all(r == r.to_integral_value() for r in rates):
+            return int(rates[0]), int(rates[1]), int(rates[2])
+        return None
+
     def nanos(self, tokens: int, images: int = 0, videos: int = 0) -> int:
         """The money of these tokens and media items, rounded once to a nano."""
+        whole = self._whole
+        if whole is not None:
+            per_token, per_image, per_video = whole
+            return tokens * per_token + images * per_image + videos * per_video
         exact = self.per_1k_tokens * tokens / 1000 + self.per_image * images + self.per_video * videos
         return int((exact * NANO).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
 def amount(nanos: int) -> float:
-    """Nanos as the number the usage and costs APIs show (OpenAI's `amount.value` is a JSON number)."""
-    return float(Decimal(nanos) / NANO)
+    """Nanos as the number the usage and costs APIs show (OpenAI's `amount.value` is a JSON number): the
+    nearest float to nanos / 1e9 (Python's integer division is correctly rounded, as Decimal's was)."""
+    return nanos / 1_000_000_000
 
 
 # Alibaba Cloud Model Studio, China (Beijing) region, which the default DashScope base URL names:

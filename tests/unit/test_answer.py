@@ -9,8 +9,9 @@ import numpy as np
 import orjson
 import pytest
 from starlette.requests import Request
+from starlette.responses import Response
 
-from app.api.answer import SLICE_BYTES, SMALL_ANSWER_BYTES, SlicedAnswer, answer
+from app.api.answer import SLICE_BYTES, SMALL_ANSWER_BYTES, JSONAnswer, SlicedAnswer, answer
 from app.api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
 from app.errors import Unavailable
 from app.runtime.budget import MemoryBudget
@@ -77,3 +78,12 @@ async def test_an_answer_of_one_slice_is_written_with_its_length_and_counted() -
     assert isinstance(response, SlicedAnswer) and parts == [whole, b""]
     assert dict(response.raw_headers)[b"content-length"] == str(len(whole)).encode()
     assert SMALL_ANSWER_BYTES < len(whole) <= budget.max_bytes - budget.free
+
+
+def test_answers_have_the_head_starlettes_response_would_give_them() -> None:
+    headers = {"X-Cache-Hits": "8", "x-cache-misses": "0", "x-ratelimit-remaining-requests": "59"}
+    whole = Response(b'{"a":1}', media_type="application/json", headers=headers)
+    assert JSONAnswer(b'{"a":1}', headers).raw_headers == whole.raw_headers
+    streamed = Response(None, media_type="application/json", headers=headers)
+    sliced = [(k, v) for k, v in streamed.raw_headers if k != b"content-length"] + [(b"content-length", b"123")]
+    assert SlicedAnswer(iter(()), headers, 123).raw_headers == sliced

@@ -3,6 +3,7 @@ worker processes' values merged, dead workers' live gauges dropped."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -190,3 +191,40 @@ async def test_tokens_billed_and_saved_are_counted_for_the_team_and_model() -> N
         (("model", "m1"), ("team", "search")): float(sum(it.est_tokens for it in items)),
         (("model", "m1"), ("team", "other")): float(items[0].est_tokens),
     }
+
+
+def samples(text: bytes) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+    """Every sample but the series' creation times."""
+    return [
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+        if not s.name.endswith("_created")
+    ]
+
+
+def test_the_tally_applies_what_prometheus_client_would_once_per_loop_turn() -> None:
+    """The hot path's updates (metrics.Tally): the same exposition as the same updates made directly, bucket
+    bounds included; nothing reaches the registry before the loop turn ends, except through /metrics."""
+    direct, tallied = (Metrics(CollectorRegistry(), models=["m1"], teams=["search"]) for _ in range(2))
+    observed = [0.0, 0.00004, 0.0001, 0.00010001, 0.0003, 0.5, 1.0, 7.0, 100.0]  # 0.0001, 1.0: bucket bounds
+
+    async def updates() -> None:
+        for v in observed:
+            direct.child(direct.overhead, "openai").observe(v)
+            direct.child(direct.requests, "openai", "2xx", "search").inc()
+            direct.in_flight.inc()
+            tallied.tally.observe(tallied.child(tallied.overhead, "openai"), v)
+            tallied.tally.inc(tallied.child(tallied.requests, "openai", "2xx", "search"))
+            tallied.tally.inc(tallied.in_flight)
+        direct.in_flight.dec(2)
+        tallied.tally.inc(tallied.in_flight, -2)
+        assert tallied.registry.get_sample_value("gateway_requests_in_flight") == 0.0  # not before the turn ends
+        await asyncio.sleep(0)
+        assert tallied.registry.get_sample_value("gateway_requests_in_flight") == len(observed) - 2
+        tallied.tally.inc(tallied.in_flight)  # and a scrape flushes first
+        direct.in_flight.inc()
+        assert samples(tallied.exposition()) == samples(direct.exposition())
+
+    asyncio.run(updates())
+    assert values(tallied.exposition(), "gateway_overhead_seconds_count") == {(("route", "openai"),): len(observed)}

@@ -7,6 +7,8 @@ front should cap them too (the head is already in memory when this runs).
 
 from __future__ import annotations
 
+from itertools import chain
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ...errors import HeadersTooLarge
@@ -23,8 +25,7 @@ class HeaderLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             headers = scope["headers"]
-            size = sum(len(name) + len(value) for name, value in headers)
-            if size > self.max_bytes or len(headers) > self.max_count:
+            if len(headers) > self.max_count or sum(map(len, chain.from_iterable(headers))) > self.max_bytes:
                 err = HeadersTooLarge(f"request headers: more than {self.max_count} headers or {self.max_bytes} bytes")
                 await render(err, wire_of(scope["path"]), exchange_of(scope).request_id)(scope, receive, send)
                 return

@@ -83,22 +83,23 @@ class Observe:
             return
         route = ROUTES.get(path, OTHER_ROUTE)
         m = self.metrics
-        m.in_flight.inc()
+        tally = m.tally  # applied once per loop turn (metrics.Tally)
+        tally.inc(m.in_flight)
         t0 = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - t0
-            m.in_flight.dec()
+            tally.inc(m.in_flight, -1)
             if exchange.lease is not None:  # the bytes the request held from the memory budget (app/runtime/budget.py)
                 exchange.lease.release()
             team = exchange.team
-            m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)).inc()
+            tally.inc(m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)))
             if exchange.sampled and self.exemplars:  # the trace of this observation (app/telemetry/incoming.py)
                 m.child(m.request_duration, route).observe(elapsed, {"trace_id": exchange.trace_id or ""})
             else:
-                m.child(m.request_duration, route).observe(elapsed)
-            m.child(m.overhead, route).observe(max(0.0, elapsed - exchange.upstream_s))
+                tally.observe(m.child(m.request_duration, route), elapsed)
+            tally.observe(m.child(m.overhead, route), max(0.0, elapsed - exchange.upstream_s))
             if self.access_log.enabled:
                 line: dict[str, Any] = {
                     "request_id": rid,
