@@ -5,14 +5,14 @@ of a vector nor finite float32 numbers: cache readers take it for a miss, checks
 short expiry. So the vector's write, a plain SET EX, is also the lease's release: a miss costs Redis its
 read, its claim and its write, with no command of its own for the lease (before: a script of a GET and a SET
 per key to claim, and a DEL of the lease keys once written).
-`claim(keys)` sends, per key and pipelined, `SET key marker NX PX ttl` then `GET key`: a key whose SET
-passed is ours; one whose GET answers a vector was written by another replica since our cache read (it is
-answered with it); one holding another marker is being fetched elsewhere. It returns the keys this process
-now holds and the vectors found. `poll(keys)` reads the keys once (one MGET): the markers still there and
-the vectors written. `release(keys)`, for keys whose vectors were not written (a failed call), deletes the
-markers that are still ours (compare-and-delete in a script: a marker that expired and was taken by another
-replica is left). Plain commands, no script on the way of a miss: they pipeline per node on a cluster and
-run on any Redis.
+`claim(keys)` sends, per key and pipelined, `SET key marker NX PX ttl`: a key whose SET passed is ours
+(the common case: one command per item); the others are read (one MGET): a vector written by another
+replica since our cache read is answered with it, another marker is a fetch elsewhere. It returns the keys
+this process now holds and the vectors found. `poll(keys)` reads the keys once (one MGET): the markers
+still there and the vectors written. `release(keys)`, for keys whose vectors were not written (a failed
+call), deletes the markers that are still ours (compare-and-delete in a script: a marker that expired and
+was taken by another replica is left). Plain commands, no script on the way of a miss: they pipeline per
+node on a cluster and run on any Redis.
 Redis failing or stalling never blocks a request: a lease that cannot be taken counts as taken by us
 (we go upstream ourselves, as without coalescing), and the cache's breaker keeps us off a dead Redis. Every
 failure counts in `gateway_redis_errors_total{op="lease"}`, as the cache's own reads and writes do.
@@ -94,23 +94,20 @@ class RedisLeases:
     async def _claim_now(self, keys: list[str], px: int) -> list[bytes | int]:
         """Per key 1 (ours now), the value found there (a vector), or 0 (another replica's lease)."""
 
-        def commands(pipe: Any) -> None:
+        def claims(pipe: Any) -> None:
             for k in keys:
                 pipe.set(k, self.marker, nx=True, px=px)
-                pipe.get(k)
 
-        replies = await self._guarded(lambda: self.link.pipelined(commands), None)
-        if replies is None:
+        took = await self._guarded(lambda: self.link.pipelined(claims), None)
+        if took is None:
             return [1] * len(keys)
-        out: list[bytes | int] = []
-        for i in range(len(keys)):
-            took, value = replies[2 * i], replies[2 * i + 1]
-            if took:
-                out.append(1)
-            elif isinstance(value, bytes) and not value.startswith(LEASE):
-                out.append(value)
-            else:  # another replica's lease (or gone between the two commands: polled, then fetched)
-                out.append(0)
+        out: list[bytes | int] = [1 if t else 0 for t in took]
+        taken = [i for i, t in enumerate(took) if not t]  # rare: held elsewhere, or written since our read
+        if taken:
+            values = await self._guarded(lambda: self.link.mget([keys[i] for i in taken]), None)
+            for i, value in zip(taken, values or [], strict=False):
+                if isinstance(value, bytes) and not value.startswith(LEASE):
+                    out[i] = value  # a vector another replica wrote meanwhile
         return out
 
     async def poll(self, keys: Sequence[str]) -> tuple[set[str], dict[str, bytes]]:
