@@ -85,7 +85,8 @@ def test_media_is_refused_with_a_clear_400(local_gw) -> None:  # type: ignore[no
 async def test_health_answers_while_the_model_computes(local_gw) -> None:  # type: ignore[no-untyped-def]
     # The client's own GC pauses (other test modules import torch into this process) are not the server's.
     # A shared 2-core runner can deschedule the server once in a while; a real block of the event loop
-    # (inference holding it) shows in every attempt, so the bound holds if any of three attempts meets it.
+    # (inference holding it) shows in every attempt, so the bound holds if any of three attempts meets it
+    # (each attempt's 90th percentile: see _measure_health_during_batch).
     gc.disable()
     try:
         worst: list[float] = []
@@ -93,7 +94,7 @@ async def test_health_answers_while_the_model_computes(local_gw) -> None:  # typ
             worst.append(await _measure_health_during_batch(local_gw))
     finally:
         gc.enable()
-    assert min(worst) < 0.05, f"/healthz took {[round(w * 1000, 1) for w in worst]} ms during long batches"
+    assert min(worst) < 0.05, f"/healthz took {[round(w * 1000, 1) for w in worst]} ms (p90) during long batches"
 
 
 async def _measure_health_during_batch(gw: Gateway) -> float:
@@ -105,17 +106,20 @@ async def _measure_health_during_batch(gw: Gateway) -> float:
             for i in range(20)
         ]
         await asyncio.sleep(0.3)  # the long batch is on the model thread now
-        worst = 0.0
+        took: list[float] = []
         while not batch.done():
             t0 = time.perf_counter()
             r = await client.get("/healthz")
-            worst = max(worst, time.perf_counter() - t0)
+            took.append(time.perf_counter() - t0)
             assert r.status_code == 200
             await asyncio.sleep(0.05)
         assert (await batch).status_code == 200
         statuses = [(await t).status_code for t in many]
         assert statuses == [200] * len(many)
-    return worst
+    # Inference holding the event loop delays every probe made during the batch; a descheduled server
+    # (a loaded runner) delays one here and there. The 90th percentile tells them apart; none may take 1 s.
+    assert took and max(took) < 1.0, f"a /healthz took {max(took or [0]) * 1000:.0f} ms"
+    return sorted(took)[int(len(took) * 0.9) - 1 if len(took) >= 10 else -1]
 
 
 def test_missing_model_files_are_reported_clearly(gateways: GatewayFactory, tmp_path: Path) -> None:
