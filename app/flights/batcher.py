@@ -145,7 +145,7 @@ class Batcher:
     async def _call(self, spec: ModelSpec, params: Params, chunk: list[Pending]) -> None:
         deadline = max(p.deadline for p in chunk)
         try:
-            result = await self.caller.call(Batch(spec, params, [p.item for p in chunk]), deadline)
+            result = await self.caller.call(Batch(spec, params, [p.item for p in chunk], chunk[0].owner), deadline)
         except UpstreamRejected as exc:
             owners: dict[int, list[Pending]] = {}
             for p in chunk:

@@ -21,6 +21,7 @@ class Batch:
     spec: ModelSpec
     params: Params
     items: Sequence[Item]
+    owner: int = 0  # the request the call is for: its turn at the upstream's slots (slots.py)
 
 
 @dataclass(frozen=True, slots=True)

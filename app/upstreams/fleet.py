@@ -192,7 +192,7 @@ class Fleet:
         budget = remaining / 2 if others else remaining  # leave time to fail over to the others
         d.inflight += 1
         try:
-            outcome = await d.guard.attempt(lambda: self._send(d, batch), budget)
+            outcome = await d.guard.attempt(lambda: self._send(d, batch), budget, batch.owner)
         except Unavailable as exc:  # its breaker is open: not an attempt; the next deployment
             state.tried.add(d.name)
             state.last = exc

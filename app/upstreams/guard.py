@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from ..errors import GatewayError, RateLimited, UpstreamFailed, UpstreamInvalid, UpstreamMisconfigured, UpstreamTimeout
 from .breaker import CircuitBreaker
+from .slots import FairSlots
 
 log = logging.getLogger("embedding_gateway.resilience")
 
@@ -68,21 +69,22 @@ def upstream_failure(exc: GatewayError) -> bool:
 
 
 class Guard:
-    """Everything one upstream's attempts pass through: breaker, in-flight bound; and its retry policy."""
+    """Everything one upstream's attempts pass through: breaker, in-flight bound (shared fairly between
+    requests: slots.py); and its retry policy."""
 
     def __init__(self, breaker: CircuitBreaker, policy: RetryPolicy, *, concurrency: int) -> None:
         self.breaker = breaker
         self.policy = policy
-        self.slots = asyncio.Semaphore(concurrency)
+        self.slots = FairSlots(concurrency)
 
-    async def attempt(self, send: Callable[[], Awaitable[T]], remaining: float) -> T | GatewayError:
-        """One attempt within `remaining` seconds: its result, or the error it ended with (the breaker told
-        of it). Raises Unavailable at once while the breaker is open."""
+    async def attempt(self, send: Callable[[], Awaitable[T]], remaining: float, owner: int = 0) -> T | GatewayError:
+        """One attempt within `remaining` seconds for request `owner`: its result, or the error it ended with
+        (the breaker told of it). Raises Unavailable at once while the breaker is open."""
         probe = self.breaker.enter()
         sending = False
         try:
             async with asyncio.timeout(remaining):
-                async with self.slots:
+                async with self.slots.held(owner):
                     sending = True
                     result = await send()
         except TimeoutError:
