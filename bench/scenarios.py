@@ -10,12 +10,12 @@ import os
 import subprocess
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from .stack import AUTH, KEY, ROOT, Proc
+from .stack import AUTH, AUTH_FREE, KEY, ROOT, Proc
 
 MODEL, IMAGE_MODEL = "text-embedding-v4", "tongyi-embedding-vision-plus"
 TEXT_ROUTE = "/api/v1/services/embeddings/text-embedding/text-embedding"
@@ -105,6 +105,7 @@ class Scenario:
     upstream_bodies: list[str]
     warm: list[str]  # bodies sent once before measuring (to fill the cache)
     connections: int = 0  # the many-connection load's connections; 0: the run's --connections
+    auth: dict[str, str] = field(default_factory=lambda: AUTH)  # the team with limits, unless said otherwise
 
 
 def scenarios(run: str, quick: bool) -> list[Scenario]:
@@ -150,6 +151,17 @@ def scenarios(run: str, quick: bool) -> list[Scenario]:
     images = [png_data_uri(150_000) for _ in range(8)]  # ~200 KB as base64
     out += [
         Scenario(
+            "cache hit, 8 texts, float, team without limits",
+            "/v1/embeddings",
+            [openai_body(hit_texts)],
+            False,
+            "asgi",
+            "",
+            [],
+            [openai_body(hit_texts)],
+            auth=AUTH_FREE,
+        ),
+        Scenario(
             "half hit, 4 of 8 cached",
             "/v1/embeddings",
             [openai_body(half, "base64")],
@@ -187,12 +199,12 @@ def measure(sc: Scenario, gw: Proc, baseline: Proc, standin: Proc, conns: int, d
     conns = sc.connections or conns
     for body in sc.warm:
         response_size(gw.url, body)
-    one = load(gw.url, sc.path, sc.bodies, 1, duration, sc.unique, AUTH)
-    many = load(gw.url, sc.path, sc.bodies, conns, duration, sc.unique, AUTH)
+    one = load(gw.url, sc.path, sc.bodies, 1, duration, sc.unique, sc.auth)
+    many = load(gw.url, sc.path, sc.bodies, conns, duration, sc.unique, sc.auth)
     if sc.baseline == "asgi":
         size = response_size(gw.url, sc.bodies[0])
         base_path, base_url, base_bodies, base_unique = f"/?size={size}", baseline.url, sc.bodies, False
-        headers = AUTH  # the same request, head included
+        headers = sc.auth  # the same request, head included
     else:
         base_path, base_url, base_bodies, base_unique = sc.upstream_path, standin.url, sc.upstream_bodies, sc.unique
         headers = {"Authorization": f"Bearer {KEY}"}

@@ -25,15 +25,21 @@ KEY = "sk-bench"  # the stand-in upstream's key
 GATEWAY_KEY = "sk-bench-team-0123456789abcdef"  # a benchmark value, not a secret
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 TEAM_LIMITS = {"rpm": 10**8, "tpm": 10**13}
+# A second team without limits: its hits make no admission call, the split the report shows in one row.
+FREE_KEY = "sk-bench-free-0123456789abcdef"
+AUTH_FREE = {"Authorization": f"Bearer {FREE_KEY}"}
 
 
 def team_config(workdir: Path) -> Path:
-    """The gateway's config file: one team, keyed by GATEWAY_KEY, with TEAM_LIMITS."""
+    """The gateway's config file: the team keyed by GATEWAY_KEY, with TEAM_LIMITS, and one without limits."""
     from app.teams.keys import hash_key
 
     path = workdir / "gateway-team.yaml"
     if not path.exists():
-        teams = {"bench": {"keys": [hash_key(GATEWAY_KEY)], **TEAM_LIMITS}}
+        teams = {
+            "bench": {"keys": [hash_key(GATEWAY_KEY)], **TEAM_LIMITS},
+            "bench-free": {"keys": [hash_key(FREE_KEY)]},
+        }
         path.write_text(json.dumps({"teams": teams}))  # JSON is YAML
     return path
 
