@@ -31,7 +31,7 @@ import httpx
 from bench.inproc import trace_env
 from bench.procs import free_port
 from bench.scenarios import MISS_CONNECTIONS, MISS_TEXTS, load, openai_body
-from bench.stack import AUTH, KEY, Proc, Stack, env, gateway_env, stack, team_config, wait_ready
+from bench.stack import AUTH, Proc, Stack, env, gateway_env, stack, team_config, upstream_env, wait_ready
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -45,15 +45,7 @@ def cpu_s(pid: int) -> float:
 def gateway(s: Stack, name: str, root: Path, standin: Proc, redis_url: str, traces: dict[str, str]) -> Proc:
     """`embedding-gateway serve` from the app code of checkout `root` (its working directory)."""
     port = free_port()
-    extra = gateway_env(
-        team_config(s.workdir),
-        **traces,
-        DASHSCOPE_API_KEY=KEY,
-        DASHSCOPE_BASE_URL=standin.url + "/api/v1",
-        OPENAI_API_KEY=KEY,
-        OPENAI_BASE_URL=standin.url + "/v1",
-        REDIS_URL=redis_url,
-    )
+    extra = gateway_env(team_config(s.workdir), **traces, **upstream_env(standin, redis_url))
     args = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1"]
     log = (s.workdir / f"{name}.log").open("ab")
     proc = subprocess.Popen(args, cwd=root, env=env(**extra), stdout=log, stderr=subprocess.STDOUT)
@@ -81,11 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     figures: dict[str, dict[str, list[float]]] = {n: {"p50": [], "rps": [], "cpu": []} for n in "AB"}
     with stack() as s:
         redis_url = s.redis()
-        port = free_port()
-        standin = s.spawn(
-            "standin", [sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", KEY], port
-        )
-        wait_ready(standin, "/_stats")
+        standin = s.standin()
         traces, sink = {}, None
         if a.b_traces is not None:
             port = free_port()

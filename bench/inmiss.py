@@ -20,7 +20,6 @@ import asyncio
 import itertools
 import logging.config
 import os
-import sys
 import time
 import uuid
 from typing import Any
@@ -28,7 +27,7 @@ from typing import Any
 import orjson
 
 from bench.inproc import scope_of
-from bench.stack import KEY, env, free_port, gateway_env, stack, team_config, wait_ready
+from bench.stack import KEY, env, gateway_env, stack, team_config
 
 TEXTS = ("miss a", "miss b")
 
@@ -84,11 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     with stack() as s:
         redis_url = s.redis()
-        port = free_port()
-        standin = s.spawn(
-            "standin", [sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", KEY], port
-        )
-        wait_ready(standin, "/_stats")
+        standin = s.standin()
         settings = env(
             **gateway_env(team_config(s.workdir)),
             DASHSCOPE_API_KEY=KEY,

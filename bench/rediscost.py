@@ -184,11 +184,7 @@ def measure(requests: int, conns: int, repeat: int = 3, seconds: float = 2.0, cl
         else:
             redis_url = s.redis()
             servers = Servers([redis.Redis.from_url(redis_url)])
-        port = free_port()
-        standin = s.spawn(
-            "standin", [sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", KEY], port
-        )
-        wait_ready(standin, "/_stats")
+        standin = s.standin()
         gw = gateway(s, standin, redis_url, config)
         wait_ready(gw, "/healthz")
         warm = [body([f"hit {run} {i} {j}" for j in range(ITEMS)]) for i in range(20)]

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import rediscost
 from .scenarios import calls_per_item, measure, scenarios
-from .stack import KEY, ROOT, free_port, stack, stop, wait_ready
+from .stack import ROOT, free_port, stack, stop, wait_ready
 
 README_MARKS = ("<!-- bench:results:start -->", "<!-- bench:results:end -->")
 TOP_MARKS = ("<!-- readme:bench:start -->", "<!-- readme:bench:end -->")
@@ -106,25 +106,10 @@ def main(argv: list[str] | None = None) -> None:
     results: list[dict[str, Any]] = []
     with stack() as s:
         redis_url = s.redis()
-        standin = s.spawn(
-            "standin",
-            [
-                sys.executable,
-                "-m",
-                "bench.standin",
-                "--port",
-                str(port := free_port()),
-                "--api-key",
-                KEY,
-                "--latency-ms",
-                str(a.upstream_latency_ms),
-            ],
-            port,
-        )
+        standin = s.standin("--latency-ms", str(a.upstream_latency_ms))
         baseline = s.spawn(
             "baseline", [sys.executable, "-m", "bench.baseline", "--port", str(port := free_port())], port
         )
-        wait_ready(standin, "/_stats")
         wait_ready(baseline, "/")
         for n in workers:
             gw = s.gateway(f"gateway-{n}w", standin, redis_url, n)

@@ -108,32 +108,19 @@ class Scenario:
     auth: dict[str, str] = field(default_factory=lambda: AUTH)  # the team with limits, unless said otherwise
 
 
+def hit(name: str, bodies: list[str], warm: list[str], auth: dict[str, str] = AUTH) -> Scenario:
+    """A cache-hit scenario on /v1/embeddings, against the ASGI floor answering a body of the same size."""
+    return Scenario(name, "/v1/embeddings", bodies, False, "asgi", "", [], warm, auth=auth)
+
+
 def scenarios(run: str, quick: bool) -> list[Scenario]:
     hit_texts = [f"cached text {i} of the benchmark {run}" for i in range(8)]
     half_cached = [f"half-hit cached {i} {run}" for i in range(4)]
     half = [*half_cached, *[f"half-hit new {i} @@N@@" for i in range(4)]]
     new2 = [f"{t} {run}" for t in MISS_TEXTS]
     out = [
-        Scenario(
-            "cache hit, 8 texts, float",
-            "/v1/embeddings",
-            [openai_body(hit_texts)],
-            False,
-            "asgi",
-            "",
-            [],
-            [openai_body(hit_texts)],
-        ),
-        Scenario(
-            "cache hit, 8 texts, base64",
-            "/v1/embeddings",
-            [openai_body(hit_texts, "base64")],
-            False,
-            "asgi",
-            "",
-            [],
-            [openai_body(hit_texts)],
-        ),
+        hit("cache hit, 8 texts, float", [openai_body(hit_texts)], [openai_body(hit_texts)]),
+        hit("cache hit, 8 texts, base64", [openai_body(hit_texts, "base64")], [openai_body(hit_texts)]),
         Scenario(
             "miss, 2 new texts",
             "/v1/embeddings",
@@ -149,17 +136,13 @@ def scenarios(run: str, quick: bool) -> list[Scenario]:
     if quick:
         return out
     images = [png_data_uri(150_000) for _ in range(8)]  # ~200 KB as base64
+    image_bodies = [openai_body([{"image": im}], "base64", IMAGE_MODEL) for im in images]
     out += [
-        Scenario(
+        hit(
             "cache hit, 8 texts, float, team without limits",
-            "/v1/embeddings",
             [openai_body(hit_texts)],
-            False,
-            "asgi",
-            "",
-            [],
             [openai_body(hit_texts)],
-            auth=AUTH_FREE,
+            AUTH_FREE,
         ),
         Scenario(
             "half hit, 4 of 8 cached",
@@ -171,16 +154,7 @@ def scenarios(run: str, quick: bool) -> list[Scenario]:
             [native_text_body(half)],
             [openai_body(half_cached)],
         ),
-        Scenario(
-            "cache hit, 1 image of 200 KB",
-            "/v1/embeddings",
-            [openai_body([{"image": im}], "base64", IMAGE_MODEL) for im in images],
-            False,
-            "asgi",
-            "",
-            [],
-            [openai_body([{"image": im}], "base64", IMAGE_MODEL) for im in images],
-        ),
+        hit("cache hit, 1 image of 200 KB", image_bodies, image_bodies),
         Scenario(
             "1 image of 200 KB, cached, vs upstream direct",
             "/v1/embeddings",

@@ -44,6 +44,17 @@ def team_config(workdir: Path) -> Path:
     return path
 
 
+def upstream_env(standin: Proc, redis_url: str) -> dict[str, str]:
+    """A gateway's upstreams (both wire formats) at the stand-in, and its Redis."""
+    return {
+        "DASHSCOPE_API_KEY": KEY,
+        "DASHSCOPE_BASE_URL": standin.url + "/api/v1",
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_BASE_URL": standin.url + "/v1",
+        "REDIS_URL": redis_url,
+    }
+
+
 def gateway_env(config: Path, **extra: str) -> dict[str, str]:
     """What every benchmarked gateway runs with: auth required, the team's config, the local model off
     (not benchmarked; its background load, importing torch, would share the cores)."""
@@ -98,16 +109,17 @@ class Stack:
             raise RuntimeError("redis-server did not start")
         return f"redis://127.0.0.1:{port}/0"
 
+    def standin(self, *args: str) -> Proc:
+        """The stand-in upstream (bench/standin.py), answering once it is up."""
+        port = free_port()
+        args = ("--port", str(port), "--api-key", KEY, *args)
+        p = self.spawn("standin", [sys.executable, "-m", "bench.standin", *args], port)
+        wait_ready(p, "/_stats")
+        return p
+
     def gateway(self, name: str, standin: Proc, redis_url: str, workers: int) -> Proc:
         port = free_port()
-        extra = gateway_env(
-            team_config(self.workdir),
-            DASHSCOPE_API_KEY=KEY,
-            DASHSCOPE_BASE_URL=standin.url + "/api/v1",
-            OPENAI_API_KEY=KEY,
-            OPENAI_BASE_URL=standin.url + "/v1",
-            REDIS_URL=redis_url,
-        )
+        extra = gateway_env(team_config(self.workdir), **upstream_env(standin, redis_url))
         args = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)]
         return self.spawn(name, args, port, extra)
 

@@ -32,31 +32,22 @@ def test_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert "| workers | scenario |" in done.stdout
 
 
+def last_line(module: str, *args: str) -> str:
+    """The last line `python -m module args` printed; it must have exited 0."""
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
 def test_in_process_benchmark_measures_whole_cache_hits() -> None:
     """bench.inproc refuses to report unless its second call was a whole cache hit."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.inproc", "--calls", "50", "--rounds", "2", "--encoding", "base64"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    line = done.stdout.strip().splitlines()[-1]
+    line = last_line("bench.inproc", "--calls", "50", "--rounds", "2", "--encoding", "base64")
     assert line.startswith("cache hit of 8 texts (base64), in process:") and " us per call " in line
     assert float(line.split("in process: ")[1].split(" us")[0]) > 0
 
 
 def test_in_process_miss_benchmark_measures_whole_misses() -> None:
     """bench.inmiss refuses to report unless every request was a whole miss answered with 200."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.inmiss", "--calls", "32", "--rounds", "1", "--concurrency", "4"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    line = done.stdout.strip().splitlines()[-1]
+    line = last_line("bench.inmiss", "--calls", "32", "--rounds", "1", "--concurrency", "4")
     assert line.startswith("miss of 2 new texts (base64, 4 at once, Redis), in process: CPU ")
     assert float(line.split("CPU ")[1].split(" us")[0]) > 0

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 import redis
@@ -355,29 +356,35 @@ def _wait_sentinel_sees(sentinels: Sequence[Node], service: str, port: int, time
     raise RuntimeError("sentinel does not see the master")
 
 
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
-    yield cluster
-    cluster.close()
+def farm_fixtures(scope: Literal["module", "session"]) -> tuple[Any, Any, Any, Any]:
+    """The fixtures redis_cluster, redis_password, redis_tls and redis_sentinel, each living for `scope`:
+    per module here (tests/e2e kills nodes), per session for tests/redis (its conftest), which only reads."""
+
+    @pytest.fixture(scope=scope)
+    def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+        cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+        yield cluster
+        cluster.close()
+
+    @pytest.fixture(scope=scope)
+    def redis_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Single]:
+        single = start_password(tmp_path_factory.mktemp("redis-password"))
+        yield single
+        single.close()
+
+    @pytest.fixture(scope=scope)
+    def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Single]:
+        single = start_tls(tmp_path_factory.mktemp("redis-tls"), password=PASSWORD)
+        yield single
+        single.close()
+
+    @pytest.fixture(scope=scope)
+    def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+        s = start_sentinel(tmp_path_factory.mktemp("redis-sentinel"))
+        yield s
+        s.close()
+
+    return redis_cluster, redis_password, redis_tls, redis_sentinel
 
 
-@pytest.fixture(scope="module")
-def redis_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Single]:
-    single = start_password(tmp_path_factory.mktemp("redis-password"))
-    yield single
-    single.close()
-
-
-@pytest.fixture(scope="module")
-def redis_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Single]:
-    single = start_tls(tmp_path_factory.mktemp("redis-tls"), password=PASSWORD)
-    yield single
-    single.close()
-
-
-@pytest.fixture(scope="module")
-def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
-    s = start_sentinel(tmp_path_factory.mktemp("redis-sentinel"))
-    yield s
-    s.close()
+redis_cluster, redis_password, redis_tls, redis_sentinel = farm_fixtures("module")
