@@ -72,7 +72,8 @@ def more(
 ) -> Iterator[More]:
     tmp = tmp_path_factory.mktemp("more")
     config = tmp / "gateway.yaml"
-    keys = write_config(config, {"more": {}, "rpm2": {"rpm": 2}})  # the default window: a minute
+    # Per-minute windows 15 s long: the langchain JS client's wait for its window takes seconds, not a minute.
+    keys = write_config(config, {"more": {}, "rpm2": {"rpm": 2}}, limits_window_s=15)
     gateways.secrets.update(keys.values())
     gw = gateways.start(redis_url=redis_server.url, config=str(config), env={"GATEWAY_AUTH": "required"})
     env = clean_env(

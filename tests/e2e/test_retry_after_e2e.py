@@ -18,6 +18,7 @@ from tests.support.processes import Gateway, GatewayFactory, RedisServer
 from tests.support.teamkit import DS_TEXT, OPENAI, write_config
 
 DIM = 64
+WINDOW_S = 15.0
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,11 @@ def limited(
 ) -> tuple[Gateway, dict[str, str]]:
     config = tmp_path_factory.mktemp("retryafter") / "gateway.yaml"
     teams = {"pair": {"rpm": 2}, "daily": {"daily_tokens": 20}, "wide": {}}
-    # The upstream quota of text-embedding-v3: one call a minute, no queue (a second call is refused at once).
-    keys = write_config(config, teams, upstream_queue_s=0, models={"text-embedding-v3": {"rpm": 1}})
+    # The upstream quota of text-embedding-v3: one call a window, no queue (a second call is refused at once).
+    # Per-minute windows are WINDOW_S long here, so that the SDK's wait takes seconds, not a minute.
+    keys = write_config(
+        config, teams, upstream_queue_s=0, models={"text-embedding-v3": {"rpm": 1}}, limits_window_s=WINDOW_S
+    )
     gateways.secrets.update(keys.values())
     return gateways.start(redis_url=redis_server.url, config=str(config)), keys
 
@@ -87,5 +91,6 @@ def test_the_openai_sdk_waits_retry_after_and_gets_through_rpm_2(limited: tuple[
     assert refusals, "the third call within the minute is refused first"
     for r in refusals:
         assert_capped(r)
-    # The window frees room at most 61 s after the first call: the SDK's waits (each what it was told) get there.
-    assert took <= 62 + 2 * len(refusals), (took, [r.headers["retry-after"] for r in refusals])
+    # The window frees room at most WINDOW_S + 1 s after the first call: the SDK's waits (each what it was
+    # told) get there.
+    assert took <= WINDOW_S + 2 + 2 * len(refusals), (took, [r.headers["retry-after"] for r in refusals])
