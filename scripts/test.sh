@@ -21,7 +21,8 @@
 # .venv-clients, the openai npm package, golang-go, a JDK. --fast installs only what its stages need.
 #
 # The Docker images (the run's biggest cost: on vfs every build step copies the whole image) are built in
-# the background from the start of the run (tests/support/dockerbuild.py), while the other stages run.
+# the background from the start of the run (tests/support/dockerbuild.py), while the other stages run; so
+# is the client matrix installed (scripts/install-clients.sh), which the clients stage waits for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=0
@@ -70,7 +71,14 @@ if [ $fast -eq 0 ] && [ "$(id -u)" -eq 0 ] && command -v dockerd >/dev/null 2>&1
   python -m tests.support.dockerbuild "$docker_home" >"$docker_home.log" 2>&1 &
   docker_build=$!
 fi
-[ $fast -eq 1 ] || bash scripts/install-clients.sh
+# The client matrix (a virtualenv of its own and npm packages: about 3 minutes new) installs in the
+# background too, while lint, unit, redis and e2e run; the clients stage waits for it.
+clients_install=""
+if [ $fast -eq 0 ]; then
+  clients_log=$(mktemp /tmp/eg-clients-install-XXXXXX)
+  bash scripts/install-clients.sh >"$clients_log" 2>&1 &
+  clients_install=$!
+fi
 
 status=0
 summary=()
@@ -114,6 +122,16 @@ docker_stage() {
   fi
   python -m pytest tests/docker "$@"
 }
+clients_stage() {
+  if ! wait "$clients_install"; then
+    tail -60 "$clients_log"
+    echo "scripts/install-clients.sh failed (above)"
+    rm -f "$clients_log"
+    return 1
+  fi
+  rm -f "$clients_log"
+  python -m pytest tests/clients "$@"
+}
 # The session-wide secrets check (every log a gateway of the session wrote) also runs after the clients.
 SECRETS_SCAN=tests/e2e/test_secrets.py::test_nothing_a_gateway_of_this_session_wrote_or_serves_holds_a_secret
 e2e_stage() {
@@ -136,7 +154,7 @@ stage unit python -m pytest tests/unit "$@"
 stage redis python -m pytest tests/redis "$@"
 if [ $fast -eq 0 ]; then
   stage e2e e2e_stage "$@"
-  stage clients python -m pytest tests/clients "$SECRETS_SCAN" "$@"
+  stage clients clients_stage "$SECRETS_SCAN" "$@"
   stage docker docker_stage "$@"
 fi
 echo "=== stages (wall and CPU seconds, load average at the end of each):"
