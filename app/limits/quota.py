@@ -1,10 +1,19 @@
 """Upstream quotas: each deployment's account quota of requests and tokens per minute for its model
 (DeploymentSpec.rpm/tpm in the catalog; the account is `upstream:upstream_model`), shared by every
 replica. The fleet (upstreams/fleet.py) asks `try_admit` before every upstream call: the call gets the
-next slot of that account's quota (window.reserve) and sleeps until it, in arrival order; asked not to
-wait, it learns how far away the next slot is (nothing reserved), so that a deployment with headroom can
-take the call instead; a slot more than `upstream_queue_s` away is refused with 429. The upstream therefore
-never sees a burst above its quota from us, and our clients get a clean 429 with Retry-After instead.
+next slot of that account's quota (window.reserve) and sleeps until it; asked not to wait, it learns how
+far away the next slot is (nothing reserved), so that a deployment with headroom can take the call
+instead; a slot more than `upstream_queue_s` away is refused with 429. The upstream therefore never sees a
+burst above its quota from us, and our clients get a clean 429 with Retry-After instead.
+
+Fair between requests: the slots are handed out in the order calls ask for them, so a request of 2,048 new
+texts (about 200 calls, all asking at once) would book the quota seconds ahead and every later request of
+any team would wait behind all of it. So in each process at most BOOKED_AHEAD calls per account hold a
+booked slot they are still waiting for; the others wait for their turn in a queue per request, served in
+turn (upstreams/slots.py, as the upstream's calls in flight are), and book only then. A later request
+waits for at most the calls already booked plus one call of each request ahead of it; the quota's pace
+stays full (each booking is made as the one before it starts). A call waits for its turn and its slot
+together for at most `upstream_queue_s`, then gets 429.
 
 What each request was charged, per account, is kept in a ledger (a context variable, seen by the flights'
 tasks), so that once the upstream reports its bill the difference is corrected (`ledger(...)` around the
@@ -21,8 +30,12 @@ from types import TracebackType
 from ..config.catalog import ModelSpec
 from ..errors import RateLimited, Unavailable
 from ..metrics import Metrics
+from ..upstreams.slots import FairSlots
 from .decider import LimitDecider
 from .window import US, Pace
+
+BOOKED_AHEAD = 4  # per account and process: calls holding a booked slot they wait for (enough to keep the pace
+# full across a Redis round trip; each one more is a call a later request may wait behind)
 
 
 @dataclass(slots=True)
@@ -79,6 +92,7 @@ class UpstreamQuota:
         self.slack_s = slack_s
         self.max_wait_us = round(max_wait_s * US)
         self._paces: dict[tuple[int | None, int | None], Pace | None] = {}
+        self._turns: dict[str, FairSlots] = {}  # per account: the calls that may book now, in turn per request
 
     def pace(self, rpm: int | None, tpm: int | None) -> Pace | None:
         if (rpm, tpm) not in self._paces:
@@ -86,32 +100,58 @@ class UpstreamQuota:
         return self._paces[rpm, tpm]
 
     async def try_admit(
-        self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool
+        self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool, owner: int = 0
     ) -> float | None:
         """Take the account's next slot and sleep until it: None. With `wait=False` and no slot now, the
-        seconds until one (nothing taken). A slot further than `upstream_queue_s`: RateLimited."""
+        seconds until one (nothing taken). A call of request `owner` waits for its turn to book (module
+        docstring); a slot further than `upstream_queue_s`, turn included: RateLimited."""
         pace = self.pace(rpm, tpm)
         if pace is None:
             return None
-        grant = await self.limits.reserve(account, pace, tokens, self.max_wait_us if wait else 0)
-        ledger = _LEDGER.get()
+        if not wait:  # takes a slot only if one is free now: never ahead of a call waiting for its turn
+            return await self._book(account, pace, tokens, 0)
+        turns = self._turns.setdefault(account, FairSlots(BOOKED_AHEAD))
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
+        try:
+            async with asyncio.timeout(self.max_wait_us / US):
+                await turns.acquire(owner)
+        except TimeoutError:
+            self._refused(account)
+            raise RateLimited(
+                f"the upstream quota of {account} is booked for more than {self.max_wait_us / US:g}s ahead",
+                retry_after=self.max_wait_us / US,
+            ) from None
+        try:
+            waited_us = round((loop.time() - asked) * US)
+            return await self._book(account, pace, tokens, max(self.max_wait_us - waited_us, 0), wait=True)
+        finally:
+            turns.release()
+
+    async def _book(
+        self, account: str, pace: Pace, tokens: int, max_wait_us: int, *, wait: bool = False
+    ) -> float | None:
+        grant = await self.limits.reserve(account, pace, tokens, max_wait_us)
         if not grant.ok:
             if not wait and not grant.unavailable:
                 return max(grant.wait_us / US, 1e-6)
-            self.metrics.ratelimit_rejections.labels(
-                self.metrics.team(ledger.team if ledger else None), "upstream"
-            ).inc()
+            self._refused(account)
             if grant.unavailable:
                 raise Unavailable("upstream quotas cannot be checked right now; retry shortly", retry_after=1.0)
             raise RateLimited(
                 f"the upstream quota of {account} is booked for more than {self.max_wait_us / US:g}s ahead",
                 retry_after=grant.wait_us / US,
             )
+        ledger = _LEDGER.get()
         if ledger is not None:
             ledger.charge(account, pace, tokens)
         if grant.wait_us > 0:
             await asyncio.sleep(grant.wait_us / US)
         return None
+
+    def _refused(self, account: str) -> None:
+        ledger = _LEDGER.get()
+        self.metrics.ratelimit_rejections.labels(self.metrics.team(ledger.team if ledger else None), "upstream").inc()
 
     def ledger(self, spec: ModelSpec, team: str | None) -> Ledger:
         active = any(self.pace(d.rpm, d.tpm) is not None for d in spec.deployments)

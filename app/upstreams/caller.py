@@ -32,11 +32,11 @@ class QuotaGate(Protocol):
     """What the fleet needs of the upstream quota (limits/quota.py UpstreamQuota)."""
 
     async def try_admit(
-        self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool
+        self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool, owner: int = 0
     ) -> float | None:
         """Take a slot and sleep until it: None (also when there is no quota); with wait=False and no
-        slot now, the seconds until one (nothing taken); with wait=True, a slot within the queue budget,
-        or RateLimited."""
+        slot now, the seconds until one (nothing taken); with wait=True, a slot within the queue budget
+        (booked in turn with the other requests' calls: `owner` is the request), or RateLimited."""
         ...
 
 
@@ -44,7 +44,7 @@ class OpenGate:
     """No quotas: every call may go at once."""
 
     async def try_admit(
-        self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool
+        self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool, owner: int = 0
     ) -> float | None:
         return None
 

@@ -149,7 +149,7 @@ class Fleet:
             if batch.params.background:
                 d = await admit_idle(self.gate, order, tokens, deadline, self.clock, self.sleep, self.rng)
             else:
-                d = await self._admit(order, tokens)
+                d = await self._admit(order, tokens, batch.owner)
             result = await self._try(d, batch, deadline, state, others=len(order) - 1)
             if result is not None:
                 return replace(result, identity=d.identity)
@@ -163,12 +163,12 @@ class Fleet:
         ranked, now = self.ranked(spec, skip=state.tried | state.excluded), self.clock()
         return sorted(ranked, key=lambda d: (not _healthy(d, now), d.identity != identity))
 
-    async def _admit(self, order: list[Deployment], tokens: int) -> Deployment:
+    async def _admit(self, order: list[Deployment], tokens: int, owner: int) -> Deployment:
         """The first deployment whose quota has a slot now; else the one whose slot comes soonest (waited for)."""
         if len(order) == 1:  # nowhere else to go: wait for its slot (one quota decision)
             d = order[0]
             if not d.guard.breaker.refusing():
-                await self.gate.try_admit(d.account, d.rpm, d.tpm, tokens, wait=True)
+                await self.gate.try_admit(d.account, d.rpm, d.tpm, tokens, wait=True, owner=owner)
             return d
         soonest: tuple[float, Deployment] | None = None
         for d in order:
@@ -183,7 +183,7 @@ class Fleet:
         if soonest is None:  # every breaker open: the first one answers (503 at once)
             return order[0]
         d = soonest[1]
-        await self.gate.try_admit(d.account, d.rpm, d.tpm, tokens, wait=True)
+        await self.gate.try_admit(d.account, d.rpm, d.tpm, tokens, wait=True, owner=owner)
         return d
 
     async def _try(self, d: Deployment, batch: Batch, deadline: float, state: _Round, *, others: int) -> Result | None:

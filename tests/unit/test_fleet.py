@@ -72,7 +72,7 @@ class Gate:
         self.taken: list[tuple[str, bool]] = []
 
     async def try_admit(
-        self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool
+        self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool, owner: int = 0
     ) -> float | None:
         left = self.waits.get(account, 0.0)
         if left > 0 and not wait:

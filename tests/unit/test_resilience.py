@@ -62,7 +62,9 @@ class Admitting:
     def __init__(self, admit: Callable[[], Awaitable[None]]) -> None:
         self.admit = admit
 
-    async def try_admit(self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool) -> None:
+    async def try_admit(
+        self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool, owner: int = 0
+    ) -> None:
         await self.admit()
 
 

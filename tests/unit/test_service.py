@@ -67,7 +67,9 @@ class CountingGate:
     def __init__(self) -> None:
         self.admitted: list[int] = []
 
-    async def try_admit(self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool) -> None:
+    async def try_admit(
+        self, account: str, rpm: int | None, tpm: int | None, tokens: int, *, wait: bool, owner: int = 0
+    ) -> None:
         self.admitted.append(tokens)
 
 
