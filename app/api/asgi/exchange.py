@@ -68,7 +68,7 @@ def exchange_of(scope: Scope) -> Exchange:
 
 def lease_of(scope: Scope, budget: MemoryBudget) -> Lease:
     """The request's lease on the memory budget, made at its first use and kept in its Exchange, which
-    Observe releases when the request ends."""
+    the front layer releases when the request ends."""
     exchange = exchange_of(scope)
     if exchange.lease is None:
         exchange.lease = budget.lease()
