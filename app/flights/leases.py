@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from ..cache.checks import LEASE
 from ..cache.tickbatch import TickBatcher
@@ -94,11 +94,8 @@ class RedisLeases:
     async def _claim_now(self, keys: list[str], px: int) -> list[bytes | int]:
         """Per key 1 (ours now), the value found there (a vector), or 0 (another replica's lease)."""
 
-        def claims(pipe: Any) -> None:
-            for k in keys:
-                pipe.set(k, self.marker, nx=True, px=px)
-
-        took = await self._guarded(lambda: self.link.pipelined(claims), None)
+        claims = [("SET", k, self.marker, "NX", "PX", px) for k in keys]
+        took = await self._guarded(lambda: self.link.commands(claims), None)
         if took is None:
             return [1] * len(keys)
         out: list[bytes | int] = [1 if t else 0 for t in took]

@@ -21,7 +21,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -38,6 +38,7 @@ from redis.exceptions import (
 )
 
 from .cause import cause, place
+from .turn import Command, Turn
 
 log = logging.getLogger("embedding_gateway.redis")
 
@@ -67,6 +68,8 @@ class RedisLink:
         self.last_reply = 0.0  # time.monotonic() of the last script reply: Redis answers while it moves
         self._refreshed = 0.0
         self._refresh: asyncio.Task[None] | None = None
+        # A single server's (or Sentinel master's) cache and lease commands of a loop turn: one round trip.
+        self._turn = None if isinstance(client, RedisCluster) else Turn(client, self._using)
 
     @property
     def kind(self) -> str:
@@ -104,23 +107,25 @@ class RedisLink:
                 await self.client.nodes_manager.initialize()
 
     async def mget(self, keys: Sequence[str]) -> list[Any]:
+        if self._turn is not None:
+            return list((await self._turn([("MGET", *keys)]))[0])
         async with self._using():
             if isinstance(self.client, RedisCluster):
                 return list(await self.client.mget_nonatomic(list(keys)))
             return list(await self.client.mget(keys))
 
     async def set_many(self, entries: Sequence[tuple[str, bytes]], ttl_s: int) -> None:
-        def commands(pipe: Any) -> None:
-            for k, v in entries:
-                pipe.set(k, v, ex=ttl_s)
+        await self.commands([("SET", k, v, "EX", ttl_s) for k, v in entries])
 
-        await self.pipelined(commands)
-
-    async def pipelined(self, commands: Callable[[Any], None]) -> list[Any]:
-        """The replies to what `commands(pipe)` queues on a pipeline: one round trip (one per node on a
-        cluster), single-key commands only."""
+    async def commands(self, commands: Sequence[Command]) -> list[Any]:
+        """Redis's replies to single-key `commands` (b"OK" or None for a SET), in one round trip: on a single
+        server together with the other callers' commands of this loop turn (turn.py), on a cluster one per
+        node (redis-py's pipeline; a SET's reply is then True or None)."""
+        if self._turn is not None:
+            return await self._turn(commands)
         pipe = self.client.pipeline(transaction=False)
-        commands(pipe)
+        for command in commands:
+            pipe.execute_command(*command)
         async with self._using():
             return list(await pipe.execute())
 

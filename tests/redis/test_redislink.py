@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis.exceptions import ResponseError
 
 from app.redis.link import RedisSetupError, connect, sentinel_parts
 from tests.support.processes import RedisServer
@@ -88,3 +89,34 @@ def test_sentinel_url_parts() -> None:
     )
     with pytest.raises(RedisSetupError):
         sentinel_parts("redis+sentinel://h1:26379")
+
+
+def test_commands_of_one_loop_turn_answer_each_caller(redis_server: RedisServer) -> None:
+    """The cache's and the leases' commands of one loop turn share a round trip (turn.py): each caller gets
+    its own replies in order, a command Redis refuses raises for its caller only, and a caller that stops
+    waiting leaves the others' answers (and the connection) intact."""
+
+    async def go() -> None:
+        link = await connect(redis_server.url, timeout_s=2.0, max_connections=1)
+        await link.set_many([("turn:text", b"x")], 60)
+
+        async def leave() -> bool:
+            task = asyncio.ensure_future(link.commands([("SET", "turn:gone", b"g", "EX", 60)]))
+            await asyncio.sleep(0)  # its command is queued
+            return task.cancel()
+
+        claim, refused, read, left = await asyncio.gather(
+            link.commands([("SET", "turn:a", b"1", "NX", "PX", 5000), ("SET", "turn:a", b"2", "NX", "PX", 5000)]),
+            link.commands([("INCR", "turn:text")]),  # not an integer: an error reply
+            link.mget(["turn:a", "turn:text", "turn:none"]),
+            leave(),
+            return_exceptions=True,
+        )
+        assert left is True
+        assert claim == [b"OK", None]  # the second SET NX found the first's value
+        assert isinstance(refused, ResponseError)
+        assert read == [b"1", b"x", None]  # the same turn, in the callers' order
+        assert await link.mget(["turn:gone", "turn:a"]) == [b"g", b"1"]  # sent although its caller left
+        await link.close()
+
+    asyncio.run(go())
