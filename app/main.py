@@ -16,9 +16,10 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from .api import batches, dashscope, docs, openai, ops, rendering, tasks, usage
-from .api.asgi import aliases, fastpath, headerlimit, observe
-from .api.asgi.drain import CloseWhenDraining, Drain
+from .api.asgi import fastpath
+from .api.asgi.drain import Drain
 from .api.asgi.front import Fronted
+from .api.asgi.headerlimit import HeaderLimit
 from .api.routes import FAST_PATHS
 from .api.turns import Turns
 from .config import masking
@@ -216,11 +217,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     fast = fastpath.routes_of(app, FAST_PATHS)
     for path in sorted(set(FAST_PATHS) - set(fast)):
         log.warning("POST %s is served by FastAPI's routing, not the fast path (it declares dependencies)", path)
-    app.add_front(fastpath.FastPath, routes=fast, handlers=app.exception_handlers)
-    app.add_front(CloseWhenDraining)
-    if p.tracing is not None:  # the request's span: inside the header cap, inside Observe (which logs its trace id)
+    header_limit = HeaderLimit(max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
+    app.serve_front(p.metrics, fast, header_limit)  # aliases, ids, metrics, logs, header cap, drain, fast path
+    if p.tracing is not None:  # the request's span: inside the header cap and the front's log line (its trace id)
         app.add_front(TraceRequests, tracing=p.tracing)
-    app.add_front(headerlimit.HeaderLimit, max_bytes=p.settings.max_header_bytes, max_count=p.settings.max_header_count)
-    app.add_front(observe.Observe, metrics=p.metrics)  # ids, logs and counts every request
-    app.add_front(aliases.Aliases)  # outermost: /compatible-mode/v1/... are the /v1 routes for every layer
     return app

@@ -71,6 +71,8 @@ class Lookup:
 
     def miss_tokens(self, items: Sequence[Item]) -> int:
         """The estimated tokens of the items the cache did not hold: what the team's admission reserves."""
+        if len(self.found) == len(self.unique):
+            return 0  # a whole hit
         return sum(it.est_tokens for k, it in zip(self.keys, items, strict=True) if k not in self.found)
 
 
@@ -222,10 +224,10 @@ class EmbeddingService:
 
     async def _complete(self, team_name: str | None, req: EmbedRequest, looked: Lookup) -> EmbedResult:
         """The vectors of a looked-up request: its misses fetched through the flights."""
-        spec, params, keys, unique, found = req.spec, looked.params, looked.keys, looked.unique, dict(looked.found)
-        deadline = time.monotonic() + self.deadline_s
+        spec, params, keys, unique, found = req.spec, looked.params, looked.keys, looked.unique, looked.found
         missing: list[tuple[str, Item]] = []
         if len(found) < len(unique):
+            found = dict(found)
             first = dict(zip(keys, req.items, strict=True))
             missing = [(k, first[k]) for k in unique if k not in found]
         fetched = FlightResult({})
@@ -234,6 +236,7 @@ class EmbeddingService:
         missed: set[str] = set()
         if missing:
             t0 = time.perf_counter()
+            deadline = time.monotonic() + self.deadline_s
             fetched = await self.flights.fetch(
                 spec, params, missing, deadline=deadline, write=req.cache_write, shared=req.cache_read
             )
@@ -273,9 +276,14 @@ class EmbeddingService:
         self, req: EmbedRequest, keys: list[str], missing: set[str], coalesced: set[str]
     ) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}
-        for k, it in zip(keys, req.items, strict=True):
-            kind = it.modality, "coalesced" if k in coalesced else "miss" if k in missing else "hit"
-            counts[kind] = counts.get(kind, 0) + 1
+        if missing:
+            for k, it in zip(keys, req.items, strict=True):
+                kind = it.modality, "coalesced" if k in coalesced else "miss" if k in missing else "hit"
+                counts[kind] = counts.get(kind, 0) + 1
+        else:  # a whole hit
+            for it in req.items:
+                kind = it.modality, "hit"
+                counts[kind] = counts.get(kind, 0) + 1
         m = self.metrics
         model = m.model(req.spec.name)
         for (modality, result), n in counts.items():

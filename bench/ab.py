@@ -4,11 +4,14 @@ noise falls on both alike:
 
     python -m bench.ab --other ../main-checkout --rounds 5 --duration 3
     python -m bench.ab --other ../main-checkout --scenario miss     # 2 new texts a request, 16 connections
+    python -m bench.ab --other ../main-checkout --encoding base64 --team free   # hits of the team without limits
     python -m bench.ab --other . --b-traces 0.01    # this checkout, traces off (A) and on at 1 % (B)
 
 Each round measures A (the other checkout) and B (this one), in alternating order, with one connection
 (p50 latency) and with `--connections` connections (requests per second), on the benchmark's
-"cache hit, 8 texts, float" body, or with `--scenario miss` on its "miss, 2 new texts" body (base64, every
+"cache hit, 8 texts, float" body (`--encoding base64`: the same
+texts answered in base64; `--team free`: sent with the key of the team without limits, whose hits make no
+admission call), or with `--scenario miss` on its "miss, 2 new texts" body (base64, every
 text new, 16 connections unless told). Each gateway's CPU time per request under the many-connection load
 is printed too (from /proc, warm-up included: the figure that moves least on a shared machine). Prints
 every round and the medians, and B/A ratios. Both gateways run with this checkout's Python environment;
@@ -31,7 +34,7 @@ import httpx
 from bench.inproc import trace_env
 from bench.procs import free_port
 from bench.scenarios import MISS_CONNECTIONS, MISS_TEXTS, load, openai_body
-from bench.stack import AUTH, Proc, Stack, env, gateway_env, stack, team_config, upstream_env, wait_ready
+from bench.stack import AUTH, AUTH_FREE, Proc, Stack, env, gateway_env, stack, team_config, upstream_env, wait_ready
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -62,14 +65,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--duration", type=float, default=3.0)
     ap.add_argument("--connections", type=int, default=None, help="32 (hit), 16 (miss)")
     ap.add_argument("--scenario", choices=("hit", "miss"), default="hit")
+    ap.add_argument("--encoding", choices=("float", "base64"), default="float", help="of the hit scenario's answer")
+    ap.add_argument("--team", choices=("limited", "free"), default="limited", help="with limits or without")
     ap.add_argument("--b-traces", type=float, default=None, metavar="RATIO", help="B with traces on at RATIO")
     a = ap.parse_args(argv)
     miss = a.scenario == "miss"
     conns = a.connections or (MISS_CONNECTIONS if miss else 32)
+    auth = AUTH_FREE if a.team == "free" else AUTH
     if miss:
         body = [openai_body([f"{t} {os.getpid()}" for t in MISS_TEXTS], "base64")]
     else:
-        body = [openai_body([f"cached text {i} of the A/B run" for i in range(8)])]
+        body = [openai_body([f"cached text {i} of the A/B run" for i in range(8)], a.encoding)]
     figures: dict[str, dict[str, list[float]]] = {n: {"p50": [], "rps": [], "cpu": []} for n in "AB"}
     with stack() as s:
         redis_url = s.redis()
@@ -85,13 +91,13 @@ def main(argv: list[str] | None = None) -> None:
             "B": gateway(s, "B", Path.cwd(), standin, redis_url, traces),
         }
         for gw in gws.values():
-            load(gw.url, "/v1/embeddings", body, 1, 0.5, miss, AUTH)  # fills the cache (misses: warms the gateway)
+            load(gw.url, "/v1/embeddings", body, 1, 0.5, miss, auth)  # fills the cache (misses: warms the gateway)
         for r in range(a.rounds):
             for name in "AB" if r % 2 == 0 else "BA":
                 pid = gws[name].proc.pid
-                one = load(gws[name].url, "/v1/embeddings", body, 1, a.duration, miss, AUTH)
+                one = load(gws[name].url, "/v1/embeddings", body, 1, a.duration, miss, auth)
                 c0 = cpu_s(pid)
-                many = load(gws[name].url, "/v1/embeddings", body, conns, a.duration, miss, AUTH)
+                many = load(gws[name].url, "/v1/embeddings", body, conns, a.duration, miss, auth)
                 served = many["requests_per_s"] * (a.duration + min(0.5, a.duration / 3))  # the warm-up's too
                 cpu_us = (cpu_s(pid) - c0) / max(1.0, served) * 1e6
                 figures[name]["p50"].append(one["p50_ms"])

@@ -1,7 +1,7 @@
 """The gateway's own time on a cache hit, without sockets: one process calls the ASGI app directly.
 
     python -m bench.inproc [--encoding float|base64] [--input texts|token-ids] [--calls 3000] [--rounds 5]
-                           [--traces RATIO]
+                           [--team limited|free] [--traces RATIO]
 
 It starts the stand-in upstream (to fill the cache once), builds the app with `create_app` as `serve` does
 (auth off, in-process cache, access log on and written to /dev/null), then sends the same request of 8
@@ -29,12 +29,12 @@ from typing import Any
 import orjson
 
 from bench.procs import free_port, stop, wait_http
-from bench.stack import AUTH, KEY, ROOT, env, gateway_env, team_config
+from bench.stack import AUTH, AUTH_FREE, KEY, ROOT, env, gateway_env, team_config
 
 TEXTS = [f"cached text {i} of the in-process benchmark" for i in range(8)]
 
 
-def scope_of(body: bytes) -> dict[str, Any]:
+def scope_of(body: bytes, auth: dict[str, str] = AUTH) -> dict[str, Any]:
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -49,14 +49,16 @@ def scope_of(body: bytes) -> dict[str, Any]:
             (b"host", b"127.0.0.1:8000"),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            (b"authorization", AUTH["Authorization"].encode()),
+            (b"authorization", auth["Authorization"].encode()),
         ],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
 
 
-async def measure(encoding: str, calls: int, rounds: int, token_ids: bool = False) -> list[tuple[float, float]]:
+async def measure(
+    encoding: str, calls: int, rounds: int, token_ids: bool = False, auth: dict[str, str] = AUTH
+) -> list[tuple[float, float]]:
     """Per round: wall-clock and CPU (this process, every thread) microseconds per call."""
     from app.config.settings import Settings
     from app.main import create_app
@@ -80,7 +82,7 @@ async def measure(encoding: str, calls: int, rounds: int, token_ids: bool = Fals
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        await app(scope_of(body), receive, send)
+        await app(scope_of(body, auth), receive, send)
         return sent
 
     async with app.router.lifespan_context(app):
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--input", choices=("texts", "token-ids"), default="texts")
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--team", choices=("limited", "free"), default="limited", help="the team with limits or without")
     ap.add_argument("--traces", type=float, default=None, metavar="RATIO", help="traces on, sampled at RATIO")
     a = ap.parse_args(argv)
     port, sink_port = free_port(), free_port()
@@ -151,7 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             import uvloop
 
-            rounds = uvloop.run(measure(a.encoding, a.calls, a.rounds, a.input == "token-ids"))
+            auth = AUTH_FREE if a.team == "free" else AUTH
+
+            rounds = uvloop.run(measure(a.encoding, a.calls, a.rounds, a.input == "token-ids", auth))
         finally:
             os.dup2(saved, 2)
         print(

@@ -144,6 +144,12 @@ def scenarios(run: str, quick: bool) -> list[Scenario]:
             [openai_body(hit_texts)],
             AUTH_FREE,
         ),
+        hit(
+            "cache hit, 8 texts, base64, team without limits",
+            [openai_body(hit_texts, "base64")],
+            [openai_body(hit_texts)],
+            AUTH_FREE,
+        ),
         Scenario(
             "half hit, 4 of 8 cached",
             "/v1/embeddings",

@@ -61,7 +61,7 @@ def render(err: GatewayError, wire: Wire, request_id: str) -> Response:
             body["param"] = err.param
     else:
         body = openai_body(err)
-    headers: dict[str, str] = {}  # x-request-id is added to every response by the Observe middleware
+    headers: dict[str, str] = {}  # x-request-id is added to every response by the front layer
     if err.retry_after is not None:
         # Whole seconds, rounded up (a client that waits exactly this long is not refused again for the same
         # reason), and never above a minute (MAX_RETRY_AFTER_S).
@@ -137,7 +137,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The one place a bug surfaces: logged with its type only (never its text, which may hold input),
     # answered as a generic 500 in the caller's wire format.
-    # It is sent from outside the Observe middleware, so it names the request id itself.
+    # It may be sent from outside the front layer (a bug in it), so it names the request id itself.
     log.error("unhandled %s on %s", type(exc).__name__, request.url.path)
     rid = request_id_of(request)
     response = render(GatewayError("internal error"), wire_of(request.url.path), rid)

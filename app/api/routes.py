@@ -1,5 +1,5 @@
 """The route table: every path the gateway serves, written once. The routes, the fast path, the access log
-and request metrics (observe.py), the /compatible-mode aliases, the error renderer (which wire a path
+and request metrics (asgi/observe.py), the /compatible-mode aliases, the error renderer (which wire a path
 speaks, what a lost caller should use) and the batch jobs (the one endpoint a batch line may name) read it
 here; tests/unit/test_layout.py fails on a route path written anywhere else in app/."""
 

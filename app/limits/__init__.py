@@ -4,6 +4,8 @@ window.py     the arithmetic and why these algorithms (sliding-window log for te
 *.lua         the same arithmetic as atomic Redis scripts on Redis's clock
 local.py      in-process store (no Redis, or the fallback while Redis fails)
 shared.py     Redis store
+allowance.py  a block of a team's limits a process holds, admitting without a call
+blocks.py     the blocks a process holds: prefetch, renewal, give-back
 decider.py    LimitDecider: Redis while it answers, else the per-limit failure policy
 admission.py  a team's admission and reconciliation around one request
 headers.py    the rate-limit response headers of an admission

@@ -28,7 +28,7 @@ local function load_team(meta, now, window)
   local v = redis.call('HMGET', meta, 'n', 't', 'lo', 'day', 'day_used', 'b' .. fmt(cb))
   local w = {meta = meta, size = size, window = window, n = tonumber(v[1]) or 0, t = tonumber(v[2]) or 0,
              lo = tonumber(v[3]), day = tonumber(v[4]) or -1, day_used = tonumber(v[5]) or 0, cb = cb,
-             fresh = not v[3], out = {}}
+             fresh = not v[3], out = {}, mod = {}}
   w.cn, w.ct = parse(v[6])
   w.was = {w.n, w.t, w.lo}
   local fb = math.floor((now - window + 1) / size)  -- the oldest bucket still counting
@@ -59,9 +59,12 @@ local function load_team(meta, now, window)
 end
 
 -- A bucket's counts as the decision sees them: the current bucket as this script left it so far (an
--- admission of several requests changes it before it is saved), any other as stored.
+-- admission of several requests changes it before it is saved), a past one given back to as changed (mod),
+-- any other as stored.
 local function bucket(w, b)
   if b == w.cb then return w.cn, w.ct end
+  local m = w.mod[b]
+  if m then return m[1], m[2] end
   return counts(w.meta, b)
 end
 
@@ -99,10 +102,46 @@ local function add(w, dn, dt)
   return new
 end
 
--- Writes the current bucket (when added to), the totals (when they changed) and whatever was queued, in
--- one HSET.
+-- What a process did not use of a block it was granted in bucket b goes back (window.give_back): the
+-- bucket falls to what was really admitted in it; one left with no request is deleted, one that left the
+-- window is gone already. Each bucket at most once per call (the caller merges them).
+local function give_back(w, b, dn, dt)
+  if b == w.cb then
+    if not w.cn then return end
+    local n, t = math.max(0, w.cn - dn), math.max(0, w.ct - dt)
+    if n == 0 then t = 0 end
+    w.n, w.t = w.n - (w.cn - n), w.t - (w.ct - t)
+    w.cn, w.ct, w.added = n, t, true
+    return
+  end
+  if b < w.lo or b > w.cb then return end
+  local n, t = counts(w.meta, b)
+  if not n then return end
+  local n2, t2 = math.max(0, n - dn), math.max(0, t - dt)
+  if n2 == 0 then t2 = 0 end
+  w.n, w.t = w.n - (n - n2), w.t - (t - t2)
+  if n2 > 0 then
+    w.mod[b] = {n2, t2}
+    put(w, 'b' .. fmt(b), fmt(n2) .. ':' .. fmt(t2))
+    return
+  end
+  w.mod[b] = {}
+  redis.call('HDEL', w.meta, 'b' .. fmt(b))
+  if b == w.lo then  -- 'lo' names a bucket that exists
+    while w.lo < w.cb and not bucket(w, w.lo) do w.lo = w.lo + 1 end
+  end
+end
+
+-- Writes the current bucket (when added to; deleted when given back to nothing), the totals (when they
+-- changed) and whatever was queued, in one HSET.
 local function save(w)
-  if w.added then put(w, 'b' .. fmt(w.cb), fmt(w.cn) .. ':' .. fmt(w.ct)) end
+  if w.added then
+    if w.cn > 0 then
+      put(w, 'b' .. fmt(w.cb), fmt(w.cn) .. ':' .. fmt(w.ct))
+    else
+      redis.call('HDEL', w.meta, 'b' .. fmt(w.cb))
+    end
+  end
   if w.n ~= w.was[1] or w.t ~= w.was[2] or w.lo ~= w.was[3] then
     put(w, 'n', fmt(w.n))
     put(w, 't', fmt(w.t))

@@ -22,11 +22,17 @@ against everything admitted before it, in every process: "never more than N in a
 
 A team refused for its requests limit is refused again by this process, without asking Redis, until the
 time Redis named (envoy's ratelimit keeps such a cache of keys over their limit): a window's request count
-only goes down when its buckets leave the window, so no request would pass in Redis before then either
-(nothing is ever admitted here, so "never more than N in any window" holds as before). That time is
-compared on an estimate of Redis's clock that runs ahead of it (the offset learnt is an upper bound), so
-the local refusals end no later than Redis's would. Keyed by the team and its rpm (a reload that changes
-the limit asks Redis again). A flooding team then costs Redis nothing per refused request.
+only goes down when its buckets leave the window, or when a process gives back the rest of a block, so no
+request would pass in Redis before then either, but for those blocks; for a team that may have blocks the
+cache lasts at most to the end of the current bucket (when they are given back), so a flooding team costs
+Redis one call per process per bucket. Nothing is ever admitted from this cache, so "never more than N in
+any window" holds as before. Its times are compared on an estimate of Redis's clock that runs ahead of it
+(the offset learnt is an upper bound), so the local refusals end no later than Redis's would. Keyed by the
+team and its rpm (a reload that changes the limit asks Redis again).
+
+Teams limited by rpm/tpm alone (no concurrency, no daily tokens) are admitted from blocks this process holds
+(allowance.py): most of their requests make no call at all; the script call that decides a request alone
+also gives back the rest of the team's past blocks and asks for the next one.
 """
 
 from __future__ import annotations
@@ -41,14 +47,15 @@ from typing import Any
 from ..cache.tickbatch import TickBatcher
 from ..redis.cause import cause
 from ..redis.link import FAILURES, RedisLink, single
+from .allowance import monotonic_us
+from .blocks import Blocks, Limits
 from .local import wall_clock_us
 from .store import StoreLate, StoreUnavailable, Ticket
-from .window import US, Grant, Pace, TeamQuota, Verdict
+from .window import US, Grant, Pace, TeamQuota, Verdict, bucket_us
 
 SCRIPTS = ("team_admit", "team_finish", "quota_reserve", "quota_adjust")
 ADMITS_PER_CALL = 256  # requests decided by one script call at most (a turn with more makes several, in order)
 
-Limits = tuple[int, int, int, int]  # rpm, tpm, concurrency, daily tokens (0: not limited)
 Decided = tuple[list[Any], int, int]  # a request's row of team_admit's reply, Redis's now and day
 
 
@@ -78,6 +85,8 @@ class RedisStore:
         timeout_s: float,
         budget_s: float | None = None,
         clock: Callable[[], int] | None = None,
+        processes: Callable[[], int] = lambda: 1,
+        blocks: bool | None = None,
     ) -> None:
         self.link = link
         self.client = link.client
@@ -89,8 +98,11 @@ class RedisStore:
         self.clock = clock  # tests only: decisions then use this clock instead of Redis TIME
         self._scripts = {n: script_source(n) for n in SCRIPTS}
         self._offset: int | None = None  # Redis time minus this process's time, learnt from replies
-        self._over: dict[tuple[str, int], Verdict] = {}  # (team, rpm) -> refusal, until now_us + retry_us
+        self._over: dict[tuple[str, int], tuple[Verdict, int]] = {}  # (team, rpm) -> refusal, until (Redis time)
         self._admits: dict[tuple[str, Limits], TickBatcher[tuple[str, int], Decided]] = {}
+        self.processes = processes  # live processes sharing the limits (the census): a block is a share of the rest
+        # The blocks of teams' limits this process holds (an injected clock: decisions one by one)
+        self.blocks = Blocks(bucket_us(self.window), self._admit_now, on=clock is None if blocks is None else blocks)
 
     def team_keys(self, team: str) -> list[str]:
         tag = f"{{{self.namespace}:team:{team}}}"
@@ -155,10 +167,13 @@ class RedisStore:
         return True
 
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Verdict:
+        limits: Limits = (quota.rpm or 0, quota.tpm or 0, quota.concurrency or 0, quota.daily_tokens or 0)
+        verdict = self.blocks.take(team, limits, est)
+        if verdict is not None:
+            return verdict
         over = self._still_over(team, quota.rpm)
         if over is not None:
             return over
-        limits: Limits = (quota.rpm or 0, quota.tpm or 0, quota.concurrency or 0, quota.daily_tokens or 0)
         batch = self._admits.get((team, limits))
         if batch is None:  # one per team and limits: a reload that changes them starts another
             if len(self._admits) >= 1024:
@@ -166,26 +181,49 @@ class RedisStore:
             batch = self._admits[(team, limits)] = TickBatcher(lambda reqs: self._admit_now(team, limits, reqs))
         [(r, now, day)] = await batch([(rid, est)])
         ok, reason, large, retry, requests, tokens, reset, rpm_retry = r
+        unused = self.blocks.unused(team)  # this process's block counts in Redis: not used yet
+        requests, tokens = requests - unused[0], tokens - unused[1]
         verdict = Verdict(
             ok == 1, reason.decode() if reason else None, large == 1, retry, requests, tokens, reset, now, day
         )
         if rpm_retry > 0 and quota.rpm and self.clock is None:
             if len(self._over) >= 1024:
                 self._over.clear()
-            self._over[(team, quota.rpm)] = replace(verdict, reason="requests", too_large=False, retry_us=rpm_retry)
+            until = now + rpm_retry
+            if self.blocks.eligible(limits):  # other processes' blocks go back at their bucket's end: ask then
+                size = bucket_us(self.window)
+                until = min(until, (now // size + 1) * size + size // 10)
+            refusal = replace(verdict, reason="requests", too_large=False, retry_us=rpm_retry)
+            self._over[(team, quota.rpm)] = (refusal, until)
         return verdict
 
     async def _admit_now(self, team: str, limits: Limits, requests: list[tuple[str, int]]) -> list[Decided]:
-        """The admissions of one loop turn, in their order: one script call (per ADMITS_PER_CALL)."""
+        """The admissions of one loop turn, in their order: one script call (per ADMITS_PER_CALL). The first
+        call also gives back the rest of the team's past blocks and asks for a new one, if this process has
+        use for it and no other call asks already (blocks.py)."""
         out: list[Decided] = []
-        for at in range(0, len(requests), ADMITS_PER_CALL):
-            args: list[Any] = [self.window, self.lease, *limits]
-            for rid, est in requests[at : at + ADMITS_PER_CALL]:
+        allowance = self.blocks.of(team, limits)
+        for at in range(0, max(1, len(requests)), ADMITS_PER_CALL):
+            ask, mono = (0, 0), monotonic_us()
+            back: list[int] = []
+            if allowance is not None and at == 0:
+                ask, back = self.blocks.asking(allowance, mono)
+            if not back and not ask[0] and not requests:
+                break
+            chunk = requests[at : at + ADMITS_PER_CALL]
+            args: list[Any] = [self.window, self.lease, *limits, *ask, self.processes(), len(back) // 3, *back]
+            for rid, est in chunk:
                 args += (rid, est)
-            r, sent = await self._run("team_admit", self.team_keys(team), args)
+            try:
+                r, sent = await self._run("team_admit", self.team_keys(team), args)
+            finally:
+                if allowance is not None and ask[0]:
+                    allowance.asking = False
             now, day = r[0], r[1]
             self._learn(now, sent)
-            out += ((row, now, day) for row in r[2:])
+            if allowance is not None:
+                self.blocks.replied(team, allowance, mono, r, chunk)
+            out += ((row, now, day) for row in r[8:])
         return out
 
     def _still_over(self, team: str, rpm: int | None) -> Verdict | None:
@@ -193,12 +231,13 @@ class RedisStore:
         ahead of it), with the time left."""
         if not rpm or self._offset is None:
             return None
-        was = self._over.get((team, rpm))
-        if was is None:
+        over = self._over.get((team, rpm))
+        if over is None:
             return None
+        was, until = over
         now = wall_clock_us() + self._offset
         left = was.now_us + was.retry_us - now
-        if left <= 0:
+        if now >= until:
             del self._over[(team, rpm)]
             return None
         return replace(was, retry_us=left, reset_us=max(0, was.reset_us - (now - was.now_us)), now_us=now)
@@ -206,7 +245,8 @@ class RedisStore:
     async def finish(self, ticket: Ticket, billed: int) -> tuple[int, int, int]:
         args = [self.window, ticket.rid, ticket.est, ticket.at_us, ticket.day, billed]
         (requests, tokens, reset), _ = await self._run("team_finish", self.team_keys(ticket.team), args)
-        return requests, tokens, reset
+        unused = self.blocks.unused(ticket.team)  # this process's block counts in Redis: not used yet
+        return requests - unused[0], tokens - unused[1], reset
 
     async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant:
         args = [repr(pace.request_us), repr(pace.token_us), tokens, max_wait_us]
@@ -218,4 +258,5 @@ class RedisStore:
         await self._run("quota_adjust", [self.account_key(account)], [repr(pace.token_us), delta_tokens])
 
     async def close(self) -> None:
+        await self.blocks.close(self.timeout_s)
         await self.link.close()

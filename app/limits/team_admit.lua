@@ -3,22 +3,30 @@
 -- first). Requests and tokens counted per bucket (a 1/60 slice of the window, so the state is at most 60
 -- counters whatever the rate), concurrency leases, daily token budget; all limits checked and reserved at
 -- once. The team's state is read once and written once whatever the number of requests.
+-- Around them, for teams with only rpm/tpm: first what the process did not use of its past blocks goes
+-- back (window.give_back), last a new block is granted in the current bucket (window.grant).
 -- KEYS: 1 meta (hash: buckets, day, day_used), 2 leases (zset: rid scored by expiry). Both share one
 --       hash tag (one Redis Cluster slot).
 -- ARGV: 1 now in us ('' = Redis TIME; tests inject a clock), 2 deadline in Redis time (0: none; a caller
 --       that has given up is never charged), 3 window us, 4 lease us, 5 rpm, 6 tpm, 7 concurrency,
---       8 daily tokens (0: not limited), then per request: rid, estimated tokens.
--- Returns {now, day, per request {ok, reason, too_large, retry_us, requests, tokens, reset_us,
+--       8 daily tokens (0: not limited), 9 block requests wanted (0: none), 10 block tokens wanted,
+--       11 live processes, 12 number of blocks given back, then per block: bucket, requests, tokens,
+--       then per request: rid, estimated tokens.
+-- Returns {now, day, block bucket, block requests, block tokens, requests, tokens, reset_us (the window's
+-- after all of it), per request {ok, reason, too_large, retry_us, requests, tokens, reset_us,
 -- requests_retry_us}} (the last: until the requests limit alone would admit again, 0 when it did not
 -- refuse), or {-1} when stale.
 
 -- `now` and the stale check come from clock.lua, the buckets' helpers from buckets.lua (both prepended).
 local window, lease = tonumber(ARGV[3]), tonumber(ARGV[4])
 local rpm, tpm, conc, daily = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local want_n, want_t, procs, backs = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local first = 13 + 3 * backs
 local meta, leases = KEYS[1], KEYS[2]
 local DAY = 86400000000
 
 local w = load_team(meta, now, window)
+for i = 13, first - 1, 3 do give_back(w, tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])) end
 local held = 0
 if conc > 0 then
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', fmt(now))
@@ -30,9 +38,9 @@ if daily > 0 then
   if w.day == day then used = w.day_used else new_day = true end
 end
 
-local out = {now, day}
+local out = {now, day, w.cb, 0, 0, 0, 0, 0}
 local new_bucket, spent, taken = false, false, {}
-for i = 9, #ARGV, 2 do
+for i = first, #ARGV, 2 do
   local rid, est = ARGV[i], tonumber(ARGV[i + 1])
   local count, tokens = w.n, w.t
   local refused = {}
@@ -76,6 +84,21 @@ for i = 9, #ARGV, 2 do
     out[#out + 1] = {0, reason, large, wait, count, tokens, reset_in(w, now), rpm_wait}
   end
 end
+
+if want_n >= 2 and conc == 0 and daily == 0 then
+  local n, t = want_n, want_t
+  if rpm > 0 then n = math.min(n, math.floor((rpm - w.n) / (2 * procs))) end
+  if tpm > 0 then
+    if w.t > tpm then n = 0 end
+    t = math.min(t, math.floor((tpm - w.t) / (2 * procs)))
+  end
+  if n >= 2 then
+    t = math.max(0, t)
+    if add(w, n, t) then new_bucket = true end
+    out[4], out[5] = n, t
+  end
+end
+out[6], out[7], out[8] = w.n, w.t, reset_in(w, now)
 
 if #taken > 0 then
   redis.call('ZADD', leases, unpack(taken))

@@ -188,6 +188,50 @@ def finish(
     return count, tokens, _reset(w, now, window)
 
 
+def give_back(w: TeamWindow, *, now: int, window: int, bucket: int, requests: int, tokens: int) -> None:
+    """A process gives back what it did not use of a block granted in `bucket` (see `grant`): the bucket's
+    counts fall to what was really admitted in it (a bucket left with no request is deleted; one that left
+    the window is gone already). Lowering a count to what was admitted keeps every bound exact."""
+    _expire(w, now, window)
+    counts = w.buckets.get(bucket)
+    if counts is None:
+        return
+    counts[0] = max(0, counts[0] - requests)
+    counts[1] = max(0, counts[1] - tokens)
+    if counts[0] == 0:
+        del w.buckets[bucket]
+
+
+def grant(
+    w: TeamWindow, q: TeamQuota, *, now: int, window: int, requests: int, tokens: int, processes: int
+) -> tuple[int, int, int]:
+    """Reserve a block for one process in the current bucket: counted at once as admitted there, so the sum
+    over every process never passes the limits; the process then admits from it alone until the bucket ends
+    and gives back the rest (`give_back`). At most `requests` and `tokens`, and at most a 1/(2 x processes)
+    share of what is left of each limit in the window; nothing when that is under 2 requests (near the
+    limit every request is decided alone, as without blocks) or the tokens are already over `tpm`. Teams
+    with a concurrency or daily limit get no blocks. Returns (bucket, requests, tokens) granted."""
+    _expire(w, now, window)
+    bucket = now // bucket_us(window)
+    if requests < 2 or q.concurrency is not None or q.daily_tokens is not None:
+        return bucket, 0, 0
+    count, used = _totals(w)
+    n, t = requests, tokens
+    if q.rpm is not None:
+        n = min(n, (q.rpm - count) // (2 * processes))
+    if q.tpm is not None:
+        if used > q.tpm:
+            n = 0
+        t = min(t, (q.tpm - used) // (2 * processes))
+    if n < 2:
+        return bucket, 0, 0
+    t = max(0, t)
+    counts = w.buckets.setdefault(bucket, [0, 0])
+    counts[0] += n
+    counts[1] += t
+    return bucket, n, t
+
+
 @dataclass(frozen=True, slots=True)
 class Pace:
     """An upstream quota as spacings: microseconds between calls, and per token (0: not limited)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from itertools import islice
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -26,9 +27,12 @@ async def loop_turn() -> None:
 
 async def collect(values: Iterable[T], pause: Pause = loop_turn, size: int = SLICE) -> list[T]:
     """list(values), with `pause` awaited before each slice of `size` after the first."""
-    out: list[T] = []
-    for i, value in enumerate(values):
-        if i and i % size == 0:
+    rest = iter(values)
+    out = list(islice(rest, size))  # the first slice at C speed: all of a small request
+    if len(out) < size:
+        return out
+    for value in rest:
+        if len(out) % size == 0:
             await pause()
         out.append(value)
     return out

@@ -1,14 +1,15 @@
-"""TraceRequests: the span of each request, as a front layer inside Observe (app/api/asgi/observe.py) and
-the header cap (a request whose headers are refused with 431 gets no span: its trace context is never read).
+"""TraceRequests: the span of each request, as an inner layer of the front layer (app/api/asgi/front.py),
+inside its log line and header cap (a request whose headers are refused with 431 gets no span: its trace
+context is never read).
 
 The caller's W3C `traceparent` (and `tracestate`) is the parent when it is valid; the sampler decides from
 it and OTEL_TRACES_SAMPLER. The span is current while the route runs, so the pipeline's spans (cache read,
 admission, flights, upstream attempts, cache write) are its children, also those made in the flights'
 tasks (asyncio copies the context into every task and callback). Its attributes are the route, the team,
 the model, the items, hits and misses (from the request's Exchange, as the log line has them) and the
-status. The trace id goes into the request's Exchange: Observe writes it in the access log line (also when
-the request is not sampled: it is still the caller's trace), and, when sampled, as the exemplar of the
-request-duration histogram.
+status. The trace id goes into the request's Exchange: the front layer writes it in the access log line
+(also when the request is not sampled: it is still the caller's trace), and, when sampled, as the exemplar
+of the request-duration histogram.
 
 Probes and scrapes (/healthz, /readyz, /metrics) get no span.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..api.asgi.exchange import Exchange, exchange_of
 from ..api.asgi.observe import OTHER_ROUTE
@@ -63,21 +64,13 @@ class TraceRequests:
             context.detach(token)
 
     async def recorded(self, span: trace.Span, exchange: Exchange, scope: Scope, receive: Receive, send: Send) -> None:
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send)
         except BaseException as exc:  # its type only: a message may quote what the caller sent
             span.set_attribute("error.type", type(exc).__name__)
             raise
         finally:
-            _finish(span, exchange, status)
+            _finish(span, exchange, exchange.status)  # set by the front layer as the answer starts (500 until then)
 
 
 def _finish(span: trace.Span, exchange: Exchange, status: int) -> None:

@@ -40,12 +40,13 @@ async def open_limits(settings: Settings, metrics: Metrics) -> LimitDecider:
 def limits_on(link: RedisLink | None, s: Settings, metrics: Metrics) -> LimitDecider:
     """The limits on `link` (None: this process alone); limits that fall back to this process are divided by
     the number of live processes (heartbeats in Redis)."""
-    shared = None
-    if link is not None:
-        shared = RedisStore(link, namespace=s.cache_namespace, window_s=s.limits_window_s, lease_s=s.limits_lease_s,
-                            timeout_s=s.limits_timeout_s, budget_s=s.request_deadline_s)  # fmt: skip
     census = Census(link, namespace=s.cache_namespace, floor=s.replicas * s.workers,
                     interval_s=s.limits_heartbeat_s, metrics=metrics)  # fmt: skip
+    shared = None
+    if link is not None:  # a team's block in a process is a share of what is left among the live processes
+        shared = RedisStore(link, namespace=s.cache_namespace, window_s=s.limits_window_s, lease_s=s.limits_lease_s,
+                            timeout_s=s.limits_timeout_s, budget_s=s.request_deadline_s,
+                            processes=lambda: census.shares)  # fmt: skip
     local = LocalStore(window_s=s.limits_window_s, lease_s=s.limits_lease_s)
     bypass = Bypass("redis limits", s.limits_retry_after_s, metrics)
     return LimitDecider(shared, local, census=census, policy=s.limits_on_redis_failure, breaker=bypass)

@@ -1,13 +1,16 @@
 """What a cache hit of a team with limits costs Redis: a gateway process on its own redis-server, called with
 the official openai client; the script calls are counted by the server itself (INFO commandstats).
 
-A whole hit of a team with rpm/tpm is exactly one script call (its admission, reserving 0 tokens: the cache
-is read first) and one MGET; a team with a concurrency limit adds the release of its lease; the token
-accounting stays exact (hits are not billed) and a refused request costs one MGET and one script call.
+A whole hit of a team with rpm/tpm is one MGET and, mostly, no script call: it is admitted (reserving 0
+tokens: the cache is read first) from the block of the team's limits the process holds; a team with a
+concurrency limit is admitted by one script call and adds the release of its lease; the token accounting
+stays exact (hits are not billed) and a refused request costs one MGET and one script call.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,20 +78,33 @@ def warm(s: Setup, team: str, texts: list[str]) -> None:
     pytest.fail("the vectors never became cache hits")
 
 
-def test_a_whole_hit_of_a_limited_team_is_one_script_call(setup: Setup) -> None:
+def test_hits_of_a_limited_team_are_admitted_from_the_processs_block(setup: Setup) -> None:
+    """20 whole hits in a row: each one MGET, and most no script at all (admitted from the block of the
+    team's limits the process holds; at most the block's asking, prefetch and renewal); Redis counts each
+    once its blocks are given back (at their bucket's end, then no renewal for an idle team)."""
     warm(setup, "limited", TEXTS)
-    before = embed(setup, "limited", TEXTS)
-    reply, calls = counted(setup, "limited", TEXTS)
-    assert reply.headers["x-cache-hits"] == "3" and reply.headers["x-cache-misses"] == "0"
-    assert scripts(calls) == 1, calls  # the admission; no finish: nothing to reconcile, no lease
-    assert calls.get("mget") == 1, calls
-    assert len(reply.parse().data) == 3
-    # rpm counted exactly (one more request), tpm unchanged: a hit is not billed
-    assert (
-        int(reply.headers["x-ratelimit-remaining-requests"])
-        == int(before.headers["x-ratelimit-remaining-requests"]) - 1
-    )
-    assert reply.headers["x-ratelimit-remaining-tokens"] == before.headers["x-ratelimit-remaining-tokens"]
+    time.sleep(2.2)
+    before = admitted(setup, "limited")
+    setup.redis.config_resetstat()
+    replies = [embed(setup, "limited", TEXTS) for _ in range(20)]
+    stats = setup.redis.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    assert all(r.headers["x-cache-hits"] == "3" and r.headers["x-cache-misses"] == "0" for r in replies)
+    assert scripts(calls) <= 10, calls  # no finish (nothing to reconcile, no lease); most admissions local
+    assert calls.get("mget") == 20, calls
+    time.sleep(2.2)
+    assert admitted(setup, "limited") == before + 20  # rpm counted exactly
+    # The headers of this process's only admissions: one request more each (docs/limits.md: approximate
+    # when other processes admit meanwhile), tokens unchanged: a hit is not billed
+    remaining = [int(r.headers["x-ratelimit-remaining-requests"]) for r in replies]
+    assert remaining[-1] < remaining[0] and sum(a - b == 1 for a, b in itertools.pairwise(remaining)) >= 15
+    assert len({r.headers["x-ratelimit-remaining-tokens"] for r in replies}) == 1
+
+
+def admitted(s: Setup, team: str) -> int:
+    """The team's requests in the window, as Redis counts them."""
+    key = next(k for k in s.redis.scan_iter(f"*:team:{team}}}:meta"))
+    return int(s.redis.hget(key, "n") or 0)
 
 
 def test_a_partial_hit_reserves_and_reconciles_only_its_misses(setup: Setup) -> None:
@@ -96,7 +112,8 @@ def test_a_partial_hit_reserves_and_reconciles_only_its_misses(setup: Setup) -> 
     before = embed(setup, "limited", TEXTS)
     reply, calls = counted(setup, "limited", [*TEXTS, "a text nobody sent before"])
     assert reply.headers["x-cache-misses"] == "1"
-    assert scripts(calls) >= 2, calls  # admission, then the finish that turns the estimate into the bill
+    # the finish that turns the estimate into the bill (the admission may have come from the process's block)
+    assert scripts(calls) >= 1, calls
     spent = int(before.headers["x-ratelimit-remaining-tokens"]) - int(reply.headers["x-ratelimit-remaining-tokens"])
     assert spent == reply.parse().usage.total_tokens > 0  # the miss's bill, nothing for the three hits
 
@@ -122,6 +139,7 @@ def test_hits_pass_a_spent_token_limit_and_a_refusal_costs_one_read_and_one_scri
         pytest.fail("tpm 100 was never reached")
     for _ in range(3):  # hits reserve 0 tokens: they pass whatever is left of the team's tokens
         assert embed(setup, "tight", ["a cached text"]).headers["x-cache-misses"] == "0"
+    time.sleep(2.2)  # the block's bucket ended: its rest given back, no renewal for an idle team
     setup.redis.config_resetstat()
     with pytest.raises(openai.RateLimitError):
         embed(setup, "tight", ["yet another text nobody sent"])

@@ -53,14 +53,23 @@ async def test_redis_paused_and_resumed_under_load(
     finally:
         own_redis.resume()
     assert max(r.took for r in during) < 2.0  # nobody waits on the stopped Redis
-    assert ok_by_gateway(during) == [LIMIT // 2, LIMIT // 2]  # divided by the processes, not multiplied
+    # Divided by the processes, not multiplied. Gateway 0 may also admit from the block of the team's limits
+    # it reserved in Redis before the pause (at most a 1/(2 x 2 processes) share of the 10 left: 2); those
+    # are counted in Redis already.
+    ok0, ok1 = ok_by_gateway(during)
+    from_block = ok0 - LIMIT // 2
+    assert ok1 == LIMIT // 2 and 0 <= from_block <= (LIMIT - 30) // 4
     assert all(r.status == 429 and int(r.headers["retry-after"]) >= 1 for r in during if r.status != 200)
 
     await asyncio.sleep(1.5)  # the breaker tries Redis again after limits_retry_after_s
     after = await fire(urls, LIMIT, key, lambda i: embedding(f"after {i}"), in_flight=10)
-    # Shared again: the 30 admitted before the outage still count; only 10 more fit, over both processes
+    # Shared again: the 30 admitted before the outage (and the block) still count; only 10 more fit (less the
+    # block), over both processes
     # (each process alone would refuse everything: its local share of 20 is used up).
-    assert sum(ok_by_gateway(after)) == LIMIT - 30
+    # Never more. Fewer by what blocks hold: each process's block (a share of the 10 left: 2 at most) until
+    # its bucket ends, and the one gateway 0 held over the pause (its give-back failed: never sent again, as
+    # it may have run) until it leaves the window.
+    assert LIMIT - 30 - from_block - 3 * 2 <= sum(ok_by_gateway(after)) <= LIMIT - 30 - from_block
     refused = [r for r in after if r.status == 429]
     assert all(int(r.headers["retry-after"]) > 30 for r in refused)  # the window opened before the outage
 

@@ -1,18 +1,21 @@
-"""The compatible-mode aliases (issue 23, item 1): rewritten before every other layer, so the fast path serves
-them; other paths untouched."""
+"""The compatible-mode aliases (issue 23, item 1): rewritten first by the front layer, so the fast path, the
+metrics and the inner layers see the /v1 route; other paths untouched."""
 
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from starlette.datastructures import State
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.testclient import TestClient
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.asgi.aliases import Aliases, routes_under
-from app.api.asgi.fastpath import FastPath
-from app.config.settings import Settings
-from app.main import create_app
+from app.api.asgi.aliases import routes_under
+from app.api.asgi.front import Front
+from app.api.asgi.headerlimit import HeaderLimit
+from app.metrics import Metrics
 
 
 async def endpoint(request: Request) -> Response:
@@ -35,14 +38,30 @@ async def elsewhere(scope: Scope, receive: Receive, send: Send) -> None:
     ],
 )
 def test_compatible_mode_paths_become_v1_ahead_of_the_fast_path(method: str, sent: str, answer: str) -> None:
-    app = Aliases(FastPath(elsewhere, {"/v1/embeddings": endpoint}, {}))
+    metrics = Metrics(CollectorRegistry())
+    app = Front(elsewhere, metrics, {"/v1/embeddings": endpoint}, {}, HeaderLimit(8192, 100), State())
     assert TestClient(app).request(method, sent).text == answer
 
 
-def test_the_aliases_are_the_outermost_front_layer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GATEWAY_AUTH", "off")
-    app = create_app(Settings(dashscope_api_key="sk-test", dashscope_base_url="http://127.0.0.1:9"))
-    assert app.front[0].cls is Aliases
+def test_the_metrics_and_the_inner_layers_see_the_v1_route() -> None:
+    seen: list[str] = []
+
+    class Inner:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            seen.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    metrics = Metrics(CollectorRegistry())
+    limit = HeaderLimit(8192, 100)
+    app = Front(elsewhere, metrics, {"/v1/embeddings": endpoint}, {}, limit, State(), [Middleware(Inner)])
+    assert TestClient(app).post("/compatible-mode/v1/embeddings").text == "fast /v1/embeddings"
+    assert seen == ["/v1/embeddings"]
+    metrics.tally.flush()  # what the loop's next turn would have applied
+    text = generate_latest(metrics.registry).decode()
+    assert 'gateway_requests_total{route="openai",status_class="2xx",team="anonymous"} 1.0' in text
 
 
 def test_routes_under_a_known_prefix() -> None:

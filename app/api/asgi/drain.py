@@ -7,7 +7,7 @@ worker, and each does the same. What uvicorn does not do is tell a load balancer
 the gateway not ready (/readyz answers 503) the moment SIGTERM arrives and, when `shutdown_drain_s` > 0,
 keeps serving that long (so that the balancer sees the 503 and stops sending) before handing the signal
 to uvicorn. A second SIGTERM hands it over at once. While draining, every response says
-`Connection: close` (`CloseWhenDraining`), so that clients open their next connection elsewhere instead of
+`Connection: close` (the front layer adds it, front.py), so that clients open their next connection elsewhere instead of
 reusing one the server is about to close (a request written into a keep-alive connection just as the
 server closes it is lost without an answer: HTTP/1.1 cannot tell the client it was never read).
 
@@ -23,8 +23,6 @@ import logging
 import signal
 from types import FrameType
 from typing import Any, Protocol
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("embedding_gateway.drain")
 
@@ -71,23 +69,3 @@ class Drain:
         self.handed_over = True
         log.info("shutting down: finishing requests in flight")
         self.previous(sig, None)
-
-
-class CloseWhenDraining:
-    """ASGI middleware: `Connection: close` on every response once the gateway is not ready."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gateway = getattr(scope["app"].state, "gateway", None) if scope["type"] == "http" else None
-        if gateway is None or gateway.ready:
-            await self.app(scope, receive, send)
-            return
-
-        async def closing(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
-            await send(message)
-
-        await self.app(scope, receive, closing)

@@ -1,11 +1,11 @@
 """Exchange: what the front layer and the route hand each other about one request, in one typed object.
 
-Observe (observe.py) makes it as a request comes in and keeps it in the ASGI scope under `SCOPE_KEY`; a
+The front layer (front.py) makes it as a request comes in and keeps it in the ASGI scope under `SCOPE_KEY`; a
 route (or an error handler, or another front layer) reaches it with `exchange_of(scope)`. The route fills
 it: the caller's team (auth), its lease on the memory budget (bodies, fetched media: app/runtime/budget.py), the
 response headers it adds (the rate-limit headers, which go on every response, errors included) and the
 fields of the log line (model, items, hits, misses, tokens, and upstream_s, the time spent waiting on the
-upstream, which the overhead histogram subtracts), and the trace id when traces are on. Observe reads it
+upstream, which the overhead histogram subtracts), and the trace id when traces are on. The front layer reads it
 back when the response starts (headers) and when it ends (metrics, log line, the lease released).
 """
 
@@ -39,6 +39,8 @@ class Exchange:
     lease: Lease | None = None  # the request's share of the memory budget, released when it ends
     trace_id: str | None = None  # 32 hex digits when traces are on (app/telemetry/incoming.py)
     sampled: bool = False  # whether its span is exported (then the trace id is an exemplar)
+    status: int = 500  # the answer's, once it started (500 until then)
+    closing: bool = False  # the answer says Connection: close (the gateway is draining: asgi/drain.py)
 
     def log_fields(self, line: dict[str, Any]) -> None:
         """Add this request's fields to its log line (never inputs, vectors or keys)."""
@@ -56,7 +58,7 @@ class Exchange:
 
 
 def exchange_of(scope: Scope) -> Exchange:
-    """This request's Exchange. Without Observe in front (a bare app in a test), a new one with a random
+    """This request's Exchange. Without the front layer (a bare app in a test), a new one with a random
     request id, kept in the scope for the rest of the request."""
     exchange: Exchange | None = scope.get(SCOPE_KEY)
     if exchange is None:
@@ -66,7 +68,7 @@ def exchange_of(scope: Scope) -> Exchange:
 
 def lease_of(scope: Scope, budget: MemoryBudget) -> Lease:
     """The request's lease on the memory budget, made at its first use and kept in its Exchange, which
-    Observe releases when the request ends."""
+    the front layer releases when the request ends."""
     exchange = exchange_of(scope)
     if exchange.lease is None:
         exchange.lease = budget.lease()

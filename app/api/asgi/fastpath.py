@@ -3,7 +3,7 @@
 FastAPI keeps documenting these routes (the OpenAPI schema comes from their decorators, and their
 functions are the ones called here), but a POST to one of them is dispatched by `FastPath` straight to
 the route function: no router walk, no dependency solving, no exception-middleware and exit-stack
-layers; and as a front layer (front.py) it also runs ahead of FastAPI's per-request telemetry check,
+layers; and from the front layer (front.py) it also runs ahead of FastAPI's per-request telemetry check,
 ServerErrorMiddleware and body-limit layer. All these layers together cost about a fifth of the
 gateway's time on a cache hit (py-spy, `bench/README.md`), and these routes use none of them: they read
 and cap their own bodies and raise GatewayError. Their errors are rendered by the app's own handler table
@@ -28,30 +28,28 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 Handler = Callable[[Request, Exception], Any]
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, routes: dict[str, Endpoint], handlers: Mapping[Any, Handler]) -> None:
+    """The routes served past FastAPI, and the app's handler table for their errors. Not a layer of its own:
+    the front layer (front.py) asks it for a route's Response and writes it."""
+
+    def __init__(self, routes: dict[str, Endpoint], handlers: Mapping[Any, Handler]) -> None:
         """`handlers`: the app's exception handlers (`app.exception_handlers`, shared, not copied)."""
-        self.app = app
         self.routes = routes
         self.handlers = handlers
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self.routes.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if endpoint is None:
-            await self.app(scope, receive, send)
-            return
+    async def respond(self, endpoint: Endpoint, scope: Scope, receive: Receive) -> Response:
+        """`endpoint`'s answer to the request, or its error rendered by the app's handler table."""
         request = Request(scope, receive)
         try:
-            response = await endpoint(request)
+            return await endpoint(request)
         except Exception as exc:  # rendered by the app's handler table, as on every other route
-            response = await self.render(request, exc)
-        await response(scope, receive, send)
+            return await self.render(request, exc)
 
     async def render(self, request: Request, exc: Exception) -> Response:
         """The app's handler for `exc`: by status code for an HTTPException, then by the nearest class in its

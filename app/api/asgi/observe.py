@@ -1,8 +1,8 @@
-"""A pure ASGI middleware around every request: request id, in-flight gauge, duration and count
-metrics, and one JSON log line (never inputs, vectors or keys).
+"""What the front layer (front.py) observes of every request: its id, the in-flight gauge, duration and
+count metrics, and one JSON log line (never inputs, vectors or keys).
 
 The route fills the request's Exchange (exchange.py): the team (also the metrics' label), the response
-headers it adds, and the fields of the log line.
+headers it adds, and the fields of the log line; the front layer its status.
 """
 
 from __future__ import annotations
@@ -10,15 +10,14 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import time
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from ...metrics import ANONYMOUS, Metrics
-from ..routes import METRIC_ROUTES, QUIET
+from ..routes import METRIC_ROUTES
 from .accesslog import AccessLog
-from .exchange import SCOPE_KEY, Exchange
+from .exchange import Exchange
 
 ROUTES = METRIC_ROUTES  # any other path is counted and logged as route "other"; QUIET ones neither
 OTHER_ROUTE = "other"
@@ -46,9 +45,8 @@ class RequestIds:
         return f"{self.prefix}{next(self.counter):016x}"
 
 
-class Observe:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+class Observer:
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self.request_id = RequestIds()
         self.access_log = AccessLog()
@@ -56,57 +54,32 @@ class Observe:
         self.exemplars = metrics.multiprocess_dir is None
         metrics.init_routes(route for route in ROUTES.values() if route != "models")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = self.request_id(scope)
-        exchange = scope[SCOPE_KEY] = Exchange(rid)
-        status = 500
-        raw_rid = rid.encode()
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                # The route's own headers (rate limits), on its answer and on its errors alike.
-                extra = [(k.encode(), v.encode()) for k, v in (exchange.headers or {}).items()]
-                headers = [*message.get("headers", []), *extra]
-                if not any(name.lower() == b"x-request-id" for name, _ in headers):
-                    headers.append((b"x-request-id", raw_rid))
-                message["headers"] = headers
-            await send(message)
-
-        path = scope["path"]
-        if path in QUIET:
-            await self.app(scope, receive, send_with_id)
-            return
-        route = ROUTES.get(path, OTHER_ROUTE)
+    def begin(self) -> None:
         m = self.metrics
-        tally = m.tally  # applied once per loop turn (metrics.Tally)
-        tally.inc(m.in_flight)
-        t0 = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            elapsed = time.perf_counter() - t0
-            tally.inc(m.in_flight, -1)
-            if exchange.lease is not None:  # the bytes the request held from the memory budget (app/runtime/budget.py)
-                exchange.lease.release()
-            team = exchange.team
-            tally.inc(m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)))
-            if exchange.sampled and self.exemplars:  # the trace of this observation (app/telemetry/incoming.py)
-                m.child(m.request_duration, route).observe(elapsed, {"trace_id": exchange.trace_id or ""})
-            else:
-                tally.observe(m.child(m.request_duration, route), elapsed)
-            tally.observe(m.child(m.overhead, route), max(0.0, elapsed - exchange.upstream_s))
-            if self.access_log.enabled:
-                line: dict[str, Any] = {
-                    "request_id": rid,
-                    "route": route,
-                    "status": status,
-                    "duration_s": round(elapsed, 6),
-                }
-                exchange.log_fields(line)
-                line["team"] = team or ANONYMOUS
-                self.access_log.write(line)
+        m.tally.inc(m.in_flight)  # applied once per loop turn (runtime/tally.py)
+
+    def end(self, route: str, exchange: Exchange, elapsed: float) -> None:
+        """The request's metrics and log line, and its lease on the memory budget released."""
+        m = self.metrics
+        tally = m.tally
+        tally.inc(m.in_flight, -1)
+        if exchange.lease is not None:  # the bytes the request held from the memory budget (app/runtime/budget.py)
+            exchange.lease.release()
+        team = exchange.team
+        status = exchange.status
+        tally.inc(m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)))
+        if exchange.sampled and self.exemplars:  # the trace of this observation (app/telemetry/incoming.py)
+            m.child(m.request_duration, route).observe(elapsed, {"trace_id": exchange.trace_id or ""})
+        else:
+            tally.observe(m.child(m.request_duration, route), elapsed)
+        tally.observe(m.child(m.overhead, route), max(0.0, elapsed - exchange.upstream_s))
+        if self.access_log.enabled:
+            line: dict[str, Any] = {
+                "request_id": exchange.request_id,
+                "route": route,
+                "status": status,
+                "duration_s": round(elapsed, 6),
+            }
+            exchange.log_fields(line)
+            line["team"] = team or ANONYMOUS
+            self.access_log.write(line)
