@@ -17,6 +17,18 @@ from .encodings import Inflater, coding_of
 from .rendering import field_path
 
 M = TypeVar("M", bound=BaseModel)
+HEAD_KEY = "gateway.head"
+
+
+def head_of(request: Request) -> dict[str, str]:
+    """The request's headers, decoded once per request into a dict (the first of a repeated name, as
+    Starlette's `headers.get` finds it): the hot routes read three or four of them, and each `get` of
+    Starlette's Headers decodes the names one by one again."""
+    scope = request.scope
+    head: dict[str, str] | None = scope.get(HEAD_KEY)
+    if head is None:
+        head = scope[HEAD_KEY] = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
+    return head
 
 
 async def read_body(request: Request, limit: int, budget: MemoryBudget | None = None) -> bytes:
@@ -25,7 +37,7 @@ async def read_body(request: Request, limit: int, budget: MemoryBudget | None = 
     compressed (gzip, deflate: encodings.py), as inflated. A body larger than SMALL_BODY_BYTES is taken from
     the memory budget (twice: the bytes and what is parsed from them; a compressed one by its inflated size)."""
     coding = coding_of(value for name, value in request.scope["headers"] if name == b"content-encoding")
-    declared = request.headers.get("content-length")
+    declared = head_of(request).get("content-length")
     if declared is not None and declared.isdigit():
         length = int(declared)
         if length > limit:
@@ -90,5 +102,5 @@ def validated(model: type[M], data: dict[str, Any]) -> M:
 
 def cache_control(request: Request) -> tuple[bool, bool]:
     """Cache-Control: no-cache skips the cache read, no-store skips the write."""
-    value = request.headers.get("cache-control", "").lower()
+    value = head_of(request).get("cache-control", "").lower()
     return "no-cache" not in value, "no-store" not in value

@@ -12,14 +12,14 @@ from ..teams.keys import one_key_header_each
 from ..teams.team import Team
 from ..usage.rows import key_id
 from .asgi.exchange import Exchange, exchange_of
-from .body import cache_control
+from .body import cache_control, head_of
 from .rendering import Wire, wire_of
 
 
 def authenticate(request: Request, gw: Gateway) -> Team | None:
     """The caller's team (None when auth is off); 401 in the caller's wire format otherwise."""
     one_key_header_each(request.scope["headers"])
-    team, key_hash = gw.auth.identify(request.headers, dashscope=wire_of(request.scope["path"]) is Wire.DASHSCOPE)
+    team, key_hash = gw.auth.identify(head_of(request), dashscope=wire_of(request.scope["path"]) is Wire.DASHSCOPE)
     if team is not None:
         exchange = exchange_of(request.scope)
         exchange.team, exchange.key_id = team.name, key_id(key_hash)
