@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Installs everything the tests need, then runs the stages in order and prints each one's time:
+# Installs everything the tests need, then runs the stages and prints each one's time:
 #   lint     ruff, mypy and the dependency audit (scripts/audit_deps.py)
 #   unit     tests/unit: in-process, nothing but the package
 #   redis    tests/redis: a real redis-server of the tests' own
 #   e2e      tests/e2e: gateway, stand-in, bench and tool processes (two pytest-xdist workers)
 #   clients  tests/clients: the client matrix and the README's examples
 #   docker   tests/docker: a Docker engine of the run's own
+# lint, unit and redis run at the same time, then e2e alone, then clients and docker at the same time: each
+# of those stages spends most of its wall time waiting (on processes, the network, the disk), not on a core.
+# A stage run beside others writes to a log of its own, printed whole once it is done, in the order above.
 # Usage: bash scripts/test.sh [--fast] [pytest options...]
 #   --fast   lint (ruff only), unit and redis: the inner loop (about 1.5 minutes on a 2-core machine)
 # Every stage runs even when an earlier one failed; the exit status is the first failure's.
@@ -53,8 +56,9 @@ fi
 . .venv/bin/activate
 
 docker_home=""
+stage_logs=()
 cleanup() {
-  rm -f "${times_file:-}"
+  rm -f "${stage_logs[@]/%/.line}" "${stage_logs[@]}" "${clients_log:-}" "${clients_log:-}.rc"
   if [ -n "$docker_home" ]; then
     [ -f "$docker_home/docker.pid" ] && kill "$(cat "$docker_home/docker.pid")" 2>/dev/null || true
     for _ in $(seq 60); do [ -S "$docker_home/docker.sock" ] || break; sleep 1; done
@@ -62,48 +66,87 @@ cleanup() {
     # folder, deepest first, so that it can be removed; a cleanup never changes the run's exit status.
     awk -v d="$docker_home/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
       while read -r mnt; do umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true; done
-    rm -rf "$docker_home" "$docker_home.log" 2>/dev/null || true
+    rm -rf "$docker_home" "$docker_home.log" "$docker_home.rc" 2>/dev/null || true
   fi
 }
 trap cleanup EXIT
+# background RC COMMAND...: runs it in the background, its exit status written to the file RC when it ends;
+# awaited RC waits for that and returns it. (A stage run beside others is a subshell: `wait` there cannot
+# wait for a job of this shell's.)
+background() {
+  local rc_file=$1
+  shift
+  { rc=0; "$@" || rc=$?; echo "$rc" >"$rc_file"; } &
+}
+awaited() {
+  while [ ! -s "$1" ]; do sleep 1; done
+  return "$(cat "$1")"
+}
 if [ $fast -eq 0 ] && [ "$(id -u)" -eq 0 ] && command -v dockerd >/dev/null 2>&1; then
   docker_home=$(mktemp -d /tmp/eg-docker-XXXXXX)
-  python -m tests.support.dockerbuild "$docker_home" >"$docker_home.log" 2>&1 &
-  docker_build=$!
+  background "$docker_home.rc" python -m tests.support.dockerbuild "$docker_home" >"$docker_home.log" 2>&1
 fi
 # The client matrix (a virtualenv of its own and npm packages: about 3 minutes new) installs in the
 # background too, while lint, unit, redis and e2e run; the clients stage waits for it.
-clients_install=""
+clients_log=""
 if [ $fast -eq 0 ]; then
   clients_log=$(mktemp /tmp/eg-clients-install-XXXXXX)
-  bash scripts/install-clients.sh >"$clients_log" 2>&1 &
-  clients_install=$!
+  background "$clients_log.rc" bash scripts/install-clients.sh >"$clients_log" 2>&1
 fi
 
 status=0
 summary=()
-times_file=$(mktemp)
-cpu() {  # CPU seconds (user + system) of the children this shell has waited for, from `times` run in it
-  tail -1 "$times_file" | awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } } END { print t }'
+cpu() {  # CPU seconds (user + system) of the children this shell has waited for, from `times` in file $1
+  tail -1 "$1" | awk '{ for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] } } END { print t }'
 }
-stage() {  # stage NAME COMMAND...: runs it; records its wall and CPU seconds and the load average after it
-  local name=$1 rc=0 t0 c0 line
-  shift
+timed() {  # timed NAME LINE COMMAND...: runs it; writes its wall and CPU seconds and the load after it to LINE
+  local name=$1 out=$2 rc=0 t0 c0 tf
+  shift 2
   echo "=== stage $name: $*"
+  tf=$(mktemp)
   t0=$(date +%s.%N)
-  times >"$times_file"
-  c0=$(cpu)
+  times >"$tf"
+  c0=$(cpu "$tf")
   "$@" || rc=$?
-  times >"$times_file"
-  line=$(awk -v n="$name" -v t0="$t0" -v t1="$(date +%s.%N)" -v c0="$c0" -v c1="$(cpu)" -v rc="$rc" \
+  times >"$tf"
+  awk -v n="$name" -v t0="$t0" -v t1="$(date +%s.%N)" -v c0="$c0" -v c1="$(cpu "$tf")" -v rc="$rc" \
     -v la="$(cut -d' ' -f1-3 /proc/loadavg)" \
-    'BEGIN { printf "%-8s %6.0f s wall %6.0f s cpu   load %s   %s", n, t1 - t0, c1 - c0, la, rc ? "FAILED" : "ok" }')
-  echo "=== $line"
-  summary+=("$line")
-  if [ "$rc" -ne 0 ] && [ $status -eq 0 ]; then status=$rc; fi
+    'BEGIN { printf "%-8s %6.0f s wall %6.0f s cpu   load %s   %s", n, t1 - t0, c1 - c0, la, rc ? "FAILED" : "ok" }' >"$out"
+  rm -f "$tf"
+  echo "=== $(cat "$out")"
+  return $rc
+}
+record() {  # record RC LINE: adds the stage's line to the summary; the first failure's status is the run's
+  summary+=("$(cat "$2")")
+  if [ "$1" -ne 0 ] && [ $status -eq 0 ]; then status=$1; fi
+}
+declare -A beside=()
+begin() {  # begin NAME COMMAND...: starts the stage in the background, its output to a log of its own
+  local name=$1 log
+  log=$(mktemp "/tmp/eg-stage-$name-XXXXXX")
+  stage_logs+=("$log")
+  timed "$name" "$log.line" "${@:2}" >"$log" 2>&1 &
+  beside[$name]="$! $log"
+}
+finish() {  # finish NAME: waits for the stage begun as NAME, prints its log and records it
+  local pid log rc=0
+  read -r pid log <<<"${beside[$1]}"
+  wait "$pid" || rc=$?
+  cat "$log"
+  record $rc "$log.line"
+}
+stage() {  # stage NAME COMMAND...: runs it in the foreground, its output as it comes
+  local log rc=0
+  log=$(mktemp "/tmp/eg-stage-$1-XXXXXX")
+  stage_logs+=("$log")
+  (timed "$1" "$log.line" "${@:2}") || rc=$?  # a subshell: its CPU is its own children's only
+  record $rc "$log.line"
 }
 lint() {
   local rc=0
+  # At a lower CPU priority (mypy is a core for about a minute): the unit and redis stages run beside it, and
+  # some of their tests time the event loop.
+  renice -n 10 -p "$BASHPID" >/dev/null 2>&1 || true
   ruff check app bench tests || rc=1
   [ $fast -eq 1 ] && return $rc
   mypy -p app || rc=1
@@ -112,7 +155,7 @@ lint() {
 }
 docker_stage() {
   if [ -n "$docker_home" ]; then
-    if wait "$docker_build"; then
+    if awaited "$docker_home.rc"; then
       cat "$docker_home.log"
       EG_TEST_DOCKER_HOME="$docker_home" EG_TEST_DOCKER_PREBUILT=1 python -m pytest tests/docker "$@"
       return
@@ -123,7 +166,7 @@ docker_stage() {
   python -m pytest tests/docker "$@"
 }
 clients_stage() {
-  if ! wait "$clients_install"; then
+  if ! awaited "$clients_log.rc"; then
     tail -60 "$clients_log"
     echo "scripts/install-clients.sh failed (above)"
     rm -f "$clients_log"
@@ -149,13 +192,18 @@ e2e_stage() {
   return $rc
 }
 
-stage lint lint
-stage unit python -m pytest tests/unit "$@"
-stage redis python -m pytest tests/redis "$@"
+begin lint lint
+begin unit python -m pytest tests/unit "$@"
+begin redis python -m pytest tests/redis "$@"
+finish lint
+finish unit
+finish redis
 if [ $fast -eq 0 ]; then
   stage e2e e2e_stage "$@"
-  stage clients clients_stage "$SECRETS_SCAN" "$@"
-  stage docker docker_stage "$@"
+  begin clients clients_stage "$SECRETS_SCAN" "$@"
+  begin docker docker_stage "$@"
+  finish clients
+  finish docker
 fi
 echo "=== stages (wall and CPU seconds, load average at the end of each):"
 printf '%s\n' "${summary[@]}"
