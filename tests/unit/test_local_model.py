@@ -109,9 +109,12 @@ async def test_event_loop_stays_responsive_during_a_long_batch(encoder: LocalEnc
     await tick_task
     assert vectors.shape == (32, 384)
     assert ticks >= elapsed / 0.02  # the loop kept ticking all along
-    # Inference on the loop would hold it for the whole batch (seconds); 0.25 s leaves room for a busy
-    # machine (CI builds the Docker images beside this stage) while still failing on any blocking encode.
-    assert max_lag < 0.25, f"event loop lagged {max_lag * 1000:.0f} ms during a {elapsed:.1f} s batch"
+    # Inference on the loop would hold it for the whole batch (seconds: one lag of about `elapsed`, and no
+    # ticks). A busy machine (CI runs lint and the redis stage beside this one) stretches both the batch
+    # and the ticks: at load 16 one tick lagged 274 ms in a batch of seconds. So the bound is a quarter of
+    # the batch, at least 0.25 s: still far from a blocking encode.
+    bound = max(0.25, elapsed / 4)
+    assert max_lag < bound, f"event loop lagged {max_lag * 1000:.0f} ms during a {elapsed:.1f} s batch"
 
 
 @pytest.mark.asyncio
