@@ -10,6 +10,7 @@ stays exact (hits are not billed) and a refused request costs one MGET and one s
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,11 +87,16 @@ def test_hits_of_a_limited_team_are_admitted_from_the_processs_block(setup: Setu
     time.sleep(2.2)
     before = admitted(setup, "limited")
     setup.redis.config_resetstat()
+    t0 = time.monotonic()
     replies = [embed(setup, "limited", TEXTS) for _ in range(20)]
+    buckets = math.ceil((time.monotonic() - t0) / 1.0) + 1  # the buckets (1 s of the 60 s window) they spanned
     stats = setup.redis.info("commandstats")
     calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
     assert all(r.headers["x-cache-hits"] == "3" and r.headers["x-cache-misses"] == "0" for r in replies)
-    assert scripts(calls) <= 10, calls  # no finish (nothing to reconcile, no lease); most admissions local
+    # No finish (nothing to reconcile, no lease); most admissions local: the first blocks' asking while the
+    # process learns the team's rate, then about a block and its prefetch per bucket. On a quiet machine the
+    # 20 take under a second (at most 10 scripts); at load 15 they spanned more buckets and made 11.
+    assert scripts(calls) <= max(10, 2 * buckets) and scripts(calls) < 20, (calls, buckets)
     assert calls.get("mget") == 20, calls
     time.sleep(2.2)
     assert admitted(setup, "limited") == before + 20  # rpm counted exactly
