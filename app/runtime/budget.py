@@ -78,11 +78,23 @@ class MemoryBudget:
                     await future  # the bytes are taken for us by _give
             except TimeoutError:
                 if not (future.done() and not future.cancelled()):  # else served as the time ran out
-                    self._waiters.remove(entry)
-                    heapq.heapify(self._waiters)
+                    self._forget(entry)
                     self._refuse(param)
+            except asyncio.CancelledError:  # its request gave up (a sibling fetch failed, the client left)
+                if future.done() and not future.cancelled():
+                    self._give(n)  # served in the same turn: the bytes would be held by nobody for ever
+                else:
+                    self._forget(entry)
+                raise
             self.count("waited")
         self.peak_held = max(self.peak_held, self.max_bytes - self.free)
+
+    def _forget(self, entry: tuple[int, int, int, asyncio.Future[None]]) -> None:
+        """A waiter that gave up. _give may have popped it already (its future cancelled as the time ran out
+        and skipped): then there is nothing to remove."""
+        if entry in self._waiters:
+            self._waiters.remove(entry)
+            heapq.heapify(self._waiters)
 
     def _refuse(self, param: str) -> None:
         self.count("refused")

@@ -68,3 +68,36 @@ async def test_waiters_are_served_in_order() -> None:
     holder.release()
     await asyncio.gather(*tasks)
     assert order == ["big", "small"]
+
+
+async def test_a_waiter_served_and_cancelled_in_one_turn_passes_its_bytes_on() -> None:
+    # A fetch waiting for memory whose request gives up (a sibling fetch failed: the TaskGroup cancels it)
+    # in the same turn as the bytes come to it: nobody holds them then. They must come back to the budget,
+    # or it shrinks for good (and never goes idle, so memory is never trimmed).
+    budget = MemoryBudget(100, wait_s=2.0)
+    first, second = budget.lease(), budget.lease()
+    await first.take(100, "input[0]")
+    waiting = asyncio.create_task(second.take(60, "input[1]"))
+    await asyncio.sleep(0)
+    first.release()  # serves the waiter: its 60 bytes are taken for it
+    waiting.cancel()  # and its request gives up before it runs again
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert second.held == 0 and budget.free == 100
+
+
+async def test_a_waiter_whose_time_ran_out_as_bytes_came_is_refused_cleanly() -> None:
+    # The waiter's deadline and a give-back fall in one loop turn: the deadline cancels its future, the
+    # give-back skips (and drops) it, then the waiter wakes to its timeout. A 503, not an error of our own.
+    budget = MemoryBudget(100, wait_s=0.05)
+    first, second = budget.lease(), budget.lease()
+    await first.take(100, "input[0]")
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.create_task(second.take(60, "input[1]"))
+    await asyncio.sleep(0)
+    loop.call_at(loop.time() + 0.05, first.release)  # due with (just after) the waiter's deadline
+    await asyncio.sleep(0.2)
+    assert waiting.done()
+    exc = waiting.exception()
+    assert exc is None or isinstance(exc, Unavailable), repr(exc)
+    assert budget.free == 100 - second.held
