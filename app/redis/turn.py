@@ -10,17 +10,17 @@ replies. A command that Redis refuses (an error reply) raises for its caller onl
 trip itself (connection, timeout) raises for every caller in it. A caller that stops waiting (its own
 timeout) does not stop the round trip the others share.
 
-The commands are packed here (RESP, a few lines) and the replies read with the connection's own parser,
-not queued on a redis-py pipeline: redis-py's pipeline spends ~15 us of client CPU per command (its
-command objects, encoder, response callbacks), more than the command costs Redis; packed here, a claim of
-8 keys measured ~105 us against ~205 us (client CPU, one round trip each, against a local redis-server).
+The turn's batching is cache/tickbatch.py's; the commands are packed and the replies read by the pooled
+connection itself (redis-py's `pack_commands`, `send_packed_command`, `read_response`: what its pipeline
+does underneath), not queued on a redis-py pipeline object: that spends ~15 us of client CPU per command
+(its command objects, response callbacks), more than the command costs Redis; this way a claim of 8 keys
+measured ~105 us against ~205 us (client CPU, one round trip each, against a local redis-server).
 Replies are Redis's own: `b"OK"` or None for a SET, a list for an MGET. Single server or Sentinel master
 only: a cluster's commands go per node through redis-py's cluster pipeline (link.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -28,76 +28,35 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from ..cache.tickbatch import TickBatcher
+
 Arg = str | bytes | int
 Command = Sequence[Arg]
-
-
-def pack(commands: Sequence[Command]) -> bytes:
-    """The commands in RESP, as redis-py writes them (str as UTF-8, int in decimal)."""
-    out: list[bytes] = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            b = arg if isinstance(arg, bytes) else (arg.encode() if isinstance(arg, str) else b"%d" % arg)
-            out.append(b"$%d\r\n" % len(b))
-            out.append(b)
-            out.append(b"\r\n")
-    return b"".join(out)
 
 
 class Turn:
     def __init__(self, client: aioredis.Redis, using: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
         self.pool = client.connection_pool
         self.using = using
-        self.pending: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.batch: TickBatcher[Command, Any] = TickBatcher(self._round_trip)
 
     async def __call__(self, commands: Sequence[Command]) -> list[Any]:
         """The replies to `commands`, sent with the other callers' commands of this loop turn."""
-        if not commands:
-            return []
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[Any]] = loop.create_future()
-        if not self.pending:
-            loop.call_soon(self._flush)
-        self.pending.append((commands, fut))
-        return await fut
+        replies = await self.batch(commands)
+        refused = next((r for r in replies if isinstance(r, ResponseError)), None)
+        if refused is not None:
+            raise refused
+        return replies
 
-    def _flush(self) -> None:
-        batch, self.pending = self.pending, []
-        task = asyncio.get_running_loop().create_task(self._run(batch))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def _run(self, batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]]) -> None:
-        try:
-            async with self.using():
-                replies = await self._send([c for commands, _ in batch for c in commands])
-        except Exception as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        except BaseException:  # cancelled (shutdown): so are the callers' waits
-            for _, fut in batch:
-                fut.cancel()
-            raise
-        at = 0
-        for commands, fut in batch:
-            mine, at = replies[at : at + len(commands)], at + len(commands)
-            if fut.done():
-                continue
-            refused = next((r for r in mine if isinstance(r, ResponseError)), None)
-            if refused is not None:
-                fut.set_exception(refused)
-            else:
-                fut.set_result(mine)
+    async def _round_trip(self, commands: list[Command]) -> list[Any]:
+        async with self.using():
+            return await self._send(commands)
 
     async def _send(self, commands: list[Command]) -> list[Any]:
         """One round trip on one of the pool's connections; a connection left mid-reply is closed."""
         conn = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_packed_command(pack(commands), check_health=False)
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
             replies: list[Any] = []
             for _ in commands:
                 try:
