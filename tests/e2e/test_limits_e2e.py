@@ -94,7 +94,9 @@ async def test_tokens_per_window_hold_and_cache_hits_are_refunded(cluster: Clust
     assert [r.status for r in same] == [200] * 30
     billed = sum(r.body["usage"]["total_tokens"] for r in same)
     assert billed == 75
-    assert same[-1].headers["x-ratelimit-remaining-tokens"] == str(1000 - 75)
+    # The header is what Redis last told this process, less what it admitted since; other processes' unused
+    # blocks count as used in it (docs/limits.md, "Blocks": at most half of what was left).
+    assert (1000 - 75) // 2 <= int(same[-1].headers["x-ratelimit-remaining-tokens"]) <= 1000 - 75
     # New texts, one at a time over all gateways, until the team is refused with no room left. A refusal
     # while room is left can only be room another process holds in a block of the team's limits
     # (docs/limits.md, "Blocks"), given back at its bucket's end: asked again two buckets later, it passes.
@@ -116,7 +118,7 @@ async def test_tokens_per_window_hold_and_cache_hits_are_refunded(cluster: Clust
     retry_after(fresh[-1])
     billed += sum(r.body["usage"]["total_tokens"] for r in fresh[:-1])
     assert billed <= 1000 < billed + 100  # refused exactly when the next estimate no longer fits
-    assert fresh[-1].headers["x-ratelimit-remaining-tokens"] == str(1000 - billed)
+    assert (1000 - billed) // 2 <= int(fresh[-1].headers["x-ratelimit-remaining-tokens"]) <= 1000 - billed
 
 
 async def test_tokens_per_window_hold_under_concurrent_load(cluster: Cluster, standin: StandIn) -> None:
