@@ -18,7 +18,7 @@ import pytest
 from tests.support.processes import GatewayFactory, RedisServer, StandIn, stop
 from tests.support.teamkit import Reply, embedding, fire, statuses, write_config
 
-WINDOW_S = 30.0  # the 2000-request burst must fit in one window: it took 23.5 s at load 10
+WINDOW_S = 30.0  # the 1200-request burst must fit in one window (2000 took 23.5 s at load 10, 29.7 s in CI)
 
 
 @dataclass
@@ -59,17 +59,17 @@ def retry_after(r: Reply) -> float:
     return seconds
 
 
-async def test_300_rpm_hammered_by_2000_requests_over_five_processes(cluster: Cluster, standin: StandIn) -> None:
+async def test_300_rpm_hammered_by_1200_requests_over_five_processes(cluster: Cluster, standin: StandIn) -> None:
     t0 = time.monotonic()
     key = cluster.keys["hammer"]
-    replies = await fire(cluster.urls, 2000, key, lambda i: embedding("the same text"), in_flight=100)
+    replies = await fire(cluster.urls, 1200, key, lambda i: embedding("the same text"), in_flight=100)
     elapsed = time.monotonic() - t0
-    print(f"2000 requests in {elapsed:.2f}s ({2000 / elapsed:.0f}/s), p99 {sorted(r.took for r in replies)[1979]:.3f}s")
+    print(f"1200 requests in {elapsed:.2f}s ({1200 / elapsed:.0f}/s), p99 {sorted(r.took for r in replies)[1187]:.3f}s")
     assert elapsed < WINDOW_S - 2, f"the burst took {elapsed:.1f}s: longer than the window, cannot count exactly"
     ok = [r for r in replies if r.status == 200]
     refused = [r for r in replies if r.status == 429]
     assert len(ok) == 300, statuses(replies)  # exactly the limit, whatever the number of processes
-    assert len(refused) == 1700, statuses(replies)
+    assert len(refused) == 900, statuses(replies)
     assert {r.gateway for r in ok} == {0, 1, 2}  # every process admitted some: the limit is shared, not split
     for r in replies:  # every response of the OpenAI route says where the team stands
         assert r.headers["x-ratelimit-limit-requests"] == "300"
