@@ -1,18 +1,21 @@
 """A team refused for its requests limit is refused again by the same process without asking Redis, and
 never longer than Redis would refuse it (shared.RedisStore._still_over), on a real redis-server.
 
-The module has its own redis-server: the checks count every client's script calls (INFO commandstats), and
-the session's server may still carry another module's late calls (a CI run counted one: 1868 for 1867)."""
+The local refusal of a team whose limits allow blocks lasts at most to the end of Redis's bucket (other
+processes give their blocks back then), so the check allows one script call per bucket boundary the refused
+requests spanned: a loaded CI run's 20 refusals crossed one (1868 calls for 1867). The module has its own
+redis-server, so that INFO commandstats counts this module's calls only."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import redis.asyncio as aioredis
 
 from app.limits.shared import RedisStore, open_client
-from app.limits.window import US, TeamQuota
+from app.limits.window import BUCKETS, US, TeamQuota
 from tests.support.processes import RedisServer
 
 WINDOW_S = 3.0  # buckets of 50 ms: the refusal ends within seconds
@@ -37,9 +40,10 @@ async def test_a_requests_refusal_is_kept_locally_until_redis_would_admit(own_re
         assert (await a.admit("t", quota, 0, "r1")).ok and (await a.admit("t", quota, 0, "r2")).ok
         first = await a.admit("t", quota, 0, "r3")
         assert not first.ok and first.reason == "requests" and 0 < first.retry_us <= (WINDOW_S + 0.05) * US
-        before = await scripts(watch)
+        before, t0 = await scripts(watch), time.monotonic()
         again = [await a.admit("t", quota, 0, f"x{i}") for i in range(20)]
-        assert await scripts(watch) == before  # refused here, Redis not asked
+        crossed = int((time.monotonic() - t0) / (WINDOW_S / BUCKETS)) + 1  # bucket boundaries they may span
+        assert await scripts(watch) - before <= min(crossed, 19)  # refused here; Redis asked once per bucket
         assert all(not v.ok and v.reason == "requests" and 0 < v.retry_us <= first.retry_us for v in again)
         assert not (await b.admit("t", quota, 0, "b1")).ok  # Redis refuses the other process alike
         # A changed limit (a teams reload) asks Redis again.
