@@ -117,16 +117,20 @@ class UpstreamQuota:
             async with asyncio.timeout(self.max_wait_us / US):
                 await turns.acquire(owner)
         except TimeoutError:
-            self._refused(account)
-            raise RateLimited(
-                f"the upstream quota of {account} is booked for more than {self.max_wait_us / US:g}s ahead",
-                retry_after=self.max_wait_us / US,
-            ) from None
+            raise self._booked_ahead(account, self.max_wait_us / US) from None
         try:
             waited_us = round((loop.time() - asked) * US)
             return await self._book(account, pace, tokens, max(self.max_wait_us - waited_us, 0), wait=True)
         finally:
             turns.release()
+
+    def _booked_ahead(self, account: str, retry_after: float) -> RateLimited:
+        """The refusal of a call whose slot would be further ahead than `upstream_queue_s` (counted)."""
+        self._refused(account)
+        return RateLimited(
+            f"the upstream quota of {account} is booked for more than {self.max_wait_us / US:g}s ahead",
+            retry_after=retry_after,
+        )
 
     async def _book(
         self, account: str, pace: Pace, tokens: int, max_wait_us: int, *, wait: bool = False
@@ -135,13 +139,10 @@ class UpstreamQuota:
         if not grant.ok:
             if not wait and not grant.unavailable:
                 return max(grant.wait_us / US, 1e-6)
-            self._refused(account)
             if grant.unavailable:
+                self._refused(account)
                 raise Unavailable("upstream quotas cannot be checked right now; retry shortly", retry_after=1.0)
-            raise RateLimited(
-                f"the upstream quota of {account} is booked for more than {self.max_wait_us / US:g}s ahead",
-                retry_after=grant.wait_us / US,
-            )
+            raise self._booked_ahead(account, grant.wait_us / US)
         ledger = _LEDGER.get()
         if ledger is not None:
             ledger.charge(account, pace, tokens)

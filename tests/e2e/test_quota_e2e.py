@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, stop
-from tests.support.teamkit import DS_TEXT, OPENAI, write_config
+from tests.support.teamkit import DS_TEXT, OPENAI, paced_model, write_config
 
 WINDOW_S = 4.0
 QUOTA = 8  # upstream calls per window
@@ -32,15 +32,7 @@ def paced(
         limits_window_s=WINDOW_S,
         upstream_queue_s=1.0,
         limits_timeout_s=1.0,
-        models={
-            "paced-v4": {
-                "upstream": "dashscope",
-                "upstream_model": "text-embedding-v4",
-                "dimensions": [64],
-                "default_dimension": 64,
-                "rpm": QUOTA,
-            }
-        },
+        models=paced_model(QUOTA),
     )
     started = [gateways.start(redis_url=redis_server.url, config=str(cfg)) for _ in range(3)]
     yield started

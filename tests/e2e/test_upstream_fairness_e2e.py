@@ -20,7 +20,7 @@ import numpy as np
 
 from bench.standin import expected_vector
 from tests.support.processes import GatewayFactory, StandIn
-from tests.support.teamkit import write_config
+from tests.support.teamkit import paced_model, write_config
 
 MODEL = "text-embedding-v4"
 LATENCY_S = 0.3
@@ -76,15 +76,7 @@ def test_a_small_request_is_not_booked_behind_a_big_ones_quota_slots(
         {"big": {}, "small": {}},
         limits_window_s=QUOTA_WINDOW_S,
         upstream_queue_s=8.0,
-        models={
-            "paced-v4": {
-                "upstream": "dashscope",
-                "upstream_model": "text-embedding-v4",
-                "dimensions": [64],
-                "default_dimension": 64,
-                "rpm": QUOTA_RPM,
-            }
-        },
+        models=paced_model(QUOTA_RPM),
     )
     gw = gateways.start(config=str(path))
     standin.control(latency_ms=20)

@@ -33,6 +33,20 @@ def write_config(path: Path, teams: dict[str, dict[str, Any]], **settings: Any) 
     return keys
 
 
+def paced_model(rpm: int) -> dict[str, dict[str, Any]]:
+    """The `models` setting of a model `paced-v4` (DashScope's text-embedding-v4 at 64 dimensions) whose
+    upstream quota is `rpm` calls per limits window."""
+    return {
+        "paced-v4": {
+            "upstream": "dashscope",
+            "upstream_model": "text-embedding-v4",
+            "dimensions": [64],
+            "default_dimension": 64,
+            "rpm": rpm,
+        }
+    }
+
+
 def embedding(text: str, model: str = "text-embedding-v4") -> dict[str, Any]:
     return {"model": model, "input": text, "dimensions": 64, "encoding_format": "base64"}
 
