@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .cache.checks import usable
-from .cache.keys import KeyMaker
+from .cache.keys import KeyMaker, KeyMemo
 from .cache.store import VectorCache
 from .config.catalog import ModelSpec
 from .flights.coalescer import FlightResult
@@ -127,14 +127,14 @@ def by_upstream_name(spec: ModelSpec) -> str:
     return spec.upstream
 
 
-def billed_tokens(result: EmbedResult, est: int) -> int:
+def billed_tokens(result: EmbedResult, items: Sequence[Item]) -> int:
     """What the request costs its team: the upstream's bill (cache hits cost nothing); the estimate of the
     items that went upstream when the upstream reports no usage."""
     if result.upstream_items == 0:
         return 0
     if result.billed_tokens > 0:
         return result.billed_tokens
-    return max(0, est - result.hit_tokens)
+    return max(0, sum(it.est_tokens for it in items) - result.hit_tokens)
 
 
 class EmbeddingService:
@@ -163,6 +163,7 @@ class EmbeddingService:
         self.pause: Pause = loop_turn  # between slices of a large request's keys (runtime/slices.py); main.py
         # sets the gateway's turns
         self._keyings: dict[tuple[object, ...], tuple[Params, KeyMaker]] = {}
+        self._keys = KeyMemo()  # the keys of recent items of the kept key makers
 
     async def embed(self, team: Team | None, req: EmbedRequest, reply: Reply | None = None) -> EmbedResult:
         """The vectors of `req` for `team` (None: auth off), within the team's limits; a refusal raises
@@ -180,7 +181,7 @@ class EmbeddingService:
         name = team.name if team is not None else None
         async with adm, self.quota.ledger(req.spec, name) as ledger:
             result = await self._complete(name, req, looked)
-            adm.billed = billed = billed_tokens(result, sum(it.est_tokens for it in req.items))
+            adm.billed = billed = billed_tokens(result, req.items)
             ledger.billed = result.billed_tokens
         self.billing.record(team, reply.key_id, req.spec, result, billed)
         if adm.verdict is not admitted:  # corrected by the admission's finish: the headers say where it stands now
@@ -190,10 +191,10 @@ class EmbeddingService:
     async def _lookup(self, req: EmbedRequest, scope: str | None) -> Lookup:
         """The request's keys in its team's cache scope (None: shared) and what the cache holds for them (one
         read), before its team's admission."""
-        params, maker = self._keying(req, scope)
+        params, maker, kept = self._keying(req, scope)
         items = req.items
         if len(items) <= SLICE:
-            keys = [maker.key(it) for it in items]
+            keys = self._keys.keys(maker, items) if kept else [maker.key(it) for it in items]
         else:
             keys = await collect(map(maker.key, items), self.pause)
         unique = list(dict.fromkeys(keys))
@@ -203,50 +204,47 @@ class EmbeddingService:
             found = {k: v for k, v in zip(unique, values, strict=True) if v is not None}
         return Lookup(params, keys, unique, found)
 
-    def _keying(self, req: EmbedRequest, scope: str | None) -> tuple[Params, KeyMaker]:
+    def _keying(self, req: EmbedRequest, scope: str | None) -> tuple[Params, KeyMaker, bool]:
         """The request's params with the identity it is routed to, and the key maker of its cache keys: derived
-        once per (identity, model, dimension, scope) and kept, when the request forwards no option."""
+        once per (identity, model, dimension, scope) and kept (True), when the request forwards no option."""
         p, identity = req.params, self.route(req.spec)
         if p.options:  # any JSON value: derived for this request alone
             params = replace(p, identity=identity)
-            return params, KeyMaker(self.namespace, identity, req.spec.upstream_model, params, scope)
+            return params, KeyMaker(self.namespace, identity, req.spec.upstream_model, params, scope), False
         memo = (identity, req.spec.upstream_model, p.dimension, p.send_dimension, p.background, scope)
         found = self._keyings.get(memo)
         if found is None:
             if len(self._keyings) >= MAX_KEYINGS:  # bounded: team scopes come and go with reloads
                 self._keyings.clear()
             params = replace(p, identity=identity)
-            found = self._keyings[memo] = (
-                params,
-                KeyMaker(self.namespace, identity, req.spec.upstream_model, params, scope),
-            )
-        return found
+            maker = KeyMaker(self.namespace, identity, req.spec.upstream_model, params, scope)
+            found = self._keyings[memo] = (params, maker)
+        return found[0], found[1], True
 
     async def _complete(self, team_name: str | None, req: EmbedRequest, looked: Lookup) -> EmbedResult:
         """The vectors of a looked-up request: its misses fetched through the flights."""
         spec, params, keys, unique, found = req.spec, looked.params, looked.keys, looked.unique, looked.found
-        missing: list[tuple[str, Item]] = []
-        if len(found) < len(unique):
-            found = dict(found)
-            first = dict(zip(keys, req.items, strict=True))
-            missing = [(k, first[k]) for k in unique if k not in found]
-        fetched = FlightResult({})
-        waited = 0.0
-        hit_items = req.items
-        missed: set[str] = set()
-        if missing:
-            t0 = time.perf_counter()
-            deadline = time.monotonic() + self.deadline_s
-            fetched = await self.flights.fetch(
-                spec, params, missing, deadline=deadline, write=req.cache_write, shared=req.cache_read
-            )
-            waited = time.perf_counter() - t0
-            found.update(fetched.vectors)
-            missed = {k for k, _ in missing}
-            hit_items = [it for k, it in zip(keys, req.items, strict=True) if k not in missed]
-        counts = self._count_items(req, keys, missed, fetched.coalesced)
+        if len(found) == len(unique):
+            return self._whole_hit(team_name, req, looked)
+        found = dict(found)
+        first = dict(zip(keys, req.items, strict=True))
+        missing = [(k, first[k]) for k in unique if k not in found]
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + self.deadline_s
+        fetched = await self.flights.fetch(
+            spec, params, missing, deadline=deadline, write=req.cache_write, shared=req.cache_read
+        )
+        waited = time.perf_counter() - t0
+        found.update(fetched.vectors)
+        missed = {k for k, _ in missing}
+        hit_items = [it for k, it in zip(keys, req.items, strict=True) if k not in missed]
+        counts: dict[tuple[str, str], int] = {}
+        for k, it in zip(keys, req.items, strict=True):
+            kind = it.modality, "coalesced" if k in fetched.coalesced else "miss" if k in missed else "hit"
+            counts[kind] = counts.get(kind, 0) + 1
         hit_tokens = sum(it.est_tokens for it in hit_items)
         team, model = self.metrics.team(team_name), self.metrics.model(spec.name)
+        self._tally_items(model, counts)
         # Billed tokens are counted per request (a micro-batch may serve several teams: each request carries
         # its apportioned share of the bill); saved tokens are the estimate of the items the cache served.
         if fetched.billed:
@@ -265,6 +263,22 @@ class EmbeddingService:
             counts=counts,
         )
 
+    def _whole_hit(self, team_name: str | None, req: EmbedRequest, looked: Lookup) -> EmbedResult:
+        """A request the cache answered whole: no flight, no miss bookkeeping; items and tokens in one pass."""
+        counts: dict[tuple[str, str], int] = {}
+        hit_tokens = 0
+        for it in req.items:
+            kind = it.modality, "hit"
+            counts[kind] = counts.get(kind, 0) + 1
+            hit_tokens += it.est_tokens
+        m = self.metrics
+        model = m.model(req.spec.name)
+        self._tally_items(model, counts)
+        if hit_tokens:
+            m.tally.inc(m.child(m.tokens_saved, m.team(team_name), model), hit_tokens)
+        found, n = looked.found, len(req.items)
+        return EmbedResult([found[k] for k in looked.keys], n, 0, 0, hit_tokens=hit_tokens, counts=counts)
+
     async def _timed_read(self, keys: Sequence[str]) -> list[bytes | None]:
         t0 = time.perf_counter()
         values = await self.cache.get_many(keys)
@@ -272,23 +286,9 @@ class EmbeddingService:
         m.tally.observe(m.child(m.cache_duration, self.cache.name, "read"), time.perf_counter() - t0)
         return values
 
-    def _count_items(
-        self, req: EmbedRequest, keys: list[str], missing: set[str], coalesced: set[str]
-    ) -> dict[tuple[str, str], int]:
-        counts: dict[tuple[str, str], int] = {}
-        if missing:
-            for k, it in zip(keys, req.items, strict=True):
-                kind = it.modality, "coalesced" if k in coalesced else "miss" if k in missing else "hit"
-                counts[kind] = counts.get(kind, 0) + 1
-        else:  # a whole hit
-            for it in req.items:
-                kind = it.modality, "hit"
-                counts[kind] = counts.get(kind, 0) + 1
-        m = self.metrics
-        model = m.model(req.spec.name)
+    def _tally_items(self, model: str, counts: dict[tuple[str, str], int]) -> None:
         for (modality, result), n in counts.items():
-            m.tally.inc(m.child(m.items, model, modality, result), n)
-        return counts
+            self.metrics.tally.inc(self.metrics.child(self.metrics.items, model, modality, result), n)
 
     async def close(self) -> None:
         """Finish the upstream calls in flight (their requests are still waiting for them), then write the

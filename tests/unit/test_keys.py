@@ -13,7 +13,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.cache.keys import KEY_VERSION, KeyMaker, content_key
+from app.cache import keys as keys_module
+from app.cache.keys import KEY_VERSION, MEMO_IDENTITY_BYTES, KeyMaker, KeyMemo, content_key
 from app.inputs.items import Item, content_item, openai_items
 from app.inputs.params import Params
 from tests.support.samples import DATED, PLUS, V4, data_uri, png
@@ -37,6 +38,31 @@ def test_stable_and_versioned(text: str, dim: int, opts: dict[str, Any]) -> None
     assert k == key(item, dim=dim, **opts)
     assert k.startswith(f"eg:v{KEY_VERSION}:{{") and k.endswith("}")
     assert k == KeyMaker("eg", "dashscope", "m", Params(dim, True, opts)).keys([item, item])[1]
+
+
+@given(st.lists(texts, min_size=1, max_size=12), dims, options)
+def test_memo_gives_the_makers_keys(batch: list[str], dim: int, opts: dict[str, Any]) -> None:
+    """A KeyMemo hands out exactly what each maker computes, first time and again, and keeps two makers'
+    keys of one item apart."""
+    memo = KeyMemo()
+    items = [content_item(t, V4, "p") for t in batch]
+    a = KeyMaker("eg", "dashscope", "m", Params(dim, True, opts))
+    b = KeyMaker("eg", "dashscope", "m", Params(dim * 2, True, opts))
+    for _ in range(2):
+        assert memo.keys(a, items) == [a.key(it) for it in items]
+        assert memo.keys(b, items) == [b.key(it) for it in items]
+
+
+def test_memo_is_bounded(monkeypatch: Any) -> None:
+    monkeypatch.setattr(keys_module, "MEMO_KEYS", 4)
+    memo, maker = KeyMemo(), KeyMaker("eg", "dashscope", "m", Params(512, True))
+    items = [content_item(f"text {i}", V4, "p") for i in range(10)]
+    assert memo.keys(maker, items) == [maker.key(it) for it in items]
+    assert 0 < len(memo._keys) <= 4
+    long = content_item("x" * (MEMO_IDENTITY_BYTES + 1), V4, "p")
+    memo._keys.clear()
+    assert memo.keys(maker, [long]) == [maker.key(long)]
+    assert not memo._keys  # a long identity is hashed every time, not kept
 
 
 @given(texts, dims, options)
