@@ -4,6 +4,10 @@ A key is `eg-` + 32 random bytes (url-safe base64): 256 bits, so an unsalted SHA
 (nothing to brute-force) and lets a request's key be found with one dict lookup by its hash; the stored
 hash is then compared with hmac.compare_digest. Keys arrive as `Authorization: Bearer <key>` on every
 route, or as `X-DashScope-ApiKey: <key>` on the DashScope routes. No key is ever logged or echoed.
+
+A key that passed is remembered (in this process's memory only, MAX_VERIFIED of them, all forgotten when the
+teams and keys are replaced): the same key on the next request is found by one dict lookup instead of a
+SHA-256. A key that did not pass is never remembered, so an unknown key is hashed and checked every time.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from .team import Team
 
 KEY_PREFIX = "eg-"
 MAX_KEY_CHARS = 256
+MAX_VERIFIED = 1024  # keys that passed, remembered (then forgotten all at once, and remembered again as they come)
 
 
 def new_key() -> str:
@@ -74,6 +79,7 @@ class Authenticator:
         """New teams and keys at once (teams_reload.py): one assignment, so a request sees old or new."""
         # hash -> (the stored hash, its team): found by the presented key's hash, then compared in constant time
         self._by_hash = {h: (h, teams[name]) for name, hashes in key_hashes.items() for h in hashes}
+        self._verified: dict[str, tuple[str, Team]] = {}  # a key that passed -> its entry of _by_hash
         self.teams = dict(teams)
 
     @classmethod
@@ -92,10 +98,17 @@ class Authenticator:
         """The caller's team and the stored hash of its key ('' when auth is off). Raises Unauthorized."""
         if not self.required:
             return None, ""
-        digest = self._digest(headers, dashscope)
-        entry = self._by_hash.get(digest)
-        if entry is None or not hmac.compare_digest(entry[0], digest):
-            raise Unauthorized("invalid API key")
+        key = self._presented(headers, dashscope)
+        entry = self._verified.get(key)
+        if entry is None:
+            digest = hash_key(key[: MAX_KEY_CHARS + 1])
+            entry = self._by_hash.get(digest)
+            if entry is None or not hmac.compare_digest(entry[0], digest):
+                raise Unauthorized("invalid API key")
+            verified = self._verified
+            if len(verified) >= MAX_VERIFIED:
+                verified.clear()
+            verified[key] = entry
         return entry[1], entry[0]
 
     def reader_of(self, headers: Mapping[str, str]) -> Team | None:
@@ -111,12 +124,16 @@ class Authenticator:
         return None if team is not None and team.admin else team
 
     @staticmethod
-    def _digest(headers: Mapping[str, str], dashscope: bool) -> str:
+    def _presented(headers: Mapping[str, str], dashscope: bool) -> str:
         key = presented_key(headers, dashscope)
         if key is None:
             where = "Authorization: Bearer <key>" + (" or X-DashScope-ApiKey: <key>" if dashscope else "")
             raise Unauthorized(f"missing API key: send {where}")
-        return hash_key(key[: MAX_KEY_CHARS + 1])
+        return key
+
+    @classmethod
+    def _digest(cls, headers: Mapping[str, str], dashscope: bool) -> str:
+        return hash_key(cls._presented(headers, dashscope)[: MAX_KEY_CHARS + 1])
 
 
 def is_loopback(host: str) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 METRICS = ("requests", "items", "hits", "tokens", "saved_tokens")
 MINUTE_KEEP_S = 86_400
@@ -23,6 +24,7 @@ SPEND_KEEP_S = 2 * 86_400
 DAY_S = 86_400
 
 
+@lru_cache(maxsize=1024)  # the hashes of the keys in use: one SHA-256 each, not one per request
 def key_id(key_hash: str) -> str:
     """A key's short public id: derived from its stored hash (never from the key), 12 hex digits."""
     return "key_" + hashlib.sha256(key_hash.encode()).hexdigest()[:12]
