@@ -53,7 +53,8 @@ class Metrics:
         self._upstreams = frozenset(upstreams)
         self._teams = frozenset(teams)
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
-        self.tally = Tally()  # the hot path's updates, applied once per loop turn
+        # The hot path's updates: applied once per loop turn with several workers, else when /metrics is read
+        self.tally = Tally(per_turn=multiprocess_dir is not None)
         r = registry
         self.requests = Counter(
             "gateway_requests_total",

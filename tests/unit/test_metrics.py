@@ -24,6 +24,7 @@ from app.inputs.items import text_item
 from app.inputs.params import Params
 from app.limits.window import TeamQuota
 from app.metrics import FAILOVER_REASONS, LIMITS, Metrics
+from app.runtime.tally import Tally
 from app.service import EmbedRequest
 from app.teams.team import Team
 from app.upstreams.adapter import Batch, Result
@@ -204,9 +205,11 @@ def samples(text: bytes) -> list[tuple[str, tuple[tuple[str, str], ...], float]]
 
 
 def test_the_tally_applies_what_prometheus_client_would_once_per_loop_turn() -> None:
-    """The hot path's updates (metrics.Tally): the same exposition as the same updates made directly, bucket
-    bounds included; nothing reaches the registry before the loop turn ends, except through /metrics."""
+    """The hot path's updates (metrics.Tally) with several workers: the same exposition as the same updates
+    made directly, bucket bounds included; nothing reaches the registry (the worker's files, which other
+    workers' scrapes read) before the loop turn ends, except through /metrics."""
     direct, tallied = (Metrics(CollectorRegistry(), models=["m1"], teams=["search"]) for _ in range(2))
+    tallied.tally = Tally(per_turn=True)  # as Metrics makes it with a multiprocess directory
     observed = [0.0, 0.00004, 0.0001, 0.00010001, 0.0003, 0.5, 1.0, 7.0, 100.0]  # 0.0001, 1.0: bucket bounds
 
     async def updates() -> None:
@@ -228,3 +231,25 @@ def test_the_tally_applies_what_prometheus_client_would_once_per_loop_turn() -> 
 
     asyncio.run(updates())
     assert values(tallied.exposition(), "gateway_overhead_seconds_count") == {(("route", "openai"),): len(observed)}
+
+
+def test_one_process_tallies_until_a_scrape_which_sees_every_update() -> None:
+    """In one process only /metrics reads the registry: the updates wait for it (no flush per loop turn), and
+    a scrape right after them sees each one, as the same updates made directly."""
+    direct, tallied = (Metrics(CollectorRegistry(), models=["m1"], teams=["search"]) for _ in range(2))
+    assert tallied.tally.scrape_only
+
+    async def updates() -> None:
+        for round_ in range(3):
+            for v in (2**-15, 2**-13, 0.25, 128.0):  # sums exact in binary; 0.25 is a bucket's bound
+                direct.child(direct.overhead, "openai").observe(v)
+                direct.child(direct.requests, "openai", "2xx", "search").inc()
+                tallied.tally.observe(tallied.child(tallied.overhead, "openai"), v)
+                tallied.tally.inc(tallied.child(tallied.requests, "openai", "2xx", "search"))
+            await asyncio.sleep(0)
+            seen = tallied.registry.get_sample_value("gateway_overhead_seconds_count", {"route": "openai"})
+            assert seen == 4.0 * round_  # the last scrape's: no flush at the turn's end
+            assert samples(tallied.exposition()) == samples(direct.exposition())
+
+    asyncio.run(updates())
+    assert values(tallied.exposition(), "gateway_overhead_seconds_count") == {(("route", "openai"),): 12}

@@ -56,7 +56,7 @@ class Observer:
 
     def begin(self) -> None:
         m = self.metrics
-        m.tally.inc(m.in_flight)  # applied once per loop turn (runtime/tally.py)
+        m.tally.inc(m.in_flight)  # applied per loop turn, or at the scrape (runtime/tally.py)
 
     def end(self, route: str, exchange: Exchange, elapsed: float) -> None:
         """The request's metrics and log line, and its lease on the memory budget released."""
