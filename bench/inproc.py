@@ -1,7 +1,7 @@
 """The gateway's own time on a cache hit, without sockets: one process calls the ASGI app directly.
 
     python -m bench.inproc [--encoding float|base64] [--input texts|token-ids] [--calls 3000] [--rounds 5]
-                           [--team limited|free] [--traces RATIO]
+                           [--team limited|free] [--traces RATIO] [--via app|server]
 
 It starts the stand-in upstream (to fill the cache once), builds the app with `create_app` as `serve` does
 (auth off, in-process cache, access log on and written to /dev/null), then sends the same request of 8
@@ -10,8 +10,12 @@ kernel is on the measured path, so the figure moves little between runs of a noi
 to compare when changing the hot path (bench/README.md lists its history). `--input token-ids` sends the
 same texts as tiktoken ids (cl100k_base), as LangChain does: the gateway decodes them to the same texts.
 `--traces RATIO` turns OpenTelemetry traces on (parentbased_traceidratio at RATIO, exported over OTLP/HTTP
-to bench/otlpsink.py on loopback). The full benchmark (`python -m bench.run`) remains the measure of
-throughput.
+to bench/otlpsink.py on loopback). `--via server` sends the request as HTTP/1.1 bytes through the server
+layer too (the gateway's protocol, app/server/protocol.py, over uvicorn's httptools protocol and ASGI cycle,
+writing into a transport that keeps nothing), then does the same for the raw-ASGI floor (bench/baseline.py
+under uvicorn's own httptools protocol, answering a body of the gateway's answer's size): the two figures
+to compare for the server layer's share, still without sockets. The full benchmark (`python -m bench.run`)
+remains the measure of throughput.
 """
 
 from __future__ import annotations
@@ -32,6 +36,126 @@ from bench.procs import free_port, stop, wait_http
 from bench.stack import AUTH, AUTH_FREE, KEY, ROOT, env, gateway_env, team_config
 
 TEXTS = [f"cached text {i} of the in-process benchmark" for i in range(8)]
+Rounds = list[tuple[float, float]]  # per round: wall-clock and CPU microseconds per call
+
+
+class Sink(asyncio.Transport):
+    """The server's side of a connection whose client takes every byte at once: counts what is written, and
+    resolves a future once a number of bytes came, or once one whole answer came (kept, to be checked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = self.want = 0
+        self.done: asyncio.Future[None] | None = None
+        self.kept: bytearray | None = None
+        self.closed = False
+
+    def expect(self, want: int) -> asyncio.Future[None]:
+        """A future resolved once `want` more bytes are written (`want` 0: one whole answer, kept)."""
+        self.done = asyncio.get_running_loop().create_future()
+        self.want = self.written + want
+        self.kept = bytearray() if want == 0 else None
+        return self.done
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += len(data)
+        if self.done is None or self.done.done():
+            return
+        if self.kept is not None:
+            self.kept += data
+            if body_length(self.kept) == declared_length(self.kept):
+                self.done.set_result(None)
+        elif self.written >= self.want:
+            self.done.set_result(None)
+
+    def writelines(self, parts: Any) -> None:
+        for part in parts:
+            self.write(part)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+
+def http_request(path: bytes, body: bytes, auth: dict[str, str]) -> bytes:
+    """The request as a client writes it (the same head as scope_of's)."""
+    head = b"POST %s HTTP/1.1\r\nhost: 127.0.0.1:8000\r\ncontent-type: application/json\r\n" % path
+    head += b"content-length: %d\r\nauthorization: %s\r\n\r\n" % (len(body), auth["Authorization"].encode())
+    return head + body
+
+
+async def answered(protocol: Any, sink: Sink, request: bytes) -> bytes:
+    """The whole answer to `request` (a miss waits for the upstream call)."""
+    done = sink.expect(0)
+    protocol.data_received(request)
+    async with asyncio.timeout(30.0):
+        await done
+    assert sink.kept is not None
+    return bytes(sink.kept)
+
+
+async def rounds_through(protocol: Any, sink: Sink, request: bytes, size: int, calls: int, rounds: int) -> Rounds:
+    """`rounds` of `calls` requests, one at a time (a client on one connection), each `size` bytes of answer."""
+    out = []
+    for _ in range(rounds):
+        t0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(calls):
+            done = sink.expect(size)
+            protocol.data_received(request)
+            await asyncio.sleep(0)  # one loop turn per request, as under a server (uvicorn's task runs in it)
+            await done
+        out.append(((time.perf_counter() - t0) / calls * 1e6, (time.process_time() - c0) / calls * 1e6))
+    return out
+
+
+def declared_length(answer: bytes | bytearray) -> int:
+    """The answer's Content-Length (-1 while its head is incomplete or has none)."""
+    head, sep, _ = answer.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:] if sep else ():
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return -1
+
+
+def body_length(answer: bytes | bytearray) -> int:
+    return len(answer.partition(b"\r\n\r\n")[2])
+
+
+async def floor_rounds(size: int, calls: int, rounds: int, auth: dict[str, str]) -> Rounds:
+    """The raw-ASGI floor (bench/baseline.py under uvicorn's httptools protocol, as bench.run serves it)
+    answering `size` bytes of body to the same request."""
+    from uvicorn.config import Config
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    from bench.baseline import Baseline
+
+    config = Config(app=Baseline(), http="httptools", access_log=False, lifespan="off", log_config=None)
+    config.load()
+    protocol = HttpToolsProtocol(config, ServerState(), {})
+    sink = Sink()
+    protocol.connection_made(sink)
+    body = orjson.dumps({"model": "text-embedding-v4", "input": TEXTS})
+    request = http_request(b"/?size=%d" % size, body, auth)
+    answer = await answered(protocol, sink, request)
+    if body_length(answer) != size:
+        raise SystemExit(f"the floor answered {body_length(answer)} bytes, not {size}")
+    return await rounds_through(protocol, sink, request, len(answer), calls, rounds)
 
 
 def scope_of(body: bytes, auth: dict[str, str] = AUTH) -> dict[str, Any]:
@@ -57,9 +181,10 @@ def scope_of(body: bytes, auth: dict[str, str] = AUTH) -> dict[str, Any]:
 
 
 async def measure(
-    encoding: str, calls: int, rounds: int, token_ids: bool = False, auth: dict[str, str] = AUTH
-) -> list[tuple[float, float]]:
-    """Per round: wall-clock and CPU (this process, every thread) microseconds per call."""
+    encoding: str, calls: int, rounds: int, token_ids: bool = False, auth: dict[str, str] = AUTH, via: str = "app"
+) -> tuple[Rounds, Rounds]:
+    """Per round: wall-clock and CPU (this process, every thread) microseconds per call; with `via` "server",
+    the gateway's through its server layer, then the floor's the same way (else no floor rounds)."""
     from app.config.settings import Settings
     from app.main import create_app
 
@@ -85,7 +210,9 @@ async def measure(
         await app(scope_of(body, auth), receive, send)
         return sent
 
-    async with app.router.lifespan_context(app):
+    async with app.router.lifespan_context(app) as state:
+        if via == "server":
+            return await measure_server(app, state or {}, body, calls, rounds, auth)
         for expected in (b"0", b"8"):  # the first call fills the cache, the second must be a whole hit
             start = (await call())[0]
             headers = dict(start["headers"])
@@ -98,7 +225,41 @@ async def measure(
                 await call()
                 await asyncio.sleep(0)  # one loop turn per request, as under a server
             out.append(((time.perf_counter() - t0) / calls * 1e6, (time.process_time() - c0) / calls * 1e6))
-        return out
+        return out, []
+
+
+async def measure_server(
+    app: Any, state: Any, body: bytes, calls: int, rounds: int, auth: dict[str, str]
+) -> tuple[Rounds, Rounds]:
+    """The gateway's rounds through its server layer (configured as `serve` does), then the floor's."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from app.server.protocol import GatewayProtocol
+
+    config = Config(
+        app=app, http=GatewayProtocol, access_log=False, proxy_headers=False, server_header=False, log_config=None
+    )
+    config.load()
+    protocol = GatewayProtocol(config, ServerState(), dict(state))
+    sink = Sink()
+    protocol.connection_made(sink)
+    request = http_request(b"/v1/embeddings", body, auth)
+    for expected in (b"x-cache-hits: 0", b"x-cache-hits: 8"):  # the first fills the cache, the second must hit
+        answer = await answered(protocol, sink, request)
+        if not answer.startswith(b"HTTP/1.1 200") or expected not in answer:
+            raise SystemExit(f"unexpected answer: {answer[:300]!r}")
+    gateway = await rounds_through(protocol, sink, request, len(answer), calls, rounds)
+    return gateway, await floor_rounds(body_length(answer), calls, rounds, auth)
+
+
+def summary(rounds: Rounds) -> str:
+    walls = ", ".join(f"{w:.1f}" for w, _ in rounds)
+    return (
+        f"{min(w for w, _ in rounds):.1f} us per call (best round; rounds: {walls}); "
+        f"CPU {min(c for _, c in rounds):.1f} us per call (best round; median "
+        f"{sorted(c for _, c in rounds)[len(rounds) // 2]:.1f})"
+    )
 
 
 def trace_env(endpoint: str, ratio: float) -> dict[str, str]:
@@ -118,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--team", choices=("limited", "free"), default="limited", help="the team with limits or without")
     ap.add_argument("--traces", type=float, default=None, metavar="RATIO", help="traces on, sampled at RATIO")
+    ap.add_argument("--via", choices=("app", "server"), default="app", help="the ASGI app alone, or through the server")
     a = ap.parse_args(argv)
     port, sink_port = free_port(), free_port()
     helpers = [[sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", KEY]]
@@ -156,16 +318,16 @@ def main(argv: list[str] | None = None) -> None:
 
             auth = AUTH_FREE if a.team == "free" else AUTH
 
-            rounds = uvloop.run(measure(a.encoding, a.calls, a.rounds, a.input == "token-ids", auth))
+            rounds, floor = uvloop.run(measure(a.encoding, a.calls, a.rounds, a.input == "token-ids", auth, a.via))
         finally:
             os.dup2(saved, 2)
+        how = "in process" if a.via == "app" else "in process, through the server layer"
         print(
             f"cache hit of {len(TEXTS)} texts ({a.encoding}{', sent as token ids' if a.input == 'token-ids' else ''}), "
-            "in process: "
-            f"{min(w for w, _ in rounds):.1f} us per call (best round; rounds: "
-            f"{', '.join(f'{w:.1f}' for w, _ in rounds)}); CPU {min(c for _, c in rounds):.1f} us per call (best "
-            f"round; median {sorted(c for _, c in rounds)[len(rounds) // 2]:.1f})"
+            f"{how}: {summary(rounds)}"
         )
+        if floor:
+            print(f"the raw-ASGI floor, the same way: {summary(floor)}")
     finally:
         for proc in procs:
             stop(proc)

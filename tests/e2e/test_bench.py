@@ -46,6 +46,23 @@ def test_in_process_benchmark_measures_whole_cache_hits() -> None:
     assert float(line.split("in process: ")[1].split(" us")[0]) > 0
 
 
+def test_in_process_benchmark_through_the_server_measures_hits_and_the_floor() -> None:
+    """bench.inproc --via server refuses to report unless its second answer, written by the server layer, was a
+    200 whole hit, and the floor's answer a body of the same size; it prints both figures."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inproc", "--calls", "50", "--rounds", "2", "--via", "server", "--team", "free"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    gateway, floor = done.stdout.strip().splitlines()[-2:]
+    assert gateway.startswith("cache hit of 8 texts (float), in process, through the server layer: ")
+    assert floor.startswith("the raw-ASGI floor, the same way: ")
+    assert all(float(line.split("CPU ")[1].split(" us")[0]) > 0 for line in (gateway, floor))
+
+
 def test_in_process_miss_benchmark_measures_whole_misses() -> None:
     """bench.inmiss refuses to report unless every request was a whole miss answered with 200."""
     line = last_line("bench.inmiss", "--calls", "32", "--rounds", "1", "--concurrency", "4")

@@ -1,0 +1,44 @@
+"""bench.inproc --via server: the transport that keeps nothing resolves at the end of an answer, and the raw-ASGI
+floor answers through uvicorn's protocol with a body of the size asked for."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bench.inproc import Sink, declared_length, floor_rounds
+from bench.stack import AUTH
+
+
+def test_a_whole_answer_resolves_only_once_its_body_is_in() -> None:
+    async def run() -> tuple[bool, bool, bytes]:
+        sink = Sink()
+        done = sink.expect(0)
+        sink.writelines((b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n", b"\r\nab"))
+        early = done.done()
+        sink.write(b"cde")
+        return early, done.done(), bytes(sink.kept or b"")
+
+    early, late, kept = asyncio.run(run())
+    assert not early and late
+    assert kept.endswith(b"\r\n\r\nabcde")
+    assert declared_length(b"HTTP/1.1 200 OK\r\ncontent-length: 5") == -1  # the head is not complete yet
+
+
+def test_counted_bytes_resolve_at_the_count() -> None:
+    async def run() -> list[bool]:
+        sink = Sink()
+        sink.write(b"x" * 10)
+        done = sink.expect(4)
+        seen = []
+        for _ in range(2):
+            sink.write(b"yy")
+            seen.append(done.done())
+        return seen
+
+    assert asyncio.run(run()) == [False, True]
+
+
+def test_the_floor_answers_the_size_asked_through_uvicorns_protocol() -> None:
+    rounds = asyncio.run(floor_rounds(4321, calls=20, rounds=2, auth=AUTH))
+    assert len(rounds) == 2
+    assert all(wall > 0 and cpu >= 0 for wall, cpu in rounds)
