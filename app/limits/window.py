@@ -56,7 +56,8 @@ class TeamQuota:
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in self.by_kind().values())
+        """Whether any limit is enforced (asked on every request: one expression, no dict)."""
+        return not (self.rpm is None and self.tpm is None and self.concurrency is None and self.daily_tokens is None)
 
     def keep(self, kinds: set[str]) -> TeamQuota:
         """Only the named kinds stay enforced."""

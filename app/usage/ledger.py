@@ -37,9 +37,11 @@ class Batch:
     spend: dict[tuple[str, str, int, str], int] = field(default_factory=dict)  # (team, 'd'|'m', period, currency)
 
     def add(self, minute: int, u: Usage) -> None:
-        row = self.rows.setdefault((minute, u.team, u.key, u.model), {})
-        for metric, n in u.fields().items():
-            row[metric] = row.get(metric, 0) + n
+        key = (minute, u.team, u.key, u.model)
+        row = self.rows.get(key)
+        if row is None:
+            row = self.rows[key] = {}
+        u.add_to(row)
         if u.currency is not None and u.cost:
             day = minute // DAY_S
             for period, value in (("d", day), ("m", month_of(day))):

@@ -45,13 +45,24 @@ class Usage:
     cost: int = 0  # nanos
     saved: int = 0  # nanos
 
-    def fields(self) -> dict[str, int]:
-        out = {"requests": 1, "items": self.items, "hits": self.hits, "tokens": self.tokens}
-        out["saved_tokens"] = self.saved_tokens
+    def add_to(self, row: dict[str, int]) -> None:
+        """Add this request's figures that are not 0 to a row of the ledger (by field: METRICS, then money)."""
+        row["requests"] = row.get("requests", 0) + 1
+        if self.items:
+            row["items"] = row.get("items", 0) + self.items
+        if self.hits:
+            row["hits"] = row.get("hits", 0) + self.hits
+        if self.tokens:
+            row["tokens"] = row.get("tokens", 0) + self.tokens
+        if self.saved_tokens:
+            row["saved_tokens"] = row.get("saved_tokens", 0) + self.saved_tokens
         if self.currency is not None:
-            out[f"cost:{self.currency}"] = self.cost
-            out[f"saved:{self.currency}"] = self.saved
-        return {k: v for k, v in out.items() if v}
+            if self.cost:
+                name = f"cost:{self.currency}"
+                row[name] = row.get(name, 0) + self.cost
+            if self.saved:
+                name = f"saved:{self.currency}"
+                row[name] = row.get(name, 0) + self.saved
 
 
 def month_of(day: int) -> int:

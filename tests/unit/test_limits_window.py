@@ -240,3 +240,10 @@ def test_slack_spaces_calls_wider() -> None:
     assert pace is not None and abs(pace.request_us - 60.5 / 60 * US) < 1e-6
     assert pace.slower(3).request_us == 3 * pace.request_us
     assert Pace.of(None, None, 60, 0) is None
+
+
+def test_a_quota_is_active_when_any_limit_is_set() -> None:
+    for mask in range(16):
+        values = [7 if mask >> i & 1 else None for i in range(4)]
+        quota = TeamQuota(*values)
+        assert quota.active is any(v is not None for v in quota.by_kind().values()) is (mask != 0)
