@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from ..config.catalog import ModelSpec
@@ -87,6 +88,8 @@ def resolve(
     forward_unknown: bool,
 ) -> Params:
     """Check the dimension and options for `spec`; `dim_param`/`opt_prefix` name fields in errors."""
+    if dimension is None and not options:  # the common request: the model's own dimension, nothing forwarded
+        return _plain(spec.default_dimension, spec.send_dimension)
     if dimension is None:  # sent all the same: the upstream's own default never decides the length
         dim, send = spec.default_dimension, spec.send_dimension
     else:
@@ -117,6 +120,12 @@ def resolve(
         if name == "enable_fusion" and value and not spec.enable_fusion:
             raise InvalidRequest(f"{param}: not supported by {spec.name}", param=param)
     return Params(dim, send, given)
+
+
+@lru_cache(maxsize=256)
+def _plain(dimension: int, send: bool) -> Params:
+    """The params of a request that sets nothing, made once (Params is frozen and its options never change)."""
+    return Params(dimension, send)
 
 
 def dashscope_options(spec: ModelSpec, upstream_kind: str, parameters: dict[str, Any]) -> Params:

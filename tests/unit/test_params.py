@@ -143,3 +143,12 @@ def test_an_unknown_parameter_nested_too_deep_is_refused_by_name() -> None:
     with pytest.raises(InvalidRequest) as info:
         native(V4, custom=nested(33))
     assert info.value.param == "parameters.custom" and "nested deeper than 32" in str(info.value)
+
+
+def test_a_request_that_sets_nothing_gets_its_models_defaults() -> None:
+    """Made once per (dimension, send) and shared: equal to what the full check makes."""
+    for s in (V4, PLUS, QWEN, SMALL):
+        got = resolve(s, "dashscope", None, {}, dim_param="dimensions", opt_prefix="", forward_unknown=False)
+        assert got == Params(s.default_dimension, s.send_dimension)
+        assert got == resolve(s, "dashscope", None, {"text_type": None}, dim_param="dimensions", opt_prefix="",
+                              forward_unknown=False)  # fmt: skip
