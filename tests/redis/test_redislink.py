@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from app.redis.link import RedisSetupError, connect, sentinel_parts
@@ -117,6 +118,23 @@ def test_commands_of_one_loop_turn_answer_each_caller(redis_server: RedisServer)
         assert isinstance(refused, ResponseError)
         assert read == [b"1", b"x", None]  # the same turn, in the callers' order
         assert await link.mget(["turn:gone", "turn:a"]) == [b"g", b"1"]  # sent although its caller left
+        await link.close()
+
+    asyncio.run(go())
+
+
+def test_a_kept_connection_that_redis_closed_is_opened_again(redis_server: RedisServer) -> None:
+    """The turn keeps its connections between round trips (turn.py): one that Redis closed meanwhile (a
+    restart, its idle timeout) is connected again before the next round trip instead of failing it."""
+
+    async def go() -> None:
+        link = await connect(redis_server.url, timeout_s=2.0, max_connections=4)
+        await link.set_many([("turn:kept", b"k")], 60)
+        other = aioredis.Redis.from_url(redis_server.url)
+        assert await other.client_kill_filter(_type="normal", skipme=True) >= 1
+        await other.aclose()
+        await asyncio.sleep(0.05)  # the close reaches the kept connection
+        assert await link.mget(["turn:kept"]) == [b"k"]
         await link.close()
 
     asyncio.run(go())
