@@ -54,11 +54,13 @@ async def test_redis_paused_and_resumed_under_load(
         own_redis.resume()
     assert max(r.took for r in during) < 2.0  # nobody waits on the stopped Redis
     # Divided by the processes, not multiplied. Gateway 0 may also admit from the block of the team's limits
-    # it reserved in Redis before the pause (at most a 1/(2 x 2 processes) share of the 10 left: 2); those
-    # are counted in Redis already.
+    # it reserved in Redis before the pause; those are counted in Redis already. A block is a 1/(2 x 2
+    # processes) share of what was left after the script call that granted it, and up to 10 requests were in
+    # flight then (admitted by Redis in calls sent before the block came back, not from it): at most a
+    # quarter of the 20 left after 20 admitted, 5 (a loaded run kept 3 of a block granted at 28).
     ok0, ok1 = ok_by_gateway(during)
     from_block = ok0 - LIMIT // 2
-    assert ok1 == LIMIT // 2 and 0 <= from_block <= (LIMIT - 30) // 4
+    assert ok1 == LIMIT // 2 and 0 <= from_block <= (LIMIT - 30 + 10) // 4
     assert all(r.status == 429 and int(r.headers["retry-after"]) >= 1 for r in during if r.status != 200)
 
     await asyncio.sleep(1.5)  # the breaker tries Redis again after limits_retry_after_s
