@@ -6,9 +6,13 @@
 #   e2e      tests/e2e: gateway, stand-in, bench and tool processes (two pytest-xdist workers)
 #   clients  tests/clients: the client matrix and the README's examples
 #   docker   tests/docker: a Docker engine of the run's own
-# lint, unit and redis run at the same time, then e2e alone, then clients and docker at the same time: each
-# of those stages spends most of its wall time waiting (on processes, the network, the disk), not on a core.
-# A stage run beside others writes to a log of its own, printed whole once it is done, in the order above.
+# unit and redis run at the same time, then e2e alone, then clients and docker at the same time: each of
+# those stages spends most of its wall time waiting (on processes, the network, the disk), not on a core.
+# lint runs from the start of unit to the end of e2e at the lowest CPU priority (nice 19): it only takes a
+# core that the tests leave idle, and nothing waits for it. (Tried: docker beside e2e, its tests starting as
+# their images were built; under e2e at load 10 the compose stack's gateway overran its stop grace, exit 137.)
+# A stage run beside others writes to a log of its own, printed whole once it is done, in the order unit,
+# redis, e2e, lint, clients, docker.
 # Usage: bash scripts/test.sh [--fast] [pytest options...]
 #   --fast   lint (ruff only), unit and redis: the inner loop (about 1.5 minutes on a 2-core machine)
 # Every stage runs even when an earlier one failed; the exit status is the first failure's.
@@ -23,9 +27,10 @@
 # (scripts/install.sh, as the Dockerfile does); the client matrix (scripts/install-clients.sh):
 # .venv-clients, the openai npm package, golang-go, a JDK. --fast installs only what its stages need.
 #
-# The Docker images (the run's biggest cost: on vfs every build step copies the whole image) are built in
-# the background from the start of the run (tests/support/dockerbuild.py), while the other stages run; so
-# is the client matrix installed (scripts/install-clients.sh), which the clients stage waits for.
+# The Docker images (the run's longest chain: on vfs every build step copies the whole image; about 13 min
+# on a 2-core machine at load 5) are built in the background from the very start of the run, before the
+# package is installed (tests/support/dockerbuild.py needs only python3), while the other stages run; so is
+# the client matrix installed (scripts/install-clients.sh), which the clients stage waits for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fast=0
@@ -47,13 +52,6 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# --fast skips the install when nothing it reads changed since the last one (the inner loop's seconds).
-stamp=.venv/.test-sh-installed
-if [ $fast -eq 0 ] || [ ! -f $stamp ] || [ pyproject.toml -nt $stamp ] || [ constraints.txt -nt $stamp ]; then
-  bash scripts/install.sh --local --dev
-  touch $stamp
-fi
-. .venv/bin/activate
 
 docker_home=""
 stage_logs=()
@@ -84,15 +82,23 @@ awaited() {
 }
 if [ $fast -eq 0 ] && [ "$(id -u)" -eq 0 ] && command -v dockerd >/dev/null 2>&1; then
   docker_home=$(mktemp -d /tmp/eg-docker-XXXXXX)
-  background "$docker_home.rc" python -m tests.support.dockerbuild "$docker_home" >"$docker_home.log" 2>&1
+  background "$docker_home.rc" "${PYTHON:-python3}" -m tests.support.dockerbuild "$docker_home" >"$docker_home.log" 2>&1
 fi
 # The client matrix (a virtualenv of its own and npm packages: about 3 minutes new) installs in the
-# background too, while lint, unit, redis and e2e run; the clients stage waits for it.
+# background too, from the start (it needs nothing of .venv); the clients stage waits for it.
 clients_log=""
 if [ $fast -eq 0 ]; then
   clients_log=$(mktemp /tmp/eg-clients-install-XXXXXX)
   background "$clients_log.rc" bash scripts/install-clients.sh >"$clients_log" 2>&1
 fi
+
+# --fast skips the install when nothing it reads changed since the last one (the inner loop's seconds).
+stamp=.venv/.test-sh-installed
+if [ $fast -eq 0 ] || [ ! -f $stamp ] || [ pyproject.toml -nt $stamp ] || [ constraints.txt -nt $stamp ]; then
+  bash scripts/install.sh --local --dev
+  touch $stamp
+fi
+. .venv/bin/activate
 
 status=0
 summary=()
@@ -144,9 +150,9 @@ stage() {  # stage NAME COMMAND...: runs it in the foreground, its output as it 
 }
 lint() {
   local rc=0
-  # At a lower CPU priority (mypy is a core for about a minute): the unit and redis stages run beside it, and
-  # some of their tests time the event loop.
-  renice -n 10 -p "$BASHPID" >/dev/null 2>&1 || true
+  # At the lowest CPU priority (mypy's cold run is about 40 s of CPU, all of lint about 50): the unit, redis
+  # and e2e stages run beside it, and some of their tests time the event loop or a gateway's answers.
+  renice -n 19 -p "$BASHPID" >/dev/null 2>&1 || true
   ruff check app bench tests || rc=1
   [ $fast -eq 1 ] && return $rc
   mypy -p app || rc=1
@@ -155,10 +161,14 @@ lint() {
 }
 docker_stage() {
   if [ -n "$docker_home" ]; then
-    if awaited "$docker_home.rc"; then
+    # The images may still be building in the background engine: each test waits for the image it needs
+    # (tests/support/dockerbuild.py, awaited), so the default image's tests run while the local one builds.
+    until [ -S "$docker_home/docker.sock" ] || [ -s "$docker_home.rc" ]; do sleep 1; done
+    if [ ! -s "$docker_home.rc" ] || [ "$(cat "$docker_home.rc")" = 0 ]; then
+      local rc=0
+      EG_TEST_DOCKER_HOME="$docker_home" EG_TEST_DOCKER_PREBUILT=1 python -m pytest tests/docker "$@" || rc=$?
       cat "$docker_home.log"
-      EG_TEST_DOCKER_HOME="$docker_home" EG_TEST_DOCKER_PREBUILT=1 python -m pytest tests/docker "$@"
-      return
+      return $rc
     fi
     tail -40 "$docker_home.log"
     echo "tests/support/dockerbuild.py failed (above): the tests start their own engine and build"
@@ -195,11 +205,13 @@ e2e_stage() {
 begin lint lint
 begin unit python -m pytest tests/unit "$@"
 begin redis python -m pytest tests/redis "$@"
-finish lint
 finish unit
 finish redis
 if [ $fast -eq 0 ]; then
   stage e2e e2e_stage "$@"
+fi
+finish lint
+if [ $fast -eq 0 ]; then
   begin clients clients_stage "$SECRETS_SCAN" "$@"
   begin docker docker_stage "$@"
   finish clients

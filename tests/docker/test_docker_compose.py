@@ -23,8 +23,9 @@ import yaml
 from app.inputs import tokentext
 from bench.standin import canonical_digest, expected_vector
 from tests.support.composekit import Stack, fresh_clone, machine_files, readme_steps, set_env
-from tests.support.dockerkit import Built, Engine, report
-from tests.support.processes import UPSTREAM_KEY, StandIn, free_port
+from tests.support.dockerbuild import Built, Engine, report
+from tests.support.dockerkit import host_port
+from tests.support.processes import UPSTREAM_KEY, StandIn
 
 pytestmark = pytest.mark.docker
 
@@ -66,7 +67,7 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[Any]]:
     clone = fresh_clone(tmp_path_factory.mktemp("compose") / "embedding-gateway")
-    ports = {name: free_port() for name in ("gateway", "redis", "limits-redis", "prometheus")}
+    ports = {name: host_port() for name in ("gateway", "redis", "limits-redis", "prometheus")}
     stack = Stack(docker_engine, clone, ports)
     machine_files(stack, {"services": services_image})
     assert readme_steps() == FIRST_RUN, "the README's first run changed: update this test with it"

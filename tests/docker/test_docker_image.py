@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.dockerkit import Built, Engine, report, teams_dir, wait_health
+from tests.support.dockerbuild import Built, Engine, report
+from tests.support.dockerkit import host_port, teams_dir, wait_health
 from tests.support.manifests import env_file
-from tests.support.processes import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -60,7 +60,7 @@ def test_local_image_holds_cpu_torch_and_serves_its_model_within_the_documented_
     ).groups()
     assert workers == documented["GATEWAY_WORKERS"]
     config, key = teams_dir(tmp_path / "teams")
-    port = free_port()
+    port = host_port()
     container = run_gateway(docker_engine, local_image.tag, config, port, "--memory", limit, "-e", f"WORKERS={workers}")
     try:
         probe = (
@@ -94,7 +94,7 @@ def test_a_worker_killed_by_the_oom_killer_fails_the_health_check(
     """A worker made the OOM killer's first choice, then the container pushed past its memory limit: the
     supervisor replaces the worker, and the image's HEALTHCHECK turns unhealthy."""
     config, _ = teams_dir(tmp_path / "teams")
-    port = free_port()
+    port = host_port()
     options = ["--memory", "400m", "-e", "WORKERS=2", "--health-interval", "1s", "--health-retries", "1"]
     container = run_gateway(docker_engine, gateway_image.tag, config, port, *options)
     try:

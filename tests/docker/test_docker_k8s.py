@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from app.teams.keys import hash_key, new_key
-from tests.support.dockerkit import Built, Engine, wait_health
-from tests.support.processes import UPSTREAM_KEY, RedisServer, StandIn, free_port
+from tests.support.dockerbuild import Built, Engine
+from tests.support.dockerkit import host_port, wait_health
+from tests.support.processes import UPSTREAM_KEY, RedisServer, StandIn
 
 pytestmark = pytest.mark.docker
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
@@ -62,7 +63,7 @@ def test_the_deployment_container_starts_answers_its_probes_and_reloads_teams(
     (c,) = pod["containers"]
     env = {**manifest("configmap.yaml")["data"], **manifest("secret.example.yaml")["stringData"]}
     env.update({e["name"]: e["value"] for e in c["env"]})
-    port = free_port()
+    port = host_port()
     env.update(  # what this machine changes
         HOST="127.0.0.1",
         PORT=str(port),

@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from tests.support.dockerkit import Engine, require
+from tests.support.dockerbuild import Engine
+from tests.support.dockerkit import require
 from tests.support.processes import ROOT
 
 README_SECTION = "## Run with Docker Compose"

@@ -16,35 +16,31 @@ No container registry is reachable from the test machines, so:
 from __future__ import annotations
 
 import contextlib
-import http.server
 import os
+import random
 import shutil
+import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
 from bench.procs import stop
-from tests.support.processes import ROOT, clean_env
-
-MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
-SUITE = "bookworm"
-TORCH = "torch==2.13.0+cpu"
-SERVICES = ["redis-server", "prometheus"]
-# For developers: the folder of a dockerd started by an earlier run (docker.sock in it), reused with its
-# images; CI always starts a new engine.
-REUSE = "EG_TEST_DOCKER_HOME"
-# Set by scripts/test.sh when tests/support/dockerbuild.py built the gateway images in this run's engine
-# (REUSE): the tests use them as they are (a developer's reused engine may hold images of older code).
-PREBUILT = "EG_TEST_DOCKER_PREBUILT"
-HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+from tests.support.dockerbuild import (
+    PYTHON_PACKAGES,
+    REUSE,
+    SERVICES,
+    Built,
+    Engine,
+    build_gateway,
+    debootstrap_image,
+    start_engine,
+    torch_index,
+)
 
 
 def require(tool: str) -> str:
@@ -63,72 +59,20 @@ def require(tool: str) -> str:
     return path
 
 
-def report(line: str) -> None:
-    """A measurement for the log of the run (build times and sizes), past pytest's capture."""
-    sys.__stdout__.write(f"\n[docker] {line}\n")
-    sys.__stdout__.flush()
-
-
-@dataclass
-class Engine:
-    home: Path
-    proc: subprocess.Popen[bytes]
-
-    @property
-    def host(self) -> str:
-        return f"unix://{self.home}/docker.sock"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        # The legacy builder: no buildx plugin here, and the build needs only --network host and build args.
-        return clean_env(DOCKER_HOST=self.host, DOCKER_BUILDKIT="0", COMPOSE_DOCKER_CLI_BUILD="0", **extra)
-
-    def docker(self, *args: str, timeout: float = 120, check: bool = True, **kw: object) -> str:
-        result = subprocess.run(
-            [require("docker"), *args], env=self.env(), capture_output=True, text=True, timeout=timeout, **kw
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"docker {' '.join(args[:3])}... failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
-            )
-        return result.stdout
-
-    def logs(self, container: str) -> str:
-        result = subprocess.run(
-            [require("docker"), "logs", container], env=self.env(), capture_output=True, text=True, timeout=60
-        )
-        return result.stdout + result.stderr
-
-    def size_mb(self, image: str) -> int:
-        return int(self.docker("image", "inspect", "-f", "{{.Size}}", image)) // 1_000_000
-
-
-def start_engine(home: Path) -> Engine:
-    dockerd = require("dockerd")
-    home.mkdir(parents=True, exist_ok=True)
-    args = [
-        dockerd,
-        "--storage-driver=vfs",
-        "--iptables=false",
-        "--ip-masq=false",
-        "--bridge=none",
-        "-H",
-        f"unix://{home}/docker.sock",
-        "--data-root",
-        str(home / "data"),
-        "--exec-root",
-        str(home / "exec"),
-        "--pidfile",
-        str(home / "docker.pid"),
-    ]
-    log = (home / "dockerd.log").open("ab")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    engine = Engine(home, proc)
-    deadline = time.monotonic() + 60
-    while engine.docker("info", check=False, timeout=10).strip() == "":
-        assert proc.poll() is None, (home / "dockerd.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "dockerd did not answer within 60 s"
-        time.sleep(0.5)
-    return engine
+def host_port() -> int:
+    """A free loopback port for a container on the host network, below the kernel's ephemeral range: the
+    container binds it seconds later (vfs copies the whole image first), and meanwhile other tests (the
+    clients stage beside the docker stage, e2e's load tests) open thousands of connections, whose source ports
+    the kernel picks from that range."""
+    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(10_000, first_ephemeral)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def stop_engine(engine: Engine) -> None:
@@ -142,109 +86,14 @@ def stop_engine(engine: Engine) -> None:
     shutil.rmtree(engine.home / "data", ignore_errors=True)
 
 
-def debootstrap_image(engine: Engine, name: str, packages: list[str], work: Path, *, pip_ca: bool = False) -> str:
-    """`debootstrap --variant=minbase` of Debian bookworm with these packages, imported as image `name`."""
-    if engine.docker("image", "inspect", name, check=False).strip() not in ("", "[]"):
-        return name  # an engine reused from an earlier run (REUSE)
-    root = work / name
-    started = time.monotonic()
-    result = subprocess.run(
-        [
-            require("debootstrap"),
-            "--variant=minbase",
-            f"--include={','.join(packages)}",
-            SUITE,
-            str(root),
-            MIRROR,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    root.chmod(0o755)  # the image's "/": a non-root user must be able to enter it
-    if pip_ca:  # test-only: the registries' TLS is re-signed here (see the module's docstring)
-        shutil.copy(HOST_CA, root / "etc/ssl/certs/ca-certificates.crt")
-        (root / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
-    tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-    imported = subprocess.run(
-        [require("docker"), "import", "-", name], stdin=tar.stdout, env=engine.env(), capture_output=True, timeout=600
-    )
-    tar.wait()
-    assert imported.returncode == 0, imported.stderr
-    shutil.rmtree(root, ignore_errors=True)
-    report(f"base image {name}: debootstrap + import {time.monotonic() - started:.0f} s, {engine.size_mb(name)} MB")
-    return name
-
-
-@dataclass
-class Built:
-    tag: str
-    seconds: float
-    size_mb: int
-
-
-def build_gateway(engine: Engine, tag: str, python_image: str, *build_args: str) -> Built:
-    """`docker build` of the shipped Dockerfile from the repository (its .dockerignore decides the context)."""
-    if os.environ.get(PREBUILT) and engine.docker("image", "inspect", tag, check=False).strip() not in ("", "[]"):
-        report(f"image {tag}: built by tests/support/dockerbuild.py in this run, {engine.size_mb(tag)} MB")
-        return Built(tag, 0.0, engine.size_mb(tag))
-    args = ["build", "--network", "host", "-t", tag, "--build-arg", f"PYTHON_IMAGE={python_image}"]
-    for arg in build_args:
-        args += ["--build-arg", arg]
-    started = time.monotonic()
-    engine.docker(*args, str(ROOT), timeout=1800)
-    built = Built(tag, time.monotonic() - started, engine.size_mb(tag))
-    report(f"image {tag} ({' '.join(build_args) or 'default'}): built in {built.seconds:.0f} s, {built.size_mb} MB")
-    return built
-
-
-@dataclass
-class TorchIndex:
-    url: str
-    server: http.server.ThreadingHTTPServer
-
-
-@contextlib.contextmanager
-def torch_index(work: Path) -> Iterator[TorchIndex]:
-    """A one-project PEP 503 index on 127.0.0.1 with the CPU torch wheel pip finds on this machine (the
-    Dockerfile's default index, download.pytorch.org, is not reachable from the test machines)."""
-    project = work / "torch"
-    project.mkdir(parents=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", TORCH, "-d", str(project)],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, f"pip could not find {TORCH} here:\n{result.stderr[-2000:]}"
-    links = "".join(f'<a href="{w.name}">{w.name}</a>\n' for w in project.glob("*.whl"))
-    (project / "index.html").write_text(f"<!DOCTYPE html><html><body>\n{links}</body></html>\n")
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kw: object) -> None:
-            super().__init__(*args, directory=str(work), **kw)  # type: ignore[arg-type]
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield TorchIndex(f"http://127.0.0.1:{server.server_address[1]}/", server)
-    finally:
-        server.shutdown()
-
-
-# ---------------------------------------------------------------- session fixtures (imported by conftest)
-
-
 @pytest.fixture(scope="session")
 def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    require("docker")
     reuse = os.environ.get(REUSE)
     if reuse:  # a developer's engine of an earlier run: its images are reused, it is left running
         yield Engine(Path(reuse), subprocess.Popen(["true"]))
         return
+    require("dockerd")
     engine = start_engine(tmp_path_factory.mktemp("docker"))
     yield engine
     stop_engine(engine)
@@ -253,11 +102,14 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 @pytest.fixture(scope="session")
 def base_images(docker_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future[str]]]:
     """Both debootstraps at once (about 2 minutes each, mostly waiting on the mirror), made once per run."""
+    if not os.environ.get(REUSE):
+        require("debootstrap")
     work = tmp_path_factory.mktemp("roots")
-    python = ["python3", "python3-venv", "python3-pip", "ca-certificates"]
     with ThreadPoolExecutor(2) as pool:
         yield {
-            "python": pool.submit(debootstrap_image, docker_engine, "eg-test-python", python, work, pip_ca=True),
+            "python": pool.submit(
+                debootstrap_image, docker_engine, "eg-test-python", PYTHON_PACKAGES, work, pip_ca=True
+            ),
             # Debian's redis-server and prometheus, for the compose file's redis and prom/prometheus images
             "services": pool.submit(debootstrap_image, docker_engine, "eg-test-services", SERVICES, work),
         }

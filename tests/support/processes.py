@@ -7,7 +7,6 @@ can read everything the gateway wrote (see test_secrets).
 
 from __future__ import annotations
 
-import os
 import re
 import resource
 import shutil
@@ -25,6 +24,7 @@ import yaml
 
 from app.teams.keys import hash_key, new_key
 from bench.procs import free_port, stop, wait_http, wait_redis
+from tests.support.environment import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 # Set by scripts/test.sh for the e2e stage, whose files run on several pytest-xdist workers: each worker's
@@ -41,24 +41,6 @@ DEFAULT_TEAM = "default"  # the team the factory adds to a config without keys (
 # Redis, limits and load tests the model does not touch: with it on, test_limits_e2e's burst took 47 s
 # where the window allows 18. The session's shared gateways (tests/conftest.py) and the local model's own
 # tests run it as installed.
-# Variables of the developer's own shell that would change what the gateway under test does.
-SCRUB = (
-    "REDIS_URL",
-    "DASHSCOPE_API_KEY",
-    "DASHSCOPE_BASE_URL",
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "EMBEDDING_GATEWAY_CONFIG",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-)
-
-
 # The TLS context of the tests' one-off httpx clients (Gateway.post, Gateway.client), made once: httpx makes a
 # new one for every client otherwise, loading the CA bundle (about 25 ms of CPU each; the gateways are plain
 # HTTP, but every client builds it).
@@ -77,14 +59,6 @@ def secrets_in(value: object, secret: bool = False) -> Iterator[str]:
             yield from secrets_in(inner, secret)
     elif secret and isinstance(value, str) and len(value) >= 8:
         yield value
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in SCRUB}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    env.update(extra)
-    return env
 
 
 @dataclass
