@@ -78,6 +78,9 @@ def test_a_rotated_key_takes_effect_without_a_restart(gateways: GatewayFactory, 
 def test_sighup_reloads_every_worker_at_once(gateways: GatewayFactory, config: tuple[Path, str]) -> None:
     path, old = config
     gw = gateways.start(config=str(path), workers=2, env={"TEAMS_RELOAD_S": "0"})  # no polling
+    # Both workers read the file before it changes: the start waits for one (a loaded CI run's second worker
+    # started after the change, read the new file, and answered the new key without a SIGHUP).
+    until(lambda: gw.output().count("Application startup complete") == 2, gw)
     assert settled(gw, {old: 200})
     new = new_key()
     write(
