@@ -25,6 +25,13 @@ def embed(gw: Gateway, texts: list[str]) -> httpx.Response:
     return r
 
 
+def writes(gw: Gateway) -> float:
+    """The cache writes the gateway has finished (its /metrics)."""
+    text = httpx.get(gw.url + "/metrics", timeout=10).text
+    name = "gateway_cache_operation_duration_seconds_count{"
+    return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name) and 'op="write"' in x)
+
+
 def readyz(gw: Gateway) -> dict[str, Any]:
     body: dict[str, Any] = httpx.get(gw.url + "/readyz", timeout=10).json()
     return body
@@ -36,6 +43,9 @@ def shared_cache(gateways: GatewayFactory, url: str, env: dict[str, str] | None 
     try:
         texts = [f"shape {i} {uuid.uuid4()}" for i in range(3)]
         assert embed(a, texts).headers["x-cache-misses"] == "3"
+        # The answer goes out while its vectors are written (a request of `a`'s own would wait on the flight,
+        # one of `b`'s on the lease, and be counted as coalesced): ask `b` once the write is done.
+        eventually(lambda: writes(a) >= 1, within=10, interval=0.05, what="a's cache write")
         assert embed(b, texts).headers["x-cache-hits"] == "3"
         assert readyz(b)["cache"]["shared"] is True
         listed = httpx.get(a.url + "/v1/batches", headers=a.headers, timeout=10)  # the jobs run on the same Redis
