@@ -130,15 +130,7 @@ class RedisLink:
             return list(await pipe.execute())
 
     async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a script whose keys share one slot (EVALSHA, loading it where the node does not know it); on
-        a single server together with the other callers' commands of this loop turn (turn.py)."""
-        if self._turn is not None:
-            try:
-                reply = (await self._turn([("EVALSHA", sha1(script), len(keys), *keys, *args)]))[0]
-            except NoScriptError:
-                reply = (await self._turn([("EVAL", script, len(keys), *keys, *args)]))[0]
-            self.last_reply = time.monotonic()
-            return reply
+        """Run a script whose keys share one slot (EVALSHA, loading it where the node does not know it)."""
         async with self._using():
             try:
                 reply = await self.client.evalsha(sha1(script), len(keys), *keys, *args)

@@ -1,10 +1,9 @@
-"""Turn: the Redis commands and scripts of one event-loop turn, sent as one round trip.
+"""Turn: the cache's and the leases' Redis commands of one event-loop turn, sent as one round trip.
 
 A miss makes three kinds of round trips: its cache read (one MGET per loop turn, cache/tickbatch.py), its
 lease claim (a `SET NX PX` per key, per loop turn, flights/leases.py) and, per upstream call, the write of
 the new vectors (a `SET EX` per key, flights/inflight.py). Under load the three come from different
-requests in the same turn; the team limits' and the usage ledger's scripts go the same way (link.py
-`run`). `Turn` queues the commands its callers give during the current turn and, at
+requests in the same turn. `Turn` queues the commands its callers give during the current turn and, at
 the end of it, writes them all on one pooled connection and reads the replies: one round trip, the same
 single commands in the callers' order (a pipeline without a transaction); each caller gets its own
 replies. A command that Redis refuses (an error reply) raises for its caller only; a failure of the round
@@ -39,7 +38,7 @@ from redis.exceptions import ResponseError
 
 from ..cache.tickbatch import TickBatcher
 
-Arg = str | bytes | int | float
+Arg = str | bytes | int
 Command = Sequence[Arg]
 KEEP = 2  # connections the turn keeps between its round trips
 
