@@ -32,14 +32,21 @@ class InFlight:
             del self.futures[p.key]
 
     async def land(self, pendings: list[Pending], ok: bool) -> None:
-        """After a call: write the new vectors, release the leases, drop the in-flight entries."""
+        """After a call: write the new vectors, release the leases, drop the in-flight entries. An entry with
+        nothing to write (a failure, a `no-store` request's) is dropped first: a request that comes after its
+        answer must not share it (it would find nothing in the cache either way)."""
         try:
             written: set[str] = set()
+            entries: list[tuple[str, bytes]] = []
             if ok:
                 entries = [(p.key, p.future.result()[0]) for p in pendings if p.write and _answered(p.future)]
-                if entries:
-                    await self._write(entries)
-                    written = {k for k, _ in entries}
+            keep = {k for k, _ in entries}
+            for p in pendings:
+                if p.key not in keep:
+                    self.forget(p)
+            if entries:
+                await self._write(entries)
+                written = keep
             if self.leases.shared:
                 # A written vector took its lease's place (the lease lives in its key: leases.py); the
                 # leases of keys not written are released.
