@@ -101,7 +101,7 @@ class Authenticator:
         key = self._presented(headers, dashscope)
         entry = self._verified.get(key)
         if entry is None:
-            digest = hash_key(key[: MAX_KEY_CHARS + 1])
+            digest = self._hashed(key)
             entry = self._by_hash.get(digest)
             if entry is None or not hmac.compare_digest(entry[0], digest):
                 raise Unauthorized("invalid API key")
@@ -131,9 +131,14 @@ class Authenticator:
             raise Unauthorized(f"missing API key: send {where}")
         return key
 
+    @staticmethod
+    def _hashed(key: str) -> str:
+        """The presented key's hash (a key longer than any valid one is cut: it fails all the same)."""
+        return hash_key(key[: MAX_KEY_CHARS + 1])
+
     @classmethod
     def _digest(cls, headers: Mapping[str, str], dashscope: bool) -> str:
-        return hash_key(cls._presented(headers, dashscope)[: MAX_KEY_CHARS + 1])
+        return cls._hashed(cls._presented(headers, dashscope))
 
 
 def is_loopback(host: str) -> bool:
