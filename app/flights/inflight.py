@@ -36,17 +36,15 @@ class InFlight:
         nothing to write (a failure, a `no-store` request's) is dropped first: a request that comes after its
         answer must not share it (it would find nothing in the cache either way)."""
         try:
-            written: set[str] = set()
             entries: list[tuple[str, bytes]] = []
             if ok:
                 entries = [(p.key, p.future.result()[0]) for p in pendings if p.write and _answered(p.future)]
-            keep = {k for k, _ in entries}
+            written = {k for k, _ in entries}
             for p in pendings:
-                if p.key not in keep:
+                if p.key not in written:
                     self.forget(p)
             if entries:
                 await self._write(entries)
-                written = keep
             if self.leases.shared:
                 # A written vector took its lease's place (the lease lives in its key: leases.py); the
                 # leases of keys not written are released.
