@@ -53,6 +53,7 @@ class Allowance:
     reset: int = 0
     day: int = 0
     asking: bool = False  # a call asking for a block is on its way (one at a time)
+    grants: tuple[tuple[int, int, int], ...] = ()  # the last blocks granted: (Redis's time, requests, tokens)
     back: dict[int, list[int]] = field(default_factory=dict)  # bucket -> [requests, tokens] to give back
     # What this process admitted for the team, in `seen_bucket` and the bucket before it
     seen_bucket: int = -1
@@ -80,6 +81,13 @@ class Allowance:
             now_us=self.redis_now + elapsed,
             day=self.day,
         )
+
+    def unused_at(self, redis_now: int) -> tuple[int, int]:
+        """What is left of the blocks this process held when Redis ran a decision at `redis_now`: the block
+        held, less the blocks granted at or after it (the counts of that decision do not hold them)."""
+        later_n = sum(n for at, n, _ in self.grants if at >= redis_now)
+        later_t = sum(t for at, _, t in self.grants if at >= redis_now)
+        return max(0, self.requests - later_n), max(0, self.tokens - later_t)
 
     def retire(self) -> None:
         """Stop using the block (its bucket ended, or the limits changed): what is left of it goes back."""
@@ -144,12 +152,16 @@ class Allowance:
     def replied(
         self, *, sent: int, redis_now: int, day: int, count: int, tokens: int, reset: int, block: tuple[int, int, int]
     ) -> None:
-        """A reply of the team's script: the window's counts for the headers, and the block granted if any."""
-        self.redis_now, self.sent, self.day = redis_now, sent, day
-        self.count, self.window_tokens, self.reset = count, tokens, reset
+        """A reply of the team's script: the window's counts for the headers (unless a later run's reply came
+        first: replies of calls on different connections may be read out of order), and the block granted if
+        any."""
+        if redis_now >= self.redis_now:
+            self.redis_now, self.sent, self.day = redis_now, sent, day
+            self.count, self.window_tokens, self.reset = count, tokens, reset
         bucket, n, t = block
         if n <= 0:
             return
+        self.grants = (*self.grants[-3:], (redis_now, n, t))
         if bucket != self.bucket:
             self.retire()
             self.bucket = bucket

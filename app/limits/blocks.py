@@ -49,12 +49,13 @@ class Blocks:
             allowance = self.held[team] = new
         return allowance
 
-    def unused(self, team: str) -> tuple[int, int]:
-        """Requests and tokens of the team's block not used yet (counted in Redis as admitted)."""
+    def unused(self, team: str, redis_now: int) -> tuple[int, int]:
+        """Requests and tokens of the team's block not used yet (counted in Redis as admitted) that were
+        granted before Redis's time `redis_now` (a decision's counts hold those, not the later ones)."""
         allowance = self.held.get(team)
         if allowance is None or monotonic_us() >= allowance.until:
             return 0, 0
-        return allowance.requests, allowance.tokens
+        return allowance.unused_at(redis_now)
 
     def take(self, team: str, limits: Limits, est: int) -> Verdict | None:
         """Admit the request from the team's block, asking for the next block at half of this one; None: Redis

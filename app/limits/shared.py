@@ -181,7 +181,7 @@ class RedisStore:
             batch = self._admits[(team, limits)] = TickBatcher(lambda reqs: self._admit_now(team, limits, reqs))
         [(r, now, day)] = await batch([(rid, est)])
         ok, reason, large, retry, requests, tokens, reset, rpm_retry = r
-        unused = self.blocks.unused(team)  # this process's block counts in Redis: not used yet
+        unused = self.blocks.unused(team, now)  # this process's block counts in Redis: not used yet
         requests, tokens = requests - unused[0], tokens - unused[1]
         verdict = Verdict(
             ok == 1, reason.decode() if reason else None, large == 1, retry, requests, tokens, reset, now, day
@@ -244,8 +244,8 @@ class RedisStore:
 
     async def finish(self, ticket: Ticket, billed: int) -> tuple[int, int, int]:
         args = [self.window, ticket.rid, ticket.est, ticket.at_us, ticket.day, billed]
-        (requests, tokens, reset), _ = await self._run("team_finish", self.team_keys(ticket.team), args)
-        unused = self.blocks.unused(ticket.team)  # this process's block counts in Redis: not used yet
+        (requests, tokens, reset, now), _ = await self._run("team_finish", self.team_keys(ticket.team), args)
+        unused = self.blocks.unused(ticket.team, now)  # this process's block counts in Redis: not used yet
         return requests - unused[0], tokens - unused[1], reset
 
     async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant:

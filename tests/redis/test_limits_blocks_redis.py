@@ -233,3 +233,28 @@ async def test_a_process_that_dies_holding_a_block_leaves_it_counted_until_it_le
     finally:
         await alive.close()
         await dead.link.close()
+
+
+async def test_the_headers_never_count_a_block_granted_after_the_decision(redis_server: RedisServer) -> None:
+    """A request Redis decides reports the window's counts at its decision; a block granted after it (by the
+    same call, or by a prefetch whose reply came first) is not in them, so it must not be taken off them
+    either (the e2e run where the header said 26 tokens left of 25: 975 billed, a 1-token block granted with
+    the refusal). Every verdict counts at least what was admitted before it, whoever decided it."""
+    ns, tpm = "hdr" + uuid.uuid4().hex[:8], 600
+    s = store(redis_server.url, ns, 60.0, processes=12)
+    quota = TeamQuota(rpm=10**6, tpm=tpm)
+    admitted, grants = 0, set()
+    try:
+        assert await s.sync_clock()
+        for _ in range(120):
+            before = admitted
+            vs = await asyncio.gather(*(s.admit("t", quota, 7, uuid.uuid4().hex) for _ in range(4)))
+            for v in vs:
+                assert v.tokens >= before and v.requests >= before // 7, (v, before)
+            admitted += 7 * sum(v.ok for v in vs)
+            grants.update(s.blocks.held["t"].grants)
+            await asyncio.sleep(0.005)
+        assert admitted <= tpm
+        assert len(grants) >= 2  # blocks were in play
+    finally:
+        await s.close()
