@@ -112,7 +112,7 @@ class LocalEncoder:
         return await request.future
 
     async def close(self) -> None:
-        """Stop batching; callers still waiting get a RuntimeError."""
+        """Stop batching; callers still waiting get a RuntimeError; returns once the inference thread ended."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -123,8 +123,11 @@ class LocalEncoder:
                 request.future.set_exception(closed)
         self._in_flight, self._pending = [], collections.deque()
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-        self._executor = None
+            executor, self._executor = self._executor, None
+            # Its thread may still be loading the model (a close during start: seconds of importing torch):
+            # waited for off the loop, so that nothing of this encoder runs once close returns (a test
+            # process's next test imported beside that thread and hit "dictionary changed size").
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         self._model = None
 
     async def _batcher(self) -> None:
