@@ -130,7 +130,16 @@ class RedisLink:
             return list(await pipe.execute())
 
     async def run(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run a script whose keys share one slot (EVALSHA, loading it where the node does not know it)."""
+        """Run a script whose keys share one slot (EVALSHA, loading it where the node does not know it). On a
+        single server or Sentinel master, in a round trip of its own on the Turn's connections (turn.py
+        `alone`: no pool checkout, no task per send); on a cluster through redis-py."""
+        if self._turn is not None:
+            try:
+                reply = await self._turn.alone(("EVALSHA", sha1(script), len(keys), *keys, *args))
+            except NoScriptError:
+                reply = await self._turn.alone(("EVAL", script, len(keys), *keys, *args))
+            self.last_reply = time.monotonic()
+            return reply
         async with self._using():
             try:
                 reply = await self.client.evalsha(sha1(script), len(keys), *keys, *args)

@@ -38,7 +38,7 @@ from redis.exceptions import ResponseError
 
 from ..cache.tickbatch import TickBatcher
 
-Arg = str | bytes | int
+Arg = str | bytes | int | float
 Command = Sequence[Arg]
 KEEP = 2  # connections the turn keeps between its round trips
 
@@ -62,6 +62,16 @@ class Turn:
         if refused is not None:
             raise refused
         return replies
+
+    async def alone(self, command: Command) -> Any:
+        """One command's reply (an error reply raised), sent at once in a round trip of its own, on a kept
+        connection or one of the pool's, within the deadline: not with the loop turn's other commands, so a
+        caller that stops waiting ends its own round trip only (the connection is closed and goes back)."""
+        async with self.using():
+            [reply] = await self._send([command])
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
 
     async def _round_trip(self, commands: list[Command]) -> list[Any]:
         async with self.using():
