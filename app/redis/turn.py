@@ -40,7 +40,7 @@ from ..cache.tickbatch import TickBatcher
 
 Arg = str | bytes | int | float
 Command = Sequence[Arg]
-KEEP = 2  # connections the turn keeps between its round trips
+KEEP = 8  # connections the turn keeps between its round trips (at most half of the pool)
 
 
 class Turn:
