@@ -68,8 +68,10 @@ class RedisLink:
         self.last_reply = 0.0  # time.monotonic() of the last script reply: Redis answers while it moves
         self._refreshed = 0.0
         self._refresh: asyncio.Task[None] | None = None
-        # A single server's (or Sentinel master's) cache and lease commands of a loop turn: one round trip.
-        self._turn = None if isinstance(client, RedisCluster) else Turn(client, self._using)
+        # A single server's (or Sentinel master's) cache and lease commands of a loop turn: one round trip. It
+        # holds room() around each (`_using`'s failure handling is a cluster's, which has no Turn).
+        using = self.room if self._room is not None else None
+        self._turn = None if isinstance(client, RedisCluster) else Turn(client, using)
 
     @property
     def kind(self) -> str:

@@ -44,7 +44,8 @@ KEEP = 8  # connections the turn keeps between its round trips (at most half of 
 
 
 class Turn:
-    def __init__(self, client: aioredis.Redis, using: Callable[[], AbstractAsyncContextManager[Any]]) -> None:
+    def __init__(self, client: aioredis.Redis, using: Callable[[], AbstractAsyncContextManager[Any]] | None) -> None:
+        """`using`: held around each round trip (a cap on the link's commands in flight); None: nothing to hold."""
         self.pool = client.connection_pool
         self.using = using
         self.batch: TickBatcher[Command, Any] = TickBatcher(self._round_trip)
@@ -67,13 +68,18 @@ class Turn:
         """One command's reply (an error reply raised), sent at once in a round trip of its own, on a kept
         connection or one of the pool's, within the deadline: not with the loop turn's other commands, so a
         caller that stops waiting ends its own round trip only (the connection is closed and goes back)."""
-        async with self.using():
+        if self.using is None:
             [reply] = await self._send([command])
+        else:
+            async with self.using():
+                [reply] = await self._send([command])
         if isinstance(reply, ResponseError):
             raise reply
         return reply
 
     async def _round_trip(self, commands: list[Command]) -> list[Any]:
+        if self.using is None:
+            return await self._send(commands)
         async with self.using():
             return await self._send(commands)
 
