@@ -1,14 +1,16 @@
 """The gateway's own time on a cache hit, without sockets: one process calls the ASGI app directly.
 
     python -m bench.inproc [--encoding float|base64] [--input texts|token-ids] [--calls 3000] [--rounds 5]
-                           [--team limited|free] [--traces RATIO] [--via app|server]
+                           [--team limited|free] [--traces RATIO] [--via app|server] [--settle]
 
 It starts the stand-in upstream (to fill the cache once), builds the app with `create_app` as `serve` does
 (auth off, in-process cache, access log on and written to /dev/null), then sends the same request of 8
-texts `--calls` times per round and prints the microseconds per call of each round. No server, client or
-kernel is on the measured path, so the figure moves little between runs of a noisy machine: it is the one
-to compare when changing the hot path (bench/README.md lists its history). `--input token-ids` sends the
-same texts as tiktoken ids (cl100k_base), as LangChain does: the gateway decodes them to the same texts.
+texts `--calls` times per round and prints the microseconds per call of each round, and the median time from
+a request's start to its answer's last byte handed on ("to the answer's write": the app's last `send`, or,
+`--via server`, the transport's write). No server, client or kernel is on the measured path, so the figure
+moves little between runs of a noisy machine: it is the one to compare when changing the hot path
+(bench/README.md lists its history). `--input token-ids` sends the same texts as tiktoken ids (cl100k_base),
+as LangChain does: the gateway decodes them to the same texts.
 `--traces RATIO` turns OpenTelemetry traces on (parentbased_traceidratio at RATIO, exported over OTLP/HTTP
 to bench/otlpsink.py on loopback). `--via server` sends the request as HTTP/1.1 bytes through the server
 layer too (the gateway's protocol, app/server/protocol.py, over uvicorn's httptools protocol and ASGI cycle,
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +39,7 @@ from bench.procs import free_port, stop, wait_http
 from bench.stack import AUTH, AUTH_FREE, KEY, ROOT, env, gateway_env, team_config
 
 TEXTS = [f"cached text {i} of the in-process benchmark" for i in range(8)]
-Rounds = list[tuple[float, float]]  # per round: wall-clock and CPU microseconds per call
+Rounds = list[tuple[float, float, float]]  # per round: wall-clock and CPU us per call, median us to the write
 
 
 class Sink(asyncio.Transport):
@@ -49,6 +52,7 @@ class Sink(asyncio.Transport):
         self.done: asyncio.Future[None] | None = None
         self.kept: bytearray | None = None
         self.closed = False
+        self.done_at = 0.0  # perf_counter when the last awaited byte was written
 
     def expect(self, want: int) -> asyncio.Future[None]:
         """A future resolved once `want` more bytes are written (`want` 0: one whole answer, kept)."""
@@ -66,6 +70,7 @@ class Sink(asyncio.Transport):
             if body_length(self.kept) == declared_length(self.kept):
                 self.done.set_result(None)
         elif self.written >= self.want:
+            self.done_at = time.perf_counter()
             self.done.set_result(None)
 
     def writelines(self, parts: Any) -> None:
@@ -108,17 +113,30 @@ async def answered(protocol: Any, sink: Sink, request: bytes) -> bytes:
     return bytes(sink.kept)
 
 
-async def rounds_through(protocol: Any, sink: Sink, request: bytes, size: int, calls: int, rounds: int) -> Rounds:
-    """`rounds` of `calls` requests, one at a time (a client on one connection), each `size` bytes of answer."""
+async def rounds_through(
+    protocol: Any, sink: Sink, request: bytes, size: int, calls: int, rounds: int, settle: bool = False
+) -> Rounds:
+    """`rounds` of `calls` requests, one at a time (a client on one connection), each `size` bytes of answer;
+    per call also the time from its bytes handed to the protocol to its answer's last byte handed to the
+    transport. Each request is sent as soon as the previous answer is written, as a client on loopback does
+    (bench.run's): what the loop queued behind that answer (callbacks, flushes) counts in the next one's
+    time, as it does in the benchmark's one-connection p50 (bench/README.md, seventh measurement). `settle`:
+    the loop runs that first, as for a client slower than that work."""
     out = []
     for _ in range(rounds):
+        to_write = []
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(calls):
             done = sink.expect(size)
+            t = time.perf_counter()
             protocol.data_received(request)
             await asyncio.sleep(0)  # one loop turn per request, as under a server (uvicorn's task runs in it)
             await done
-        out.append(((time.perf_counter() - t0) / calls * 1e6, (time.process_time() - c0) / calls * 1e6))
+            to_write.append(sink.done_at - t)
+            if settle:
+                await asyncio.sleep(0)
+        cpu = (time.process_time() - c0) / calls * 1e6
+        out.append(((time.perf_counter() - t0) / calls * 1e6, cpu, statistics.median(to_write) * 1e6))
     return out
 
 
@@ -136,7 +154,7 @@ def body_length(answer: bytes | bytearray) -> int:
     return len(answer.partition(b"\r\n\r\n")[2])
 
 
-async def floor_rounds(size: int, calls: int, rounds: int, auth: dict[str, str]) -> Rounds:
+async def floor_rounds(size: int, calls: int, rounds: int, auth: dict[str, str], settle: bool = False) -> Rounds:
     """The raw-ASGI floor (bench/baseline.py under uvicorn's httptools protocol, as bench.run serves it)
     answering `size` bytes of body to the same request."""
     from uvicorn.config import Config
@@ -155,7 +173,7 @@ async def floor_rounds(size: int, calls: int, rounds: int, auth: dict[str, str])
     answer = await answered(protocol, sink, request)
     if body_length(answer) != size:
         raise SystemExit(f"the floor answered {body_length(answer)} bytes, not {size}")
-    return await rounds_through(protocol, sink, request, len(answer), calls, rounds)
+    return await rounds_through(protocol, sink, request, len(answer), calls, rounds, settle)
 
 
 def scope_of(body: bytes, auth: dict[str, str] = AUTH) -> dict[str, Any]:
@@ -181,7 +199,13 @@ def scope_of(body: bytes, auth: dict[str, str] = AUTH) -> dict[str, Any]:
 
 
 async def measure(
-    encoding: str, calls: int, rounds: int, token_ids: bool = False, auth: dict[str, str] = AUTH, via: str = "app"
+    encoding: str,
+    calls: int,
+    rounds: int,
+    token_ids: bool = False,
+    auth: dict[str, str] = AUTH,
+    via: str = "app",
+    settle: bool = False,
 ) -> tuple[Rounds, Rounds]:
     """Per round: wall-clock and CPU (this process, every thread) microseconds per call; with `via` "server",
     the gateway's through its server layer, then the floor's the same way (else no floor rounds)."""
@@ -201,18 +225,23 @@ async def measure(
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
+    last_sent = 0.0  # perf_counter at the answer's last message
+
     async def call() -> list[dict[str, Any]]:
         sent: list[dict[str, Any]] = []
 
         async def send(message: dict[str, Any]) -> None:
+            nonlocal last_sent
             sent.append(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                last_sent = time.perf_counter()
 
         await app(scope_of(body, auth), receive, send)
         return sent
 
     async with app.router.lifespan_context(app) as state:
         if via == "server":
-            return await measure_server(app, state or {}, body, calls, rounds, auth)
+            return await measure_server(app, state or {}, body, calls, rounds, auth, settle)
         for expected in (b"0", b"8"):  # the first call fills the cache, the second must be a whole hit
             start = (await call())[0]
             headers = dict(start["headers"])
@@ -220,16 +249,20 @@ async def measure(
                 raise SystemExit(f"unexpected answer: {start['status']} {headers}")
         out = []
         for _ in range(rounds):
+            to_write = []
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(calls):
+                t = time.perf_counter()
                 await call()
+                to_write.append(last_sent - t)
                 await asyncio.sleep(0)  # one loop turn per request, as under a server
-            out.append(((time.perf_counter() - t0) / calls * 1e6, (time.process_time() - c0) / calls * 1e6))
+            cpu = (time.process_time() - c0) / calls * 1e6
+            out.append(((time.perf_counter() - t0) / calls * 1e6, cpu, statistics.median(to_write) * 1e6))
         return out, []
 
 
 async def measure_server(
-    app: Any, state: Any, body: bytes, calls: int, rounds: int, auth: dict[str, str]
+    app: Any, state: Any, body: bytes, calls: int, rounds: int, auth: dict[str, str], settle: bool = False
 ) -> tuple[Rounds, Rounds]:
     """The gateway's rounds through its server layer (configured as `serve` does), then the floor's."""
     from uvicorn.config import Config
@@ -249,16 +282,17 @@ async def measure_server(
         answer = await answered(protocol, sink, request)
         if not answer.startswith(b"HTTP/1.1 200") or expected not in answer:
             raise SystemExit(f"unexpected answer: {answer[:300]!r}")
-    gateway = await rounds_through(protocol, sink, request, len(answer), calls, rounds)
-    return gateway, await floor_rounds(body_length(answer), calls, rounds, auth)
+    gateway = await rounds_through(protocol, sink, request, len(answer), calls, rounds, settle)
+    return gateway, await floor_rounds(body_length(answer), calls, rounds, auth, settle)
 
 
 def summary(rounds: Rounds) -> str:
-    walls = ", ".join(f"{w:.1f}" for w, _ in rounds)
+    walls = ", ".join(f"{w:.1f}" for w, _, _ in rounds)
+    cpus, writes = sorted(c for _, c, _ in rounds), sorted(t for *_, t in rounds)
     return (
-        f"{min(w for w, _ in rounds):.1f} us per call (best round; rounds: {walls}); "
-        f"CPU {min(c for _, c in rounds):.1f} us per call (best round; median "
-        f"{sorted(c for _, c in rounds)[len(rounds) // 2]:.1f})"
+        f"{min(w for w, _, _ in rounds):.1f} us per call (best round; rounds: {walls}); "
+        f"CPU {cpus[0]:.1f} us per call (best round; median {cpus[len(rounds) // 2]:.1f}); "
+        f"to the answer's write {writes[0]:.1f} us (p50, best round; median {writes[len(rounds) // 2]:.1f})"
     )
 
 
@@ -280,6 +314,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--team", choices=("limited", "free"), default="limited", help="the team with limits or without")
     ap.add_argument("--traces", type=float, default=None, metavar="RATIO", help="traces on, sampled at RATIO")
     ap.add_argument("--via", choices=("app", "server"), default="app", help="the ASGI app alone, or through the server")
+    ap.add_argument(
+        "--settle",
+        action="store_true",
+        help="--via server: the next request after what the loop queued behind an answer",
+    )
     a = ap.parse_args(argv)
     port, sink_port = free_port(), free_port()
     helpers = [[sys.executable, "-m", "bench.standin", "--port", str(port), "--api-key", KEY]]
@@ -318,7 +357,8 @@ def main(argv: list[str] | None = None) -> None:
 
             auth = AUTH_FREE if a.team == "free" else AUTH
 
-            rounds, floor = uvloop.run(measure(a.encoding, a.calls, a.rounds, a.input == "token-ids", auth, a.via))
+            run = measure(a.encoding, a.calls, a.rounds, a.input == "token-ids", auth, a.via, a.settle)
+            rounds, floor = uvloop.run(run)
         finally:
             os.dup2(saved, 2)
         how = "in process" if a.via == "app" else "in process, through the server layer"

@@ -41,4 +41,4 @@ def test_counted_bytes_resolve_at_the_count() -> None:
 def test_the_floor_answers_the_size_asked_through_uvicorns_protocol() -> None:
     rounds = asyncio.run(floor_rounds(4321, calls=20, rounds=2, auth=AUTH))
     assert len(rounds) == 2
-    assert all(wall > 0 and cpu >= 0 for wall, cpu in rounds)
+    assert all(wall > 0 and cpu >= 0 and 0 < to_write <= wall * 20 for wall, cpu, to_write in rounds)
