@@ -21,6 +21,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from .config.settings import MULTIPROC_ENV
 from .metricfiles import forget_dead_workers
+from .runtime.later import Later
 from .runtime.tally import Tally
 from .usage.metrics import UsageMetrics
 
@@ -55,6 +56,7 @@ class Metrics:
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         # The hot path's updates: applied once per loop turn with several workers, else when /metrics is read
         self.tally = Tally(per_turn=multiprocess_dir is not None)
+        self.later = Later()  # bookkeeping run after an answer is written (runtime/later.py): before a scrape too
         r = registry
         self.requests = Counter(
             "gateway_requests_total",
@@ -249,6 +251,7 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text format of every metric: this process's registry, or all workers' files merged."""
+        self.later.run()
         self.tally.flush()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry)
@@ -263,6 +266,7 @@ class Metrics:
         if not self.openmetrics or "application/openmetrics-text" not in accept or self.multiprocess_dir:
             return self.exposition(), CONTENT_TYPE_LATEST
         encoder, content_type = choose_encoder(accept)
+        self.later.run()
         self.tally.flush()
         return encoder(self.registry), content_type
 

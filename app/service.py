@@ -51,7 +51,7 @@ class EmbedResult:
     billed_tokens: int
     upstream_seconds: float = 0.0
     upstream_items: int = 0
-    hit_tokens: int = 0
+    hit_tokens: int = 0  # with counts, a whole hit's are added up after its answer (EmbeddingService._books)
     coalesced: int = 0  # items answered by another request's upstream call
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (modality, hit|miss|coalesced) -> items
 
@@ -178,12 +178,17 @@ class EmbeddingService:
         reply.headers = rate_headers(adm)
         admitted = adm.verdict
         adm.enforce()
-        name = team.name if team is not None else None
-        async with adm, self.quota.ledger(req.spec, name) as ledger:
-            result = await self._complete(name, req, looked)
-            adm.billed = billed = billed_tokens(result, req.items)
-            ledger.billed = result.billed_tokens
-        self.billing.record(team, reply.key_id, req.spec, result, billed)
+        if not looked.misses:  # a whole hit: no upstream call, so nothing for the quota ledger to correct
+            async with adm:
+                result = self._whole_hit(req, looked)
+                adm.billed = billed = 0
+        else:
+            async with adm, self.quota.ledger(req.spec, team.name if team is not None else None) as ledger:
+                result = await self._complete(req, looked)
+                adm.billed = billed = billed_tokens(result, req.items)
+                ledger.billed = result.billed_tokens
+        # Counted once the answer is written (runtime/later.py): the items and tokens, the usage ledger's row
+        self.metrics.later(self._books, team, reply.key_id, req, result, billed)
         if adm.verdict is not admitted:  # corrected by the admission's finish: the headers say where it stands now
             reply.headers = rate_headers(adm)
         return result
@@ -221,11 +226,9 @@ class EmbeddingService:
             found = self._keyings[memo] = (params, maker)
         return found[0], found[1], True
 
-    async def _complete(self, team_name: str | None, req: EmbedRequest, looked: Lookup) -> EmbedResult:
-        """The vectors of a looked-up request: its misses fetched through the flights."""
+    async def _complete(self, req: EmbedRequest, looked: Lookup) -> EmbedResult:
+        """The vectors of a looked-up request with misses: those fetched through the flights."""
         spec, params, keys, unique, found = req.spec, looked.params, looked.keys, looked.unique, looked.found
-        if len(found) == len(unique):
-            return self._whole_hit(team_name, req, looked)
         found = dict(found)
         first = dict(zip(keys, req.items, strict=True))
         missing = [(k, first[k]) for k in unique if k not in found]
@@ -243,14 +246,6 @@ class EmbeddingService:
             kind = it.modality, "coalesced" if k in fetched.coalesced else "miss" if k in missed else "hit"
             counts[kind] = counts.get(kind, 0) + 1
         hit_tokens = sum(it.est_tokens for it in hit_items)
-        team, model = self.metrics.team(team_name), self.metrics.model(spec.name)
-        self._tally_items(model, counts)
-        # Billed tokens are counted per request (a micro-batch may serve several teams: each request carries
-        # its apportioned share of the bill); saved tokens are the estimate of the items the cache served.
-        if fetched.billed:
-            self.metrics.tally.inc(self.metrics.child(self.metrics.tokens_billed, team, model), fetched.billed)
-        if hit_tokens:
-            self.metrics.tally.inc(self.metrics.child(self.metrics.tokens_saved, team, model), hit_tokens)
         return EmbedResult(
             vectors=[found[k] for k in keys],
             hits=len(hit_items),
@@ -263,35 +258,43 @@ class EmbeddingService:
             counts=counts,
         )
 
-    def _whole_hit(self, team_name: str | None, req: EmbedRequest, looked: Lookup) -> EmbedResult:
-        """A request the cache answered whole: no flight, no miss bookkeeping; items and tokens in one pass."""
-        counts: dict[tuple[str, str], int] = {}
-        hit_tokens = 0
-        for it in req.items:
-            kind = it.modality, "hit"
-            counts[kind] = counts.get(kind, 0) + 1
-            hit_tokens += it.est_tokens
-        m = self.metrics
-        model = m.model(req.spec.name)
-        self._tally_items(model, counts)
-        if hit_tokens:
-            m.tally.inc(m.child(m.tokens_saved, m.team(team_name), model), hit_tokens)
+    def _whole_hit(self, req: EmbedRequest, looked: Lookup) -> EmbedResult:
+        """A request the cache answered whole: no flight; its items and tokens counted after it (`_books`)."""
         found, n = looked.found, len(req.items)
-        return EmbedResult([found[k] for k in looked.keys], n, 0, 0, hit_tokens=hit_tokens, counts=counts)
+        return EmbedResult([found[k] for k in looked.keys], n, 0, 0)
+
+    def _books(self, team: Team | None, key_id: str, req: EmbedRequest, result: EmbedResult, billed: int) -> None:
+        """An answered request's counts, after its answer (runtime/later.py): items by modality and cache
+        result (a whole hit's added up here), tokens billed and saved, its row of the usage ledger."""
+        m = self.metrics
+        if not result.counts:  # a whole hit's (a miss's are counted with its answer)
+            counts, hit_tokens = result.counts, 0
+            for it in req.items:
+                kind = it.modality, "hit"
+                counts[kind] = counts.get(kind, 0) + 1
+                hit_tokens += it.est_tokens
+            result.hit_tokens = hit_tokens
+        model, owner = m.model(req.spec.name), m.team(team.name if team is not None else None)
+        for (modality, cache), n in result.counts.items():
+            m.tally.inc(m.child(m.items, model, modality, cache), n)
+        # Billed: the request's share of its calls' bill (a micro-batch may serve several teams); saved: the
+        # estimate of the items the cache served.
+        if result.billed_tokens:
+            m.tally.inc(m.child(m.tokens_billed, owner, model), result.billed_tokens)
+        if result.hit_tokens:
+            m.tally.inc(m.child(m.tokens_saved, owner, model), result.hit_tokens)
+        self.billing.record(team, key_id, req.spec, result, billed)
 
     async def _timed_read(self, keys: Sequence[str]) -> list[bytes | None]:
         t0 = time.perf_counter()
         values = await self.cache.get_many(keys)
-        m = self.metrics
-        m.tally.observe(m.child(m.cache_duration, self.cache.name, "read"), time.perf_counter() - t0)
+        m = self.metrics  # observed after the answer (runtime/later.py)
+        m.later(m.tally.observe, m.child(m.cache_duration, self.cache.name, "read"), time.perf_counter() - t0)
         return values
-
-    def _tally_items(self, model: str, counts: dict[tuple[str, str], int]) -> None:
-        for (modality, result), n in counts.items():
-            self.metrics.tally.inc(self.metrics.child(self.metrics.items, model, modality, result), n)
 
     async def close(self) -> None:
         """Finish the upstream calls in flight (their requests are still waiting for them), then write the
         usage ledger's last batch (before the limits' Redis link closes: it is closed after the service)."""
         await self.flights.close()
+        self.metrics.later.run()  # the counts of the last answers, before the ledger's last batch
         await self.billing.close()

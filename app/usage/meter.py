@@ -73,6 +73,7 @@ class Meter:
         team's budget of this UTC day or month is spent. Hits need no check: they cost nothing."""
         if team is None or team.budget is None or (currency := self.currency(team, spec)) is None:
             return
+        self.metrics.later.run()  # the rows of answers whose counts still wait for the end of the loop turn
         day_spent, month_spent = self.ledger.spent(team.name, currency)
         now = self.ledger.clock()
         day = int(now) // DAY_S
