@@ -98,8 +98,10 @@ class Turn:
                     except ResponseError as exc:  # this command's error reply: the next replies follow it
                         replies.append(exc)
         except BaseException:
-            await conn.disconnect()
-            await self._give_back(conn)
+            try:
+                await conn.disconnect()
+            finally:  # a second cancel during the disconnect still gives the connection back
+                await self._give_back(conn)
             raise
         if len(self.idle) < self.keep:
             self.idle.append(conn)
@@ -112,8 +114,12 @@ class Turn:
         without its own socket timeout while the turn has it."""
         if self.idle:
             kept = self.idle.pop()
-            if kept.is_connected and await self._dirty(kept):
-                await kept.disconnect()  # the send connects it again
+            try:
+                if kept.is_connected and await self._dirty(kept):
+                    await kept.disconnect()  # the send connects it again
+            except BaseException:  # a caller that gives up here: the connection is neither kept nor lost
+                await self._give_back(kept)
+                raise
             return kept
         conn: Connection = await self.pool.get_connection()  # type: ignore[no-untyped-call]
         conn.socket_timeout = None

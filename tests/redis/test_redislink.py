@@ -138,3 +138,25 @@ def test_a_kept_connection_that_redis_closed_is_opened_again(redis_server: Redis
         await link.close()
 
     asyncio.run(go())
+
+
+def test_callers_that_give_up_anywhere_leave_every_connection_to_the_others(redis_server: RedisServer) -> None:
+    """A script caller (turn.py `alone`, the team limits' calls) cancelled at any step of its round trip,
+    taking a kept connection included, gives the connection back: after hundreds of them a pool of two
+    still serves calls, none waits for a connection that nobody holds."""
+
+    async def go() -> None:
+        link = await connect(redis_server.url, timeout_s=2.0, max_connections=2, wait_s=1.0)
+        script = "return redis.call('INCR', KEYS[1])"
+        await link.run(script, ["turn:calls"], [])
+        for i in range(400):
+            task = asyncio.ensure_future(link.run(script, ["turn:calls"], []))
+            for _ in range(i % 6):  # cancelled before, during and after taking its connection
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        replies = await asyncio.gather(*(link.run(script, ["turn:calls"], []) for _ in range(8)))
+        assert len(set(replies)) == 8
+        await link.close()
+
+    asyncio.run(go())
