@@ -21,7 +21,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -50,6 +50,16 @@ FAILURES = (TimeoutError, RedisError, OSError)
 @functools.cache
 def sha1(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
+
+
+async def _script(
+    send: Callable[[Command], Awaitable[Any]], script: str, keys: Sequence[str], args: Sequence[Any]
+) -> Any:
+    """EVALSHA through `send`, and EVAL where the server does not know the script (NOSCRIPT)."""
+    try:
+        return await send(("EVALSHA", sha1(script), len(keys), *keys, *args))
+    except NoScriptError:
+        return await send(("EVAL", script, len(keys), *keys, *args))
 
 
 class RedisSetupError(Exception):
@@ -136,17 +146,10 @@ class RedisLink:
         single server or Sentinel master, in a round trip of its own on the Turn's connections (turn.py
         `alone`: no pool checkout, no task per send); on a cluster through redis-py."""
         if self._turn is not None:
-            try:
-                reply = await self._turn.alone(("EVALSHA", sha1(script), len(keys), *keys, *args))
-            except NoScriptError:
-                reply = await self._turn.alone(("EVAL", script, len(keys), *keys, *args))
-            self.last_reply = time.monotonic()
-            return reply
-        async with self._using():
-            try:
-                reply = await self.client.evalsha(sha1(script), len(keys), *keys, *args)
-            except NoScriptError:
-                reply = await self.client.eval(script, len(keys), *keys, *args)
+            reply = await _script(self._turn.alone, script, keys, args)
+        else:
+            async with self._using():
+                reply = await _script(lambda command: self.client.execute_command(*command), script, keys, args)
         self.last_reply = time.monotonic()
         return reply
 
