@@ -29,13 +29,17 @@ def quota(max_wait_s: float = 5.0) -> UpstreamQuota:
 async def test_a_later_request_books_after_the_calls_already_booked_not_after_all() -> None:
     q = quota()
     done: list[tuple[int, int]] = []  # (owner, call) in the order their slots came
+    # A slot every 50 ms: each call sleeps from its booking to its slot, so a pause of the process between the
+    # two (a collection, a descheduled runner) makes it later; at 10 ms apart a 30 ms pause once put call 21
+    # before 18 in a fresh-clone run (load 5)
+    rpm = 120
 
     async def call(owner: int, i: int) -> None:
-        await q.try_admit(ACCOUNT, RPM, None, 1, wait=True, owner=owner)
+        await q.try_admit(ACCOUNT, rpm, None, 1, wait=True, owner=owner)
         done.append((owner, i))
 
     big = [asyncio.create_task(call(1, i)) for i in range(40)]
-    await asyncio.sleep(0.025)  # a few of the big request's slots have come
+    await asyncio.sleep(0.125)  # a few of the big request's slots have come
     before = len(done)
     small = asyncio.create_task(call(2, 0))
     await asyncio.gather(small, *big)
