@@ -220,7 +220,32 @@ class GatewayFactory:
         nofile: int | None = None,
         local_model: bool = False,
     ) -> Gateway:
-        port = free_port()
+        """A gateway process on a free port, once it answers /healthz. A port taken by another process between
+        its pick and the gateway's bind ("address already in use") is picked again (twice at most); any other
+        failure to start raises with the end of the gateway's log."""
+        for attempt in range(3):
+            gw = self._launch(free_port(), redis_url, config, workers, env, upstream_key, nofile, local_model)
+            try:
+                wait_http(gw.url + "/healthz", gw.proc)
+                return gw
+            except RuntimeError as exc:
+                text = gw.log.read_text(errors="replace") if gw.log.exists() else ""
+                if gw.proc.poll() is not None and "address already in use" in text and attempt < 2:
+                    continue
+                raise RuntimeError(f"{exc}; the end of {gw.log.name}:\n{text[-3000:]}") from None
+        raise AssertionError("unreachable")
+
+    def _launch(
+        self,
+        port: int,
+        redis_url: str | None,
+        config: str | None,
+        workers: int,
+        env: dict[str, str] | None,
+        upstream_key: str,
+        nofile: int | None,
+        local_model: bool,
+    ) -> Gateway:
         extra = {
             **({} if local_model else {"LOCAL_MODEL": "false"}),  # see "The local model" above
             "DASHSCOPE_API_KEY": upstream_key,
@@ -248,7 +273,6 @@ class GatewayFactory:
         gw = Gateway(f"http://127.0.0.1:{port}", proc, log, extra, key)
         self.started.append(gw)
         self.on_start(gw)
-        wait_http(gw.url + "/healthz", proc)
         return gw
 
     def _with_a_team(self, config: str | None, path: Path) -> tuple[str | None, str | None]:
