@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from ..redis.link import Mode
+from ..redis.link import Mode, shut
 from .connection import JobsOff, jobs_redis
 from .records import Records, now
 from .settings import JobSettings
@@ -68,7 +68,7 @@ async def _run(args: argparse.Namespace, url: str, mode: Mode, timeout_s: float,
         print(orjson.dumps(b, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode())
         return 0
     finally:
-        await redis.aclose()
+        await shut(redis, "batch jobs")
 
 
 def row(b: dict[str, str]) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from ..inputs.media.fetcher import Fetcher
-from ..redis.link import Mode
+from ..redis.link import Mode, shut
 from ..runtime.state import Gateway
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
@@ -50,7 +50,7 @@ async def open_jobs(
 ) -> Jobs:
     """Batch jobs on `redis` (jobs_redis() of the limits' Redis). `text_fetcher` fetches the text files of
     DashScope tasks (closed with the jobs)."""
-    stack.push_async_callback(redis.aclose)
+    stack.push_async_callback(shut, redis, "batch jobs")
     storage = open_storage(s)
     stack.push_async_callback(storage.close)
     records = Records(redis, namespace)

@@ -178,7 +178,17 @@ class RedisLink:
             return bool(await self.client.ping())
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await shut(self.client, self.where)
+
+
+async def shut(client: Client, where: str) -> None:
+    """Close `client`; a close that fails is logged, not raised: redis-py 8 raises TimeoutError when a
+    connection's close outlasts the connect timeout (a paused or slow Redis with bytes still to take, a loop
+    busy at shutdown), and whoever closes is done with the client (the gateway stopping, a probe answered)."""
+    try:
+        await client.aclose()
+    except FAILURES as exc:
+        log.warning("closing Redis (%s): %s", where, cause(exc))
 
 
 def _options(timeout_s: float, wait_s: float | None = None) -> dict[str, Any]:
@@ -287,9 +297,7 @@ async def _is_cluster(url: str, where: str, timeout_s: float) -> bool:
     except FAILURES as exc:
         raise RedisSetupError(f"Redis at {where}: {cause(exc)}") from None
     finally:
-        # A slow close of the probe (redis-py 8 raises after 0.25 s) is no setup error: the answer is in
-        with contextlib.suppress(*FAILURES):
-            await probe.aclose()
+        await shut(probe, where)  # a slow close of the probe is no setup error: its answer is in
     return int(info.get("cluster_enabled", 0)) == 1
 
 

@@ -160,3 +160,33 @@ def test_callers_that_give_up_anywhere_leave_every_connection_to_the_others(redi
         await link.close()
 
     asyncio.run(go())
+
+
+def test_a_close_that_outlasts_its_timeout_is_logged_not_raised(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py 8 raises TimeoutError when a connection's close takes longer than the connect timeout: here a
+    connection with 64 MiB still to send to a paused Redis. The gateway closes its links at shutdown (and a
+    probe at start): that close returns, with one warning that names the place, and raises nothing."""
+
+    async def go() -> float:
+        link = await connect(own_redis.url, timeout_s=0.25, max_connections=4)
+        assert isinstance(link.client, aioredis.Redis)
+        pool = link.client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        await conn.connect()
+        own_redis.pause()
+        try:
+            conn._writer.write(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$67108864\r\n" + b"x" * (64 << 20))
+            await pool.release(conn)
+            started = asyncio.get_running_loop().time()
+            await link.close()
+            return asyncio.get_running_loop().time() - started
+        finally:
+            own_redis.resume()
+
+    with caplog.at_level("WARNING", logger="embedding_gateway.redis"):
+        took = asyncio.run(go())
+    assert took < 2.0
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [f"closing Redis (127.0.0.1:{own_redis.port}): no answer in time"]
