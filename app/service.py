@@ -175,22 +175,21 @@ class EmbeddingService:
             self.billing.check_budget(team, req.spec)  # a spent budget refuses misses; hits cost nothing and pass
         admit = self.limits.admit_waiting if req.params.background else self.limits.admit
         adm = await admit(team, looked.miss_tokens(req.items))
-        reply.headers = rate_headers(adm)
-        admitted = adm.verdict
-        adm.enforce()
-        if not looked.misses:  # a whole hit: no upstream call, so nothing for the quota ledger to correct
-            async with adm:
-                result = self._whole_hit(req, looked)
-                adm.billed = billed = 0
-        else:
-            async with adm, self.quota.ledger(req.spec, team.name if team is not None else None) as ledger:
-                result = await self._complete(req, looked)
-                adm.billed = billed = billed_tokens(result, req.items)
-                ledger.billed = result.billed_tokens
+        try:
+            adm.enforce()
+            if not looked.misses:  # a whole hit: no upstream call, so nothing for the quota ledger to correct
+                async with adm:
+                    result = self._whole_hit(req, looked)
+                    adm.billed = billed = 0
+            else:
+                async with adm, self.quota.ledger(req.spec, team.name if team is not None else None) as ledger:
+                    result = await self._complete(req, looked)
+                    adm.billed = billed = billed_tokens(result, req.items)
+                    ledger.billed = result.billed_tokens
+        finally:  # once, whatever the outcome: where the team stands after the admission's finish, if any
+            reply.headers = rate_headers(adm)
         # Counted once the answer is written (runtime/later.py): the items and tokens, the usage ledger's row
         self.metrics.later(self._books, team, reply.key_id, req, result, billed)
-        if adm.verdict is not admitted:  # corrected by the admission's finish: the headers say where it stands now
-            reply.headers = rate_headers(adm)
         return result
 
     async def _lookup(self, req: EmbedRequest, scope: str | None) -> Lookup:

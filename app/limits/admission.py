@@ -4,8 +4,9 @@ correction afterwards (its tokens become what the upstream billed: cache hits ar
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import TracebackType
 
 from ..errors import OverLimit, RateLimited, Unavailable
@@ -39,6 +40,7 @@ class Admission:
     verdict: Verdict | None = None  # None: nothing enforced (no team, or a team without limits)
     quota: TeamQuota = UNLIMITED  # as applied (divided while Redis fails, policy local)
     ticket: Ticket | None = None
+    usage: tuple[int, int, int] | None = None  # requests, tokens and reset (us) in the window after the finish
     billed: int | None = None  # set once the upstream reported usage; a failed request keeps its estimate
     # (some of its chunks may have been billed), except a throttled one
 
@@ -89,6 +91,9 @@ class TeamLimiter:
         self.limits = limits
         self.metrics = metrics
         self.window_s = window_s
+        # A request's id in its team's leases: unique among the processes sharing them (a random prefix per
+        # limiter, a counter: ~0.2 us a request against 0.9 for secrets.token_hex each time)
+        self._rids = map(f"{secrets.token_hex(6)}-{{:x}}".format, itertools.count())
 
     def status(self) -> dict[str, object]:
         """For /readyz: where decisions are made, whether they are shared right now, and if not, why."""
@@ -98,7 +103,7 @@ class TeamLimiter:
         adm = Admission(self, team, est)
         if team is None or not team.quota.active:
             return adm
-        rid = secrets.token_hex(8)
+        rid = next(self._rids)
         decision = await self.limits.admit(team.name, team.quota, est, rid)
         verdict, store = decision.verdict, decision.store
         adm.verdict, adm.quota = verdict, decision.quota
@@ -121,7 +126,4 @@ class TeamLimiter:
     async def finish(self, adm: Admission) -> None:
         assert adm.ticket is not None
         billed = adm.est if adm.billed is None else adm.billed
-        usage = await self.limits.finish(adm.ticket, billed)
-        if usage is not None and adm.verdict is not None:
-            requests, tokens, reset = usage
-            adm.verdict = replace(adm.verdict, requests=requests, tokens=tokens, reset_us=reset)
+        adm.usage = await self.limits.finish(adm.ticket, billed)

@@ -7,17 +7,19 @@ from .window import US
 
 
 def rate_headers(adm: Admission) -> dict[str, str]:
-    """x-ratelimit-{limit,remaining,reset}-{requests,tokens} as OpenAI sends them; reset is when the oldest
-    request of the window leaves it (remaining grows then)."""
+    """x-ratelimit-{limit,remaining,reset}-{requests,tokens} as OpenAI sends them, where the team stands after
+    the admission's finish when it had one (else after the admission); reset is when the oldest request of
+    the window leaves it (remaining grows then)."""
     v, q = adm.verdict, adm.quota
     if v is None:
         return {}
+    requests, tokens, reset = adm.usage or (v.requests, v.tokens, v.reset_us)
     headers: dict[str, str] = {}
-    for kind, limit, used in (("requests", q.rpm, v.requests), ("tokens", q.tpm, v.tokens)):
+    for kind, limit, used in (("requests", q.rpm, requests), ("tokens", q.tpm, tokens)):
         if limit is not None:
             headers[f"x-ratelimit-limit-{kind}"] = str(limit)
             headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, limit - used))
-            headers[f"x-ratelimit-reset-{kind}"] = duration(v.reset_us)
+            headers[f"x-ratelimit-reset-{kind}"] = duration(reset)
     if v.too_large:
         headers["x-should-retry"] = "false"
     return headers
