@@ -43,35 +43,40 @@ Rounds = list[tuple[float, float, float]]  # per round: wall-clock and CPU us pe
 
 
 class Sink(asyncio.Transport):
-    """The server's side of a connection whose client takes every byte at once: counts what is written, and
-    resolves a future once a number of bytes came, or once one whole answer came (kept, to be checked)."""
+    """The server's side of a connection whose client takes every byte at once: resolves a future once one
+    whole answer came (its head's Content-Length told where it ends; the length of an answer varies with its
+    rate-limit headers' digits), `keep`: with the answer kept, to be checked."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.written = self.want = 0
+        self.left = -1  # body bytes of the current answer still to come; -1: its head is next
         self.done: asyncio.Future[None] | None = None
         self.kept: bytearray | None = None
         self.closed = False
-        self.done_at = 0.0  # perf_counter when the last awaited byte was written
+        self.done_at = 0.0  # perf_counter when the answer's last byte was written
 
-    def expect(self, want: int) -> asyncio.Future[None]:
-        """A future resolved once `want` more bytes are written (`want` 0: one whole answer, kept)."""
+    def expect(self, keep: bool = False) -> asyncio.Future[None]:
+        """A future resolved once the next whole answer is written."""
         self.done = asyncio.get_running_loop().create_future()
-        self.want = self.written + want
-        self.kept = bytearray() if want == 0 else None
+        self.kept = bytearray() if keep else None
         return self.done
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.written += len(data)
-        if self.done is None or self.done.done():
-            return
         if self.kept is not None:
             self.kept += data
-            if body_length(self.kept) == declared_length(self.kept):
-                self.done.set_result(None)
-        elif self.written >= self.want:
+        if not data:  # the end of an answer's body (uvicorn's protocol writes it empty)
+            return
+        if self.left < 0:  # a head, in one write (uvicorn's protocols write it so), maybe with body bytes
+            raw = data if isinstance(data, bytes | bytearray) else bytes(data)
+            end = raw.find(b"\r\n\r\n") + 4
+            self.left = declared_length(raw[:end]) - (len(raw) - end)
+        else:
+            self.left -= len(data)
+        if self.left == 0:
+            self.left = -1
             self.done_at = time.perf_counter()
-            self.done.set_result(None)
+            if self.done is not None and not self.done.done():
+                self.done.set_result(None)
 
     def writelines(self, parts: Any) -> None:
         for part in parts:
@@ -105,7 +110,7 @@ def http_request(path: bytes, body: bytes, auth: dict[str, str]) -> bytes:
 
 async def answered(protocol: Any, sink: Sink, request: bytes) -> bytes:
     """The whole answer to `request` (a miss waits for the upstream call)."""
-    done = sink.expect(0)
+    done = sink.expect(keep=True)
     protocol.data_received(request)
     async with asyncio.timeout(30.0):
         await done
@@ -114,9 +119,9 @@ async def answered(protocol: Any, sink: Sink, request: bytes) -> bytes:
 
 
 async def rounds_through(
-    protocol: Any, sink: Sink, request: bytes, size: int, calls: int, rounds: int, settle: bool = False
+    protocol: Any, sink: Sink, request: bytes, calls: int, rounds: int, settle: bool = False
 ) -> Rounds:
-    """`rounds` of `calls` requests, one at a time (a client on one connection), each `size` bytes of answer;
+    """`rounds` of `calls` requests, one at a time (a client on one connection), each awaited to its answer's last byte;
     per call also the time from its bytes handed to the protocol to its answer's last byte handed to the
     transport. Each request is sent as soon as the previous answer is written, as a client on loopback does
     (bench.run's): what the loop queued behind that answer (callbacks, flushes) counts in the next one's
@@ -127,7 +132,7 @@ async def rounds_through(
         to_write = []
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(calls):
-            done = sink.expect(size)
+            done = sink.expect()
             t = time.perf_counter()
             protocol.data_received(request)
             await asyncio.sleep(0)  # one loop turn per request, as under a server (uvicorn's task runs in it)
@@ -173,7 +178,7 @@ async def floor_rounds(size: int, calls: int, rounds: int, auth: dict[str, str],
     answer = await answered(protocol, sink, request)
     if body_length(answer) != size:
         raise SystemExit(f"the floor answered {body_length(answer)} bytes, not {size}")
-    return await rounds_through(protocol, sink, request, len(answer), calls, rounds, settle)
+    return await rounds_through(protocol, sink, request, calls, rounds, settle)
 
 
 def scope_of(body: bytes, auth: dict[str, str] = AUTH) -> dict[str, Any]:
@@ -282,7 +287,7 @@ async def measure_server(
         answer = await answered(protocol, sink, request)
         if not answer.startswith(b"HTTP/1.1 200") or expected not in answer:
             raise SystemExit(f"unexpected answer: {answer[:300]!r}")
-    gateway = await rounds_through(protocol, sink, request, len(answer), calls, rounds, settle)
+    gateway = await rounds_through(protocol, sink, request, calls, rounds, settle)
     return gateway, await floor_rounds(body_length(answer), calls, rounds, auth, settle)
 
 
