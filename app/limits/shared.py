@@ -19,27 +19,18 @@ call that decides each in its order as if alone (tickbatch.py): Redis's CPU per 
 itself (the round trip, the script's start, reading and writing the team's hash), not the requests in it,
 so under load a limited request costs Redis a fraction of a call. Each request is still decided atomically
 against everything admitted before it, in every process: "never more than N in any window" is unchanged.
-
-A team refused for its requests limit is refused again by this process, without asking Redis, until the
-time Redis named (envoy's ratelimit keeps such a cache of keys over their limit): a window's request count
-only goes down when its buckets leave the window, or when a process gives back the rest of a block, so no
-request would pass in Redis before then either, but for those blocks; for a team that may have blocks the
-cache lasts at most to the end of the current bucket (when they are given back), so a flooding team costs
-Redis one call per process per bucket. Nothing is ever admitted from this cache, so "never more than N in
-any window" holds as before. Its times are compared on an estimate of Redis's clock that runs ahead of it
-(the offset learnt is an upper bound), so the local refusals end no later than Redis's would. Keyed by the
-team and its rpm (a reload that changes the limit asks Redis again).
-
-Teams limited by rpm/tpm alone (no concurrency, no daily tokens) are admitted from blocks this process holds
-(allowance.py): most of their requests make no call at all; the script call that decides a request alone
-also gives back the rest of the team's past blocks and asks for the next one.
+Admissions are made by the batch's task, not the callers': it awaits the script directly (stall.py: one
+timer for the calls in flight). The other calls (a finish, the upstream quota's), made by the callers
+themselves, run in a task of their own (`_detached`): a caller cancelled while it waits (a client gone, a
+request past its deadline) leaves the call to complete, so a finish still frees its lease and settles its
+tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from importlib import resources
 from typing import Any
@@ -47,6 +38,7 @@ from typing import Any
 from ..cache.tickbatch import TickBatcher
 from ..redis.cause import cause
 from ..redis.link import FAILURES, RedisLink, single
+from ..redis.stall import Stalls
 from .allowance import monotonic_us
 from .blocks import Blocks, Limits
 from .local import wall_clock_us
@@ -95,6 +87,7 @@ class RedisStore:
         self.lease = round(lease_s * US)
         self.timeout_s = timeout_s
         self.budget_s = max(budget_s or timeout_s, timeout_s)
+        self._stalls = Stalls(link, timeout_s)
         self.clock = clock  # tests only: decisions then use this clock instead of Redis TIME
         self._scripts = {n: script_source(n) for n in SCRIPTS}
         self._offset: int | None = None  # Redis time minus this process's time, learnt from replies
@@ -129,30 +122,29 @@ class RedisStore:
             self._offset = redis_now - sent
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[list[Any], int]:
+        """The script's reply (and when it was sent), awaited in this task: the admissions' batch task
+        (tickbatch.py), which no caller's cancellation reaches; the callers' calls go through `_detached`."""
         end = time.monotonic() + self.budget_s
         while time.monotonic() < end:
             sent = wall_clock_us()
-            call = self.link.run(self._scripts[name], keys, [*self._clock_args(sent), *args])
-            reply = await self._await(asyncio.ensure_future(call), end)
+            reply = await self._await(self.link.run(self._scripts[name], keys, [*self._clock_args(sent), *args]), end)
             if not isinstance(reply, list) or not reply:
                 raise StoreUnavailable("unexpected reply")
             if reply[0] != -1:
                 return reply, sent
         raise StoreLate("late")  # Redis answered every time, but never within this process's deadline
 
-    async def _await(self, call: asyncio.Future[Any], end: float) -> Any:
+    async def _detached(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[list[Any], int]:
+        """`_run` in a task of its own, for a caller that may be cancelled (a finish, the upstream quota's
+        calls): its script still completes, retried while late as for any caller."""
+        return await asyncio.shield(asyncio.ensure_future(self._run(name, keys, args)))
+
+    async def _await(self, call: Coroutine[Any, Any, Any], end: float) -> Any:
         """The reply, waited for in slices of `timeout_s` while Redis keeps answering (some reply came back
-        during the slice) and the budget lasts; otherwise Redis counts as failing."""
+        during the slice) and the budget lasts; otherwise Redis counts as failing (stall.py)."""
         try:
-            while True:
-                start = time.monotonic()
-                try:
-                    return await asyncio.wait_for(asyncio.shield(call), max(0.0, min(self.timeout_s, end - start)))
-                except TimeoutError:
-                    if self.link.last_reply < start or time.monotonic() >= end:
-                        raise
+            return await self._stalls.waited(call, end)
         except FAILURES as exc:
-            call.cancel()
             raise StoreUnavailable(cause(exc)) from None
 
     async def sync_clock(self) -> bool:
@@ -244,18 +236,18 @@ class RedisStore:
 
     async def finish(self, ticket: Ticket, billed: int) -> tuple[int, int, int]:
         args = [self.window, ticket.rid, ticket.est, ticket.at_us, ticket.day, billed]
-        (requests, tokens, reset, now), _ = await self._run("team_finish", self.team_keys(ticket.team), args)
+        (requests, tokens, reset, now), _ = await self._detached("team_finish", self.team_keys(ticket.team), args)
         unused = self.blocks.unused(ticket.team, now)  # this process's block counts in Redis: not used yet
         return requests - unused[0], tokens - unused[1], reset
 
     async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant:
         args = [repr(pace.request_us), repr(pace.token_us), tokens, max_wait_us]
-        (ok, wait, now), sent = await self._run("quota_reserve", [self.account_key(account)], args)
+        (ok, wait, now), sent = await self._detached("quota_reserve", [self.account_key(account)], args)
         self._learn(now, sent)
         return Grant(ok == 1, wait, now)
 
     async def adjust(self, account: str, pace: Pace, delta_tokens: int) -> None:
-        await self._run("quota_adjust", [self.account_key(account)], [repr(pace.token_us), delta_tokens])
+        await self._detached("quota_adjust", [self.account_key(account)], [repr(pace.token_us), delta_tokens])
 
     async def close(self) -> None:
         await self.blocks.close(self.timeout_s)
