@@ -69,10 +69,9 @@ async def test_300_rpm_hammered_by_1200_requests_over_five_processes(cluster: Cl
     ok = [r for r in replies if r.status == 200]
     refused = [r for r in replies if r.status == 429]
     assert len(ok) == 300, statuses(replies)  # exactly the limit, whatever the number of processes
-    # Every other request is refused. A loaded fresh-clone CI run (1,200 in 27 s, p99 6.4 s) lost one answer
-    # to the client's ReadError (status 0; cause not found, named in the closing note): at most 2 tolerated.
-    lost = [r for r in replies if r.status == 0]
-    assert len(refused) + len(lost) == 900 and len(lost) <= 2, statuses(replies)
+    # Every other request is refused, and none is lost: the ReadError a loaded run once saw (status 0) was the
+    # client's own pool closing a connection it had handed to a request (fire() in tests/support/teamkit.py).
+    assert len(refused) == 900, statuses(replies)
     assert {r.gateway for r in ok} == {0, 1, 2}  # every process admitted some: the limit is shared, not split
     for r in ok + refused:  # every response of the OpenAI route says where the team stands
         assert r.headers["x-ratelimit-limit-requests"] == "300"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import uuid
@@ -15,6 +16,7 @@ import httpx
 import yaml
 
 from app.teams.keys import hash_key, new_key
+from tests.support.processes import TLS
 
 OPENAI = "/v1/embeddings"
 DS_TEXT = "/api/v1/services/embeddings/text-embedding/text-embedding"
@@ -71,18 +73,28 @@ async def fire(
     path: str = OPENAI,
     client_timeout: float = 30.0,
 ) -> list[Reply]:
-    """`n` requests spread round-robin over the gateways, at most `in_flight` at once."""
+    """`n` requests spread round-robin over the gateways, at most `in_flight` at once.
+
+    Each gateway has a client of its own, whose pool holds `in_flight` connections: no pool ever closes an
+    idle connection to make room. A pool shared by the gateways, full at `in_flight`, closed an idle connection
+    of one gateway whenever a request for another found none of its own, and httpcore may pick a connection
+    it has just handed to a waiting request (encode/httpcore#1110): that request then fails with a ReadError
+    (anyio's ClosedResourceError) before its answer (3 in 40 bursts of 1,200 on a loaded machine, bench/README)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     gate = asyncio.Semaphore(in_flight)
     which = itertools.cycle(range(len(urls)))
     limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    async with httpx.AsyncClient(timeout=client_timeout, limits=limits) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(timeout=client_timeout, limits=limits, verify=TLS))
+            for _ in urls
+        ]
 
         async def one(i: int, g: int) -> Reply:
             async with gate:
                 t0 = time.monotonic()
                 try:
-                    r = await client.post(urls[g] + path, json=body(i), headers=headers)
+                    r = await clients[g].post(urls[g] + path, json=body(i), headers=headers)
                 except httpx.TransportError as exc:  # kept as status 0, so that a test can say what happened
                     done = time.monotonic()
                     return Reply(0, httpx.Headers(), {"transport_error": type(exc).__name__}, g, done - t0, done)
