@@ -198,7 +198,7 @@ def jobs(args: argparse.Namespace) -> None:
 
 
 def usage(args: argparse.Namespace) -> None:
-    from .redis.link import RedisSetupError
+    from .redis.cause import RedisSetupError
     from .usage import table
     from .usage.rows import Keys
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from ..redis.link import Mode, RedisSetupError, connect
+from ..redis.cause import RedisSetupError
+from ..redis.link import Mode, connect
 from .settings import JobSettings
 
 REPLY_WAIT_S = 10.0  # above saq's 1 s blocking dequeue

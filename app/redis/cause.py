@@ -1,11 +1,11 @@
 """What went wrong with Redis and where, in the operator's words: `cause(exc)` names why a command or the
 start failed (authentication, TLS, cluster state, refused, timeout), `place(url)` where (host:port, or the
-Sentinel service), never echoing the URL or its password."""
+Sentinel service), never echoing the URL or its password; `sentinel_parts(url)` reads a Sentinel URL."""
 
 from __future__ import annotations
 
 import ssl
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from redis.exceptions import (
     AuthenticationError,
@@ -14,6 +14,10 @@ from redis.exceptions import (
     RedisClusterException,
     ResponseError,
 )
+
+
+class RedisSetupError(Exception):
+    """Redis could not be opened at start; the message names the cause and the place, never a secret."""
 
 
 def cause(exc: BaseException) -> str:
@@ -52,3 +56,18 @@ def place(url: str) -> str:
     if parts.scheme.endswith("sentinel"):
         return f"sentinel {parts.netloc.rpartition('@')[2]} service {parts.path.strip('/').split('/')[0]}"
     return f"{parts.hostname}:{parts.port or 6379}"
+
+
+def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
+    """redis+sentinel://[:password@]h1:p1[,h2:p2]/service[/db] -> (sentinels, service, db, password)."""
+    parts = urlsplit(url)
+    creds, _, hosts = parts.netloc.rpartition("@")
+    password = unquote(creds.partition(":")[2]) or None if creds else None
+    sentinels = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":")
+        sentinels.append((name.strip("[]") or "127.0.0.1", int(port or 26379)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise RedisSetupError("a redis+sentinel:// URL names its service: redis+sentinel://HOST:PORT/SERVICE/DB")
+    return sentinels, path[0], int(path[1]) if len(path) > 1 else 0, password

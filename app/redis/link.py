@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -37,7 +37,7 @@ from redis.exceptions import (
     RedisError,
 )
 
-from .cause import cause, place
+from .cause import RedisSetupError, cause, place, sentinel_parts
 from .turn import Command, Turn
 
 log = logging.getLogger("embedding_gateway.redis")
@@ -60,10 +60,6 @@ async def _script(
         return await send(("EVALSHA", sha1(script), len(keys), *keys, *args))
     except NoScriptError:
         return await send(("EVAL", script, len(keys), *keys, *args))
-
-
-class RedisSetupError(Exception):
-    """Redis could not be opened at start; the message names the cause and the place, never a secret."""
 
 
 class RedisLink:
@@ -214,21 +210,6 @@ def _single(url: str, timeout_s: float, max_connections: int, wait_s: float | No
         **_options(timeout_s, wait_s),
     )
     return aioredis.Redis.from_pool(pool)
-
-
-def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, str | None]:
-    """redis+sentinel://[:password@]h1:p1[,h2:p2]/service[/db] -> (sentinels, service, db, password)."""
-    parts = urlsplit(url)
-    creds, _, hosts = parts.netloc.rpartition("@")
-    password = unquote(creds.partition(":")[2]) or None if creds else None
-    sentinels = []
-    for host in hosts.split(","):
-        name, _, port = host.rpartition(":")
-        sentinels.append((name.strip("[]") or "127.0.0.1", int(port or 26379)))
-    path = [p for p in parts.path.split("/") if p]
-    if not path:
-        raise RedisSetupError("a redis+sentinel:// URL names its service: redis+sentinel://HOST:PORT/SERVICE/DB")
-    return sentinels, path[0], int(path[1]) if len(path) > 1 else 0, password
 
 
 async def connect(

@@ -9,7 +9,8 @@ import re
 import time
 from decimal import Decimal
 
-from ..redis.link import Mode, RedisSetupError, connect
+from ..redis.cause import RedisSetupError
+from ..redis.link import Mode, connect
 from .report import Query, Reader
 from .rows import Keys
 from .store import RedisLedger

@@ -9,7 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from app.redis.link import RedisSetupError, connect, sentinel_parts
+from app.redis.cause import RedisSetupError, sentinel_parts
+from app.redis.link import connect
 from tests.support.processes import RedisServer
 from tests.support.redisfarm import Cluster, SentinelSet, Single
 
