@@ -50,6 +50,7 @@ class Sink(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.left = -1  # body bytes of the current answer still to come; -1: its head is next
+        self.head = bytearray()  # the head's bytes so far, while it came in parts
         self.done: asyncio.Future[None] | None = None
         self.kept: bytearray | None = None
         self.closed = False
@@ -66,9 +67,13 @@ class Sink(asyncio.Transport):
             self.kept += data
         if not data:  # the end of an answer's body (uvicorn's protocol writes it empty)
             return
-        if self.left < 0:  # a head, in one write (uvicorn's protocols write it so), maybe with body bytes
-            raw = data if isinstance(data, bytes | bytearray) else bytes(data)
+        if self.left < 0:  # (part of) a head, maybe with body bytes after it
+            raw = data if isinstance(data, bytes | bytearray) and not self.head else bytes(self.head + data)
             end = raw.find(b"\r\n\r\n") + 4
+            if end < 4:
+                self.head = bytearray(raw)
+                return
+            self.head = bytearray()
             self.left = declared_length(raw[:end]) - (len(raw) - end)
         else:
             self.left -= len(data)

@@ -1,4 +1,4 @@
-"""bench.inproc --via server: the transport that keeps nothing resolves at the end of an answer, and the raw-ASGI
+"""bench.inproc --via server: the transport resolves at the end of each answer, whatever its length, and the raw-ASGI
 floor answers through uvicorn's protocol with a body of the size asked for."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from bench.stack import AUTH
 def test_a_whole_answer_resolves_only_once_its_body_is_in() -> None:
     async def run() -> tuple[bool, bool, bytes]:
         sink = Sink()
-        done = sink.expect(0)
+        done = sink.expect(keep=True)
         sink.writelines((b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n", b"\r\nab"))
         early = done.done()
         sink.write(b"cde")
@@ -24,18 +24,25 @@ def test_a_whole_answer_resolves_only_once_its_body_is_in() -> None:
     assert declared_length(b"HTTP/1.1 200 OK\r\ncontent-length: 5") == -1  # the head is not complete yet
 
 
-def test_counted_bytes_resolve_at_the_count() -> None:
+def test_answers_of_different_lengths_each_resolve_at_their_end() -> None:
+    """The rate-limit headers' digits change an answer's length: each answer ends where its head says."""
+
     async def run() -> list[bool]:
         sink = Sink()
-        sink.write(b"x" * 10)
-        done = sink.expect(4)
         seen = []
-        for _ in range(2):
-            sink.write(b"yy")
+        for head, body in (
+            (b"x-remaining: 1000\r\ncontent-length: 4", b"abcd"),
+            (b"x-remaining: 999\r\ncontent-length: 6", b"abcdef"),
+        ):
+            done = sink.expect()
+            sink.write(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n\r\n" + body[:2])
             seen.append(done.done())
+            sink.write(body[2:])
+            seen.append(done.done())
+            sink.write(b"")
         return seen
 
-    assert asyncio.run(run()) == [False, True]
+    assert asyncio.run(run()) == [False, True, False, True]
 
 
 def test_the_floor_answers_the_size_asked_through_uvicorns_protocol() -> None:
