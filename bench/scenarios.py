@@ -214,7 +214,7 @@ def calls_per_item(gw: Proc, standin: Proc, run: str, clients: int) -> dict[str,
     items in different orders. Upstream items per distinct item, as the stand-in counted them."""
 
     async def identical() -> None:
-        limits = httpx.Limits(max_connections=clients)
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)  # httpcore#1110
         async with httpx.AsyncClient(timeout=60, limits=limits, headers=AUTH) as c:
             body = openai_body([f"identical {run}"])
             rs = await asyncio.gather(*(c.post(gw.url + "/v1/embeddings", content=body) for _ in range(clients)))
@@ -222,7 +222,8 @@ def calls_per_item(gw: Proc, standin: Proc, run: str, clients: int) -> dict[str,
 
     async def reindex() -> None:
         texts = [f"reindex {i} {run}" for i in range(200)]
-        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64), headers=AUTH) as c:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(timeout=60, limits=limits, headers=AUTH) as c:
 
             async def worker(w: int) -> None:
                 order = texts[w * 25 :] + texts[: w * 25]

@@ -48,9 +48,9 @@ def test_30_percent_failing_upstream_is_absorbed(flaky_gateway: Gateway, standin
 
     async def go() -> None:
         slots = asyncio.Semaphore(50)
-        async with httpx.AsyncClient(
-            timeout=30, limits=httpx.Limits(max_connections=50), headers=flaky_gateway.headers
-        ) as client:
+        # keep-alive as large as the pool: httpcore closes no idle connection to make room (httpcore#1110)
+        limits = httpx.Limits(max_connections=50, max_keepalive_connections=50)
+        async with httpx.AsyncClient(timeout=30, limits=limits, headers=flaky_gateway.headers) as client:
             await asyncio.gather(*(one(client, t, slots) for t in texts))
 
     asyncio.run(go())
