@@ -19,11 +19,28 @@ call that decides each in its order as if alone (tickbatch.py): Redis's CPU per 
 itself (the round trip, the script's start, reading and writing the team's hash), not the requests in it,
 so under load a limited request costs Redis a fraction of a call. Each request is still decided atomically
 against everything admitted before it, in every process: "never more than N in any window" is unchanged.
-Admissions are made by the batch's task, not the callers': it awaits the script directly (stall.py: one
-timer for the calls in flight). The other calls (a finish, the upstream quota's), made by the callers
-themselves, run in a task of their own (`_detached`): a caller cancelled while it waits (a client gone, a
+The finishes of one team of one turn go together likewise (the misses that one upstream answer ended),
+each settled in its order as if alone.
+
+Both are made by the batch's task, not the callers': a caller cancelled while it waits (a client gone, a
 request past its deadline) leaves the call to complete, so a finish still frees its lease and settles its
-tokens.
+tokens. The batch's task awaits the script directly (stall.py: one timer for the calls in flight); the
+upstream quota's calls, made by the callers themselves, run in a task of their own (`_detached`) for the
+same reason.
+
+A team refused for its requests limit is refused again by this process, without asking Redis, until the
+time Redis named (envoy's ratelimit keeps such a cache of keys over their limit): a window's request count
+only goes down when its buckets leave the window, or when a process gives back the rest of a block, so no
+request would pass in Redis before then either, but for those blocks; for a team that may have blocks the
+cache lasts at most to the end of the current bucket (when they are given back), so a flooding team costs
+Redis one call per process per bucket. Nothing is ever admitted from this cache, so "never more than N in
+any window" holds as before. Its times are compared on an estimate of Redis's clock that runs ahead of it
+(the offset learnt is an upper bound), so the local refusals end no later than Redis's would. Keyed by the
+team and its rpm (a reload that changes the limit asks Redis again).
+
+Teams limited by rpm/tpm alone (no concurrency, no daily tokens) are admitted from blocks this process holds
+(allowance.py): most of their requests make no call at all; the script call that decides a request alone
+also gives back the rest of the team's past blocks and asks for the next one.
 """
 
 from __future__ import annotations
@@ -32,6 +49,7 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -47,6 +65,7 @@ from .window import US, Grant, Pace, TeamQuota, Verdict, bucket_us
 
 SCRIPTS = ("team_admit", "team_finish", "quota_reserve", "quota_adjust")
 ADMITS_PER_CALL = 256  # requests decided by one script call at most (a turn with more makes several, in order)
+FINISHES_PER_CALL = 256  # likewise for the requests finished by one call
 
 Decided = tuple[list[Any], int, int]  # a request's row of team_admit's reply, Redis's now and day
 
@@ -93,6 +112,7 @@ class RedisStore:
         self._offset: int | None = None  # Redis time minus this process's time, learnt from replies
         self._over: dict[tuple[str, int], tuple[Verdict, int]] = {}  # (team, rpm) -> refusal, until (Redis time)
         self._admits: dict[tuple[str, Limits], TickBatcher[tuple[str, int], Decided]] = {}
+        self._finishes: dict[str, TickBatcher[tuple[Ticket, int], tuple[int, int, int]]] = {}
         self.processes = processes  # live processes sharing the limits (the census): a block is a share of the rest
         # The blocks of teams' limits this process holds (an injected clock: decisions one by one)
         self.blocks = Blocks(bucket_us(self.window), self._admit_now, on=clock is None if blocks is None else blocks)
@@ -122,8 +142,8 @@ class RedisStore:
             self._offset = redis_now - sent
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[list[Any], int]:
-        """The script's reply (and when it was sent), awaited in this task: the admissions' batch task
-        (tickbatch.py), which no caller's cancellation reaches; the callers' calls go through `_detached`."""
+        """The script's reply (and when it was sent), awaited in this task: the admissions' and the finishes'
+        batch tasks (tickbatch.py), which no caller's cancellation reaches; the others go through `_detached`."""
         end = time.monotonic() + self.budget_s
         while time.monotonic() < end:
             sent = wall_clock_us()
@@ -135,8 +155,8 @@ class RedisStore:
         raise StoreLate("late")  # Redis answered every time, but never within this process's deadline
 
     async def _detached(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[list[Any], int]:
-        """`_run` in a task of its own, for a caller that may be cancelled (a finish, the upstream quota's
-        calls): its script still completes, retried while late as for any caller."""
+        """`_run` in a task of its own, for a caller that may be cancelled (the upstream quota's calls): its
+        script still completes, retried while late as for any caller."""
         return await asyncio.shield(asyncio.ensure_future(self._run(name, keys, args)))
 
     async def _await(self, call: Coroutine[Any, Any, Any], end: float) -> Any:
@@ -235,10 +255,29 @@ class RedisStore:
         return replace(was, retry_us=left, reset_us=max(0, was.reset_us - (now - was.now_us)), now_us=now)
 
     async def finish(self, ticket: Ticket, billed: int) -> tuple[int, int, int]:
-        args = [self.window, ticket.rid, ticket.est, ticket.at_us, ticket.day, billed]
-        (requests, tokens, reset, now), _ = await self._detached("team_finish", self.team_keys(ticket.team), args)
-        unused = self.blocks.unused(ticket.team, now)  # this process's block counts in Redis: not used yet
-        return requests - unused[0], tokens - unused[1], reset
+        """The request's finish, sent with the team's other finishes of this loop turn in one script call
+        made by a task of its own: a caller cancelled while it waits leaves the finish to complete."""
+        batch = self._finishes.get(ticket.team)
+        if batch is None:
+            if len(self._finishes) >= 1024:
+                self._finishes.clear()
+            batch = self._finishes[ticket.team] = TickBatcher(partial(self._finish_now, ticket.team))
+        [(requests, tokens, reset)] = await batch([(ticket, billed)])
+        return requests, tokens, reset
+
+    async def _finish_now(self, team: str, finishes: list[tuple[Ticket, int]]) -> list[tuple[int, int, int]]:
+        """The finishes of one loop turn, in their order (per FINISHES_PER_CALL): each caller gets the window
+        as it stands after its own finish, as if the finishes had been made one by one."""
+        out: list[tuple[int, int, int]] = []
+        for at in range(0, len(finishes), FINISHES_PER_CALL):
+            chunk = finishes[at : at + FINISHES_PER_CALL]
+            args: list[Any] = [self.window, len(chunk)]
+            for ticket, billed in chunk:
+                args += (ticket.rid, ticket.est, ticket.at_us, ticket.day, billed)
+            (requests, reset, now, *tokens), _ = await self._run("team_finish", self.team_keys(team), args)
+            unused = self.blocks.unused(team, now)  # this process's block counts in Redis: not used yet
+            out += ((requests - unused[0], t - unused[1], reset) for t in tokens)
+        return out
 
     async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant:
         args = [repr(pace.request_us), repr(pace.token_us), tokens, max_wait_us]

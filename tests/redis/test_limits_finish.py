@@ -1,5 +1,6 @@
-"""The team's finishes: made by a task of their own (a caller cancelled while it waits leaves its finish to
-complete), and a paused Redis gives the caller a clean answer within the stall timeout."""
+"""The team's finishes: those of one event-loop turn go to Redis as one script call that settles each as if
+alone, from a task of their own (a caller cancelled while it waits leaves its finish to complete), and a
+paused Redis gives the caller a clean answer within the stall timeout."""
 
 from __future__ import annotations
 
@@ -8,14 +9,72 @@ import time
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.config.settings import LimitFailurePolicy
 from app.limits.shared import RedisStore, open_client
 from app.limits.store import StoreUnavailable, Ticket
-from app.limits.window import TeamQuota
-from tests.redis.test_limits_redis import failover
+from app.limits.window import DAY_US, US, TeamQuota
+from tests.redis.test_limits_redis import Clock, failover, script_calls, stores
 from tests.support.polling import eventually_async
 from tests.support.processes import RedisServer
+
+quotas = st.builds(
+    TeamQuota,
+    st.none() | st.integers(4, 12),
+    st.none() | st.integers(1000, 6000),
+    st.none() | st.integers(2, 8),
+    st.none() | st.integers(2000, 20000),
+)
+turns = st.lists(
+    st.tuples(
+        st.integers(0, 8 * US),  # time before the turn
+        st.lists(st.integers(0, 500), max_size=4),  # the admissions (one at a time)
+        st.lists(st.tuples(st.integers(0, 40), st.integers(0, 900)), max_size=5),  # finishes of one turn: pick, bill
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(turns, quotas, st.integers(0, 60))
+def test_a_turns_finishes_settle_in_order_like_the_reference(
+    redis_server: RedisServer, seq: list[tuple[int, list[int], list[tuple[int, int]]]], quota: TeamQuota, before: int
+) -> None:
+    """Finishes made in one turn (several requests in the past and the current bucket, some in the same
+    bucket, some across a UTC midnight) go as one script call; each caller gets what the reference answers
+    when they are made one by one in that order."""
+
+    async def replay() -> None:
+        clock = Clock(20_000 * DAY_US - before * US)
+        local, shared = stores(redis_server.url, clock)
+        tickets: list[Ticket] = []
+        try:
+            await shared.admit("another team", quota, 0, "r")  # the scripts are loaded: EVALSHA from now on
+            await shared.finish(Ticket("another team", "r", 0, clock.now, 0, "x"), 1)
+            for i, (delay, estimates, finishes) in enumerate(seq):
+                clock.now += delay
+                for j, est in enumerate(estimates):
+                    rid = f"r{i}.{j}"
+                    mine = await local.admit("team", quota, est, rid)
+                    assert mine == await shared.admit("team", quota, est, rid), (i, j)
+                    if mine.ok:
+                        tickets.append(Ticket("team", rid, est, mine.now_us, mine.day, "x"))
+                chosen = [(tickets.pop(pick % len(tickets)), billed) for pick, billed in finishes if tickets]
+                if not chosen:
+                    continue
+                expected = [await local.finish(t, billed) for t, billed in chosen]
+                calls = await script_calls(shared)
+                got = await asyncio.gather(*(shared.finish(t, billed) for t, billed in chosen))
+                assert await script_calls(shared) - calls == 1  # the turn's finishes: one call
+                assert list(got) == expected, i
+        finally:
+            await shared.close()
+
+    asyncio.run(replay())
+
 
 LEASED = TeamQuota(rpm=100, tpm=10_000, concurrency=1)
 
