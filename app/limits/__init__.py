@@ -1,6 +1,7 @@
 """Team limits and upstream quotas, shared by every replica through Redis (docs/limits.md).
 
-window.py     the arithmetic and why these algorithms (sliding-window log for teams, GCRA for upstreams)
+window.py     the arithmetic of team limits and why (a sliding window counted in buckets)
+pacing.py     the arithmetic of upstream quotas and why (GCRA with reservations)
 *.lua         the same arithmetic as atomic Redis scripts on Redis's clock
 local.py      in-process store (no Redis, or the fallback while Redis fails)
 shared.py     Redis store

@@ -24,8 +24,9 @@ from ..config.settings import LimitFailurePolicy
 from ..redis.bypass import Bypass
 from .census import Census
 from .local import LocalStore
+from .pacing import Grant, Pace
 from .store import LimitStore, Ticket
-from .window import US, Grant, Pace, TeamQuota, Verdict
+from .window import US, TeamQuota, Verdict
 
 log = logging.getLogger("embedding_gateway.limits")
 
@@ -58,6 +59,7 @@ class LimitDecider:
         self.breaker = breaker
         self._pending: deque[tuple[Ticket, int]] = deque(maxlen=MAX_PENDING)
         self._flushing: asyncio.Task[None] | None = None
+        self._parts: dict[TeamQuota, tuple[int, TeamQuota]] = {}  # quota -> shares, its part (divided)
 
     @property
     def backend(self) -> str:
@@ -77,6 +79,18 @@ class LimitDecider:
     @property
     def shares(self) -> int:
         return self.census.shares
+
+    def _part(self, quota: TeamQuota) -> TeamQuota:
+        """`quota` divided by the live processes, computed again only when either changed."""
+        shares = self.census.shares
+        known = self._parts.get(quota)
+        if known is not None and known[0] == shares:
+            return known[1]
+        if len(self._parts) >= 1024:  # bounded: quotas come and go with reloads
+            self._parts.clear()
+        part = quota.divided(shares)
+        self._parts[quota] = (shares, part)
+        return part
 
     async def _shared(self, command: Callable[[], Awaitable[T]]) -> T | None:
         """The shared store's answer through the one guarded Redis call (Bypass.call; the store keeps its own
@@ -114,7 +128,7 @@ class LimitDecider:
 
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Decision:
         if self.shared is None:
-            local = quota.divided(self.shares)
+            local = self._part(quota)
             return Decision(await self.local.admit(team, local, est, rid), self.local.name, local)
         verdict = await self._shared(partial(self.shared.admit, team, quota, est, rid))
         if verdict is not None:
@@ -130,7 +144,7 @@ class LimitDecider:
         enforced = quota.keep({kind for kind in active if policy[kind] == "local"})
         if not enforced.active:
             return Decision(Verdict(True), None, enforced)
-        local = enforced.divided(self.shares)
+        local = self._part(enforced)
         return Decision(await self.local.admit(team, local, est, rid), self.local.name, local)
 
     async def finish(self, ticket: Ticket, billed: int) -> tuple[int, int, int] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from .admission import Admission
 from .window import US
 
@@ -10,29 +12,43 @@ def rate_headers(adm: Admission) -> dict[str, str]:
     """x-ratelimit-{limit,remaining,reset}-{requests,tokens} as OpenAI sends them, where the team stands after
     the admission's finish when it had one (else after the admission); reset is when the oldest request of
     the window leaves it (remaining grows then)."""
-    v, q = adm.verdict, adm.quota
+    v = adm.verdict
     if v is None:
         return {}
+    q = adm.quota
+    rpm, tpm = q.rpm, q.tpm
     requests, tokens, reset = adm.usage or (v.requests, v.tokens, v.reset_us)
     headers: dict[str, str] = {}
-    for kind, limit, used in (("requests", q.rpm, requests), ("tokens", q.tpm, tokens)):
-        if limit is not None:
-            headers[f"x-ratelimit-limit-{kind}"] = str(limit)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, limit - used))
-            headers[f"x-ratelimit-reset-{kind}"] = duration(reset)
+    if rpm is not None:
+        headers["x-ratelimit-limit-requests"] = str(rpm)
+        headers["x-ratelimit-remaining-requests"] = str(rpm - requests) if requests < rpm else "0"
+        headers["x-ratelimit-reset-requests"] = duration(reset)
+    if tpm is not None:
+        headers["x-ratelimit-limit-tokens"] = str(tpm)
+        headers["x-ratelimit-remaining-tokens"] = str(tpm - tokens) if tokens < tpm else "0"
+        headers["x-ratelimit-reset-tokens"] = duration(reset) if rpm is None else headers["x-ratelimit-reset-requests"]
     if v.too_large:
         headers["x-should-retry"] = "false"
     return headers
 
 
 def duration(us: int) -> str:
-    """OpenAI's style: 250ms, 1.5s, 6m0s."""
+    """OpenAI's style: 250ms, 1.5s, 6m0s (seconds rounded to the millisecond, half to even)."""
     if us <= 0:
         return "0s"
     if us < US:
         return f"{-(-us // 1000)}ms"
-    seconds = round(us / US, 3)
-    if seconds < 60:
-        return f"{seconds:g}s"
-    minutes, rest = divmod(seconds, 60)
-    return f"{int(minutes)}m{round(rest, 3):g}s"
+    ms, part = divmod(us, 1000)
+    if part == 500:  # a tie: rounded as the float us / US rounds it (either way, by its binary value)
+        return _seconds(round(round(us / US, 3) * 1000))
+    return _seconds(ms + (part > 500))
+
+
+@lru_cache(maxsize=4096)
+def _seconds(ms: int) -> str:
+    """A time of at least a second, in whole milliseconds, as `duration` writes it (memoised: a team's reset
+    changes by the microsecond, its text by the millisecond)."""
+    minutes, rest = divmod(ms, 60_000) if ms >= 60_000 else (0, ms)
+    seconds, frac = divmod(rest, 1000)
+    text = f"{seconds}s" if not frac else f"{seconds}.{frac:03d}".rstrip("0") + "s"
+    return f"{minutes}m{text}" if minutes else text

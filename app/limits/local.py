@@ -1,4 +1,4 @@
-"""The in-process limit store: the reference arithmetic of window.py on this process's clock.
+"""The in-process limit store: the reference arithmetic of window.py and pacing.py on this process's clock.
 
 Serves alone when no Redis is configured (a single replica), and as the fallback while Redis fails; in
 both cases it is given limits already divided by the number of processes sharing them.
@@ -10,9 +10,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from . import window
+from . import pacing, window
+from .pacing import Grant, Pace, PaceState
 from .store import Ticket
-from .window import US, Grant, Pace, PaceState, TeamQuota, TeamWindow, Verdict
+from .window import US, TeamQuota, TeamWindow, Verdict
 
 
 def wall_clock_us() -> int:
@@ -50,10 +51,10 @@ class LocalStore:
         )
 
     async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant:
-        return window.reserve(self._accounts[account], pace, now=self.clock(), tokens=tokens, max_wait=max_wait_us)
+        return pacing.reserve(self._accounts[account], pace, now=self.clock(), tokens=tokens, max_wait=max_wait_us)
 
     async def adjust(self, account: str, pace: Pace, delta_tokens: int) -> None:
-        window.adjust(self._accounts[account], pace, delta_tokens=delta_tokens)
+        pacing.adjust(self._accounts[account], pace, delta_tokens=delta_tokens)
 
     async def close(self) -> None:
         self._teams.clear()

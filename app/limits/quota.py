@@ -1,7 +1,7 @@
 """Upstream quotas: each deployment's account quota of requests and tokens per minute for its model
 (DeploymentSpec.rpm/tpm in the catalog; the account is `upstream:upstream_model`), shared by every
 replica. The fleet (upstreams/fleet.py) asks `try_admit` before every upstream call: the call gets the
-next slot of that account's quota (window.reserve) and sleeps until it; asked not to wait, it learns how
+next slot of that account's quota (pacing.reserve) and sleeps until it; asked not to wait, it learns how
 far away the next slot is (nothing reserved), so that a deployment with headroom can take the call
 instead; a slot more than `upstream_queue_s` away is refused with 429. The upstream therefore never sees a
 burst above its quota from us, and our clients get a clean 429 with Retry-After instead.
@@ -32,7 +32,8 @@ from ..errors import RateLimited, Unavailable
 from ..metrics import Metrics
 from ..upstreams.slots import FairSlots
 from .decider import LimitDecider
-from .window import US, Pace
+from .pacing import Pace
+from .window import US
 
 BOOKED_AHEAD = 4  # per account and process: calls holding a booked slot they wait for (enough to keep the pace
 # full across a Redis round trip; each one more is a call a later request may wait behind)

@@ -1,4 +1,4 @@
--- Correct an upstream account's token bill by what the upstream reported (mirrors window.adjust).
+-- Correct an upstream account's token bill by what the upstream reported (mirrors pacing.adjust).
 -- KEYS: 1 the account's hash. ARGV: 1 now ('' = Redis TIME), 2 deadline (0: none), 3 us per token,
 -- 4 billed minus estimated tokens (negative: a refund). Returns {1}, or {-1} when stale.
 -- `now` and the stale check come from clock.lua, prepended by shared.script_source.

@@ -1,4 +1,4 @@
--- The next slot of an upstream account's quota (GCRA with reservations; mirrors window.reserve).
+-- The next slot of an upstream account's quota (GCRA with reservations; mirrors pacing.reserve).
 -- KEYS: 1 the account's hash (next: earliest next call, paid: when the tokens so far are paid for).
 -- ARGV: 1 now ('' = Redis TIME), 2 deadline (0: none), 3 us between calls, 4 us per token,
 --       5 tokens of this call, 6 longest wait us.

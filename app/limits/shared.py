@@ -60,8 +60,9 @@ from ..redis.stall import Stalls
 from .allowance import monotonic_us
 from .blocks import Blocks, Limits
 from .local import wall_clock_us
+from .pacing import Grant, Pace
 from .store import StoreLate, StoreUnavailable, Ticket
-from .window import US, Grant, Pace, TeamQuota, Verdict, bucket_us
+from .window import US, TeamQuota, Verdict, bucket_us
 
 SCRIPTS = ("team_admit", "team_finish", "quota_reserve", "quota_adjust")
 ADMITS_PER_CALL = 256  # requests decided by one script call at most (a turn with more makes several, in order)

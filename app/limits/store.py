@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..redis.bypass import Failing
-from .window import Grant, Pace, TeamQuota, Verdict
+from .pacing import Grant, Pace
+from .window import TeamQuota, Verdict
 
 
 class StoreUnavailable(Failing):

@@ -1,8 +1,9 @@
-"""The arithmetic of every limit, in plain Python on an explicit clock (integer microseconds).
+"""The arithmetic of team limits, in plain Python on an explicit clock (integer microseconds).
 
 This module is the reference: the in-process store runs it as it is, and the Redis scripts
 (`team_admit.lua`, `team_finish.lua`, `quota_reserve.lua`, `quota_adjust.lua`) take the same steps in the
-same order; tests run random sequences through both and compare every decision.
+same order; tests run random sequences through both and compare every decision. Upstream quotas' pacing is
+in pacing.py.
 
 Team limits (requests and tokens per window) are a **sliding window counted in buckets**: the window is cut
 into 60 buckets (one second of a minute); each bucket holds the requests admitted in it and their tokens
@@ -17,14 +18,6 @@ admit a full burst plus the refill (up to twice the limit in a minute); two fixe
 weighted into a sliding one were measured here admitting up to 1.4x the limit in some window on Poisson
 traffic at 1.5x the limit.
 
-Upstream quotas are **GCRA with reservations** (virtual scheduling with no burst tolerance): each call gets
-the next free slot, `spacing` after the previous one, and sleeps until it. Chosen because the upstream
-enforces its per-minute quota per second as well (RPS = RPM / 60, with burst protection), so calls must be
-paced, not bunched at the start of a minute; because handing out slots in arrival order is a FIFO queue
-shared by every replica with no polling; because a slot further away than the longest allowed wait is a
-bounded queue (answer 429 at once, without reserving); and because its state is two numbers.
-Tokens are paid after: a call waits until the tokens of the calls before it are paid for at the quota's
-rate, then adds its own, and the bill is corrected once the upstream reports real usage.
 """
 
 from __future__ import annotations
@@ -84,6 +77,7 @@ class Verdict:
 
 
 BUCKETS = 60  # per window: a team's state is at most this many counters, whatever its rate
+NEVER = 1 << 62  # the `expires` of a window without buckets
 
 
 def bucket_us(window: int) -> int:
@@ -96,9 +90,15 @@ class TeamWindow:
     window, by number), the requests admitted in it and their tokens (estimated, then billed)."""
 
     buckets: dict[int, list[int]] = field(default_factory=dict)  # bucket number -> [requests, tokens]
+    count: int = 0  # the sums over the buckets (changed with them: `_set`, `_drop`)
+    tokens: int = 0
     leases: dict[str, int] = field(default_factory=dict)  # request id -> expires at
     day: int = -1
     day_used: int = 0
+    # When the oldest bucket stops counting (NEVER: no bucket), for the window `span` (0: not known); kept
+    # exact by every change of the buckets' numbers, so that a request expires them only when one is gone
+    expires: int = 0
+    span: int = 0
 
 
 def _gone(b: int, size: int, window: int) -> int:
@@ -107,11 +107,37 @@ def _gone(b: int, size: int, window: int) -> int:
 
 
 def _expire(w: TeamWindow, now: int, window: int) -> None:
+    if w.leases:
+        for rid in [r for r, until in w.leases.items() if until <= now]:
+            del w.leases[rid]
+    if now < w.expires and w.span == window:
+        return  # no bucket is gone yet
     size = bucket_us(window)
     for b in [b for b in w.buckets if _gone(b, size, window) <= now]:
-        del w.buckets[b]
-    for rid in [r for r, until in w.leases.items() if until <= now]:
-        del w.leases[rid]
+        _drop(w, b)
+    w.expires, w.span = (_gone(min(w.buckets), size, window) if w.buckets else NEVER), window
+
+
+def _counts(w: TeamWindow, bucket: int, window: int) -> list[int]:
+    """The counts of `bucket` (the current one), a new bucket when it has none (after `_expire`)."""
+    counts = w.buckets.get(bucket)
+    if counts is None:
+        counts = w.buckets[bucket] = [0, 0]
+        w.expires = min(w.expires, _gone(bucket, bucket_us(window), window))
+    return counts
+
+
+def _set(w: TeamWindow, counts: list[int], requests: int, tokens: int) -> None:
+    """A bucket's counts become `requests` and `tokens`; the window's sums follow."""
+    w.count += requests - counts[0]
+    w.tokens += tokens - counts[1]
+    counts[0], counts[1] = requests, tokens
+
+
+def _drop(w: TeamWindow, bucket: int) -> None:
+    requests, tokens = w.buckets.pop(bucket)
+    w.count -= requests
+    w.tokens -= tokens
 
 
 def _retry(w: TeamWindow, slot: int, need: int, now: int, window: int) -> int:
@@ -125,12 +151,12 @@ def _retry(w: TeamWindow, slot: int, need: int, now: int, window: int) -> int:
 
 
 def _totals(w: TeamWindow) -> tuple[int, int]:
-    return sum(c[0] for c in w.buckets.values()), sum(c[1] for c in w.buckets.values())
+    return w.count, w.tokens
 
 
-def _reset(w: TeamWindow, now: int, window: int) -> int:
-    """Until the oldest counted request leaves the window (0: the window is empty)."""
-    return _gone(min(w.buckets), bucket_us(window), window) - now if w.buckets else 0
+def _reset(w: TeamWindow, now: int) -> int:
+    """Until the oldest counted request leaves the window (0: the window is empty); after `_expire`."""
+    return w.expires - now if w.buckets else 0
 
 
 def admit(w: TeamWindow, q: TeamQuota, *, now: int, window: int, lease: int, est: int, rid: str) -> Verdict:
@@ -155,15 +181,16 @@ def admit(w: TeamWindow, q: TeamQuota, *, now: int, window: int, lease: int, est
     ok = not refusals
     if ok:
         if q.rpm is not None or q.tpm is not None:
-            counts = w.buckets.setdefault(now // bucket_us(window), [0, 0])
-            counts[0] += 1
+            counts = _counts(w, now // bucket_us(window), window)
+            counts[0] += 1  # `_set`, inline: once per request
             counts[1] += est
-            count, tokens = count + 1, tokens + est
+            w.count = count = count + 1
+            w.tokens = tokens = tokens + est
         if q.concurrency is not None:
             w.leases[rid] = now + lease
         if q.daily_tokens is not None:
             w.day_used += est
-    verdict = Verdict(ok, requests=count, tokens=tokens, reset_us=_reset(w, now, window), now_us=now, day=day)
+    verdict = Verdict(ok, requests=count, tokens=tokens, reset_us=_reset(w, now), now_us=now, day=day)
     if ok:
         return verdict
     large = [r for r in refusals if r[1]]
@@ -182,11 +209,11 @@ def finish(
     w.leases.pop(rid, None)
     counts = w.buckets.get(at // bucket_us(window))
     if counts is not None:
-        counts[1] = max(0, counts[1] + billed - est)
+        _set(w, counts, counts[0], max(0, counts[1] + billed - est))
     if w.day == day:
         w.day_used = max(0, w.day_used + billed - est)
     count, tokens = _totals(w)
-    return count, tokens, _reset(w, now, window)
+    return count, tokens, _reset(w, now)
 
 
 def give_back(w: TeamWindow, *, now: int, window: int, bucket: int, requests: int, tokens: int) -> None:
@@ -197,10 +224,10 @@ def give_back(w: TeamWindow, *, now: int, window: int, bucket: int, requests: in
     counts = w.buckets.get(bucket)
     if counts is None:
         return
-    counts[0] = max(0, counts[0] - requests)
-    counts[1] = max(0, counts[1] - tokens)
+    _set(w, counts, max(0, counts[0] - requests), max(0, counts[1] - tokens))
     if counts[0] == 0:
-        del w.buckets[bucket]
+        _drop(w, bucket)
+        w.expires = 0  # the oldest may have gone: found again by the next `_expire`
 
 
 def grant(
@@ -227,58 +254,6 @@ def grant(
     if n < 2:
         return bucket, 0, 0
     t = max(0, t)
-    counts = w.buckets.setdefault(bucket, [0, 0])
-    counts[0] += n
-    counts[1] += t
+    counts = _counts(w, bucket, window)
+    _set(w, counts, counts[0] + n, counts[1] + t)
     return bucket, n, t
-
-
-@dataclass(frozen=True, slots=True)
-class Pace:
-    """An upstream quota as spacings: microseconds between calls, and per token (0: not limited)."""
-
-    request_us: float
-    token_us: float
-
-    @classmethod
-    def of(cls, rpm: int | None, tpm: int | None, window_s: float, slack_s: float) -> Pace | None:
-        """Calls are spaced as if the window were `slack_s` longer, so that calls delayed by up to that
-        much on their way out still never put more than the quota into any window."""
-        if rpm is None and tpm is None:
-            return None
-        span = (window_s + slack_s) * US
-        return cls(span / rpm if rpm else 0.0, span / tpm if tpm else 0.0)
-
-    def slower(self, shares: int) -> Pace:
-        return Pace(self.request_us * shares, self.token_us * shares)
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    ok: bool
-    wait_us: int  # admitted: sleep this long before calling; refused: retry after this long
-    now_us: int = 0
-    unavailable: bool = False  # refused because the quota's Redis fails and its policy is "closed"
-
-
-@dataclass(slots=True)
-class PaceState:
-    next_call: int = 0  # earliest time of the next call (theoretical arrival time)
-    tokens_paid: int = 0  # time at which the tokens of the calls so far are paid for
-
-
-def reserve(s: PaceState, p: Pace, *, now: int, tokens: int, max_wait: int) -> Grant:
-    """The next slot, if it is at most `max_wait` away (else nothing is reserved)."""
-    slot = max(now, s.next_call, s.tokens_paid)
-    wait = slot - now
-    if wait > max_wait:
-        return Grant(False, wait - max_wait, now)
-    s.next_call = round(slot + p.request_us)
-    s.tokens_paid = round(slot + tokens * p.token_us)
-    return Grant(True, wait, now)
-
-
-def adjust(s: PaceState, p: Pace, *, delta_tokens: int) -> None:
-    """Correct the token bill by what the upstream reported (negative: a refund)."""
-    if p.token_us and delta_tokens and s.tokens_paid:
-        s.tokens_paid = round(s.tokens_paid + delta_tokens * p.token_us)

@@ -93,7 +93,7 @@ def test_the_script_grants_and_takes_back_like_the_reference(
                     rows.append([int(v.ok), v.requests, v.tokens, v.reset_us, v.retry_us])
                 block = window.grant(w, q, now=now, window=win, requests=want, tokens=want_t, processes=procs)
                 count, tokens = window._totals(w)
-                reset = window._reset(w, now, win)
+                reset = window._reset(w, now)
                 assert list(r[2:8]) == [*block, count, tokens, reset]
                 assert [[row[0], row[4], row[5], row[6], row[3]] for row in r[8:]] == rows
         finally:

@@ -21,9 +21,10 @@ from app.config.settings import LimitFailurePolicy
 from app.limits.census import Census
 from app.limits.decider import LimitDecider
 from app.limits.local import LocalStore
+from app.limits.pacing import Pace
 from app.limits.shared import RedisStore, open_client
 from app.limits.store import StoreUnavailable, Ticket
-from app.limits.window import DAY_US, US, Pace, TeamQuota
+from app.limits.window import DAY_US, US, TeamQuota
 from app.redis.bypass import Bypass
 from app.redis.link import RedisLink
 from tests.support.polling import eventually_async

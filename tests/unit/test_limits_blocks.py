@@ -178,5 +178,7 @@ def test_a_block_is_sized_by_the_processs_own_rate_and_capped_by_its_share() -> 
     bucket, granted, _ = window.grant(w, TeamQuota(rpm=1000), now=START, window=W, requests=n, tokens=0, processes=4)
     assert granted == 40
     window.admit(w, TeamQuota(rpm=1000), now=START, window=W, lease=US, est=0, rid="x")
-    w.buckets[bucket][0] = 990  # near the limit: 10 left, 4 processes: a share under 2
+    for i in range(949):  # near the limit: 10 left, 4 processes: a share under 2
+        assert window.admit(w, TeamQuota(rpm=1000), now=START, window=W, lease=US, est=0, rid=f"r{i}").ok
+    assert w.buckets[bucket][0] == 990
     assert window.grant(w, TeamQuota(rpm=1000), now=START, window=W, requests=40, tokens=0, processes=4)[1] == 0

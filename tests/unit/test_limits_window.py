@@ -1,5 +1,5 @@
-"""The limiter arithmetic (app/limits/window.py) on an injected clock: the properties the gateway promises,
-checked over random sequences with hypothesis."""
+"""The limiter arithmetic (app/limits/window.py, pacing.py) on an injected clock: the properties the gateway
+promises, checked over random sequences with hypothesis."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.limits import window
-from app.limits.window import DAY_US, US, Pace, PaceState, TeamQuota, TeamWindow
+from app.limits import pacing, window
+from app.limits.pacing import Pace, PaceState
+from app.limits.window import DAY_US, US, TeamQuota, TeamWindow
 
 W = 60 * US
 LEASE = 300 * US
@@ -162,6 +163,45 @@ def test_daily_budget_resets_at_utc_midnight() -> None:
     assert window.admit(w, q, now=(day + 1) * DAY_US, window=W, lease=LEASE, est=1000, rid="c").ok
 
 
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(("admit", "finish", "give_back", "grant")),
+        st.integers(min_value=-2 * US, max_value=30 * US),  # clocks may step back (skewed processes)
+        st.integers(min_value=0, max_value=300),
+        st.integers(min_value=-3, max_value=1),  # the bucket of a give-back, from the current one
+    ),
+    min_size=1,
+    max_size=150,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops, st.sampled_from([10 * US, W, 61 * US]))
+def test_kept_sums_and_oldest_bucket_are_those_of_the_buckets(seq: list[tuple[str, int, int, int]], win: int) -> None:
+    """The window's sums and the time its oldest bucket leaves, kept as the buckets change (so that a request
+    neither sums them nor looks for expired ones), are what the buckets themselves say, after any change."""
+    w, q, now = TeamWindow(), TeamQuota(rpm=200, tpm=20_000), 1_000 * US
+    size = window.bucket_us(win)
+    for i, (op, step, n, db) in enumerate(seq):
+        now = max(0, now + step)
+        if op == "admit":
+            window.admit(w, q, now=now, window=win, lease=LEASE, est=n, rid=f"r{i}")
+        elif op == "finish":
+            at = now - db * size
+            window.finish(w, now=now, window=win, rid=f"r{i}", est=n, at=at, day=0, billed=n // 2)
+        elif op == "give_back":
+            b = now // size + db
+            window.give_back(w, now=now, window=win, bucket=b, requests=n // 10, tokens=n)
+        else:
+            window.grant(w, q, now=now, window=win, requests=n // 5, tokens=n * 10, processes=2)
+        assert (w.count, w.tokens) == (sum(c[0] for c in w.buckets.values()), sum(c[1] for c in w.buckets.values()))
+        probe = copy.deepcopy(w)
+        window._expire(probe, now, win)
+        left = {b: c for b, c in w.buckets.items() if (b + 1) * size + win - 1 > now}
+        assert probe.buckets == left
+        assert window._reset(probe, now) == ((min(left) + 1) * size + win - 1 - now if left else 0)
+
+
 @given(
     st.integers(min_value=1, max_value=10**9),
     st.integers(min_value=1, max_value=1000),
@@ -194,7 +234,7 @@ def test_upstream_slots_fifo_bounded_and_never_above_quota(seq: list[tuple[int, 
     for delay, tokens in seq:
         now += delay
         before = copy.deepcopy(s)
-        g = window.reserve(s, pace, now=now, tokens=tokens, max_wait=max_wait)
+        g = pacing.reserve(s, pace, now=now, tokens=tokens, max_wait=max_wait)
         if g.ok:
             assert 0 <= g.wait_us <= max_wait
             slots.append(now + g.wait_us)
@@ -218,7 +258,7 @@ def test_upstream_tokens_paid_at_the_quota_rate(seq: list[tuple[int, int]], tpm:
     calls = []
     for delay, tokens in seq:
         now += delay
-        g = window.reserve(s, pace, now=now, tokens=tokens, max_wait=10**12)
+        g = pacing.reserve(s, pace, now=now, tokens=tokens, max_wait=10**12)
         assert g.ok
         calls.append((now + g.wait_us, tokens))
     for x, _ in calls:
@@ -230,9 +270,9 @@ def test_upstream_bill_corrections_move_the_next_slot() -> None:
     pace = Pace.of(None, 60_000, 60, 0)  # 1 token per ms
     assert pace is not None
     s = PaceState()
-    assert window.reserve(s, pace, now=0, tokens=1000, max_wait=10 * US).wait_us == 0
-    window.adjust(s, pace, delta_tokens=-400)  # billed 600
-    assert window.reserve(s, pace, now=0, tokens=1, max_wait=10 * US).wait_us == 600_000
+    assert pacing.reserve(s, pace, now=0, tokens=1000, max_wait=10 * US).wait_us == 0
+    pacing.adjust(s, pace, delta_tokens=-400)  # billed 600
+    assert pacing.reserve(s, pace, now=0, tokens=1, max_wait=10 * US).wait_us == 600_000
 
 
 def test_slack_spaces_calls_wider() -> None:
