@@ -34,8 +34,8 @@ T = TypeVar("T")
 MAX_PENDING = 10_000  # finishes waiting for Redis to come back; older ones are dropped (their leases expire)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+@dataclass(slots=True)
+class Decision:  # one per request: not frozen, as Verdict
     verdict: Verdict
     store: str | None  # the store holding the reservation ("redis", "local"); None: nothing to finish
     quota: TeamQuota  # the limits that were applied (divided, or fewer, while Redis fails)
@@ -127,12 +127,18 @@ class LimitDecider:
         await self.census.start()
 
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Decision:
-        if self.shared is None:
+        shared = self.shared
+        if shared is None:
             local = self._part(quota)
             return Decision(await self.local.admit(team, local, est, rid), self.local.name, local)
-        verdict = await self._shared(partial(self.shared.admit, team, quota, est, rid))
+        if not self.breaker.is_open:  # from this process's block: no call to guard (most limited hits)
+            verdict = shared.take(team, quota, est)
+            if verdict is not None:
+                self._flush_pending()
+                return Decision(verdict, shared.name, quota)
+        verdict = await self._shared(partial(shared.admit, team, quota, est, rid))
         if verdict is not None:
-            return Decision(verdict, self.shared.name, quota)
+            return Decision(verdict, shared.name, quota)
         return await self._admit_degraded(team, quota, est, rid)
 
     async def _admit_degraded(self, team: str, quota: TeamQuota, est: int, rid: str) -> Decision:

@@ -179,6 +179,10 @@ class RedisStore:
         self._learn(seconds * US + micros, sent)
         return True
 
+    def take(self, team: str, quota: TeamQuota, est: int) -> Verdict | None:
+        limits: Limits = (quota.rpm or 0, quota.tpm or 0, quota.concurrency or 0, quota.daily_tokens or 0)
+        return self.blocks.take(team, limits, est)
+
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Verdict:
         limits: Limits = (quota.rpm or 0, quota.tpm or 0, quota.concurrency or 0, quota.daily_tokens or 0)
         verdict = self.blocks.take(team, limits, est)

@@ -22,9 +22,10 @@ class StoreLate(StoreUnavailable):
     late = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ticket:
-    """An admitted request's reservation: what `finish` needs to free and correct it."""
+    """An admitted request's reservation: what `finish` needs to free and correct it (one per request: not
+    frozen, as Verdict)."""
 
     team: str
     rid: str
@@ -38,6 +39,11 @@ class LimitStore(Protocol):
     name: str
 
     async def sync_clock(self) -> bool: ...
+
+    def take(self, team: str, quota: TeamQuota, est: int) -> Verdict | None:
+        """The request admitted from what this process holds of the team's limits, without a call (blocks);
+        None: `admit` decides it."""
+        ...
 
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Verdict: ...
 

@@ -63,8 +63,11 @@ class TeamQuota:
         return TeamQuota(*(None if v is None else max(1, v // shares) for v in self.by_kind().values()))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
+    """A decision (not frozen: one is made per request, and a frozen dataclass's __init__ costs ~3x; never
+    changed once made: `dataclasses.replace` makes another)."""
+
     ok: bool
     reason: str | None = None  # the kind that refused, or "unavailable" (policy closed while Redis fails)
     too_large: bool = False  # the request alone is over the limit: waiting cannot help
