@@ -1,6 +1,7 @@
 """RedisCache: vectors in Redis (a single server, a Redis Cluster or a Sentinel master: see redislink.py), the
-keys of every request reading in one event-loop turn read with one MGET (tickbatch.py; one per slot on a
-cluster, pipelined per node), new vectors written with one pipelined SET EX. A Redis that fails or stalls
+keys of every request reading in one event-loop turn read with one MGET (on a single server the link's
+Turn merges them, redis/turn.py; on a cluster tickbatch.py does, then one MGET per slot, pipelined per
+node), new vectors written with one pipelined SET EX. A Redis that fails or stalls
 costs at most `timeout_s` once: the cache then stands aside (every read a miss, writes dropped) for
 `retry_after_s` (see bypass.py), and requests keep being answered from the upstream."""
 
@@ -35,8 +36,13 @@ class RedisCache:
         self.timeout_s = timeout_s
         self.metrics = metrics
         self.breaker = Bypass("redis cache", retry_after_s, metrics)
-        # Redis's CPU per read is mostly the round trip, not the keys: one MGET per loop turn for all readers.
-        self._read = TickBatcher(self._read_now)
+        # Redis's CPU per read is mostly the command, not the keys: one MGET per loop turn for all readers. On a
+        # single server (or Sentinel master) the link's Turn merges them (redis/turn.py `read`); on a cluster
+        # this batcher does, and the link sends one MGET per slot, pipelined per node.
+        self._read = self._read_now if link.turned else TickBatcher(self._read_now)
+        # A reader of a Turn waits within the Turn's deadline (the link's timeout, `timeout_s` as wired): no
+        # timer of its own. A failed turn's readers each count a failed read.
+        self._read_timeout_s = None if link.turned else timeout_s
         if metrics:
             for op in ("read", "write"):
                 metrics.redis_errors.labels(op)
@@ -50,9 +56,9 @@ class RedisCache:
             return []
         return finite(await self._read(keys), self.metrics)
 
-    async def _read_now(self, keys: list[str]) -> list[bytes | None]:
+    async def _read_now(self, keys: Sequence[str]) -> list[bytes | None]:
         read = lambda: self.link.mget(keys)  # noqa: E731
-        values = await self.breaker.call(read, None, timeout_s=self.timeout_s, failed=self._count("read"))
+        values = await self.breaker.call(read, None, timeout_s=self._read_timeout_s, failed=self._count("read"))
         if values is None:
             return [None] * len(keys)
         return [v if isinstance(v, bytes) and not v.startswith(LEASE) else None for v in values]

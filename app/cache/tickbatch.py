@@ -1,11 +1,14 @@
 """TickBatcher: the same keyed call made by many requests in one event-loop turn goes out as one call.
 
 Under load, uvloop hands the gateway several requests per turn of its loop; each used to make its own Redis
-round trip (a cache MGET, a lease claim). A round trip costs the gateway far more than the keys in it (the
-client's work per command, a write and a read on a socket, waking Redis): measured ~60 us for an MGET of
-two keys with redis-py against ~5 us more per extra key. This batcher collects the keys of every call made
-during the current turn, makes one call with all of them at the end of the turn, and gives each caller its
-own slice of the answer (or the call's exception). A lone call waits for nothing but the end of the turn.
+round trip (a cluster's cache MGET, a team's admission or finish). A round trip costs the gateway far more
+than the keys in it (the client's work per command, a write and a read on a socket, waking Redis): measured
+~60 us for an MGET of two keys with redis-py against ~5 us more per extra key. This batcher collects the
+keys of every call made during the current turn, makes one call with all of them at the end of the turn,
+and gives each caller its own slice of the answer (or the call's exception). A lone call waits for nothing
+but the end of the turn.
+A single server's cache reads and lease claims need no batcher of their own: the link's Turn merges them
+(redis/turn.py).
 """
 
 from __future__ import annotations

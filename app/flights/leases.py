@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 
 from ..cache.checks import LEASE
-from ..cache.tickbatch import TickBatcher
 from ..metrics import Metrics
 from ..redis.bypass import Bypass
 from ..redis.link import RedisLink
@@ -78,20 +77,17 @@ class RedisLeases:
         if metrics is not None:
             metrics.redis_errors.labels("lease")
         self.marker = LEASE + uuid.uuid4().hex.encode()
-        self._claims: dict[int, TickBatcher[str, bytes | int]] = {}
 
     async def claim(self, keys: Sequence[str], ttl_s: float) -> tuple[set[str], dict[str, bytes]]:
         if not keys or not self.breaker.allows:
             return set(keys), {}
-        px = max(1, int(ttl_s * 1000))
-        batcher = self._claims.get(px)
-        if batcher is None:  # one per lease length (in practice, one): the claims of a loop turn go together
-            batcher = self._claims[px] = TickBatcher(lambda ks: self._claim_now(ks, px))
-        answers = await batcher(keys)
+        # The coalescer claims a loop turn's misses together (one call per turn); on a single server the SETs
+        # go in the Turn's round trip with the turn's other commands (redis/turn.py).
+        answers = await self._claim_now(keys, max(1, int(ttl_s * 1000)))
         found = {k: a for k, a in zip(keys, answers, strict=True) if isinstance(a, bytes)}
         return {k for k, a in zip(keys, answers, strict=True) if a == 1}, found
 
-    async def _claim_now(self, keys: list[str], px: int) -> list[bytes | int]:
+    async def _claim_now(self, keys: Sequence[str], px: int) -> list[bytes | int]:
         """Per key 1 (ours now), the value found there (a vector), or 0 (another replica's lease)."""
 
         claims = [("SET", k, self.marker, "NX", "PX", px) for k in keys]

@@ -80,6 +80,11 @@ class RedisLink:
         self._turn = None if isinstance(client, RedisCluster) else Turn(client, using)
 
     @property
+    def turned(self) -> bool:
+        """Whether the commands and reads of a loop turn go together by themselves (a single server's Turn)."""
+        return self._turn is not None
+
+    @property
     def kind(self) -> str:
         return "cluster" if self.cluster else "single"
 
@@ -116,7 +121,7 @@ class RedisLink:
 
     async def mget(self, keys: Sequence[str]) -> list[Any]:
         if self._turn is not None:
-            return list((await self._turn([("MGET", *keys)]))[0])
+            return await self._turn.read(keys)
         async with self._using():
             if isinstance(self.client, RedisCluster):
                 return list(await self.client.mget_nonatomic(list(keys)))

@@ -1,26 +1,27 @@
 """Turn: the cache's and the leases' Redis commands of one event-loop turn, sent as one round trip.
 
-A miss makes three kinds of round trips: its cache read (one MGET per loop turn, cache/tickbatch.py), its
-lease claim (a `SET NX PX` per key, per loop turn, flights/leases.py) and, per upstream call, the write of
-the new vectors (a `SET EX` per key, flights/inflight.py). Under load the three come from different
-requests in the same turn. `Turn` queues the commands its callers give during the current turn and, at
-the end of it, writes them all on one pooled connection and reads the replies: one round trip, the same
-single commands in the callers' order (a pipeline without a transaction); each caller gets its own
-replies. A command that Redis refuses (an error reply) raises for its caller only; a failure of the round
-trip itself (connection, timeout) raises for every caller in it. A caller that stops waiting (its own
-timeout) does not stop the round trip the others share.
+A miss makes three kinds of round trips: its cache read, its lease claim (a `SET NX PX` per key, the
+coalescer's one claim per loop turn, flights/leases.py) and, per upstream call, the write of the new
+vectors (a `SET EX` per key, flights/inflight.py). Under load the three come from different requests in the
+same turn. `Turn` queues the commands its callers give during the current turn and, at the end of it,
+writes them all on one pooled connection and reads the replies: one round trip, the same single commands
+in the callers' order (a pipeline without a transaction), then one MGET of every key read in the turn
+(`read`: one command for all readers, as Redis's work per read is mostly the command, not its keys); each
+caller gets its own replies. A command that Redis refuses (an error reply) raises for its caller only; a
+failure of the round trip itself (connection, timeout) raises for every caller in it. A caller that stops
+waiting (its own timeout, a cancel) does not stop the round trip the others share: a task per turn makes it.
 
-The turn's batching is cache/tickbatch.py's; the commands are packed by hiredis (`pack_command`, what
-redis-py's own synchronous client packs with) and the replies read by a pooled connection itself (redis-py's
-`send_packed_command`, `read_response`: what its pipeline does underneath), not queued on a redis-py
-pipeline object: that spends ~15 us of client CPU per command (its command objects, response callbacks).
-Per round trip, what redis-py's pool and connection add is avoided too: the turn keeps up to KEEP of a
-blocking pool's connections between its round trips (the pool's checkout and release, ~25 us), and a
-connection the turn holds has no socket timeout of its own: the round trip runs within one deadline (the
-pool's `socket_timeout`), instead of redis-py's `asyncio.wait_for` per send (a task each) and a timeout
-per reply read. A kept connection that Redis closed meanwhile is connected again before its use.
-Replies are Redis's own: `b"OK"` or None for a SET, a list for an MGET. Single server or Sentinel master
-only: a cluster's commands go per node through redis-py's cluster pipeline (link.py).
+The commands are packed by hiredis (`pack_command`, what redis-py's own synchronous client packs with) and
+the replies read by a pooled connection itself (redis-py's `send_packed_command`, `read_response`: what its
+pipeline does underneath), not queued on a redis-py pipeline object: that spends ~15 us of client CPU per
+command (its command objects, response callbacks). Per round trip, what redis-py's pool and connection add
+is avoided too: the turn keeps up to KEEP of a blocking pool's connections between its round trips (the
+pool's checkout and release, ~25 us), and a connection the turn holds has no socket timeout of its own:
+the round trip, waiting for a connection included, runs within one deadline (the pool's `socket_timeout`),
+instead of redis-py's `asyncio.wait_for` per send (a task each) and a timeout per reply read. A kept
+connection that Redis closed meanwhile is connected again before its use. Replies are Redis's own: `b"OK"`
+or None for a SET, a list for an MGET. Single server or Sentinel master only: a cluster's commands go per
+node through redis-py's cluster pipeline (link.py).
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from ..cache.tickbatch import TickBatcher
-
 Arg = str | bytes | int | float
 Command = Sequence[Arg]
 KEEP = 8  # connections the turn keeps between its round trips (at most half of the pool)
@@ -48,7 +47,9 @@ class Turn:
         """`using`: held around each round trip (a cap on the link's commands in flight); None: nothing to hold."""
         self.pool = client.connection_pool
         self.using = using
-        self.batch: TickBatcher[Command, Any] = TickBatcher(self._round_trip)
+        self.queued: list[tuple[list[Command], asyncio.Future[list[Any]]]] = []  # this loop turn's commands
+        self.reads: list[tuple[Sequence[str], asyncio.Future[list[Any]]]] = []  # and its reads: one MGET
+        self.tasks: set[asyncio.Task[None]] = set()
         self.deadline: float | None = self.pool.connection_kwargs.get("socket_timeout")
         # Connections kept between round trips: only a blocking pool's (the others' callers wait for room), at
         # most half of them.
@@ -58,11 +59,71 @@ class Turn:
 
     async def __call__(self, commands: Sequence[Command]) -> list[Any]:
         """The replies to `commands`, sent with the other callers' commands of this loop turn."""
-        replies = await self.batch(commands)
+        fut = self._queue()
+        self.queued.append((list(commands), fut))
+        replies = await fut
         refused = next((r for r in replies if isinstance(r, ResponseError)), None)
         if refused is not None:
             raise refused
         return replies
+
+    async def read(self, keys: Sequence[str]) -> list[Any]:
+        """The values of `keys` (None where absent), read with every other caller's keys of this loop turn in
+        one MGET, sent after the turn's commands: Redis's work per read is mostly the command, not its keys."""
+        fut = self._queue()
+        self.reads.append((keys, fut))
+        return await fut
+
+    def _queue(self) -> asyncio.Future[list[Any]]:
+        loop = asyncio.get_running_loop()
+        if not self.queued and not self.reads:
+            loop.call_soon(self._flush)
+        return loop.create_future()
+
+    def _flush(self) -> None:
+        """The end of the loop turn: its commands and reads go in one round trip, made by a task of its own
+        (a caller that stops waiting does not stop it)."""
+        queued, self.queued = self.queued, []
+        reads, self.reads = self.reads, []
+        task = asyncio.get_running_loop().create_task(self._run(queued, reads))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(
+        self,
+        queued: list[tuple[list[Command], asyncio.Future[list[Any]]]],
+        reads: list[tuple[Sequence[str], asyncio.Future[list[Any]]]],
+    ) -> None:
+        commands = [c for cs, _ in queued for c in cs]
+        keys = [k for ks, _ in reads for k in ks]
+        if keys:
+            commands.append(("MGET", *keys))
+        try:
+            replies = await self._round_trip(commands)
+        except Exception as exc:
+            for _, fut in (*queued, *reads):
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        except BaseException:  # cancelled (shutdown): so are the callers' waits
+            for _, fut in (*queued, *reads):
+                fut.cancel()
+            raise
+        at = 0
+        for cs, fut in queued:
+            if not fut.done():
+                fut.set_result(replies[at : at + len(cs)])
+            at += len(cs)
+        if reads:
+            values = replies[-1]
+            at = 0
+            for ks, fut in reads:
+                if not fut.done():
+                    if isinstance(values, ResponseError):
+                        fut.set_exception(values)
+                    else:
+                        fut.set_result(values[at : at + len(ks)])
+                at += len(ks)
 
     async def alone(self, command: Command) -> Any:
         """One command's reply (an error reply raised), sent at once in a round trip of its own, on a kept
@@ -78,10 +139,13 @@ class Turn:
         return reply
 
     async def _round_trip(self, commands: list[Command]) -> list[Any]:
-        if self.using is None:
-            return await self._send(commands)
-        async with self.using():
-            return await self._send(commands)
+        """The turn's round trip, waiting for room or a connection included, within the deadline: its readers
+        wait for nothing else (the cache's reads have no timeout of their own, redis.py)."""
+        async with asyncio.timeout(self.deadline):
+            if self.using is None:
+                return await self._send(commands)
+            async with self.using():
+                return await self._send(commands)
 
     async def _send(self, commands: list[Command]) -> list[Any]:
         """One round trip within the deadline, on a kept connection or one of the pool's; a connection left

@@ -191,3 +191,38 @@ def test_a_close_that_outlasts_its_timeout_is_logged_not_raised(
     assert took < 2.0
     warned = [r.getMessage() for r in caplog.records]
     assert warned == [f"closing Redis (127.0.0.1:{own_redis.port}): no answer in time"]
+
+
+def test_reads_of_one_loop_turn_are_one_mget_and_a_reader_that_leaves_stops_none(redis_server: RedisServer) -> None:
+    """A single server's reads of one loop turn go as one MGET after the turn's commands (turn.py `read`):
+    each reader gets its own keys' values, a reader cancelled while it waits leaves the others' answers, and
+    Redis runs one command for all of them."""
+
+    async def go() -> None:
+        link = await connect(redis_server.url, timeout_s=2.0, max_connections=2)
+        await link.set_many([(f"read:{i}", str(i).encode()) for i in range(4)], 60)
+        spy = aioredis.Redis.from_url(redis_server.url)
+        before = (await spy.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0)
+
+        async def leave() -> bool:
+            task = asyncio.ensure_future(link.mget(["read:0"]))
+            await asyncio.sleep(0)  # its keys are queued
+            return task.cancel()
+
+        first, left, second, written = await asyncio.gather(
+            link.mget(["read:0", "read:1"]),
+            leave(),
+            link.mget(["read:3", "read:none", "read:w"]),
+            link.commands([("SET", "read:w", b"w", "EX", 60)]),
+        )
+        after = (await spy.info("commandstats")).get("cmdstat_mget", {}).get("calls", 0)
+        await spy.aclose()
+        assert left is True
+        assert first == [b"0", b"1"]
+        assert second == [b"3", None, b"w"]  # after the turn's commands
+        assert written == [b"OK"]
+        assert after - before == 1
+        assert await link.mget(["read:2"]) == [b"2"]  # nothing left waiting
+        await link.close()
+
+    asyncio.run(go())
