@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class TickBatcher(Generic[K, V]):
@@ -44,20 +45,36 @@ class TickBatcher(Generic[K, V]):
         task.add_done_callback(self.tasks.discard)
 
     async def _run(self, batch: list[tuple[list[K], asyncio.Future[list[V]]]]) -> None:
-        keys = [k for ks, _ in batch for k in ks]
-        try:
-            values = await self.call(keys)
-        except Exception as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
-        except BaseException:  # cancelled (shutdown): so are the callers' waits
-            for _, fut in batch:
-                fut.cancel()
-            raise
-        at = 0
-        for ks, fut in batch:
-            if not fut.done():
-                fut.set_result(values[at : at + len(ks)])
-            at += len(ks)
+        values = await answered([fut for _, fut in batch], self.call([k for ks, _ in batch for k in ks]))
+        if values is not None:
+            hand_out(batch, values)
+
+
+async def answered(futures: Sequence[asyncio.Future[Any]], call: Awaitable[list[T]]) -> list[T] | None:
+    """`call`'s answer for a batch of callers waiting on `futures`; None when it raised: each caller still
+    waiting then gets the exception. Cancelled (shutdown): so are the callers' waits."""
+    try:
+        return await call
+    except Exception as exc:
+        fail(futures, exc)
+        return None
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
+
+
+def fail(futures: Sequence[asyncio.Future[Any]], exc: BaseException) -> None:
+    """Each caller still waiting on `futures` gets `exc`."""
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(exc)
+
+
+def hand_out(batch: Sequence[tuple[Sequence[Any], asyncio.Future[list[T]]]], values: list[T]) -> None:
+    """Each caller of `batch` its own slice of `values`, in order (one that stopped waiting is skipped)."""
+    at = 0
+    for ks, fut in batch:
+        if not fut.done():
+            fut.set_result(values[at : at + len(ks)])
+        at += len(ks)

@@ -37,6 +37,8 @@ from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from ..cache.tickbatch import answered, fail, hand_out
+
 Arg = str | bytes | int | float
 Command = Sequence[Arg]
 KEEP = 8  # connections the turn keeps between its round trips (at most half of the pool)
@@ -98,32 +100,16 @@ class Turn:
         keys = [k for ks, _ in reads for k in ks]
         if keys:
             commands.append(("MGET", *keys))
-        try:
-            replies = await self._round_trip(commands)
-        except Exception as exc:
-            for _, fut in (*queued, *reads):
-                if not fut.done():
-                    fut.set_exception(exc)
+        replies = await answered([fut for _, fut in (*queued, *reads)], self._round_trip(commands))
+        if replies is None:
             return
-        except BaseException:  # cancelled (shutdown): so are the callers' waits
-            for _, fut in (*queued, *reads):
-                fut.cancel()
-            raise
-        at = 0
-        for cs, fut in queued:
-            if not fut.done():
-                fut.set_result(replies[at : at + len(cs)])
-            at += len(cs)
+        hand_out(queued, replies)
         if reads:
             values = replies[-1]
-            at = 0
-            for ks, fut in reads:
-                if not fut.done():
-                    if isinstance(values, ResponseError):
-                        fut.set_exception(values)
-                    else:
-                        fut.set_result(values[at : at + len(ks)])
-                at += len(ks)
+            if isinstance(values, ResponseError):
+                fail([fut for _, fut in reads], values)
+            else:
+                hand_out(reads, values)
 
     async def alone(self, command: Command) -> Any:
         """One command's reply (an error reply raised), sent at once in a round trip of its own, on a kept
