@@ -18,15 +18,16 @@ def rate_headers(adm: Admission) -> dict[str, str]:
     q = adm.quota
     rpm, tpm = q.rpm, q.tpm
     requests, tokens, reset = adm.usage or (v.requests, v.tokens, v.reset_us)
+    reset_text = duration(reset)
     headers: dict[str, str] = {}
     if rpm is not None:
         headers["x-ratelimit-limit-requests"] = str(rpm)
         headers["x-ratelimit-remaining-requests"] = str(rpm - requests) if requests < rpm else "0"
-        headers["x-ratelimit-reset-requests"] = duration(reset)
+        headers["x-ratelimit-reset-requests"] = reset_text
     if tpm is not None:
         headers["x-ratelimit-limit-tokens"] = str(tpm)
         headers["x-ratelimit-remaining-tokens"] = str(tpm - tokens) if tokens < tpm else "0"
-        headers["x-ratelimit-reset-tokens"] = duration(reset) if rpm is None else headers["x-ratelimit-reset-requests"]
+        headers["x-ratelimit-reset-tokens"] = reset_text
     if v.too_large:
         headers["x-should-retry"] = "false"
     return headers
