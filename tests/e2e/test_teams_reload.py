@@ -3,6 +3,7 @@ config file, SIGHUP, new limits and models, and files that do not validate (the 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -42,6 +43,12 @@ def settled(gw: Gateway, want: dict[str, int]) -> bool:
     return all(status(gw, key) == code for _ in range(10) for key, code in want.items())
 
 
+def refusing_workers(gw: Gateway) -> set[str]:
+    """The workers (request id prefixes, one per process) that have answered 401 in the access log."""
+    refused = (json.loads(line) for line in gw.output().splitlines() if line.startswith('{"request_id"'))
+    return {entry["request_id"][:16] for entry in refused if entry.get("status") == 401}
+
+
 def write(path: Path, teams: dict[str, dict[str, object]]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump({"teams": teams}))
@@ -66,10 +73,14 @@ def test_a_rotated_key_takes_effect_without_a_restart(gateways: GatewayFactory, 
     write(path, {"search": {"keys": [hash_key(new)]}})
     until(lambda: settled(gw, {old: 401, new: 200}), gw)
     assert gw.proc.poll() is None
-    # 2 changes x 2 workers. `settled` can be answered by one worker alone (the kernel picks the worker
-    # that accepts each connection): the other's second line may come a poll later (seen at load 10).
-    until(lambda: gw.output().count("teams reloaded (file changed)") >= 4, gw)
+    # `settled` can be answered by one worker alone (the kernel picks the worker that accepts each
+    # connection), so each worker must be seen refusing the old key: a request id starts with its worker's
+    # prefix. Only the last write refuses it: every 401 here comes from a worker that read the last file.
+    until(lambda: status(gw, old) == 401 and len(refusing_workers(gw)) == 2, gw)
+    # Each worker logs one line per change it saw: two, or one when a poll came after both writes (CI, load
+    # 3). At least one worker saw the first (the new key answered while the old one still did).
     log = gw.output()
+    assert 3 <= log.count("teams reloaded (file changed)") <= 4, log[-3000:]
     assert "search (keys)" in log
     assert old not in log and new not in log and hash_key(new) not in log
     assert "Child process" not in log and "died" not in log  # no worker was replaced
