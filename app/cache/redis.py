@@ -40,9 +40,11 @@ class RedisCache:
         # single server (or Sentinel master) the link's Turn merges them (redis/turn.py `read`); on a cluster
         # this batcher does, and the link sends one MGET per slot, pipelined per node.
         self._read = self._read_now if link.turned else TickBatcher(self._read_now)
-        # A reader of a Turn waits within the Turn's deadline (the link's timeout, `timeout_s` as wired): no
-        # timer of its own. A failed turn's readers each count a failed read.
-        self._read_timeout_s = None if link.turned else timeout_s
+        # A reader of a Turn waits within the Turn's deadline (the link's timeout): no timer of its own when
+        # that deadline is within `timeout_s` (as wired); a timer otherwise. A failed turn's readers each count
+        # a failed read.
+        deadline = link.turn_deadline_s
+        self._read_timeout_s = None if deadline is not None and deadline <= timeout_s else timeout_s
         if metrics:
             for op in ("read", "write"):
                 metrics.redis_errors.labels(op)

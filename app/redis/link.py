@@ -85,6 +85,11 @@ class RedisLink:
         return self._turn is not None
 
     @property
+    def turn_deadline_s(self) -> float | None:
+        """How long a Turn's round trip may take (the link's socket timeout); None: no Turn, or no bound."""
+        return None if self._turn is None else self._turn.deadline
+
+    @property
     def kind(self) -> str:
         return "cluster" if self.cluster else "single"
 

@@ -180,6 +180,21 @@ async def test_paused_redis_costs_one_timeout_then_is_skipped_and_recovers(
     assert "Traceback" not in caplog.text
 
 
+async def test_a_read_waits_the_caches_timeout_when_the_links_is_longer(own_redis: RedisServer) -> None:
+    """The single server's reads go through the link's Turn, bounded by the link's deadline: a link opened
+    with a longer timeout than the cache's still answers a read within the cache's."""
+    c = RedisCache(single(own_redis.url, 5.0, 8), ttl_s=60, timeout_s=0.25, retry_after_s=1.0)
+    try:
+        await c.set_many([("k1", b"v1")])
+        own_redis.pause()
+        value, took = await timed(c.get_many(["k1"]))
+        assert value == [None]
+        assert took < 1.5  # the link's 5 s would be the wait without the cache's own timer
+    finally:
+        own_redis.resume()
+        await c.close()
+
+
 async def test_dead_redis_is_a_fast_miss(own_redis: RedisServer) -> None:
     c = RedisCache(single(own_redis.url, 0.25, 8), ttl_s=60, timeout_s=0.25, retry_after_s=0.2)
     try:
