@@ -1,6 +1,6 @@
 """The reproducible benchmark: one command.
 
-    python -m bench.run [--quick] [--upstream-latency-ms 0] [--connections 32] [--duration 3]
+    python -m bench.run [--quick] [--upstream-latency-ms 0] [--connections 32] [--duration 2] [--rounds 3]
                         [--write-readme] [--json bench/results/latest.json]
 
 It starts, on free loopback ports: a redis-server, the stand-in upstream (bench/standin.py), the minimal
@@ -9,6 +9,8 @@ and drives every scenario from a separate load-generator process (bench/loadgen.
 HTTP/1.1 connections. Each figure is shown next to a baseline measured in the same run, as a ratio:
 cache hits against the minimal ASGI app answering a body of the same size; upstream work against the
 stand-in upstream called directly with the same work. The machine is shared and noisy: compare ratios.
+The gateway and its baseline are loaded in turn, `--rounds` times each (one-connection and many-connection
+loads alike); the table shows the median round's figures and every round's ratio.
 
 `--quick` (CI smoke, a few seconds): one worker, short runs, a subset of scenarios.
 """
@@ -40,8 +42,8 @@ def ratio(a: float, b: float) -> str:
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| workers | scenario | 1 conn p50 / p99 (ms) | baseline 1 conn p50 | overhead p50 (ms) | conns | req/s "
-        "| baseline req/s | ratio | p50 / p99 (ms) at conns |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| baseline req/s | ratio | ratio, every round | p50 / p99 (ms) at conns |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if "scenario" not in r:
@@ -53,7 +55,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {b1['p50_ms']:.3f} ({base}) | {one['p50_ms'] - b1['p50_ms']:.3f} | {r['connections']} "
             f"| {many['requests_per_s']:,.0f} "
             f"| {bm['requests_per_s']:,.0f} ({base}) | {ratio(many['requests_per_s'], bm['requests_per_s'])} "
-            f"| {many['p50_ms']:.2f} / {many['p99_ms']:.2f} |"
+            f"| {' '.join(f'{x:.2f}' for x in r.get('ratios', []))} | {many['p50_ms']:.2f} / {many['p99_ms']:.2f} |"
         )
     for r in results:
         if "identical_items" in r:
@@ -94,13 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="CI smoke: one worker, short runs, fewer scenarios")
     ap.add_argument("--upstream-latency-ms", type=float, default=0.0, help="the stand-in's added latency")
     ap.add_argument("--connections", type=int, default=32, help="of the many-connection loads (misses: 16)")
-    ap.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    ap.add_argument("--duration", type=float, default=2.0, help="seconds per measurement")
+    ap.add_argument("--rounds", type=int, help="gateway and baseline loads in turn, per scenario (3; --quick: 1)")
     ap.add_argument("--workers", default="1,2", help="gateway worker counts to measure")
     ap.add_argument("--json", type=Path, help="write all figures to this file")
     ap.add_argument("--write-readme", action="store_true", help="put the table into bench/README.md")
     ap.add_argument("--only", default="", help="only the scenarios whose name contains this (e.g. miss)")
     a = ap.parse_args(argv)
     duration = 0.4 if a.quick else a.duration
+    rounds = max(1, a.rounds or (1 if a.quick else 3))
     workers = [1] if a.quick else [int(w) for w in a.workers.split(",")]
     run = uuid.uuid4().hex[:8]
     results: list[dict[str, Any]] = []
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(0.5 if n > 1 else 0)  # let every worker come up
             for sc in [sc for sc in scenarios(f"{run}-{n}", a.quick) if a.only in sc.name]:
                 print(f"[{n} worker(s)] {sc.name} ...", file=sys.stderr, flush=True)
-                results.append({"workers": n, **measure(sc, gw, baseline, standin, a.connections, duration)})
+                results.append({"workers": n, **measure(sc, gw, baseline, standin, a.connections, duration, rounds)})
             results.append({"workers": n, **calls_per_item(gw, standin, f"{run}-{n}", 100)})
             stop(gw)
     md = table(results)

@@ -175,12 +175,15 @@ def scenarios(run: str, quick: bool) -> list[Scenario]:
     return out
 
 
-def measure(sc: Scenario, gw: Proc, baseline: Proc, standin: Proc, conns: int, duration: float) -> dict[str, Any]:
+def measure(
+    sc: Scenario, gw: Proc, baseline: Proc, standin: Proc, conns: int, duration: float, rounds: int = 1
+) -> dict[str, Any]:
+    """The gateway and its baseline, one load each in turn, `rounds` times (which goes first alternates): the
+    machine is shared, and a baseline measured in a quiet second against a gateway in a busy one moved the ratio
+    by 1.5x. The figures shown are the median round's (by ratio, by p50 overhead); every round's is kept."""
     conns = sc.connections or conns
     for body in sc.warm:
         response_size(gw.url, body)
-    one = load(gw.url, sc.path, sc.bodies, 1, duration, sc.unique, sc.auth)
-    many = load(gw.url, sc.path, sc.bodies, conns, duration, sc.unique, sc.auth)
     if sc.baseline == "asgi":
         size = response_size(gw.url, sc.bodies[0])
         base_path, base_url, base_bodies, base_unique = f"/?size={size}", baseline.url, sc.bodies, False
@@ -188,8 +191,26 @@ def measure(sc: Scenario, gw: Proc, baseline: Proc, standin: Proc, conns: int, d
     else:
         base_path, base_url, base_bodies, base_unique = sc.upstream_path, standin.url, sc.upstream_bodies, sc.unique
         headers = {"Authorization": f"Bearer {KEY}"}
-    b_one = load(base_url, base_path, base_bodies, 1, duration, base_unique, headers)
-    b_many = load(base_url, base_path, base_bodies, conns, duration, base_unique, headers)
+
+    def pair(n: int, gateway_first: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+        def ours() -> dict[str, Any]:
+            return load(gw.url, sc.path, sc.bodies, n, duration, sc.unique, sc.auth)
+
+        def theirs() -> dict[str, Any]:
+            return load(base_url, base_path, base_bodies, n, duration, base_unique, headers)
+
+        if gateway_first:
+            mine = ours()
+            return mine, theirs()
+        other = theirs()
+        return ours(), other
+
+    ones = [pair(1, r % 2 == 0) for r in range(rounds)]
+    manys = [pair(conns, r % 2 == 0) for r in range(rounds)]
+    ratios = [m["requests_per_s"] / b["requests_per_s"] if b["requests_per_s"] else 0.0 for m, b in manys]
+    overheads = [o["p50_ms"] - b["p50_ms"] for o, b in ones]
+    one, b_one = ones[median_index(overheads)]
+    many, b_many = manys[median_index(ratios)]
     return {
         "scenario": sc.name,
         "baseline": sc.baseline,
@@ -198,7 +219,15 @@ def measure(sc: Scenario, gw: Proc, baseline: Proc, standin: Proc, conns: int, d
         "many": many,
         "base_one": b_one,
         "base_many": b_many,
+        "ratios": [round(r, 3) for r in ratios],
+        "overheads_ms": [round(o, 3) for o in overheads],
     }
+
+
+def median_index(values: list[float]) -> int:
+    """The index of the median value (the lower one of an even count)."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    return order[(len(order) - 1) // 2]
 
 
 def upstream_items(standin: Proc) -> int:

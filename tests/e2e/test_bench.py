@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "bench.run", "--quick", "--rounds", "2", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -26,6 +26,9 @@ def test_quick_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
     for r in measured:
         for run in ("one", "many", "base_one", "base_many"):
             assert r[run]["requests"] > 0 and r[run]["statuses"] == {"200": r[run]["requests"]}
+        # two rounds of the gateway and its baseline in turn; the figures shown are one round's (the median's)
+        assert len(r["ratios"]) == 2 and all(x > 0 for x in r["ratios"])
+        assert round(r["many"]["requests_per_s"] / r["base_many"]["requests_per_s"], 3) in r["ratios"]
     counted = [r for r in results if "identical_items" in r]
     assert counted and counted[0]["identical_items"] == 1
     assert counted[0]["reindex_items"] == counted[0]["reindex_distinct"]
