@@ -51,7 +51,7 @@ async def create_embeddings(request: Request) -> Response:
         opt_prefix="",
         forward_unknown=False,
     )
-    parse_contents = partial(parse_items.each_openai_item, spec=spec, limit=gw.caps.max_input_items)
+    parse_contents = partial(parse_items.each_openai_item, spec=spec, limit=gw.caps.max_input_items, texts=gw.texts)
     lease = lease_of(request.scope, gw.memory) if gw.fetcher else None  # fetched media only
     large = is_large(body.input)
     if large:

@@ -10,6 +10,7 @@ from ..api.turns import Turns
 from ..api.vectortext import VectorText
 from ..cache.store import VectorCache
 from ..config.catalog import Catalog
+from ..inputs.items import TextItems
 from ..inputs.media.fetcher import Fetcher
 from ..jobs.parts import Jobs
 from ..limits.admission import TeamLimiter
@@ -53,6 +54,7 @@ class Gateway:
     jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only
     jobs_off: str = "batch jobs need Redis: set REDIS_URL (their state is shared by the replicas)"  # why not
     turns: Turns = field(default_factory=Turns)  # large requests take the event loop in turns (api/turns.py)
+    texts: TextItems = field(default_factory=TextItems)  # the items of recent texts (inputs/items.py)
 
 
 def gateway(request: Request) -> Gateway:

@@ -8,7 +8,17 @@ import pytest
 
 from app.config.catalog import ModelSpec
 from app.errors import GatewayError, InvalidRequest, PayloadTooLarge
-from app.inputs.items import content_item, dashscope_contents, dashscope_texts, fuse_all, openai_items
+from app.inputs import items as items_module
+from app.inputs.items import (
+    MEMO_TEXT_CHARS,
+    TextItems,
+    content_item,
+    dashscope_contents,
+    dashscope_texts,
+    each_openai_item,
+    fuse_all,
+    openai_items,
+)
 from tests.support.samples import DATED, PLUS, QWEN, SMALL, V4, data_uri, jpeg, png, spec
 
 PNG = data_uri(png([1, 2, 3]))
@@ -113,11 +123,36 @@ def test_openai_input_forms() -> None:
     ],
 )
 def test_openai_errors_name_the_field(raw: object, model: ModelSpec, param: str) -> None:
-    with pytest.raises(InvalidRequest) as info:
-        openai_items(raw, model, 10)
-    assert info.value.param == param
-    assert info.value.message.startswith(param + ":")
-    assert info.value.status == 400
+    for texts in (None, TextItems()):  # the same errors with the items of recent texts
+        with pytest.raises(InvalidRequest) as info:
+            list(each_openai_item(raw, model, 10, texts))
+        assert info.value.param == param
+        assert info.value.message.startswith(param + ":")
+        assert info.value.status == 400
+
+
+def test_recent_texts_share_their_items_and_each_request_is_still_checked() -> None:
+    texts = TextItems()
+    first = list(each_openai_item(["a", "b"], V4, 10, texts))
+    again = list(each_openai_item(["b", "a"], V4, 10, texts))
+    assert first == openai_items(["a", "b"], V4, 10)
+    assert again[0] is first[1] and again[1] is first[0]
+    assert list(each_openai_item(["a", {"text": "a"}], V4, 10, texts)) == [first[0], first[0]]
+    assert list(each_openai_item(["abcd"], PLUS, 10, texts)) == openai_items(["abcd"], PLUS, 10)
+    with fails(InvalidRequest, "input[1]"):  # kept for a model that takes it, too long for this one
+        list(each_openai_item(["abc", "abcd"], spec("text-embedding-v4", max_text_chars=3), 10, texts))
+    with fails(InvalidRequest, "input[0]"):  # a model without texts
+        list(each_openai_item(["a"], spec("text-embedding-3-small", modalities=frozenset({"image"})), 10, texts))
+
+
+def test_the_texts_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(items_module, "MEMO_TEXTS", 2)
+    texts = TextItems()
+    long = "x" * (MEMO_TEXT_CHARS + 1)
+    for i in range(10):
+        items = list(each_openai_item([f"text {i}", long], PLUS, 10, texts))
+        assert items == openai_items([f"text {i}", long], PLUS, 10)
+        assert 0 < len(texts.recent) <= 2 and long not in texts.recent
 
 
 def test_text_at_the_limit_passes_and_one_more_fails() -> None:
