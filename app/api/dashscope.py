@@ -25,7 +25,7 @@ from ..schemas.dashscope import (
 from ..service import EmbedRequest, EmbedResult
 from ..teams.team import model_for
 from . import routes, tasks, tenancy
-from .answer import Entry, answer
+from .answer import VECTOR, Entry, answer
 from .asgi.exchange import lease_of
 from .body import parse
 from .docs import request_body
@@ -82,10 +82,9 @@ async def multimodal_embedding(request: Request) -> Response:
     if large:
         await gw.turns.take()
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
-    vectors, fragment = result.vectors, gw.floats.fragment
 
     def entry(i: int) -> dict[str, Any]:
-        return {"index": i, "embedding": fragment(vectors[i]), "type": _type(items[i].modality)}
+        return {"index": i, "embedding": VECTOR, "type": _type(items[i].modality)}
 
     usage = {"input_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
     return await _respond(request, gw, entry, result, usage)
@@ -114,10 +113,9 @@ async def text_embedding(request: Request) -> Response:
     if large:
         await gw.turns.take()
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
-    vectors, fragment = result.vectors, gw.floats.fragment
 
     def entry(i: int) -> dict[str, Any]:
-        return {"text_index": i, "embedding": fragment(vectors[i])}
+        return {"text_index": i, "embedding": VECTOR}
 
     return await _respond(request, gw, entry, result, {"total_tokens": result.billed_tokens})
 

@@ -16,7 +16,7 @@ from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, OpenAIError, p
 from ..service import EmbedRequest, EmbedResult
 from ..teams.team import model_for
 from . import routes, tenancy
-from .answer import answer
+from .answer import VECTOR, answer
 from .asgi.exchange import lease_of
 from .body import read_object, validated
 from .docs import request_body
@@ -63,16 +63,18 @@ async def create_embeddings(request: Request) -> Response:
         await gw.turns.take()
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
     text = gw.base64s if body.encoding_format == "base64" else gw.floats
-    vectors = result.vectors
-    usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
-
-    def entry(i: int) -> dict[str, Any]:
-        return {"object": "embedding", "index": i, "embedding": text.fragment(vectors[i])}
+    billed = result.billed_tokens
+    usage = {"prompt_tokens": billed, "total_tokens": billed}
 
     def document(data: Any) -> dict[str, Any]:
         return {"object": "list", "data": data, "model": spec.name, "usage": usage}
 
-    return await answer(request, gw.memory, document, entry, vectors, text, cache_headers(result))
+    shape = (gw.skeletons, (spec.name, billed, len(result.vectors)))  # all that document and entry depend on
+    return await answer(request, gw.memory, document, entry, result.vectors, text, cache_headers(result), shape)
+
+
+def entry(i: int) -> dict[str, Any]:
+    return {"object": "embedding", "index": i, "embedding": VECTOR}
 
 
 def cache_headers(result: EmbedResult) -> dict[str, str]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from ..api.answer import Skeletons
 from ..api.turns import Turns
 from ..api.vectortext import VectorText
 from ..cache.store import VectorCache
@@ -55,6 +56,7 @@ class Gateway:
     jobs_off: str = "batch jobs need Redis: set REDIS_URL (their state is shared by the replicas)"  # why not
     turns: Turns = field(default_factory=Turns)  # large requests take the event loop in turns (api/turns.py)
     texts: TextItems = field(default_factory=TextItems)  # the items of recent texts (inputs/items.py)
+    skeletons: Skeletons = field(default_factory=Skeletons)  # the JSON of recent answers' shapes (api/answer.py)
 
 
 def gateway(request: Request) -> Gateway:

@@ -11,7 +11,16 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.answer import SLICE_BYTES, SMALL_ANSWER_BYTES, JSONAnswer, SlicedAnswer, answer
+from app.api import answer as answer_module
+from app.api.answer import (
+    SLICE_BYTES,
+    SMALL_ANSWER_BYTES,
+    VECTOR,
+    JSONAnswer,
+    Skeletons,
+    SlicedAnswer,
+    answer,
+)
 from app.api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
 from app.errors import Unavailable
 from app.runtime.budget import MemoryBudget
@@ -22,18 +31,23 @@ def vectors(n: int, dim: int = 1024) -> list[bytes]:
     return [rng.standard_normal(dim).astype("<f4").tobytes() for _ in range(n)]
 
 
-async def respond(vecs: list[bytes], text: VectorText, budget: MemoryBudget) -> tuple[Any, list[bytes], bytes]:
+async def respond(
+    vecs: list[bytes], text: VectorText, budget: MemoryBudget, model: str = "m", shapes: Skeletons | None = None
+) -> tuple[Any, list[bytes], bytes]:
     request = Request({"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []})
+    tokens = 3 * len(vecs)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
 
     def entry(i: int) -> dict[str, Any]:
-        return {"object": "embedding", "index": i, "embedding": text.fragment(vecs[i])}
+        return {"object": "embedding", "index": i, "embedding": VECTOR}
 
     def document(data: Any) -> dict[str, Any]:
-        return {"object": "list", "data": data, "model": "m", "usage": {"prompt_tokens": 3, "total_tokens": 3}}
+        return {"object": "list", "data": data, "model": model, "usage": usage}
 
-    response = await answer(request, budget, document, entry, vecs, text, {"x-cache-hits": "1"})
-    whole = {"object": "list", "data": [entry(i) for i in range(len(vecs))], "model": "m",
-             "usage": {"prompt_tokens": 3, "total_tokens": 3}}  # fmt: skip
+    shape = None if shapes is None else (shapes, (model, tokens, len(vecs)))
+    response = await answer(request, budget, document, entry, vecs, text, {"x-cache-hits": "1"}, shape)
+    entries = [{"object": "embedding", "index": i, "embedding": text.fragment(v)} for i, v in enumerate(vecs)]
+    whole = document(entries)  # as orjson writes it with each vector's text in place
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -87,3 +101,22 @@ def test_answers_have_the_head_starlettes_response_would_give_them() -> None:
     streamed = Response(None, media_type="application/json", headers=headers)
     sliced = [(k, v) for k, v in streamed.raw_headers if k != b"content-length"] + [(b"content-length", b"123")]
     assert SlicedAnswer(iter(()), headers, 123).raw_headers == sliced
+
+
+@pytest.mark.parametrize(("encode", "ratio"), [(float_json, FLOAT_RATIO), (base64_json, BASE64_RATIO)])
+async def test_answers_from_kept_shapes_are_what_orjson_writes(encode: Any, ratio: float) -> None:
+    budget, shapes, text = MemoryBudget(64 << 20, wait_s=0), Skeletons(), VectorText(1 << 20, encode, ratio)
+    for k, (model, n) in enumerate([("m", 2), ("m", 2), ("m", 3), ("other", 2), ("m", 8), ("m", 1), ("m", 2)]):
+        vecs = vectors(n + 10 * k)[:n]  # other vectors each time: the shape is kept, not the answer
+        _, parts, whole = await respond(vecs, text, budget, model, shapes)
+        assert b"".join(parts) == whole
+
+
+async def test_the_shapes_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(answer_module, "MAX_SKELETONS", 2)
+    monkeypatch.setattr(answer_module, "MAX_SKELETON_ENTRIES", 3)
+    budget, shapes, text = MemoryBudget(64 << 20, wait_s=0), Skeletons(), VectorText(1 << 20, float_json, FLOAT_RATIO)
+    for n in [1, 2, 3, 4, 1, 2, 3, 4]:
+        _, parts, whole = await respond(vectors(n, 16), text, budget, "m", shapes)
+        assert b"".join(parts) == whole
+        assert 0 < len(shapes._cut) <= 2 and all(count <= 3 for _, _, count in shapes._cut)
