@@ -66,6 +66,18 @@ def test_the_keys_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
             assert 0 < len(auth._verified) <= 2
 
 
+def test_many_wrong_keys_are_never_remembered_and_leave_the_right_ones_passing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keys_module, "MAX_VERIFIED", 4)
+    right = [new_key() for _ in range(3)]
+    auth = Authenticator({"search": SEARCH}, {"search": [hash_key(k) for k in right]}, required=True)
+    for i in range(2000):  # a scan of guessed keys between the team's own requests
+        with pytest.raises(Unauthorized):
+            auth.identify(bearer(f"eg-{i:043d}"), dashscope=False)
+        key = right[i % 3]
+        assert auth.identify(bearer(key), dashscope=False) == (SEARCH, hash_key(key))
+        assert set(auth._verified) <= set(right)
+
+
 def test_auth_off_ignores_keys() -> None:
     assert Authenticator.off().identify(bearer("anything"), dashscope=False) == (None, "")
 
