@@ -89,8 +89,20 @@ class TeamsReloader:
         self.auth = auth
         self.metrics = metrics
         self.served = served
-        self.digest = _digest(self.path) if self.path else None
+        self.digest = self._digest_of(self.teams) if self.path else None
         self._task: asyncio.Task[None] | None = None
+
+    def _digest_of(self, teams: Mapping[str, TeamConfig]) -> str | None:
+        """The file's digest when it holds `teams` (read before, with the settings); None when it changed since
+        (or does not validate now): the first poll then reloads it. A digest taken now alone would call a
+        change made in between "unchanged" (a worker starting while the file was replaced kept the old teams)."""
+        assert self.path is not None
+        digest = _digest(self.path)  # before the read: a change after it is a change at the first poll
+        try:
+            same = not changes(teams, self.read())
+        except (ValidationError, ValueError, OSError, yaml.YAMLError):
+            same = False
+        return digest if same else None
 
     def reload(self, *, reason: str) -> bool:
         """Reads the file; applies its teams when they validate. Returns whether anything changed."""

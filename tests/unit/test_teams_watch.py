@@ -1,5 +1,6 @@
 """Issue 19, item 6: the teams file watch says once that the file is gone (as SIGHUP does), not on every
-poll, keeps the teams it has, and reads the file again when it comes back."""
+poll, keeps the teams it has, and reads the file again when it comes back; a file changed between the
+settings' read and the watch's start is reloaded at the first poll."""
 
 from __future__ import annotations
 
@@ -66,5 +67,34 @@ async def test_a_vanished_teams_file_is_said_once_and_read_again_when_back(
         write(path, ["search", "ads"])
         await eventually_async(lambda: set(reloader.teams) == {"search", "ads"})
         assert len(gone()) == 1
+    finally:
+        await reloader.stop()
+
+
+async def test_a_file_changed_before_the_watch_starts_is_reloaded_at_the_first_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker reads its settings, then the file is replaced (a rotation), then the worker builds its watch:
+    the watch must not take the new file's digest for the teams in use (CI at load 14: a second worker
+    answered 401 to the new key for good)."""
+    path = tmp_path / "gateway.yaml"
+    write(path, ["search"])
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    settings = Settings()  # the teams in use: search
+    write(path, ["search", "ads"])  # replaced before the watch exists
+    auth = Authenticator(teams_from(settings.teams), {n: c.keys for n, c in settings.teams.items()}, required=True)
+    reloader = teams_reload.TeamsReloader(
+        str(path),
+        settings.teams,
+        lambda: Settings().teams,
+        auth_required=True,
+        interval_s=0.01,
+        auth=auth,
+        metrics=Metrics(CollectorRegistry()),
+        served=set(),
+    )
+    reloader.start()
+    try:
+        await eventually_async(lambda: set(reloader.teams) == {"search", "ads"}, within=5)
     finally:
         await reloader.stop()
