@@ -64,6 +64,16 @@ class _Group:
     timer: asyncio.Handle | None = None
 
 
+def fail(pendings: list[Pending], exc: BaseException) -> list[Pending]:
+    """`exc` for each of `pendings` still waiting (returned), marked as seen: a request that gave up at its
+    deadline never reads it, and asyncio would log it as never retrieved."""
+    failed = [p for p in pendings if not p.future.done()]
+    for p in failed:
+        p.future.set_exception(exc)
+        p.future.exception()
+    return failed
+
+
 def apportion(total: int, weights: list[int]) -> list[int]:
     """`total` split in proportion to `weights`, in whole numbers that add up to `total` exactly
     (largest remainders get the leftover units)."""
@@ -172,9 +182,7 @@ class Batcher:
         await self.landing.land(chunk, True)
 
     async def _fail(self, chunk: list[Pending], exc: BaseException) -> None:
-        for p in chunk:
-            if not p.future.done():
-                p.future.set_exception(exc)
+        fail(chunk, exc)
         await self.landing.land(chunk, False)
 
     async def close(self) -> None:

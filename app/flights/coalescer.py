@@ -28,9 +28,10 @@ from ..errors import UpstreamTimeout
 from ..inputs.items import Item
 from ..inputs.params import Params
 from ..metrics import Metrics
-from .batcher import Answer, Batcher, Pending
+from .batcher import Answer, Batcher, Pending, fail
 from .inflight import InFlight
 from .leases import Leases
+from .waits import Waits
 
 REMOTE = -1  # the share of an answer another replica paid for
 
@@ -74,6 +75,7 @@ class Coalescer:
         self.tasks: set[asyncio.Task[None]] = set()
         self.claims: list[Claim] = []  # this loop turn's misses waiting for their leases
         self.requests = itertools.count(1)
+        self.waits = Waits(clock)  # each request's wait for its keys, until its deadline: one timer for all
 
     async def fetch(
         self,
@@ -99,7 +101,6 @@ class Coalescer:
                 joined.add(key)
             else:
                 fut = self.inflight.futures[key] = loop.create_future()
-                fut.add_done_callback(_retrieve)
                 owned.append(Pending(key, item, fut, deadline, write, owner))
             futures[key] = fut
         if owned:
@@ -112,9 +113,7 @@ class Coalescer:
     async def _collect(
         self, futures: dict[str, asyncio.Future[Answer]], joined: set[str], owned: set[str], deadline: float, model: str
     ) -> FlightResult:
-        remaining = deadline - self.clock()
-        if remaining > 0:
-            await asyncio.wait(futures.values(), timeout=remaining)
+        await self.waits.all_done(futures.values(), deadline)
         out = FlightResult({}, coalesced=set(joined))
         error: BaseException | None = None
         for key, fut in futures.items():
@@ -194,10 +193,8 @@ class Coalescer:
             self._fail(c.owned, exc)
 
     def _fail(self, owned: list[Pending], exc: Exception) -> None:
-        for p in owned:
-            if not p.future.done():
-                p.future.set_exception(exc)
-                self.inflight.forget(p)
+        for p in fail(owned, exc):
+            self.inflight.forget(p)
 
     async def _wait_remote(self, spec: ModelSpec, params: Params, pendings: list[Pending], deadline: float) -> None:
         """Another replica holds the leases: poll until the vectors appear in the cache, a lease goes away
@@ -232,9 +229,3 @@ class Coalescer:
         await self.batcher.close()
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
-def _retrieve(fut: asyncio.Future[Answer]) -> None:
-    """Mark an exception as seen: requests that gave up at their deadline never read it."""
-    if not fut.cancelled():
-        fut.exception()
