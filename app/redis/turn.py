@@ -116,10 +116,10 @@ class Turn:
         connection or one of the pool's, within the deadline: not with the loop turn's other commands, so a
         caller that stops waiting ends its own round trip only (the connection is closed and goes back)."""
         if self.using is None:
-            [reply] = await self._send([command])
+            [reply] = await self._send([command], timed=True)
         else:
             async with self.using():
-                [reply] = await self._send([command])
+                [reply] = await self._send([command], timed=True)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
@@ -129,24 +129,20 @@ class Turn:
         wait for nothing else (the cache's reads have no timeout of their own, redis.py)."""
         async with asyncio.timeout(self.deadline):
             if self.using is None:
-                return await self._send(commands)
+                return await self._send(commands, timed=False)
             async with self.using():
-                return await self._send(commands)
+                return await self._send(commands, timed=False)
 
-    async def _send(self, commands: list[Command]) -> list[Any]:
-        """One round trip within the deadline, on a kept connection or one of the pool's; a connection left
-        mid-reply is closed and goes back to the pool."""
+    async def _send(self, commands: list[Command], *, timed: bool) -> list[Any]:
+        """One round trip on a kept connection or one of the pool's, its exchange within the deadline (`timed`;
+        else the caller's deadline covers it); a connection left mid-reply is closed and goes back to the pool."""
         conn = await self._take()
         try:
-            async with asyncio.timeout(self.deadline):
-                packed = [hiredis.pack_command(tuple(c)) for c in commands]  # type: ignore[arg-type]  # stub: 1-tuple
-                await conn.send_packed_command(packed, check_health=False)
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(await conn.read_response())
-                    except ResponseError as exc:  # this command's error reply: the next replies follow it
-                        replies.append(exc)
+            if timed:
+                async with asyncio.timeout(self.deadline):
+                    replies = await _exchange(conn, commands)
+            else:
+                replies = await _exchange(conn, commands)
         except BaseException:
             try:
                 await conn.disconnect()
@@ -185,3 +181,16 @@ class Turn:
     async def _give_back(self, conn: Connection) -> None:
         conn.socket_timeout = self.deadline
         await self.pool.release(conn)
+
+
+async def _exchange(conn: Connection, commands: list[Command]) -> list[Any]:
+    """`commands` written on `conn` at once, then their replies read (an error reply in its command's place)."""
+    packed = [hiredis.pack_command(tuple(c)) for c in commands]  # type: ignore[arg-type]  # stub: 1-tuple
+    await conn.send_packed_command(packed, check_health=False)
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(await conn.read_response())
+        except ResponseError as exc:  # this command's error reply: the next replies follow it
+            replies.append(exc)
+    return replies
