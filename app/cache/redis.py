@@ -40,11 +40,11 @@ class RedisCache:
         # single server (or Sentinel master) the link's Turn merges them (redis/turn.py `read`); on a cluster
         # this batcher does, and the link sends one MGET per slot, pipelined per node.
         self._read = self._read_now if link.turned else TickBatcher(self._read_now)
-        # A reader of a Turn waits within the Turn's deadline (the link's timeout): no timer of its own when
-        # that deadline is within `timeout_s` (as wired); a timer otherwise. A failed turn's readers each count
-        # a failed read.
+        # A reader or writer of a Turn waits within the Turn's deadline (the link's timeout): no timer of its own
+        # when that deadline is within `timeout_s` (as wired); a timer otherwise. A failed turn's readers each
+        # count a failed read, its writers a failed write.
         deadline = link.turn_deadline_s
-        self._read_timeout_s = None if deadline is not None and deadline <= timeout_s else timeout_s
+        self._timeout_s = None if deadline is not None and deadline <= timeout_s else timeout_s
         if metrics:
             for op in ("read", "write"):
                 metrics.redis_errors.labels(op)
@@ -60,7 +60,7 @@ class RedisCache:
 
     async def _read_now(self, keys: Sequence[str]) -> list[bytes | None]:
         read = lambda: self.link.mget(keys)  # noqa: E731
-        values = await self.breaker.call(read, None, timeout_s=self._read_timeout_s, failed=self._count("read"))
+        values = await self.breaker.call(read, None, timeout_s=self._timeout_s, failed=self._count("read"))
         if values is None:
             return [None] * len(keys)
         return [v if isinstance(v, bytes) and not v.startswith(LEASE) else None for v in values]
@@ -68,7 +68,7 @@ class RedisCache:
     async def set_many(self, entries: Sequence[tuple[str, bytes]]) -> None:
         if entries:
             write = lambda: self.link.set_many(entries, self.ttl_s)  # noqa: E731
-            await self.breaker.call(write, None, timeout_s=self.timeout_s, failed=self._count("write"))
+            await self.breaker.call(write, None, timeout_s=self._timeout_s, failed=self._count("write"))
 
     async def ping(self) -> bool:
         try:

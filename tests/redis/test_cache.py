@@ -195,6 +195,25 @@ async def test_a_read_waits_the_caches_timeout_when_the_links_is_longer(own_redi
         await c.close()
 
 
+@pytest.mark.parametrize("link_s", [0.25, 5.0])
+async def test_a_write_to_a_paused_redis_ends_within_the_caches_timeout(own_redis: RedisServer, link_s: float) -> None:
+    """A single server's writes go through the link's Turn: within its deadline when that is the cache's
+    timeout (as wired: no timer of the write's own), within the cache's timer when the link's is longer. The
+    write ends, counted as a failed write, and the cache stands aside."""
+    metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
+    c = RedisCache(single(own_redis.url, link_s, 8), ttl_s=60, timeout_s=0.25, retry_after_s=5.0, metrics=metrics)
+    try:
+        await c.set_many([("k1", b"v1")])
+        own_redis.pause()
+        _, took = await timed(c.set_many([("k2", b"v2")]))
+        assert took < 1.5  # 0.25 s: generous margin for a shared machine
+        assert metrics.registry.get_sample_value("gateway_redis_errors_total", {"op": "write"}) == 1
+        assert c.breaker.is_open
+    finally:
+        own_redis.resume()
+        await c.close()
+
+
 async def test_dead_redis_is_a_fast_miss(own_redis: RedisServer) -> None:
     c = RedisCache(single(own_redis.url, 0.25, 8), ttl_s=60, timeout_s=0.25, retry_after_s=0.2)
     try:
