@@ -24,9 +24,10 @@ each settled in its order as if alone.
 
 Both are made by the batch's task, not the callers': a caller cancelled while it waits (a client gone, a
 request past its deadline) leaves the call to complete, so a finish still frees its lease and settles its
-tokens. The batch's task awaits the script directly (stall.py: one timer for the calls in flight); the
-upstream quota's calls, made by the callers themselves, run in a task of their own (`_detached`) for the
-same reason.
+tokens. The batch's task awaits the script directly (stall.py: one timer for the calls in flight). So does
+the upstream quota's reserve: its caller is an upstream call's own task (flights/batcher.py), which no
+request's cancellation reaches either. Its adjust, made by a request's task once the upstream billed it,
+runs in a task of its own (`_detached`) for the same reason.
 
 A team refused for its requests limit is refused again by this process, without asking Redis, until the
 time Redis named (envoy's ratelimit keeps such a cache of keys over their limit): a window's request count
@@ -144,7 +145,8 @@ class RedisStore:
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[list[Any], int]:
         """The script's reply (and when it was sent), awaited in this task: the admissions' and the finishes'
-        batch tasks (tickbatch.py), which no caller's cancellation reaches; the others go through `_detached`."""
+        batch tasks (tickbatch.py) and the upstream calls' (the quota's reserve), which no request's
+        cancellation reaches; a call made by a request's task goes through `_detached`."""
         end = time.monotonic() + self.budget_s
         while time.monotonic() < end:
             sent = wall_clock_us()
@@ -156,8 +158,8 @@ class RedisStore:
         raise StoreLate("late")  # Redis answered every time, but never within this process's deadline
 
     async def _detached(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> tuple[list[Any], int]:
-        """`_run` in a task of its own, for a caller that may be cancelled (the upstream quota's calls): its
-        script still completes, retried while late as for any caller."""
+        """`_run` in a task of its own, for a caller that may be cancelled (the upstream quota's adjust, made by
+        a request's task): its script still completes, retried while late as for any caller."""
         return await asyncio.shield(asyncio.ensure_future(self._run(name, keys, args)))
 
     async def _await(self, call: Coroutine[Any, Any, Any], end: float) -> Any:
@@ -286,7 +288,7 @@ class RedisStore:
 
     async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant:
         args = [repr(pace.request_us), repr(pace.token_us), tokens, max_wait_us]
-        (ok, wait, now), sent = await self._detached("quota_reserve", [self.account_key(account)], args)
+        (ok, wait, now), sent = await self._run("quota_reserve", [self.account_key(account)], args)
         self._learn(now, sent)
         return Grant(ok == 1, wait, now)
 
