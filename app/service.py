@@ -13,7 +13,7 @@ httpx types: it talks to a VectorCache, the team limits, the upstream quota and 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -81,12 +81,12 @@ class Reply(Protocol):
     the team is admitted (they go on a 429 or a 502 as on the 200). The route's Exchange is one; it also
     names the caller's key id, for the usage ledger."""
 
-    headers: Mapping[str, str] | None
+    headers: Sequence[tuple[bytes, bytes]] | None  # lower-case names and values, as the answer's head holds them
     key_id: str
 
 
 class NoReply:
-    headers: Mapping[str, str] | None = None
+    headers: Sequence[tuple[bytes, bytes]] | None = None
     key_id = ""  # batch jobs: in the ledger without a key id
 
 

@@ -8,28 +8,33 @@ from .admission import Admission
 from .window import US
 
 
-def rate_headers(adm: Admission) -> dict[str, str]:
+def rate_headers(adm: Admission) -> list[tuple[bytes, bytes]]:
     """x-ratelimit-{limit,remaining,reset}-{requests,tokens} as OpenAI sends them, where the team stands after
     the admission's finish when it had one (else after the admission); reset is when the oldest request of
-    the window leaves it (remaining grows then)."""
+    the window leaves it (remaining grows then). Made as the answer's head holds them (lower-case names and
+    values in bytes: the front layer adds them as they are, front.py)."""
     v = adm.verdict
     if v is None:
-        return {}
+        return []
     q = adm.quota
     rpm, tpm = q.rpm, q.tpm
     requests, tokens, reset = adm.usage or (v.requests, v.tokens, v.reset_us)
-    reset_text = duration(reset)
-    headers: dict[str, str] = {}
+    reset_text = duration(reset).encode()
+    headers: list[tuple[bytes, bytes]] = []
     if rpm is not None:
-        headers["x-ratelimit-limit-requests"] = str(rpm)
-        headers["x-ratelimit-remaining-requests"] = str(rpm - requests) if requests < rpm else "0"
-        headers["x-ratelimit-reset-requests"] = reset_text
+        headers += (
+            (b"x-ratelimit-limit-requests", b"%d" % rpm),
+            (b"x-ratelimit-remaining-requests", b"%d" % (rpm - requests) if requests < rpm else b"0"),
+            (b"x-ratelimit-reset-requests", reset_text),
+        )
     if tpm is not None:
-        headers["x-ratelimit-limit-tokens"] = str(tpm)
-        headers["x-ratelimit-remaining-tokens"] = str(tpm - tokens) if tokens < tpm else "0"
-        headers["x-ratelimit-reset-tokens"] = reset_text
+        headers += (
+            (b"x-ratelimit-limit-tokens", b"%d" % tpm),
+            (b"x-ratelimit-remaining-tokens", b"%d" % (tpm - tokens) if tokens < tpm else b"0"),
+            (b"x-ratelimit-reset-tokens", reset_text),
+        )
     if v.too_large:
-        headers["x-should-retry"] = "false"
+        headers.append((b"x-should-retry", b"false"))
     return headers
 
 

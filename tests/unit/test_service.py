@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -192,7 +192,7 @@ def test_every_upstream_needs_its_guard() -> None:
 
 
 class Reply:
-    headers: Mapping[str, str] | None = None
+    headers: Sequence[tuple[bytes, bytes]] | None = None
     key_id = ""  # the caller's key id (the usage ledger), as the route's Exchange names it
 
 
@@ -206,15 +206,15 @@ async def test_one_call_admits_the_misses_bills_them_and_sets_the_headers() -> N
     reply = Reply()
     first = await svc.embed(team, request(["a", "b"]), reply)
     assert first.billed_tokens == 20 and up.batches == [["a", "b"]]
-    assert reply.headers is not None and reply.headers["x-ratelimit-remaining-tokens"] == "0"
+    assert reply.headers is not None and dict(reply.headers)[b"x-ratelimit-remaining-tokens"] == b"0"
     hit = Reply()
     again = await svc.embed(team, request(["b", "a"]), hit)  # a whole hit: 0 tokens, passes
     assert again.hits == 2 and again.billed_tokens == 0 and hit.headers is not None
-    assert hit.headers["x-ratelimit-remaining-tokens"] == "0"  # nothing reserved for the hit (reset moves on)
+    assert dict(hit.headers)[b"x-ratelimit-remaining-tokens"] == b"0"  # nothing reserved for the hit (reset moves on)
     refused = Reply()
     with pytest.raises(RateLimited):
         await svc.embed(team, request(["c"]), refused)
     assert up.batches == [["a", "b"]]  # the refused miss never went upstream
-    assert refused.headers is not None and refused.headers["x-ratelimit-limit-tokens"] == "20"
+    assert refused.headers is not None and dict(refused.headers)[b"x-ratelimit-limit-tokens"] == b"20"
     other = await svc.embed(Team("other", None, TeamQuota(tpm=20)), request(["c"]), None)
     assert other.misses == 1  # another team's limits are its own

@@ -12,7 +12,7 @@ back when the response starts (headers) and when it ends (metrics, log line, the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ class Exchange:
     request_id: str
     team: str | None = None
     key_id: str = ""  # the caller's key id (usage ledger; never the key), '' while auth is off
-    headers: Mapping[str, str] | None = None  # response headers the route adds
+    headers: Sequence[tuple[bytes, bytes]] | None = None  # response headers the route adds, as the head holds them
     model: str | None = None  # the fields below are set together, once the service answered
     items: int = 0
     hits: int = 0

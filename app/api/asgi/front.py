@@ -51,7 +51,7 @@ Headers = list[tuple[bytes, bytes]]
 def stamp(headers: Headers, exchange: Exchange) -> Headers:
     """`headers` (an answer's head) with what the front layer adds to every answer."""
     if exchange.headers:
-        headers += [(k.encode(), v.encode()) for k, v in exchange.headers.items()]
+        headers += exchange.headers
     for name, _ in headers:
         if name.lower() == b"x-request-id":
             break
