@@ -73,10 +73,11 @@ async def test_the_wait_for_a_turn_counts_against_the_queue_bound() -> None:
 
 async def test_a_call_that_may_not_wait_never_books_ahead_of_the_turns() -> None:
     q = quota()
-    waiting = [asyncio.create_task(q.try_admit(ACCOUNT, RPM, None, 1, wait=True, owner=1)) for _ in range(10)]
+    rpm = 60  # a slot every 100 ms: a pause of the process (a loaded runner) does not let the booked slots pass
+    waiting = [asyncio.create_task(q.try_admit(ACCOUNT, rpm, None, 1, wait=True, owner=1)) for _ in range(6)]
     await asyncio.sleep(0)
     await asyncio.sleep(0.001)
-    wait = await q.try_admit(ACCOUNT, RPM, None, 1, wait=False, owner=2)
+    wait = await q.try_admit(ACCOUNT, rpm, None, 1, wait=False, owner=2)
     assert wait is not None and wait > 0  # the slots now are booked: it is told how long, nothing taken
     await asyncio.gather(*waiting)
 
