@@ -211,9 +211,11 @@ def _plain_texts(raw: list[Any], longest: int, texts: TextItems | None) -> list[
     make, recent = (_text_item, {}) if texts is None else (texts.item, texts.recent)
     out = []
     for value in raw:
-        if type(value) is not str or not 0 < len(value) <= longest or value.isspace():
+        if type(value) is not str or not 0 < (n := len(value)) <= longest or value.isspace():
             return None
-        out.append(recent.get(value) or make(value))
+        # A text too long to be kept is not looked up: the lookup would hash all of it (~1 us per 1,000
+        # characters) for nothing.
+        out.append((n <= MEMO_TEXT_CHARS and recent.get(value)) or make(value))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from app.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from app.inputs import items as items_module
 from app.inputs.items import (
     MEMO_TEXT_CHARS,
+    Item,
     TextItems,
     content_item,
     dashscope_contents,
@@ -153,6 +155,24 @@ def test_the_texts_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         items = list(each_openai_item([f"text {i}", long], PLUS, 10, texts))
         assert items == openai_items([f"text {i}", long], PLUS, 10)
         assert 0 < len(texts.recent) <= 2 and long not in texts.recent
+
+
+def test_texts_too_long_to_be_kept_are_not_looked_up() -> None:
+    """Looking a text up hashes all of it: one longer than MEMO_TEXT_CHARS, never kept, is not looked up."""
+    looked: list[str] = []
+
+    class Recent(dict[str, Item]):
+        def get(self, key: str, default: Any = None) -> Any:
+            looked.append(key)
+            return super().get(key, default)
+
+    texts = TextItems()
+    texts.recent = Recent()
+    long = "y" * (MEMO_TEXT_CHARS + 1)
+    kept = "z" * MEMO_TEXT_CHARS
+    for _ in range(2):
+        assert list(each_openai_item([long, kept], PLUS, 10, texts)) == openai_items([long, kept], PLUS, 10)
+    assert long not in looked and kept in looked and long not in texts.recent
 
 
 def test_text_at_the_limit_passes_and_one_more_fails() -> None:
