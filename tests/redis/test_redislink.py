@@ -4,6 +4,7 @@ the cause when it cannot: a wrong password, an untrusted certificate, a plain cl
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -158,6 +159,35 @@ def test_callers_that_give_up_anywhere_leave_every_connection_to_the_others(redi
             await asyncio.gather(task, return_exceptions=True)
         replies = await asyncio.gather(*(link.run(script, ["turn:calls"], []) for _ in range(8)))
         assert len(set(replies)) == 8
+        await link.close()
+
+    asyncio.run(go())
+
+
+def test_shared_round_trips_that_time_out_give_their_connections_back(own_redis: RedisServer) -> None:
+    """A loop turn's round trip to a paused Redis ends at the Turn's one deadline (the exchange has no timer of
+    its own: 248b9e8), for each of its callers, and its connection, left mid-reply (the one the turn kept), is
+    closed and goes back: once Redis is resumed, both connections of a pool of two serve at once."""
+
+    async def go() -> None:
+        link = await connect(own_redis.url, timeout_s=0.25, max_connections=2)  # a reply, or a connection: 0.25 s
+        await link.set_many([("turn:kept", b"k")], 60)  # the turn keeps this round trip's connection
+        own_redis.pause()
+        try:
+            for _ in range(3):  # the kept connection's exchange, then new connections' setup, time out
+                t0 = time.monotonic()
+                ends = await asyncio.gather(
+                    link.mget(["turn:kept"]), link.commands([("SET", "turn:w", b"w", "EX", 60)]), return_exceptions=True
+                )
+                assert [type(e) for e in ends] == [TimeoutError, TimeoutError]
+                assert time.monotonic() - t0 < 1.0  # one deadline of 0.25 s: generous margin for a shared machine
+        finally:
+            own_redis.resume()
+        script = "return redis.call('INCR', KEYS[1])"
+        t0 = time.monotonic()
+        replies = await asyncio.gather(*(link.run(script, ["turn:calls"], []) for _ in range(2)))  # one connection each
+        assert sorted(replies) == [1, 2]
+        assert time.monotonic() - t0 < 0.2  # neither waits for a connection nobody gave back (it would raise)
         await link.close()
 
     asyncio.run(go())
