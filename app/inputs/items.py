@@ -45,12 +45,15 @@ class TextItems:
     Item, its parts dict and its identity's encoding (~0.3 us a text); the identity's bytes being the same
     object, their hash is computed once (cache/keys.py's KeyMemo looks keys up by it). Correct without
     invalidation: a text item is a pure function of its text (the model's checks run on every request).
-    Bounded: MEMO_TEXTS texts of up to MEMO_TEXT_CHARS characters; when full it is emptied and fills again."""
+    Bounded: MEMO_TEXTS texts of up to MEMO_TEXT_CHARS characters; when full it starts again empty, and the
+    full one is freed two entries per new text (`retiring`), not at once (4,096 items freed at once held the
+    loop 2-3.6 ms)."""
 
-    __slots__ = ("recent",)
+    __slots__ = ("recent", "retiring")
 
     def __init__(self) -> None:
         self.recent: dict[str, Item] = {}  # read directly on the hot path (_plain_texts); added to by `item`
+        self.retiring: dict[str, Item] = {}
 
     def item(self, text: str) -> Item:
         if len(text) > MEMO_TEXT_CHARS:
@@ -59,8 +62,15 @@ class TextItems:
         item = items.get(text)
         if item is None:
             if len(items) >= MEMO_TEXTS:
-                items.clear()
+                self.retiring.clear()  # already empty: MEMO_TEXTS new texts freed two each
+                self.retiring, self.recent = items, {}
+                items = self.recent
             item = items[text] = _text_item(text)
+            retiring = self.retiring
+            if retiring:
+                retiring.popitem()
+                if retiring:
+                    retiring.popitem()
         return item
 
 
