@@ -65,9 +65,13 @@ def changes(old: Mapping[str, TeamConfig], new: Mapping[str, TeamConfig]) -> lis
     return out
 
 
+# What `read` raises when the file is refused (it does not validate, cannot be read or is not YAML).
+REFUSALS = (ValidationError, ValueError, OSError, yaml.YAMLError)
+
+
 class TeamsReloader:
-    """`read` reads the config file's teams again (ValidationError, ValueError, OSError, YAMLError if it is
-    refused); `teams` are the ones in use."""
+    """`read` reads the config file's teams again (one of REFUSALS if it is refused); `teams` are the ones in
+    use."""
 
     def __init__(
         self,
@@ -100,7 +104,7 @@ class TeamsReloader:
         digest = _digest(self.path)  # before the read: a change after it is a change at the first poll
         try:
             same = not changes(teams, self.read())
-        except (ValidationError, ValueError, OSError, yaml.YAMLError):
+        except REFUSALS:
             same = False
         return digest if same else None
 
@@ -114,7 +118,7 @@ class TeamsReloader:
             configs = self.read()
             if self.auth_required and not any(team.keys for team in configs.values()):
                 raise ValueError("no team has a key, so every request would be refused")
-        except (ValidationError, ValueError, OSError, yaml.YAMLError) as exc:
+        except REFUSALS as exc:
             log.error(
                 "teams not reloaded (%s): %s is refused, the previous teams stay: %s", reason, self.path, _why(exc)
             )
