@@ -212,6 +212,12 @@ async def test_paused_redis_local_policy_divides_and_never_hangs(
 ) -> None:
     limits = failover(own_redis.url, LimitFailurePolicy())
     quota = TeamQuota(rpm=10, concurrency=20)
+
+    async def warm() -> bool:  # a first script (a connection, the script's load) can pass 0.2 s on a loaded runner
+        return (await limits.admit("warm", quota, 1, uuid.uuid4().hex)).store == "redis"
+
+    await eventually_async(warm, within=10)
+    caplog.clear()
     try:
         first = await limits.admit("t", quota, 5, "before")
         assert first.store == "redis" and first.verdict.ok
@@ -230,7 +236,7 @@ async def test_paused_redis_local_policy_divides_and_never_hangs(
         assert pace is not None
         assert (await limits.reserve("up:m", pace, 1, 0)).ok
         refused = await limits.reserve("up:m", pace, 1, 0)
-        assert not refused.ok and refused.wait_us > 1.9 * US
+        assert not refused.ok and refused.wait_us > 1.5 * US  # 2 s less the time between the two (1 s undivided)
         assert sum("unavailable" in r.getMessage() for r in caplog.records) == 1  # once, not per request
     finally:
         own_redis.resume()
