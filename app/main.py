@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from .api import batches, dashscope, docs, openai, ops, rendering, tasks, usage
+from .api.answer import Skeletons
 from .api.asgi import fastpath
 from .api.asgi.drain import Drain
 from .api.asgi.front import Fronted
@@ -27,6 +28,7 @@ from .config.catalog import Catalog, build_catalog
 from .config.settings import CONFIG_ENV, Settings, UpstreamConfig
 from .flights.wiring import open_flights
 from .inputs import tokentext
+from .inputs.items import TextItems
 from .jobs.wiring import JobsPlan, start_jobs
 from .limits.admission import TeamLimiter
 from .limits.quota import UpstreamQuota
@@ -136,7 +138,8 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     keys = Keys(s.cache_namespace, s.usage.retention_days)
     meter, reader = open_usage(keys, s.usage.flush_s, p.catalog, metrics, p.auth, limits.census.link, service)
     return Gateway(caps_of(s), p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota,
-                   floats, base64s, memory_of(s, metrics), meter, reader, fetcher=fetcher, turns=turns)  # fmt: skip
+                   floats, base64s, memory_of(s, metrics), meter, reader, fetcher=fetcher, turns=turns,
+                   texts=TextItems(metrics.memo("texts")), skeletons=Skeletons(metrics.memo("skeletons")))  # fmt: skip
 
 
 def announce(p: Plan, gw: Gateway) -> None:

@@ -22,6 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from .config.settings import MULTIPROC_ENV
 from .metricfiles import forget_dead_workers
 from .runtime.later import Later
+from .runtime.memo import MemoGauges
 from .runtime.tally import Tally
 from .usage.metrics import UsageMetrics
 
@@ -34,6 +35,7 @@ LIMITS = ("requests", "tokens")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+MEMO_HELP = "%s held by a memo: 'texts' (texts' items), 'skeletons' (answers' JSON); most of a live worker"
 FAILOVER_REASONS = ("throttled", "failed", "timeout", "circuit_open", "invalid_answer")
 
 
@@ -198,6 +200,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.memo_bytes, self.memo_entries = (  # what the bounded memos hold (runtime/memo.py), on insert
+            Gauge(
+                f"gateway_memo_{unit}", MEMO_HELP % unit.capitalize(), ["memo"], multiprocess_mode="livemax", registry=r
+            )
+            for unit in ("bytes", "entries")
+        )
         for reason in CONNECTION_CLOSES:
             self.connections_closed.labels(reason)
         for outcome in ("waited", "refused"):
@@ -245,6 +253,10 @@ class Metrics:
         if series is None:
             series = self._children[key] = metric.labels(*values)
         return series
+
+    def memo(self, name: str) -> MemoGauges:
+        """Where the memo `name` reports what it holds (its series exist, at 0, from here on)."""
+        return MemoGauges(self.tally, self.memo_bytes.labels(name), self.memo_entries.labels(name))
 
     def known_teams(self) -> list[str]:
         return [*sorted(self._teams), ANONYMOUS]

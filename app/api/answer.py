@@ -37,6 +37,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ..runtime.budget import MemoryBudget
+from ..runtime.memo import Memo, MemoGauges
 from .asgi.exchange import lease_of
 from .vectortext import VectorText
 
@@ -46,39 +47,40 @@ ENTRY_BYTES = 64  # an entry's JSON around its vector: {"object":"embedding","in
 VECTOR = orjson.Fragment(b"\x00")  # orjson escapes NUL inside strings: this byte marks where a vector goes (or,
 # in a document rendered in slices, where the entries' array goes)
 MAX_SKELETONS = 1024  # answer shapes whose rendered JSON Skeletons keeps (then it starts again empty)
-MAX_SKELETON_ENTRIES = 128  # answers with more entries are rendered every time
+MAX_SKELETONS_BYTES = 4 << 20  # what they hold in all, at most (docs/operations.md: memory per worker)
+MAX_SKELETON_BYTES = 16 << 10  # the most one shape holds (128 entries: ~12.8 KB), else rendered every time
+PIECE_BYTES = 48  # a piece's bytes object (33) rounded up by the allocator (7) and its slot in the list (8)
+SKELETON_BYTES = 320  # a shape's list (with split's spare slots), tuple, billed int, dict slots (~135 measured)
 Entry = Callable[[int], dict[str, Any]]
 
 
-class Skeletons:
+class Skeletons(Memo[Hashable, list[bytes]]):
     """The JSON of recent answers' shapes, cut where their vectors go: an answer of a shape seen before costs
     one dict lookup instead of its entries, its document and their rendering. Correct without invalidation:
-    a shape names everything its JSON depends on besides the vectors (the route says what). Bounded:
-    MAX_SKELETONS shapes of up to MAX_SKELETON_ENTRIES entries; when full it starts again empty, and the full
-    one is freed two shapes per new shape (`_retiring`), not at once (1,024 shapes freed at once held the loop
-    3.2-3.7 ms)."""
+    a shape names everything its JSON depends on besides the vectors (the route says what). Bounded
+    (runtime/memo.py): MAX_SKELETONS shapes, MAX_SKELETONS_BYTES in all (`skeleton_bytes`), none over
+    MAX_SKELETON_BYTES (about 160 entries)."""
 
-    __slots__ = ("_cut", "_retiring")
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._cut: dict[Hashable, list[bytes]] = {}
-        self._retiring: dict[Hashable, list[bytes]] = {}
+    def __init__(self, gauges: MemoGauges | None = None) -> None:
+        super().__init__(
+            max_entries=MAX_SKELETONS, max_bytes=MAX_SKELETONS_BYTES, max_entry_bytes=MAX_SKELETON_BYTES, gauges=gauges
+        )
 
     def cut(self, shape: Hashable, document: Callable[[Any], dict[str, Any]], entry: Entry, count: int) -> list[bytes]:
-        pieces = self._cut.get(shape)
+        pieces = self.recent.get(shape)
         if pieces is None:
             pieces = _cut(document, entry, count)
-            if count <= MAX_SKELETON_ENTRIES:
-                if len(self._cut) >= MAX_SKELETONS:
-                    self._retiring.clear()  # already empty: MAX_SKELETONS new shapes freed two each
-                    self._retiring, self._cut = self._cut, {}
-                self._cut[shape] = pieces
-                retiring = self._retiring
-                if retiring:
-                    retiring.popitem()
-                    if retiring:
-                        retiring.popitem()
+            self.put(shape, pieces, skeleton_bytes(pieces))
         return pieces
+
+
+def skeleton_bytes(pieces: list[bytes]) -> int:
+    """What a Skeletons entry holds: its pieces (each a bytes object and its slot in the list) and the list,
+    the shape's tuple and their slots in the memo's dicts (SKELETON_BYTES). tests/unit/test_answer.py checks it
+    against tracemalloc."""
+    return sum(map(len, pieces)) + PIECE_BYTES * len(pieces) + SKELETON_BYTES
 
 
 async def answer(

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from sys import getsizeof
 from typing import Any
 
 import orjson
 
 from ..config.catalog import ModelSpec
 from ..errors import InvalidRequest
+from ..runtime.memo import Memo, MemoGauges
 from ..runtime.slices import SLICE
 from . import tokentext
 from .media.checks import check_image, check_video
@@ -26,7 +28,10 @@ OBJECT_KEYS = frozenset((*MEDIA_KEYS, "factor"))
 TOKENS_PER_IMAGE = 1024
 TOKENS_PER_VIDEO = 4096
 MEMO_TEXTS = 4096  # texts whose items a TextItems keeps (then it starts again empty)
-MEMO_TEXT_CHARS = 512  # longer texts are made into items every time (a memo of them would be big)
+MEMO_TEXTS_BYTES = 4 << 20  # what they hold in all, at most (docs/operations.md: memory per worker)
+MEMO_TEXT_CHARS = 512  # longer texts are made into items every time, and not looked up (their hash costs)
+MEMO_TEXT_BYTES = 8 << 10  # the most one text's entry holds, else not kept (512 astral characters: ~6.6 KB)
+TEXT_ENTRY_BYTES = 400  # an Item, its parts dict, their slots (273 measured), the bytes' and str's headers (33, 49)
 
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass is ~3x slower to make, and a request makes many
@@ -40,38 +45,39 @@ class Item:
     est_tokens: int
 
 
-class TextItems:
+class TextItems(Memo[str, Item]):
     """The items of recent texts: a text sent again (a cache hit, mostly) costs one dict lookup instead of an
     Item, its parts dict and its identity's encoding (~0.3 us a text); the identity's bytes being the same
     object, their hash is computed once (cache/keys.py's KeyMemo looks keys up by it). Correct without
     invalidation: a text item is a pure function of its text (the model's checks run on every request).
-    Bounded: MEMO_TEXTS texts of up to MEMO_TEXT_CHARS characters; when full it starts again empty, and the
-    full one is freed two entries per new text (`retiring`), not at once (4,096 items freed at once held the
-    loop 2-3.6 ms)."""
+    Bounded (runtime/memo.py): MEMO_TEXTS texts, MEMO_TEXTS_BYTES in all (`text_bytes`); texts over
+    MEMO_TEXT_CHARS characters are neither kept nor looked up."""
 
-    __slots__ = ("recent", "retiring")
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self.recent: dict[str, Item] = {}  # read directly on the hot path (_plain_texts); added to by `item`
-        self.retiring: dict[str, Item] = {}
+    def __init__(self, gauges: MemoGauges | None = None) -> None:
+        super().__init__(
+            max_entries=MEMO_TEXTS, max_bytes=MEMO_TEXTS_BYTES, max_entry_bytes=MEMO_TEXT_BYTES, gauges=gauges
+        )
 
     def item(self, text: str) -> Item:
         if len(text) > MEMO_TEXT_CHARS:
             return _text_item(text)
-        items = self.recent
-        item = items.get(text)
+        item = self.recent.get(text)
         if item is None:
-            if len(items) >= MEMO_TEXTS:
-                self.retiring.clear()  # already empty: MEMO_TEXTS new texts freed two each
-                self.retiring, self.recent = items, {}
-                items = self.recent
-            item = items[text] = _text_item(text)
-            retiring = self.retiring
-            if retiring:
-                retiring.popitem()
-                if retiring:
-                    retiring.popitem()
+            item = _text_item(text)
+            self.put(text, item, text_bytes(text, item.identity))
         return item
+
+
+def text_bytes(text: str, identity: bytes) -> int:
+    """What a TextItems entry holds: the identity's bytes, the text (shared by key and parts: as many bytes
+    when ASCII, else up to four a character, and its UTF-8 copy once orjson has written it, which CPython
+    keeps in the str: an upstream request does), and the Item, its parts dict, their slots and the objects'
+    headers (TEXT_ENTRY_BYTES). tests/unit/test_items.py checks it against tracemalloc."""
+    if text.isascii():  # getsizeof costs ~0.1 us a call: the common case is counted without it
+        return 2 * len(identity) + TEXT_ENTRY_BYTES
+    return getsizeof(text) + 2 * len(identity) + TEXT_ENTRY_BYTES
 
 
 def _text(value: object, spec: ModelSpec, param: str) -> str:
