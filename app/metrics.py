@@ -35,7 +35,7 @@ LIMITS = ("requests", "tokens")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
-MEMO_HELP = "%s held by a memo: 'texts' (texts' items), 'skeletons' (answers' JSON); most of a live worker"
+MEMO_HELP = "%s held by a memo: 'texts' (texts' items), 'keys', 'skeletons' (answers' JSON); most of a live worker"
 FAILOVER_REASONS = ("throttled", "failed", "timeout", "circuit_open", "invalid_answer")
 
 

@@ -163,7 +163,7 @@ class EmbeddingService:
         self.pause: Pause = loop_turn  # between slices of a large request's keys (runtime/slices.py); main.py
         # sets the gateway's turns
         self._keyings: dict[tuple[object, ...], tuple[Params, KeyMaker]] = {}
-        self._keys = KeyMemo()  # the keys of recent items of the kept key makers
+        self._keys = KeyMemo(metrics.memo("keys"))  # the keys of recent items of the kept key makers
 
     async def embed(self, team: Team | None, req: EmbedRequest, reply: Reply | None = None) -> EmbedResult:
         """The vectors of `req` for `team` (None: auth off), within the team's limits; a refusal raises

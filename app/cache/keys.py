@@ -28,10 +28,14 @@ import orjson
 
 from ..inputs.items import Item
 from ..inputs.params import Params
+from ..runtime.memo import Memo, MemoGauges
 
 KEY_VERSION = 3
 MEMO_KEYS = 8192  # item keys a KeyMemo keeps (then it starts again empty)
+MEMO_KEYS_BYTES = 4 << 20  # what they hold in all, at most (docs/operations.md: memory per worker)
 MEMO_IDENTITY_BYTES = 512  # items whose identity is longer are hashed every time (a memo of them would be big)
+MEMO_KEY_BYTES = 4 << 10  # the most one entry holds, else not kept (an identity of 512, a key of ~50: ~760 B)
+KEY_ENTRY_BYTES = 200  # the key's and identity's headers (49, 33), the (maker, identity) tuple, slots (175 measured)
 
 
 class KeyMaker:
@@ -66,29 +70,31 @@ class KeyMaker:
         return [self.key(it) for it in items]
 
 
-class KeyMemo:
+class KeyMemo(Memo[tuple[KeyMaker, bytes], str]):
     """The keys of recent items, per key maker: an item sent again (a cache hit, mostly) costs one dict lookup
     instead of a hash copy, update and hex digest (~0.5 us an item). Correct without invalidation: a key is a
-    pure function of its maker and the item's identity. Bounded: MEMO_KEYS keys of identities up to
-    MEMO_IDENTITY_BYTES; when full it is emptied (one C call) and fills again."""
+    pure function of its maker and the item's identity. Bounded (runtime/memo.py): MEMO_KEYS keys,
+    MEMO_KEYS_BYTES in all (the key, the identity, KEY_ENTRY_BYTES), identities up to MEMO_IDENTITY_BYTES."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._keys: dict[tuple[KeyMaker, bytes], str] = {}
+    def __init__(self, gauges: MemoGauges | None = None) -> None:
+        super().__init__(
+            max_entries=MEMO_KEYS, max_bytes=MEMO_KEYS_BYTES, max_entry_bytes=MEMO_KEY_BYTES, gauges=gauges
+        )
 
     def keys(self, maker: KeyMaker, items: Sequence[Item]) -> list[str]:
-        memo = self._keys
+        memo = self.recent
         out = []
         for it in items:
             identity = it.identity
-            key = memo.get((maker, identity))
+            pair = (maker, identity)
+            key = memo.get(pair)
             if key is None:
                 key = maker.key(it)
                 if len(identity) <= MEMO_IDENTITY_BYTES:
-                    if len(memo) >= MEMO_KEYS:
-                        memo.clear()
-                    memo[maker, identity] = key
+                    self.put(pair, key, len(key) + len(identity) + KEY_ENTRY_BYTES)
+                    memo = self.recent  # a new one when the memo started again
             out.append(key)
         return out
 

@@ -1,9 +1,9 @@
 """The bounded memos on the hit path (app/runtime/memo.py), seen from a client of the real gateway with the
-defaults (auth on, hot cache on): a flood of distinct long texts (TextItems: most are astral, four bytes a
-character) and of answer shapes (Skeletons: a shape is the model, the billed tokens and the count, so one new
-text of a chosen length among cached ones makes a new shape), each several times what its memo may hold.
-After every request the memos' gauges on /metrics stay within their caps (bytes and entries), and every
-answer holds the stand-in's vectors for its texts, in order."""
+defaults (auth on, hot cache on): a flood of distinct long texts (TextItems, some of them astral: four bytes a
+character; KeyMemo, the keys of the ASCII ones) and of answer shapes (Skeletons: a shape is the model, the
+billed tokens and the count, so one new text of a chosen length among cached ones makes a new shape), each
+more than its memo may hold. After every request the memos' gauges on /metrics stay within their caps
+(bytes and entries), and every answer holds the stand-in's vectors for its texts, in order."""
 
 from __future__ import annotations
 
@@ -19,13 +19,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.api.answer import MAX_SKELETON_BYTES, MAX_SKELETONS, MAX_SKELETONS_BYTES, PIECE_BYTES
+from app.cache.keys import MEMO_KEYS, MEMO_KEYS_BYTES
 from app.inputs.items import MEMO_TEXT_CHARS, MEMO_TEXTS, MEMO_TEXTS_BYTES
 from bench.standin import expected_vector
 from tests.support.processes import Gateway, GatewayFactory
 
 MODEL = "text-embedding-3-small"  # an OpenAI-compatible upstream: one upstream call for a whole request
 DIM = 8  # small answers: every one is written at once, its JSON from Skeletons
-CAPS = {"texts": (MEMO_TEXTS_BYTES, MEMO_TEXTS), "skeletons": (MAX_SKELETONS_BYTES, MAX_SKELETONS)}
+CAPS = {
+    "texts": (MEMO_TEXTS_BYTES, MEMO_TEXTS),
+    "skeletons": (MAX_SKELETONS_BYTES, MAX_SKELETONS),
+    "keys": (MEMO_KEYS_BYTES, MEMO_KEYS),
+}
 POOL = 200  # short cached texts, the body of each shape's request
 COUNTS = range(120, 161)  # entries per shape: 12-16 KB each (MAX_SKELETON_BYTES), so 300 fill the bytes cap
 
@@ -77,16 +82,17 @@ def within_caps(client: httpx.Client, most: dict[str, float]) -> None:
 
 
 def test_floods_of_texts_and_shapes_stay_within_the_memos_caps(client: httpx.Client) -> None:
-    most = {"texts": 0.0, "skeletons": 0.0}
+    most = dict.fromkeys(CAPS, 0.0)
     within_caps(client, most)
-    # Texts: 2,400 distinct ones of 500 characters (about 6.5 KB each kept, when astral; 12 MB in all)
+    # Texts: 8,000 distinct ones of 508 characters: one in five astral (~6.6 KB each kept, 10.6 MB in all),
+    # the others ASCII (~1.4 KB each, 9 MB; their keys, kept as their identities are short enough: ~0.8 KB, 4.9 MB)
     salt = itertools.count()
-    for batch in range(24):
-        fill = "\U0001f600" if batch % 4 else "x"
+    for batch in range(80):
+        fill = "x" if batch % 5 else "\U0001f600"
         texts = [f"{next(salt):07d}-" + fill * (MEMO_TEXT_CHARS - 12) for _ in range(100)]
         embed(client, texts)
         within_caps(client, most)
-    assert most["texts"] > MEMO_TEXTS_BYTES / 2  # the flood reached the bound
+    assert most["texts"] > MEMO_TEXTS_BYTES / 2 and most["keys"] > MEMO_KEYS_BYTES / 2  # the floods reached the bounds
     # Shapes: one new text of 4 x n characters (n billed tokens, the stand-in's count) among `count - 1` cached
     # ones: 41 counts x 10 token counts = 410 shapes of 120-160 entries, about 5.5 MB
     pool = [f"pool text {i}" for i in range(POOL)]

@@ -3,9 +3,11 @@ differs, the same whenever the upstream would compute the same vector."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.cache import keys as keys_module
-from app.cache.keys import KEY_VERSION, MEMO_IDENTITY_BYTES, KeyMaker, KeyMemo, content_key
+from app.cache.keys import (
+    KEY_VERSION,
+    MEMO_IDENTITY_BYTES,
+    MEMO_KEYS,
+    MEMO_KEYS_BYTES,
+    KeyMaker,
+    KeyMemo,
+    content_key,
+)
 from app.inputs.items import Item, content_item, openai_items
 from app.inputs.params import Params
 from tests.support.samples import DATED, PLUS, V4, data_uri, png
@@ -58,11 +68,41 @@ def test_memo_is_bounded(monkeypatch: Any) -> None:
     memo, maker = KeyMemo(), KeyMaker("eg", "dashscope", "m", Params(512, True))
     items = [content_item(f"text {i}", V4, "p") for i in range(10)]
     assert memo.keys(maker, items) == [maker.key(it) for it in items]
-    assert 0 < len(memo._keys) <= 4
+    assert 0 < len(memo.recent) <= 4 and memo.entries <= 4
     long = content_item("x" * (MEMO_IDENTITY_BYTES + 1), V4, "p")
-    memo._keys.clear()
+    memo = KeyMemo()
     assert memo.keys(maker, [long]) == [maker.key(long)]
-    assert not memo._keys  # a long identity is hashed every time, not kept
+    assert not memo.recent  # a long identity is hashed every time, not kept
+
+
+def test_memo_is_bounded_by_bytes(monkeypatch: Any) -> None:
+    monkeypatch.setattr(keys_module, "MEMO_KEYS_BYTES", 8192)
+    memo, maker = KeyMemo(), KeyMaker("eg", "dashscope", "m", Params(512, True))
+    for i in range(100):
+        item = content_item(f"text {i} " + "y" * (i * 5), V4, "p")
+        assert memo.keys(maker, [item]) == [maker.key(item)]
+        assert memo.recent[maker, item.identity] == maker.key(item)
+        assert 0 < memo.held_bytes <= 8192
+
+
+def test_what_keys_hold_is_within_what_they_count() -> None:
+    """The memo's count against tracemalloc, its items dropped (their identities then held by the memo alone),
+    through fills and frees: within the count, but for the dicts' tables (docs/operations.md) and the (maker,
+    identity) tuples freed into CPython's free list of pairs (at most 2,000 of 56 bytes, kept for any pair)."""
+    memo, maker, held = KeyMemo(), KeyMaker("eg", "dashscope", "m", Params(512, True)), []
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for i in range(2 * MEMO_KEYS + MEMO_KEYS // 2):
+            memo.keys(maker, [content_item(f"{i:06d}" + "z" * (i % 506), V4, "p")])
+            if i % 199 == 0:
+                held.append((tracemalloc.get_traced_memory()[0] - base, memo.held_bytes))
+    finally:
+        tracemalloc.stop()
+    assert max(count for _, count in held) <= MEMO_KEYS_BYTES
+    assert all(traced <= count + 48 * MEMO_KEYS + 2000 * 56 for traced, count in held)
+    assert all(traced >= 0.75 * count for traced, count in held[len(held) // 4 :])
 
 
 @given(texts, dims, options)
