@@ -19,10 +19,12 @@ and joined with commas, between the document's head and tail.
 
 orjson renders everything but the vectors: each entry holds the VECTOR marker (a NUL byte, which orjson
 writes nowhere else: it escapes NUL inside strings) where its vector goes, and the rendered JSON, cut at
-the markers, is joined with the vectors' prepared text (vectortext.py). That rendering depends only on the
-answer's shape (its model, usage and number of entries, for the OpenAI route): a route that names the
-shape (`shape`) gets the cut JSON of a shape seen recently from `Skeletons`, without building the
-entries and the document again (a cache hit of 8 vectors: ~10 -> ~5 us).
+the markers, is joined with the vectors' prepared text (vectortext.py). A route gives its document as a
+function of the entries' array and the answer's `facts` (for the OpenAI route its model and billed tokens),
+and its entries as a function of their index: the rendering then depends on nothing else than the document,
+the entry, the facts and the number of entries, and a route that passes its `Skeletons` gets the cut JSON of
+a shape seen recently without building the entries and the document again (a cache hit of 8 vectors: ~10 ->
+~5 us).
 """
 
 from __future__ import annotations
@@ -51,13 +53,16 @@ MAX_SKELETONS_BYTES = 4 << 20  # what they hold in all, at most (docs/operations
 MAX_SKELETON_BYTES = 16 << 10  # the most one shape holds (128 entries: ~12.8 KB), else rendered every time
 PIECE_BYTES = 48  # a piece's bytes object (33) rounded up by the allocator (7) and its slot in the list (8)
 SKELETON_BYTES = 320  # a shape's list (with split's spare slots), tuple, billed int, dict slots (~135 measured)
-Entry = Callable[[int], dict[str, Any]]
+Entry = Callable[[int], dict[str, Any]]  # the i-th entry, with VECTOR where its vector goes
+Document = Callable[[Any, Any], dict[str, Any]]  # the whole answer from the entries' array and the answer's facts
 
 
 class Skeletons(Memo[Hashable, list[bytes]]):
     """The JSON of recent answers' shapes, cut where their vectors go: an answer of a shape seen before costs
     one dict lookup instead of its entries, its document and their rendering. Correct without invalidation:
-    a shape names everything its JSON depends on besides the vectors (the route says what). Bounded
+    a shape is everything its JSON depends on besides the vectors, as long as the document reads nothing but
+    its arguments and the entry nothing but the index (module functions, no closures: tests/unit/test_answer.py
+    checks the OpenAI route's), with facts that are hashable and never changed. Bounded
     (runtime/memo.py): MAX_SKELETONS shapes, MAX_SKELETONS_BYTES in all (`skeleton_bytes`), none over
     MAX_SKELETON_BYTES (about 160 entries)."""
 
@@ -68,10 +73,11 @@ class Skeletons(Memo[Hashable, list[bytes]]):
             max_entries=MAX_SKELETONS, max_bytes=MAX_SKELETONS_BYTES, max_entry_bytes=MAX_SKELETON_BYTES, gauges=gauges
         )
 
-    def cut(self, shape: Hashable, document: Callable[[Any], dict[str, Any]], entry: Entry, count: int) -> list[bytes]:
+    def cut(self, document: Document, facts: Hashable, entry: Entry, count: int) -> list[bytes]:
+        shape = (document, entry, facts, count)
         pieces = self.recent.get(shape)
         if pieces is None:
-            pieces = _cut(document, entry, count)
+            pieces = _cut(document, facts, entry, count)
             self.put(shape, pieces, skeleton_bytes(pieces))
         return pieces
 
@@ -86,36 +92,40 @@ def skeleton_bytes(pieces: list[bytes]) -> int:
 async def answer(
     request: Request,
     budget: MemoryBudget,
-    document: Callable[[Any], dict[str, Any]],
+    document: Document,
+    facts: Any,
     entry: Entry,
     vectors: Sequence[bytes],
     text: VectorText,
     headers: Mapping[str, str],
-    shape: tuple[Skeletons, Hashable] | None = None,
+    skeletons: Skeletons | None = None,
 ) -> Response:
-    """`document(array)`: the whole answer with `array` at the entries' place; `entry(i)`: the i-th entry,
-    with VECTOR where its vector goes; `shape`: the route's Skeletons and the key of everything `document` and
-    `entry` depend on but the vectors (None: rendered every time)."""
+    """`document(array, facts)`: the whole answer with `array` at the entries' place; `entry(i)`: the i-th
+    entry, with VECTOR where its vector goes; `skeletons`: the route's memo of their JSON (None: rendered every
+    time; else `facts` must be hashable)."""
     per_vector = ENTRY_BYTES + int(len(vectors[0]) * text.ratio) if vectors else ENTRY_BYTES
     size = per_vector * len(vectors)
     if size <= SLICE_BYTES:  # one write: its length is known
         if size > SMALL_ANSWER_BYTES:  # 503 + Retry-After when there is no room
             await lease_of(request.scope, budget).take(size, "input")
         count = len(vectors)
-        pieces = _cut(document, entry, count) if shape is None else shape[0].cut(shape[1], document, entry, count)
+        if skeletons is None:
+            pieces = _cut(document, facts, entry, count)
+        else:
+            pieces = skeletons.cut(document, facts, entry, count)
         body = _filled(pieces, vectors, text)
         if size <= SMALL_ANSWER_BYTES:
             return JSONAnswer(body, headers)
         return SlicedAnswer(iter((body,)), headers, len(body))
     per_slice = max(1, SLICE_BYTES // per_vector)
     await lease_of(request.scope, budget).take(2 * per_vector * per_slice, "input")
-    head, tail = orjson.dumps(document(VECTOR)).split(b"\x00")
+    head, tail = orjson.dumps(document(VECTOR, facts)).split(b"\x00")
     return SlicedAnswer(_slices(head, tail, entry, vectors, text, per_slice), headers)
 
 
-def _cut(document: Callable[[Any], dict[str, Any]], entry: Entry, count: int) -> list[bytes]:
+def _cut(document: Document, facts: Any, entry: Entry, count: int) -> list[bytes]:
     """The document's JSON with `count` entries, cut where their vectors go (count + 1 pieces)."""
-    return orjson.dumps(document([entry(i) for i in range(count)])).split(b"\x00")
+    return orjson.dumps(document([entry(i) for i in range(count)], facts)).split(b"\x00")
 
 
 def _filled(pieces: list[bytes], vectors: Sequence[bytes], text: VectorText) -> bytes:

@@ -45,12 +45,13 @@ def dashscope_params(gw: Gateway, spec: Any, parameters: dict[str, Any]) -> Any:
 
 
 async def _respond(request: Request, gw: Gateway, entry: Entry, result: EmbedResult, usage: dict[str, int]) -> Response:
-    request_id = request_id_of(request)
+    facts = (usage, request_id_of(request))
+    return await answer(request, gw.memory, _document, facts, entry, result.vectors, gw.floats, cache_headers(result))
 
-    def document(embeddings: Any) -> dict[str, Any]:
-        return {"output": {"embeddings": embeddings}, "usage": usage, "request_id": request_id}
 
-    return await answer(request, gw.memory, document, entry, result.vectors, gw.floats, cache_headers(result))
+def _document(embeddings: Any, facts: tuple[dict[str, int], str]) -> dict[str, Any]:
+    usage, request_id = facts
+    return {"output": {"embeddings": embeddings}, "usage": usage, "request_id": request_id}
 
 
 @router.post(

@@ -63,14 +63,15 @@ async def create_embeddings(request: Request) -> Response:
         await gw.turns.take()
     result = await tenancy.embed(request, gw, team, EmbedRequest(spec, params, items))
     text = gw.base64s if body.encoding_format == "base64" else gw.floats
-    billed = result.billed_tokens
-    usage = {"prompt_tokens": billed, "total_tokens": billed}
+    facts = (spec.name, result.billed_tokens)
+    headers = cache_headers(result)
+    return await answer(request, gw.memory, document, facts, entry, result.vectors, text, headers, gw.skeletons)
 
-    def document(data: Any) -> dict[str, Any]:
-        return {"object": "list", "data": data, "model": spec.name, "usage": usage}
 
-    shape = (gw.skeletons, (spec.name, billed, len(result.vectors)))  # all that document and entry depend on
-    return await answer(request, gw.memory, document, entry, result.vectors, text, cache_headers(result), shape)
+def document(data: Any, facts: tuple[str, int]) -> dict[str, Any]:
+    """The answer around its entries: all it holds besides them comes from `facts` (Skeletons keys on them)."""
+    model, billed = facts
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": billed, "total_tokens": billed}}
 
 
 def entry(i: int) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,12 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.api import answer as answer_module
+from app.api import dashscope
 from app.api.answer import (
     MAX_SKELETONS,
     MAX_SKELETONS_BYTES,
     SLICE_BYTES,
     SMALL_ANSWER_BYTES,
-    VECTOR,
     JSONAnswer,
     Skeletons,
     SlicedAnswer,
@@ -28,6 +27,7 @@ from app.api.answer import (
     answer,
     skeleton_bytes,
 )
+from app.api.openai import document, entry
 from app.api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
 from app.errors import Unavailable
 from app.runtime.budget import MemoryBudget
@@ -41,20 +41,14 @@ def vectors(n: int, dim: int = 1024) -> list[bytes]:
 async def respond(
     vecs: list[bytes], text: VectorText, budget: MemoryBudget, model: str = "m", shapes: Skeletons | None = None
 ) -> tuple[Any, list[bytes], bytes]:
+    """An answer of the OpenAI route's document and entry, and what orjson writes for it."""
     request = Request({"type": "http", "method": "POST", "path": "/v1/embeddings", "headers": []})
     tokens = 3 * len(vecs)
-    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-
-    def entry(i: int) -> dict[str, Any]:
-        return {"object": "embedding", "index": i, "embedding": VECTOR}
-
-    def document(data: Any) -> dict[str, Any]:
-        return {"object": "list", "data": data, "model": model, "usage": usage}
-
-    shape = None if shapes is None else (shapes, (model, tokens, len(vecs)))
-    response = await answer(request, budget, document, entry, vecs, text, {"x-cache-hits": "1"}, shape)
+    headers = {"x-cache-hits": "1"}
+    response = await answer(request, budget, document, (model, tokens), entry, vecs, text, headers, shapes)
     entries = [{"object": "embedding", "index": i, "embedding": text.fragment(v)} for i, v in enumerate(vecs)]
-    whole = document(entries)  # as orjson writes it with each vector's text in place
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    whole = {"object": "list", "data": entries, "model": model, "usage": usage}  # with each vector's text in place
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -121,14 +115,14 @@ async def test_answers_from_kept_shapes_are_what_orjson_writes(encode: Any, rati
 
 async def test_the_shapes_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(answer_module, "MAX_SKELETONS", 2)
-    three = skeleton_bytes(_cut(document_of("m", 9), entry, 3))
+    three = skeleton_bytes(_cut(document, ("m", 9), entry, 3))
     monkeypatch.setattr(answer_module, "MAX_SKELETON_BYTES", three)  # shapes of up to 3 entries are kept
     budget, shapes, text = MemoryBudget(64 << 20, wait_s=0), Skeletons(), VectorText(1 << 20, float_json, FLOAT_RATIO)
     for n in [1, 2, 3, 4, 1, 2, 3, 4]:
         _, parts, whole = await respond(vectors(n, 16), text, budget, "m", shapes)
         assert b"".join(parts) == whole
-        assert 0 < len(shapes.recent) <= 2 and all(count <= 3 for _, _, count in shapes.recent)
-        assert len(shapes.retiring) <= 2 and all(count <= 3 for _, _, count in shapes.retiring)
+        assert 0 < len(shapes.recent) <= 2 and all(count <= 3 for *_, count in shapes.recent)
+        assert len(shapes.retiring) <= 2 and all(count <= 3 for *_, count in shapes.retiring)
         assert shapes.held_bytes <= 2 * three
 
 
@@ -142,7 +136,7 @@ def test_what_shapes_hold_is_within_what_they_count() -> None:
         base = tracemalloc.get_traced_memory()[0]
         for k in range(3 * MAX_SKELETONS):
             count = 1 + k * 7 % 170  # up to 170 entries: some too big to be kept
-            shapes.cut(("text-embedding-v4", 1000 + k, count), document_of("text-embedding-v4", 1000 + k), entry, count)
+            shapes.cut(document, ("text-embedding-v4", 1000 + k), entry, count)
             if k % 31 == 0:
                 held.append((tracemalloc.get_traced_memory()[0] - base, shapes.held_bytes))
     finally:
@@ -152,17 +146,20 @@ def test_what_shapes_hold_is_within_what_they_count() -> None:
     assert all(traced >= 0.75 * count for traced, count in held[len(held) // 4 :])
 
 
-def document_of(model: str, tokens: int) -> Callable[[Any], dict[str, Any]]:
-    def document(data: Any) -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": data,
-            "model": model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        }
-
-    return document
+def test_the_routes_documents_read_only_their_arguments() -> None:
+    """Skeletons keys on (document, entry, facts, count): a document or entry that read anything else (a
+    closure's request, say) would have it rendered once and served to every later answer of the same shape."""
+    for function in (document, entry, dashscope._document):
+        assert function.__closure__ is None and "." not in function.__qualname__, function
 
 
-def entry(i: int) -> dict[str, Any]:
-    return {"object": "embedding", "index": i, "embedding": VECTOR}
+def test_a_kept_shape_is_one_documents() -> None:
+    """Two documents (routes) of the same facts and count keep a shape each."""
+    shapes = Skeletons()
+
+    def other(data: Any, facts: tuple[str, int]) -> dict[str, Any]:
+        return {"data": data, "facts": list(facts)}
+
+    one, two = shapes.cut(document, ("m", 3), entry, 2), shapes.cut(other, ("m", 3), entry, 2)
+    assert one != two and b'"facts":["m",3]' in two[-1]
+    assert shapes.cut(document, ("m", 3), entry, 2) is one
