@@ -108,7 +108,7 @@ class TeamLimiter:
         verdict, store = decision.verdict, decision.store
         adm.verdict, adm.quota = verdict, decision.quota
         if verdict.ok and store is not None:
-            adm.ticket = Ticket(team.name, rid, est, verdict.now_us, verdict.day, store)
+            adm.ticket = Ticket(team.name, rid, est, verdict.now_us, verdict.day, store, decision.block)
         if not verdict.ok:
             self.metrics.ratelimit_rejections.labels(self.metrics.team(team.name), verdict.reason or "other").inc()
         return adm

@@ -13,6 +13,10 @@ the script after the call was sent, so `sent + (end - redis_now)` is no later th
 bucket, in Redis's time, as if Redis had decided it there: "never more than N in any window" holds as for
 requests decided one by one (docs/limits.md has the proof's outline and the worst case of refusing early).
 
+A request admitted from the block is finished there too while the block is held (`settle`): the difference of
+its bill from its estimate goes back to the block, or comes from it, and so reaches Redis with the block's rest,
+as exactly as the finish script would have counted it, without a call.
+
 The block's size follows what this process admitted for the team in this bucket and the last, projected over
 what is left of the bucket; Redis caps it (a 1/(2 x live processes) share of what is left in the window; none
 under 2 requests). A new block is asked for when half of the last one is spent (prefetch), and at the start
@@ -81,6 +85,18 @@ class Allowance:
             now_us=self.redis_now + elapsed,
             day=self.day,
         )
+
+    def settle(self, bucket: int, est: int, billed: int, mono: int) -> tuple[int, int, int] | None:
+        """A request admitted from the block in `bucket` ended, billed `billed` tokens for its estimate `est`:
+        settled in the block while it is held (its tokens go back to the block, or a bill over the estimate is
+        taken from it; the block's rest goes back to that bucket as before, so Redis ends up counting the bill,
+        as `window.finish` would have made it). Returns the window's requests, tokens and reset for the headers,
+        as `take` does; None (nothing changed) when the block of `bucket` is no longer held or cannot cover the
+        bill: Redis settles it."""
+        if mono >= self.until or bucket != self.bucket or billed - est > self.tokens:
+            return None
+        self.tokens -= billed - est
+        return self.count - self.requests, self.window_tokens - self.tokens, max(0, self.reset - (mono - self.sent))
 
     def unused_at(self, redis_now: int) -> tuple[int, int]:
         """What is left of the blocks this process held when Redis ran a decision at `redis_now`: the block

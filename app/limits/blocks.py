@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .allowance import Allowance, monotonic_us
+from .store import Ticket
 from .window import US, Verdict
 
 Limits = tuple[int, int, int, int]  # rpm, tpm, concurrency, daily tokens (0: not limited)
@@ -71,6 +72,15 @@ class Blocks:
         elif allowance.low(mono) and allowance.want(mono)[0]:
             self._spawn(self.call(team, limits, []))  # prefetch
         return verdict
+
+    def settle(self, ticket: Ticket, billed: int) -> tuple[int, int, int] | None:
+        """A request admitted from its team's block (`ticket.block`), finished in that block while its bucket lasts,
+        without a call (Allowance.settle): the window's requests, tokens and reset after it, as the finish script
+        answers; None: the finish script settles it."""
+        allowance = self.held.get(ticket.team)
+        if allowance is None or not ticket.block:
+            return None
+        return allowance.settle(ticket.at_us // self.size, ticket.est, billed, monotonic_us())
 
     def asking(self, allowance: Allowance, mono: int) -> tuple[tuple[int, int], list[int]]:
         """What a call of the team now asks (a block, unless one is asked already) and gives back."""

@@ -39,6 +39,7 @@ class Decision:  # one per request: not frozen, as Verdict
     verdict: Verdict
     store: str | None  # the store holding the reservation ("redis", "local"); None: nothing to finish
     quota: TeamQuota  # the limits that were applied (divided, or fewer, while Redis fails)
+    block: bool = False  # admitted from this process's block (its finish may be settled there: Ticket.block)
 
 
 class LimitDecider:
@@ -135,7 +136,7 @@ class LimitDecider:
             verdict = shared.take(team, quota, est)
             if verdict is not None:
                 self._flush_pending()
-                return Decision(verdict, shared.name, quota)
+                return Decision(verdict, shared.name, quota, block=True)
         verdict = await self._shared(partial(shared.admit, team, quota, est, rid))
         if verdict is not None:
             return Decision(verdict, shared.name, quota)
@@ -158,6 +159,9 @@ class LimitDecider:
             return await self.local.finish(ticket, billed)
         if self.shared is None:
             return None
+        settled = self.shared.settle(ticket, billed)  # admitted from this process's block: settled there, no call
+        if settled is not None:
+            return settled
         usage = await self._shared(partial(self.shared.finish, ticket, billed))
         if usage is not None:
             return usage

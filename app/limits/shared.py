@@ -41,7 +41,7 @@ team and its rpm (a reload that changes the limit asks Redis again).
 
 Teams limited by rpm/tpm alone (no concurrency, no daily tokens) are admitted from blocks this process holds
 (allowance.py): most of their requests make no call at all; the script call that decides a request alone
-also gives back the rest of the team's past blocks and asks for the next one.
+also gives back the rest of the team's past blocks and asks for the next one; their bills are settled there too.
 """
 
 from __future__ import annotations
@@ -118,6 +118,7 @@ class RedisStore:
         self.processes = processes  # live processes sharing the limits (the census): a block is a share of the rest
         # The blocks of teams' limits this process holds (an injected clock: decisions one by one)
         self.blocks = Blocks(bucket_us(self.window), self._admit_now, on=clock is None if blocks is None else blocks)
+        self.settle = self.blocks.settle  # a block-admitted request's finish, made in its block while held (no call)
 
     def team_keys(self, team: str) -> list[str]:
         tag = f"{{{self.namespace}:team:{team}}}"
@@ -202,9 +203,8 @@ class RedisStore:
         ok, reason, large, retry, requests, tokens, reset, rpm_retry = r
         unused = self.blocks.unused(team, now)  # this process's block counts in Redis: not used yet
         requests, tokens = requests - unused[0], tokens - unused[1]
-        verdict = Verdict(
-            ok == 1, reason.decode() if reason else None, large == 1, retry, requests, tokens, reset, now, day
-        )
+        why = reason.decode() if reason else None
+        verdict = Verdict(ok == 1, why, large == 1, retry, requests, tokens, reset, now, day)
         if rpm_retry > 0 and quota.rpm and self.clock is None:
             if len(self._over) >= 1024:
                 self._over.clear()

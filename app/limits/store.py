@@ -33,6 +33,7 @@ class Ticket:
     at_us: int
     day: int
     store: str  # the store that admitted it: "redis" or "local"
+    block: bool = False  # admitted from this process's block of the team's limits (allowance.py), without a call
 
 
 class LimitStore(Protocol):
@@ -48,6 +49,11 @@ class LimitStore(Protocol):
     async def admit(self, team: str, quota: TeamQuota, est: int, rid: str) -> Verdict: ...
 
     async def finish(self, ticket: Ticket, billed: int) -> tuple[int, int, int]: ...
+
+    def settle(self, ticket: Ticket, billed: int) -> tuple[int, int, int] | None:
+        """The finish of a request admitted from this process's block (`ticket.block`), made in that block without
+        a call while its bucket lasts; None (any other request): `finish` makes it."""
+        ...
 
     async def reserve(self, account: str, pace: Pace, tokens: int, max_wait_us: int) -> Grant: ...
 

@@ -136,10 +136,10 @@ def admitted(s: Setup, team: str) -> int:
 def test_a_partial_hit_reserves_and_reconciles_only_its_misses(setup: Setup) -> None:
     warm(setup, "limited", TEXTS)
     before = embed(setup, "limited", TEXTS)
-    reply, calls = counted(setup, "limited", [*TEXTS, "a text nobody sent before"])
+    reply = embed(setup, "limited", [*TEXTS, "a text nobody sent before"])
     assert reply.headers["x-cache-misses"] == "1"
-    # the finish that turns the estimate into the bill (the admission may have come from the process's block)
-    assert scripts(calls) >= 1, calls
+    # The estimate turned into the bill: in the process's block when the admission came from it (no call,
+    # app/limits/allowance.py `settle`), else by the finish script; either way the headers count the bill.
     spent = int(before.headers["x-ratelimit-remaining-tokens"]) - int(reply.headers["x-ratelimit-remaining-tokens"])
     assert spent == reply.parse().usage.total_tokens > 0  # the miss's bill, nothing for the three hits
 

@@ -14,9 +14,16 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.config.settings import LimitFailurePolicy
 from app.limits import window
+from app.limits.allowance import monotonic_us
+from app.limits.census import Census
+from app.limits.decider import LimitDecider
+from app.limits.local import LocalStore
 from app.limits.shared import RedisStore, open_client
+from app.limits.store import Ticket
 from app.limits.window import US, TeamQuota, TeamWindow
+from app.redis.bypass import Bypass
 from tests.support.processes import RedisServer
 
 
@@ -258,3 +265,47 @@ async def test_the_headers_never_count_a_block_granted_after_the_decision(redis_
         assert len(grants) >= 2  # blocks were in play
     finally:
         await s.close()
+
+
+async def test_a_bill_is_settled_in_the_block_without_a_call_and_redis_counts_it(redis_server: RedisServer) -> None:
+    """A request admitted from this process's block and billed other than its estimate is finished in the block
+    while its bucket lasts: no script call; once the block goes back, Redis counts the bills, not the estimates
+    (what the finish script would have made of them)."""
+    ns = "settle" + uuid.uuid4().hex[:8]
+    s = store(redis_server.url, ns, 60.0)
+    census = Census(None, namespace=ns, floor=1, interval_s=1.0)
+    limits = LimitDecider(s, LocalStore(window_s=60, lease_s=60), census=census, policy=LimitFailurePolicy(),
+                          breaker=Bypass("redis limits", 0.5, None))  # fmt: skip
+    watch = aioredis.Redis.from_url(redis_server.url)
+    quota = TeamQuota(rpm=10**6, tpm=10**9)
+    counted_tokens, settled = 0, 0
+    try:
+        assert await s.sync_clock()
+        for attempt in range(20):  # until a block is held with time left in its bucket (a loaded machine may stall)
+            for d in await asyncio.gather(*(limits.admit("t", quota, 10, uuid.uuid4().hex) for _ in range(20))):
+                counted_tokens += 10 if d.verdict.ok else 0
+            held = s.blocks.held.get("t")
+            if held is None or monotonic_us() > held.until - 300_000 or held.tokens < 400:
+                await asyncio.sleep(0.1)
+                continue
+            first, second = [await limits.admit("t", quota, 100, f"mine{attempt}.{i}") for i in range(2)]
+            assert first.block and second.block and first.verdict.ok and second.verdict.ok
+            tickets = [Ticket("t", f"r{i}", 100, d.verdict.now_us, d.verdict.day, d.store, d.block)
+                       for i, d in enumerate((first, second))]  # fmt: skip
+            calls = await scripts(watch)
+            under = await limits.finish(tickets[0], 30)  # 70 back to the block
+            over = await limits.finish(tickets[1], 160)  # 60 more, from the block
+            assert await scripts(watch) == calls  # neither made a call
+            assert under is not None and over is not None and over[1] - under[1] == 60
+            counted_tokens += 30 + 160
+            settled += 1
+            break
+        assert settled == 1
+        # The block's bucket ended: the renewal gave its rest back (with the bills' difference) and, the team
+        # being busy, took the next bucket's block; that one ended unused: given back (no renewal for an idle team).
+        await asyncio.sleep(2.3)
+        state = await watch.hgetall(f"{{{ns}:team:t}}:meta")
+        assert int(state[b"t"]) == counted_tokens  # the bills are counted, exactly
+    finally:
+        await limits.close()
+        await watch.aclose()

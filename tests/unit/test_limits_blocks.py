@@ -59,11 +59,16 @@ class Sim:
         self.per_bucket[t // SIZE] += 1
         self.tokens_per_bucket[t // SIZE] += est
 
-    def request(self, p: int, t: int, lag: int, est: int) -> bool:
+    def request(self, p: int, t: int, lag: int, est: int, refund: int = 0) -> bool:
+        """A request of `est` tokens; admitted from the block, it ends at once billed `est - refund`, settled in
+        the block (Allowance.settle), or by Redis's finish when the block cannot settle it."""
         a, mono = self.allow[p], t + self.offsets[p]
         v = a.take(est, mono)
         if v is not None:
-            self.record(t, est)
+            billed = max(0, est - refund)
+            self.record(t, billed)
+            if billed != est and a.settle(v.now_us // SIZE, est, billed, mono) is None:
+                window.finish(self.w, now=t, window=W, rid="r", est=est, at=v.now_us, day=0, billed=billed)
             if a.low(mono) and a.want(mono)[0]:
                 self.call(p, t, lag, [])
             return True
@@ -97,6 +102,7 @@ steps = st.lists(
         st.integers(0, 30_000),  # us since the step before
         st.integers(0, 5_000),  # how long before Redis ran it the call was sent
         st.sampled_from([0, 0, 0, 5, 40]),  # estimated tokens (0: a cache hit)
+        st.sampled_from([0, 0, 3, 40]),  # tokens of the estimate not billed (a request admitted from a block)
     ),
     min_size=1,
     max_size=400,
@@ -112,14 +118,16 @@ steps = st.lists(
     st.lists(st.integers(-(10**9), 10**9), min_size=8, max_size=8),
 )
 def test_blocks_never_put_more_than_the_limit_in_any_window(
-    seq: list[tuple[int, int, int, int]], processes: int, rpm: int | None, tpm: int | None, offsets: list[int]
+    seq: list[tuple[int, int, int, int, int]], processes: int, rpm: int | None, tpm: int | None, offsets: list[int]
 ) -> None:
+    """Requests admitted from blocks, some billed less than their estimate (settled in the block): no window
+    holds more than the limits (the bills counted), and once the blocks go back Redis counts the bills."""
     q = TeamQuota(rpm=rpm, tpm=tpm if tpm or rpm else 100)
     sim = Sim(q, offsets[:processes])
     t = START
-    for p, gap, lag, est in seq:
+    for p, gap, lag, est, refund in seq:
         t += gap
-        sim.request(p % processes, t, lag, est)
+        sim.request(p % processes, t, lag, est, refund)
         sim.check(t)
     n, tokens = most_in_any_window(sim.admitted)
     assert q.rpm is None or n <= q.rpm
@@ -182,3 +190,24 @@ def test_a_block_is_sized_by_the_processs_own_rate_and_capped_by_its_share() -> 
         assert window.admit(w, TeamQuota(rpm=1000), now=START, window=W, lease=US, est=0, rid=f"r{i}").ok
     assert w.buckets[bucket][0] == 990
     assert window.grant(w, TeamQuota(rpm=1000), now=START, window=W, requests=40, tokens=0, processes=4)[1] == 0
+
+
+def test_a_bill_is_settled_in_the_block_while_its_bucket_is_held() -> None:
+    """Allowance.settle: a bill under the estimate goes back to the block, one over it comes from the block
+    when it has the tokens; the block's rest (with them) goes back to its bucket; after the bucket's end, or
+    for another bucket, or when the block cannot cover the bill, nothing changes and Redis settles it."""
+    a = Allowance((1000, 10_000), SIZE)
+    b = START // SIZE
+    a.replied(sent=START, redis_now=START, day=0, count=5, tokens=100, reset=W, block=(b, 5, 100))
+    v = a.take(40, START + 10)
+    assert v is not None and (a.requests, a.tokens) == (4, 60)
+    assert a.settle(b, 40, 10, START + 20) == (1, 10, W - 20)  # 30 back: the window holds the bill
+    assert a.tokens == 90
+    assert a.settle(b, 40, 100, START + 30) == (1, 70, W - 30)  # 60 over the estimate, from the block
+    assert a.tokens == 30
+    assert a.settle(b, 0, 31, START + 40) is None  # more than the block holds
+    assert a.settle(b + 1, 40, 10, START + 40) is None  # another bucket's request
+    assert a.settle(b, 40, 10, a.until) is None  # the bucket ended
+    assert a.tokens == 30
+    a.retire()
+    assert a.giving_back(b) == [b, 4, 30]
