@@ -35,11 +35,14 @@ class Blocks:
         return self.on and not concurrency and not daily and bool(rpm or tpm)
 
     def of(self, team: str, limits: Limits) -> Allowance | None:
-        """The team's allowance (None: no blocks for these limits)."""
-        if not self.eligible(limits) or self.closing:
+        """The team's allowance (None: no blocks for these limits). While closing, only the one held: the calls
+        of `close` give its rest back through it (`asking`), and no block is made or asked for."""
+        if not self.eligible(limits):
             return None
         rpm, tpm, _, _ = limits
         allowance = self.held.get(team)
+        if self.closing:
+            return allowance
         if allowance is None or allowance.limits != (rpm, tpm):
             if len(self.held) >= MAX_TEAMS:
                 self.held.clear()  # their blocks count as used until they leave the window
@@ -62,7 +65,7 @@ class Blocks:
         """Admit the request from the team's block, asking for the next block at half of this one; None: Redis
         decides it, and what is left of the block goes back in that call (so that this process's own block
         never refuses its request: near the limit every request is Redis's, exactly)."""
-        allowance = self.of(team, limits)
+        allowance = None if self.closing else self.of(team, limits)
         if allowance is None:
             return None
         mono = monotonic_us()

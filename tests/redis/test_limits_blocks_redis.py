@@ -309,3 +309,31 @@ async def test_a_bill_is_settled_in_the_block_without_a_call_and_redis_counts_it
     finally:
         await limits.close()
         await watch.aclose()
+
+
+async def test_a_clean_stop_gives_back_the_block_it_holds(redis_server: RedisServer) -> None:
+    """A store closed while it holds a block of its bucket gives the rest back: Redis then counts the requests
+    and tokens admitted, not the block (docs/limits.md: a clean stop gives every block back)."""
+    ns = "stop" + uuid.uuid4().hex[:8]
+    s = store(redis_server.url, ns, 60.0)
+    watch = aioredis.Redis.from_url(redis_server.url)
+    quota = TeamQuota(rpm=10**6, tpm=10**9)
+    admitted = 0
+    try:
+        assert await s.sync_clock()
+        for _ in range(30):  # until a block is held with time left in its bucket (a loaded machine may stall)
+            vs = await asyncio.gather(*(s.admit("t", quota, 10, uuid.uuid4().hex) for _ in range(20)))
+            admitted += sum(v.ok for v in vs)
+            held = s.blocks.held.get("t")
+            if held is not None and held.requests > 0 and monotonic_us() < held.until - 300_000:
+                break
+            await asyncio.sleep(0.05)
+        held = s.blocks.held["t"]
+        assert held.requests > 0 and monotonic_us() < held.until  # the block is held as the store closes
+    finally:
+        await s.close()
+    try:
+        state = await watch.hgetall(f"{{{ns}:team:t}}:meta")
+        assert (int(state[b"n"]), int(state[b"t"])) == (admitted, 10 * admitted)
+    finally:
+        await watch.aclose()
