@@ -3,8 +3,6 @@ bytes, each slice bounded, with the bytes they may hold taken from the memory bu
 
 from __future__ import annotations
 
-import gc
-import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -31,6 +29,7 @@ from app.api.openai import document, entry
 from app.api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
 from app.errors import Unavailable
 from app.runtime.budget import MemoryBudget
+from tests.support.memory import assert_counted, traced_and_counted
 
 
 def vectors(n: int, dim: int = 1024) -> list[bytes]:
@@ -129,21 +128,14 @@ async def test_the_shapes_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> N
 def test_what_shapes_hold_is_within_what_they_count() -> None:
     """skeleton_bytes against tracemalloc, through the memo's fills and frees: within the count, but for the
     dicts' tables (docs/operations.md), and not far over it."""
-    shapes, held = Skeletons(), []
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        for k in range(3 * MAX_SKELETONS):
-            count = 1 + k * 7 % 170  # up to 170 entries: some too big to be kept
-            shapes.cut(document, ("text-embedding-v4", 1000 + k), entry, count)
-            if k % 31 == 0:
-                held.append((tracemalloc.get_traced_memory()[0] - base, shapes.held_bytes))
-    finally:
-        tracemalloc.stop()
-    assert max(count for _, count in held) <= MAX_SKELETONS_BYTES
-    assert all(traced <= count + 48 * MAX_SKELETONS for traced, count in held)
-    assert all(traced >= 0.75 * count for traced, count in held[len(held) // 4 :])
+    shapes = Skeletons()
+
+    def add(k: int) -> None:
+        count = 1 + k * 7 % 170  # up to 170 entries: some too big to be kept
+        shapes.cut(document, ("text-embedding-v4", 1000 + k), entry, count)
+
+    held = traced_and_counted(shapes, add, 3 * MAX_SKELETONS, 31)
+    assert_counted(held, MAX_SKELETONS_BYTES, 48 * MAX_SKELETONS)
 
 
 def test_the_routes_documents_read_only_their_arguments() -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import gc
-import tracemalloc
 from typing import Any
 
 import orjson
@@ -26,6 +24,7 @@ from app.inputs.items import (
     fuse_all,
     openai_items,
 )
+from tests.support.memory import assert_counted, traced_and_counted
 from tests.support.samples import DATED, PLUS, QWEN, SMALL, V4, data_uri, jpeg, png, spec
 
 PNG = data_uri(png([1, 2, 3]))
@@ -179,21 +178,11 @@ def test_what_texts_hold_is_within_what_they_count(text: Any) -> None:
     """text_bytes against tracemalloc, through the memo's fills and frees, each text also written by orjson as
     an upstream request does (a str that is not ASCII then keeps its UTF-8 too): within the count, but for the
     dicts' tables (docs/operations.md), and not far over it."""
-    texts, held = TextItems(), []
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        for i in range(2 * MEMO_TEXTS + MEMO_TEXTS // 2):
-            orjson.dumps(texts.item(text(i)).parts)
-            if i % 97 == 0:
-                held.append((tracemalloc.get_traced_memory()[0] - base, texts.held_bytes))
-    finally:
-        tracemalloc.stop()
-    assert max(count for _, count in held) <= MEMO_TEXTS_BYTES
-    assert all(traced <= count + TABLES for traced, count in held)
-    assert all(traced >= 0.75 * count for traced, count in held[len(held) // 4 :])
-    assert texts.item(text(i)) is texts.recent[text(i)]  # served from the memo
+    texts = TextItems()
+    n = 2 * MEMO_TEXTS + MEMO_TEXTS // 2
+    held = traced_and_counted(texts, lambda i: orjson.dumps(texts.item(text(i)).parts), n, 97)
+    assert_counted(held, MEMO_TEXTS_BYTES, TABLES)
+    assert texts.item(text(n - 1)) is texts.recent[text(n - 1)]  # served from the memo
 
 
 def test_texts_too_long_to_be_kept_are_not_looked_up() -> None:

@@ -3,11 +3,9 @@ differs, the same whenever the upstream would compute the same vector."""
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import subprocess
 import sys
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from app.cache.keys import (
 )
 from app.inputs.items import Item, content_item, openai_items
 from app.inputs.params import Params
+from tests.support.memory import assert_counted, traced_and_counted
 from tests.support.samples import DATED, PLUS, V4, data_uri, png
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,20 +88,13 @@ def test_what_keys_hold_is_within_what_they_count() -> None:
     """The memo's count against tracemalloc, its items dropped (their identities then held by the memo alone),
     through fills and frees: within the count, but for the dicts' tables (docs/operations.md) and the (maker,
     identity) tuples freed into CPython's free list of pairs (at most 2,000 of 56 bytes, kept for any pair)."""
-    memo, maker, held = KeyMemo(), KeyMaker("eg", "dashscope", "m", Params(512, True)), []
-    gc.collect()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        for i in range(2 * MEMO_KEYS + MEMO_KEYS // 2):
-            memo.keys(maker, [content_item(f"{i:06d}" + "z" * (i % 506), V4, "p")])
-            if i % 199 == 0:
-                held.append((tracemalloc.get_traced_memory()[0] - base, memo.held_bytes))
-    finally:
-        tracemalloc.stop()
-    assert max(count for _, count in held) <= MEMO_KEYS_BYTES
-    assert all(traced <= count + 48 * MEMO_KEYS + 2000 * 56 for traced, count in held)
-    assert all(traced >= 0.75 * count for traced, count in held[len(held) // 4 :])
+    memo, maker = KeyMemo(), KeyMaker("eg", "dashscope", "m", Params(512, True))
+
+    def add(i: int) -> None:
+        memo.keys(maker, [content_item(f"{i:06d}" + "z" * (i % 506), V4, "p")])
+
+    held = traced_and_counted(memo, add, 2 * MEMO_KEYS + MEMO_KEYS // 2, 199)
+    assert_counted(held, MEMO_KEYS_BYTES, 48 * MEMO_KEYS + 2000 * 56)
 
 
 @given(texts, dims, options)
