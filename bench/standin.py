@@ -491,7 +491,8 @@ class StandIn:
             self._auth(headers)
             job = self._parse(kind, body, headers)
             digests = [_digest(job.model, job.dim, it, job.params) for it in job.items]
-            record.update(model=job.model, n_items=job.n_inputs, digests=[d.hex() for d in digests])
+            record.update(model=job.model, n_items=job.n_inputs, encoding=job.encoding)
+            record["digests"] = [d.hex() for d in digests]
             mode = "503" if cfg.down else None
             if mode is None and cfg.fail_next > 0:
                 cfg.fail_next -= 1

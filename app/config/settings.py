@@ -11,7 +11,7 @@ import os
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ..jobs.settings import JobSettings
@@ -50,6 +50,17 @@ class UpstreamConfig(BaseModel):
         description="cap of one answer, received and decoded (each call's cap is also what its batch can take)",
     )
     model_path: str | None = Field(default=None, description="local kind: a sentence-transformers directory")
+    encoding_format: Literal["float", "base64"] = Field(
+        default="float",
+        description="openai kind: how vectors are asked for; base64 (OpenAI, vLLM, Infinity) spares the float parse",
+    )
+
+    @field_validator("encoding_format")
+    @classmethod
+    def _openai_only(cls, value: str, info: ValidationInfo) -> str:
+        if value != "float" and info.data.get("kind") != "openai":
+            raise ValueError("only upstreams of kind openai take it (DashScope's native API answers floats only)")
+        return value
 
     def identity(self) -> str:
         """What computes this upstream's vectors, for the cache key: its kind and address (the DashScope

@@ -2,8 +2,10 @@
 
 Only what the caller set is sent: no null fields (a null `encoding_format` once broke every vLLM call of a
 peer gateway); `dimensions` is the one the gateway resolved (the model's `send_dimension: false` leaves it
-out for servers that refuse it). Vectors are requested as floats, which every such server
-supports, and base64 answers are decoded all the same.
+out for servers that refuse it). Vectors are asked for as the upstream's `encoding_format` says: floats by
+default, which every such server supports, or base64 (little-endian float32), which OpenAI, vLLM and Infinity
+answer in under half the bytes and the gateway decodes without parsing 1,024 decimal numbers a vector. Either
+kind of answer is taken whatever was asked.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from .post import answer_budget, post_json
 class OpenAIUpstream:
     kind = "openai"
 
-    def __init__(self, name: str, http: Poster, base_url: str, api_key: str | None) -> None:
+    def __init__(
+        self, name: str, http: Poster, base_url: str, api_key: str | None, encoding_format: str = "float"
+    ) -> None:
         self.name = name
+        self.encoding_format = encoding_format
         self.http = http
         self.url = base_url.rstrip("/") + "/embeddings"
         self.headers = {"Content-Type": "application/json"}
@@ -30,7 +35,8 @@ class OpenAIUpstream:
 
     def request_body(self, batch: Batch) -> dict[str, Any]:
         inputs = [it.parts.get("tokens", it.parts.get("text")) for it in batch.items]
-        body: dict[str, Any] = {"model": batch.spec.upstream_model, "input": inputs, "encoding_format": "float"}
+        body: dict[str, Any] = {"model": batch.spec.upstream_model, "input": inputs}
+        body["encoding_format"] = self.encoding_format
         if batch.params.send_dimension:
             body["dimensions"] = batch.params.dimension
         return body

@@ -57,7 +57,7 @@ def open_upstream(name: str, cfg: UpstreamConfig, settings: Settings, tracing: T
         if cfg.kind == "dashscope":
             upstream = DashScopeUpstream(name, http, cfg.base_url, cfg.key() or "", cfg.workspace)
         else:
-            upstream = OpenAIUpstream(name, http, cfg.base_url, cfg.key())
+            upstream = OpenAIUpstream(name, http, cfg.base_url, cfg.key(), cfg.encoding_format)
     return upstream if tracing is None else TracedUpstream(upstream, tracing)
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import importlib.util
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import redis
+import yaml
 from openai import OpenAI
 
 from app.cache.keys import content_key
@@ -19,7 +21,7 @@ from app.config.settings import UpstreamConfig
 from app.inputs.items import content_item
 from app.inputs.params import Params
 from bench.standin import expected_vector
-from tests.support.processes import UPSTREAM_KEY, Gateway, RedisServer, StandIn
+from tests.support.processes import UPSTREAM_KEY, Gateway, GatewayFactory, RedisServer, StandIn
 from tests.support.samples import V4, data_uri, jpeg, png
 
 URL = "https://example.com/bike.jpg"
@@ -71,7 +73,35 @@ def test_openai_compatible_upstream(client: OpenAI, standin: StandIn) -> None:
     out = client.embeddings.create(model="text-embedding-3-small", input=texts, dimensions=64)
     assert_vectors([d.embedding for d in out.data], [expected_vector("text-embedding-3-small", 64, t) for t in texts])
     (call,) = standin.calls()
-    assert call["route"] == "/v1/embeddings"
+    assert call["route"] == "/v1/embeddings" and call["encoding"] == "float"  # the upstream's default
+
+
+def test_an_upstream_set_to_base64_is_asked_for_base64_and_serves_the_same_vectors(
+    gateways: GatewayFactory, redis_server: RedisServer, standin: StandIn, tmp_path: Path
+) -> None:
+    """`encoding_format: base64` on an OpenAI-compatible upstream (docs/deployments.md): the gateway asks it for
+    float32 bytes and its clients get exactly the vectors a float answer gives, in either of their encodings."""
+    upstream = {"kind": "openai", "base_url": standin.openai_base, "api_key_env": "OPENAI_API_KEY"}
+    cfg = tmp_path / "gateway.yaml"
+    cfg.write_text(yaml.safe_dump({"upstreams": {"openai": {**upstream, "encoding_format": "base64"}}}))
+    gw = gateways.start(redis_url=redis_server.url, config=str(cfg))
+    texts = salted("asked as base64", "second", "third")
+    want = [expected_vector("text-embedding-3-small", 256, t) for t in texts]
+    with OpenAI(base_url=gw.url + "/v1", api_key=gw.key, max_retries=0, timeout=30) as c:
+        as_float = c.embeddings.create(
+            model="text-embedding-3-small", input=texts, dimensions=256, encoding_format="float"
+        )
+        assert_vectors([d.embedding for d in as_float.data], want)
+        assert as_float.usage.total_tokens == tokens(texts)  # the upstream's bill, read from its base64 answer
+        (call,) = standin.calls()
+        assert call["encoding"] == "base64" and call["n_items"] == 3
+        fresh = salted("fourth")
+        as_sdk = c.embeddings.create(model="text-embedding-3-small", input=[*texts, *fresh], dimensions=256)
+        assert_vectors(
+            [d.embedding for d in as_sdk.data], [*want, expected_vector("text-embedding-3-small", 256, fresh[0])]
+        )
+        assert [call["encoding"] for call in standin.calls()] == ["base64", "base64"]  # the fourth text only
+        assert standin.calls()[1]["n_items"] == 1
 
 
 def test_cache_headers_and_usage_report_what_the_upstream_billed(client: OpenAI, standin: StandIn) -> None:

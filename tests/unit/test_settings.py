@@ -93,6 +93,8 @@ def test_check_config_prints_settings_with_secrets_masked(tmp_path: Path) -> Non
         ("no_such_setting: 1\n", {}, "no_such_setting"),
         ("upstreams:\n  x:\n    kind: grpc\n", {}, "upstreams.x.kind"),
         ("upstreams:\n  x:\n    kind: openai\n    timeout_s: 0\n", {}, "upstreams.x.timeout_s"),
+        ("upstreams:\n  x:\n    kind: openai\n    encoding_format: b64\n", {}, "upstreams.x.encoding_format"),
+        ("upstreams:\n  x:\n    kind: dashscope\n    encoding_format: base64\n", {}, "upstreams.x.encoding_format"),
         (
             "models:\n  text-embedding-v4:\n    max_batch: 0\n",
             {"DASHSCOPE_API_KEY": "k"},

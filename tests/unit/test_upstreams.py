@@ -253,6 +253,36 @@ async def test_openai_request_has_no_nulls_and_base64_answers_are_decoded() -> N
     assert headers[0]["authorization"] == f"Bearer {KEY}" and "authorization" not in headers[1]
 
 
+async def test_openai_upstream_set_to_base64_asks_for_it_and_checks_what_it_decodes() -> None:
+    bodies: list[dict[str, Any]] = []
+    answers: list[Any] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        bodies.append(orjson.loads(req.content))
+        rows = [{"index": i, "embedding": v} for i, v in enumerate(answers.pop(0))]
+        return httpx.Response(200, json={"data": rows, "usage": {"total_tokens": 2}})
+
+    upstream = OpenAIUpstream("openai", MockPoster(handler), "http://up/v1", KEY, "base64")
+    batch = Batch(SMALL, Params(8, True), openai_items(["a", "b"], SMALL, 10))
+    want = np.arange(16, dtype="<f4").reshape(2, 8) / 7
+    answers.append([base64.b64encode(row.tobytes()).decode() for row in want])
+    result = await upstream.embed(batch)
+    assert bodies[0]["encoding_format"] == "base64"
+    np.testing.assert_array_equal(result.vectors, want)  # the float32 bytes as sent, no rounding
+    answers.append([[float(x) for x in row] for row in want])  # a server that answers floats all the same
+    np.testing.assert_array_equal((await upstream.embed(batch)).vectors, want)
+    bad = [
+        [base64.b64encode(want[0].tobytes()).decode(), "not base64!"],
+        [base64.b64encode(want[0].tobytes()).decode(), base64.b64encode(want[1, :4].tobytes()).decode()],
+        [base64.b64encode(want[0].tobytes()).decode(), "é" * 12],
+        [base64.b64encode(want[0].tobytes()).decode(), base64.b64encode(np.full(8, np.inf, "<f4").tobytes()).decode()],
+    ]
+    for rows in bad:
+        answers.append(rows)
+        with pytest.raises(UpstreamInvalid):
+            await upstream.embed(batch)
+
+
 @pytest.mark.parametrize(
     ("usage", "tokens"),
     [
