@@ -25,7 +25,8 @@ from .api.routes import FAST_PATHS
 from .api.turns import Turns
 from .config import masking
 from .config.catalog import Catalog, build_catalog
-from .config.settings import CONFIG_ENV, Settings, UpstreamConfig
+from .config.settings import CONFIG_ENV, Settings
+from .config.upstream import UpstreamConfig
 from .flights.wiring import open_flights
 from .inputs import tokentext
 from .inputs.items import TextItems

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import NotFound
 from ..usage.prices import BUILT_IN_PRICES, Price
-from .settings import UpstreamConfig
+from .upstream import UpstreamConfig
 
 Modality = Literal["text", "image", "video", "multi_images"]
 Endpoint = Literal["multimodal", "text"]

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from ..api.rendering import head_too_large
 from ..api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
 from ..config.catalog import ModelSpec
-from ..config.settings import Settings, UpstreamConfig
+from ..config.settings import Settings
+from ..config.upstream import UpstreamConfig
 from ..flights.wiring import FlightTimes
 from ..inputs.media.fetcher import Fetcher, open_client
 from ..metrics import Metrics

@@ -3,7 +3,8 @@ their guards (breaker, retries, calls in flight)."""
 
 from __future__ import annotations
 
-from ..config.settings import Settings, UpstreamConfig
+from ..config.settings import Settings
+from ..config.upstream import UpstreamConfig
 from ..metrics import Metrics
 from ..telemetry.tracing import Tracing
 from ..telemetry.upstream import TracedPoster, TracedUpstream

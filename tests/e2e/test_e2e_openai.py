@@ -17,7 +17,7 @@ import yaml
 from openai import OpenAI
 
 from app.cache.keys import content_key
-from app.config.settings import UpstreamConfig
+from app.config.upstream import UpstreamConfig
 from app.inputs.items import content_item
 from app.inputs.params import Params
 from bench.standin import expected_vector
