@@ -24,6 +24,7 @@ CONFIG_ENV = "EMBEDDING_GATEWAY_CONFIG"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 FailurePolicy = Literal["local", "open", "closed"]
+OPENAI_URL = "https://api.openai.com/v1"
 KEY_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 TEAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -76,7 +77,10 @@ class Settings(BaseSettings):
     dashscope_api_key: SecretStr | None = None
     dashscope_base_url: str = "https://dashscope.aliyuncs.com/api/v1"
     openai_api_key: SecretStr | None = None
-    openai_base_url: str = "https://api.openai.com/v1"
+    openai_base_url: str = OPENAI_URL
+    openai_encoding_format: Literal["auto", "float", "base64"] = Field(
+        default="auto", description="auto: base64 from OpenAI's own API (as its SDK asks), float from any other server"
+    )
     redis_url: SecretStr | None = Field(default=None, description="unset: an in-process cache serves")
 
     # Operators add upstreams and models, or override built-in ones, in the config file.
@@ -252,10 +256,22 @@ class Settings(BaseSettings):
             "dashscope": UpstreamConfig(
                 kind="dashscope", base_url=self.dashscope_base_url, api_key=self.dashscope_api_key
             ),
-            "openai": UpstreamConfig(kind="openai", base_url=self.openai_base_url, api_key=self.openai_api_key),
+            "openai": UpstreamConfig(
+                kind="openai",
+                base_url=self.openai_base_url,
+                api_key=self.openai_api_key,
+                encoding_format=self.openai_encoding(),
+            ),
             "local": UpstreamConfig(kind="local"),
         }
         return {**built_in, **self.upstreams}
+
+    def openai_encoding(self) -> Literal["float", "base64"]:
+        """How the built-in openai upstream is asked for vectors; auto: base64 from OpenAI's own API (its SDK
+        asks so), float from any other server (every OpenAI-compatible server takes float, not all base64)."""
+        if self.openai_encoding_format != "auto":
+            return self.openai_encoding_format
+        return "base64" if self.openai_base_url.rstrip("/") == OPENAI_URL else "float"
 
     def public_dump(self) -> dict[str, Any]:
         """Settings as shown to operators: secrets masked (SecretStr renders as '**********')."""

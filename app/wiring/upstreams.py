@@ -3,7 +3,7 @@ their guards (breaker, retries, calls in flight)."""
 
 from __future__ import annotations
 
-from ..config.settings import Settings
+from ..config.settings import OPENAI_URL, Settings
 from ..config.upstream import UpstreamConfig
 from ..metrics import Metrics
 from ..telemetry.tracing import Tracing
@@ -17,8 +17,6 @@ from ..upstreams.http import HttpClient, Poster
 from ..upstreams.local_model import LocalModelUnavailable
 from ..upstreams.openai import OpenAIUpstream
 
-DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
-
 
 def unavailable(name: str, cfg: UpstreamConfig, settings: Settings) -> str | None:
     """None when the upstream can serve (a key, a non-default base URL, a model installed), else what
@@ -26,7 +24,7 @@ def unavailable(name: str, cfg: UpstreamConfig, settings: Settings) -> str | Non
     if cfg.kind == "dashscope":
         return None if cfg.key() else f"set {cfg.api_key_env or 'DASHSCOPE_API_KEY'}"
     if cfg.kind == "openai":
-        if cfg.key() or cfg.base_url.rstrip("/") != DEFAULT_OPENAI_URL:
+        if cfg.key() or cfg.base_url.rstrip("/") != OPENAI_URL:
             return None
         return f"set {cfg.api_key_env or 'OPENAI_API_KEY'} or OPENAI_BASE_URL"
     if not settings.local_model:

@@ -59,6 +59,27 @@ def test_fixed_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.redis_url is not None and "pw" not in repr(s)
 
 
+@pytest.mark.parametrize(
+    ("env", "asked"),
+    [
+        ({}, "base64"),  # OpenAI's own API: base64, as its SDK asks
+        ({"OPENAI_BASE_URL": "https://api.openai.com/v1/"}, "base64"),
+        ({"OPENAI_BASE_URL": "http://vllm:8000/v1"}, "float"),  # any other server: float, which all take
+        ({"OPENAI_BASE_URL": "http://vllm:8000/v1", "OPENAI_ENCODING_FORMAT": "base64"}, "base64"),
+        ({"OPENAI_ENCODING_FORMAT": "float"}, "float"),
+        ({"OPENAI_ENCODING_FORMAT": "auto", "OPENAI_BASE_URL": "http://vllm:8000/v1"}, "float"),
+    ],
+)
+def test_the_built_in_openai_upstream_asks_base64_from_openai_only(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], asked: str
+) -> None:
+    for name in ("OPENAI_BASE_URL", "OPENAI_ENCODING_FORMAT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert Settings().upstream_configs()["openai"].encoding_format == asked
+
+
 def check_config(tmp_path: Path, config: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     args = [sys.executable, "-m", "app.cli", "check-config"]
     if config is not None:
