@@ -77,12 +77,16 @@ class Allowance:
         self.tokens -= est
         self.note(self.bucket, 1, est)
         elapsed = mono - self.sent
+        # Admitted in the block's bucket, where Redis counted it: its ticket is dated there (the finish, in the
+        # block or by the script, corrects that bucket). Redis's clock estimated from the last reply may be past
+        # the bucket's end in the block's last moments: that reply may have been sent longer before Redis ran it
+        # than the one that granted the block, whose reply `until` is judged from.
         return Verdict(
             True,
             requests=self.count - self.requests,
             tokens=self.window_tokens - self.tokens,
             reset_us=max(0, self.reset - elapsed),
-            now_us=self.redis_now + elapsed,
+            now_us=min(self.redis_now + elapsed, (self.bucket + 1) * self.size - 1),
             day=self.day,
         )
 

@@ -211,3 +211,28 @@ def test_a_bill_is_settled_in_the_block_while_its_bucket_is_held() -> None:
     assert a.tokens == 30
     a.retire()
     assert a.giving_back(b) == [b, 4, 30]
+
+
+def test_a_request_taken_from_a_block_is_dated_in_the_blocks_bucket() -> None:
+    """The block's end is judged from the reply that granted it; a later reply granting nothing (a request
+    decided by Redis) may have been sent longer before Redis ran it, so that Redis's clock estimated from it
+    runs further ahead. A request taken from the block in its last moments is still admitted in the block's
+    bucket (Redis counted it there), and its ticket must say so: dated in the next bucket, its refund went to
+    that bucket's finish (nothing there: lost) and the block's bucket kept the estimate."""
+    q = TeamQuota(tpm=10_000)
+    sim = Sim(q, [0])
+    start = (START // SIZE) * SIZE
+    sim.request(0, start + 10, 0, 40)  # decided by Redis (no reply yet to size a block)
+    sim.request(0, start + 20, 0, 40)  # a block granted, sent as Redis ran it
+    a = sim.allow[0]
+    assert a.bucket == start // SIZE and a.tokens >= 40
+    sim.call(0, start + 30, 3_000, [a.tokens + 1], ask=False)  # too large for the block; sent 3 ms before
+    taken = a.take(40, start + SIZE - 1_500)  # 1.5 ms before the bucket's end, on Redis's clock too
+    assert taken is not None
+    assert taken.now_us // SIZE == start // SIZE
+    sim.record(start + SIZE - 1_500, 10)
+    assert a.settle(taken.now_us // SIZE, 40, 10, start + SIZE - 1_500) is not None
+    a.retire()
+    sim.call(0, start + SIZE, 0, [], ask=False)
+    for b, (count, used) in sim.w.buckets.items():
+        assert (count, used) == (sim.per_bucket[b], sim.tokens_per_bucket[b])
