@@ -270,6 +270,23 @@ def test_latency(client: httpx.Client) -> None:
     assert time.perf_counter() - t0 < 0.2  # control routes are not delayed
 
 
+def test_chars_per_token_sets_the_bill_of_texts(client: httpx.Client) -> None:
+    """A text is billed len // 4 tokens, or len // chars_per_token: 2 bills over the gateway's len // 3 estimate
+    (as a real tokenizer bills CJK text); the reset puts it back."""
+    texts = {"texts": ["x" * 12, "y" * 30]}
+    r = client.post(TEXT, json={"model": "text-embedding-v4", "input": texts})
+    assert r.json()["usage"] == {"total_tokens": 3 + 7}
+    assert client.post("/_control", json={"chars_per_token": 2}).json()["chars_per_token"] == 2
+    r = client.post(TEXT, json={"model": "text-embedding-v4", "input": texts})
+    assert r.json()["usage"] == {"total_tokens": 6 + 15}
+    r = client.post("/v1/embeddings", json={"model": "bge-small", "input": "z" * 9})
+    assert r.json()["usage"] == {"prompt_tokens": 4, "total_tokens": 4}
+    assert client.post("/_control", json={"chars_per_token": 0}).status_code == 400
+    client.post("/_reset?control=1")
+    r = client.post(TEXT, json={"model": "text-embedding-v4", "input": texts})
+    assert r.json()["usage"] == {"total_tokens": 3 + 7}
+
+
 def test_stats_digests(client: httpx.Client) -> None:
     model = "tongyi-embedding-vision-flash"
     contents = ["a", {"image": "https://e.com/x.png"}]
