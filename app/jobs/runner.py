@@ -1,7 +1,9 @@
 """BatchRunner: one batch, from its input file to its output and error files, resumable.
 
-The input is read as a stream and cut into chunks of `chunk_lines` lines. Each chunk: its lines parsed
-(lines.py), its valid requests grouped by model and parameters, each group sent through the service at
+The input is read as a stream, each line parsed as it comes (lines.py), and cut into chunks of `chunk_lines`
+lines, fewer when their items or vectors would pass one request's worth (CHUNK_VALUES, `max_input_items`:
+a line may ask for 2,048 vectors, and a chunk's answers are held until it is written). Each chunk: its
+valid requests grouped by model and parameters, each group sent through the service at
 background priority (background.py: the cache first, misses upstream), its output and error lines
 written to storage as one part each (`batches/<id>/out/<n>`, `.../err/<n>`), then the checkpoint (lines
 done, parts, counts) in the batch's record. A run that stops (cancel, crash, a replica killed) resumes at
@@ -34,6 +36,10 @@ from .records import Records
 
 log = logging.getLogger("embedding_gateway.jobs")
 CHUNK_BYTES = 8 * 1024 * 1024  # a chunk ends at chunk_lines lines or this many bytes of them, whichever first
+# ... and its lines ask for at most max_input_items items and this many vector values (2,048 vectors of 1,024:
+# one full request, 8 MiB of float32, about 26 MB as JSON floats), or are one line: a chunk holds its answers
+# whole until they are written, and 500 lines of 2,048 items each would be a million vectors
+CHUNK_VALUES = 2048 * 1024
 ATTEMPTS = 8  # retryable failures of one group before its lines are failed
 RETRYABLE = (RateLimited, Unavailable, UpstreamFailed)
 Touch = Callable[[], Awaitable[None]]
@@ -80,31 +86,40 @@ class BatchRunner:
         if rec is None:
             raise FileNotFoundError(b["input_file_id"])
         s = self.files.settings
+        max_items = self.host.caps.max_input_items
         progress = Progress.of(b)
-        pending: list[bytes | None] = []
-        n = held = 0
+        parse = self._parser(b, team)
+        pending: list[Line | bytes] = []
+        n = held = items = values = 0
         async for raw in split_lines(self.files.content(rec), s.max_line_bytes):
             n += 1
             if n <= progress.lines:
                 continue
-            pending.append(raw)
-            held += len(raw or b"")
+            line = await parse(n, raw)
+            asks = len(line.items) if isinstance(line, Line) else 0
+            wide = asks * line.params.dimension if isinstance(line, Line) else 0
+            if pending and (items + asks > max_items or values + wide > CHUNK_VALUES):  # one request's worth
+                if not await self._step(b, team, progress, pending, touch):
+                    return False
+                pending, held, items, values = [], 0, 0, 0
+            pending.append(line)
+            held, items, values = held + len(raw or b""), items + asks, values + wide
             if len(pending) >= s.chunk_lines or held >= CHUNK_BYTES:  # a chunk's lines held at once: bounded
                 if not await self._step(b, team, progress, pending, touch):
                     return False
-                pending, held = [], 0
+                pending, held, items, values = [], 0, 0, 0
         return not pending or await self._step(b, team, progress, pending, touch)
 
-    async def _step(self, b: dict[str, str], team: Team | None, p: Progress, raws: list[bytes | None],
+    async def _step(self, b: dict[str, str], team: Team | None, p: Progress, parsed: list[Line | bytes],
                     touch: Touch) -> bool:  # fmt: skip
         bid = b["id"]
         if await self.records.redis.hget(f"{self.records.ns}:batch:{bid}", "status") != b"in_progress":
             return False
-        chunk = await self.chunk(b, team, p.lines + 1, raws, touch)
+        chunk = await self.chunk(b, team, parsed, touch)
         out, err = b"".join(chunk.out), b"".join(chunk.err)
         await self.storage.put(f"batches/{bid}/out/{p.parts:06d}", one(out))
         await self.storage.put(f"batches/{bid}/err/{p.parts:06d}", one(err))
-        p.lines += len(raws)
+        p.lines += len(parsed)
         p.parts += 1
         p.completed += len(chunk.out)
         p.failed += len(chunk.err)
@@ -116,9 +131,7 @@ class BatchRunner:
         await touch()
         return True
 
-    async def chunk(self, b: dict[str, str], team: Team | None, first: int, raws: list[bytes | None],
-                    touch: Touch) -> Chunk:  # fmt: skip
-        parsed = await self._parse(b, team, first, raws)
+    async def chunk(self, b: dict[str, str], team: Team | None, parsed: list[Line | bytes], touch: Touch) -> Chunk:
         answers: list[tuple[bool, bytes]] = [(False, x) if isinstance(x, bytes) else (True, b"") for x in parsed]
         groups: dict[object, list[int]] = {}
         for i, x in enumerate(parsed):
@@ -136,18 +149,19 @@ class BatchRunner:
             (result.out if ok else result.err).append(line)
         return result
 
-    async def _parse(self, b: dict[str, str], team: Team | None, first: int,
-                     raws: list[bytes | None]) -> list[Line | bytes]:  # fmt: skip
+    def _parser(self, b: dict[str, str], team: Team | None) -> Callable[[int, bytes | None], Awaitable[Line | bytes]]:
+        """The batch's parse of its line `n` (1-based): a Line, or the error line that takes its place."""
         limit = self.files.settings.max_line_bytes
         if b["kind"] == "openai":
-            return [await parse_line(self.host, team, first + i, raw, limit) for i, raw in enumerate(raws)]
+            return lambda n, raw: parse_line(self.host, team, n, raw, limit)
         try:
             spec = model_for(self.host.catalog, team, textlines.served_name(b["model"]))
             parameters = orjson.loads(b.get("parameters") or "{}")
             params = dashscope_options(spec, self.host.upstream_kinds[spec.upstream], parameters)
         except GatewayError as err:
-            return [textlines.error(first + i - 1, err) for i in range(len(raws))]
-        return [textlines.parse_text(spec, params, limit, first + i, raw) for i, raw in enumerate(raws)]
+            refused = err
+            return lambda n, raw: _ready(textlines.error(n - 1, refused))
+        return lambda n, raw: _ready(textlines.parse_text(spec, params, limit, n, raw))
 
     async def group(self, kind: str, team: Team | None, lines: list[Line],
                     touch: Touch) -> tuple[list[tuple[bool, bytes]], int]:  # fmt: skip
@@ -197,3 +211,7 @@ class BatchRunner:
             text = self.host.base64s if ln.base64 else self.host.floats
             out.append((True, ok_line(ln.custom_id, render(mine, spec.name, text))))
         return out
+
+
+async def _ready(value: Line | bytes) -> Line | bytes:
+    return value
