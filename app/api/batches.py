@@ -15,7 +15,9 @@ from ..jobs.files import file_object
 from ..jobs.parts import Jobs
 from ..runtime.state import gateway
 from ..schemas.openai import OpenAIError
+from ..storage.base import DOWNLOAD_BYTES
 from . import routes, tenancy
+from .asgi.exchange import lease_of
 from .body import read_body
 
 router = APIRouter(tags=["batches"])
@@ -59,8 +61,11 @@ async def get_file(request: Request, file_id: str) -> JSONResponse:
 
 @router.get(routes.FILE_CONTENT, responses=ERRORS, summary="A file's content, streamed")
 async def file_content(request: Request, file_id: str) -> StreamingResponse:
+    """Streamed a chunk at a time; the bytes a download holds come from the memory budget (a flood of
+    downloads that are not read waits for room, then gets 503, rather than growing the process)."""
     jobs, team = jobs_of(request)
     rec = await jobs.files.get(team, file_id)
+    await lease_of(request.scope, gateway(request).memory).take(min(DOWNLOAD_BYTES, rec["bytes"]), "file_id")
     return StreamingResponse(jobs.files.content(rec), media_type="application/octet-stream",
                              headers={"content-length": str(rec["bytes"])})  # fmt: skip
 

@@ -16,8 +16,10 @@ from ..inputs.params import dashscope_options
 from ..jobs.textlines import served_name
 from ..runtime.state import gateway
 from ..schemas.dashscope import DashScopeError
+from ..storage.base import DOWNLOAD_BYTES
 from ..teams.team import Team, model_for
 from . import routes
+from .asgi.exchange import lease_of
 from .batches import ANONYMOUS, jobs_of
 from .body import read_body
 from .rendering import request_id_of
@@ -28,6 +30,7 @@ SUPPORTED = (
     "X-DashScope-Async: enable is supported on the text-embedding route only, with input.url (a text "
     "file, one document per line, or a file id from POST /v1/files); send other requests without it"
 )
+GZIP_BYTES = 256 * 1024  # the gzip stream's state (level 6, a 32 KiB window: zlib's deflate takes about 256 KiB)
 
 
 def refuse_async(request: Request) -> None:
@@ -104,6 +107,7 @@ async def task_result(
     gw = gateway(request)
     if gw.jobs is None or not await gw.jobs.tasks.signed(task_id, expires, signature):
         raise Forbidden("the result URL is not valid or has expired: ask GET /api/v1/tasks/{task_id} for a new one")
+    await lease_of(request.scope, gw.memory).take(DOWNLOAD_BYTES + GZIP_BYTES, "task_id")  # as a file's content
     return StreamingResponse(gw.jobs.tasks.result(task_id), media_type="application/gzip")
 
 

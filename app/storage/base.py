@@ -10,6 +10,9 @@ from typing import Protocol
 from ..errors import Unavailable
 
 CHUNK_BYTES = 256 * 1024  # what a read hands over at a time
+# What one download holds while its reader is slower than the disk: the chunk in the transport's buffer and
+# the next one, read and waiting for the drain (the routes take it from the memory budget)
+DOWNLOAD_BYTES = 2 * CHUNK_BYTES
 
 
 class StorageError(Unavailable):

@@ -3,11 +3,15 @@ gateway (auth on, hot cache on, Redis, local storage) with the default job setti
 
 - a small input file whose lines each ask for 2,048 vectors: a batch's chunk holds its answers until it is
   written, so a chunk is cut at one request's worth of items and vectors, not only at its lines and bytes
-  (the gateway's peak resident memory, VmHWM, reset before the batch).
+  (the gateway's peak resident memory, VmHWM, reset before the batch);
+- hundreds of downloads of a large file (GET /v1/files/{id}/content) that are never read: each holds up to
+  two chunks of it, so they take that from the memory budget (a gateway with a small budget, so that a few
+  hundred fill it) and the rest wait, then get 503, rather than growing the process.
 """
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +44,21 @@ def gw(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) -> It
     keys = write_config(cfg, {"alpha": {}}, jobs={"storage_dir": str(tmp / "files")})
     g = gateways.start(redis_url=server.url, config=str(cfg))
     yield g, keys["alpha"], tmp / "files"
+    stop(g.proc)
+    stop(server.proc)
+
+
+@pytest.fixture(scope="module")
+def tight(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, str]]:
+    """A gateway whose memory budget 300 stalled downloads would pass 9 times over (16 MiB: 32 downloads of
+    two 256 KiB chunks), waiting 1 s for it (not 5: the test's time)."""
+    tmp = tmp_path_factory.mktemp("hostile-tight")
+    server = start_redis(tmp / "redis")
+    cfg = tmp / "gateway.yaml"
+    keys = write_config(cfg, {"alpha": {}}, jobs={"storage_dir": str(tmp / "files")})
+    env = {"MEMORY_BUDGET_BYTES": str(16 * MB), "MEMORY_WAIT_S": "1"}
+    g = gateways.start(redis_url=server.url, config=str(cfg), env=env)
+    yield g, keys["alpha"]
     stop(g.proc)
     stop(server.proc)
 
@@ -78,3 +97,37 @@ def test_lines_of_2048_items_each_are_not_held_500_lines_at_a_time(gw: tuple[Gat
     first = orjson.loads(c.files.content(b.output_file_id).content.split(b"\n", 1)[0])  # type: ignore[arg-type]
     assert len(first["response"]["body"]["data"]) == 2048
     assert grown_mb < 200, f"the batch raised the gateway's peak memory by {grown_mb:.0f} MB"
+
+
+def test_downloads_never_read_are_held_within_the_memory_budget(tight: tuple[Gateway, str]) -> None:
+    """300 downloads of a 16 MB file, none read past its status line (each reader's socket buffer 4 KiB).
+    Unbudgeted, each held about 0.6 MB of the gateway (the chunk in the transport's buffer and the next one
+    read): its peak memory rose by ~180 MB. Budgeted, 32 are answered and the others get 503 after the wait;
+    the peak rose by ~25 MB."""
+    g, key = tight
+    c = client(g, key)
+    f = c.files.create(file=("big.jsonl", (b"x" * 1023 + b"\n") * (16 * 1024)), purpose="batch")
+    host, port = g.url.removeprefix("http://").split(":")
+    pid = g.proc.pid
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = status_kib(pid, "VmHWM")
+    request = f"GET /v1/files/{f.id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
+    readers: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(30)
+            s.connect((host, int(port)))
+            s.sendall(request.encode())
+            readers.append(s)
+        statuses = [s.recv(12)[9:12] for s in readers]  # b"200" or b"503" (after the budget's wait)
+        grown_mb = (status_kib(pid, "VmHWM") - before) / 1024
+    finally:
+        for s in readers:
+            s.close()
+    served, refused = statuses.count(b"200"), statuses.count(b"503")
+    assert served + refused == len(readers), statuses
+    assert served <= 32 and refused >= len(readers) - 32, (served, refused)
+    assert grown_mb < 80, f"{served} stalled downloads raised the gateway's peak memory by {grown_mb:.0f} MB"
+    assert c.files.content(f.id).content.count(b"\n") == 16 * 1024  # once they are gone, a download is whole
