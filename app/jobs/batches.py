@@ -125,9 +125,22 @@ class Batches:
                                                       "param": "input_file_id", "line": None}]}  # fmt: skip
                 if await self.records.transition(bid, ["in_progress"], status="failed", failed_at=now(), errors=errors):
                     self.runner.metrics.entered(b["kind"], "failed")
+                    await self.discard(bid)
                 return
             await self.records.transition(bid, ["in_progress"], status="finalizing", finalizing_at=now())
         await self.finalize(bid)
+
+    async def discard(self, bid: str) -> None:
+        """A failed batch's output parts written so far: deleted, their bytes given back to the team."""
+        b = await self.records.batch(bid)
+        if b is None:
+            return
+        parts = int(b.get("parts") or 0)
+        held = int(b.get("held_bytes") or 0) if b.get("held_part") == str(parts) else 0  # written, not checkpointed
+        await self.records.release_bytes(b["team"], int(b.get("out_bytes") or 0) + int(b.get("err_bytes") or 0) + held)
+        for i in range(parts + 1):
+            for kind in ("out", "err"):
+                await self.runner.storage.delete(f"batches/{bid}/{kind}/{i:06d}")
 
     async def finalize(self, bid: str) -> None:
         b = await self.records.batch(bid)
@@ -141,9 +154,9 @@ class Batches:
                 continue
             fid = f"file-{base}{kind}"
             keys = [f"batches/{bid}/{kind}/{i:06d}" for i in range(parts)]
+            # its bytes were counted part by part as they were written (BatchRunner._step)
             await self.files.create(b["team"], fid, f"{bid}_{kind}put.jsonl", "batch_output", keys,
                                     int(b.get(size) or 0), int(b.get(count) or 0))  # fmt: skip
-            await self.records.add_bytes(b["team"], int(b.get(size) or 0))
             fields[name] = fid
         if b["status"] == "cancelling":
             done = await self.records.transition(bid, ["cancelling"], status="cancelled", cancelled_at=now(), **fields)

@@ -89,7 +89,7 @@ class FileStore:
 
     async def create(self, team: str, fid: str, filename: str, purpose: str, parts: list[str], size: int,
                      lines: int) -> dict[str, Any]:  # fmt: skip
-        """The record of a file the gateway wrote (a job's output): its bytes already counted (add_bytes)."""
+        """The record of a file the gateway wrote (a job's output): its bytes already counted (reserved)."""
         created = now()
         rec = {"id": fid, "team": team, "bytes": size, "lines": lines, "created_at": created,
                "expires_at": created + int(self.settings.file_ttl_s), "filename": filename, "purpose": purpose,

@@ -34,6 +34,26 @@ if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return -1 end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 """
 
+# A batch's output part counted in its team's stored bytes before it is written (KEYS: the team's bytes, the
+# batch; ARGV: size, cap, part). A part written again (a run resumed from its checkpoint) replaces its own
+# count (the batch's held_part, held_bytes); refused, it holds nothing.
+RESERVE_PART = """
+local held = 0
+if redis.call('HGET', KEYS[2], 'held_part') == ARGV[3] then
+  held = tonumber(redis.call('HGET', KEYS[2], 'held_bytes') or '0')
+end
+local used = tonumber(redis.call('GET', KEYS[1]) or '0') - held
+if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
+  if held > 0 then
+    redis.call('HSET', KEYS[2], 'held_bytes', 0)
+    redis.call('DECRBY', KEYS[1], held)
+  end
+  return -1
+end
+redis.call('HSET', KEYS[2], 'held_part', ARGV[3], 'held_bytes', ARGV[1])
+return redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]) - held)
+"""
+
 
 def now() -> int:
     return int(time.time())
@@ -45,6 +65,7 @@ class Records:
         self.ns = f"{namespace}:jobs"
         self._transition = redis.register_script(TRANSITION)
         self._reserve = redis.register_script(RESERVE)
+        self._reserve_part = redis.register_script(RESERVE_PART)
 
     # Files
     async def put_file(self, rec: dict[str, Any]) -> None:
@@ -82,8 +103,9 @@ class Records:
         if size:
             await self.redis.decrby(f"{self.ns}:bytes:{team}", size)
 
-    async def add_bytes(self, team: str, size: int) -> None:
-        await self.redis.incrby(f"{self.ns}:bytes:{team}", size)
+    async def reserve_part(self, team: str, bid: str, part: int, size: int, cap: int) -> bool:
+        keys = [f"{self.ns}:bytes:{team}", f"{self.ns}:batch:{bid}"]
+        return int(await self._reserve_part(keys=keys, args=[size, cap, part])) >= 0
 
     async def team_bytes(self, team: str) -> int:
         return int(await self.redis.get(f"{self.ns}:bytes:{team}") or 0)

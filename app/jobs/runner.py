@@ -32,7 +32,7 @@ from .files import FileStore
 from .host import Host
 from .lines import Line, error_line, ok_line, parse_line, render, split_lines
 from .metrics import JobMetrics
-from .records import Records
+from .records import Records, now
 
 log = logging.getLogger("embedding_gateway.jobs")
 CHUNK_BYTES = 8 * 1024 * 1024  # a chunk ends at chunk_lines lines or this many bytes of them, whichever first
@@ -117,6 +117,14 @@ class BatchRunner:
             return False
         chunk = await self.chunk(b, team, parsed, touch)
         out, err = b"".join(chunk.out), b"".join(chunk.err)
+        cap = self.files.settings.team_max_bytes
+        if not await self.records.reserve_part(b["team"], bid, p.parts, len(out) + len(err), cap):
+            why = (f"the team's files would pass {cap} bytes stored (jobs.team_max_bytes) with this batch's output: "
+                   "it stopped, its output so far kept; delete files and send the rest as a new batch")  # fmt: skip
+            errors = {"object": "list", "data": [{"code": "storage_full", "message": why, "param": None,
+                                                  "line": p.lines + 1}]}  # fmt: skip
+            await self.records.transition(bid, ["in_progress"], status="cancelling", cancelling_at=now(), errors=errors)
+            return False
         await self.storage.put(f"batches/{bid}/out/{p.parts:06d}", one(out))
         await self.storage.put(f"batches/{bid}/err/{p.parts:06d}", one(err))
         p.lines += len(parsed)

@@ -74,7 +74,10 @@ class Tasks:
             raise InvalidRequest("input.url: could not be read", param="input.url") from None
         finally:
             await response.aclose()
-        await self.records.add_bytes(b["team"], size)
+        if not await self.records.reserve_bytes(b["team"], size, self.files.settings.team_max_bytes):
+            await self.files.storage.delete(key)
+            raise PayloadTooLarge(f"input.url: the team's files would pass {self.files.settings.team_max_bytes} "
+                                  "bytes stored; delete some first", param="input.url")  # fmt: skip
         await self.files.create(b["team"], fid, "input.txt", "batch_input", [key], size, 0)
         return fid
 

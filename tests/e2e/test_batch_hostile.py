@@ -6,24 +6,30 @@ gateway (auth on, hot cache on, Redis, local storage) with the default job setti
   (the gateway's peak resident memory, VmHWM, reset before the batch);
 - hundreds of downloads of a large file (GET /v1/files/{id}/content) that are never read: each holds up to
   two chunks of it, so they take that from the memory budget (a gateway with a small budget, so that a few
-  hundred fill it) and the rest wait, then get 503, rather than growing the process.
+  hundred fill it) and the rest wait, then get 503, rather than growing the process;
+- a small input file whose output is far larger (2,048 vectors a line): a team's stored bytes are capped
+  (`jobs.team_max_bytes`), outputs included, so the batch stops at the cap with its output so far kept,
+  and the count comes back whole when the files are deleted; a DashScope task's fetched input, likewise.
 """
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from openai import OpenAI
 
 from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory, start_redis, stop
-from tests.support.teamkit import write_config
+from tests.support.teamkit import DS_TEXT, write_config
 
 MB = 1024 * 1024
 WIDE = "text-embedding-3-small"  # the stand-in's OpenAI route: 2,048 items per upstream call
@@ -59,6 +65,40 @@ def tight(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) ->
     env = {"MEMORY_BUDGET_BYTES": str(16 * MB), "MEMORY_WAIT_S": "1"}
     g = gateways.start(redis_url=server.url, config=str(cfg), env=env)
     yield g, keys["alpha"]
+    stop(g.proc)
+    stop(server.proc)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """Text files on loopback, for DashScope tasks' input.url (allowlisted for the fetcher)."""
+    root = tmp_path_factory.mktemp("docs")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def capped(
+    gateways: GatewayFactory, served: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Gateway, dict[str, str]]]:
+    """A gateway whose teams may store 4 MB of files (the default is 10 GiB: a test would fill its disk)."""
+    tmp = tmp_path_factory.mktemp("hostile-capped")
+    server = start_redis(tmp / "redis")
+    cfg = tmp / "gateway.yaml"
+    keys = write_config(cfg, {"alpha": {}, "beta": {}}, media_fetch_allow_hosts=[served[0]],
+                        jobs={"storage_dir": str(tmp / "files"), "team_max_bytes": 4 * MB})  # fmt: skip
+    g = gateways.start(redis_url=server.url, config=str(cfg))
+    yield g, keys
     stop(g.proc)
     stop(server.proc)
 
@@ -131,3 +171,62 @@ def test_downloads_never_read_are_held_within_the_memory_budget(tight: tuple[Gat
     assert served <= 32 and refused >= len(readers) - 32, (served, refused)
     assert grown_mb < 80, f"{served} stalled downloads raised the gateway's peak memory by {grown_mb:.0f} MB"
     assert c.files.content(f.id).content.count(b"\n") == 16 * 1024  # once they are gone, a download is whole
+
+
+def test_a_batch_s_output_counts_in_its_team_s_stored_bytes(capped: tuple[Gateway, dict[str, str]]) -> None:
+    """12 lines of the same 2,048 texts at 64 dimensions: a 0.3 MB file whose output is ~18 MB (1.5 MB a
+    line, each line a chunk). The output was written whole and counted only once finished: the team then
+    held 18 MB against its 4 MB cap. Now each part is counted before it is written: the batch stops at the
+    cap (cancelled, saying why), its output so far within the cap and kept; deleting the files gives it all
+    back (a file of nearly the cap uploads again)."""
+    g, keys = capped
+    c = client(g, keys["alpha"])
+    salt = uuid.uuid4().hex[:8]
+    body = {"model": WIDE, "input": [f"{salt} {j}" for j in range(2048)], "dimensions": 64}
+    lines = [orjson.dumps({"custom_id": f"w{i}", "method": "POST", "url": "/v1/embeddings", "body": body})
+             for i in range(12)]  # fmt: skip
+    f = c.files.create(file=("wide.jsonl", b"\n".join(lines)), purpose="batch")
+    b = finished(c, c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h").id)
+    files = [x for x in (f.id, b.output_file_id, b.error_file_id) if x]
+    stored = sum(c.files.retrieve(x).bytes for x in files)
+    assert stored <= 4 * MB, f"the team stores {stored / MB:.1f} MB against its 4 MB cap ({b.status})"
+    assert b.status == "cancelled" and b.errors and b.errors.data, b  # type: ignore[union-attr]
+    assert b.errors.data[0].code == "storage_full", b.errors  # type: ignore[union-attr]
+    done = b.request_counts.completed  # type: ignore[union-attr]
+    assert 1 <= done < 12 and c.files.content(b.output_file_id).content.count(b"\n") == done  # type: ignore[arg-type]
+    for x in files:
+        c.files.delete(x)
+    c.files.create(file=("full.jsonl", (b" " * 1023 + b"\n") * (4 * 1024 - 64)), purpose="batch")  # 4 MB - 64 KiB
+
+
+def test_a_task_s_fetched_input_counts_in_its_team_s_stored_bytes(
+    capped: tuple[Gateway, dict[str, str]], served: tuple[str, Path]
+) -> None:
+    """Team beta holds 3.5 MB of its 4 MB; a task names a 0.6 MB text file. Its input was stored and counted
+    without a look at the cap (the task ran: beta then held 4.1 MB and more with its result); now the task
+    fails saying why, and nothing of it stays counted (a file of nearly the cap uploads once the first is
+    deleted)."""
+    g, keys = capped
+    c = client(g, keys["beta"])
+    filler = c.files.create(file=("filler.jsonl", (b" " * 1023 + b"\n") * 3584), purpose="batch")
+    name = f"{uuid.uuid4().hex}.txt"
+    (served[1] / name).write_text("".join(f"{uuid.uuid4().hex} {'w' * 2000}\n" for _ in range(300)))
+    body = {
+        "model": "text-embedding-v4",
+        "input": {"url": f"http://{served[0]}/{name}"},
+        "parameters": {"dimension": 64},
+    }
+    headers = {"Authorization": f"Bearer {keys['beta']}", "X-DashScope-Async": "enable"}
+    with httpx.Client(base_url=g.url, headers=headers, timeout=30) as http:
+        created = http.post(DS_TEXT, json=body).raise_for_status().json()
+        tid = created["output"]["task_id"]
+
+        def ended() -> dict[str, Any]:
+            out: dict[str, Any] = http.get(f"/api/v1/tasks/{tid}").raise_for_status().json()["output"]
+            assert out["task_status"] in ("SUCCEEDED", "FAILED", "CANCELED"), out
+            return out
+
+        out = eventually(ended, within=60, interval=0.2, what=f"task {tid} ended")
+    assert out["task_status"] == "FAILED" and "stored" in out["message"], out
+    c.files.delete(filler.id)
+    c.files.create(file=("full.jsonl", (b" " * 1023 + b"\n") * (4 * 1024 - 64)), purpose="batch")  # 4 MB - 64 KiB
