@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 
 from ..api import routes
-from ..errors import GatewayError, InvalidRequest, NotFound
+from ..errors import GatewayError, InvalidRequest, NotFound, RateLimited
 from ..storage.base import StorageError
 from .files import FileStore, new_id
-from .records import Records, now
+from .records import FINAL, Records, now
 from .runner import BatchRunner
 
 log = logging.getLogger("embedding_gateway.jobs")
@@ -29,7 +29,6 @@ STORAGE_WAIT_S = 10.0
 WORKER = f"{socket.gethostname()}:{os.getpid()}"  # who runs a batch now (`jobs show`, the replica tests)
 ENDPOINTS = (routes.EMBEDDINGS,)
 WINDOWS = {"24h": 86_400}
-FINAL = ("completed", "failed", "cancelled", "expired")
 TIMES = ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at", "cancelled_at")
 
 
@@ -72,6 +71,7 @@ class Batches:
         rec = await self.files.get(team, fid)
         if rec["purpose"] != "batch":
             raise InvalidRequest(f"input_file_id: {fid} was not uploaded with purpose 'batch'", param="input_file_id")
+        await self.admit(team)
         created = now()
         b = {"id": new_id("batch_"), "team": team, "kind": "openai", "endpoint": endpoint, "input_file_id": fid,
              "completion_window": window, "status": "validating", "created_at": created,
@@ -81,6 +81,19 @@ class Batches:
         assert self.enqueue is not None
         await self.enqueue(b["id"])
         return await self.get(team, b["id"])
+
+    async def admit(self, team: str) -> None:
+        """Room for one more batch (or task) of the team: at most `team_max_batches` not finished, and room
+        among its files for the two it may write (`team_max_files`); else 429 (room comes back as batches
+        finish or files are deleted)."""
+        s = self.files.settings
+        active = await self.records.active_batches(team)
+        if active >= s.team_max_batches:
+            raise RateLimited(f"team {team} has {s.team_max_batches} batches not finished, the most it may; "
+                              "retry when one has", code="batch_limit", retry_after=60.0)  # fmt: skip
+        if await self.records.file_count(team) + 2 * (active + 1) > s.team_max_files:
+            raise RateLimited(f"team {team} may keep {s.team_max_files} files, its unfinished batches' outputs "
+                              "counted; delete some first", code="files_limit", retry_after=60.0)  # fmt: skip
 
     async def get(self, team: str, bid: str) -> dict[str, str]:
         b = await self.records.batch(bid) if len(bid) < 80 else None

@@ -4,7 +4,8 @@ A file is a record in Redis (records.py) and one or more objects in storage (an 
 job's output is one object per checkpointed chunk, served one after the other as one file, so a large
 output is never copied or concatenated). Files expire `file_ttl_s` after their creation (a sweep deletes
 them; an expired file not swept yet already answers 404). A team's stored bytes, inputs and outputs, are
-counted; an upload that would take them over `team_max_bytes` is refused (413) before it is read.
+counted; an upload that would take them over `team_max_bytes` is refused (413) before it is read, and one
+past `team_max_files` files (400: each unfinished batch holds room for its two output files).
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class FileStore:
         if declared is not None and declared > s.max_file_bytes + 64 * 1024:
             raise PayloadTooLarge(f"file: larger than {s.max_file_bytes} bytes", param="file")
         form = MultipartFile(content_type, max_bytes=s.max_file_bytes, max_lines=s.max_lines)
+        if await self.records.file_count(team) + 2 * await self.records.active_batches(team) >= s.team_max_files:
+            raise InvalidRequest(f"file: team {team} keeps {s.team_max_files} files at most, its unfinished "
+                                 "batches' outputs counted; delete some first", param="file",
+                                 code="files_limit")  # fmt: skip
         hold = min(declared or s.max_file_bytes, s.max_file_bytes)
         if not await self.records.reserve_bytes(team, hold, s.team_max_bytes):
             raise PayloadTooLarge(f"file: team {team} has {s.team_max_bytes} bytes of files stored at most; "

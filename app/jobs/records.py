@@ -55,6 +55,9 @@ return redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]) - held)
 """
 
 
+FINAL = ("completed", "failed", "cancelled", "expired")
+
+
 def now() -> int:
     return int(time.time())
 
@@ -103,6 +106,9 @@ class Records:
         if size:
             await self.redis.decrby(f"{self.ns}:bytes:{team}", size)
 
+    async def file_count(self, team: str) -> int:
+        return int(await self.redis.zcard(f"{self.ns}:files:{team}"))
+
     async def reserve_part(self, team: str, bid: str, part: int, size: int, cap: int) -> bool:
         keys = [f"{self.ns}:bytes:{team}", f"{self.ns}:batch:{bid}"]
         return int(await self._reserve_part(keys=keys, args=[size, cap, part])) >= 0
@@ -117,7 +123,24 @@ class Records:
             order = time.time_ns() // 1000  # microseconds: batches created in one second keep their order
             pipe.zadd(f"{self.ns}:batches:{fields['team']}", {fields["id"]: order})
             pipe.zadd(f"{self.ns}:batches", {fields["id"]: order})
+            pipe.zadd(f"{self.ns}:active:{fields['team']}", {fields["id"]: order})
             await pipe.execute()
+
+    async def active_batches(self, team: str) -> int:
+        """The team's batches not finished yet; those found finished (or gone) leave its set now, so the
+        count heals itself whatever stopped a batch."""
+        key = f"{self.ns}:active:{team}"
+        ids = [_s(i) for i in await self.redis.zrange(key, 0, -1)]
+        if not ids:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for bid in ids:
+                pipe.hget(f"{self.ns}:batch:{bid}", "status")
+            statuses = await pipe.execute()
+        done = [bid for bid, status in zip(ids, statuses, strict=True) if status is None or _s(status) in FINAL]
+        if done:
+            await self.redis.zrem(key, *done)
+        return len(ids) - len(done)
 
     async def batch(self, bid: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(f"{self.ns}:batch:{bid}")

@@ -21,6 +21,8 @@ class JobSettings(BaseModel):
 
     file_ttl_s: float = Field(default=30 * 86_400, gt=0, description="files expire this long after upload")
     team_max_bytes: int = Field(default=10 * 1024**3, ge=1, description="stored bytes per team (all files)")
+    team_max_files: int = Field(default=10_000, ge=2, description="files per team, its batches' outputs included")
+    team_max_batches: int = Field(default=100, ge=1, description="batches and tasks per team not finished yet")
     max_lines: int = Field(default=50_000, ge=1, description="requests per batch input file (OpenAI's limit)")
     max_file_bytes: int = Field(default=200 * 1024**2, ge=1, description="bytes per input file (OpenAI's)")
     max_line_bytes: int = Field(default=2 * 1024**2, ge=1, le=8 * 1024**2, description="bytes per input line")

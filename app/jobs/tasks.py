@@ -50,6 +50,7 @@ class Tasks:
             fid = (await self.files.get(team, url))["id"]
         else:
             await self.fetcher.check(url, "input.url")  # a private or malformed address: 400 now
+        await self.batches.admit(team)
         created = now()
         b: dict[str, Any] = {"id": new_id("task-"), "team": team, "kind": "dashscope", "model": model, "input_url": url,
              "input_file_id": fid, "parameters": parameters, "status": "validating", "created_at": created,

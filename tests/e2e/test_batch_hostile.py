@@ -9,7 +9,11 @@ gateway (auth on, hot cache on, Redis, local storage) with the default job setti
   hundred fill it) and the rest wait, then get 503, rather than growing the process;
 - a small input file whose output is far larger (2,048 vectors a line): a team's stored bytes are capped
   (`jobs.team_max_bytes`), outputs included, so the batch stops at the cap with its output so far kept,
-  and the count comes back whole when the files are deleted; a DashScope task's fetched input, likewise.
+  and the count comes back whole when the files are deleted; a DashScope task's fetched input, likewise;
+- batches created by the hundred from one small file, and empty files uploaded by the hundred (200 a
+  second from one client): each is a record in the shared Redis and a job in the one queue every team's
+  batches wait in, so a team's unfinished batches (`jobs.team_max_batches`) and its files
+  (`jobs.team_max_files`, the outputs its unfinished batches will write counted) are capped.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import orjson
 import pytest
 from openai import OpenAI
 
 from tests.support.polling import eventually
-from tests.support.processes import Gateway, GatewayFactory, start_redis, stop
+from tests.support.processes import Gateway, GatewayFactory, StandIn, start_redis, stop
 from tests.support.teamkit import DS_TEXT, write_config
 
 MB = 1024 * 1024
@@ -91,12 +96,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 def capped(
     gateways: GatewayFactory, served: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Gateway, dict[str, str]]]:
-    """A gateway whose teams may store 4 MB of files (the default is 10 GiB: a test would fill its disk)."""
+    """A gateway whose teams may store 4 MB of files (the default is 10 GiB: a test would fill its disk), in 8
+    files at most, with 3 batches unfinished at most (the defaults: 10,000 and 100)."""
     tmp = tmp_path_factory.mktemp("hostile-capped")
     server = start_redis(tmp / "redis")
     cfg = tmp / "gateway.yaml"
-    keys = write_config(cfg, {"alpha": {}, "beta": {}}, media_fetch_allow_hosts=[served[0]],
-                        jobs={"storage_dir": str(tmp / "files"), "team_max_bytes": 4 * MB})  # fmt: skip
+    jobs = {"storage_dir": str(tmp / "files"), "team_max_bytes": 4 * MB, "team_max_files": 8, "team_max_batches": 3}
+    keys = write_config(cfg, {"alpha": {}, "beta": {}, "gamma": {}}, media_fetch_allow_hosts=[served[0]], jobs=jobs)
     g = gateways.start(redis_url=server.url, config=str(cfg))
     yield g, keys
     stop(g.proc)
@@ -230,3 +236,41 @@ def test_a_task_s_fetched_input_counts_in_its_team_s_stored_bytes(
     assert out["task_status"] == "FAILED" and "stored" in out["message"], out
     c.files.delete(filler.id)
     c.files.create(file=("full.jsonl", (b" " * 1023 + b"\n") * (4 * 1024 - 64)), purpose="batch")  # 4 MB - 64 KiB
+
+
+def test_a_team_s_unfinished_batches_and_its_files_are_capped(
+    capped: tuple[Gateway, dict[str, str]], standin: StandIn
+) -> None:
+    """Team gamma (3 batches unfinished, 8 files at most): a 4th batch while 3 wait on a slow upstream is a
+    429, and once they are cancelled there is room again; uploads stop at 8 files, less two for each
+    unfinished batch's outputs (a 400 saying so). Before the caps every one of them was accepted."""
+    g, keys = capped
+    c = client(g, keys["gamma"])
+    one = orjson.dumps({"custom_id": "c0", "method": "POST", "url": "/v1/embeddings",
+                        "body": {"model": WIDE, "input": uuid.uuid4().hex, "dimensions": 64}})  # fmt: skip
+    f = c.files.create(file=("one.jsonl", one), purpose="batch")
+
+    def create() -> Any:
+        return c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
+
+    standin.control(latency_ms=3000)  # the batches stay unfinished while the test makes the 4th
+    try:
+        made = [create().id for _ in range(3)]
+        with pytest.raises(openai.RateLimitError) as full:
+            create()
+        assert "3 batches not finished" in full.value.message
+        for bid in made:
+            c.batches.cancel(bid)
+        assert all(finished(c, bid).status in ("cancelled", "completed") for bid in made)
+    finally:
+        standin.control(latency_ms=0)
+    last = create()  # room again
+    kept = [f.id]
+    with pytest.raises(openai.BadRequestError) as many:
+        for _ in range(20):
+            kept.append(c.files.create(file=("empty.jsonl", b""), purpose="batch").id)
+    assert many.value.code == "files_limit", many.value
+    done = [finished(c, bid) for bid in [*made, last.id]]
+    assert done[-1].status == "completed"
+    outputs = [x for b in done for x in (b.output_file_id, b.error_file_id) if x]
+    assert len(kept) + len(outputs) <= 8, (kept, outputs)
