@@ -9,6 +9,7 @@ memory (ledger.py).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -18,6 +19,10 @@ from .rows import METRICS, Keys, parse_field
 from .store import LedgerStore
 
 WIDTHS = {"1m": 60, "1h": 3600, "1d": 86_400}
+# Hashes read and folded into the page's totals at a time. A page may span 4,320 hour hashes (180 days), each
+# holding every team's fields: read at once, 10 teams' worth held 436 MB and parsed for 3.8 s in one turn of
+# the event loop; a slice of 48 holds a hundredth of that and the loop serves others between slices.
+READ_SLICE = 48
 LIMITS = {"1m": (60, 1440), "1h": (24, 168), "1d": (7, 31)}  # (default, max) buckets per page, as OpenAI
 COST_LIMITS = {"1h": (24, 168), "1d": (7, 180)}
 USAGE_GROUPS = {"project_id", "api_key_id", "model"}
@@ -112,14 +117,14 @@ class Reader:
             for s in starts
             for t in range(s, s + size, step)
         ]
-        hashes = iter(await self.store.read(names))
         group = tuple(group)
-        out = []
-        for s in starts:
-            totals: Totals = {}
-            for _ in range(size // step):
-                self._add(totals, next(hashes), q, group)
-            out.append((s, totals))
+        out: list[tuple[int, Totals]] = [(s, {}) for s in starts]
+        per = size // step
+        for low in range(0, len(names), READ_SLICE):
+            if low:
+                await asyncio.sleep(0)  # the in-process ledger's read never waits
+            for i, stored in enumerate(await self.store.read(names[low : low + READ_SLICE]), low):
+                self._add(out[i // per][1], stored, q, group)
         return out, nxt
 
     @staticmethod
