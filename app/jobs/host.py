@@ -8,6 +8,7 @@ from typing import Protocol
 from ..api.vectortext import VectorText
 from ..config.catalog import Catalog
 from ..inputs.media.fetcher import Fetcher
+from ..runtime.budget import MemoryBudget
 from ..service import EmbeddingService
 from ..teams.keys import Authenticator
 
@@ -19,7 +20,7 @@ class ItemCap(Protocol):
 
 class Host(Protocol):
     """The service the jobs feed, the models and upstreams it serves, the teams (a job runs as its team), the
-    caps and the fetcher of a request, the vectors' JSON text."""
+    caps and the fetcher of a request, the memory budget its fetched media come from, the vectors' JSON text."""
 
     @property
     def service(self) -> EmbeddingService: ...
@@ -33,6 +34,8 @@ class Host(Protocol):
     def caps(self) -> ItemCap: ...
     @property
     def fetcher(self) -> Fetcher | None: ...
+    @property
+    def memory(self) -> MemoryBudget: ...
     @property
     def floats(self) -> VectorText: ...
     @property

@@ -22,11 +22,12 @@ from ..api import routes
 from ..api.rendering import field_path, openai_body
 from ..api.vectortext import VectorText
 from ..config.catalog import ModelSpec
-from ..errors import GatewayError, InvalidRequest
+from ..errors import GatewayError, InvalidRequest, Unavailable
 from ..inputs import items as parse_items
 from ..inputs.items import Item
 from ..inputs.media.inlining import parse_fetching
 from ..inputs.params import Params, resolve
+from ..runtime.budget import Lease
 from ..schemas.openai import EmbeddingRequest
 from ..service import EmbedResult
 from ..teams.team import Team, model_for
@@ -106,8 +107,10 @@ def _line(custom_id: str | None, response: Any, error: Any) -> bytes:
     return orjson.dumps(doc) + b"\n"
 
 
-async def parse_line(host: Host, team: Team | None, n: int, raw: bytes | None, max_bytes: int) -> Line | bytes:
-    """A Line, or the error line that takes its place (`raw` None: longer than `max_bytes`)."""
+async def parse_line(host: Host, team: Team | None, n: int, raw: bytes | None, max_bytes: int,
+                     lease: Lease | None = None, wait: bool = False) -> Line | bytes:  # fmt: skip
+    """A Line, or the error line that takes its place (`raw` None: longer than `max_bytes`). Its fetched media
+    are taken from `lease`; with `wait`, no room in the memory budget raises (the runner waits for room)."""
     if raw is None:
         return format_error(None, f"line {n}: longer than {max_bytes} bytes")
     try:
@@ -122,12 +125,14 @@ async def parse_line(host: Host, team: Team | None, n: int, raw: bytes | None, m
     if doc.get("method") != "POST" or doc.get("url") != ENDPOINT:
         return format_error(cid, f"line {n}: method and url: must be POST {ENDPOINT} (the batch's endpoint)")
     try:
-        return await _request(host, team, cid, doc.get("body"))
+        return await _request(host, team, cid, doc.get("body"), lease)
     except GatewayError as err:
+        if wait and isinstance(err, Unavailable) and err.code == "memory_budget":
+            raise
         return error_line(cid, err)
 
 
-async def _request(host: Host, team: Team | None, cid: str, body: object) -> Line:
+async def _request(host: Host, team: Team | None, cid: str, body: object, lease: Lease | None) -> Line:
     if not isinstance(body, dict):
         raise InvalidRequest("body: required, a JSON object", param="body")
     try:
@@ -141,7 +146,7 @@ async def _request(host: Host, team: Team | None, cid: str, body: object) -> Lin
     params = resolve(spec, kind, req.dimensions, req.options(), dim_param="dimensions", opt_prefix="",
                      forward_unknown=False)  # fmt: skip
     parse = partial(parse_items.each_openai_item, spec=spec, limit=host.caps.max_input_items)
-    items = await parse_fetching(host.fetcher, spec, req.input, "input", parse)
+    items = await parse_fetching(host.fetcher, spec, req.input, "input", parse, lease)
     if params.fusion:
         items = [parse_items.fuse_all(items, spec, "input")]
     return Line(cid, spec, params, items, req.encoding_format == "base64")

@@ -2,7 +2,9 @@
 
 The input is read as a stream, each line parsed as it comes (lines.py), and cut into chunks of `chunk_lines`
 lines, fewer when their items or vectors would pass one request's worth (CHUNK_VALUES, `max_input_items`:
-a line may ask for 2,048 vectors, and a chunk's answers are held until it is written). Each chunk: its
+a line may ask for 2,048 vectors, and a chunk's answers are held until it is written); a line whose image
+URLs were fetched (media_fetch on) is a chunk of its own, its images taken from the memory budget as a
+request's are (the job waits for room as it waits for quota). Each chunk: its
 valid requests grouped by model and parameters, each group sent through the service at
 background priority (background.py: the cache first, misses upstream), its output and error lines
 written to storage as one part each (`batches/<id>/out/<n>`, `.../err/<n>`), then the checkpoint (lines
@@ -23,6 +25,7 @@ import orjson
 from ..errors import GatewayError, OverLimit, RateLimited, Unavailable, UpstreamFailed
 from ..flights.batcher import apportion, group_key
 from ..inputs.params import dashscope_options
+from ..runtime.budget import Lease
 from ..service import EmbedRequest, EmbedResult
 from ..storage.base import Storage, one
 from ..teams.team import Team, model_for
@@ -43,6 +46,7 @@ CHUNK_VALUES = 2048 * 1024
 ATTEMPTS = 8  # retryable failures of one group before its lines are failed
 RETRYABLE = (RateLimited, Unavailable, UpstreamFailed)
 Touch = Callable[[], Awaitable[None]]
+Parse = Callable[[int, bytes | None, Lease, bool], Awaitable[Line | bytes]]  # (n, raw, lease, wait)
 
 
 @dataclass(slots=True)
@@ -95,20 +99,37 @@ class BatchRunner:
             n += 1
             if n <= progress.lines:
                 continue
-            line = await parse(n, raw)
-            asks = len(line.items) if isinstance(line, Line) else 0
-            wide = asks * line.params.dimension if isinstance(line, Line) else 0
-            if pending and (items + asks > max_items or values + wide > CHUNK_VALUES):  # one request's worth
-                if not await self._step(b, team, progress, pending, touch):
-                    return False
-                pending, held, items, values = [], 0, 0, 0
-            pending.append(line)
-            held, items, values = held + len(raw or b""), items + asks, values + wide
-            if len(pending) >= s.chunk_lines or held >= CHUNK_BYTES:  # a chunk's lines held at once: bounded
-                if not await self._step(b, team, progress, pending, touch):
-                    return False
-                pending, held, items, values = [], 0, 0, 0
+            lease = self.host.memory.lease()  # the line's fetched media, held until its chunk is written
+            try:
+                line = await self._parsed(parse, n, raw, lease, touch)
+                media = lease.held > 0  # a line that fetched media is a chunk of its own
+                asks = len(line.items) if isinstance(line, Line) else 0
+                wide = asks * line.params.dimension if isinstance(line, Line) else 0
+                if pending and (media or items + asks > max_items or values + wide > CHUNK_VALUES):
+                    if not await self._step(b, team, progress, pending, touch):  # one request's worth
+                        return False
+                    pending, held, items, values = [], 0, 0, 0
+                pending.append(line)
+                held, items, values = held + len(raw or b""), items + asks, values + wide
+                if media or len(pending) >= s.chunk_lines or held >= CHUNK_BYTES:  # a chunk's lines at once: bounded
+                    if not await self._step(b, team, progress, pending, touch):
+                        return False
+                    pending, held, items, values = [], 0, 0, 0
+            finally:
+                lease.release()
         return not pending or await self._step(b, team, progress, pending, touch)
+
+    async def _parsed(self, parse: Parse, n: int, raw: bytes | None, lease: Lease, touch: Touch) -> Line | bytes:
+        """Line `n` parsed, its media fetched into `lease`: when the memory budget has no room for them, the
+        job waits and asks again, as it waits for quota (ATTEMPTS times, then the line fails with the 503)."""
+        for attempt in range(1, ATTEMPTS):
+            try:
+                return await parse(n, raw, lease, True)
+            except Unavailable as exc:
+                lease.release()
+                await touch()
+                await asyncio.sleep(retry_delay(exc, attempt))
+        return await parse(n, raw, lease, False)
 
     async def _step(self, b: dict[str, str], team: Team | None, p: Progress, parsed: list[Line | bytes],
                     touch: Touch) -> bool:  # fmt: skip
@@ -157,19 +178,20 @@ class BatchRunner:
             (result.out if ok else result.err).append(line)
         return result
 
-    def _parser(self, b: dict[str, str], team: Team | None) -> Callable[[int, bytes | None], Awaitable[Line | bytes]]:
-        """The batch's parse of its line `n` (1-based): a Line, or the error line that takes its place."""
+    def _parser(self, b: dict[str, str], team: Team | None) -> Parse:
+        """The batch's parse of its line `n` (1-based): a Line, or the error line that takes its place; its
+        fetched media taken from the lease (with `wait`, Unavailable when the budget has no room)."""
         limit = self.files.settings.max_line_bytes
         if b["kind"] == "openai":
-            return lambda n, raw: parse_line(self.host, team, n, raw, limit)
+            return lambda n, raw, lease, wait: parse_line(self.host, team, n, raw, limit, lease, wait)
         try:
             spec = model_for(self.host.catalog, team, textlines.served_name(b["model"]))
             parameters = orjson.loads(b.get("parameters") or "{}")
             params = dashscope_options(spec, self.host.upstream_kinds[spec.upstream], parameters)
         except GatewayError as err:
             refused = err
-            return lambda n, raw: _ready(textlines.error(n - 1, refused))
-        return lambda n, raw: _ready(textlines.parse_text(spec, params, limit, n, raw))
+            return lambda n, raw, lease, wait: _ready(textlines.error(n - 1, refused))
+        return lambda n, raw, lease, wait: _ready(textlines.parse_text(spec, params, limit, n, raw))
 
     async def group(self, kind: str, team: Team | None, lines: list[Line],
                     touch: Touch) -> tuple[list[tuple[bool, bytes]], int]:  # fmt: skip

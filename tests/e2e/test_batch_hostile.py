@@ -15,7 +15,10 @@ gateway (auth on, hot cache on, Redis, local storage) with the default job setti
   batches wait in, so a team's unfinished batches (`jobs.team_max_batches`) and its files
   (`jobs.team_max_files`, the outputs its unfinished batches will write counted) are capped;
 - an upload whose form has thousands of fields (each kept by name: 800,000 empty ones, 45 MB, held 88 MB
-  and took 14 s to parse) is refused past a few parts.
+  and took 14 s to parse) is refused past a few parts;
+- with media fetching on, batch lines each naming 21 images: a line's fetched images come from the memory
+  budget, as a request's do, and a line that fetched media ends its chunk, so a chunk holds one line's
+  images at most, not 500 lines' (a gateway of its own, media fetching on for an image origin on loopback).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import orjson
 import pytest
 from openai import OpenAI
 
+from bench.imageserver import JPEG_BYTES, ImageServer
 from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory, StandIn, start_redis, stop
 from tests.support.teamkit import DS_TEXT, write_config
@@ -286,3 +290,52 @@ def test_an_upload_with_many_form_fields_is_refused(gw: tuple[Gateway, str, Path
                    files={"file": ("a.jsonl", b"{}\n")}, timeout=30)  # fmt: skip
     assert r.status_code == 400 and r.json()["error"]["param"] == "body", r.text
     assert "parts" in r.json()["error"]["message"]
+
+
+IMAGES, IMAGE_BYTES, VISION = 21, 1024 * 1024, "tongyi-embedding-vision-plus"
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[ImageServer]:
+    with ImageServer() as server:
+        for i in range(IMAGES):  # 1 MB that sniff as JPEG (the stand-in checks formats by their magic bytes)
+            server.add(f"/img{i}.jpg", JPEG_BYTES[:-2] + bytes([i]) * (IMAGE_BYTES - len(JPEG_BYTES)) + JPEG_BYTES[-2:],
+                       content_type="image/jpeg")  # fmt: skip
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fetching(
+    gateways: GatewayFactory, origin: ImageServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Gateway, str]]:
+    tmp = tmp_path_factory.mktemp("hostile-fetching")
+    server = start_redis(tmp / "redis")
+    cfg = tmp / "gateway.yaml"
+    keys = write_config(cfg, {"alpha": {}}, jobs={"storage_dir": str(tmp / "files")}, media_fetch=True,
+                        media_fetch_allow_hosts=[origin.netloc], models={VISION: {"max_batch": 10}})  # fmt: skip
+    g = gateways.start(redis_url=server.url, config=str(cfg))
+    yield g, keys["alpha"]
+    stop(g.proc)
+    stop(server.proc)
+
+
+def test_a_batch_s_fetched_images_are_held_a_line_at_a_time(fetching: tuple[Gateway, str], origin: ImageServer) -> None:
+    """10 lines of 21 images of 1 MB (each line a request of 21 MB; every line fetches its own). Fetched
+    outside the budget and held 500 lines to a chunk, the whole file was one chunk: the gateway's peak
+    memory rose by 364 MB (by 18 GB for a file of 500 such lines); a line at a time, by ~95 MB."""
+    g, key = fetching
+    c = client(g, key)
+    salt = uuid.uuid4().hex[:8]
+    lines = []
+    for i in range(10):
+        images = [{"image": origin.url(f"/img{j}.jpg") + f"?{salt}{i}"} for j in range(IMAGES)]
+        body = {"model": VISION, "input": images, "dimensions": 64}
+        lines.append(orjson.dumps({"custom_id": f"m{i}", "method": "POST", "url": "/v1/embeddings", "body": body}))
+    f = c.files.create(file=("media.jsonl", b"\n".join(lines)), purpose="batch")
+    pid = g.proc.pid
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+    before = status_kib(pid, "VmHWM")
+    b = finished(c, c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h").id)
+    grown_mb = (status_kib(pid, "VmHWM") - before) / 1024
+    assert b.status == "completed" and b.request_counts.completed == 10, b  # type: ignore[union-attr]
+    assert grown_mb < 200, f"the batch raised the gateway's peak memory by {grown_mb:.0f} MB"
