@@ -16,7 +16,10 @@ from app.main import create_app
 @pytest.fixture
 def app(monkeypatch: pytest.MonkeyPatch) -> FastAPI:
     monkeypatch.setenv("GATEWAY_AUTH", "off")
-    return create_app(Settings(dashscope_api_key="sk-test", dashscope_base_url="http://127.0.0.1:9"))
+    # No local model: its load (importing torch in a thread) is waited for at the app's stop, 40-64 s of this
+    # test under CI's load, and nothing here is about it (tests/unit/test_local_model.py is).
+    settings = Settings(dashscope_api_key="sk-test", dashscope_base_url="http://127.0.0.1:9", local_model=False)
+    return create_app(settings)
 
 
 def test_the_embedding_routes_take_the_fast_path(app: FastAPI) -> None:
