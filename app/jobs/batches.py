@@ -3,7 +3,8 @@ object in OpenAI's shape, and the run of one batch by a worker (start, chunks, f
 
 Statuses: validating (created, queued) -> in_progress (a worker runs it) -> finalizing (output files
 written) -> completed; cancelling (asked) -> cancelled (at the next chunk, or at once when no worker has it
-yet; the output so far is kept); failed (the input file is gone). `request_counts` move at every chunk.
+yet; the output so far is kept); failed (the input file is gone). `request_counts` move at every chunk. A
+finished batch is forgotten `file_ttl_s` after it finished, when its output files expire (sweep).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -154,6 +156,29 @@ class Batches:
         for i in range(parts + 1):
             for kind in ("out", "err"):
                 await self.runner.storage.delete(f"batches/{bid}/{kind}/{i:06d}")
+
+    async def sweep(self, pages: int = 20, page: int = 1000) -> int:
+        """Forget batches (and tasks) finished more than `file_ttl_s` ago, when their output files expire: a
+        batch is a record in the shared Redis, and a team may make them without end (every replica runs this
+        now and then: a batch goes once). Unfinished ones stay, however old."""
+        keep_s = self.files.settings.file_ttl_s
+        gone = offset = 0
+        for _ in range(pages):
+            ids = await self.records.old_batches(time.time() - keep_s, offset, page)
+            for bid in ids:
+                b = await self.records.batch(bid)
+                ended = max((int(b[k]) for k in ("completed_at", "failed_at", "cancelled_at", "expired_at")
+                             if b and b.get(k)), default=0)  # fmt: skip
+                if b is None or (b["status"] in FINAL and ended + keep_s <= now()):
+                    await self.records.drop_batch(bid, b["team"] if b else None)
+                    gone += 1
+                else:
+                    offset += 1  # kept: the next page starts after it
+            if len(ids) < page:
+                break
+        if gone:
+            log.info("forgot %d finished batches", gone)
+        return gone
 
     async def finalize(self, bid: str) -> None:
         b = await self.records.batch(bid)

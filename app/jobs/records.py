@@ -155,6 +155,22 @@ class Records:
         done = await self._transition(keys=[f"{self.ns}:batch:{bid}"], args=[len(sources), *sources, *flat])
         return int(done) == 1
 
+    async def old_batches(self, before: float, offset: int, limit: int) -> list[str]:
+        """Ids of batches created before `before` (unix seconds), oldest first, from `offset`."""
+        ids = await self.redis.zrangebyscore(f"{self.ns}:batches", "-inf", int(before * 1_000_000), start=offset,
+                                             num=limit)  # fmt: skip
+        return [_s(i) for i in ids]
+
+    async def drop_batch(self, bid: str, team: str | None) -> None:
+        """The batch's record gone, and its id from the listings."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(f"{self.ns}:batch:{bid}")
+            pipe.zrem(f"{self.ns}:batches", bid)
+            if team is not None:
+                pipe.zrem(f"{self.ns}:batches:{team}", bid)
+                pipe.zrem(f"{self.ns}:active:{team}", bid)
+            await pipe.execute()
+
     async def batch_ids(self, team: str | None, after: str | None, limit: int) -> list[str]:
         """Newest first; `after`: the id the previous page ended with. team None: every team's (operators)."""
         key = f"{self.ns}:batches:{team}" if team is not None else f"{self.ns}:batches"

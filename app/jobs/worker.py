@@ -79,7 +79,7 @@ class JobQueue:
         if concurrency:
             self.worker = QuietWorker(
                 self.queue, functions=[(RUN, self._run)], concurrency=concurrency,
-                cron_jobs=[CronJob(self._sweep, cron=every(files_sweep_s), timeout=300)],  # expired files
+                cron_jobs=[CronJob(self._sweep, cron=every(files_sweep_s), timeout=300)],  # expired files, batches
                 timers={"sweep": sweep_s, "abort": 1, "schedule": min(30, files_sweep_s), "worker_info": 10},
                 shutdown_grace_period_s=0, dequeue_timeout=1,
             )  # fmt: skip
@@ -114,7 +114,7 @@ class JobQueue:
                     log.warning("batch jobs: Redis failed: %s (job heartbeat)", self.outage.cause)
 
     async def _sweep(self, ctx: dict[str, Any]) -> int:
-        return await self.files.sweep()
+        return await self.files.sweep() + await self.batches.sweep()
 
     async def close(self) -> None:
         if self.worker is not None:

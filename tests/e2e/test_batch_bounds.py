@@ -1,6 +1,8 @@
 """The bounds of job files, each tried: more lines than allowed (400 naming the file), more bytes (413),
 a team over its stored bytes (413, another team unaffected, room back after a delete), a line longer than
-allowed (that line in the error file), and expiry (404 once expired; the sweep deletes the stored object).
+allowed (that line in the error file), and expiry (404 once expired; the sweep deletes the stored object; a
+finished batch is forgotten when its output files expire: a record each in the shared Redis otherwise kept
+for ever, however many a team made).
 Small caps in the config make each reachable in a few requests."""
 
 from __future__ import annotations
@@ -101,3 +103,21 @@ def test_files_expire(gw: Any) -> None:
         c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
     # the sweep runs every files_sweep_s (2 s here) on some worker
     eventually(lambda: not stored.exists(), within=30, interval=0.5, what="the expired file deleted")
+
+
+def test_finished_batches_are_forgotten_when_their_files_expire(gw: Any) -> None:
+    g, keys, _ = gw
+    c = client(g, keys["alpha"])
+    f = c.files.create(file=("one.jsonl", line(0)), purpose="batch")
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
+
+    def forgotten() -> bool:
+        try:
+            c.batches.retrieve(b.id)
+        except openai.NotFoundError:
+            return True
+        return False
+
+    # the sweep runs every files_sweep_s (2 s here) on some worker; the batch ends within a second or two
+    eventually(forgotten, within=30, interval=0.5, what="the finished batch forgotten")
+    assert b.id not in [x.id for x in c.batches.list()]
