@@ -188,7 +188,9 @@ class Batches:
         base = bid.removeprefix("batch_")
         for kind, count, size, name in (("out", "completed", "out_bytes", "output_file_id"),
                                         ("err", "failed", "err_bytes", "error_file_id")):  # fmt: skip
-            if int(b.get(count) or 0) == 0:
+            if int(b.get(count) or 0) == 0:  # no file: its parts are empty, and no file would ever delete them
+                for i in range(parts):
+                    await self.runner.storage.delete(f"batches/{bid}/{kind}/{i:06d}")
                 continue
             fid = f"file-{base}{kind}"
             keys = [f"batches/{bid}/{kind}/{i:06d}" for i in range(parts)]

@@ -61,7 +61,18 @@ class LocalStorage:
             handle.close()
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
+        await asyncio.to_thread(self._remove, self._path(key))
+
+    def _remove(self, path: Path) -> None:
+        """The object, and its folders once empty (a folder per file and per batch: left, one a file for ever)."""
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root:
+                return
+            try:
+                folder.rmdir()
+            except OSError:  # not empty, or gone
+                return
 
     async def close(self) -> None:
         return None

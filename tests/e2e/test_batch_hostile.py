@@ -14,6 +14,10 @@ gateway (auth on, hot cache on, Redis, local storage) with the default job setti
   second from one client): each is a record in the shared Redis and a job in the one queue every team's
   batches wait in, so a team's unfinished batches (`jobs.team_max_batches`) and its files
   (`jobs.team_max_files`, the outputs its unfinished batches will write counted) are capped;
+- every batch: each chunk writes an output part and an error part, the empty ones too, and a kind with
+  no line makes no file, so its parts were never deleted (an empty object per chunk of every batch, for
+  ever): they are deleted when the batch finishes; and a local folder emptied by a delete goes too (a
+  folder per file and per batch was left);
 - an upload whose form has thousands of fields (each kept by name: 800,000 empty ones, 45 MB, held 88 MB
   and took 14 s to parse) is refused past a few parts;
 - with media fetching on, batch lines each naming 21 images: a line's fetched images come from the memory
@@ -339,3 +343,24 @@ def test_a_batch_s_fetched_images_are_held_a_line_at_a_time(fetching: tuple[Gate
     grown_mb = (status_kib(pid, "VmHWM") - before) / 1024
     assert b.status == "completed" and b.request_counts.completed == 10, b  # type: ignore[union-attr]
     assert grown_mb < 200, f"the batch raised the gateway's peak memory by {grown_mb:.0f} MB"
+
+
+def test_a_batch_leaves_no_part_that_no_file_holds(gw: tuple[Gateway, str, Path]) -> None:
+    """Three good lines: an output file and no error file, and no error part left in storage (there was
+    one, empty); deleting the output file leaves nothing of the batch, deleting the input nothing of it
+    (their folders were left)."""
+    g, key, root = gw
+    c = client(g, key)
+    body = {"model": WIDE, "input": uuid.uuid4().hex, "dimensions": 64}
+    lines = [orjson.dumps({"custom_id": f"g{i}", "method": "POST", "url": "/v1/embeddings", "body": body})
+             for i in range(3)]  # fmt: skip
+    f = c.files.create(file=("good.jsonl", b"\n".join(lines)), purpose="batch")
+    b = finished(c, c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h").id)
+    assert b.status == "completed" and b.output_file_id and not b.error_file_id, b
+    parts = root / "batches" / b.id
+    assert [p.name for p in (parts / "out").iterdir()] == ["000000"]
+    c.files.delete(b.output_file_id)
+    left = [p.relative_to(root) for p in parts.rglob("*")]
+    assert left == [] and not parts.exists(), left
+    c.files.delete(f.id)
+    assert not (root / "files" / f.id).exists()
