@@ -18,6 +18,8 @@ gateway (auth on, hot cache on, Redis, local storage) with the default job setti
   no line makes no file, so its parts were never deleted (an empty object per chunk of every batch, for
   ever): they are deleted when the batch finishes; and a local folder emptied by a delete goes too (a
   folder per file and per batch was left);
+- uploads cut off midway (the client gone with 1 of 3.5 MB sent, three times over, for a team of a 4 MB
+  cap): each gives back the bytes it held of the team's cap and leaves no partial file in storage;
 - an upload whose form has thousands of fields (each kept by name: 800,000 empty ones, 45 MB, held 88 MB
   and took 14 s to parse) is refused past a few parts;
 - with media fetching on, batch lines each naming 21 images: a line's fetched images come from the memory
@@ -105,16 +107,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 @pytest.fixture(scope="module")
 def capped(
     gateways: GatewayFactory, served: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Gateway, dict[str, str]]]:
+) -> Iterator[tuple[Gateway, dict[str, str], Path]]:
     """A gateway whose teams may store 4 MB of files (the default is 10 GiB: a test would fill its disk), in 8
     files at most, with 3 batches unfinished at most (the defaults: 10,000 and 100)."""
     tmp = tmp_path_factory.mktemp("hostile-capped")
     server = start_redis(tmp / "redis")
     cfg = tmp / "gateway.yaml"
     jobs = {"storage_dir": str(tmp / "files"), "team_max_bytes": 4 * MB, "team_max_files": 8, "team_max_batches": 3}
-    keys = write_config(cfg, {"alpha": {}, "beta": {}, "gamma": {}}, media_fetch_allow_hosts=[served[0]], jobs=jobs)
+    teams: dict[str, dict[str, Any]] = {"alpha": {}, "beta": {}, "gamma": {}, "delta": {}}
+    keys = write_config(cfg, teams, media_fetch_allow_hosts=[served[0]], jobs=jobs)
     g = gateways.start(redis_url=server.url, config=str(cfg))
-    yield g, keys
+    yield g, keys, tmp / "files"
     stop(g.proc)
     stop(server.proc)
 
@@ -189,13 +192,13 @@ def test_downloads_never_read_are_held_within_the_memory_budget(tight: tuple[Gat
     assert c.files.content(f.id).content.count(b"\n") == 16 * 1024  # once they are gone, a download is whole
 
 
-def test_a_batch_s_output_counts_in_its_team_s_stored_bytes(capped: tuple[Gateway, dict[str, str]]) -> None:
+def test_a_batch_s_output_counts_in_its_team_s_stored_bytes(capped: tuple[Gateway, dict[str, str], Path]) -> None:
     """12 lines of the same 2,048 texts at 64 dimensions: a 0.3 MB file whose output is ~18 MB (1.5 MB a
     line, each line a chunk). The output was written whole and counted only once finished: the team then
     held 18 MB against its 4 MB cap. Now each part is counted before it is written: the batch stops at the
     cap (cancelled, saying why), its output so far within the cap and kept; deleting the files gives it all
     back (a file of nearly the cap uploads again)."""
-    g, keys = capped
+    g, keys, _ = capped
     c = client(g, keys["alpha"])
     salt = uuid.uuid4().hex[:8]
     body = {"model": WIDE, "input": [f"{salt} {j}" for j in range(2048)], "dimensions": 64}
@@ -216,13 +219,13 @@ def test_a_batch_s_output_counts_in_its_team_s_stored_bytes(capped: tuple[Gatewa
 
 
 def test_a_task_s_fetched_input_counts_in_its_team_s_stored_bytes(
-    capped: tuple[Gateway, dict[str, str]], served: tuple[str, Path]
+    capped: tuple[Gateway, dict[str, str], Path], served: tuple[str, Path]
 ) -> None:
     """Team beta holds 3.5 MB of its 4 MB; a task names a 0.6 MB text file. Its input was stored and counted
     without a look at the cap (the task ran: beta then held 4.1 MB and more with its result); now the task
     fails saying why, and nothing of it stays counted (a file of nearly the cap uploads once the first is
     deleted)."""
-    g, keys = capped
+    g, keys, _ = capped
     c = client(g, keys["beta"])
     filler = c.files.create(file=("filler.jsonl", (b" " * 1023 + b"\n") * 3584), purpose="batch")
     name = f"{uuid.uuid4().hex}.txt"
@@ -249,12 +252,12 @@ def test_a_task_s_fetched_input_counts_in_its_team_s_stored_bytes(
 
 
 def test_a_team_s_unfinished_batches_and_its_files_are_capped(
-    capped: tuple[Gateway, dict[str, str]], standin: StandIn
+    capped: tuple[Gateway, dict[str, str], Path], standin: StandIn
 ) -> None:
     """Team gamma (3 batches unfinished, 8 files at most): a 4th batch while 3 wait on a slow upstream is a
     429, and once they are cancelled there is room again; uploads stop at 8 files, less two for each
     unfinished batch's outputs (a 400 saying so). Before the caps every one of them was accepted."""
-    g, keys = capped
+    g, keys, _ = capped
     c = client(g, keys["gamma"])
     one = orjson.dumps({"custom_id": "c0", "method": "POST", "url": "/v1/embeddings",
                         "body": {"model": WIDE, "input": uuid.uuid4().hex, "dimensions": 64}})  # fmt: skip
@@ -364,3 +367,29 @@ def test_a_batch_leaves_no_part_that_no_file_holds(gw: tuple[Gateway, str, Path]
     assert left == [] and not parts.exists(), left
     c.files.delete(f.id)
     assert not (root / "files" / f.id).exists()
+
+
+def test_uploads_cut_off_midway_give_back_what_they_held(capped: tuple[Gateway, dict[str, str], Path]) -> None:
+    """Three uploads announcing 3.5 MB each, for a team of a 4 MB cap, each cut off after 1 MB (its room is
+    held from the start: the second would be a 413 had the first kept it); then a whole one passes, and
+    no partial file is left in storage."""
+    g, keys, root = capped
+    host, port = g.url.removeprefix("http://").split(":")
+    form = (b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            b'--B\r\nContent-Disposition: form-data; name="file"; filename="cut.jsonl"\r\n\r\n')  # fmt: skip
+    head = (f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {keys['delta']}\r\n"
+            f"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {3584 * 1024}\r\n\r\n")  # fmt: skip
+    c = client(g, keys["delta"])
+    for _ in range(3):
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(head.encode() + form + b"x" * MB)
+            eventually(lambda: list(root.rglob("*.part")), what="the upload under way")
+        eventually(lambda: not list(root.rglob("*.part")), what="the partial file removed")
+
+    def whole() -> Any:
+        try:
+            return c.files.create(file=("whole.jsonl", (b" " * 1023 + b"\n") * 3584), purpose="batch")
+        except openai.APIStatusError as exc:  # the last cut-off upload gives its room back just after its file
+            raise AssertionError(exc.message) from None
+
+    eventually(whole, within=10, interval=0.2, what="a whole upload of 3.5 MB")
