@@ -70,7 +70,8 @@ class Tasks:
         try:
             if response.status_code != 200:
                 raise InvalidRequest(f"input.url: answered HTTP {response.status_code}", param="input.url")
-            size = await self.files.storage.put(key, _capped(response.aiter_raw(), max_bytes))
+            lines = self.files.settings.max_lines  # as an uploaded file's
+            size = await self.files.storage.put(key, _capped(response.aiter_raw(), max_bytes, lines))
         except httpx.HTTPError:
             raise InvalidRequest("input.url: could not be read", param="input.url") from None
         finally:
@@ -142,10 +143,15 @@ class Tasks:
         return hmac.new(self._secret, f"{tid}:{expires}".encode(), hashlib.sha256).hexdigest()
 
 
-async def _capped(chunks: AsyncIterator[bytes], cap: int) -> AsyncIterator[bytes]:
-    size = 0
+async def _capped(chunks: AsyncIterator[bytes], cap: int, max_lines: int) -> AsyncIterator[bytes]:
+    size = lines = 0
+    last = b"\n"
     async for chunk in chunks:
         size += len(chunk)
         if size > cap:
             raise PayloadTooLarge(f"input.url: larger than {cap} bytes", param="input.url")
+        lines += chunk.count(b"\n")
+        last = chunk[-1:] or last
+        if lines + (last != b"\n") > max_lines:
+            raise InvalidRequest(f"input.url: more than {max_lines} lines (documents)", param="input.url")
         yield chunk

@@ -9,7 +9,8 @@ gateway (auth on, hot cache on, Redis, local storage) with the default job setti
   hundred fill it) and the rest wait, then get 503, rather than growing the process;
 - a small input file whose output is far larger (2,048 vectors a line): a team's stored bytes are capped
   (`jobs.team_max_bytes`), outputs included, so the batch stops at the cap with its output so far kept,
-  and the count comes back whole when the files are deleted; a DashScope task's fetched input, likewise;
+  and the count comes back whole when the files are deleted; a DashScope task's fetched input, likewise,
+  and its lines are capped as an uploaded file's (`jobs.max_lines`);
 - batches created by the hundred from one small file, and empty files uploaded by the hundred (200 a
   second from one client): each is a record in the shared Redis and a job in the one queue every team's
   batches wait in, so a team's unfinished batches (`jobs.team_max_batches`) and its files
@@ -109,12 +110,14 @@ def capped(
     gateways: GatewayFactory, served: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Gateway, dict[str, str], Path]]:
     """A gateway whose teams may store 4 MB of files (the default is 10 GiB: a test would fill its disk), in 8
-    files at most, with 3 batches unfinished at most (the defaults: 10,000 and 100)."""
+    files at most, with 3 batches unfinished at most, files of 5,000 lines at most (the defaults: 10,000, 100
+    and 50,000)."""
     tmp = tmp_path_factory.mktemp("hostile-capped")
     server = start_redis(tmp / "redis")
     cfg = tmp / "gateway.yaml"
-    jobs = {"storage_dir": str(tmp / "files"), "team_max_bytes": 4 * MB, "team_max_files": 8, "team_max_batches": 3}
-    teams: dict[str, dict[str, Any]] = {"alpha": {}, "beta": {}, "gamma": {}, "delta": {}}
+    jobs = {"storage_dir": str(tmp / "files"), "team_max_bytes": 4 * MB, "team_max_files": 8, "team_max_batches": 3,
+            "max_lines": 5000}  # fmt: skip
+    teams: dict[str, dict[str, Any]] = {name: {} for name in ("alpha", "beta", "gamma", "delta", "epsilon")}
     keys = write_config(cfg, teams, media_fetch_allow_hosts=[served[0]], jobs=jobs)
     g = gateways.start(redis_url=server.url, config=str(cfg))
     yield g, keys, tmp / "files"
@@ -393,3 +396,25 @@ def test_uploads_cut_off_midway_give_back_what_they_held(capped: tuple[Gateway, 
             raise AssertionError(exc.message) from None
 
     eventually(whole, within=10, interval=0.2, what="a whole upload of 3.5 MB")
+
+
+def test_a_task_s_fetched_input_has_the_lines_of_an_uploaded_file_at_most(
+    capped: tuple[Gateway, dict[str, str], Path], served: tuple[str, Path]
+) -> None:
+    """A task naming a text file of 5,001 short lines (max_lines 5,000): it fails saying so. An upload of
+    those lines is refused; the fetched file was not counted, and the task embedded all 5,001."""
+    g, keys, _ = capped
+    name = f"{uuid.uuid4().hex}.txt"
+    (served[1] / name).write_text("".join(f"{uuid.uuid4().hex[:8]} {i}\n" for i in range(5001)))
+    body = {"model": "text-embedding-v4", "input": {"url": f"http://{served[0]}/{name}"}, "parameters": {}}
+    headers = {"Authorization": f"Bearer {keys['epsilon']}", "X-DashScope-Async": "enable"}
+    with httpx.Client(base_url=g.url, headers=headers, timeout=30) as http:
+        tid = http.post(DS_TEXT, json=body).raise_for_status().json()["output"]["task_id"]
+
+        def ended() -> dict[str, Any]:
+            out: dict[str, Any] = http.get(f"/api/v1/tasks/{tid}").raise_for_status().json()["output"]
+            assert out["task_status"] in ("SUCCEEDED", "FAILED", "CANCELED"), out
+            return out
+
+        out = eventually(ended, within=120, interval=0.2, what=f"task {tid} ended")
+    assert out["task_status"] == "FAILED" and "5000 lines" in out["message"], out
