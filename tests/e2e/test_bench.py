@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -66,8 +68,10 @@ def test_in_process_benchmark_through_the_server_measures_hits_and_the_floor() -
     assert all(float(line.split("CPU ")[1].split(" us")[0]) > 0 for line in (gateway, floor))
 
 
-def test_in_process_miss_benchmark_measures_whole_misses() -> None:
-    """bench.inmiss refuses to report unless every request was a whole miss answered with 200."""
-    line = last_line("bench.inmiss", "--calls", "32", "--rounds", "1", "--concurrency", "4")
-    assert line.startswith("miss of 2 new texts (base64, 4 at once, Redis), in process: CPU ")
+@pytest.mark.parametrize("upstream", ["dashscope", "openai-base64"])
+def test_in_process_miss_benchmark_measures_whole_misses(upstream: str) -> None:
+    """bench.inmiss refuses to report unless every request was a whole miss answered with 200 (either wire
+    format: the OpenAI-compatible upstream set to base64 too)."""
+    line = last_line("bench.inmiss", "--calls", "32", "--rounds", "1", "--concurrency", "4", "--upstream", upstream)
+    assert line.startswith(f"miss of 2 new texts (base64, 4 at once, upstream {upstream}, Redis), in process: CPU ")
     assert float(line.split("CPU ")[1].split(" us")[0]) > 0
