@@ -7,6 +7,8 @@ gateway (auth on, hot cache on, Redis, local storage) with the default job setti
 - hundreds of downloads of a large file (GET /v1/files/{id}/content) that are never read: each holds up to
   two chunks of it, so they take that from the memory budget (a gateway with a small budget, so that a few
   hundred fill it) and the rest wait, then get 503, rather than growing the process;
+- downloads that are never read hold their share of the budget until the write deadline aborts them,
+  not for ever: then the budget serves others (a gateway with a 2 s write deadline);
 - a small input file whose output is far larger (2,048 vectors a line): a team's stored bytes are capped
   (`jobs.team_max_bytes`), outputs included, so the batch stops at the cap with its output so far kept,
   and the count comes back whole when the files are deleted; a DashScope task's fetched input, likewise,
@@ -159,6 +161,21 @@ def test_lines_of_2048_items_each_are_not_held_500_lines_at_a_time(gw: tuple[Gat
     first = orjson.loads(c.files.content(b.output_file_id).content.split(b"\n", 1)[0])  # type: ignore[arg-type]
     assert len(first["response"]["body"]["data"]) == 2048
     assert grown_mb < 200, f"the batch raised the gateway's peak memory by {grown_mb:.0f} MB"
+
+
+@pytest.fixture(scope="module")
+def stalling(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, str]]:
+    """A gateway whose memory budget holds 4 downloads (2 MiB), and whose readers have 2 s (not 20) to take
+    an answer's bytes: the test's time."""
+    tmp = tmp_path_factory.mktemp("hostile-stalling")
+    server = start_redis(tmp / "redis")
+    cfg = tmp / "gateway.yaml"
+    keys = write_config(cfg, {"alpha": {}}, jobs={"storage_dir": str(tmp / "files")})
+    env = {"MEMORY_BUDGET_BYTES": str(2 * MB), "MEMORY_WAIT_S": "20", "HTTP_WRITE_TIMEOUT_S": "2"}
+    g = gateways.start(redis_url=server.url, config=str(cfg), env=env)
+    yield g, keys["alpha"]
+    stop(g.proc)
+    stop(server.proc)
 
 
 def status_of(reader: socket.socket) -> bytes:
@@ -426,3 +443,28 @@ def test_a_task_s_fetched_input_has_the_lines_of_an_uploaded_file_at_most(
 
         out = eventually(ended, within=120, interval=0.2, what=f"task {tid} ended")
     assert out["task_status"] == "FAILED" and "5000 lines" in out["message"], out
+
+
+def test_stalled_downloads_give_their_budget_back_at_the_write_deadline(stalling: tuple[Gateway, str]) -> None:
+    """4 downloads of an 8 MB file that are never read fill the budget; a 5th waits for room (up to 20 s)
+    and gets it once the write deadline (2 s) has aborted them, not when their readers go."""
+    g, key = stalling
+    c = client(g, key)
+    f = c.files.create(file=("big.jsonl", (b"x" * 1023 + b"\n") * (8 * 1024)), purpose="batch")
+    host, port = g.url.removeprefix("http://").split(":")
+    request = f"GET /v1/files/{f.id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
+    stalled: list[socket.socket] = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(30)
+            s.connect((host, int(port)))
+            s.sendall(request.encode())
+            assert status_of(s) == b"200"
+            stalled.append(s)
+        r = httpx.get(g.url + f"/v1/files/{f.id}/content", headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        assert r.status_code == 200 and len(r.content) == 8 * MB, r.text[:200]
+    finally:
+        for s in stalled:
+            s.close()
