@@ -7,8 +7,6 @@ says what is supported; a private address is refused at creation."""
 from __future__ import annotations
 
 import gzip
-import http.server
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import orjson
 import pytest
 from dashscope import BatchTextEmbedding, TextEmbedding
 
+from tests.support.fileserver import serving
 from tests.support.processes import GatewayFactory, start_redis, stop
 from tests.support.teamkit import DS_MM, DS_TEXT, write_config
 
@@ -30,18 +29,8 @@ MODEL, DIM = "text-embedding-v4", 64
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     root = tmp_path_factory.mktemp("docs")
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
+    with serving(root) as where:
+        yield where, root
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,7 @@ gateway (auth on, hot cache on, Redis, local storage) with the default job setti
 
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +45,7 @@ import pytest
 from openai import OpenAI
 
 from bench.imageserver import JPEG_BYTES, ImageServer
+from tests.support.fileserver import serving
 from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory, StandIn, start_redis, stop
 from tests.support.teamkit import DS_TEXT, write_config
@@ -93,18 +92,8 @@ def tight(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) ->
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """Text files on loopback, for DashScope tasks' input.url (allowlisted for the fetcher)."""
     root = tmp_path_factory.mktemp("docs")
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
+    with serving(root) as where:
+        yield where, root
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +167,17 @@ def stalling(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory)
     stop(server.proc)
 
 
+def stalled_download(g: Gateway, key: str, file_id: str) -> socket.socket:
+    """A download of `file_id` asked for on a socket whose buffer is 4 KiB and which reads nothing more."""
+    host, port = g.url.removeprefix("http://").split(":")
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(30)
+    s.connect((host, int(port)))
+    s.sendall(f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
+    return s
+
+
 def status_of(reader: socket.socket) -> bytes:
     """The status code of the answer on `reader`, reading its status line's first 12 bytes only."""
     head = b""
@@ -194,20 +194,13 @@ def test_downloads_never_read_are_held_within_the_memory_budget(tight: tuple[Gat
     g, key = tight
     c = client(g, key)
     f = c.files.create(file=("big.jsonl", (b"x" * 1023 + b"\n") * (16 * 1024)), purpose="batch")
-    host, port = g.url.removeprefix("http://").split(":")
     pid = g.proc.pid
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
     before = status_kib(pid, "VmHWM")
-    request = f"GET /v1/files/{f.id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
     readers: list[socket.socket] = []
     try:
         for _ in range(300):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.settimeout(30)
-            s.connect((host, int(port)))
-            s.sendall(request.encode())
-            readers.append(s)
+            readers.append(stalled_download(g, key, f.id))
         statuses = [status_of(s) for s in readers]  # b"200" or b"503" (after the budget's wait)
         grown_mb = (status_kib(pid, "VmHWM") - before) / 1024
     finally:
@@ -451,16 +444,10 @@ def test_stalled_downloads_give_their_budget_back_at_the_write_deadline(stalling
     g, key = stalling
     c = client(g, key)
     f = c.files.create(file=("big.jsonl", (b"x" * 1023 + b"\n") * (8 * 1024)), purpose="batch")
-    host, port = g.url.removeprefix("http://").split(":")
-    request = f"GET /v1/files/{f.id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
     stalled: list[socket.socket] = []
     try:
         for _ in range(4):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.settimeout(30)
-            s.connect((host, int(port)))
-            s.sendall(request.encode())
+            s = stalled_download(g, key, f.id)
             assert status_of(s) == b"200"
             stalled.append(s)
         r = httpx.get(g.url + f"/v1/files/{f.id}/content", headers={"Authorization": f"Bearer {key}"}, timeout=60)
