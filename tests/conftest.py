@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
+from tests.support.fileserver import serving
 from tests.support.polling import eventually
 from tests.support.processes import (
     SHARED_LOGS,
@@ -65,6 +66,15 @@ def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]
     yield server
     server.resume()
     stop(server.proc)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A folder of the module's own served over HTTP on loopback ("127.0.0.1:PORT", the folder): input files
+    the gateway fetches (DashScope tasks' input.url, allowlisted for the fetcher)."""
+    root = tmp_path_factory.mktemp("docs")
+    with serving(root) as where:
+        yield where, root
 
 
 @pytest.fixture(scope="session")

@@ -19,18 +19,10 @@ import orjson
 import pytest
 from dashscope import BatchTextEmbedding, TextEmbedding
 
-from tests.support.fileserver import serving
 from tests.support.processes import GatewayFactory, start_redis, stop
 from tests.support.teamkit import DS_MM, DS_TEXT, write_config
 
 MODEL, DIM = "text-embedding-v4", 64
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    root = tmp_path_factory.mktemp("docs")
-    with serving(root) as where:
-        yield where, root
 
 
 @pytest.fixture(scope="module")

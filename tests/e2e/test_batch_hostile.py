@@ -45,20 +45,13 @@ import pytest
 from openai import OpenAI
 
 from bench.imageserver import JPEG_BYTES, ImageServer
-from tests.support.fileserver import serving
+from tests.support.memory import PeakGrowth
 from tests.support.polling import eventually
 from tests.support.processes import Gateway, GatewayFactory, StandIn, start_redis, stop
 from tests.support.teamkit import DS_TEXT, write_config
 
 MB = 1024 * 1024
 WIDE = "text-embedding-3-small"  # the stand-in's OpenAI route: 2,048 items per upstream call
-
-
-def status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +79,6 @@ def tight(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) ->
     yield g, keys["alpha"]
     stop(g.proc)
     stop(server.proc)
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """Text files on loopback, for DashScope tasks' input.url (allowlisted for the fetcher)."""
-    root = tmp_path_factory.mktemp("docs")
-    with serving(root) as where:
-        yield where, root
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +126,9 @@ def test_lines_of_2048_items_each_are_not_held_500_lines_at_a_time(gw: tuple[Gat
     lines = [orjson.dumps({"custom_id": f"w{i}", "method": "POST", "url": "/v1/embeddings", "body": body})
              for i in range(40)]  # fmt: skip
     f = c.files.create(file=("wide.jsonl", b"\n".join(lines)), purpose="batch")
-    pid = g.proc.pid
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = status_kib(pid, "VmHWM")
+    peak = PeakGrowth(g.proc.pid)
     b = finished(c, c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h").id)
-    grown_mb = (status_kib(pid, "VmHWM") - before) / 1024
+    grown_mb = peak.mb()
     assert b.status == "completed" and b.request_counts.completed == 40, b  # type: ignore[union-attr]
     first = orjson.loads(c.files.content(b.output_file_id).content.split(b"\n", 1)[0])  # type: ignore[arg-type]
     assert len(first["response"]["body"]["data"]) == 2048
@@ -194,15 +177,13 @@ def test_downloads_never_read_are_held_within_the_memory_budget(tight: tuple[Gat
     g, key = tight
     c = client(g, key)
     f = c.files.create(file=("big.jsonl", (b"x" * 1023 + b"\n") * (16 * 1024)), purpose="batch")
-    pid = g.proc.pid
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = status_kib(pid, "VmHWM")
+    peak = PeakGrowth(g.proc.pid)
     readers: list[socket.socket] = []
     try:
         for _ in range(300):
             readers.append(stalled_download(g, key, f.id))
         statuses = [status_of(s) for s in readers]  # b"200" or b"503" (after the budget's wait)
-        grown_mb = (status_kib(pid, "VmHWM") - before) / 1024
+        grown_mb = peak.mb()
     finally:
         for s in readers:
             s.close()
@@ -360,11 +341,9 @@ def test_a_batch_s_fetched_images_are_held_a_line_at_a_time(fetching: tuple[Gate
         body = {"model": VISION, "input": images, "dimensions": 64}
         lines.append(orjson.dumps({"custom_id": f"m{i}", "method": "POST", "url": "/v1/embeddings", "body": body}))
     f = c.files.create(file=("media.jsonl", b"\n".join(lines)), purpose="batch")
-    pid = g.proc.pid
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-    before = status_kib(pid, "VmHWM")
+    peak = PeakGrowth(g.proc.pid)
     b = finished(c, c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h").id)
-    grown_mb = (status_kib(pid, "VmHWM") - before) / 1024
+    grown_mb = peak.mb()
     assert b.status == "completed" and b.request_counts.completed == 10, b  # type: ignore[union-attr]
     assert grown_mb < 200, f"the batch raised the gateway's peak memory by {grown_mb:.0f} MB"
 

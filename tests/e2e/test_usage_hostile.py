@@ -15,18 +15,12 @@ import httpx
 import redis
 import yaml
 
+from tests.support.memory import PeakGrowth
 from tests.support.processes import GatewayFactory, start_redis, stop
 from tests.support.teamkit import write_config
 
 DAYS = 180
 METRICS = ("requests", "items", "hits", "tokens", "saved_tokens", "cost:USD", "saved:USD")
-
-
-def status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
 def test_a_team_reading_180_days_of_costs_holds_a_slice_of_the_ledger_at_a_time(
@@ -48,9 +42,7 @@ def test_a_team_reading_180_days_of_costs_holds_a_slice_of_the_ledger_at_a_time(
                 for h in range(start, start + 240):
                     pipe.hset(f"{tag}:h:{hour - h * 3600}", mapping=fields)
                 pipe.execute()
-        pid = g.proc.pid
-        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-        before = status_kib(pid, "VmHWM")
+        peak = PeakGrowth(g.proc.pid)
         query = {
             "start_time": hour - (DAYS - 1) * 86_400,
             "bucket_width": "1d",
@@ -59,7 +51,7 @@ def test_a_team_reading_180_days_of_costs_holds_a_slice_of_the_ledger_at_a_time(
         }
         r = httpx.get(g.url + "/v1/organization/costs", params=query,
                       headers={"Authorization": f"Bearer {keys['alpha']}"}, timeout=120)  # fmt: skip
-        grown_mb = (status_kib(pid, "VmHWM") - before) / 1024
+        grown_mb = peak.mb()
         assert r.status_code == 200, r.text
         buckets = r.json()["data"]
         assert len(buckets) == DAYS and {x["project_id"] for b in buckets for x in b["results"]} == {"alpha"}

@@ -1,10 +1,12 @@
-"""What a bounded memo (app/runtime/memo.py) holds, by its own count and by tracemalloc."""
+"""What a bounded memo (app/runtime/memo.py) holds, by its own count and by tracemalloc; how much a process's
+peak resident memory grows (tests that try to defeat a bound by flooding a gateway)."""
 
 from __future__ import annotations
 
 import gc
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from app.runtime.memo import Memo
@@ -33,3 +35,24 @@ def assert_counted(held: list[tuple[int, int]], cap: int, uncounted: int) -> Non
     assert max(count for _, count in held) <= cap
     assert all(traced <= count + uncounted for traced, count in held), [t - c for t, c in held if t > c + uncounted]
     assert all(traced >= 0.75 * count for traced, count in held[len(held) // 4 :])
+
+
+def status_kib(pid: int, field: str) -> int:
+    """A field of /proc/PID/status in KiB (VmRSS, VmHWM, ...)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+class PeakGrowth:
+    """How much a process's peak resident memory grows from now: the kernel's peak (VmHWM) is reset to the
+    current RSS (writing 5 to /proc/PID/clear_refs), then read again by `mb`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+        self.before = status_kib(pid, "VmHWM")
+
+    def mb(self) -> float:
+        return (status_kib(self.pid, "VmHWM") - self.before) / 1024
