@@ -161,6 +161,21 @@ def stalled_download(g: Gateway, key: str, file_id: str) -> socket.socket:
     return s
 
 
+def task_outcome(g: Gateway, key: str, body: dict[str, Any], within: float) -> dict[str, Any]:
+    """A DashScope async text-embedding task made of `body`, polled until it ended: its output."""
+    headers = {"Authorization": f"Bearer {key}", "X-DashScope-Async": "enable"}
+    with httpx.Client(base_url=g.url, headers=headers, timeout=30) as http:
+        tid = http.post(DS_TEXT, json=body).raise_for_status().json()["output"]["task_id"]
+
+        def ended() -> dict[str, Any]:
+            out: dict[str, Any] = http.get(f"/api/v1/tasks/{tid}").raise_for_status().json()["output"]
+            assert out["task_status"] in ("SUCCEEDED", "FAILED", "CANCELED"), out
+            return out
+
+        outcome: dict[str, Any] = eventually(ended, within=within, interval=0.2, what=f"task {tid} ended")
+        return outcome
+
+
 def status_of(reader: socket.socket) -> bytes:
     """The status code of the answer on `reader`, reading its status line's first 12 bytes only."""
     head = b""
@@ -237,17 +252,7 @@ def test_a_task_s_fetched_input_counts_in_its_team_s_stored_bytes(
         "input": {"url": f"http://{served[0]}/{name}"},
         "parameters": {"dimension": 64},
     }
-    headers = {"Authorization": f"Bearer {keys['beta']}", "X-DashScope-Async": "enable"}
-    with httpx.Client(base_url=g.url, headers=headers, timeout=30) as http:
-        created = http.post(DS_TEXT, json=body).raise_for_status().json()
-        tid = created["output"]["task_id"]
-
-        def ended() -> dict[str, Any]:
-            out: dict[str, Any] = http.get(f"/api/v1/tasks/{tid}").raise_for_status().json()["output"]
-            assert out["task_status"] in ("SUCCEEDED", "FAILED", "CANCELED"), out
-            return out
-
-        out = eventually(ended, within=60, interval=0.2, what=f"task {tid} ended")
+    out = task_outcome(g, keys["beta"], body, within=60)
     assert out["task_status"] == "FAILED" and "stored" in out["message"], out
     c.files.delete(filler.id)
     c.files.create(file=("full.jsonl", (b" " * 1023 + b"\n") * (4 * 1024 - 64)), purpose="batch")  # 4 MB - 64 KiB
@@ -404,16 +409,7 @@ def test_a_task_s_fetched_input_has_the_lines_of_an_uploaded_file_at_most(
     name = f"{uuid.uuid4().hex}.txt"
     (served[1] / name).write_text("".join(f"{uuid.uuid4().hex[:8]} {i}\n" for i in range(5001)))
     body = {"model": "text-embedding-v4", "input": {"url": f"http://{served[0]}/{name}"}, "parameters": {}}
-    headers = {"Authorization": f"Bearer {keys['epsilon']}", "X-DashScope-Async": "enable"}
-    with httpx.Client(base_url=g.url, headers=headers, timeout=30) as http:
-        tid = http.post(DS_TEXT, json=body).raise_for_status().json()["output"]["task_id"]
-
-        def ended() -> dict[str, Any]:
-            out: dict[str, Any] = http.get(f"/api/v1/tasks/{tid}").raise_for_status().json()["output"]
-            assert out["task_status"] in ("SUCCEEDED", "FAILED", "CANCELED"), out
-            return out
-
-        out = eventually(ended, within=120, interval=0.2, what=f"task {tid} ended")
+    out = task_outcome(g, keys["epsilon"], body, within=120)
     assert out["task_status"] == "FAILED" and "5000 lines" in out["message"], out
 
 
