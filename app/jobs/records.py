@@ -127,12 +127,15 @@ class Records:
             await pipe.execute()
 
     async def active_batches(self, team: str) -> int:
-        """The team's batches not finished yet; those found finished (or gone) leave its set now, so the
-        count heals itself whatever stopped a batch."""
+        return len(await self.active_ids(team))
+
+    async def active_ids(self, team: str) -> list[str]:
+        """The team's batches not finished yet, oldest first; those found finished (or gone) leave its set
+        now, so the count heals itself whatever stopped a batch."""
         key = f"{self.ns}:active:{team}"
         ids = [_s(i) for i in await self.redis.zrange(key, 0, -1)]
         if not ids:
-            return 0
+            return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for bid in ids:
                 pipe.hget(f"{self.ns}:batch:{bid}", "status")
@@ -140,7 +143,12 @@ class Records:
         done = [bid for bid, status in zip(ids, statuses, strict=True) if status is None or _s(status) in FINAL]
         if done:
             await self.redis.zrem(key, *done)
-        return len(ids) - len(done)
+        return [bid for bid in ids if bid not in done]
+
+    async def active_teams(self) -> list[str]:
+        """Teams with batches not known to be finished (the files sweep's list: a scan, once a minute)."""
+        prefix = f"{self.ns}:active:"
+        return [_s(k)[len(prefix) :] async for k in self.redis.scan_iter(match=prefix + "*", count=1000)]
 
     async def batch(self, bid: str) -> dict[str, str] | None:
         raw = await self.redis.hgetall(f"{self.ns}:batch:{bid}")

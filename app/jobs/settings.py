@@ -23,6 +23,9 @@ class JobSettings(BaseModel):
     team_max_bytes: int = Field(default=10 * 1024**3, ge=1, description="stored bytes per team (all files)")
     team_max_files: int = Field(default=10_000, ge=2, description="files per team, its batches' outputs included")
     team_max_batches: int = Field(default=100, ge=1, description="batches and tasks per team not finished yet")
+    team_max_running: int = Field(
+        default=2, ge=1, description="batches and tasks of one team running at once, across the replicas"
+    )
     max_lines: int = Field(default=50_000, ge=1, description="requests per batch input file (OpenAI's limit)")
     max_file_bytes: int = Field(default=200 * 1024**2, ge=1, description="bytes per input file (OpenAI's)")
     max_line_bytes: int = Field(default=2 * 1024**2, ge=1, le=8 * 1024**2, description="bytes per input line")

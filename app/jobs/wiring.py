@@ -60,7 +60,8 @@ async def open_jobs(
     stack.push_async_callback(text_fetcher.close)
     batches.prepare = lambda b: tasks.fetch_input(b, s.max_file_bytes)
     queue = JobQueue(redis, namespace, batches, files, concurrency=s.concurrency,
-                     heartbeat_s=s.heartbeat_s, sweep_s=s.sweep_s, files_sweep_s=s.files_sweep_s)  # fmt: skip
+                     heartbeat_s=s.heartbeat_s, sweep_s=s.sweep_s, files_sweep_s=s.files_sweep_s,
+                     team_max_running=s.team_max_running)  # fmt: skip
     await queue.start()
     stack.push_async_callback(queue.close)
     return Jobs(storage, records, files, batches, queue, tasks)

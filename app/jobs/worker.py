@@ -25,6 +25,7 @@ from ..redis.link import FAILURES
 from .batches import Batches
 from .files import FileStore
 from .outage import Outage
+from .slots import Slots
 
 log = logging.getLogger("embedding_gateway.jobs")
 RUN = "run_batch"
@@ -68,8 +69,10 @@ class QuietWorker(Worker):  # type: ignore[type-arg]
 
 class JobQueue:
     def __init__(self, redis: Redis, namespace: str, batches: Batches, files: FileStore, *, concurrency: int,
-                 heartbeat_s: int, sweep_s: int, files_sweep_s: int = 60) -> None:  # fmt: skip
+                 heartbeat_s: int, sweep_s: int, files_sweep_s: int = 60,
+                 team_max_running: int = 2) -> None:  # fmt: skip
         self.queue = Queue(redis, name=f"{namespace}:jobs")
+        self.slots = Slots(redis, namespace, team_max_running, lapse_s=heartbeat_s)
         self.outage = self.queue.outage
         self.batches = batches
         self.files = files
@@ -96,25 +99,49 @@ class JobQueue:
                                      retries=RETRIES, ttl=86_400))  # fmt: skip
 
     async def _run(self, ctx: dict[str, Any], *, bid: str) -> None:
+        """Run the batch if its team has a free slot (slots.py); else leave it for when one frees."""
         job: Job = ctx["job"]
-        beat = asyncio.get_running_loop().create_task(self._beat(job))
+        b = await self.batches.records.batch(bid)
+        team = b["team"] if b is not None else None
+        if team is not None and not await self.slots.claim(team, bid):
+            return
+        beat = asyncio.get_running_loop().create_task(self._beat(job, team, bid))
         try:
             await self.batches.run(bid, job.update)
         finally:
             beat.cancel()
+            if team is not None:
+                await self.slots.release(team, bid)
+                await self.next_of(team)
 
-    async def _beat(self, job: Job) -> None:
-        """Heartbeats while the run waits (a long wait for quota is not a dead worker)."""
+    async def next_of(self, team: str) -> int:
+        """Queue the team's oldest unfinished batches that are not running, as many as it has free slots."""
+        running = await self.slots.running(team)
+        free = self.slots.cap - len(running)
+        if free <= 0:
+            return 0
+        waiting = [bid for bid in await self.batches.records.active_ids(team) if bid not in running][:free]
+        for bid in waiting:
+            await self.enqueue(bid)
+        return len(waiting)
+
+    async def _beat(self, job: Job, team: str | None, bid: str) -> None:
+        """Heartbeats while the run waits (a long wait for quota is not a dead worker), for saq and the slot."""
         while True:
             await asyncio.sleep(self.heartbeat_s / 3)
             try:
                 await job.update()
+                if team is not None:
+                    await self.slots.claim(team, bid)
             except Exception as exc:  # Redis away for a moment: the next beat tries again
                 if self.outage.failed(exc):
                     log.warning("batch jobs: Redis failed: %s (job heartbeat)", self.outage.cause)
 
     async def _sweep(self, ctx: dict[str, Any]) -> int:
-        return await self.files.sweep() + await self.batches.sweep()
+        queued = 0
+        for team in await self.batches.records.active_teams():  # a worker that died before it queued them
+            queued += await self.next_of(team)
+        return await self.files.sweep() + await self.batches.sweep() + queued
 
     async def close(self) -> None:
         if self.worker is not None:
