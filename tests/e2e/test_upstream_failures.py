@@ -106,7 +106,9 @@ def test_dead_upstream_is_reported_fast_once_the_breaker_opens(breaker_gateway: 
             assert r.json()["error"]["code"] == "upstream_unavailable"
             timings.append(took)
         assert statistics.median(timings) < 0.05, timings
-        assert max(timings) < 1.0, timings  # a loaded CI run took 0.53 s once: the median is the promise
+        # No request waited out its deadline (3 s). Not a tighter bound: loaded CI runs took 0.53 s and 1.12 s
+        # once each; that nothing reached the upstream (below) is what shows the breaker open.
+        assert max(timings) < 3.0, timings
         assert len(standin.calls()) == calls_when_open  # nothing reached the upstream while open
         ready = client.get(breaker_gateway.url + "/readyz")  # a dead upstream is not this replica's fault
         assert ready.status_code == 200 and ready.json()["upstreams"]["dashscope"]["circuit"] == "open"
