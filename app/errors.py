@@ -136,6 +136,11 @@ class OverLimit(RateLimited):
     (the caller splits it)."""
 
 
+class OverShare(RateLimited):
+    """The caller's team holds its share of the process's memory budget (app/runtime/budget.py): its own
+    large requests and unread answers must end first."""
+
+
 class UpstreamRejected(GatewayError):
     """The upstream answered 4xx: the status, code and message are the upstream's own."""
 

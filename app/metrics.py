@@ -196,7 +196,8 @@ class Metrics:
         )
         self.memory_waits = Counter(
             "gateway_memory_budget_total",
-            "Requests that waited for the memory budget, or were refused",
+            "Requests that waited for the memory budget, were refused (503), or found their team's share full "
+            "(over_share: 429)",
             ["outcome"],
             registry=r,
         )

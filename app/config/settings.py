@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     memory_budget_bytes: int = Field(
         default=384 * 1024 * 1024, ge=1024 * 1024, description="request bodies and fetched media held at once"
     )
+    memory_budget_team_share: float = Field(
+        default=0.25, gt=0, le=1, description="of the memory budget, the most one team's requests hold at once"
+    )
     memory_wait_s: float = Field(default=5.0, ge=0, le=60, description="wait for the memory budget, then 503")
 
     # Upstream calls: deadline, retries, breaker, micro-batching, coalescing.

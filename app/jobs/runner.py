@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from ..errors import GatewayError, OverLimit, RateLimited, Unavailable, UpstreamFailed
+from ..errors import GatewayError, OverLimit, OverShare, RateLimited, Unavailable, UpstreamFailed
 from ..flights.batcher import apportion, group_key
 from ..inputs.params import dashscope_options
 from ..runtime.budget import Lease
@@ -99,7 +99,8 @@ class BatchRunner:
             n += 1
             if n <= progress.lines:
                 continue
-            lease = self.host.memory.lease()  # the line's fetched media, held until its chunk is written
+            # the line's fetched media, held until its chunk is written, within its team's share
+            lease = self.host.memory.lease(team.name if team else None)
             try:
                 line = await self._parsed(parse, n, raw, lease, touch)
                 media = lease.held > 0  # a line that fetched media is a chunk of its own
@@ -121,11 +122,12 @@ class BatchRunner:
 
     async def _parsed(self, parse: Parse, n: int, raw: bytes | None, lease: Lease, touch: Touch) -> Line | bytes:
         """Line `n` parsed, its media fetched into `lease`: when the memory budget has no room for them, the
-        job waits and asks again, as it waits for quota (ATTEMPTS times, then the line fails with the 503)."""
+        job waits and asks again, as it waits for quota (ATTEMPTS times, then the line fails with the 503, or
+        the 429 when its team's share of the budget was what was full)."""
         for attempt in range(1, ATTEMPTS):
             try:
                 return await parse(n, raw, lease, True)
-            except Unavailable as exc:
+            except (Unavailable, OverShare) as exc:
                 lease.release()
                 await touch()
                 await asyncio.sleep(retry_delay(exc, attempt))

@@ -7,6 +7,13 @@ allowed before each fetch, the unused part given back after it; weighted for the
 when the budget is spent the request waits up to `wait_s` for others to finish, then gets 503 with
 Retry-After. The lease gives everything back when the request ends.
 
+One team's requests hold at most `share` of the budget (a lease names its team: the holder): past it, a
+request of that team waits for the team's own bytes to come back, then gets 429, while other teams' requests
+still find room. Without it, one team's readers that take their answers just fast enough to pass the write
+deadline's rule (hundreds of them at ~12 KB/s) could hold the whole budget, and every team's large requests
+would get 503. A request of a team that holds nothing may take more than the share (one large body still
+passes). Leases without a holder (auth off, the jobs of a team-less gateway) are bound by the budget alone.
+
 Bytes given back are only freed memory if the allocator returns them: glibc keeps freed heap memory in
 the process (and raises its mmap threshold after large frees, so the next burst lands on the heap too).
 When the budget becomes idle after a burst, `malloc_trim` hands the free heap pages back to the system
@@ -24,7 +31,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import Unavailable
+from ..errors import OverShare, Unavailable
 
 SMALL_BODY_BYTES = 64 * 1024  # bodies up to this size are not counted: the connection cap bounds them
 # A fetched image is held as bytes, as its base64 data URI, decoded again to hash it, and in the upstream request.
@@ -47,10 +54,15 @@ class MemoryBudget:
     before a younger one gets room, so a burst ends in some requests answered and the rest refused,
     rather than all of them sharing the room and all running out of time."""
 
-    def __init__(self, max_bytes: int, *, wait_s: float, trim_every_s: float = 1.0, counter: Any = None) -> None:
-        """`counter`: a prometheus Counter labelled by outcome (waited, refused), or None."""
+    def __init__(
+        self, max_bytes: int, *, wait_s: float, share: float = 1.0, trim_every_s: float = 1.0, counter: Any = None
+    ) -> None:
+        """`counter`: a prometheus Counter labelled by outcome (waited, refused, over_share), or None."""
         self.max_bytes = max_bytes
         self.free = max_bytes
+        self.share_bytes = int(max_bytes * share)  # the most one holder (team) holds at once
+        self.held_by: dict[str, int] = {}  # bytes held or being waited for, by holder
+        self._share_waiters: dict[str, list[asyncio.Future[None]]] = {}  # by holder: woken when it gives back
         self.wait_s = wait_s
         self.count: Callable[[str], None] = (lambda o: counter.labels(o).inc()) if counter else (lambda o: None)
         self.peak_held = 0  # most bytes held since the last trim
@@ -61,10 +73,56 @@ class MemoryBudget:
         self._trim_every_s = trim_every_s
         self._trim_handle: asyncio.TimerHandle | None = None
 
-    def lease(self) -> Lease:
-        return Lease(self, next(self._leases))
+    def lease(self, holder: str | None = None) -> Lease:
+        """A new request's lease; `holder` (its team) is bound by the share."""
+        return Lease(self, next(self._leases), holder)
 
-    async def _take(self, n: int, seq: int, param: str) -> None:
+    async def _take(self, n: int, seq: int, param: str, holder: str | None = None) -> None:
+        if holder is None:
+            await self._take_room(n, seq, param)
+            return
+        try:
+            async with asyncio.timeout(self.wait_s) as within:
+                await self._within_share(n, holder)
+        except TimeoutError:
+            self.count("over_share")
+            raise OverShare(
+                f"{param}: your team holds as much request data in this gateway process as one team may "
+                "(memory_budget_team_share); retry shortly",
+                param=param,
+                retry_after=1.0,
+            ) from None
+        self.held_by[holder] = self.held_by.get(holder, 0) + n  # counted now: its siblings wait on it
+        try:
+            await self._take_room(n, seq, param, within.when())
+        except BaseException:
+            self._unhold(n, holder)
+            raise
+
+    async def _within_share(self, n: int, holder: str) -> None:
+        """Until the holder's bytes (held and awaited) plus n fit in its share; a holder that holds nothing
+        never waits here."""
+        while (held := self.held_by.get(holder, 0)) and held + n > self.share_bytes:
+            future = asyncio.get_running_loop().create_future()
+            self._share_waiters.setdefault(holder, []).append(future)
+            try:
+                await future
+            finally:
+                waiting = self._share_waiters.get(holder)
+                if waiting is not None and future in waiting:
+                    waiting.remove(future)
+
+    def _unhold(self, n: int, holder: str) -> None:
+        left = self.held_by.get(holder, 0) - n
+        if left > 0:
+            self.held_by[holder] = left
+        else:
+            self.held_by.pop(holder, None)
+        for future in self._share_waiters.pop(holder, ()):
+            if not future.done():
+                future.set_result(None)  # each looks again at what its holder holds
+
+    async def _take_room(self, n: int, seq: int, param: str, deadline: float | None = None) -> None:
         if n <= self.free and (not self._waiters or seq < self._waiters[0][0]):
             self.free -= n
         elif n > self.max_bytes:
@@ -74,7 +132,7 @@ class MemoryBudget:
             entry = (seq, next(self._arrivals), n, future)
             heapq.heappush(self._waiters, entry)
             try:
-                async with asyncio.timeout(self.wait_s):
+                async with asyncio.timeout(self.wait_s) if deadline is None else asyncio.timeout_at(deadline):
                     await future  # the bytes are taken for us by _give
             except TimeoutError:
                 if not (future.done() and not future.cancelled()):  # else served as the time ran out
@@ -138,11 +196,12 @@ class MemoryBudget:
 class Lease:
     """The bytes one request holds; `release` (or leaving `async with`) gives them all back."""
 
-    __slots__ = ("budget", "held", "seq")
+    __slots__ = ("budget", "held", "holder", "seq")
 
-    def __init__(self, budget: MemoryBudget, seq: int) -> None:
+    def __init__(self, budget: MemoryBudget, seq: int, holder: str | None = None) -> None:
         self.budget = budget
         self.seq = seq  # the lease's age: older leases are served first
+        self.holder = holder  # its team, bound by the budget's share (None: by the budget alone)
         self.held = 0
 
     async def take(self, n: int, param: str) -> None:
@@ -150,7 +209,7 @@ class Lease:
         `param` when they do not come."""
         if n <= 0:
             return
-        await self.budget._take(n, self.seq, param)
+        await self.budget._take(n, self.seq, param, self.holder)
         self.held += n
 
     def give_back(self, n: int) -> None:
@@ -158,12 +217,17 @@ class Lease:
         n = min(n, self.held)
         if n > 0:
             self.held -= n
-            self.budget._give(n)
+            self._give(n)
 
     def release(self) -> None:
         held, self.held = self.held, 0
         if held:
-            self.budget._give(held)
+            self._give(held)
+
+    def _give(self, n: int) -> None:
+        if self.holder is not None:
+            self.budget._unhold(n, self.holder)
+        self.budget._give(n)
 
     async def __aenter__(self) -> Lease:
         return self

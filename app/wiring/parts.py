@@ -61,7 +61,9 @@ def caps_of(s: Settings) -> RequestCaps:
 
 def memory_of(s: Settings, metrics: Metrics) -> MemoryBudget:
     """The process's budget for bodies and fetched media held at once."""
-    return MemoryBudget(s.memory_budget_bytes, wait_s=s.memory_wait_s, counter=metrics.memory_waits)
+    return MemoryBudget(
+        s.memory_budget_bytes, wait_s=s.memory_wait_s, share=s.memory_budget_team_share, counter=metrics.memory_waits
+    )
 
 
 def vector_texts(s: Settings) -> tuple[VectorText, VectorText]:

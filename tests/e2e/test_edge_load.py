@@ -2,9 +2,11 @@
 (tests/support/loadshapes.py, slowloris.py), bounded in count and time, on loopback, while a probe client
 in this process measures its own requests throughout:
 
-- 200 connections ask for a 26 MB answer (2,048 cached 1,024-float vectors) and never read it: the
+- 150 connections ask for a 26 MB answer (2,048 cached 1,024-float vectors) and never read it: the
   answers are written in slices with backpressure, so memory stays bounded, the write deadline closes
   every stalled connection, the probe is served within 250 ms (p99), and RSS comes back down after;
+- one team's 64 unread answers hold its share of the memory budget and no more: another team's large
+  answers still find room (before the share, they waited and got 503);
 - 5,000 connections drip a body one byte every 8 s: the rate rule closes them, the probe is served;
 - 5,000 kept-alive clients send a cache hit each second: no request is lost.
 """
@@ -27,9 +29,13 @@ import orjson
 from tests.support.loadshapes import KEY_ENV
 from tests.support.polling import eventually
 from tests.support.processes import ROOT, Gateway, GatewayFactory, StandIn, clean_env
+from tests.support.teamkit import write_config
 
 MODEL = "text-embedding-v4"  # the stand-in answers 1,024 floats by default
 BIG = 2048  # vectors in a big answer: max_input_items' default
+# Stalled answers of one team: each holds two slices (~0.5 MB) of the memory budget, 75 MB for 150, within
+# one team's share of the default budget (a quarter of 384 MiB)
+STALLED = 150
 
 
 def closed_total(gw: Gateway) -> dict[str, float]:
@@ -81,13 +87,16 @@ class Probe(threading.Thread):
         return p99
 
 
-def shape_process(gw: Gateway, tmp_path: Path, mode: str, body: dict[str, object], *args: str) -> subprocess.Popen[str]:
+def shape_process(
+    gw: Gateway, tmp_path: Path, mode: str, body: dict[str, object], *args: str, key: str | None = None
+) -> subprocess.Popen[str]:
     body_file = tmp_path / f"{mode}.json"
     body_file.write_bytes(orjson.dumps(body))
     port = gw.url.rsplit(":", 1)[1]
     return subprocess.Popen(
         [sys.executable, "tests/support/loadshapes.py", mode, "--port", port, "--body-file", str(body_file), *args],
-        cwd=ROOT, env=clean_env(**{KEY_ENV: gw.key or ""}), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=clean_env(**{KEY_ENV: key or gw.key or ""}), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
     )  # fmt: skip
 
 
@@ -125,15 +134,15 @@ def test_big_answers_to_readers_that_never_read(gateways: GatewayFactory, standi
     probe.start()
     release = tmp_path / "read-now"
     proc = shape_process(
-        gw, tmp_path, "stall", big, "--connections", "200", "--hold", "150", "--release-file", str(release)
+        gw, tmp_path, "stall", big, "--connections", str(STALLED), "--hold", "150", "--release-file", str(release)
     )
-    eventually(lambda: closed_total(gw)["write_timeout"] >= 200, within=150, interval=0.2, what="all closed")
+    eventually(lambda: closed_total(gw)["write_timeout"] >= STALLED, within=150, interval=0.2, what="all closed")
     release.touch()
     summary = summary_of(proc, 60)
     p99 = probe.finish()
     print(f"RSS before {before:.0f} MB, peak {probe.peak_rss:.0f} MB")
-    assert summary["sent"] == 200 and summary["cut"] == 200 and summary["complete"] == 0, summary
-    assert closed_total(gw)["write_timeout"] >= 200
+    assert summary["sent"] == STALLED and summary["cut"] == STALLED and summary["complete"] == 0, summary
+    assert closed_total(gw)["write_timeout"] >= STALLED
     assert p99 < quiet(0.25)
     # Each stalled answer holds two slices (about 0.5 MB, taken from the memory budget), its request's
     # state (2,048 parsed items and keys, the body) and allocator slack: 1.5 MB per connection at most.
@@ -147,6 +156,54 @@ def test_big_answers_to_readers_that_never_read(gateways: GatewayFactory, standi
         return rss
 
     print(f"RSS after {eventually(given_back, within=30, interval=0.2):.0f} MB")
+
+
+def test_one_teams_unread_answers_leave_other_teams_room(
+    gateways: GatewayFactory, standin: StandIn, tmp_path: Path
+) -> None:
+    """Team alpha's readers never read: 64 answers would hold 32 MB, twice the whole budget (16 MiB);
+    its share (a quarter, 4 MiB) holds 8 of them, the others wait for alpha's own bytes and get 429. Team
+    beta's large answers meanwhile find room at once. (Before the share, alpha's stalled answers took the
+    whole budget and beta's waited memory_wait_s, then got 503.)"""
+    cfg = tmp_path / "gateway.yaml"
+    keys = write_config(cfg, {"alpha": {}, "beta": {}})
+    gw = gateways.start(config=str(cfg), env={"MEMORY_BUDGET_BYTES": str(16 << 20), "HTTP_WRITE_TIMEOUT_S": "30"})
+    big = {"model": MODEL, "input": [f"shared answer item {i}" for i in range(BIG)]}
+    beta = httpx.Client(base_url=gw.url, headers={"authorization": f"Bearer {keys['beta']}"}, timeout=60)
+    first = beta.post("/v1/embeddings", json=big)  # fills the cache: both teams ask for hits
+    assert first.status_code == 200 and len(first.content) > 20_000_000, first.text[:300]
+    release = tmp_path / "read-now"
+    stalled = 64
+    proc = shape_process(gw, tmp_path, "stall", big, "--connections", str(stalled), "--hold", "60",
+                         "--release-file", str(release), key=keys["alpha"])  # fmt: skip
+    try:
+        # alpha's answers that found no room have waited memory_wait_s (5 s) and been refused: 429 for its
+        # share (before the share: the budget's own 503 for ~30, the others holding the whole budget)
+        refusals = lambda: waits(gw).get("over_share", 0) + waits(gw).get("refused", 0)  # noqa: E731
+        eventually(lambda: refusals() >= 24, within=30, interval=0.2, what="alpha's refusals")
+        took = []
+        for _ in range(3):
+            t0 = time.monotonic()
+            r = beta.post("/v1/embeddings", json=big)
+            took.append(time.monotonic() - t0)
+            assert r.status_code == 200, r.text[:300]
+            assert [d["index"] for d in r.json()["data"]] == list(range(BIG))
+        print(f"beta's answers while alpha held its share: {[f'{t:.2f}' for t in took]} s; budget {waits(gw)}")
+        assert max(took) < 5.0  # never waited out memory_wait_s for room alpha held
+        assert waits(gw).get("refused", 0) == 0  # nobody got the budget's own 503
+        assert waits(gw)["over_share"] >= stalled - 8  # alpha held 8 at most
+    finally:
+        release.touch()
+        beta.close()
+    summary = summary_of(proc, 90)
+    # the answers alpha's share held come whole once read; the 429s are short answers, not counted complete
+    assert summary["sent"] == stalled and 1 <= int(summary["complete"]) <= 8, summary  # type: ignore[call-overload]
+
+
+def waits(gw: Gateway) -> dict[str, float]:
+    text = httpx.get(gw.url + "/metrics", timeout=10).text
+    found = re.findall(r'gateway_memory_budget_total\{outcome="(\w+)"\} ([0-9.e+]+)', text)
+    return {outcome: float(v) for outcome, v in found}
 
 
 def test_slow_bodies_are_closed_by_the_rate_rule(gateways: GatewayFactory, standin: StandIn) -> None:

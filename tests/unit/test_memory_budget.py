@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from app.errors import Unavailable
+from app.errors import OverShare, Unavailable
 from app.runtime.budget import MemoryBudget
 
 
@@ -101,3 +101,62 @@ async def test_a_waiter_whose_time_ran_out_as_bytes_came_is_refused_cleanly() ->
     exc = waiting.exception()
     assert exc is None or isinstance(exc, Unavailable), repr(exc)
     assert budget.free == 100 - second.held
+
+
+async def test_a_team_past_its_share_waits_for_its_own_bytes_while_other_teams_find_room() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("memory_budget", "test", ["outcome"], registry=registry)
+    budget = MemoryBudget(100, wait_s=0.2, share=0.25, counter=counter)
+    greedy = [budget.lease("greedy") for _ in range(3)]
+    await greedy[0].take(20, "a")
+    # 20 + 10 passes the share (25): this one waits for the team's own bytes, then gets 429 naming the field
+    with pytest.raises(OverShare) as refused:
+        await greedy[1].take(10, "input[1]")
+    assert refused.value.status == 429 and refused.value.retry_after == 1.0 and refused.value.param == "input[1]"
+    assert registry.get_sample_value("memory_budget_total", {"outcome": "over_share"}) == 1
+    # another team takes the room the greedy one may not
+    other = budget.lease("other")
+    await asyncio.wait_for(other.take(25, "body"), 0.05)
+    # the greedy team's waiter goes on once its own bytes come back
+    waiting = asyncio.create_task(greedy[2].take(10, "input[2]"))
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+    greedy[0].release()
+    await asyncio.wait_for(waiting, 0.1)
+    assert budget.held_by == {"greedy": 10, "other": 25}
+    greedy[2].release()
+    other.release()
+    assert budget.free == 100 and budget.held_by == {}
+
+
+async def test_a_team_holding_nothing_takes_more_than_its_share_and_siblings_count_while_they_wait() -> None:
+    budget = MemoryBudget(100, wait_s=1.0, share=0.25)
+    blocker = budget.lease()  # no team: bound by the budget alone
+    await blocker.take(60, "x")
+    big = budget.lease("team")
+    await big.take(40, "body")  # alone, more than the share (25): one large body still passes
+    budget_waiter = budget.lease("team")
+    # past the share: waits for the team's own bytes, not the budget's
+    task = asyncio.create_task(budget_waiter.take(5, "input"))
+    await asyncio.sleep(0.02)
+    assert not task.done()
+    blocker.release()  # room in the budget does not help: the team still holds 40
+    await asyncio.sleep(0.02)
+    assert not task.done()
+    big.release()
+    await asyncio.wait_for(task, 0.1)
+    assert budget.held_by == {"team": 5}
+    budget_waiter.release()
+    assert budget.free == 100 and budget.held_by == {}
+
+
+async def test_a_team_waiting_for_the_budget_is_counted_and_uncounted_when_refused() -> None:
+    budget = MemoryBudget(100, wait_s=0.1, share=0.5)
+    blocker = budget.lease()
+    await blocker.take(90, "x")
+    lease = budget.lease("team")
+    with pytest.raises(Unavailable):  # the budget's own 503: the team was within its share
+        await lease.take(40, "body")
+    assert budget.held_by == {} and lease.held == 0
+    blocker.release()
+    assert budget.free == 100

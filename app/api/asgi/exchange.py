@@ -68,8 +68,9 @@ def exchange_of(scope: Scope) -> Exchange:
 
 def lease_of(scope: Scope, budget: MemoryBudget) -> Lease:
     """The request's lease on the memory budget, made at its first use and kept in its Exchange, which
-    the front layer releases when the request ends."""
+    the front layer releases when the request ends. It holds for the caller's team (known by then: routes
+    authenticate first), which the budget's share binds."""
     exchange = exchange_of(scope)
     if exchange.lease is None:
-        exchange.lease = budget.lease()
+        exchange.lease = budget.lease(exchange.team)
     return exchange.lease
