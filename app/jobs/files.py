@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
@@ -23,6 +24,10 @@ from .upload import MultipartFile
 
 log = logging.getLogger("embedding_gateway.jobs")
 PURPOSES = ("batch",)
+# A half-written object (a `.part` file of local storage) untouched this long was left by a killed process:
+# a live write touches it at every chunk, and an upload slower than the body rate is cut long before.
+LEFTOVER_AGE_S = 3600
+LEFTOVERS_EVERY_S = 3600
 
 
 def new_id(prefix: str) -> str:
@@ -40,6 +45,7 @@ class FileStore:
         self.storage = storage
         self.records = records
         self.settings = settings
+        self._leftovers_at = 0.0  # monotonic time of the next sweep of half-written objects
 
     async def upload(
         self, team: str, content_type: str, declared: int | None, body: AsyncIterable[bytes]
@@ -103,8 +109,14 @@ class FileStore:
         return rec
 
     async def sweep(self) -> int:
-        """Delete expired files (every replica runs it now and then: a file goes once)."""
+        """Delete expired files (every replica runs it now and then: a file goes once), and, at the first
+        sweep and once every LEFTOVERS_EVERY_S after, what killed processes left half-written."""
         gone = 0
+        if time.monotonic() >= self._leftovers_at:
+            self._leftovers_at = time.monotonic() + LEFTOVERS_EVERY_S
+            left = await self.storage.sweep_leftovers(LEFTOVER_AGE_S)
+            if left:
+                log.info("deleted %d half-written job files left by stopped processes", left)
         for fid in await self.records.expired_files():
             rec = await self.records.file(fid)
             if rec is None:

@@ -34,6 +34,11 @@ class Storage(Protocol):
         """Remove the object; absent is fine."""
         ...
 
+    async def sweep_leftovers(self, older_than_s: float) -> int:
+        """Delete what writes that never ended left (a killed process's half-written objects), untouched
+        for `older_than_s`; how many."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
@@ -73,6 +74,22 @@ class LocalStorage:
                 folder.rmdir()
             except OSError:  # not empty, or gone
                 return
+
+    async def sweep_leftovers(self, older_than_s: float) -> int:
+        """`.part` files not written to for `older_than_s`: a process killed while writing (an upload, an
+        output) never renamed or removed its own. A live write touches its file at every chunk."""
+        return await asyncio.to_thread(self._sweep_parts, time.time() - older_than_s)
+
+    def _sweep_parts(self, before: float) -> int:
+        gone = 0
+        for path in self.root.rglob("*.part"):
+            try:
+                if path.stat().st_mtime < before:
+                    self._remove(path)
+                    gone += 1
+            except OSError:  # removed meanwhile
+                continue
+        return gone
 
     async def close(self) -> None:
         return None

@@ -74,5 +74,10 @@ class S3Storage:
         except FileNotFoundError:
             return
 
+    async def sweep_leftovers(self, older_than_s: float) -> int:
+        """Nothing here: an upload cut off by a killed process is an incomplete multipart upload, which
+        the bucket's lifecycle rule removes (AbortIncompleteMultipartUpload: docs/operations.md)."""
+        return 0
+
     async def close(self) -> None:
         return None

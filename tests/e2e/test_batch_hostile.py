@@ -27,12 +27,16 @@ gateway (auth on, hot cache on, Redis, local storage) with the default job setti
   and took 14 s to parse) is refused past a few parts;
 - with media fetching on, batch lines each naming 21 images: a line's fetched images come from the memory
   budget, as a request's do, and a line that fetched media ends its chunk, so a chunk holds one line's
-  images at most, not 500 lines' (a gateway of its own, media fetching on for an image origin on loopback).
+  images at most, not 500 lines' (a gateway of its own, media fetching on for an image origin on loopback);
+- a gateway killed during an upload: its half-written file was never swept (the next gateway's first
+  files sweep now deletes such a file once it is an hour old).
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -430,3 +434,36 @@ def test_stalled_downloads_give_their_budget_back_at_the_write_deadline(stalling
     finally:
         for s in stalled:
             s.close()
+
+
+def test_a_killed_gateway_s_half_written_upload_is_swept_by_the_next(gateways: GatewayFactory, tmp_path: Path) -> None:
+    """A gateway killed (SIGKILL, as the OOM killer does) during an upload leaves its `.part` file: nothing
+    of it renames or removes it. The next gateway's first files sweep deletes it once it is older than an
+    hour (its time moved back here), and leaves a live upload's alone."""
+    server = start_redis(tmp_path / "redis")
+    cfg = tmp_path / "gateway.yaml"
+    root = tmp_path / "files"
+    keys = write_config(cfg, {"alpha": {}}, jobs={"storage_dir": str(root), "files_sweep_s": 1})
+    g = gateways.start(redis_url=server.url, config=str(cfg))
+    try:
+        host, port = g.url.removeprefix("http://").split(":")
+        form = (b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+                b'--B\r\nContent-Disposition: form-data; name="file"; filename="cut.jsonl"\r\n\r\n')  # fmt: skip
+        head = (f"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {keys['alpha']}\r\n"
+                f"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: {3 * MB}\r\n\r\n")  # fmt: skip
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(head.encode() + form + b"x" * MB)
+            (left,) = eventually(lambda: list(root.rglob("*.part")), what="the upload under way")
+            g.proc.kill()
+            g.proc.wait(10)
+        assert left.exists()  # nothing of the killed process removed it
+        live = left.with_name("live.part")  # as a live upload of another replica: just written to
+        live.write_bytes(b"x")
+        os.utime(left, (time.time() - 7200, time.time() - 7200))
+        after = gateways.start(redis_url=server.url, config=str(cfg))
+        eventually(lambda: not left.exists(), within=30, what="the killed upload's file swept")
+        assert live.exists()
+        stop(after.proc)
+    finally:
+        stop(g.proc)
+        stop(server.proc)
