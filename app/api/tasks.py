@@ -30,7 +30,7 @@ SUPPORTED = (
     "X-DashScope-Async: enable is supported on the text-embedding route only, with input.url (a text "
     "file, one document per line, or a file id from POST /v1/files); send other requests without it"
 )
-GZIP_BYTES = 256 * 1024  # the gzip stream's state (level 6, a 32 KiB window: zlib's deflate takes about 256 KiB)
+GZIP_BYTES = 256 * 1024  # the gzip stream's state (a 32 KiB window: zlib's deflate takes about 256 KiB)
 
 
 def refuse_async(request: Request) -> None:

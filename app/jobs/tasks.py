@@ -26,6 +26,9 @@ from .batches import Batches
 from .files import FileStore, new_id
 from .records import Records, now
 
+# zlib's fastest level: 5 ms a 256 KiB chunk of vectors where level 6 took 44 (same machine and load), for a
+# result ~7 % larger (0.47 of the JSON against 0.44)
+GZIP_LEVEL = 1
 STATUS = {"validating": "PENDING", "in_progress": "RUNNING", "finalizing": "RUNNING", "cancelling": "RUNNING",
           "completed": "SUCCEEDED", "failed": "FAILED", "cancelled": "CANCELED", "expired": "FAILED"}  # fmt: skip
 
@@ -121,16 +124,18 @@ class Tasks:
         return hmac.compare_digest(signature, await self._sign(tid, expires))
 
     async def result(self, tid: str) -> AsyncIterator[bytes]:
-        """The result file, gzipped as it streams (output parts, then error parts: each line has its index)."""
+        """The result file, gzipped as it streams (output parts, then error parts: each line has its index),
+        each chunk compressed in a thread (zlib lets go of the GIL): on the event loop, a 256 KiB chunk of
+        vectors held every other request of the process for 20-45 ms (level 6)."""
         b = await self.records.batch(tid)
         if b is None or b["status"] != "completed":
             raise NotFound("the task has no result", dashscope_code="InvalidParameter")
-        packer = zlib.compressobj(6, zlib.DEFLATED, 31)
+        packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
         for name in ("output_file_id", "error_file_id"):
             rec = await self.records.file(b[name]) if b.get(name) else None
             if rec is not None:
                 async for chunk in self.files.content(rec):
-                    if packed := packer.compress(chunk):
+                    if packed := await asyncio.to_thread(packer.compress, chunk):
                         yield packed
         yield packer.flush()
 
