@@ -120,7 +120,7 @@ async def answer(
     per_slice = max(1, SLICE_BYTES // per_vector)
     await lease_of(request.scope, budget).take(2 * per_vector * per_slice, "input")
     head, tail = orjson.dumps(document(VECTOR, facts)).split(b"\x00")
-    return SlicedAnswer(_slices(head, tail, entry, vectors, text, per_slice), headers)
+    return SlicedAnswer(slices(head, tail, entry, vectors, text, per_slice), headers)
 
 
 def _cut(document: Document, facts: Any, entry: Entry, count: int) -> list[bytes]:
@@ -137,9 +137,11 @@ def _filled(pieces: list[bytes], vectors: Sequence[bytes], text: VectorText) -> 
     return b"".join(parts)
 
 
-def _slices(
+def slices(
     head: bytes, tail: bytes, entry: Entry, vectors: Sequence[bytes], text: VectorText, per_slice: int
 ) -> Iterator[bytes]:
+    """A document of one or more entries, `per_slice` entries a piece; `head` and `tail` are its JSON before
+    and after the entries' array."""
     count = len(vectors)
     for start in range(0, count, per_slice):
         end = min(count, start + per_slice)

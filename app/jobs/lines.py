@@ -9,6 +9,7 @@ counts as failed; it never reaches the cache or the upstream.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from ..api import routes
+from ..api.answer import ENTRY_BYTES, SLICE_BYTES, VECTOR, slices
 from ..api.rendering import field_path, openai_body
 from ..api.vectortext import VectorText
 from ..config.catalog import ModelSpec
@@ -89,11 +91,27 @@ def format_error(custom_id: str | None, message: str) -> bytes:
     return _line(custom_id, None, {"code": "invalid_request", "message": message})
 
 
-def render(result: EmbedResult, model: str, text: VectorText) -> bytes:
-    """The whole answer at once, as bytes (a line of a batch's output file: app/jobs/)."""
-    data = [{"object": "embedding", "index": i, "embedding": text.fragment(v)} for i, v in enumerate(result.vectors)]
+async def render(result: EmbedResult, model: str, text: VectorText) -> bytes:
+    """The whole answer, as bytes (a line of a batch's output file: app/jobs/), the OpenAI route's document.
+    Rendered a slice (SLICE_BYTES) at a time, one per loop turn, as the route writes a large answer: jobs
+    run in the gateway's processes, and 2,048 vectors of 1,024 floats rendered at once held the event loop,
+    so every request of the process, for ~140 ms."""
     usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
-    return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
+    vectors = result.vectors
+    if not vectors:
+        return orjson.dumps({"object": "list", "data": [], "model": model, "usage": usage})
+    head, tail = orjson.dumps({"object": "list", "data": VECTOR, "model": model, "usage": usage}).split(b"\x00")
+    per_slice = max(1, SLICE_BYTES // (ENTRY_BYTES + int(len(vectors[0]) * text.ratio)))
+    parts = []
+    for n, part in enumerate(slices(head, tail, _entry, vectors, text, per_slice)):
+        if n:
+            await asyncio.sleep(0)
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _entry(i: int) -> dict[str, Any]:
+    return {"object": "embedding", "index": i, "embedding": VECTOR}
 
 
 def ok_line(custom_id: str, body: bytes) -> bytes:

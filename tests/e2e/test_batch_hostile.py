@@ -509,3 +509,43 @@ def test_result_downloads_leave_the_event_loop_to_other_requests(gw: tuple[Gatew
           f"p90 {p90 * 1000:.1f} ms, max {took[-1] * 1000:.1f} ms")  # fmt: skip
     assert len(sizes) == 3 and min(sizes) > 1_000_000
     assert p50 < 0.02, (p50, p90)
+
+
+def test_a_batch_of_wide_lines_leaves_the_event_loop_to_other_requests(
+    gw: tuple[Gateway, str, Path], standin: StandIn
+) -> None:
+    """Jobs run in the gateway's processes, and an upstream's answer is parsed on the event loop in one go.
+    6 lines of 2,048 new texts at 1,536 dimensions: each was one upstream call whose answer (~60 MB of JSON
+    floats) held the loop ~330 ms, and each line's output (~33 MB) was rendered at once. Now an upstream
+    call asks for 262,144 values at most (170 vectors here) and the output is rendered a slice per loop
+    turn, as the embeddings route writes a large answer. A probe's /healthz meanwhile (printed, not asserted:
+    a loaded machine moves it): p90 12 ms, max 325-448 ms before (6 lines of the same texts); p90 31 ms, max
+    87 ms after (6 lines of new texts: 72 calls)."""
+    g, key, _ = gw
+    c = client(g, key)
+    salt = uuid.uuid4().hex[:8]
+    lines = [orjson.dumps({"custom_id": f"v{i}", "method": "POST", "url": "/v1/embeddings",
+                           "body": {"model": WIDE, "input": [f"{salt} {i} {j}" for j in range(2048)]}})
+             for i in range(6)]  # fmt: skip
+    f = c.files.create(file=("wide.jsonl", b"\n".join(lines)), purpose="batch")
+    bid = c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h").id
+    took: list[float] = []
+    with httpx.Client(base_url=g.url, timeout=30) as probe:
+        while c.batches.retrieve(bid).status not in ("completed", "failed", "cancelled"):
+            for _ in range(10):
+                t0 = time.monotonic()
+                probe.get("/healthz").raise_for_status()
+                took.append(time.monotonic() - t0)
+                time.sleep(0.01)
+    b = c.batches.retrieve(bid)
+    assert b.status == "completed" and b.request_counts.completed == 6, b  # type: ignore[union-attr]
+    out = c.files.content(b.output_file_id).content  # type: ignore[arg-type]
+    first = orjson.loads(out.split(b"\n", 1)[0])["response"]["body"]
+    assert [d["index"] for d in first["data"]] == list(range(2048)) and len(first["data"][0]["embedding"]) == 1536
+    sizes = [x["n_items"] for x in standin.calls() if x["model"] == WIDE]
+    assert sum(sizes) == 6 * 2048 and max(sizes) == 262_144 // 1536, sizes
+    took.sort()
+    p90 = took[int(len(took) * 0.9)]
+    print(f"/healthz during the batch: {len(took)} probes, p50 {took[len(took) // 2] * 1000:.1f} ms, "
+          f"p90 {p90 * 1000:.1f} ms, max {took[-1] * 1000:.1f} ms")  # fmt: skip
+    assert len(took) >= 20

@@ -1,17 +1,21 @@
 """The pure parts of batch jobs: input lines cut from a stream at any chunk boundary (blank lines skipped,
 a line over the cap reported as None and its bytes dropped, a last line without its newline kept), and a
-streamed multipart upload counted against its caps."""
+streamed multipart upload counted against its caps; an output line rendered a slice per loop turn."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
+import numpy as np
+import orjson
 import pytest
 
+from app.api.vectortext import FLOAT_RATIO, VectorText, float_json
 from app.errors import InvalidRequest, PayloadTooLarge
-from app.jobs.lines import split_lines
+from app.jobs.lines import render, split_lines
 from app.jobs.upload import MultipartFile
+from app.service import EmbedResult
 
 
 async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -74,3 +78,31 @@ def test_a_body_that_is_not_multipart_is_a_400() -> None:
         MultipartFile("application/json", max_bytes=10, max_lines=1)
     with pytest.raises(InvalidRequest):
         upload("multipart/form-data; boundary=zz", b"--zz\r\nnot a part at all")
+
+
+async def test_a_wide_line_is_rendered_a_slice_per_loop_turn_and_byte_for_byte_as_at_once() -> None:
+    vectors = [np.random.default_rng(i).random(1536, dtype=np.float32).tobytes() for i in range(300)]
+    result = EmbedResult(vectors=vectors, hits=0, misses=300, billed_tokens=42)
+    text = VectorText(64 << 20, float_json, FLOAT_RATIO)
+    turns = 0
+
+    async def count() -> None:
+        nonlocal turns
+        while True:
+            await asyncio.sleep(0)
+            turns += 1
+
+    counter = asyncio.create_task(count())
+    got = await render(result, "m", text)
+    counter.cancel()
+    data = [{"object": "embedding", "index": i, "embedding": text.fragment(v)} for i, v in enumerate(vectors)]
+    usage = {"prompt_tokens": 42, "total_tokens": 42}
+    assert got == orjson.dumps({"object": "list", "data": data, "model": "m", "usage": usage})
+    assert turns >= 300 // 20  # ~13 vectors of 1,536 floats a slice
+    empty = EmbedResult(vectors=[], hits=0, misses=0, billed_tokens=0)
+    assert orjson.loads(await render(empty, "m", text)) == {
+        "object": "list",
+        "data": [],
+        "model": "m",
+        "usage": {"prompt_tokens": 0, "total_tokens": 0},
+    }
