@@ -26,7 +26,8 @@ if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonu
 end
 return 0
 """
-FREE = """
+# the team's claims: lapsed ones dropped, the rest listed
+RUNNING = """
 local t = redis.call('TIME')
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 return redis.call('ZRANGE', KEYS[1], 0, -1)
@@ -40,7 +41,7 @@ class Slots:
         self.cap = cap
         self.lapse_ms = max(1, int(lapse_s * 1000))
         self._claim = redis.register_script(CLAIM)
-        self._free = redis.register_script(FREE)
+        self._running = redis.register_script(RUNNING)
 
     def key(self, team: str) -> str:
         return f"{self.ns}:running:{team}"
@@ -54,5 +55,5 @@ class Slots:
 
     async def running(self, team: str) -> set[str]:
         """The team's batches holding a slot now (lapsed claims dropped)."""
-        ids = await self._free(keys=[self.key(team)])
+        ids = await self._running(keys=[self.key(team)])
         return {i.decode() if isinstance(i, bytes) else str(i) for i in ids}
