@@ -7,12 +7,13 @@ allowed before each fetch, the unused part given back after it; weighted for the
 when the budget is spent the request waits up to `wait_s` for others to finish, then gets 503 with
 Retry-After. The lease gives everything back when the request ends.
 
-One team's requests hold at most `share` of the budget (a lease names its team: the holder): past it, a
-request of that team waits for the team's own bytes to come back, then gets 429, while other teams' requests
-still find room. Without it, one team's readers that take their answers just fast enough to pass the write
-deadline's rule (hundreds of them at ~12 KB/s) could hold the whole budget, and every team's large requests
-would get 503. A request of a team that holds nothing may take more than the share (one large body still
-passes). Leases without a holder (auth off, the jobs of a team-less gateway) are bound by the budget alone.
+One team's requests hold at most `share` of the budget together (a lease names its team: the holder): past
+it, a request of that team waits for the team's other requests to give bytes back, then gets 429, while
+other teams' requests still find room. Without it, one team's readers that take their answers just fast
+enough to pass the write deadline's rule (hundreds of them at ~12 KB/s) could hold the whole budget, and
+every team's large requests would get 503. A request while its team's other requests hold nothing is bound
+by the budget alone (one request of 21 fetched images of 3 MB needs ~250 MB: it still passes). Leases
+without a holder (auth off, the jobs of a team-less gateway) are bound by the budget alone.
 
 Bytes given back are only freed memory if the allocator returns them: glibc keeps freed heap memory in
 the process (and raises its mmap threshold after large frees, so the next burst lands on the heap too).
@@ -61,7 +62,8 @@ class MemoryBudget:
         self.max_bytes = max_bytes
         self.free = max_bytes
         self.share_bytes = int(max_bytes * share)  # the most one holder (team) holds at once
-        self.held_by: dict[str, int] = {}  # bytes held or being waited for, by holder
+        self.held_by: dict[str, int] = {}  # bytes held or being waited for (claimed), by holder
+        self._claims: dict[str, dict[int, int]] = {}  # by holder: each claiming lease's bytes, by its seq
         self._share_waiters: dict[str, list[asyncio.Future[None]]] = {}  # by holder: woken when it gives back
         self.wait_s = wait_s
         self.count: Callable[[str], None] = (lambda o: counter.labels(o).inc()) if counter else (lambda o: None)
@@ -77,13 +79,14 @@ class MemoryBudget:
         """A new request's lease; `holder` (its team) is bound by the share."""
         return Lease(self, next(self._leases), holder)
 
-    async def _take(self, n: int, seq: int, param: str, holder: str | None = None) -> None:
+    async def _take(self, n: int, lease: Lease, param: str) -> None:
+        holder = lease.holder
         if holder is None:
-            await self._take_room(n, seq, param)
+            await self._take_room(n, lease.seq, param)
             return
         try:
             async with asyncio.timeout(self.wait_s) as within:
-                await self._within_share(n, holder)
+                await self._within_share(n, lease, holder)
         except TimeoutError:
             self.count("over_share")
             raise OverShare(
@@ -92,17 +95,21 @@ class MemoryBudget:
                 param=param,
                 retry_after=1.0,
             ) from None
-        self.held_by[holder] = self.held_by.get(holder, 0) + n  # counted now: its siblings wait on it
+        self._claim(holder, lease.seq, n)  # counted now: the team's others wait on it
         try:
-            await self._take_room(n, seq, param, within.when())
+            await self._take_room(n, lease.seq, param, within.when())
         except BaseException:
-            self._unhold(n, holder)
+            self._claim(holder, lease.seq, -n)
             raise
 
-    async def _within_share(self, n: int, holder: str) -> None:
-        """Until the holder's bytes (held and awaited) plus n fit in its share; a holder that holds nothing
-        never waits here."""
-        while (held := self.held_by.get(holder, 0)) and held + n > self.share_bytes:
+    async def _within_share(self, n: int, lease: Lease, holder: str) -> None:
+        """Until the holder's bytes (held and awaited) plus n fit in its share. The team's oldest claiming
+        lease never waits here (the budget alone bounds it): two requests of a team each holding part of
+        what they need would otherwise wait for each other until both were refused."""
+        while (held := self.held_by.get(holder, 0)) + n > self.share_bytes:
+            claims = self._claims.get(holder, {})
+            if held <= claims.get(lease.seq, 0) or lease.seq == min(claims):
+                return  # the team's others claim nothing, or this is its oldest request
             future = asyncio.get_running_loop().create_future()
             self._share_waiters.setdefault(holder, []).append(future)
             try:
@@ -112,15 +119,24 @@ class MemoryBudget:
                 if waiting is not None and future in waiting:
                     waiting.remove(future)
 
-    def _unhold(self, n: int, holder: str) -> None:
-        left = self.held_by.get(holder, 0) - n
-        if left > 0:
-            self.held_by[holder] = left
+    def _claim(self, holder: str, seq: int, n: int) -> None:
+        """Lease `seq` of `holder` claims n more bytes (given back: n < 0, which wakes the holder's waiters)."""
+        claims = self._claims.setdefault(holder, {})
+        mine = claims.get(seq, 0) + n
+        if mine > 0:
+            claims[seq] = mine
+        else:
+            claims.pop(seq, None)
+        total = self.held_by.get(holder, 0) + n
+        if total > 0:
+            self.held_by[holder] = total
         else:
             self.held_by.pop(holder, None)
-        for future in self._share_waiters.pop(holder, ()):
-            if not future.done():
-                future.set_result(None)  # each looks again at what its holder holds
+            self._claims.pop(holder, None)
+        if n < 0:
+            for future in self._share_waiters.pop(holder, ()):
+                if not future.done():
+                    future.set_result(None)  # each looks again at what its holder holds
 
     async def _take_room(self, n: int, seq: int, param: str, deadline: float | None = None) -> None:
         if n <= self.free and (not self._waiters or seq < self._waiters[0][0]):
@@ -209,7 +225,7 @@ class Lease:
         `param` when they do not come."""
         if n <= 0:
             return
-        await self.budget._take(n, self.seq, param, self.holder)
+        await self.budget._take(n, self, param)
         self.held += n
 
     def give_back(self, n: int) -> None:
@@ -226,7 +242,7 @@ class Lease:
 
     def _give(self, n: int) -> None:
         if self.holder is not None:
-            self.budget._unhold(n, self.holder)
+            self.budget._claim(self.holder, self.seq, -n)
         self.budget._give(n)
 
     async def __aenter__(self) -> Lease:

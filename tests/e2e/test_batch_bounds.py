@@ -18,24 +18,18 @@ import pytest
 from openai import OpenAI
 
 from tests.support.polling import eventually
-from tests.support.processes import GatewayFactory, start_redis, stop
-from tests.support.teamkit import write_config
+from tests.support.processes import GatewayFactory
+from tests.support.teamkit import jobs_gateway
 
 LINES, BYTES, TEAM_BYTES, LINE_BYTES, TTL_S = 20, 4000, 9000, 600, 4
 
 
 @pytest.fixture(scope="module")
 def gw(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, Path]]:
-    tmp = tmp_path_factory.mktemp("bounds")
-    server = start_redis(tmp / "redis")
-    cfg = tmp / "gateway.yaml"
-    jobs = {"storage_dir": str(tmp / "files"), "max_lines": LINES, "max_file_bytes": BYTES, "files_sweep_s": 2,
-            "team_max_bytes": TEAM_BYTES, "max_line_bytes": LINE_BYTES, "file_ttl_s": TTL_S}  # fmt: skip
-    keys = write_config(cfg, {"alpha": {}, "beta": {}}, jobs=jobs)
-    g = gateways.start(redis_url=server.url, config=str(cfg))
-    yield g, keys, tmp / "files"
-    stop(g.proc)
-    stop(server.proc)
+    jobs = {"max_lines": LINES, "max_file_bytes": BYTES, "files_sweep_s": 2, "team_max_bytes": TEAM_BYTES,
+            "max_line_bytes": LINE_BYTES, "file_ttl_s": TTL_S}  # fmt: skip
+    with jobs_gateway(gateways, tmp_path_factory.mktemp("bounds"), {"alpha": {}, "beta": {}}, jobs=jobs) as j:
+        yield j.gw, j.keys, j.files
 
 
 def line(i: int, text: str = "x") -> bytes:

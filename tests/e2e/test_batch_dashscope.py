@@ -19,25 +19,19 @@ import orjson
 import pytest
 from dashscope import BatchTextEmbedding, TextEmbedding
 
-from tests.support.processes import GatewayFactory, start_redis, stop
-from tests.support.teamkit import DS_MM, DS_TEXT, write_config
+from tests.support.processes import GatewayFactory
+from tests.support.teamkit import DS_MM, DS_TEXT, jobs_gateway
 
 MODEL, DIM = "text-embedding-v4", 64
 
 
 @pytest.fixture(scope="module")
 def gw(gateways: GatewayFactory, served: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    tmp = tmp_path_factory.mktemp("tasks")
-    server = start_redis(tmp / "redis")
-    cfg = tmp / "gateway.yaml"
-    keys = write_config(cfg, {"alpha": {}}, media_fetch_allow_hosts=[served[0]],
-                        jobs={"storage_dir": str(tmp / "files"), "chunk_lines": 100})  # fmt: skip
-    g = gateways.start(redis_url=server.url, config=str(cfg))
-    dashscope.base_http_api_url = g.url + "/api/v1"
-    dashscope.api_key = keys["alpha"]
-    yield g, keys["alpha"]
-    stop(g.proc)
-    stop(server.proc)
+    with jobs_gateway(gateways, tmp_path_factory.mktemp("tasks"), {"alpha": {}}, jobs={"chunk_lines": 100},
+                      media_fetch_allow_hosts=[served[0]]) as j:  # fmt: skip
+        dashscope.base_http_api_url = j.gw.url + "/api/v1"
+        dashscope.api_key = j.keys["alpha"]
+        yield j.gw, j.keys["alpha"]
 
 
 def text_file(served: tuple[str, Path], lines: list[str]) -> str:

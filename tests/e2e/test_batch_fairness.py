@@ -21,8 +21,8 @@ import pytest
 from openai import OpenAI
 
 from tests.support.polling import eventually
-from tests.support.processes import Gateway, GatewayFactory, StandIn, start_redis, stop
-from tests.support.teamkit import write_config
+from tests.support.processes import Gateway, GatewayFactory, StandIn
+from tests.support.teamkit import jobs_gateway
 
 LINES, BATCHES = 4, 4
 
@@ -31,15 +31,9 @@ LINES, BATCHES = 4, 4
 def fair(
     gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Gateway, dict[str, str]]]:
-    tmp = tmp_path_factory.mktemp("fairness")
-    server = start_redis(tmp / "redis")
-    cfg = tmp / "gateway.yaml"
-    jobs = {"storage_dir": str(tmp / "files"), "chunk_lines": 1, "concurrency": 2, "team_max_running": 1}
-    keys = write_config(cfg, {"alpha": {}, "beta": {}}, jobs=jobs)
-    g = gateways.start(redis_url=server.url, config=str(cfg))
-    yield g, keys
-    stop(g.proc)
-    stop(server.proc)
+    jobs = {"chunk_lines": 1, "concurrency": 2, "team_max_running": 1}
+    with jobs_gateway(gateways, tmp_path_factory.mktemp("fairness"), {"alpha": {}, "beta": {}}, jobs=jobs) as j:
+        yield j.gw, j.keys
 
 
 def batch_of(c: OpenAI, texts: list[str]) -> str:

@@ -20,8 +20,8 @@ from openai import NotFoundError, OpenAI
 
 from bench.standin import canonical_digest, expected_vector
 from tests.support.polling import eventually
-from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, clean_env, start_redis, stop
-from tests.support.teamkit import write_config
+from tests.support.processes import Gateway, GatewayFactory, RedisServer, StandIn, clean_env
+from tests.support.teamkit import jobs_gateway
 
 MODEL, DIM = "text-embedding-v4", 64
 LINES, DISTINCT, CACHED = 5000, 3000, 1000
@@ -31,15 +31,9 @@ LINES, DISTINCT, CACHED = 5000, 3000, 1000
 def setup(
     gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Gateway, dict[str, str], RedisServer, Path]]:
-    tmp = tmp_path_factory.mktemp("batch")
-    redis = start_redis(tmp / "redis")
-    cfg = tmp / "gateway.yaml"
-    jobs = {"storage_dir": str(tmp / "files"), "chunk_lines": 500, "heartbeat_s": 3, "sweep_s": 1}
-    keys = write_config(cfg, {"alpha": {}, "beta": {}}, jobs=jobs)
-    gw = gateways.start(redis_url=redis.url, config=str(cfg))
-    yield gw, keys, redis, cfg
-    stop(gw.proc)
-    stop(redis.proc)
+    jobs = {"chunk_lines": 500, "heartbeat_s": 3, "sweep_s": 1}
+    with jobs_gateway(gateways, tmp_path_factory.mktemp("batch"), {"alpha": {}, "beta": {}}, jobs=jobs) as j:
+        yield j.gw, j.keys, j.redis, j.config
 
 
 def client(gw: Gateway, key: str) -> OpenAI:

@@ -19,8 +19,8 @@ import pytest
 from openai import OpenAI
 
 from tests.support.polling import eventually
-from tests.support.processes import Gateway, GatewayFactory, StandIn, start_redis, stop
-from tests.support.teamkit import write_config
+from tests.support.processes import Gateway, GatewayFactory, StandIn
+from tests.support.teamkit import jobs_gateway
 
 WINDOW_S, QUOTA = 2.0, 20  # upstream calls per window: one every 0.1 s
 SPACING_S = WINDOW_S / QUOTA
@@ -30,17 +30,11 @@ MODEL = "paced-v4"
 
 @pytest.fixture(scope="module")
 def paced(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, str]]:
-    tmp = tmp_path_factory.mktemp("priority")
-    server = start_redis(tmp / "redis")
-    cfg = tmp / "gateway.yaml"
     model = {"upstream": "dashscope", "upstream_model": "text-embedding-v4", "dimensions": [64],
              "default_dimension": 64, "rpm": QUOTA}  # fmt: skip
-    keys = write_config(cfg, {"alpha": {}}, limits_window_s=WINDOW_S, upstream_queue_s=1.0, models={MODEL: model},
-                        jobs={"storage_dir": str(tmp / "files"), "chunk_lines": 100})  # fmt: skip
-    gw = gateways.start(redis_url=server.url, config=str(cfg))
-    yield gw, keys["alpha"]
-    stop(gw.proc)
-    stop(server.proc)
+    with jobs_gateway(gateways, tmp_path_factory.mktemp("priority"), {"alpha": {}}, jobs={"chunk_lines": 100},
+                      limits_window_s=WINDOW_S, upstream_queue_s=1.0, models={MODEL: model}) as j:  # fmt: skip
+        yield j.gw, j.keys["alpha"]
 
 
 async def interactive(gw: Gateway, key: str, salt: str) -> tuple[list[float], int]:

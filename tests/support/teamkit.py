@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import httpx
 import yaml
 
 from app.teams.keys import hash_key, new_key
-from tests.support.processes import TLS
+from tests.support.processes import TLS, Gateway, GatewayFactory, RedisServer, start_redis, stop
 
 OPENAI = "/v1/embeddings"
 DS_TEXT = "/api/v1/services/embeddings/text-embedding/text-embedding"
@@ -33,6 +33,41 @@ def write_config(path: Path, teams: dict[str, dict[str, Any]], **settings: Any) 
     }
     path.write_text(yaml.safe_dump(body))
     return keys
+
+
+@dataclass
+class JobsGateway:
+    gw: Gateway
+    keys: dict[str, str]  # each team's key
+    files: Path  # the jobs' storage directory
+    redis: RedisServer
+    config: Path
+
+
+@contextlib.contextmanager
+def jobs_gateway(
+    gateways: GatewayFactory,
+    tmp: Path,
+    teams: dict[str, dict[str, Any]],
+    *,
+    jobs: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    **settings: Any,
+) -> Iterator[JobsGateway]:
+    """A gateway for the batch and task tests: a redis-server of its own, a config of these teams (each a new
+    key) whose jobs store their files under `tmp`/files (`jobs` adds job settings, `settings` the rest),
+    the gateway on both; each stopped when the block ends."""
+    server = start_redis(tmp / "redis")
+    try:
+        cfg = tmp / "gateway.yaml"
+        keys = write_config(cfg, teams, jobs={"storage_dir": str(tmp / "files"), **(jobs or {})}, **settings)
+        g = gateways.start(redis_url=server.url, config=str(cfg), env=env)
+        try:
+            yield JobsGateway(g, keys, tmp / "files", server, cfg)
+        finally:
+            stop(g.proc)
+    finally:
+        stop(server.proc)
 
 
 def paced_model(rpm: int) -> dict[str, dict[str, Any]]:

@@ -160,3 +160,34 @@ async def test_a_team_waiting_for_the_budget_is_counted_and_uncounted_when_refus
     assert budget.held_by == {} and lease.held == 0
     blocker.release()
     assert budget.free == 100
+
+
+async def test_one_request_grows_past_its_team_s_share_while_the_team_s_others_hold_nothing() -> None:
+    budget = MemoryBudget(100, wait_s=0.1, share=0.25)
+    one = budget.lease("team")
+    # two fetches of one request take at once: neither waits for the other, though both pass the share
+    await asyncio.wait_for(asyncio.gather(one.take(20, "input[0]"), one.take(20, "input[1]")), 0.05)
+    assert one.held == 40 and budget.held_by == {"team": 40}
+    other = budget.lease("team")
+    with pytest.raises(OverShare):  # another request of the team: bound by the share
+        await other.take(1, "body")
+    one.release()
+    await asyncio.wait_for(other.take(30, "body"), 0.05)  # alone again: the budget alone bounds it
+    other.release()
+    assert budget.free == 100 and budget.held_by == {}
+
+
+async def test_two_requests_of_a_team_each_holding_part_never_wait_for_each_other() -> None:
+    budget = MemoryBudget(100, wait_s=1.0, share=0.25)
+    older, younger = budget.lease("team"), budget.lease("team")
+    await older.take(10, "a")
+    await younger.take(10, "b")
+    later = asyncio.create_task(younger.take(10, "b"))  # past the share, and not the team's oldest: waits
+    await asyncio.sleep(0.02)
+    assert not later.done()
+    await asyncio.wait_for(older.take(10, "a"), 0.05)  # the team's oldest request: the budget alone bounds it
+    assert budget.held_by == {"team": 30} and not later.done()
+    older.release()
+    await asyncio.wait_for(later, 0.1)
+    younger.release()
+    assert budget.free == 100 and budget.held_by == {}
