@@ -15,7 +15,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from app.cache.lru import MemoryCache
+from app.cache.lru import ENTRY_OVERHEAD, MemoryCache, entry_bytes
 from app.cache.redis import RedisCache
 from app.flights.leases import RedisLeases
 from app.metrics import Metrics
@@ -28,18 +28,22 @@ LOGGER = "embedding_gateway.breaker"
 
 
 async def test_memory_cache_is_an_lru_bounded_by_bytes() -> None:
-    cache = MemoryCache(max_bytes=100)
+    def entry(n: int) -> int:  # an entry of a one-character key and an n-byte value, as counted
+        return entry_bytes("k", b"v" * n)
+
+    assert entry(30) == 1 + 30 + ENTRY_OVERHEAD  # the key, the value, the objects' and the slot's overhead
+    cache = MemoryCache(max_bytes=3 * entry(30) + 20)
     await cache.set_many([("a", b"a" * 30), ("b", b"b" * 30), ("c", b"c" * 30)])
     assert await cache.get_many(["a"]) == [b"a" * 30]  # a is now the most recent
-    await cache.set_many([("d", b"d" * 30)])  # 120 bytes: the least recent (b) goes
+    await cache.set_many([("d", b"d" * 30)])  # past the bound: the least recent (b) goes
     assert await cache.get_many(["a", "b", "c", "d"]) == [b"a" * 30, None, b"c" * 30, b"d" * 30]
     await cache.set_many([("a", b"A" * 10)])  # replacing a value counts its new size only
-    assert cache._bytes == 70
-    await cache.set_many([("huge", b"h" * 101)])  # larger than the whole cache: not kept, nothing evicted
+    assert cache._bytes == 2 * entry(30) + entry(10)
+    await cache.set_many([("huge", b"h" * cache.max_bytes)])  # larger than the whole cache: not kept, nothing evicted
     assert await cache.get_many(["huge", "c"]) == [None, b"c" * 30]
-    await cache.set_many([("e", b"e" * 60)])  # order was d, a, c (c just read): d goes, 100 bytes stay
+    await cache.set_many([("e", b"e" * 60)])  # order was d, a, c (c just read): d goes
     assert await cache.get_many(["a", "c", "d", "e"]) == [b"A" * 10, b"c" * 30, None, b"e" * 60]
-    assert cache._bytes <= 100
+    assert cache._bytes == entry(10) + entry(30) + entry(60) <= cache.max_bytes
 
 
 def test_breaker_opens_for_retry_after_and_logs_once_per_change(caplog: pytest.LogCaptureFixture) -> None:
