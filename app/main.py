@@ -27,6 +27,7 @@ from .config import masking
 from .config.catalog import Catalog, build_catalog
 from .config.settings import CONFIG_ENV, Settings
 from .config.upstream import UpstreamConfig
+from .flights.batcher import call_values_of
 from .flights.wiring import open_flights
 from .inputs import tokentext
 from .inputs.items import TextItems
@@ -120,7 +121,7 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     guards = {name: open_guard(name, p.configs[name], s, metrics) for name in adapters}
     identities = {name: p.configs[name].identity() for name in adapters}
     upstreams = Fleet(adapters, guards, metrics, quota, identities=identities)
-    flights = open_flights(cache, upstreams, flight_times(s), metrics, tracing)
+    flights = open_flights(cache, upstreams, flight_times(s), metrics, tracing, call_values_of(p.configs))
     reads = cache if tracing is None else TracedCache(cache, tracing)
     team_limits = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
     if tracing is not None:

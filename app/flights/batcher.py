@@ -1,6 +1,6 @@
 """Micro-batching: misses from concurrent requests for the same model and vector-changing parameters are
-combined into one upstream call of up to the model's batch limit, and of at most MAX_CALL_VALUES vector
-values (an answer is parsed on the event loop in one go: see there).
+combined into one upstream call of up to the model's batch limit, and of at most FLOAT_CALL_VALUES vector
+values (BASE64_CALL_VALUES for upstreams answering base64: an answer is parsed on the event loop in one go).
 
 When no call of the group is in flight, queued items go at the end of the current event-loop turn (a lone
 request waits for nobody); otherwise the first item to arrive opens a window of `window_s`, and the group
@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
 
 from ..config.catalog import ModelSpec
+from ..config.upstream import UpstreamConfig
 from ..errors import UpstreamRejected
 from ..inputs.items import Item
 from ..inputs.params import Params
@@ -99,21 +101,32 @@ def group_key(spec: ModelSpec, params: Params) -> GroupKey:
 
 
 # The most vector values one upstream call asks for. Its answer is parsed on the event loop in one go
-# (orjson holds the GIL: a thread would not free the loop), ~85 ns a value as JSON floats and ~20 ns as
-# base64, with the rows made after: one call of 2,048 vectors of 1,536 floats held every request of the
-# process for ~330 ms. At this many values, ~27 ms as floats and ~5 ms as base64; it only cuts the calls of
-# OpenAI-compatible models (2,048 items a call) of more than 128 dimensions.
-MAX_CALL_VALUES = 256 * 1024
+# (orjson holds the GIL: a thread would not free the loop), ~105 ns a value as JSON floats with the rows made
+# after, ~20 ns as base64: one call of 2,048 vectors of 1,536 floats held every request of the process for
+# ~330 ms. At these many values, ~27 ms either way; it only cuts the calls of OpenAI-compatible models (2,048
+# items a call) of more than 128 dimensions (512 as base64).
+FLOAT_CALL_VALUES = 256 * 1024
+BASE64_CALL_VALUES = 1024 * 1024
+
+
+def call_values_of(configs: Mapping[str, UpstreamConfig]) -> dict[str, int]:
+    """The most vector values per call, by upstream: more for those that answer base64."""
+    return {name: BASE64_CALL_VALUES if c.encoding_format == "base64" else FLOAT_CALL_VALUES
+            for name, c in configs.items()}  # fmt: skip
 
 
 class Batcher:
     """`submit()` queues items; `caller` makes one upstream call per chunk; `landing.land(pendings, ok)`
     runs after the chunk's answers (or its error) were delivered to the waiting requests."""
 
-    def __init__(self, caller: UpstreamCaller, landing: Landing, *, window_s: float) -> None:
+    def __init__(
+        self, caller: UpstreamCaller, landing: Landing, *, window_s: float, call_values: Mapping[str, int] | None = None
+    ) -> None:
+        """`call_values`: the most vector values one call asks for, by upstream (FLOAT_CALL_VALUES if absent)."""
         self.caller = caller
         self.landing = landing
         self.window_s = window_s
+        self.call_values = call_values or {}
         self.groups: dict[GroupKey, _Group] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.busy: dict[GroupKey, int] = {}  # calls in flight per group
@@ -122,7 +135,8 @@ class Batcher:
         gk = group_key(spec, params)
         group = self.groups.get(gk)
         if group is None:
-            size = 1 if params.fusion else max(1, min(spec.max_batch, MAX_CALL_VALUES // max(1, params.dimension)))
+            values = self.call_values.get(spec.upstream, FLOAT_CALL_VALUES)
+            size = 1 if params.fusion else max(1, min(spec.max_batch, values // max(1, params.dimension)))
             group = self.groups[gk] = _Group(spec, params, size, [])
         group.items.extend(pendings)
         while len(group.items) >= group.size:

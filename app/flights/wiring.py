@@ -3,6 +3,7 @@ alone), the in-flight table, the batcher over the injected upstream caller, the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..cache.store import VectorCache
@@ -39,15 +40,21 @@ def open_leases(cache: VectorCache, timeout_s: float) -> Leases:
 
 
 def open_flights(
-    cache: VectorCache, caller: UpstreamCaller, times: FlightTimes, metrics: Metrics, tracing: Tracing | None = None
+    cache: VectorCache,
+    caller: UpstreamCaller,
+    times: FlightTimes,
+    metrics: Metrics,
+    tracing: Tracing | None = None,
+    call_values: Mapping[str, int] | None = None,
 ) -> Flights:
     """The miss path below the service, built bottom up: the batcher sends chunks through `caller` and lands
-    each call in the in-flight table; the coalescer sends only what no one is fetching yet. With `tracing`,
+    each call in the in-flight table, of `call_values` vector values at most by upstream (batcher.py); the
+    coalescer sends only what no one is fetching yet. With `tracing`,
     the waits, upstream calls and cache writes are spans (app/telemetry/)."""
     leases = open_leases(cache, times.redis_timeout_s)
     writes = cache if tracing is None else TracedCache(cache, tracing)
     inflight = InFlight(writes, leases, metrics)
     caller = caller if tracing is None else TracedCaller(caller, tracing)
-    batcher = Batcher(caller, inflight, window_s=times.batch_window_s)
+    batcher = Batcher(caller, inflight, window_s=times.batch_window_s, call_values=call_values)
     flights = Coalescer(batcher, inflight, leases, wait_s=times.coalesce_wait_s, lease_s=times.lease_s, metrics=metrics)
     return flights if tracing is None else TracedFlights(flights, tracing)

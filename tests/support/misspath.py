@@ -28,9 +28,10 @@ def miss_path(
     cache: VectorCache | None = None,
     concurrency: int = 8,
     gate: QuotaGate | None = None,
+    call_values: dict[str, int] | None = None,
 ) -> EmbeddingService:
     """One attempt per call (no retries: a failure is the test's to see at once), `concurrency` calls in
-    flight per upstream."""
+    flight per upstream, `call_values` vector values a call at most by upstream (batcher.py)."""
     cache = cache or MemoryCache(1 << 20)
     guards = {
         name: Guard(
@@ -44,7 +45,7 @@ def miss_path(
     limits = limits_on(None, s, metrics)
     quota = UpstreamQuota(limits, metrics, window_s=s.limits_window_s, slack_s=0.0, max_wait_s=s.upstream_queue_s)
     caller = Fleet(adapters, guards, metrics, gate or OpenGate())
-    flights = open_flights(cache, caller, flight_times(s), metrics)
+    flights = open_flights(cache, caller, flight_times(s), metrics, call_values=call_values)
     teams = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
     return EmbeddingService(
         cache, flights, metrics, teams, quota, namespace="t", deadline_s=30.0, route=caller.identity

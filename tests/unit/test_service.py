@@ -14,7 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from app.cache.lru import MemoryCache
 from app.config.catalog import ModelSpec
+from app.config.upstream import UpstreamConfig
 from app.errors import RateLimited, UpstreamFailed
+from app.flights.batcher import BASE64_CALL_VALUES, FLOAT_CALL_VALUES, call_values_of
 from app.inputs.items import Item, openai_items
 from app.inputs.params import Params
 from app.limits.window import TeamQuota
@@ -74,10 +76,15 @@ class CountingGate:
 
 
 def service(
-    upstream: FakeUpstream, cache: MemoryCache | None = None, concurrency: int = 8, gate: QuotaGate | None = None
+    upstream: FakeUpstream,
+    cache: MemoryCache | None = None,
+    concurrency: int = 8,
+    gate: QuotaGate | None = None,
+    call_values: dict[str, int] | None = None,
 ) -> EmbeddingService:
     metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
-    return miss_path({"fake": upstream}, metrics, cache=cache, concurrency=concurrency, gate=gate)
+    return miss_path({"fake": upstream}, metrics, cache=cache, concurrency=concurrency, gate=gate,
+                     call_values=call_values)  # fmt: skip
 
 
 def request(texts: list[str], **kw: bool) -> EmbedRequest:
@@ -101,6 +108,30 @@ async def test_misses_are_chunked_to_the_batch_limit_and_reassembled_in_order() 
     for got, want in zip(as_arrays(result.vectors), expected(texts), strict=True):
         np.testing.assert_array_equal(got, want)
     assert (result.hits, result.misses, result.billed_tokens, result.upstream_items) == (0, 10, 100, 10)
+
+
+async def test_a_call_asks_for_its_upstream_s_vector_values_at_most() -> None:
+    """An answer is parsed on the event loop in one go: a call's items are cut so that it holds at most the
+    upstream's vector values (80 here: 10 vectors of 8), below the model's batch limit (100)."""
+    wide = ModelSpec(name="m", upstream="fake", upstream_model="m-1", dimensions=(DIM,), default_dimension=DIM,
+                     max_batch=100)  # fmt: skip
+    texts = [f"w{i}" for i in range(25)]
+    up = FakeUpstream()
+    result = await service(up, call_values={"fake": 10 * DIM}).embed(
+        None, EmbedRequest(wide, Params(DIM, False), openai_items(texts, wide, 1000))
+    )
+    assert sorted(len(b) for b in up.batches) == [5, 10, 10]
+    for got, want in zip(as_arrays(result.vectors), expected(texts), strict=True):
+        np.testing.assert_array_equal(got, want)
+    up = FakeUpstream()  # by default, FLOAT_CALL_VALUES: 32,768 vectors of 8, so the batch limit decides
+    await service(up).embed(None, EmbedRequest(wide, Params(DIM, False), openai_items(texts, wide, 1000)))
+    assert [len(b) for b in up.batches] == [25]
+    configs = {
+        "a": UpstreamConfig(kind="openai", base_url="http://x/v1", encoding_format="base64"),
+        "b": UpstreamConfig(kind="openai", base_url="http://x/v1"),
+        "c": UpstreamConfig(kind="dashscope"),
+    }
+    assert call_values_of(configs) == {"a": BASE64_CALL_VALUES, "b": FLOAT_CALL_VALUES, "c": FLOAT_CALL_VALUES}
 
 
 async def test_chunks_are_concurrent_and_bounded() -> None:

@@ -92,7 +92,8 @@ async def test_collect_keeps_order_and_pauses_between_slices_only() -> None:
 async def test_the_service_makes_a_large_requests_keys_in_slices_with_the_same_keys_and_vectors() -> None:
     from app.service import EmbedRequest
 
-    svc = service(FakeUpstream(delay=0), cache=MemoryCache(4 * N * (4 * DIM + 256)))  # its vectors, keys and overhead, with room
+    # room for its vectors, keys and their overhead
+    svc = service(FakeUpstream(delay=0), cache=MemoryCache(4 * N * (4 * DIM + 256)))
     items = openai_items(TEXTS, SPEC, N)
     first = await svc.embed(None, EmbedRequest(SPEC, Params(DIM, False), items))
     pauses = 0
