@@ -12,6 +12,9 @@ class JobSettings(BaseModel):
 
     storage: Literal["local", "s3"] = Field(default="local", description="where job files are kept")
     storage_dir: str = Field(default="data/files", description="the local directory (a volume in compose)")
+    min_free_bytes: int = Field(
+        default=1024**3, ge=0, description="local storage: writes refused (503) while its disk has less free"
+    )
     s3_bucket: str = ""
     s3_endpoint: str | None = Field(default=None, description="unset: AWS; else e.g. http://seaweedfs:8333")
     s3_region: str = "us-east-1"

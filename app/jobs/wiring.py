@@ -42,7 +42,7 @@ def open_storage(s: JobSettings) -> Storage:
         return S3Storage(s.s3_bucket, endpoint=s.s3_endpoint, region=s.s3_region, prefix=s.s3_prefix,
                          access_key_id=key.get_secret_value() if key else None,
                          secret_access_key=secret.get_secret_value() if secret else None)  # fmt: skip
-    return LocalStorage(s.storage_dir)
+    return LocalStorage(s.storage_dir, min_free_bytes=s.min_free_bytes)
 
 
 async def open_jobs(

@@ -1,23 +1,40 @@
 """A directory on local disk: the embedded default (a named volume in docker-compose.yml). Writes go to a
 temporary name and are renamed into place, so a reader never sees half an object; file I/O runs in a
-thread so the event loop never blocks on the disk."""
+thread so the event loop never blocks on the disk. A write stops (StorageError: 503, `storage_full`)
+while the disk has less than `min_free_bytes` free, checked before it starts and every CHECK_EVERY_BYTES:
+each team's files are capped (`jobs.team_max_bytes`), but many teams within their caps could fill the
+disk the gateway shares with its logs (and, in compose, Redis's data)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 
 from .base import CHUNK_BYTES, StorageError
 
+CHECK_EVERY_BYTES = 8 * 1024 * 1024
+
 
 class LocalStorage:
     name = "local"
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, min_free_bytes: int = 0) -> None:
         self.root = Path(root).resolve()
+        self.min_free_bytes = min_free_bytes
+
+    def _check_room(self) -> None:
+        if not self.min_free_bytes:
+            return
+        where = next(p for p in (self.root, *self.root.parents) if p.exists())
+        if shutil.disk_usage(where).free < self.min_free_bytes:
+            raise StorageError(
+                "the gateway's file storage is full (its disk has less free than jobs.min_free_bytes); retry later",
+                code="storage_full",
+            )
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -29,12 +46,16 @@ class LocalStorage:
         path = self._path(key)
         tmp = path.with_name(path.name + f".{os.getpid()}.part")
         try:
+            await asyncio.to_thread(self._check_room)
             await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
             handle = await asyncio.to_thread(tmp.open, "wb")
-            size = 0
+            size, check_at = 0, CHECK_EVERY_BYTES
             try:
                 async for chunk in chunks:
                     size += len(chunk)
+                    if size >= check_at:
+                        check_at += CHECK_EVERY_BYTES
+                        await asyncio.to_thread(self._check_room)
                     await asyncio.to_thread(handle.write, chunk)
             finally:
                 await asyncio.to_thread(handle.close)

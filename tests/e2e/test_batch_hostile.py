@@ -512,3 +512,18 @@ def test_a_batch_of_wide_lines_leaves_the_event_loop_to_other_requests(
     print(f"/healthz during the batch: {len(took)} probes, p50 {took[len(took) // 2] * 1000:.1f} ms, "
           f"p90 {p90 * 1000:.1f} ms, max {took[-1] * 1000:.1f} ms")  # fmt: skip
     assert len(took) >= 20
+
+
+def test_an_upload_to_a_disk_short_of_its_free_room_is_refused_and_leaves_nothing(
+    gateways: GatewayFactory, tmp_path: Path
+) -> None:
+    """Each team's files are capped, but many teams within their caps could fill the disk: a write to local
+    storage stops while its disk has less than jobs.min_free_bytes free (1 GiB by default; here more than
+    any disk has). The upload gets 503 `storage_full` and leaves no file."""
+    with jobs_gateway(gateways, tmp_path, {"alpha": {}}, jobs={"min_free_bytes": 10**18}) as j:
+        c = client(j.gw, j.keys["alpha"])
+        with pytest.raises(openai.InternalServerError) as refused:
+            c.files.create(file=("a.jsonl", b'{"custom_id": "a"}\n' * 1000), purpose="batch")
+        assert refused.value.status_code == 503
+        assert refused.value.code == "storage_full" and "min_free_bytes" in refused.value.message
+        assert not [p for p in j.files.rglob("*") if p.is_file()]
