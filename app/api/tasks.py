@@ -19,7 +19,7 @@ from ..schemas.dashscope import DashScopeError
 from ..storage.base import DOWNLOAD_BYTES
 from ..teams.team import Team, model_for
 from . import routes
-from .asgi.exchange import lease_of
+from .asgi.exchange import exchange_of, lease_of
 from .batches import ANONYMOUS, jobs_of
 from .body import read_body
 from .rendering import request_id_of
@@ -107,8 +107,11 @@ async def task_result(
     gw = gateway(request)
     if gw.jobs is None or not await gw.jobs.tasks.signed(task_id, expires, signature):
         raise Forbidden("the result URL is not valid or has expired: ask GET /api/v1/tasks/{task_id} for a new one")
+    task = await gw.jobs.tasks.completed(task_id)
+    # the URL needs no key: its downloads count toward the task's team's share of the memory budget
+    exchange_of(request.scope).team = None if task["team"] == ANONYMOUS else task["team"]
     await lease_of(request.scope, gw.memory).take(DOWNLOAD_BYTES + GZIP_BYTES, "task_id")  # as a file's content
-    return StreamingResponse(gw.jobs.tasks.result(task_id), media_type="application/gzip")
+    return StreamingResponse(gw.jobs.tasks.result(task), media_type="application/gzip")
 
 
 __all__ = ["ANONYMOUS", "create_task", "refuse_async", "router"]

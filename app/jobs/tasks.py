@@ -123,13 +123,17 @@ class Tasks:
             return False
         return hmac.compare_digest(signature, await self._sign(tid, expires))
 
-    async def result(self, tid: str) -> AsyncIterator[bytes]:
-        """The result file, gzipped as it streams (output parts, then error parts: each line has its index),
-        each chunk compressed in a thread (zlib lets go of the GIL): on the event loop, a 256 KiB chunk of
-        vectors held every other request of the process for 20-45 ms (level 6)."""
+    async def completed(self, tid: str) -> dict[str, str]:
+        """The task's record, once it has a result (NotFound before: asked before the answer starts)."""
         b = await self.records.batch(tid)
         if b is None or b["status"] != "completed":
             raise NotFound("the task has no result", dashscope_code="InvalidParameter")
+        return b
+
+    async def result(self, b: dict[str, str]) -> AsyncIterator[bytes]:
+        """The result file of a completed task (`completed`), gzipped as it streams (output parts, then error
+        parts: each line has its index), each chunk compressed in a thread (zlib lets go of the GIL): on the
+        event loop, a 256 KiB chunk of vectors held every other request of the process for 20-45 ms (level 6)."""
         packer = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
         for name in ("output_file_id", "error_file_id"):
             rec = await self.records.file(b[name]) if b.get(name) else None

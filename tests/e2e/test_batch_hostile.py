@@ -133,14 +133,17 @@ def stalling(gateways: GatewayFactory, tmp_path_factory: pytest.TempPathFactory)
         yield j.gw, j.keys["alpha"]
 
 
-def stalled_download(g: Gateway, key: str, file_id: str) -> socket.socket:
-    """A download of `file_id` asked for on a socket whose buffer is 4 KiB and which reads nothing more."""
+def stalled_download(g: Gateway, key: str | None, file_id: str | None = None, path: str = "") -> socket.socket:
+    """A download of `file_id` (or of `path`) asked for on a socket whose buffer is 4 KiB and which reads
+    nothing more."""
     host, port = g.url.removeprefix("http://").split(":")
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.settimeout(30)
     s.connect((host, int(port)))
-    s.sendall(f"GET /v1/files/{file_id}/content HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
+    path = path or f"/v1/files/{file_id}/content"
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
     return s
 
 
@@ -527,3 +530,25 @@ def test_an_upload_to_a_disk_short_of_its_free_room_is_refused_and_leaves_nothin
         assert refused.value.status_code == 503
         assert refused.value.code == "storage_full" and "min_free_bytes" in refused.value.message
         assert not [p for p in j.files.rglob("*") if p.is_file()]
+
+
+def test_result_downloads_count_toward_the_task_s_team_s_share(tight: tuple[Gateway, str]) -> None:
+    """A task's result URL needs no key, so its downloads had no team: stalled ones were bound by the whole
+    budget only (21 of 768 KiB in 16 MiB). Now they count toward the task's team's share (4 MiB): 5 are
+    answered and the others get 429 after the wait."""
+    g, key = tight
+    c = client(g, key)
+    f = c.files.create(
+        file=("docs.txt", "".join(f"stalled result {i}\n" for i in range(1000)).encode()), purpose="batch"
+    )
+    out = task_outcome(g, key, {"model": "text-embedding-v4", "input": {"url": f.id}, "parameters": {}}, within=120)
+    assert out["task_status"] == "SUCCEEDED", out
+    path = out["url"].removeprefix(g.url)
+    readers = [stalled_download(g, None, path=path) for _ in range(30)]
+    try:
+        statuses = [status_of(s) for s in readers]
+    finally:
+        for s in readers:
+            s.close()
+    served, refused = statuses.count(b"200"), statuses.count(b"429")
+    assert served + refused == len(readers) and served <= 6, statuses
