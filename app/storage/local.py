@@ -102,14 +102,20 @@ class LocalStorage:
         return await asyncio.to_thread(self._sweep_parts, time.time() - older_than_s)
 
     def _sweep_parts(self, before: float) -> int:
+        """os.walk, not Path.rglob: folders are removed as their last file goes (other writes, deletes and
+        sweeps run meanwhile), and rglob raises on a folder that went between its listing and its scan."""
         gone = 0
-        for path in self.root.rglob("*.part"):
-            try:
-                if path.stat().st_mtime < before:
-                    self._remove(path)
-                    gone += 1
-            except OSError:  # removed meanwhile
-                continue
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                if not name.endswith(".part"):
+                    continue
+                path = Path(folder, name)
+                try:
+                    if path.stat().st_mtime < before:
+                        self._remove(path)
+                        gone += 1
+                except OSError:  # removed meanwhile
+                    continue
         return gone
 
     async def close(self) -> None:
