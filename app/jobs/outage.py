@@ -37,6 +37,12 @@ class Outage(logging.Filter):
             return True
         if not self.failed(exc):
             return False
-        record.msg, record.args = "batch jobs: Redis failed: %s (%s)", (self.cause, record.getMessage())
+        record.msg, record.args = "batch jobs: Redis failed: %s (%s)", (self.cause, _what(record.getMessage()))
         record.exc_info, record.exc_text, record.levelno, record.levelname = None, None, logging.WARNING, "WARNING"
         return True
+
+
+def _what(message: str) -> str:
+    """saq's line about the failure, without the job's recorded error (its traceback) and at most 300
+    characters: "Error processing job Job<function: run_batch, kwargs: {...}, ..., error: Traceback ...>"."""
+    return message.split(", error:", 1)[0].splitlines()[0][:300]

@@ -41,3 +41,19 @@ def test_other_records_pass() -> None:
     assert outage.filter(plain) and plain.getMessage() == "Worker starting"
     bug = failure(ValueError("a bug"), "Error processing job")
     assert outage.filter(bug) and bug.exc_info is not None  # not Redis: saq's traceback stays
+
+
+def test_a_failed_job_s_line_keeps_saq_s_words_but_not_the_job_s_traceback() -> None:
+    saq_line = (
+        "Error processing job Job<function: run_batch, kwargs: {'bid': 'batch_1'}, queue: ns:jobs, attempts: 2, "
+        'error: Traceback (most recent call last):\n  File "/srv/app/jobs/worker.py", line 115, in _run\n'
+        "redis.exceptions.ConnectionError: Connection refused., status: active>"
+    )
+    record = failure(ConnectionError("Connection refused."), saq_line)
+    assert Outage().filter(record)
+    line = record.getMessage()
+    assert line == (
+        "batch jobs: Redis failed: connection refused (Error processing job Job<function: run_batch, "
+        "kwargs: {'bid': 'batch_1'}, queue: ns:jobs, attempts: 2)"
+    )
+    assert "Traceback" not in line and "\n" not in line
