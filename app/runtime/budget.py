@@ -11,9 +11,10 @@ One team's requests hold at most `share` of the budget together (a lease names i
 it, a request of that team waits for the team's other requests to give bytes back, then gets 429, while
 other teams' requests still find room. Without it, one team's readers that take their answers just fast
 enough to pass the write deadline's rule (hundreds of them at ~12 KB/s) could hold the whole budget, and
-every team's large requests would get 503. A request while its team's other requests hold nothing is bound
-by the budget alone (one request of 21 fetched images of 3 MB needs ~250 MB: it still passes). Leases
-without a holder (auth off, the jobs of a team-less gateway) are bound by the budget alone.
+every team's large requests would get 503. A team's oldest request in progress, and a request while its
+team's others hold nothing, are bound by the budget alone (one request of 21 fetched images of 3 MB needs
+~250 MB: it still passes; two requests of a team never wait for each other). Leases without a holder (auth
+off, the jobs of a team-less gateway) are bound by the budget alone.
 
 Bytes given back are only freed memory if the allocator returns them: glibc keeps freed heap memory in
 the process (and raises its mmap threshold after large frees, so the next burst lands on the heap too).
