@@ -34,7 +34,9 @@ from .inputs.items import TextItems
 from .jobs.wiring import JobsPlan, start_jobs
 from .limits.admission import TeamLimiter
 from .limits.quota import UpstreamQuota
-from .metrics import Metrics, multiprocess_dir
+from .metricfiles import multiprocess_dir
+from .metrics import Metrics
+from .runtime.looplag import LoopLag
 from .runtime.state import Gateway
 from .server.protocol import STATE_KEY
 from .service import EmbeddingService
@@ -183,6 +185,9 @@ def lifespan_of(p: Plan) -> Callable[[FastAPI], AbstractAsyncContextManager[dict
             connections = connections_of(p.settings, p.configs, p.catalog, p.metrics)
             stack.callback(connections.close)
             gw = app.state.gateway = await open_gateway(p, stack)
+            lag = LoopLag(p.metrics.loop_lag)
+            lag.start()
+            stack.push_async_callback(lag.stop)
             await jobs_of(p, gw, stack)
             drain = Drain(gw, p.settings.shutdown_drain_s)
             drain.install()

@@ -8,6 +8,8 @@ import re
 
 from prometheus_client.multiprocess import mark_process_dead
 
+from .config.settings import MULTIPROC_ENV
+
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
 
@@ -29,3 +31,8 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         pass  # alive, under another user
     return True
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of multiprocess mode when the CLI (or the operator) turned it on, else None."""
+    return os.environ.get(MULTIPROC_ENV) or None

@@ -11,7 +11,6 @@ that directory, and `exposition()` merges the files of all workers (gauges by th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,9 +18,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .config.settings import MULTIPROC_ENV
 from .metricfiles import forget_dead_workers
 from .runtime.later import Later
+from .runtime.looplag import lag_histogram
 from .runtime.memo import MemoGauges
 from .runtime.tally import Tally
 from .usage.metrics import UsageMetrics
@@ -209,8 +208,9 @@ class Metrics:
         )
         for reason in CONNECTION_CLOSES:
             self.connections_closed.labels(reason)
-        for outcome in ("waited", "refused"):
+        for outcome in ("waited", "refused", "over_share"):
             self.memory_waits.labels(outcome)
+        self.loop_lag = lag_histogram(r)  # how late the event loop runs what is due (runtime/looplag.py)
         self._routes: list[str] = []
         self._init_teams(self.known_teams())
 
@@ -293,8 +293,3 @@ class Metrics:
         if name is None:
             return ANONYMOUS
         return name if name in self._teams else OTHER
-
-
-def multiprocess_dir() -> str | None:
-    """The directory of multiprocess mode when the CLI (or the operator) turned it on, else None."""
-    return os.environ.get(MULTIPROC_ENV) or None

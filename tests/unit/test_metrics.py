@@ -97,7 +97,8 @@ def test_the_exchange_is_one_per_request_and_fills_the_log_line() -> None:
 WORKER = """
 import sys
 from prometheus_client import CollectorRegistry
-from app.metrics import Metrics, multiprocess_dir
+from app.metricfiles import multiprocess_dir
+from app.metrics import Metrics
 m = Metrics(CollectorRegistry(), multiprocess_dir=multiprocess_dir())
 m.requests.labels("openai", "2xx", "anonymous").inc(int(sys.argv[1]))
 m.in_flight.inc(int(sys.argv[2]))
