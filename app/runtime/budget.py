@@ -85,32 +85,41 @@ class MemoryBudget:
         if holder is None:
             await self._take_room(n, lease.seq, param)
             return
-        try:
-            async with asyncio.timeout(self.wait_s) as within:
-                await self._within_share(n, lease, holder)
-        except TimeoutError:
-            self.count("over_share")
-            raise OverShare(
-                f"{param}: your team holds as much request data in this gateway process as one team may "
-                "(memory_budget_team_share); retry shortly",
-                param=param,
-                retry_after=1.0,
-            ) from None
+        deadline = None
+        if self._over_share(n, lease, holder):  # else no timer: a cache hit's answer takes room this way
+            deadline = asyncio.get_running_loop().time() + self.wait_s
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._within_share(n, lease, holder)
+            except TimeoutError:
+                self.count("over_share")
+                raise OverShare(
+                    f"{param}: your team holds as much request data in this gateway process as one team may "
+                    "(memory_budget_team_share); retry shortly",
+                    param=param,
+                    retry_after=1.0,
+                ) from None
         self._claim(holder, lease.seq, n)  # counted now: the team's others wait on it
         try:
-            await self._take_room(n, lease.seq, param, within.when())
+            await self._take_room(n, lease.seq, param, deadline)
         except BaseException:
             self._claim(holder, lease.seq, -n)
             raise
 
+    def _over_share(self, n: int, lease: Lease, holder: str) -> bool:
+        """Whether n more bytes would pass the holder's share (its bytes held and awaited). The team's oldest
+        claiming lease, and a lease while the team's others claim nothing, are never over it (the budget alone
+        bounds them): two requests of a team each holding part of what they need would otherwise wait for each
+        other until both were refused."""
+        held = self.held_by.get(holder, 0)
+        if held + n <= self.share_bytes:
+            return False
+        claims = self._claims.get(holder, {})
+        return held > claims.get(lease.seq, 0) and lease.seq != min(claims)
+
     async def _within_share(self, n: int, lease: Lease, holder: str) -> None:
-        """Until the holder's bytes (held and awaited) plus n fit in its share. The team's oldest claiming
-        lease never waits here (the budget alone bounds it): two requests of a team each holding part of
-        what they need would otherwise wait for each other until both were refused."""
-        while (held := self.held_by.get(holder, 0)) + n > self.share_bytes:
-            claims = self._claims.get(holder, {})
-            if held <= claims.get(lease.seq, 0) or lease.seq == min(claims):
-                return  # the team's others claim nothing, or this is its oldest request
+        """Until n more bytes are within the holder's share (_over_share), woken as the holder gives back."""
+        while self._over_share(n, lease, holder):
             future = asyncio.get_running_loop().create_future()
             self._share_waiters.setdefault(holder, []).append(future)
             try:
