@@ -24,6 +24,7 @@ from tests.support.processes import GatewayFactory, RedisServer, stop
 from tests.support.teamkit import write_config
 
 TEXTS = ["one cached text", "another cached text", "a third one"]
+HITS = 40
 
 
 @dataclass
@@ -100,7 +101,7 @@ def warm(s: Setup, team: str, texts: list[str]) -> None:
 
 
 def test_hits_of_a_limited_team_are_admitted_from_the_processs_block(setup: Setup) -> None:
-    """20 whole hits in a row: each one MGET, and most no script at all (admitted from the block of the
+    """40 whole hits in a row: each one MGET, and most no script at all (admitted from the block of the
     team's limits the process holds; at most the block's asking, prefetch and renewal); Redis counts each
     once its blocks are given back (at their bucket's end, then no renewal for an idle team)."""
     warm(setup, "limited", TEXTS)
@@ -108,22 +109,24 @@ def test_hits_of_a_limited_team_are_admitted_from_the_processs_block(setup: Setu
     before = admitted(setup, "limited")
     setup.redis.config_resetstat()
     t0 = time.monotonic()
-    replies = [embed(setup, "limited", TEXTS) for _ in range(20)]
+    replies = [embed(setup, "limited", TEXTS) for _ in range(HITS)]
     buckets = math.ceil((time.monotonic() - t0) / 1.0) + 1  # the buckets (1 s of the 60 s window) they spanned
     stats = setup.redis.info("commandstats")
     calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
     assert all(r.headers["x-cache-hits"] == "3" and r.headers["x-cache-misses"] == "0" for r in replies)
     # No finish (nothing to reconcile, no lease); most admissions local: the first blocks' asking while the
-    # process learns the team's rate, then about a block and its prefetch per bucket. On a quiet machine the
-    # 20 take under a second (at most 10 scripts); at load 15 they spanned more buckets and made 11.
-    assert scripts(calls) <= max(10, 2 * buckets) and scripts(calls) < 20, (calls, buckets)
-    assert calls.get("mget") == 20, calls
+    # process learns the team's rate (5-8 scripts for 20 hits on a quiet machine, 7-10 with three busy loops
+    # beside, 11-12 in CI runs: it was 20 hits, at most 10 scripts, and failed there), then about a block and
+    # its prefetch per bucket. 40 hits: the learning weighs half as much.
+    print(f"{HITS} hits: {scripts(calls)} scripts in {buckets} buckets")
+    assert scripts(calls) <= max(HITS // 2, 3 * buckets) and scripts(calls) < HITS, (calls, buckets)
+    assert calls.get("mget") == HITS, calls
     time.sleep(2.2)
-    assert admitted(setup, "limited") == before + 20  # rpm counted exactly
+    assert admitted(setup, "limited") == before + HITS  # rpm counted exactly
     # The headers of this process's only admissions: one request more each (docs/limits.md: approximate
     # when other processes admit meanwhile), tokens unchanged: a hit is not billed
     remaining = [int(r.headers["x-ratelimit-remaining-requests"]) for r in replies]
-    assert remaining[-1] < remaining[0] and sum(a - b == 1 for a, b in itertools.pairwise(remaining)) >= 15
+    assert remaining[-1] < remaining[0] and sum(a - b == 1 for a, b in itertools.pairwise(remaining)) >= HITS * 3 // 4
     assert len({r.headers["x-ratelimit-remaining-tokens"] for r in replies}) == 1
 
 
