@@ -103,7 +103,7 @@ async def answer(
     """`document(array, facts)`: the whole answer with `array` at the entries' place; `entry(i)`: the i-th
     entry, with VECTOR where its vector goes; `skeletons`: the route's memo of their JSON (None: rendered every
     time; else `facts` must be hashable)."""
-    per_vector = ENTRY_BYTES + int(len(vectors[0]) * text.ratio) if vectors else ENTRY_BYTES
+    per_vector, per_slice = slice_of(vectors, text)
     size = per_vector * len(vectors)
     if size <= SLICE_BYTES:  # one write: its length is known
         if size > SMALL_ANSWER_BYTES:  # 503 + Retry-After when there is no room
@@ -117,10 +117,24 @@ async def answer(
         if size <= SMALL_ANSWER_BYTES:
             return JSONAnswer(body, headers)
         return SlicedAnswer(iter((body,)), headers, len(body))
-    per_slice = max(1, SLICE_BYTES // per_vector)
     await lease_of(request.scope, budget).take(2 * per_vector * per_slice, "input")
+    return SlicedAnswer(sliced(document, facts, entry, vectors, text, per_slice), headers)
+
+
+def slice_of(vectors: Sequence[bytes], text: VectorText) -> tuple[int, int]:
+    """An entry's bytes at most (its JSON around the vector, and the vector's text), and the entries of a
+    slice of an answer rendered in slices (SLICE_BYTES of them)."""
+    per_vector = ENTRY_BYTES + int(len(vectors[0]) * text.ratio) if vectors else ENTRY_BYTES
+    return per_vector, max(1, SLICE_BYTES // per_vector)
+
+
+def sliced(
+    document: Document, facts: Any, entry: Entry, vectors: Sequence[bytes], text: VectorText, per_slice: int
+) -> Iterator[bytes]:
+    """The whole document of one or more entries, `per_slice` entries a piece (their JSON joined is the
+    document rendered at once, byte for byte)."""
     head, tail = orjson.dumps(document(VECTOR, facts)).split(b"\x00")
-    return SlicedAnswer(slices(head, tail, entry, vectors, text, per_slice), headers)
+    return _slices(head, tail, entry, vectors, text, per_slice)
 
 
 def _cut(document: Document, facts: Any, entry: Entry, count: int) -> list[bytes]:
@@ -137,11 +151,9 @@ def _filled(pieces: list[bytes], vectors: Sequence[bytes], text: VectorText) -> 
     return b"".join(parts)
 
 
-def slices(
+def _slices(
     head: bytes, tail: bytes, entry: Entry, vectors: Sequence[bytes], text: VectorText, per_slice: int
 ) -> Iterator[bytes]:
-    """A document of one or more entries, `per_slice` entries a piece; `head` and `tail` are its JSON before
-    and after the entries' array."""
     count = len(vectors)
     for start in range(0, count, per_slice):
         end = min(count, start + per_slice)

@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from ..api import routes
-from ..api.answer import ENTRY_BYTES, SLICE_BYTES, VECTOR, slices
+from ..api.answer import VECTOR, slice_of, sliced
 from ..api.rendering import field_path, openai_body
 from ..api.vectortext import VectorText
 from ..config.catalog import ModelSpec
@@ -96,18 +96,20 @@ async def render(result: EmbedResult, model: str, text: VectorText) -> bytes:
     Rendered a slice (SLICE_BYTES) at a time, one per loop turn, as the route writes a large answer: jobs
     run in the gateway's processes, and 2,048 vectors of 1,024 floats rendered at once held the event loop,
     so every request of the process, for ~140 ms."""
-    usage = {"prompt_tokens": result.billed_tokens, "total_tokens": result.billed_tokens}
-    vectors = result.vectors
+    facts, vectors = (model, result.billed_tokens), result.vectors
     if not vectors:
-        return orjson.dumps({"object": "list", "data": [], "model": model, "usage": usage})
-    head, tail = orjson.dumps({"object": "list", "data": VECTOR, "model": model, "usage": usage}).split(b"\x00")
-    per_slice = max(1, SLICE_BYTES // (ENTRY_BYTES + int(len(vectors[0]) * text.ratio)))
+        return orjson.dumps(_document([], facts))
     parts = []
-    for n, part in enumerate(slices(head, tail, _entry, vectors, text, per_slice)):
+    for n, part in enumerate(sliced(_document, facts, _entry, vectors, text, slice_of(vectors, text)[1])):
         if n:
             await asyncio.sleep(0)
         parts.append(part)
     return b"".join(parts)
+
+
+def _document(data: Any, facts: tuple[str, int]) -> dict[str, Any]:
+    model, billed = facts
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": billed, "total_tokens": billed}}
 
 
 def _entry(i: int) -> dict[str, Any]:
