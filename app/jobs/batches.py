@@ -24,7 +24,7 @@ from ..errors import GatewayError, InvalidRequest, NotFound, RateLimited
 from ..storage.base import StorageError
 from .files import FileStore, new_id
 from .records import FINAL, Records, now
-from .runner import BatchRunner
+from .runner import BatchRunner, part_key
 
 log = logging.getLogger("embedding_gateway.jobs")
 STORAGE_WAIT_S = 10.0
@@ -155,7 +155,7 @@ class Batches:
         await self.records.release_bytes(b["team"], int(b.get("out_bytes") or 0) + int(b.get("err_bytes") or 0) + held)
         for i in range(parts + 1):
             for kind in ("out", "err"):
-                await self.runner.storage.delete(f"batches/{bid}/{kind}/{i:06d}")
+                await self.runner.storage.delete(part_key(bid, kind, i))
 
     async def sweep(self, pages: int = 20, page: int = 1000) -> int:
         """Forget batches (and tasks) finished more than `file_ttl_s` ago, when their output files expire: a
@@ -190,10 +190,10 @@ class Batches:
                                         ("err", "failed", "err_bytes", "error_file_id")):  # fmt: skip
             if int(b.get(count) or 0) == 0:  # no file: its parts are empty, and no file would ever delete them
                 for i in range(parts):
-                    await self.runner.storage.delete(f"batches/{bid}/{kind}/{i:06d}")
+                    await self.runner.storage.delete(part_key(bid, kind, i))
                 continue
             fid = f"file-{base}{kind}"
-            keys = [f"batches/{bid}/{kind}/{i:06d}" for i in range(parts)]
+            keys = [part_key(bid, kind, i) for i in range(parts)]
             # its bytes were counted part by part as they were written (BatchRunner._step)
             await self.files.create(b["team"], fid, f"{bid}_{kind}put.jsonl", "batch_output", keys,
                                     int(b.get(size) or 0), int(b.get(count) or 0))  # fmt: skip

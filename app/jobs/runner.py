@@ -46,6 +46,13 @@ CHUNK_VALUES = 2048 * 1024
 SLICE_VECTORS = 20  # vectors rendered per loop turn (~1 ms: a slice of a large answer, app/api/answer.py)
 ATTEMPTS = 8  # retryable failures of one group before its lines are failed
 RETRYABLE = (RateLimited, Unavailable, UpstreamFailed)
+
+
+def part_key(bid: str, kind: str, n: int) -> str:
+    """Where part `n` of a batch's output (`kind` "out") or errors ("err") is stored."""
+    return f"batches/{bid}/{kind}/{n:06d}"
+
+
 Touch = Callable[[], Awaitable[None]]
 Parse = Callable[[int, bytes | None, Lease, bool], Awaitable[Line | bytes]]  # (n, raw, lease, wait)
 
@@ -149,8 +156,8 @@ class BatchRunner:
                                                   "line": p.lines + 1}]}  # fmt: skip
             await self.records.transition(bid, ["in_progress"], status="cancelling", cancelling_at=now(), errors=errors)
             return False
-        await self.storage.put(f"batches/{bid}/out/{p.parts:06d}", one(out))
-        await self.storage.put(f"batches/{bid}/err/{p.parts:06d}", one(err))
+        await self.storage.put(part_key(bid, "out", p.parts), one(out))
+        await self.storage.put(part_key(bid, "err", p.parts), one(err))
         p.lines += len(parsed)
         p.parts += 1
         p.completed += len(chunk.out)
