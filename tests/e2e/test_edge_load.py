@@ -39,9 +39,7 @@ STALLED = 150
 
 
 def closed_total(gw: Gateway) -> dict[str, float]:
-    text = httpx.get(gw.url + "/metrics", timeout=10).text
-    found = re.findall(r'gateway_connections_closed_total\{reason="(\w+)"\} ([0-9.e+]+)', text)
-    return {reason: float(v) for reason, v in found}
+    return gw.counts("gateway_connections_closed_total", "reason")
 
 
 def rss_mb(gw: Gateway) -> float:
@@ -201,9 +199,7 @@ def test_one_teams_unread_answers_leave_other_teams_room(
 
 
 def waits(gw: Gateway) -> dict[str, float]:
-    text = httpx.get(gw.url + "/metrics", timeout=10).text
-    found = re.findall(r'gateway_memory_budget_total\{outcome="(\w+)"\} ([0-9.e+]+)', text)
-    return {outcome: float(v) for outcome, v in found}
+    return gw.counts("gateway_memory_budget_total", "outcome")
 
 
 def test_slow_bodies_are_closed_by_the_rate_rule(gateways: GatewayFactory, standin: StandIn) -> None:

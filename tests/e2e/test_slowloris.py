@@ -31,9 +31,7 @@ SLOWLORIS = "tests/support/slowloris.py"  # run from ROOT
 
 
 def closed_total(gw: Gateway) -> dict[str, float]:
-    text = httpx.get(gw.url + "/metrics", timeout=5).text
-    found = re.findall(r'gateway_connections_closed_total\{reason="(\w+)"\} ([0-9.e+]+)', text)
-    return {reason: float(v) for reason, v in found}
+    return gw.counts("gateway_connections_closed_total", "reason")
 
 
 def breaker_open(gw: Gateway) -> bool:

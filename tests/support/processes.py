@@ -186,6 +186,12 @@ class Gateway:
         headers = {**self.headers, **options.pop("headers", {})}
         return httpx.post(self.url + path, headers=headers, **{"verify": TLS, **options})
 
+    def counts(self, metric: str, label: str) -> dict[str, float]:
+        """A counter of one label from the gateway's /metrics, by that label's value."""
+        text = httpx.get(self.url + "/metrics", timeout=10, verify=TLS).text
+        found = re.findall(rf'{metric}\{{{label}="(\w+)"\}} ([0-9.e+]+)', text)
+        return {value: float(v) for value, v in found}
+
 
 class GatewayFactory:
     """Starts `embedding-gateway serve` processes wired to the stand-in (and a Redis when given), with the
