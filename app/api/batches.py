@@ -3,11 +3,11 @@ Files and batches belong to the caller's team: another team's id is a 404."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import InvalidRequest, Unavailable
 from ..jobs.batches import batch_object
@@ -51,6 +51,25 @@ async def create_file(request: Request) -> JSONResponse:
     declared = int(length) if length is not None and length.isdigit() else None
     rec = await jobs.files.upload(team, request.headers.get("content-type", ""), declared, request.stream())
     return JSONResponse(file_object(rec))
+
+
+@router.get(routes.FILES, responses=ERRORS, summary="The team's files, newest first")
+async def list_files(
+    request: Request,
+    after: str | None = Query(None, max_length=80),
+    limit: int = Query(10_000, ge=1, le=10_000),
+    order: Literal["asc", "desc"] = Query("desc"),
+    purpose: str | None = Query(None, max_length=40),
+) -> Response:
+    """OpenAI's list of files (the SDK's `files.list()` pages through it): the team's input files and its
+    batches' outputs, until they expire. The answer's bytes come from the memory budget."""
+    jobs, team = jobs_of(request)
+    found, more = await jobs.files.page(team, after, limit, order == "desc", purpose)
+    data = [file_object(f) for f in found]
+    body = orjson.dumps({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                         "last_id": data[-1]["id"] if data else None, "has_more": more})  # fmt: skip
+    await lease_of(request.scope, gateway(request).memory).take(len(body), "limit")
+    return Response(body, media_type="application/json")
 
 
 @router.get(routes.FILE, responses=ERRORS, summary="A file's metadata")

@@ -28,6 +28,7 @@ PURPOSES = ("batch",)
 # a live write touches it at every chunk, and an upload slower than the body rate is cut long before.
 LEFTOVER_AGE_S = 3600
 LEFTOVERS_EVERY_S = 3600
+PAGE_IDS = 500  # file ids read at a time while a listing fills its page
 
 
 def new_id(prefix: str) -> str:
@@ -87,6 +88,25 @@ class FileStore:
         if rec is None or rec["team"] != team or rec["expires_at"] <= now():
             raise NotFound(f"file_id: no file {fid[:64]!r}", param="file_id", code="not_found")
         return rec
+
+    async def page(
+        self, team: str, after: str | None, limit: int, newest_first: bool, purpose: str | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to `limit` of the team's live files (of `purpose`, if given) after the id `after`, and whether
+        more follow. Ids are read PAGE_IDS at a time until the page is full, so a filter that skips many
+        never ends a listing early; a team holds `team_max_files` files at most, which bounds the reads."""
+        found: list[dict[str, Any]] = []
+        cursor, t = after, now()
+        while True:
+            ids = await self.records.file_ids(team, cursor, PAGE_IDS, newest_first)
+            for rec in await self.records.files(ids):
+                if rec is not None and rec["expires_at"] > t and purpose in (None, rec["purpose"]):
+                    if len(found) == limit:
+                        return found, True
+                    found.append(rec)
+            if len(ids) < PAGE_IDS:
+                return found, False
+            cursor = ids[-1]
 
     async def content(self, rec: dict[str, Any]) -> AsyncIterator[bytes]:
         for key in rec["parts"]:

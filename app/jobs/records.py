@@ -75,7 +75,8 @@ class Records:
         team, fid = rec["team"], rec["id"]
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(f"{self.ns}:file:{fid}", orjson.dumps(rec))
-            pipe.zadd(f"{self.ns}:files:{team}", {fid: rec["created_at"]})
+            order = time.time_ns() // 1000  # microseconds: files created in one second listed in their order
+            pipe.zadd(f"{self.ns}:files:{team}", {fid: order})
             pipe.zadd(f"{self.ns}:expiry", {fid: rec["expires_at"]})
             await pipe.execute()
 
@@ -182,14 +183,26 @@ class Records:
     async def batch_ids(self, team: str | None, after: str | None, limit: int) -> list[str]:
         """Newest first; `after`: the id the previous page ended with. team None: every team's (operators)."""
         key = f"{self.ns}:batches:{team}" if team is not None else f"{self.ns}:batches"
+        return await self._page(key, after, limit, newest_first=True)
+
+    async def file_ids(self, team: str, after: str | None, limit: int, newest_first: bool) -> list[str]:
+        return await self._page(f"{self.ns}:files:{team}", after, limit, newest_first)
+
+    async def files(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        raws = await self.redis.mget([f"{self.ns}:file:{i}" for i in ids]) if ids else []
+        return [None if raw is None else dict(orjson.loads(raw)) for raw in raws]
+
+    async def _page(self, key: str, after: str | None, limit: int, newest_first: bool) -> list[str]:
+        """Up to `limit` ids of a sorted set in its order (or the reverse), after the id `after`: [] when
+        `after` is not there (deleted meanwhile: the client starts again rather than skip or repeat)."""
         start = 0
         if after is not None:
-            rank = await self.redis.zrevrank(key, after)
+            rank = await (self.redis.zrevrank(key, after) if newest_first else self.redis.zrank(key, after))
             if rank is None:
                 return []
             start = int(rank) + 1  # type: ignore[arg-type]
-        ids = await self.redis.zrevrange(key, start, start + limit - 1)
-        return [_s(i) for i in ids]
+        read = self.redis.zrevrange if newest_first else self.redis.zrange
+        return [_s(i) for i in await read(key, start, start + limit - 1)]
 
 
 def _s(v: object) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from openai import NotFoundError, OpenAI
+from openai import BadRequestError, NotFoundError, OpenAI
 
 from bench.standin import canonical_digest, expected_vector
 from tests.support.polling import eventually
@@ -149,6 +149,29 @@ def test_another_team_sees_nothing_and_listing_pages(setup: Any) -> None:
     alpha.files.delete(f.id)
     with pytest.raises(NotFoundError):
         alpha.files.retrieve(f.id)
+
+
+def test_files_list_pages_the_teams_own_files(setup: Any) -> None:
+    """`files.list()` as the SDK pages it: the team's files only, newest first (or oldest with order=asc,
+    files made in one second kept in their order), filtered by purpose, a deleted file gone."""
+    gw, keys, *_ = setup
+    alpha, beta = client(gw, keys["alpha"]), client(gw, keys["beta"])
+    theirs = alpha.files.create(file=("theirs.jsonl", orjson.dumps(request_line(0, "x"))), purpose="batch").id
+    before = {f.id for f in beta.files.list()}
+    made = [beta.files.create(file=(f"{i}.jsonl", orjson.dumps(request_line(i, f"t{i}"))), purpose="batch").id
+            for i in range(5)]  # fmt: skip
+    page = beta.files.list(limit=2)
+    assert [f.id for f in page.data] == made[:-3:-1] and page.has_more
+    listed = [f.id for f in page if f.id not in before]  # the SDK follows `after` across pages
+    assert listed == made[::-1]
+    assert [f.id for f in beta.files.list(order="asc") if f.id not in before] == made
+    assert theirs not in {f.id for f in beta.files.list()} and theirs in {f.id for f in alpha.files.list()}
+    assert [f.id for f in beta.files.list(purpose="batch") if f.id not in before] == made[::-1]
+    assert [f.id for f in beta.files.list(purpose="batch_output") if f.id in made] == []
+    beta.files.delete(made[2])
+    assert [f.id for f in beta.files.list(limit=1) if f.id not in before] == [made[4], made[3], made[1], made[0]]
+    with pytest.raises(BadRequestError):
+        beta.files.list(limit=0)
 
 
 def test_cancel_midway_keeps_partial_output(setup: Any, standin: StandIn) -> None:
