@@ -1,13 +1,12 @@
 """EmbeddingService: the whole path of one parsed request, from items to vectors, in one call (`embed`).
 
-keys -> one cache read -> the team's admission for the misses (hits are not billed, so a whole hit is
-admitted with 0 tokens: one script call, docs/limits.md) -> misses (duplicates once) -> the flights
-(app/flights/: identical in-flight misses once, across replicas through Redis leases; misses of concurrent
-requests batched up to the model's limit; each chunk sent through the upstream caller: guard, quota gate,
-adapter; new vectors written to the cache)
--> vectors in input order, the team's admission corrected to the bill and the rate-limit headers set on the
-reply. Each layer calls only the one below it and gets its answer back. The service sees no HTTP, Redis or
-httpx types: it talks to a VectorCache, the team limits, the upstream quota and the flights.
+keys -> one cache read -> the vectors counted in the request's memory lease -> the team's admission for the
+misses (hits are not billed: a whole hit is admitted with 0 tokens, docs/limits.md) -> misses (duplicates
+once) -> the flights (app/flights/: identical in-flight misses once, across replicas through Redis leases;
+misses of concurrent requests batched up to the model's limit; each chunk sent through the upstream caller:
+guard, quota gate, adapter; new vectors written to the cache) -> vectors in input order, the admission
+corrected to the bill and the rate-limit headers set on the reply. Each layer calls only the one below it.
+The service sees no HTTP, Redis or httpx types: a VectorCache, the team limits, the quota and the flights.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from .limits.admission import TeamLimiter
 from .limits.headers import rate_headers
 from .limits.quota import UpstreamQuota
 from .metrics import Metrics
+from .runtime.budget import Lease, hold_vectors
 from .runtime.slices import SLICE, Pause, collect, loop_turn
 from .teams.team import Team
 
@@ -41,6 +41,7 @@ class EmbedRequest:
     items: list[Item]
     cache_read: bool = True
     cache_write: bool = True
+    lease: Lease | None = None  # the request's memory lease, which its vectors are counted in (None: not counted)
 
 
 @dataclass(slots=True)
@@ -123,10 +124,6 @@ class Flights(Protocol):
     async def close(self) -> None: ...
 
 
-def by_upstream_name(spec: ModelSpec) -> str:
-    return spec.upstream
-
-
 def billed_tokens(result: EmbedResult, items: Sequence[Item]) -> int:
     """What the request costs its team: the upstream's bill (cache hits cost nothing); the estimate of the
     items that went upstream when the upstream reports no usage."""
@@ -148,7 +145,7 @@ class EmbeddingService:
         *,
         namespace: str,
         deadline_s: float,
-        route: Callable[[ModelSpec], str] = by_upstream_name,
+        route: Callable[[ModelSpec], str] = lambda spec: spec.upstream,
     ) -> None:
         """`route`: the cache identity of the deployment a request for a model goes to (the fleet's)."""
         self.cache = cache
@@ -171,6 +168,7 @@ class EmbeddingService:
         (`params.background`: batch jobs) the team's limits are waited for, not refused."""
         reply = reply or NoReply()
         looked = await self._lookup(req, team.scope if team is not None else None)
+        await hold_vectors(req.lease, len(looked.unique), looked.params.dimension)  # 503/429 costs nothing
         if looked.misses:
             self.billing.check_budget(team, req.spec)  # a spent budget refuses misses; hits cost nothing and pass
         admit = self.limits.admit_waiting if req.params.background else self.limits.admit

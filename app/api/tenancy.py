@@ -11,7 +11,7 @@ from ..service import EmbedRequest, EmbedResult
 from ..teams.keys import one_key_header_each
 from ..teams.team import Team
 from ..usage.rows import key_id
-from .asgi.exchange import Exchange, exchange_of
+from .asgi.exchange import Exchange, exchange_of, lease_of
 from .body import cache_control, head_of
 from .rendering import Wire, wire_of
 
@@ -30,6 +30,7 @@ async def embed(request: Request, gw: Gateway, team: Team | None, req: EmbedRequ
     """The service's answer to a parsed request; the rate-limit headers land on the exchange (every
     response carries them, errors included), and the answer's fields on its log line."""
     req.cache_read, req.cache_write = cache_control(request)
+    req.lease = lease_of(request.scope, gw.memory)
     exchange = exchange_of(request.scope)
     result = await gw.service.embed(team, req, exchange)
     log_result(exchange, req.spec.name, result)

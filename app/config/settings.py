@@ -130,7 +130,9 @@ class Settings(BaseSettings):
         "(each upstream's max_connections are reserved on top)",
     )
     memory_budget_bytes: int = Field(
-        default=384 * 1024 * 1024, ge=1024 * 1024, description="request bodies and fetched media held at once"
+        default=384 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="request bodies, fetched media, vectors and answer slices held at once",
     )
     memory_budget_team_share: float = Field(
         default=0.25, gt=0, le=1, description="of the memory budget, the most one team's requests hold at once"

@@ -1,4 +1,4 @@
-"""One memory budget per process for the large things requests hold: request bodies and fetched media.
+"""One memory budget per process for the large things requests hold: bodies, fetched media, vectors, answers.
 
 Per-request caps (max_body_bytes, media_fetch_max_total_bytes) bound one request, not many at once:
 four requests naming 21 images of 3 MB each held over a gigabyte. Here a request takes a Lease, and the
@@ -39,6 +39,17 @@ SMALL_BODY_BYTES = 64 * 1024  # bodies up to this size are not counted: the conn
 # A fetched image is held as bytes, as its base64 data URI, decoded again to hash it, and in the upstream request.
 FETCH_WEIGHT = 4
 TRIM_AFTER_BYTES = 16 * 1024 * 1024  # a burst that held less than this is not worth a trim
+VECTOR_BYTES = 33  # a vector's bytes object beyond its 4 bytes a value
+
+
+async def hold_vectors(lease: Lease | None, count: int, dim: int) -> None:
+    """A request's `count` vectors of `dim` values (float32 bytes, read or fetched), held until its answer
+    is written (a slow reader of a streamed answer holds them for minutes): taken from its lease when they
+    pass SMALL_BODY_BYTES. Counted whole, also those the hot cache shares: a flood of distinct requests
+    leaves each vector to its request alone."""
+    n = count * (4 * dim + VECTOR_BYTES)
+    if lease is not None and n > SMALL_BODY_BYTES:
+        await lease.take(n, "input")
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

@@ -3,7 +3,8 @@
 - `stall`: `--connections` connections each ask for the answer of `--body-file` (an OpenAI embeddings
   request) and do not read it. After `--hold` seconds, or once `--release-file` exists, each connection
   reads what it can: a connection is counted `complete` when the whole answer came (the chunked terminator), else
-  `cut` (the server closed or aborted it).
+  `cut` (the server closed or aborted it). With `--distinct`, each connection's texts end in its own number:
+  no two connections ask for the same vectors.
 - `keepalive`: `--connections` clients, each on one kept-alive connection, sending the request of
   `--body-file` every `--interval` seconds for `--duration` seconds and reading each answer. A request is
   `lost` when its connection fails before its answer while no earlier answer on that connection said
@@ -134,6 +135,12 @@ async def keepalive_one(args: argparse.Namespace, req: bytes, out: dict[str, lis
         conn[1].close()
 
 
+def distinct(path: str, body: bytes, n: int) -> bytes:
+    doc = orjson.loads(body)
+    doc["input"] = [f"{text} #{n}" for text in doc["input"]]
+    return request_bytes(path, orjson.dumps(doc))
+
+
 async def run(args: argparse.Namespace, body: bytes) -> dict[str, object]:
     req = request_bytes(args.path, body)
     t0 = time.monotonic()
@@ -141,7 +148,8 @@ async def run(args: argparse.Namespace, body: bytes) -> dict[str, object]:
         counts = dict.fromkeys(("connect_failed", "sent", "complete", "cut"), 0)
         released = asyncio.Event()
         watcher = asyncio.create_task(watch(args.release_file, released))
-        await asyncio.gather(*(stall_one(args, req, counts, released) for _ in range(args.connections)))
+        reqs = [distinct(args.path, body, n) if args.distinct else req for n in range(args.connections)]
+        await asyncio.gather(*(stall_one(args, r, counts, released) for r in reqs))
         watcher.cancel()
         return {"mode": "stall", **counts, "elapsed": time.monotonic() - t0}
     out: dict[str, list[float] | int] = {
@@ -167,6 +175,7 @@ if __name__ == "__main__":
     parser.add_argument("--connections", type=int, default=200)
     parser.add_argument("--hold", type=float, default=10.0, help="stall: seconds before reading, at most")
     parser.add_argument("--release-file", help="stall: read as soon as this file exists")
+    parser.add_argument("--distinct", action="store_true", help="stall: each connection its own texts")
     parser.add_argument("--duration", type=float, default=20.0, help="keepalive: seconds of requests")
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--answer-timeout", type=float, default=30.0)
