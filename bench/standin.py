@@ -435,6 +435,7 @@ class StandIn:
         await _respond(send, 404, {"code": "NotFound", "message": f"no route {method} {path}", "request_id": rid}, rid)
 
     def _record(self, record: dict[str, Any]) -> None:
+        record["done"] = time.time()  # with "t": the calls in flight at once
         self.calls.append(record)
         self.totals["calls_total"] += 1
         if record["failed"]:

@@ -32,7 +32,8 @@ from ..config.upstream import UpstreamConfig
 from ..errors import UpstreamRejected
 from ..inputs.items import Item
 from ..inputs.params import Params
-from ..upstreams.adapter import Batch
+from ..runtime.budget import SMALL_BODY_BYTES, MemoryBudget
+from ..upstreams.adapter import Batch, Result
 from ..upstreams.caller import UpstreamCaller
 
 log = logging.getLogger("embedding_gateway.batcher")
@@ -107,6 +108,11 @@ def group_key(spec: ModelSpec, params: Params) -> GroupKey:
 # items a call) of more than 128 dimensions (512 as base64).
 FLOAT_CALL_VALUES = 256 * 1024
 BASE64_CALL_VALUES = 1024 * 1024
+# While a call's answer is received it is held whole (then parsed at once): a call takes room in the memory
+# budget for it before it is sent, in proportion to its values, a full call this much: 24 bytes a value as
+# JSON floats (FLOAT_CALL_VALUES), 6 as base64. Under SMALL_BODY_BYTES, the upstream's connection cap bounds
+# them (the miss path's small calls take nothing).
+CALL_ANSWER_BYTES = 6 * 1024 * 1024
 
 
 def call_values_of(configs: Mapping[str, UpstreamConfig]) -> dict[str, int]:
@@ -120,13 +126,21 @@ class Batcher:
     runs after the chunk's answers (or its error) were delivered to the waiting requests."""
 
     def __init__(
-        self, caller: UpstreamCaller, landing: Landing, *, window_s: float, call_values: Mapping[str, int] | None = None
+        self,
+        caller: UpstreamCaller,
+        landing: Landing,
+        *,
+        window_s: float,
+        call_values: Mapping[str, int] | None = None,
+        memory: MemoryBudget | None = None,
     ) -> None:
-        """`call_values`: the most vector values one call asks for, by upstream (FLOAT_CALL_VALUES if absent)."""
+        """`call_values`: the most vector values one call asks for, by upstream (FLOAT_CALL_VALUES if absent);
+        `memory`: the budget a call's answer takes room from while it is received (None: not counted)."""
         self.caller = caller
         self.landing = landing
         self.window_s = window_s
         self.call_values = call_values or {}
+        self.memory = memory
         self.groups: dict[GroupKey, _Group] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.busy: dict[GroupKey, int] = {}  # calls in flight per group
@@ -175,10 +189,22 @@ class Batcher:
 
         task.add_done_callback(finished)
 
-    async def _call(self, spec: ModelSpec, params: Params, chunk: list[Pending]) -> None:
+    async def _send(self, spec: ModelSpec, params: Params, chunk: list[Pending]) -> Result:
+        """One upstream call, with room in the memory budget for its answer (CALL_ANSWER_BYTES): a burst of
+        wide misses waits for room, then its requests get 503, rather than growing the process."""
+        batch = Batch(spec, params, [p.item for p in chunk], chunk[0].owner)
         deadline = max(p.deadline for p in chunk)
+        values = self.call_values.get(spec.upstream, FLOAT_CALL_VALUES)
+        size = CALL_ANSWER_BYTES * len(chunk) * params.dimension // values
+        if self.memory is None or size <= SMALL_BODY_BYTES:
+            return await self.caller.call(batch, deadline)
+        async with self.memory.lease() as lease:
+            await lease.take(size, "input")
+            return await self.caller.call(batch, deadline)
+
+    async def _call(self, spec: ModelSpec, params: Params, chunk: list[Pending]) -> None:
         try:
-            result = await self.caller.call(Batch(spec, params, [p.item for p in chunk], chunk[0].owner), deadline)
+            result = await self._send(spec, params, chunk)
         except UpstreamRejected as exc:
             owners: dict[int, list[Pending]] = {}
             for p in chunk:

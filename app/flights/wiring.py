@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ..cache.store import VectorCache
 from ..metrics import Metrics
+from ..runtime.budget import MemoryBudget
 from ..service import Flights
 from ..telemetry.pipeline import TracedCache, TracedFlights
 from ..telemetry.tracing import Tracing
@@ -46,15 +47,17 @@ def open_flights(
     metrics: Metrics,
     tracing: Tracing | None = None,
     call_values: Mapping[str, int] | None = None,
+    memory: MemoryBudget | None = None,
 ) -> Flights:
     """The miss path below the service, built bottom up: the batcher sends chunks through `caller` and lands
-    each call in the in-flight table, of `call_values` vector values at most by upstream (batcher.py); the
+    each call in the in-flight table, of `call_values` vector values at most by upstream, its answer given room
+    in `memory` while it is received (batcher.py); the
     coalescer sends only what no one is fetching yet. With `tracing`,
     the waits, upstream calls and cache writes are spans (app/telemetry/)."""
     leases = open_leases(cache, times.redis_timeout_s)
     writes = cache if tracing is None else TracedCache(cache, tracing)
     inflight = InFlight(writes, leases, metrics)
     caller = caller if tracing is None else TracedCaller(caller, tracing)
-    batcher = Batcher(caller, inflight, window_s=times.batch_window_s, call_values=call_values)
+    batcher = Batcher(caller, inflight, window_s=times.batch_window_s, call_values=call_values, memory=memory)
     flights = Coalescer(batcher, inflight, leases, wait_s=times.coalesce_wait_s, lease_s=times.lease_s, metrics=metrics)
     return flights if tracing is None else TracedFlights(flights, tracing)

@@ -21,11 +21,14 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
+import numpy as np
 import orjson
 
+from bench.standin import expected_vector
 from tests.support.loadshapes import KEY_ENV
 from tests.support.polling import eventually
 from tests.support.processes import ROOT, Gateway, GatewayFactory, StandIn, clean_env
@@ -33,6 +36,7 @@ from tests.support.teamkit import write_config
 
 MODEL = "text-embedding-v4"  # the stand-in answers 1,024 floats by default
 BIG = 2048  # vectors in a big answer: max_input_items' default
+WIDE, WIDE_UPSTREAM = "text-embedding-3-small", "text-embedding-3-small"  # the stand-in's OpenAI route
 # Stalled answers of one team: each holds two slices (~0.5 MB) of the memory budget, 75 MB for 150, within
 # one team's share of the default budget (a quarter of 384 MiB)
 STALLED = 150
@@ -243,6 +247,30 @@ def test_distinct_unread_answers_count_their_vectors_in_the_share(
         release.touch()
     summary = summary_of(proc, 90)
     assert summary["sent"] == stalled and 1 <= int(summary["complete"]) <= 2, summary  # type: ignore[call-overload]
+
+
+def test_wide_misses_wait_for_room_for_their_upstream_answers(gateways: GatewayFactory, standin: StandIn) -> None:
+    """An upstream answer is held whole while it is received: a call of 170 vectors of 1,536 floats takes
+    6 MiB of the memory budget before it is sent. One request of 2,048 new texts (13 calls; its own vectors
+    12.6 MB) at a 40 MiB budget: 4 full calls in flight at once at most, and the last call of 8 (all 13 at
+    once before), every vector right, in order."""
+    gw = gateways.start(env={"MEMORY_BUDGET_BYTES": str(40 << 20)})
+    standin.control(latency_ms=300)  # each call in flight long enough to overlap the others
+    salt = uuid.uuid4().hex[:8]
+    texts = [f"wide {salt} {i}" for i in range(BIG)]
+    with gw.client(timeout=120) as client:
+        r = client.post("/v1/embeddings", json={"model": WIDE, "input": texts, "dimensions": 1536})
+    assert r.status_code == 200, r.text[:300]
+    data = r.json()["data"]
+    assert [d["index"] for d in data] == list(range(BIG))
+    for i in (0, 777, BIG - 1):
+        want = expected_vector(WIDE_UPSTREAM, 1536, texts[i])
+        np.testing.assert_allclose(np.asarray(data[i]["embedding"], dtype=np.float32), want, rtol=1e-6)
+    calls = [c for c in standin.calls() if c["model"] == WIDE_UPSTREAM and not c["failed"]]
+    assert sum(c["n_items"] for c in calls) == BIG and len(calls) == 13, [c["n_items"] for c in calls]
+    overlap = max(sum(1 for o in calls if o["t"] <= c["t"] < o["done"]) for c in calls)
+    print(f"calls in flight at once: {overlap} of {len(calls)}")
+    assert overlap <= 5
 
 
 def waits(gw: Gateway) -> dict[str, float]:

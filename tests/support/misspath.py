@@ -11,6 +11,7 @@ from app.flights.wiring import open_flights
 from app.limits.admission import TeamLimiter
 from app.limits.quota import UpstreamQuota
 from app.metrics import Metrics
+from app.runtime.budget import MemoryBudget
 from app.service import EmbeddingService
 from app.upstreams.adapter import Upstream
 from app.upstreams.breaker import CircuitBreaker
@@ -29,9 +30,11 @@ def miss_path(
     concurrency: int = 8,
     gate: QuotaGate | None = None,
     call_values: dict[str, int] | None = None,
+    memory: MemoryBudget | None = None,
 ) -> EmbeddingService:
     """One attempt per call (no retries: a failure is the test's to see at once), `concurrency` calls in
-    flight per upstream, `call_values` vector values a call at most by upstream (batcher.py)."""
+    flight per upstream, `call_values` vector values a call at most by upstream, `memory` the budget a call's
+    answer takes room from (batcher.py)."""
     cache = cache or MemoryCache(1 << 20)
     guards = {
         name: Guard(
@@ -45,7 +48,7 @@ def miss_path(
     limits = limits_on(None, s, metrics)
     quota = UpstreamQuota(limits, metrics, window_s=s.limits_window_s, slack_s=0.0, max_wait_s=s.upstream_queue_s)
     caller = Fleet(adapters, guards, metrics, gate or OpenGate())
-    flights = open_flights(cache, caller, flight_times(s), metrics, call_values=call_values)
+    flights = open_flights(cache, caller, flight_times(s), metrics, call_values=call_values, memory=memory)
     teams = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
     return EmbeddingService(
         cache, flights, metrics, teams, quota, namespace="t", deadline_s=30.0, route=caller.identity

@@ -15,12 +15,13 @@ from prometheus_client import CollectorRegistry
 from app.cache.lru import MemoryCache
 from app.config.catalog import ModelSpec
 from app.config.upstream import UpstreamConfig
-from app.errors import RateLimited, UpstreamFailed
-from app.flights.batcher import BASE64_CALL_VALUES, FLOAT_CALL_VALUES, call_values_of
+from app.errors import RateLimited, Unavailable, UpstreamFailed
+from app.flights.batcher import BASE64_CALL_VALUES, CALL_ANSWER_BYTES, FLOAT_CALL_VALUES, call_values_of
 from app.inputs.items import Item, openai_items
 from app.inputs.params import Params
 from app.limits.window import TeamQuota
 from app.metrics import Metrics
+from app.runtime.budget import MemoryBudget
 from app.service import EmbeddingService, EmbedRequest
 from app.teams.team import Team
 from app.upstreams.adapter import Batch, Result
@@ -81,10 +82,11 @@ def service(
     concurrency: int = 8,
     gate: QuotaGate | None = None,
     call_values: dict[str, int] | None = None,
+    memory: MemoryBudget | None = None,
 ) -> EmbeddingService:
     metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
     return miss_path({"fake": upstream}, metrics, cache=cache, concurrency=concurrency, gate=gate,
-                     call_values=call_values)  # fmt: skip
+                     call_values=call_values, memory=memory)  # fmt: skip
 
 
 def request(texts: list[str], **kw: bool) -> EmbedRequest:
@@ -132,6 +134,33 @@ async def test_a_call_asks_for_its_upstream_s_vector_values_at_most() -> None:
         "c": UpstreamConfig(kind="dashscope"),
     }
     assert call_values_of(configs) == {"a": BASE64_CALL_VALUES, "b": FLOAT_CALL_VALUES, "c": FLOAT_CALL_VALUES}
+
+
+async def test_calls_wait_for_room_in_the_memory_budget_for_their_answers() -> None:
+    """A call's answer is held whole while it is received: a call of a full call's values takes
+    CALL_ANSWER_BYTES first. Room for two: two calls in flight at once, not the guard's eight; every vector
+    right, in order, and the room given back. With no room at all, the requests get 503 (memory_budget)."""
+    wide = ModelSpec(name="m", upstream="fake", upstream_model="m-1", dimensions=(DIM,), default_dimension=DIM,
+                     max_batch=100)  # fmt: skip
+    texts = [f"wide{i}" for i in range(60)]
+    memory = MemoryBudget(2 * CALL_ANSWER_BYTES + 1024, wait_s=5.0)
+    up = FakeUpstream(delay=0.05)
+    result = await service(up, call_values={"fake": 10 * DIM}, memory=memory).embed(
+        None, EmbedRequest(wide, Params(DIM, False), openai_items(texts, wide, 1000))
+    )
+    assert [len(b) for b in up.batches] == [10] * 6 and up.max_in_flight == 2
+    for got, want in zip(as_arrays(result.vectors), expected(texts), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert memory.free == memory.max_bytes
+    small = FakeUpstream()  # calls under 64 KiB take nothing: the miss path's usual calls
+    await service(small, memory=MemoryBudget(1 << 20, wait_s=0.0)).embed(None, request(["s1", "s2"]))
+    assert len(small.batches) == 1
+    none = FakeUpstream()
+    with pytest.raises(Unavailable) as refused:
+        await service(none, call_values={"fake": 10 * DIM}, memory=MemoryBudget(1 << 20, wait_s=0.0)).embed(
+            None, EmbedRequest(wide, Params(DIM, False), openai_items([f"n{i}" for i in range(10)], wide, 1000))
+        )
+    assert refused.value.code == "memory_budget" and none.batches == []
 
 
 async def test_chunks_are_concurrent_and_bounded() -> None:
