@@ -183,3 +183,10 @@ class Unavailable(GatewayError):
     openai_type = "server_error"
     openai_code = "service_unavailable"
     dashscope_code = "ServiceUnavailable"
+
+
+class MemoryFull(Unavailable):
+    """The process's memory budget had no room for a request's data within its wait (app/runtime/budget.py)."""
+
+
+NO_ROOM = (MemoryFull, OverShare)  # the memory budget's refusals: the whole budget, or the team's share

@@ -24,7 +24,7 @@ from ..api.answer import VECTOR, slice_of, sliced
 from ..api.rendering import field_path, openai_body
 from ..api.vectortext import VectorText
 from ..config.catalog import ModelSpec
-from ..errors import GatewayError, InvalidRequest, OverShare, Unavailable
+from ..errors import NO_ROOM, GatewayError, InvalidRequest
 from ..inputs import items as parse_items
 from ..inputs.items import Item
 from ..inputs.media.inlining import parse_fetching
@@ -147,7 +147,7 @@ async def parse_line(host: Host, team: Team | None, n: int, raw: bytes | None, m
     try:
         return await _request(host, team, cid, doc.get("body"), lease)
     except GatewayError as err:
-        if wait and (isinstance(err, OverShare) or (isinstance(err, Unavailable) and err.code == "memory_budget")):
+        if wait and isinstance(err, NO_ROOM):
             raise
         return error_line(cid, err)
 

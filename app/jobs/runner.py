@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from ..errors import GatewayError, OverLimit, OverShare, RateLimited, Unavailable, UpstreamFailed
+from ..errors import NO_ROOM, GatewayError, OverLimit, RateLimited, Unavailable, UpstreamFailed
 from ..flights.batcher import apportion, group_key
 from ..inputs.params import dashscope_options
 from ..runtime.budget import Lease
@@ -135,7 +135,7 @@ class BatchRunner:
         for attempt in range(1, ATTEMPTS):
             try:
                 return await parse(n, raw, lease, True)
-            except (Unavailable, OverShare) as exc:
+            except NO_ROOM as exc:
                 lease.release()
                 await touch()
                 await asyncio.sleep(retry_delay(exc, attempt))
@@ -190,7 +190,7 @@ class BatchRunner:
 
     def _parser(self, b: dict[str, str], team: Team | None) -> Parse:
         """The batch's parse of its line `n` (1-based): a Line, or the error line that takes its place; its
-        fetched media taken from the lease (with `wait`, Unavailable when the budget has no room)."""
+        fetched media taken from the lease (with `wait`, NO_ROOM raised when the budget has no room)."""
         limit = self.files.settings.max_line_bytes
         if b["kind"] == "openai":
             return lambda n, raw, lease, wait: parse_line(self.host, team, n, raw, limit, lease, wait)

@@ -33,7 +33,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import OverShare, Unavailable
+from ..errors import MemoryFull, OverShare
 
 SMALL_BODY_BYTES = 64 * 1024  # bodies up to this size are not counted: the connection cap bounds them
 # A fetched image is held as bytes, as its base64 data URI, decoded again to hash it, and in the upstream request.
@@ -193,7 +193,7 @@ class MemoryBudget:
 
     def _refuse(self, param: str) -> None:
         self.count("refused")
-        raise Unavailable(
+        raise MemoryFull(
             f"{param}: the gateway is holding as much request data as it may; retry shortly",
             param=param,
             code="memory_budget",
@@ -242,7 +242,7 @@ class Lease:
         self.held = 0
 
     async def take(self, n: int, param: str) -> None:
-        """Hold n more bytes, waiting for them up to the budget's wait_s; Unavailable (503) naming
+        """Hold n more bytes, waiting for them up to the budget's wait_s; MemoryFull (503) naming
         `param` when they do not come."""
         if n <= 0:
             return
