@@ -1,6 +1,6 @@
 """EmbeddingService: the whole path of one parsed request, from items to vectors, in one call (`embed`).
 
-keys -> one cache read -> the vectors counted in the request's memory lease -> the team's admission for the
+keys -> the vectors counted in the request's memory lease -> one cache read -> the team's admission for the
 misses (hits are not billed: a whole hit is admitted with 0 tokens, docs/limits.md) -> misses (duplicates
 once) -> the flights (app/flights/: identical in-flight misses once, across replicas through Redis leases;
 misses of concurrent requests batched up to the model's limit; each chunk sent through the upstream caller:
@@ -168,7 +168,6 @@ class EmbeddingService:
         (`params.background`: batch jobs) the team's limits are waited for, not refused."""
         reply = reply or NoReply()
         looked = await self._lookup(req, team.scope if team is not None else None)
-        await hold_vectors(req.lease, len(looked.unique), looked.params.dimension)  # 503/429 costs nothing
         if looked.misses:
             self.billing.check_budget(team, req.spec)  # a spent budget refuses misses; hits cost nothing and pass
         admit = self.limits.admit_waiting if req.params.background else self.limits.admit
@@ -200,6 +199,8 @@ class EmbeddingService:
         else:
             keys = await collect(map(maker.key, items), self.pause)
         unique = list(dict.fromkeys(keys))
+        # room for its vectors before any is read (a refusal, 503 or 429, costs nothing and holds nothing)
+        await hold_vectors(req.lease, len(unique), params.dimension)
         found: dict[str, bytes] = {}
         if req.cache_read:
             values = usable(await self._timed_read(unique), 4 * params.dimension, self.metrics)

@@ -31,7 +31,7 @@ import orjson
 from bench.standin import expected_vector
 from tests.support.loadshapes import KEY_ENV
 from tests.support.polling import eventually
-from tests.support.processes import ROOT, Gateway, GatewayFactory, StandIn, clean_env
+from tests.support.processes import ROOT, Gateway, GatewayFactory, RedisServer, StandIn, clean_env
 from tests.support.teamkit import write_config
 
 MODEL = "text-embedding-v4"  # the stand-in answers 1,024 floats by default
@@ -247,6 +247,51 @@ def test_distinct_unread_answers_count_their_vectors_in_the_share(
         release.touch()
     summary = summary_of(proc, 90)
     assert summary["sent"] == stalled and 1 <= int(summary["complete"]) <= 2, summary  # type: ignore[call-overload]
+
+
+def test_requests_refused_for_room_never_read_their_vectors(
+    gateways: GatewayFactory, standin: StandIn, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Room for a request's vectors is taken before they are read from the cache, so a request that waits
+    for it and is refused holds nothing meanwhile. One gateway fills Redis; a second one, sharing it with
+    its hot cache empty, gets alpha's 12 stalled readers, each asking for its own 2,048 cached vectors of
+    1,536 dimensions (12.6 MB a request, new bytes read from Redis): one holds (its oldest), the others wait
+    5 s for alpha's share and get 429. Had each read its vectors first, the waiters would have held ~140 MB
+    beside a 32 MiB budget (measured: +132 MB of RSS; +35 MB with the room taken first): less than 60 MB."""
+    cfg = tmp_path / "gateway.yaml"
+    keys = write_config(cfg, {"alpha": {}})
+    env = {"MEMORY_BUDGET_BYTES": str(32 << 20), "HTTP_WRITE_TIMEOUT_S": "30"}
+    stalled = 12
+    body = {"model": WIDE, "input": [f"cached wide {uuid.uuid4().hex[:8]} {i}" for i in range(BIG)], "dimensions": 1536}
+    filler = gateways.start(config=str(cfg), env=env, redis_url=redis_server.url)
+    with httpx.Client(base_url=filler.url, headers={"authorization": f"Bearer {keys['alpha']}"}, timeout=120) as c:
+        for n in range(stalled):  # the texts loadshapes' --distinct sends: each connection's own, cached now
+            r = c.post("/v1/embeddings", json={**body, "input": [f"{t} #{n}" for t in body["input"]]})
+            assert r.status_code == 200, r.text[:300]
+    gw = gateways.start(config=str(cfg), env=env, redis_url=redis_server.url)
+    time.sleep(1.0)
+    before, peak, sampling = rss_mb(gw), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not sampling.is_set():
+            peak[0] = max(peak[0], rss_mb(gw))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    release = tmp_path / "read-now"
+    proc = shape_process(gw, tmp_path, "stall", body, "--connections", str(stalled), "--distinct", "--hold", "60",
+                         "--release-file", str(release), key=keys["alpha"])  # fmt: skip
+    try:
+        eventually(lambda: waits(gw).get("over_share", 0) >= stalled - 2, within=40, interval=0.2, what="refusals")
+    finally:
+        release.touch()
+        sampling.set()
+        sampler.join(5)
+    summary = summary_of(proc, 90)
+    print(f"RSS before {before:.0f} MB, peak while refused {peak[0]:.0f} MB; budget {waits(gw)}")
+    assert summary["sent"] == stalled and 1 <= int(summary["complete"]) <= 2, summary  # type: ignore[call-overload]
+    assert peak[0] < before + 60, (before, peak[0])
 
 
 def test_wide_misses_wait_for_room_for_their_upstream_answers(gateways: GatewayFactory, standin: StandIn) -> None:
