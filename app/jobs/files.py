@@ -96,17 +96,18 @@ class FileStore:
         more follow. Ids are read PAGE_IDS at a time until the page is full, so a filter that skips many
         never ends a listing early; a team holds `team_max_files` files at most, which bounds the reads."""
         found: list[dict[str, Any]] = []
-        cursor, t = after, now()
-        while True:
-            ids = await self.records.file_ids(team, cursor, PAGE_IDS, newest_first)
+        start, t = await self.records.file_start(team, after, newest_first), now()
+        while start is not None:
+            ids = await self.records.file_ids(team, start, PAGE_IDS, newest_first)
             for rec in await self.records.files(ids):
                 if rec is not None and rec["expires_at"] > t and purpose in (None, rec["purpose"]):
                     if len(found) == limit:
                         return found, True
                     found.append(rec)
             if len(ids) < PAGE_IDS:
-                return found, False
-            cursor = ids[-1]
+                break
+            start += PAGE_IDS  # by rank: a file deleted meanwhile may skip one, never ends the listing early
+        return found, False
 
     async def content(self, rec: dict[str, Any]) -> AsyncIterator[bytes]:
         for key in rec["parts"]:

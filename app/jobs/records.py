@@ -183,24 +183,29 @@ class Records:
     async def batch_ids(self, team: str | None, after: str | None, limit: int) -> list[str]:
         """Newest first; `after`: the id the previous page ended with. team None: every team's (operators)."""
         key = f"{self.ns}:batches:{team}" if team is not None else f"{self.ns}:batches"
-        return await self._page(key, after, limit, newest_first=True)
+        start = await self._start(key, after, newest_first=True)
+        return [] if start is None else await self._ids(key, start, limit, newest_first=True)
 
-    async def file_ids(self, team: str, after: str | None, limit: int, newest_first: bool) -> list[str]:
-        return await self._page(f"{self.ns}:files:{team}", after, limit, newest_first)
+    async def file_start(self, team: str, after: str | None, newest_first: bool) -> int | None:
+        """Where a listing of the team's files after the id `after` starts (None: `after` is not there)."""
+        return await self._start(f"{self.ns}:files:{team}", after, newest_first)
+
+    async def file_ids(self, team: str, start: int, limit: int, newest_first: bool) -> list[str]:
+        return await self._ids(f"{self.ns}:files:{team}", start, limit, newest_first)
 
     async def files(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
         raws = await self.redis.mget([f"{self.ns}:file:{i}" for i in ids]) if ids else []
         return [None if raw is None else dict(orjson.loads(raw)) for raw in raws]
 
-    async def _page(self, key: str, after: str | None, limit: int, newest_first: bool) -> list[str]:
-        """Up to `limit` ids of a sorted set in its order (or the reverse), after the id `after`: [] when
-        `after` is not there (deleted meanwhile: the client starts again rather than skip or repeat)."""
-        start = 0
-        if after is not None:
-            rank = await (self.redis.zrevrank(key, after) if newest_first else self.redis.zrank(key, after))
-            if rank is None:
-                return []
-            start = int(rank) + 1  # type: ignore[arg-type]
+    async def _start(self, key: str, after: str | None, newest_first: bool) -> int | None:
+        """The rank after the id `after` in a sorted set, in its order or the reverse; None when `after` is
+        not there (deleted meanwhile: the client starts again rather than skip or repeat)."""
+        if after is None:
+            return 0
+        rank = await (self.redis.zrevrank(key, after) if newest_first else self.redis.zrank(key, after))
+        return None if rank is None else int(rank) + 1  # type: ignore[arg-type]
+
+    async def _ids(self, key: str, start: int, limit: int, newest_first: bool) -> list[str]:
         read = self.redis.zrevrange if newest_first else self.redis.zrange
         return [_s(i) for i in await read(key, start, start + limit - 1)]
 
