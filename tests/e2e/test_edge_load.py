@@ -296,10 +296,11 @@ def test_requests_refused_for_room_never_read_their_vectors(
 
 def test_wide_misses_wait_for_room_for_their_upstream_answers(gateways: GatewayFactory, standin: StandIn) -> None:
     """An upstream answer is held whole while it is received: a call of 170 vectors of 1,536 floats takes
-    6 MiB of the memory budget before it is sent. One request of 2,048 new texts (13 calls; its own vectors
-    12.6 MB) at a 40 MiB budget: 4 full calls in flight at once at most, and the last call of 8 (all 13 at
-    once before), every vector right, in order."""
-    gw = gateways.start(env={"MEMORY_BUDGET_BYTES": str(40 << 20)})
+    6 MiB of the memory budget before it is sent, and the calls together hold at most the budget's share. One
+    request of 2,048 new texts (13 calls; its own vectors 12.6 MB) at a 96 MiB budget (the calls' share
+    24 MiB): 4 calls in flight at once at most (all 13 at once before, and with the budget alone binding
+    them), every vector right, in order."""
+    gw = gateways.start(env={"MEMORY_BUDGET_BYTES": str(96 << 20)})
     standin.control(latency_ms=300)  # each call in flight long enough to overlap the others
     salt = uuid.uuid4().hex[:8]
     texts = [f"wide {salt} {i}" for i in range(BIG)]
@@ -315,7 +316,7 @@ def test_wide_misses_wait_for_room_for_their_upstream_answers(gateways: GatewayF
     assert sum(c["n_items"] for c in calls) == BIG and len(calls) == 13, [c["n_items"] for c in calls]
     overlap = max(sum(1 for o in calls if o["t"] <= c["t"] < o["done"]) for c in calls)
     print(f"calls in flight at once: {overlap} of {len(calls)}")
-    assert overlap <= 5
+    assert overlap <= 4
 
 
 def waits(gw: Gateway) -> dict[str, float]:
