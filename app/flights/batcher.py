@@ -115,7 +115,7 @@ BASE64_CALL_VALUES = 1024 * 1024
 CALL_ANSWER_BYTES = 6 * 1024 * 1024
 # The calls' room is held in one holder's name, so the budget's share binds them together (96 MiB of the
 # default 384: ~15 full calls at once): the misses of one team's wide requests cannot take every team's room.
-CALLS_HOLDER = "upstream answers"
+CALLS_HOLDER = "upstream answers"  # no team's name: those have no spaces (settings.TEAM_NAME)
 
 
 def call_values_of(configs: Mapping[str, UpstreamConfig]) -> dict[str, int]:
