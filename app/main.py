@@ -52,6 +52,7 @@ from .upstreams.fleet import Fleet
 from .usage.rows import Keys
 from .usage.wiring import open_usage
 from .wiring.parts import (
+    calls_memory_of,
     caps_of,
     connections_of,
     fetcher_of,
@@ -123,8 +124,8 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     guards = {name: open_guard(name, p.configs[name], s, metrics) for name in adapters}
     identities = {name: p.configs[name].identity() for name in adapters}
     upstreams = Fleet(adapters, guards, metrics, quota, identities=identities)
-    memory = memory_of(s, metrics)  # requests' bodies, media, vectors and answers; upstream answers received
-    flights = open_flights(cache, upstreams, flight_times(s), metrics, tracing, call_values_of(p.configs), memory)
+    flights = open_flights(cache, upstreams, flight_times(s), metrics, tracing, call_values_of(p.configs),
+                           calls_memory_of(s, metrics))  # fmt: skip
     reads = cache if tracing is None else TracedCache(cache, tracing)
     team_limits = TeamLimiter(limits, metrics, window_s=s.limits_window_s)
     if tracing is not None:
@@ -143,7 +144,7 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     keys = Keys(s.cache_namespace, s.usage.retention_days)
     meter, reader = open_usage(keys, s.usage.flush_s, p.catalog, metrics, p.auth, limits.census.link, service)
     return Gateway(caps_of(s), p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota,
-                   floats, base64s, memory, meter, reader, fetcher=fetcher, turns=turns,
+                   floats, base64s, memory_of(s, metrics), meter, reader, fetcher=fetcher, turns=turns,
                    texts=TextItems(metrics.memo("texts")), skeletons=Skeletons(metrics.memo("skeletons")))  # fmt: skip
 
 

@@ -29,7 +29,7 @@ import orjson
 
 from ..config.catalog import ModelSpec
 from ..config.upstream import UpstreamConfig
-from ..errors import MemoryFull, OverShare, UpstreamRejected
+from ..errors import UpstreamRejected
 from ..inputs.items import Item
 from ..inputs.params import Params
 from ..runtime.budget import SMALL_BODY_BYTES, MemoryBudget
@@ -113,9 +113,6 @@ BASE64_CALL_VALUES = 1024 * 1024
 # JSON floats (FLOAT_CALL_VALUES), 6 as base64. Under SMALL_BODY_BYTES, the upstream's connection cap bounds
 # them (the miss path's small calls take nothing).
 CALL_ANSWER_BYTES = 6 * 1024 * 1024
-# The calls' room is held in one holder's name, so the budget's share binds them together (96 MiB of the
-# default 384: ~15 full calls at once): the misses of one team's wide requests cannot take every team's room.
-CALLS_HOLDER = "upstream answers"  # no team's name: those have no spaces (settings.TEAM_NAME)
 
 
 def call_values_of(configs: Mapping[str, UpstreamConfig]) -> dict[str, int]:
@@ -138,7 +135,8 @@ class Batcher:
         memory: MemoryBudget | None = None,
     ) -> None:
         """`call_values`: the most vector values one call asks for, by upstream (FLOAT_CALL_VALUES if absent);
-        `memory`: the budget a call's answer takes room from while it is received (None: not counted)."""
+        `memory`: the calls' own budget (wiring/parts.py), which a call's answer takes room from while it is
+        received (None: not counted)."""
         self.caller = caller
         self.landing = landing
         self.window_s = window_s
@@ -201,12 +199,8 @@ class Batcher:
         size = CALL_ANSWER_BYTES * len(chunk) * params.dimension // values
         if self.memory is None or size <= SMALL_BODY_BYTES:
             return await self.caller.call(batch, deadline)
-        async with self.memory.lease(CALLS_HOLDER) as lease:
-            try:
-                await lease.take(size, "input")
-            except OverShare:  # the calls' share: a 503 like the budget's own, not a team's 429
-                raise MemoryFull("input: the gateway is receiving as many upstream answers as it may; retry shortly",
-                                 param="input", code="memory_budget", retry_after=1.0) from None  # fmt: skip
+        async with self.memory.lease() as lease:
+            await lease.take(min(size, self.memory.max_bytes), "input")  # a call larger than the room: it alone
             return await self.caller.call(batch, deadline)
 
     async def _call(self, spec: ModelSpec, params: Params, chunk: list[Pending]) -> None:

@@ -60,9 +60,18 @@ def caps_of(s: Settings) -> RequestCaps:
 
 
 def memory_of(s: Settings, metrics: Metrics) -> MemoryBudget:
-    """The process's budget for bodies and fetched media held at once."""
+    """The process's budget for what requests hold at once: bodies, fetched media, vectors, answers."""
     return MemoryBudget(
         s.memory_budget_bytes, wait_s=s.memory_wait_s, share=s.memory_budget_team_share, counter=metrics.memory_waits
+    )
+
+
+def calls_memory_of(s: Settings, metrics: Metrics) -> MemoryBudget:
+    """Room for the upstream answers being received (batcher.py), apart from the requests' budget: requests
+    hold room for their vectors while their calls are in flight, so calls that took from the same room could
+    wait for requests that wait for them. A team's share of the budget: 96 MiB by default, ~15 full calls."""
+    return MemoryBudget(
+        int(s.memory_budget_bytes * s.memory_budget_team_share), wait_s=s.memory_wait_s, counter=metrics.memory_waits
     )
 
 

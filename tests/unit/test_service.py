@@ -139,8 +139,8 @@ async def test_a_call_asks_for_its_upstream_s_vector_values_at_most() -> None:
 async def test_calls_wait_for_room_in_the_memory_budget_for_their_answers() -> None:
     """A call's answer is held whole while it is received: a call of a full call's values takes
     CALL_ANSWER_BYTES first. Room for two: two calls in flight at once, not the guard's eight; every vector
-    right, in order, and the room given back; room for four and a share of half: two again (the calls hold
-    their room in one name). With no room at all, the requests get 503 (memory_budget)."""
+    right, in order, and the room given back; room for half a call: one call at a time, never refused for
+    its size. With the room held by others past the wait, the requests get 503 (memory_budget)."""
     wide = ModelSpec(name="m", upstream="fake", upstream_model="m-1", dimensions=(DIM,), default_dimension=DIM,
                      max_batch=100)  # fmt: skip
     texts = [f"wide{i}" for i in range(60)]
@@ -153,18 +153,19 @@ async def test_calls_wait_for_room_in_the_memory_budget_for_their_answers() -> N
     for got, want in zip(as_arrays(result.vectors), expected(texts), strict=True):
         np.testing.assert_array_equal(got, want)
     assert memory.free == memory.max_bytes
-    shared = FakeUpstream(delay=0.05)  # room for four, but the calls' share of the budget (half) holds two
-    memory = MemoryBudget(4 * CALL_ANSWER_BYTES + 1024, wait_s=5.0, share=0.5)
-    await service(shared, call_values={"fake": 10 * DIM}, memory=memory).embed(
+    alone = FakeUpstream(delay=0.05)  # room for less than one call: each call takes it all, one at a time
+    memory = MemoryBudget(CALL_ANSWER_BYTES // 2, wait_s=5.0)
+    await service(alone, call_values={"fake": 10 * DIM}, memory=memory).embed(
         None, EmbedRequest(wide, Params(DIM, False), openai_items([f"s{t}" for t in texts], wide, 1000))
     )
-    assert len(shared.batches) == 6 and shared.max_in_flight == 2 and memory.free == memory.max_bytes
+    assert len(alone.batches) == 6 and alone.max_in_flight == 1 and memory.free == memory.max_bytes
     small = FakeUpstream()  # calls under 64 KiB take nothing: the miss path's usual calls
     await service(small, memory=MemoryBudget(1 << 20, wait_s=0.0)).embed(None, request(["s1", "s2"]))
     assert len(small.batches) == 1
-    none = FakeUpstream()
+    none, full = FakeUpstream(), MemoryBudget(1 << 20, wait_s=0.0)
+    await full.lease().take(1 << 20, "input")  # held by another call
     with pytest.raises(Unavailable) as refused:
-        await service(none, call_values={"fake": 10 * DIM}, memory=MemoryBudget(1 << 20, wait_s=0.0)).embed(
+        await service(none, call_values={"fake": 10 * DIM}, memory=full).embed(
             None, EmbedRequest(wide, Params(DIM, False), openai_items([f"n{i}" for i in range(10)], wide, 1000))
         )
     assert refused.value.code == "memory_budget" and none.batches == []
