@@ -27,7 +27,7 @@ from .limits.admission import TeamLimiter
 from .limits.headers import rate_headers
 from .limits.quota import UpstreamQuota
 from .metrics import Metrics
-from .runtime.budget import Lease, hold_vectors
+from .runtime.budget import Lease, vector_bytes
 from .runtime.slices import SLICE, Pause, collect, loop_turn
 from .teams.team import Team
 
@@ -41,7 +41,7 @@ class EmbedRequest:
     items: list[Item]
     cache_read: bool = True
     cache_write: bool = True
-    lease: Lease | None = None  # the request's memory lease, which its vectors are counted in (None: not counted)
+    lease: Lease | None = None  # the request's memory lease, its vectors counted in (None: small, or a job's)
 
 
 @dataclass(slots=True)
@@ -199,8 +199,8 @@ class EmbeddingService:
         else:
             keys = await collect(map(maker.key, items), self.pause)
         unique = list(dict.fromkeys(keys))
-        # room for its vectors before any is read (a refusal, 503 or 429, costs nothing and holds nothing)
-        await hold_vectors(req.lease, len(unique), params.dimension)
+        if req.lease is not None:  # room for its vectors before any is read (a 503 or 429 costs and holds nothing)
+            await req.lease.take(vector_bytes(len(unique), params.dimension), "input")
         found: dict[str, bytes] = {}
         if req.cache_read:
             values = usable(await self._timed_read(unique), 4 * params.dimension, self.metrics)

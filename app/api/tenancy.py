@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from ..runtime.budget import SMALL_BODY_BYTES, vector_bytes
 from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
 from ..teams.keys import one_key_header_each
@@ -30,7 +31,8 @@ async def embed(request: Request, gw: Gateway, team: Team | None, req: EmbedRequ
     """The service's answer to a parsed request; the rate-limit headers land on the exchange (every
     response carries them, errors included), and the answer's fields on its log line."""
     req.cache_read, req.cache_write = cache_control(request)
-    req.lease = lease_of(request.scope, gw.memory)
+    if vector_bytes(len(req.items), req.params.dimension) > SMALL_BODY_BYTES:  # else the connection cap bounds them
+        req.lease = lease_of(request.scope, gw.memory)
     exchange = exchange_of(request.scope)
     result = await gw.service.embed(team, req, exchange)
     log_result(exchange, req.spec.name, result)

@@ -42,14 +42,12 @@ TRIM_AFTER_BYTES = 16 * 1024 * 1024  # a burst that held less than this is not w
 VECTOR_BYTES = 33  # a vector's bytes object beyond its 4 bytes a value
 
 
-async def hold_vectors(lease: Lease | None, count: int, dim: int) -> None:
-    """A request's `count` vectors of `dim` values (float32 bytes, read or fetched), held until its answer
-    is written (a slow reader of a streamed answer holds them for minutes): taken from its lease when they
-    pass SMALL_BODY_BYTES. Counted whole, also those the hot cache shares: a flood of distinct requests
-    leaves each vector to its request alone."""
-    n = count * (4 * dim + VECTOR_BYTES)
-    if lease is not None and n > SMALL_BODY_BYTES:
-        await lease.take(n, "input")
+def vector_bytes(count: int, dim: int) -> int:
+    """What `count` vectors of `dim` values hold as float32 bytes. A request's vectors (read or fetched) are
+    held until its answer is written (a slow reader of a streamed answer holds them for minutes): past
+    SMALL_BODY_BYTES they are taken from its lease before they are read. Counted whole, also those the hot
+    cache shares: a flood of distinct requests leaves each vector to its request alone."""
+    return count * (4 * dim + VECTOR_BYTES)
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from app.errors import OverShare, Unavailable
-from app.runtime.budget import VECTOR_BYTES, MemoryBudget, hold_vectors
+from app.runtime.budget import SMALL_BODY_BYTES, VECTOR_BYTES, MemoryBudget, vector_bytes
 
 
 async def test_a_lease_waits_for_bytes_given_back() -> None:
@@ -193,15 +193,13 @@ async def test_two_requests_of_a_team_each_holding_part_never_wait_for_each_othe
     assert budget.free == 100 and budget.held_by == {}
 
 
-async def test_a_requests_vectors_are_held_past_the_small_size() -> None:
+async def test_a_requests_vectors_are_counted_as_float32_bytes() -> None:
     budget = MemoryBudget(16 << 20, wait_s=0.0)
+    assert vector_bytes(15, 1024) == 15 * (4 * 1024 + VECTOR_BYTES) < SMALL_BODY_BYTES  # not counted: small
     lease = budget.lease("alpha")
-    await hold_vectors(lease, 15, 1024)  # 15 x 4,129 bytes: under 64 KiB, bounded by the connection cap
-    assert lease.held == 0
-    await hold_vectors(lease, 2048, 1024)
+    await lease.take(vector_bytes(2048, 1024), "input")
     assert lease.held == 2048 * (4 * 1024 + VECTOR_BYTES) == budget.max_bytes - budget.free
-    await hold_vectors(None, 2048, 1024)  # no lease (batch jobs' lines): nothing counted
-    with pytest.raises(Unavailable):
-        await hold_vectors(budget.lease(), 2048, 1024)  # 8.5 MB more than the 7.8 left: refused (no wait)
+    with pytest.raises(Unavailable):  # 8.5 MB more than the 7.8 left: refused (no wait)
+        await budget.lease().take(vector_bytes(2048, 1024), "input")
     lease.release()
     assert budget.free == budget.max_bytes
