@@ -4,7 +4,8 @@ A file is a record in Redis (records.py) and one or more objects in storage (an 
 job's output is one object per checkpointed chunk, served one after the other as one file, so a large
 output is never copied or concatenated). Files expire `file_ttl_s` after their creation (a sweep deletes
 them; an expired file not swept yet already answers 404). A team's stored bytes, inputs and outputs, are
-counted; an upload that would take them over `team_max_bytes` is refused (413) before it is read, and one
+counted; an upload that would take them over `team_max_bytes` is refused (413) before it is read (one of no
+declared length holds its room UPLOAD_STEP at a time as its bytes come, and is refused when a step is), and one
 past `team_max_files` files (400: each unfinished batch holds room for its two output files).
 """
 
@@ -29,6 +30,7 @@ PURPOSES = ("batch",)
 LEFTOVER_AGE_S = 3600
 LEFTOVERS_EVERY_S = 3600
 PAGE_IDS = 500  # file ids read at a time while a listing fills its page
+UPLOAD_STEP = 1024 * 1024  # an upload of no declared length holds its team's room this much at a time
 
 
 def new_id(prefix: str) -> str:
@@ -59,28 +61,46 @@ class FileStore:
             raise InvalidRequest(f"file: team {team} keeps {s.team_max_files} files at most, its unfinished "
                                  "batches' outputs counted; delete some first", param="file",
                                  code="files_limit")  # fmt: skip
-        hold = min(declared or s.max_file_bytes, s.max_file_bytes)
-        if not await self.records.reserve_bytes(team, hold, s.team_max_bytes):
-            raise PayloadTooLarge(f"file: team {team} has {s.team_max_bytes} bytes of files stored at most; "
-                                  "delete some first", param="file", status=413)  # fmt: skip
+        held = [min(s.max_file_bytes, declared if declared is not None else UPLOAD_STEP)]
+        await self._reserve(team, held[0])
+
+        async def counted(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            """An upload without a declared length holds its team's room a step at a time, as its bytes come
+            (it held the whole max_file_bytes: a few such uploads filled a team's cap while they lasted)."""
+            size = 0
+            async for chunk in chunks:
+                size += len(chunk)
+                while size > held[0] and held[0] < s.max_file_bytes:  # MultipartFile refuses past max_file_bytes
+                    step = min(UPLOAD_STEP, s.max_file_bytes - held[0])
+                    await self._reserve(team, step)
+                    held[0] += step
+                yield chunk
+
         fid = new_id("file-")
         key = f"files/{fid}/0"
         try:
-            size = await self.storage.put(key, form.file_chunks(body))
+            size = await self.storage.put(key, counted(form.file_chunks(body)))
             purpose = form.fields.get("purpose", "")
             if purpose not in PURPOSES:
                 raise InvalidRequest(f"purpose: {purpose[:40]!r} is not supported here; use 'batch'", param="purpose")
         except BaseException:
-            await self.records.release_bytes(team, hold)
+            await self.records.release_bytes(team, held[0])
             await self.storage.delete(key)
             raise
-        await self.records.release_bytes(team, hold - size)
+        await self.records.release_bytes(team, held[0] - size)
         created = now()
         rec = {"id": fid, "team": team, "bytes": size, "lines": form.lines, "created_at": created,
                "expires_at": created + int(s.file_ttl_s), "filename": form.filename or "upload.jsonl",
                "purpose": purpose, "parts": [key]}  # fmt: skip
         await self.records.put_file(rec)
         return rec
+
+    async def _reserve(self, team: str, size: int) -> None:
+        """`size` more bytes of the team's stored bytes held, or 413 when they would pass its cap."""
+        cap = self.settings.team_max_bytes
+        if not await self.records.reserve_bytes(team, size, cap):
+            raise PayloadTooLarge(f"file: team {team} has {cap} bytes of files stored at most; delete some first",
+                                  param="file", status=413)  # fmt: skip
 
     async def get(self, team: str, fid: str) -> dict[str, Any]:
         """The team's file; 404 for another team's, an unknown or an expired one."""

@@ -86,7 +86,7 @@ def capped(
     files at most, with 3 batches unfinished at most, files of 5,000 lines at most (the defaults: 10,000, 100
     and 50,000)."""
     jobs = {"team_max_bytes": 4 * MB, "team_max_files": 8, "team_max_batches": 3, "max_lines": 5000}
-    teams: dict[str, dict[str, Any]] = {name: {} for name in ("alpha", "beta", "gamma", "delta", "epsilon")}
+    teams: dict[str, dict[str, Any]] = {name: {} for name in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta")}
     tmp = tmp_path_factory.mktemp("hostile-capped")
     with jobs_gateway(gateways, tmp, teams, jobs=jobs, media_fetch_allow_hosts=[served[0]]) as j:
         yield j.gw, j.keys, j.files
@@ -407,6 +407,47 @@ def test_uploads_cut_off_midway_give_back_what_they_held(capped: tuple[Gateway, 
             raise AssertionError(exc.message) from None
 
     eventually(whole, within=10, interval=0.2, what="a whole upload of 3.5 MB")
+
+
+def test_uploads_of_no_declared_length_hold_their_team_s_room_as_it_comes(
+    capped: tuple[Gateway, dict[str, str], Path],
+) -> None:
+    """An upload sent chunked (no Content-Length) held the whole max_file_bytes (200 MB) of its team's stored
+    bytes while it lasted: for a team capped at 4 MB, every such upload was a 413 before a byte was read. It
+    holds 1 MiB at a time as its bytes come: two of 1.5 MB at once pass (their room 4 MB at most, together),
+    a third of 3 MB passes the cap as it comes and is a 413 that gives back what it held, leaving no file."""
+    g, keys, root = capped
+    headers = {"authorization": f"Bearer {keys['zeta']}", "content-type": "multipart/form-data; boundary=B"}
+
+    def chunked(name: str, size: int) -> httpx.Response:
+        def body() -> Iterator[bytes]:
+            disposition = f'Content-Disposition: form-data; name="file"; filename="{name}"\r\n\r\n'.encode()
+            yield b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--B\r\n' + disposition
+            for _ in range(size // (256 * 1024)):
+                yield (b" " * 1023 + b"\n") * 256
+                time.sleep(0.02)  # the two uploads overlap
+            yield b"\r\n--B--\r\n"
+
+        return httpx.post(g.url + "/v1/files", content=body(), headers=headers, timeout=60)
+
+    answers: list[httpx.Response] = []
+    threads = [
+        threading.Thread(target=lambda n=n: answers.append(chunked(f"c{n}.jsonl", 1536 * 1024))) for n in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.status_code for r in answers] == [200, 200], [r.text[:200] for r in answers]
+    assert sorted(r.json()["bytes"] for r in answers) == [1536 * 1024] * 2
+    over = chunked("over.jsonl", 3 * MB)
+    assert over.status_code == 413 and "4194304 bytes of files" in over.json()["error"]["message"], over.text
+    c = client(g, keys["zeta"])
+    assert sorted(f.filename for f in c.files.list()) == ["c0.jsonl", "c1.jsonl"]
+    eventually(lambda: not part_files(root), what="the refused upload's partial file removed")
+    c.files.delete(answers[0].json()["id"])
+    again = chunked("again.jsonl", 2 * MB)  # 1.5 MB stored, 2 MB more: the 413 gave its room back
+    assert again.status_code == 200, again.text
 
 
 def test_a_task_s_fetched_input_has_the_lines_of_an_uploaded_file_at_most(
