@@ -12,11 +12,11 @@ from ..inputs import items as parse_items
 from ..inputs.media.inlining import parse_fetching
 from ..inputs.params import resolve
 from ..runtime.state import gateway
-from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, OpenAIError, plain_request
+from ..schemas.openai import EmbeddingRequest, EmbeddingResponse, OpenAIError, document, entry, plain_request
 from ..service import EmbedRequest, EmbedResult
 from ..teams.team import model_for
 from . import routes, tenancy
-from .answer import VECTOR, answer
+from .answer import answer
 from .asgi.exchange import lease_of
 from .body import read_object, validated
 from .docs import request_body
@@ -66,16 +66,6 @@ async def create_embeddings(request: Request) -> Response:
     facts = (spec.name, result.billed_tokens)
     headers = cache_headers(result)
     return await answer(request, gw.memory, document, facts, entry, result.vectors, text, headers, gw.skeletons)
-
-
-def document(data: Any, facts: tuple[str, int]) -> dict[str, Any]:
-    """The answer around its entries: all it holds besides them comes from `facts` (Skeletons keys on them)."""
-    model, billed = facts
-    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": billed, "total_tokens": billed}}
-
-
-def entry(i: int) -> dict[str, Any]:
-    return {"object": "embedding", "index": i, "embedding": VECTOR}
 
 
 def cache_headers(result: EmbedResult) -> dict[str, str]:

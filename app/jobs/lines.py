@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from ..api import routes
-from ..api.answer import VECTOR, slice_of, sliced
+from ..api.answer import slice_of, sliced
 from ..api.rendering import field_path, openai_body
 from ..api.vectortext import VectorText
 from ..config.catalog import ModelSpec
@@ -30,7 +30,7 @@ from ..inputs.items import Item
 from ..inputs.media.inlining import parse_fetching
 from ..inputs.params import Params, resolve
 from ..runtime.budget import Lease
-from ..schemas.openai import EmbeddingRequest
+from ..schemas.openai import EmbeddingRequest, document, entry
 from ..service import EmbedResult
 from ..teams.team import Team, model_for
 from .host import Host
@@ -98,22 +98,13 @@ async def render(result: EmbedResult, model: str, text: VectorText) -> bytes:
     so every request of the process, for ~140 ms."""
     facts, vectors = (model, result.billed_tokens), result.vectors
     if not vectors:
-        return orjson.dumps(_document([], facts))
+        return orjson.dumps(document([], facts))
     parts = []
-    for n, part in enumerate(sliced(_document, facts, _entry, vectors, text, slice_of(vectors, text)[1])):
+    for n, part in enumerate(sliced(document, facts, entry, vectors, text, slice_of(vectors, text)[1])):
         if n:
             await asyncio.sleep(0)
         parts.append(part)
     return b"".join(parts)
-
-
-def _document(data: Any, facts: tuple[str, int]) -> dict[str, Any]:
-    model, billed = facts
-    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": billed, "total_tokens": billed}}
-
-
-def _entry(i: int) -> dict[str, Any]:
-    return {"object": "embedding", "index": i, "embedding": VECTOR}
 
 
 def ok_line(custom_id: str, body: bytes) -> bytes:

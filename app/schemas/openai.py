@@ -20,6 +20,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from ..api.answer import VECTOR
+
 _MEDIA = {"type": "string", "description": "an http(s) URL or a data:image/<format>;base64,... URI"}
 INPUT_SCHEMA: dict[str, Any] = {
     "description": "A string, a list of strings or objects, a token list, or a list of token lists. "
@@ -163,3 +165,15 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+def document(data: Any, facts: tuple[str, int]) -> dict[str, Any]:
+    """An embeddings answer around its entries (the route's, a batch line's body): all it holds besides them
+    comes from `facts`, (model, billed tokens) (api/answer.py's Skeletons keys on them)."""
+    model, billed = facts
+    return {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": billed, "total_tokens": billed}}
+
+
+def entry(i: int) -> dict[str, Any]:
+    """The i-th entry of an embeddings answer, VECTOR where its vector goes (api/answer.py renders it)."""
+    return {"object": "embedding", "index": i, "embedding": VECTOR}

@@ -25,10 +25,10 @@ from app.api.answer import (
     answer,
     skeleton_bytes,
 )
-from app.api.openai import document, entry
 from app.api.vectortext import BASE64_RATIO, FLOAT_RATIO, VectorText, base64_json, float_json
 from app.errors import Unavailable
 from app.runtime.budget import MemoryBudget
+from app.schemas.openai import document, entry
 from tests.support.memory import assert_counted, traced_and_counted
 
 
