@@ -150,8 +150,7 @@ class Batcher:
         gk = group_key(spec, params)
         group = self.groups.get(gk)
         if group is None:
-            values = self.call_values.get(spec.upstream, FLOAT_CALL_VALUES)
-            size = 1 if params.fusion else max(1, min(spec.max_batch, values // max(1, params.dimension)))
+            size = 1 if params.fusion else max(1, min(spec.max_batch, self._values(spec) // max(1, params.dimension)))
             group = self.groups[gk] = _Group(spec, params, size, [])
         group.items.extend(pendings)
         while len(group.items) >= group.size:
@@ -190,13 +189,16 @@ class Batcher:
 
         task.add_done_callback(finished)
 
+    def _values(self, spec: ModelSpec) -> int:
+        """The most vector values one call of `spec`'s upstream asks for."""
+        return self.call_values.get(spec.upstream, FLOAT_CALL_VALUES)
+
     async def _send(self, spec: ModelSpec, params: Params, chunk: list[Pending]) -> Result:
         """One upstream call, with room in the memory budget for its answer (CALL_ANSWER_BYTES): a burst of
         wide misses waits for room, then its requests get 503, rather than growing the process."""
         batch = Batch(spec, params, [p.item for p in chunk], chunk[0].owner)
         deadline = max(p.deadline for p in chunk)
-        values = self.call_values.get(spec.upstream, FLOAT_CALL_VALUES)
-        size = CALL_ANSWER_BYTES * len(chunk) * params.dimension // values
+        size = CALL_ANSWER_BYTES * len(chunk) * params.dimension // self._values(spec)
         if self.memory is None or size <= SMALL_BODY_BYTES:
             return await self.caller.call(batch, deadline)
         async with self.memory.lease() as lease:
