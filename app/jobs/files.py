@@ -61,19 +61,20 @@ class FileStore:
             raise InvalidRequest(f"file: team {team} keeps {s.team_max_files} files at most, its unfinished "
                                  "batches' outputs counted; delete some first", param="file",
                                  code="files_limit")  # fmt: skip
-        held = [min(s.max_file_bytes, declared if declared is not None else UPLOAD_STEP)]
-        await self._reserve(team, held[0])
+        held = min(s.max_file_bytes, declared if declared is not None else UPLOAD_STEP)
+        await self._reserve(team, held)
 
         async def counted(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             """An upload without a declared length holds its team's room a step at a time, as its bytes come
             (it held the whole max_file_bytes: a few such uploads filled a team's cap while they lasted)."""
+            nonlocal held
             size = 0
             async for chunk in chunks:
                 size += len(chunk)
-                while size > held[0] and held[0] < s.max_file_bytes:  # MultipartFile refuses past max_file_bytes
-                    step = min(UPLOAD_STEP, s.max_file_bytes - held[0])
+                while size > held and held < s.max_file_bytes:  # MultipartFile refuses past max_file_bytes
+                    step = min(UPLOAD_STEP, s.max_file_bytes - held)
                     await self._reserve(team, step)
-                    held[0] += step
+                    held += step
                 yield chunk
 
         fid = new_id("file-")
@@ -84,10 +85,10 @@ class FileStore:
             if purpose not in PURPOSES:
                 raise InvalidRequest(f"purpose: {purpose[:40]!r} is not supported here; use 'batch'", param="purpose")
         except BaseException:
-            await self.records.release_bytes(team, held[0])
+            await self.records.release_bytes(team, held)
             await self.storage.delete(key)
             raise
-        await self.records.release_bytes(team, held[0] - size)
+        await self.records.release_bytes(team, held - size)
         created = now()
         rec = {"id": fid, "team": team, "bytes": size, "lines": form.lines, "created_at": created,
                "expires_at": created + int(s.file_ttl_s), "filename": form.filename or "upload.jsonl",
