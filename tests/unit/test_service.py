@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ from app.runtime.budget import MemoryBudget
 from app.service import EmbeddingService, EmbedRequest
 from app.teams.team import Team
 from app.upstreams.adapter import Batch, Result
-from app.upstreams.caller import OpenGate, QuotaGate
+from app.upstreams.caller import OpenGate
 from app.upstreams.fleet import Fleet
 from tests.support.misspath import miss_path
 
@@ -76,17 +77,10 @@ class CountingGate:
         self.admitted.append(tokens)
 
 
-def service(
-    upstream: FakeUpstream,
-    cache: MemoryCache | None = None,
-    concurrency: int = 8,
-    gate: QuotaGate | None = None,
-    call_values: dict[str, int] | None = None,
-    memory: MemoryBudget | None = None,
-) -> EmbeddingService:
-    metrics = Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"])
-    return miss_path({"fake": upstream}, metrics, cache=cache, concurrency=concurrency, gate=gate,
-                     call_values=call_values, memory=memory)  # fmt: skip
+def service(upstream: FakeUpstream, **options: Any) -> EmbeddingService:
+    """The miss path over `upstream` alone; `options`: miss_path's (cache, concurrency, gate, call_values,
+    memory)."""
+    return miss_path({"fake": upstream}, Metrics(CollectorRegistry(), models=["m"], upstreams=["fake"]), **options)
 
 
 def request(texts: list[str], **kw: bool) -> EmbedRequest:
@@ -231,7 +225,7 @@ async def test_a_failed_chunk_raises_and_the_others_are_cached() -> None:
 async def test_cache_control() -> None:
     up = FakeUpstream()
     cache = MemoryCache(1 << 20)
-    svc = service(up, cache)
+    svc = service(up, cache=cache)
     await svc.embed(None, request(["a"], cache_write=False))
     assert cache._data == {}
     await svc.embed(None, request(["a"]))
@@ -243,7 +237,7 @@ async def test_cache_control() -> None:
 async def test_a_cached_value_of_the_wrong_size_is_a_miss() -> None:
     up = FakeUpstream()
     cache = MemoryCache(1 << 20)
-    svc = service(up, cache)
+    svc = service(up, cache=cache)
     await svc.embed(None, request(["a"]))
     (key,) = cache._data
     await cache.set_many([(key, b"\x00" * 12)])
