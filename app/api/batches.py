@@ -21,7 +21,7 @@ from .asgi.exchange import lease_of
 from .body import read_body
 
 router = APIRouter(tags=["batches"])
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": OpenAIError} for s in (400, 401, 404, 413, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": OpenAIError} for s in (400, 401, 404, 413, 429, 503)}
 UPLOAD = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file", "purpose"],
     "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string", "enum": ["batch"]}},
@@ -36,17 +36,22 @@ CREATE = {"requestBody": {"required": True, "content": {"application/json": {"sc
 ANONYMOUS = "_"  # the owner of files and batches when auth is off
 
 
-def jobs_of(request: Request) -> tuple[Jobs, str]:
+def jobs_of(request: Request, desk: bool = True) -> tuple[Jobs, str]:
+    """The jobs and the caller's team; `desk`: the request takes one of its team's desks (all but uploads and
+    downloads, which the memory budget's team share bounds)."""
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
+    name = team.name if team is not None else ANONYMOUS
+    if desk:
+        tenancy.seat(request, gw, name)
     if gw.jobs is None:
         raise Unavailable(gw.jobs_off)
-    return gw.jobs, team.name if team is not None else ANONYMOUS
+    return gw.jobs, name
 
 
 @router.post(routes.FILES, responses=ERRORS, openapi_extra=UPLOAD, summary="Upload a JSONL file (purpose batch)")
 async def create_file(request: Request) -> JSONResponse:
-    jobs, team = jobs_of(request)
+    jobs, team = jobs_of(request, desk=False)
     length = request.headers.get("content-length")
     declared = int(length) if length is not None and length.isdigit() else None
     rec = await jobs.files.upload(team, request.headers.get("content-type", ""), declared, request.stream())
@@ -82,7 +87,7 @@ async def get_file(request: Request, file_id: str) -> JSONResponse:
 async def file_content(request: Request, file_id: str) -> StreamingResponse:
     """Streamed a chunk at a time; the bytes a download holds come from the memory budget (a flood of
     downloads that are not read waits for room, then gets 503, rather than growing the process)."""
-    jobs, team = jobs_of(request)
+    jobs, team = jobs_of(request, desk=False)
     rec = await jobs.files.get(team, file_id)
     await lease_of(request.scope, gateway(request).memory).take(min(DOWNLOAD_BYTES, rec["bytes"]), "file_id")
     return StreamingResponse(jobs.files.content(rec), media_type="application/octet-stream",

@@ -25,7 +25,7 @@ from .body import read_body
 from .rendering import request_id_of
 
 router = APIRouter(tags=["tasks"])
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": DashScopeError} for s in (400, 401, 403, 404, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": DashScopeError} for s in (400, 401, 403, 404, 429, 503)}
 SUPPORTED = (
     "X-DashScope-Async: enable is supported on the text-embedding route only, with input.url (a text "
     "file, one document per line, or a file id from POST /v1/files); send other requests without it"

@@ -1,5 +1,5 @@
-"""What the embedding routes share around the service call: the caller's key -> team (before the body is
-read), the one call into the service (its limits, the cache, the misses, the
+"""What the routes share around the service call: the caller's key -> team (before the body is read), a
+management request's desk, the one call into the service (its limits, the cache, the misses, the
 bill and the rate-limit headers are the service's) and the log fields of its answer."""
 
 from __future__ import annotations
@@ -25,6 +25,14 @@ def authenticate(request: Request, gw: Gateway) -> Team | None:
         exchange = exchange_of(request.scope)
         exchange.team, exchange.key_id = team.name, key_id(key_hash)
     return team
+
+
+def seat(request: Request, gw: Gateway, team: str) -> None:
+    """A desk for the team's management request (files, batches, tasks, usage), given back when the request
+    ends; 429 when the team's are all taken in this process (app/limits/desks.py)."""
+    exchange = exchange_of(request.scope)
+    if exchange.desk is None:
+        exchange.desk = gw.desks.take(team)
 
 
 async def embed(request: Request, gw: Gateway, team: Team | None, req: EmbedRequest) -> EmbedResult:

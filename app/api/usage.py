@@ -15,11 +15,12 @@ from ..errors import Forbidden
 from ..runtime.state import Gateway, gateway
 from ..schemas.openai import OpenAIError
 from ..usage.report import Query, costs_page, parse_query, usage_page
-from . import routes
+from . import routes, tenancy
 from .asgi.exchange import exchange_of
 
 router = APIRouter()
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": OpenAIError} for s in (400, 401, 403, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": OpenAIError} for s in (400, 401, 403, 429, 503)}
+ADMINS = "_admins"  # whose desks admin keys take (and every caller while auth is off): limits/desks.py
 
 
 def _param(name: str, kind: str, required: bool = False, **schema: Any) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def _query(request: Request, gw: Gateway, *, costs: bool) -> tuple[Query, int]:
     reader = gw.auth.reader_of(request.headers)
     if reader is not None:
         exchange_team(request, reader.name)
+    tenancy.seat(request, gw, reader.name if reader is not None else ADMINS)
     params: dict[str, list[str]] = {}
     for name, value in request.query_params.multi_items():
         params.setdefault(name, []).append(value)

@@ -138,6 +138,9 @@ class Settings(BaseSettings):
         default=0.25, gt=0, le=1, description="of the memory budget, the most one team's requests hold at once"
     )
     memory_wait_s: float = Field(default=5.0, ge=0, le=60, description="wait for the memory budget, then 503")
+    management_concurrency: int = Field(
+        default=4, ge=1, le=1000, description="per worker: a team's file, batch, task, usage requests at once; then 429"
+    )
 
     # Upstream calls: deadline, retries, breaker, micro-batching, coalescing.
     request_deadline_s: float = Field(

@@ -15,6 +15,7 @@ from ..inputs.items import TextItems
 from ..inputs.media.fetcher import Fetcher
 from ..jobs.parts import Jobs
 from ..limits.admission import TeamLimiter
+from ..limits.desks import Desks
 from ..limits.quota import UpstreamQuota
 from ..metrics import Metrics
 from ..service import EmbeddingService
@@ -50,6 +51,7 @@ class Gateway:
     memory: MemoryBudget  # bodies and fetched media held at once (app/runtime/budget.py)
     meter: Meter  # the usage ledger, priced, and budgets (app/usage/); the service bills it
     reader: Reader  # the ledger read back (the usage and costs routes)
+    desks: Desks  # a team's management requests at once (files, batches, tasks, usage: limits/desks.py)
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only

@@ -36,6 +36,7 @@ gateway (auth on, hot cache on, Redis, local storage) with the default job setti
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -600,3 +601,60 @@ def test_result_downloads_count_toward_the_task_s_team_s_share(tight: tuple[Gate
             s.close()
     served, refused = statuses.count(b"200"), statuses.count(b"429")
     assert served + refused == len(readers) and served <= 6, statuses
+
+
+def test_a_team_looping_on_listings_holds_four_of_them_at_once(capped: tuple[Gateway, dict[str, str], Path]) -> None:
+    """A team's management requests (listings, lookups, reports) are its CPU, not its rate limits: a team
+    looping on them from many connections had every one served at once (a listing of 10,000 files is ~50 ms
+    of a worker's CPU), each step of each taking its turn of the event loop ahead of every other team's. At
+    most `management_concurrency` (4, the default) of a team are in progress in a process; the next is a 429
+    in its wire format, before any work, while another team's are served; the desks come back as they end.
+    gamma sends 40 listings at once, five times over (files and DashScope tasks); on the old code all 200."""
+    g, keys, _ = capped
+    gamma = {"authorization": f"Bearer {keys['gamma']}"}
+    delta = client(g, keys["delta"])
+    for i in range(4):  # listings with something in them (the fixture's teams keep 8 files at most)
+        delta.files.create(file=(f"d{i}.jsonl", b'{"custom_id": "a"}\n'), purpose="batch")
+    held = len(delta.files.list().data)
+
+    async def flood(path: str) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=g.url, headers=gamma, limits=limits, timeout=30) as c:
+            out: list[httpx.Response] = []
+            for _ in range(5):
+                out += await asyncio.gather(*(c.get(path) for _ in range(40)))
+            return out
+
+    listed: list[int] = []
+    done = threading.Event()
+
+    def other_team() -> None:
+        while not done.is_set():
+            listed.append(len(delta.files.list().data))
+
+    t = threading.Thread(target=other_team)
+    t.start()
+    try:
+        files = asyncio.run(flood("/v1/files"))
+        tasks = asyncio.run(flood("/api/v1/tasks"))
+    finally:
+        done.set()
+        t.join()
+    for answers in (files, tasks):
+        codes = [r.status_code for r in answers]
+        assert set(codes) <= {200, 429} and codes.count(200) >= 5 * 4 and codes.count(429) >= 5, codes
+    refused = next(r for r in files if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded" and refused.headers["retry-after"] == "1"
+    assert "management_concurrency" in refused.json()["error"]["message"]
+    assert next(r for r in tasks if r.status_code == 429).json()["code"] == "Throttling.RateQuota"
+    assert listed and set(listed) == {held}, listed  # the other team's, meanwhile: each served whole
+    scrape = httpx.get(g.url + "/metrics").text
+    counted = [line for line in scrape.splitlines()
+               if line.startswith("gateway_ratelimit_rejections_total{") and 'limit="management"' in line
+               and 'team="gamma"' in line]  # fmt: skip
+    total = sum(r.status_code == 429 for r in files + tasks)
+    assert counted and float(counted[0].rsplit(" ", 1)[1]) == total, counted
+    c = client(g, keys["gamma"])
+    for _ in range(10):  # one after another: never refused (every desk came back)
+        c.batches.list()
+        c.files.list()

@@ -6,13 +6,13 @@ it: the caller's team (auth), its lease on the memory budget (bodies, fetched me
 response headers it adds (the rate-limit headers, which go on every response, errors included) and the
 fields of the log line (model, items, hits, misses, tokens, and upstream_s, the time spent waiting on the
 upstream, which the overhead histogram subtracts), and the trace id when traces are on. The front layer reads it
-back when the response starts (headers) and when it ends (metrics, log line, the lease released).
+back when the response starts (headers) and when it ends (metrics, log line, the lease and desk given back).
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,7 @@ class Exchange:
     tokens: int = 0
     upstream_s: float = 0.0
     lease: Lease | None = None  # the request's share of the memory budget, released when it ends
+    desk: Callable[[], None] | None = None  # gives back the team's desk it holds (limits/desks.py) when it ends
     trace_id: str | None = None  # 32 hex digits when traces are on (app/telemetry/incoming.py)
     sampled: bool = False  # whether its span is exported (then the trace id is an exemplar)
     status: int = 500  # the answer's, once it started (500 until then)

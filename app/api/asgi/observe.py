@@ -59,12 +59,14 @@ class Observer:
         m.tally.inc(m.in_flight)  # applied per loop turn, or at the scrape (runtime/tally.py)
 
     def end(self, route: str, exchange: Exchange, elapsed: float) -> None:
-        """The request's metrics and log line, and its lease on the memory budget released."""
+        """The request's metrics and log line; its lease on the memory budget and its desk given back."""
         m = self.metrics
         tally = m.tally
         tally.inc(m.in_flight, -1)
         if exchange.lease is not None:  # the bytes the request held from the memory budget (app/runtime/budget.py)
             exchange.lease.release()
+        if exchange.desk is not None:  # a management request's place among its team's (app/limits/desks.py)
+            exchange.desk()
         team = exchange.team
         status = exchange.status
         tally.inc(m.child(m.requests, route, STATUS_CLASS.get(status // 100, "5xx"), m.team(team)))
