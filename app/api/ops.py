@@ -102,5 +102,6 @@ async def readyz(request: Request) -> Response:
 
 @router.get(routes.METRICS, include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    body, content_type = gateway(request).metrics.negotiate(request.headers.get("accept", ""))
+    gw = gateway(request)  # rendered at most every RENDER_EVERY_S: a scrape loop cannot take the worker (scrapes.py)
+    body, content_type = gw.scrapes.answer(gw.metrics, request.headers.get("accept", ""))
     return Response(body, media_type=content_type)

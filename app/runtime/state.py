@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from ..api.answer import Skeletons
+from ..api.scrapes import Scrapes
 from ..api.turns import Turns
 from ..api.vectortext import VectorText
 from ..cache.store import VectorCache
@@ -59,6 +60,7 @@ class Gateway:
     turns: Turns = field(default_factory=Turns)  # large requests take the event loop in turns (api/turns.py)
     texts: TextItems = field(default_factory=TextItems)  # the items of recent texts (inputs/items.py)
     skeletons: Skeletons = field(default_factory=Skeletons)  # the JSON of recent answers' shapes (api/answer.py)
+    scrapes: Scrapes = field(default_factory=Scrapes)  # the last /metrics answers (api/scrapes.py)
 
 
 def gateway(request: Request) -> Gateway:

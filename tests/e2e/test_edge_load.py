@@ -8,11 +8,14 @@ in this process measures its own requests throughout:
 - one team's 64 unread answers hold its share of the memory budget and no more: another team's large
   answers still find room (before the share, they waited and got 503);
 - 5,000 connections drip a body one byte every 8 s: the rate rule closes them, the probe is served;
-- 5,000 kept-alive clients send a cache hit each second: no request is lost.
+- 5,000 kept-alive clients send a cache hit each second: no request is lost;
+- 32 connections loop on /metrics (no key needed): it is rendered at most ten times a second, the probe is
+  served.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -423,3 +426,64 @@ def test_near_the_cap_answers_announce_the_close(gateways: GatewayFactory, stand
     assert closes["evicted"] == 0 and closes["refused"] == 0, closes
     for s in opened:
         s.close()
+
+
+def test_a_scrape_loop_cannot_take_the_worker(gateways: GatewayFactory, standin: StandIn) -> None:
+    """/metrics needs no key, and a render is milliseconds of the worker's CPU in one step of its event loop:
+    32 connections looping on it took the worker from every team. A process renders it at most ten times a
+    second (after a burst of five); the scrapes between get the last rendering. 32 connections scrape as fast
+    as they are answered for 3 s while two others send hits without a pause (their counts change every
+    rendering): at most one distinct answer per 0.1 s and the burst (on the old code, one per render:
+    hundreds, and the probe's p50 was 138 ms), the probe served within its bound, and a scrape after the loop
+    is fresh again."""
+    gw = gateways.start()
+    probe = Probe(gw)
+    probe.start()
+    bodies: list[bytes] = []
+    hits: list[float] = []
+
+    async def flood() -> float:
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=gw.url, headers=gw.headers, limits=limits, timeout=30) as c:
+            t0 = time.monotonic()
+            end = t0 + 3.0
+
+            async def scraping() -> None:
+                while time.monotonic() < end:
+                    r = await c.get("/metrics")
+                    assert r.status_code == 200
+                    bodies.append(r.content)
+
+            async def hitting() -> None:
+                while time.monotonic() < end:
+                    t = time.monotonic()
+                    r = await c.post("/v1/embeddings", json={"model": MODEL, "input": "probe"})
+                    assert r.status_code == 200, r.text
+                    hits.append(time.monotonic() - t)
+
+            await asyncio.gather(*(scraping() for _ in range(32)), hitting(), hitting())
+            return time.monotonic() - t0
+
+    took = asyncio.run(flood())
+    p99 = probe.finish()
+    distinct = len(set(bodies))
+    hits.sort()
+    print(f"{len(bodies)} scrapes in {took:.1f} s, {distinct} distinct; {len(hits)} hits, p50 "
+          f"{hits[len(hits) // 2] * 1000:.1f} ms")  # fmt: skip
+    assert len(bodies) >= 300 and len(hits) >= 20, (len(bodies), len(hits))
+    assert distinct <= took / 0.1 + 5 + 2, (distinct, took)
+    assert p99 < quiet(0.25)
+
+    def counted() -> float:
+        found = re.findall(
+            r'gateway_requests_total\{route="openai",[^}]*\} ([0-9.e+]+)', httpx.get(gw.url + "/metrics").text
+        )
+        return sum(float(v) for v in found)
+
+    time.sleep(0.15)
+    before = counted()
+    time.sleep(0.15)
+    with gw.client() as c:
+        c.post("/v1/embeddings", json={"model": MODEL, "input": "probe"}).raise_for_status()
+    time.sleep(0.15)
+    assert counted() == before + 1  # the next scrape renders again
