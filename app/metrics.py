@@ -11,6 +11,7 @@ that directory, and `exposition()` merges the files of all workers (gauges by th
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from typing import Any
 
@@ -195,9 +196,9 @@ class Metrics:
         )
         self.memory_waits = Counter(
             "gateway_memory_budget_total",
-            "Requests that waited for the memory budget, were refused (503), or found their team's share full "
-            "(over_share: 429)",
-            ["outcome"],
+            "Requests (budget=requests) and upstream calls (budget=calls) that waited for their memory budget, were "
+            "refused (503), or found their team's share full (over_share: 429)",
+            ["budget", "outcome"],
             registry=r,
         )
         self.memo_bytes, self.memo_entries = (  # what the bounded memos hold (runtime/memo.py), on insert
@@ -208,8 +209,8 @@ class Metrics:
         )
         for reason in CONNECTION_CLOSES:
             self.connections_closed.labels(reason)
-        for outcome in ("waited", "refused", "over_share"):
-            self.memory_waits.labels(outcome)
+        for budget, outcome in itertools.product(("requests", "calls"), ("waited", "refused", "over_share")):
+            self.memory_waits.labels(budget, outcome)
         self.loop_lag = lag_histogram(r)  # how late the event loop runs what is due (runtime/looplag.py)
         self._routes: list[str] = []
         self._init_teams(self.known_teams())

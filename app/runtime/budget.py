@@ -66,9 +66,17 @@ class MemoryBudget:
     rather than all of them sharing the room and all running out of time."""
 
     def __init__(
-        self, max_bytes: int, *, wait_s: float, share: float = 1.0, trim_every_s: float = 1.0, counter: Any = None
+        self,
+        max_bytes: int,
+        *,
+        wait_s: float,
+        share: float = 1.0,
+        trim_every_s: float = 1.0,
+        counter: Any = None,
+        name: str = "requests",
     ) -> None:
-        """`counter`: a prometheus Counter labelled by outcome (waited, refused, over_share), or None."""
+        """`counter`: a prometheus Counter labelled by budget (`name`) and outcome (waited, refused, over_share),
+        or None."""
         self.max_bytes = max_bytes
         self.free = max_bytes
         self.share_bytes = int(max_bytes * share)  # the most one holder (team) holds at once
@@ -76,7 +84,7 @@ class MemoryBudget:
         self._claims: dict[str, dict[int, int]] = {}  # by holder: each claiming lease's bytes, by its seq
         self._share_waiters: dict[str, list[asyncio.Future[None]]] = {}  # by holder: woken when it gives back
         self.wait_s = wait_s
-        self.count: Callable[[str], None] = (lambda o: counter.labels(o).inc()) if counter else (lambda o: None)
+        self.count: Callable[[str], None] = (lambda o: counter.labels(name, o).inc()) if counter else (lambda o: None)
         self.peak_held = 0  # most bytes held since the last trim
         self._leases = itertools.count()
         self._waiters: list[tuple[int, int, int, asyncio.Future[None]]] = []  # heap: (lease, arrival, n, future)

@@ -71,7 +71,10 @@ def calls_memory_of(s: Settings, metrics: Metrics) -> MemoryBudget:
     hold room for their vectors while their calls are in flight, so calls that took from the same room could
     wait for requests that wait for them. A team's share of the budget: 96 MiB by default, ~15 full calls."""
     return MemoryBudget(
-        int(s.memory_budget_bytes * s.memory_budget_team_share), wait_s=s.memory_wait_s, counter=metrics.memory_waits
+        int(s.memory_budget_bytes * s.memory_budget_team_share),
+        wait_s=s.memory_wait_s,
+        counter=metrics.memory_waits,
+        name="calls",
     )
 
 

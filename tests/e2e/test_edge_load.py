@@ -331,12 +331,16 @@ def calls_at_once(gateways: GatewayFactory, standin: StandIn, budget: int, laten
     calls = [c for c in standin.calls() if c["model"] == WIDE_UPSTREAM and not c["failed"]]
     assert sum(c["n_items"] for c in calls) == BIG and len(calls) == 13, [c["n_items"] for c in calls]
     overlap = max(sum(1 for o in calls if o["t"] <= c["t"] < o["done"]) for c in calls)
-    print(f"calls in flight at once: {overlap} of {len(calls)}")
+    print(f"calls in flight at once: {overlap} of {len(calls)}; budgets {waits(gw)} {waits(gw, 'calls')}")
     assert overlap <= most
+    assert waits(gw, "calls")["waited"] >= 1 and not any(waits(gw).values())  # the calls waited, for their room
 
 
-def waits(gw: Gateway) -> dict[str, float]:
-    return gw.counts("gateway_memory_budget_total", "outcome")
+def waits(gw: Gateway, budget: str = "requests") -> dict[str, float]:
+    """gateway_memory_budget_total of one budget (requests or calls), by outcome."""
+    text = httpx.get(gw.url + "/metrics", timeout=10).text
+    found = re.findall(rf'gateway_memory_budget_total\{{budget="{budget}",outcome="(\w+)"\}} ([0-9.e+]+)', text)
+    return {outcome: float(v) for outcome, v in found}
 
 
 def test_slow_bodies_are_closed_by_the_rate_rule(gateways: GatewayFactory, standin: StandIn) -> None:

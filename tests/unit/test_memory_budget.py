@@ -29,7 +29,7 @@ async def test_a_lease_waits_for_bytes_given_back() -> None:
 
 async def test_a_lease_is_refused_after_the_wait_with_retry_after() -> None:
     registry = CollectorRegistry()
-    counter = Counter("memory_budget", "test", ["outcome"], registry=registry)
+    counter = Counter("memory_budget", "test", ["budget", "outcome"], registry=registry)
     budget = MemoryBudget(100, wait_s=0.1, counter=counter)
     async with budget.lease() as held:
         await held.take(90, "body")
@@ -39,7 +39,7 @@ async def test_a_lease_is_refused_after_the_wait_with_retry_after() -> None:
         assert refused.value.status == 503 and refused.value.retry_after == 1.0
         assert refused.value.param == "input[3].image"
     assert budget.free == 100
-    assert registry.get_sample_value("memory_budget_total", {"outcome": "refused"}) == 1
+    assert registry.get_sample_value("memory_budget_total", {"budget": "requests", "outcome": "refused"}) == 1
 
 
 async def test_more_than_the_whole_budget_is_refused_at_once() -> None:
@@ -105,7 +105,7 @@ async def test_a_waiter_whose_time_ran_out_as_bytes_came_is_refused_cleanly() ->
 
 async def test_a_team_past_its_share_waits_for_its_own_bytes_while_other_teams_find_room() -> None:
     registry = CollectorRegistry()
-    counter = Counter("memory_budget", "test", ["outcome"], registry=registry)
+    counter = Counter("memory_budget", "test", ["budget", "outcome"], registry=registry)
     budget = MemoryBudget(100, wait_s=0.2, share=0.25, counter=counter)
     greedy = [budget.lease("greedy") for _ in range(3)]
     await greedy[0].take(20, "a")
@@ -113,7 +113,7 @@ async def test_a_team_past_its_share_waits_for_its_own_bytes_while_other_teams_f
     with pytest.raises(OverShare) as refused:
         await greedy[1].take(10, "input[1]")
     assert refused.value.status == 429 and refused.value.retry_after == 1.0 and refused.value.param == "input[1]"
-    assert registry.get_sample_value("memory_budget_total", {"outcome": "over_share"}) == 1
+    assert registry.get_sample_value("memory_budget_total", {"budget": "requests", "outcome": "over_share"}) == 1
     # another team takes the room the greedy one may not
     other = budget.lease("other")
     await asyncio.wait_for(other.take(25, "body"), 0.05)
