@@ -642,6 +642,7 @@ def test_a_team_looping_on_listings_holds_four_of_them_at_once(capped: tuple[Gat
         t.join()
     for answers in (files, tasks):
         codes = [r.status_code for r in answers]
+        print(f"{answers[0].request.url.path}: {codes.count(200)} served, {codes.count(429)} refused")
         assert set(codes) <= {200, 429} and codes.count(200) >= 5 * 4 and codes.count(429) >= 5, codes
     refused = next(r for r in files if r.status_code == 429)
     assert refused.json()["error"]["code"] == "rate_limit_exceeded" and refused.headers["retry-after"] == "1"
