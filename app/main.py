@@ -33,7 +33,6 @@ from .inputs import tokentext
 from .inputs.items import TextItems
 from .jobs.wiring import JobsPlan, start_jobs
 from .limits.admission import TeamLimiter
-from .limits.desks import Desks
 from .limits.quota import UpstreamQuota
 from .metricfiles import multiprocess_dir
 from .metrics import Metrics
@@ -56,6 +55,7 @@ from .wiring.parts import (
     calls_memory_of,
     caps_of,
     connections_of,
+    desks_of,
     fetcher_of,
     flight_times,
     memory_of,
@@ -145,9 +145,9 @@ async def open_gateway(p: Plan, stack: AsyncExitStack) -> Gateway:
     keys = Keys(s.cache_namespace, s.usage.retention_days)
     meter, reader = open_usage(keys, s.usage.flush_s, p.catalog, metrics, p.auth, limits.census.link, service)
     return Gateway(caps_of(s), p.catalog, cache, service, upstreams, metrics, kinds, p.auth, team_limits, quota,
-                   floats, base64s, memory_of(s, metrics), meter, reader, Desks(s.management_concurrency, metrics),
-                   fetcher=fetcher, turns=turns,
-                   texts=TextItems(metrics.memo("texts")), skeletons=Skeletons(metrics.memo("skeletons")))  # fmt: skip
+                   floats, base64s, memory_of(s, metrics), meter, reader, *desks_of(s, metrics), fetcher=fetcher,
+                   turns=turns, texts=TextItems(metrics.memo("texts")),
+                   skeletons=Skeletons(metrics.memo("skeletons")))  # fmt: skip
 
 
 def announce(p: Plan, gw: Gateway) -> None:

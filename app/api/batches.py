@@ -36,14 +36,13 @@ CREATE = {"requestBody": {"required": True, "content": {"application/json": {"sc
 ANONYMOUS = "_"  # the owner of files and batches when auth is off
 
 
-def jobs_of(request: Request, desk: bool = True) -> tuple[Jobs, str]:
-    """The jobs and the caller's team; `desk`: the request takes one of its team's desks (all but uploads and
-    downloads, which the memory budget's team share bounds)."""
+def jobs_of(request: Request, transfer: bool = False) -> tuple[Jobs, str]:
+    """The jobs and the caller's team, whose desk the request takes: a transfer's (an upload, a download), or
+    a management request's (limits/desks.py)."""
     gw = gateway(request)
     team = tenancy.authenticate(request, gw)
     name = team.name if team is not None else ANONYMOUS
-    if desk:
-        tenancy.seat(request, gw, name)
+    tenancy.seat(request, gw.transfers if transfer else gw.desks, name)
     if gw.jobs is None:
         raise Unavailable(gw.jobs_off)
     return gw.jobs, name
@@ -51,7 +50,7 @@ def jobs_of(request: Request, desk: bool = True) -> tuple[Jobs, str]:
 
 @router.post(routes.FILES, responses=ERRORS, openapi_extra=UPLOAD, summary="Upload a JSONL file (purpose batch)")
 async def create_file(request: Request) -> JSONResponse:
-    jobs, team = jobs_of(request, desk=False)
+    jobs, team = jobs_of(request, transfer=True)
     length = request.headers.get("content-length")
     declared = int(length) if length is not None and length.isdigit() else None
     rec = await jobs.files.upload(team, request.headers.get("content-type", ""), declared, request.stream())
@@ -87,7 +86,7 @@ async def get_file(request: Request, file_id: str) -> JSONResponse:
 async def file_content(request: Request, file_id: str) -> StreamingResponse:
     """Streamed a chunk at a time; the bytes a download holds come from the memory budget (a flood of
     downloads that are not read waits for room, then gets 503, rather than growing the process)."""
-    jobs, team = jobs_of(request, desk=False)
+    jobs, team = jobs_of(request, transfer=True)
     rec = await jobs.files.get(team, file_id)
     await lease_of(request.scope, gateway(request).memory).take(min(DOWNLOAD_BYTES, rec["bytes"]), "file_id")
     return StreamingResponse(jobs.files.content(rec), media_type="application/octet-stream",

@@ -18,7 +18,7 @@ from ..runtime.state import gateway
 from ..schemas.dashscope import DashScopeError
 from ..storage.base import DOWNLOAD_BYTES
 from ..teams.team import Team, model_for
-from . import routes
+from . import routes, tenancy
 from .asgi.exchange import exchange_of, lease_of
 from .batches import ANONYMOUS, jobs_of
 from .body import read_body
@@ -110,6 +110,7 @@ async def task_result(
     task = await gw.jobs.tasks.completed(task_id)
     # the URL needs no key: its downloads count toward the task's team's share of the memory budget
     exchange_of(request.scope).team = None if task["team"] == ANONYMOUS else task["team"]
+    tenancy.seat(request, gw.transfers, task["team"])
     await lease_of(request.scope, gw.memory).take(DOWNLOAD_BYTES + GZIP_BYTES, "task_id")  # as a file's content
     return StreamingResponse(gw.jobs.tasks.result(task), media_type="application/gzip")
 

@@ -1,11 +1,12 @@
 """What the routes share around the service call: the caller's key -> team (before the body is read), a
-management request's desk, the one call into the service (its limits, the cache, the misses, the
+management request's or transfer's desk, the one call into the service (its limits, the cache, the misses, the
 bill and the rate-limit headers are the service's) and the log fields of its answer."""
 
 from __future__ import annotations
 
 from fastapi import Request
 
+from ..limits.desks import Desks
 from ..runtime.budget import SMALL_BODY_BYTES, vector_bytes
 from ..runtime.state import Gateway
 from ..service import EmbedRequest, EmbedResult
@@ -27,12 +28,12 @@ def authenticate(request: Request, gw: Gateway) -> Team | None:
     return team
 
 
-def seat(request: Request, gw: Gateway, team: str) -> None:
-    """A desk for the team's management request (files, batches, tasks, usage), given back when the request
-    ends; 429 when the team's are all taken in this process (app/limits/desks.py)."""
+def seat(request: Request, desks: Desks, team: str) -> None:
+    """A desk of `desks` (management requests, or transfers) for the team's request, given back when the
+    request ends; 429 when the team's are all taken in this process (app/limits/desks.py)."""
     exchange = exchange_of(request.scope)
     if exchange.desk is None:
-        exchange.desk = gw.desks.take(team)
+        exchange.desk = desks.take(team)
 
 
 async def embed(request: Request, gw: Gateway, team: Team | None, req: EmbedRequest) -> EmbedResult:

@@ -50,7 +50,7 @@ def _query(request: Request, gw: Gateway, *, costs: bool) -> tuple[Query, int]:
     reader = gw.auth.reader_of(request.headers)
     if reader is not None:
         exchange_team(request, reader.name)
-    tenancy.seat(request, gw, reader.name if reader is not None else ADMINS)
+    tenancy.seat(request, gw.desks, reader.name if reader is not None else ADMINS)
     params: dict[str, list[str]] = {}
     for name, value in request.query_params.multi_items():
         params.setdefault(name, []).append(value)

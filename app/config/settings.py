@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     management_concurrency: int = Field(
         default=4, ge=1, le=1000, description="per worker: a team's file, batch, task, usage requests at once; then 429"
     )
+    transfer_concurrency: int = Field(
+        default=8, ge=1, le=1000, description="per worker: a team's uploads and downloads of files at once; then 429"
+    )
 
     # Upstream calls: deadline, retries, breaker, micro-batching, coalescing.
     request_deadline_s: float = Field(

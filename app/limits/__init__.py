@@ -11,5 +11,5 @@ decider.py    LimitDecider: Redis while it answers, else the per-limit failure p
 admission.py  a team's admission and reconciliation around one request
 headers.py    the rate-limit response headers of an admission
 quota.py      the upstream gate the service awaits before every upstream call
-desks.py      a team's management requests at once in this process (files, batches, tasks, usage)
+desks.py      a team's management requests and transfers at once in this process (files, batches, tasks)
 """

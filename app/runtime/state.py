@@ -53,6 +53,7 @@ class Gateway:
     meter: Meter  # the usage ledger, priced, and budgets (app/usage/); the service bills it
     reader: Reader  # the ledger read back (the usage and costs routes)
     desks: Desks  # a team's management requests at once (files, batches, tasks, usage: limits/desks.py)
+    transfers: Desks  # a team's uploads and downloads at once (limits/desks.py)
     ready: bool = True
     fetcher: Fetcher | None = None  # set when media_fetch is on
     jobs: Jobs | None = None  # batch jobs (app/jobs/), with Redis only

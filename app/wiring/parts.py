@@ -12,6 +12,7 @@ from ..config.settings import Settings
 from ..config.upstream import UpstreamConfig
 from ..flights.wiring import FlightTimes
 from ..inputs.media.fetcher import Fetcher, open_client
+from ..limits.desks import Desks
 from ..metrics import Metrics
 from ..runtime.budget import MemoryBudget
 from ..runtime.state import RequestCaps
@@ -64,6 +65,17 @@ def memory_of(s: Settings, metrics: Metrics) -> MemoryBudget:
     return MemoryBudget(
         s.memory_budget_bytes, wait_s=s.memory_wait_s, share=s.memory_budget_team_share, counter=metrics.memory_waits
     )
+
+
+def desks_of(s: Settings, metrics: Metrics) -> tuple[Desks, Desks]:
+    """A team's management requests, and its uploads and downloads, at once in this process."""
+    what = "file, batch, task or usage requests"
+    management = Desks(
+        s.management_concurrency, metrics, kind="management", what=what, setting="management_concurrency"
+    )
+    what = "uploads and downloads of files and results"
+    transfers = Desks(s.transfer_concurrency, metrics, kind="transfers", what=what, setting="transfer_concurrency")
+    return management, transfers
 
 
 def calls_memory_of(s: Settings, metrics: Metrics) -> MemoryBudget:

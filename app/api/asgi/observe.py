@@ -65,7 +65,7 @@ class Observer:
         tally.inc(m.in_flight, -1)
         if exchange.lease is not None:  # the bytes the request held from the memory budget (app/runtime/budget.py)
             exchange.lease.release()
-        if exchange.desk is not None:  # a management request's place among its team's (app/limits/desks.py)
+        if exchange.desk is not None:  # its place among its team's (app/limits/desks.py)
             exchange.desk()
         team = exchange.team
         status = exchange.status
