@@ -485,6 +485,40 @@ def test_stalled_downloads_give_their_budget_back_at_the_write_deadline(stalling
             s.close()
 
 
+def test_stalled_downloads_give_their_transfer_desks_back_at_the_write_deadline(stalling: tuple[Gateway, str]) -> None:
+    """A download whose reader never reads holds its team's transfer desk until the write deadline (2 s here)
+    aborts it, and then gives it back: eight such downloads hold all of the team's desks (a ninth is a 429;
+    four of them wait for the budget's room meanwhile, which the aborts free); once aborted, eight downloads
+    read at once are all served (a desk kept by an aborted connection would shut the team out for good)."""
+    g, key = stalling
+    c = client(g, key)
+    f = c.files.create(file=("stalls.jsonl", (b"x" * 1023 + b"\n") * (8 * 1024)), purpose="batch")
+    headers = {"Authorization": f"Bearer {key}"}
+    stalled = [stalled_download(g, key, f.id) for _ in range(8)]
+    try:
+
+        def ninth_refused() -> bool:
+            ninth = httpx.get(g.url + f"/v1/files/{f.id}/content", headers=headers, timeout=60)
+            return ninth.status_code == 429 and "transfer_concurrency" in ninth.text
+
+        eventually(ninth_refused, within=3, interval=0.1, what="a ninth download refused while eight stall")
+
+        async def eight() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=g.url, headers=headers, timeout=60) as http:
+                return await asyncio.gather(*(http.get(f"/v1/files/{f.id}/content") for _ in range(8)))
+
+        def all_served() -> bool:
+            answers = asyncio.run(eight())
+            assert [(r.status_code, len(r.content)) for r in answers] == [(200, 8 * MB)] * 8
+            return True
+
+        eventually(all_served, within=40, interval=0.5, what="the aborted downloads' desks given back")
+    finally:
+        for s in stalled:
+            s.close()
+        c.files.delete(f.id)
+
+
 def test_a_killed_gateway_s_half_written_upload_is_swept_by_the_next(gateways: GatewayFactory, tmp_path: Path) -> None:
     """A gateway killed (SIGKILL, as the OOM killer does) during an upload leaves its `.part` file: nothing
     of it renames or removes it. The next gateway's first files sweep deletes it once it is older than an
